@@ -1,0 +1,239 @@
+"""One typed configuration tree for core3d.
+
+Every tunable number lives here with its default. The tree loads from YAML (either a plain
+nested mapping, or a ROS 2 parameters file ``<node>: ros__parameters: {...}``), and flattens to
+dotted names (``fusion.voxel_size``) that map one to one onto ROS parameters.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class DepthConfig:
+    depth_scale: float = 1000.0  # raw integer depth units per metre (16UC1 millimetres)
+    min_depth: float = 0.1  # metres; closer readings are invalid
+    max_depth: float = 5.0  # metres; farther readings are invalid
+
+
+@dataclass
+class FusionConfig:
+    voxel_size: float = 0.025  # metres (2-5 cm is sensible for rooms)
+    pixel_stride: int = 2  # back-project every n-th pixel; a voxel spans several pixels anyway
+    slots_per_voxel: int = 4  # object instances remembered per voxel
+    # Association / merging test of CORE-3D: IoV(a,b) > gamma, IoV(b,a) > gamma, |diff| < delta.
+    gamma: float = 0.5
+    delta: float = 0.5
+    merge_interval: int = 10  # frames between map-wide merge passes
+    # DBSCAN split of each mask in 3D (eps in voxel units).
+    dbscan_eps_voxels: float = 2.5
+    dbscan_min_samples: int = 3
+    min_segment_voxels: int = 15  # smaller 3D segments are ignored as noise
+    min_object_observations: int = 2  # objects seen fewer times are not reported
+    max_voxels: int = 4_000_000  # hard memory bound; new voxels beyond it are dropped (counted)
+
+
+@dataclass
+class GeometricSegmenterConfig:
+    """Weight-free segmenter: remove dominant planes, cluster the rest in 3D, coarse to fine."""
+
+    plane_distance: float = 0.02  # metres, RANSAC inlier threshold
+    plane_min_fraction: float = 0.08  # a plane must cover this share of valid pixels
+    max_planes: int = 4
+    pixel_stride: int = 2
+    cluster_eps: list[float] = field(default_factory=lambda: [0.06, 0.03])  # coarse to fine
+    min_mask_pixels: int = 400
+    keep_planes: bool = True  # report the removed planes as masks too (floor, table top, walls)
+
+
+@dataclass
+class ProgressiveConfig:
+    """CORE-3D progressive multi-granularity merging of masks."""
+
+    tau_cer: float = 0.5  # keep masks with confidence above this
+    tau_k: float = 0.3  # add a mask only if |m ∩ kept| / |m| is below this
+    min_mask_pixels: int = 200
+
+
+@dataclass
+class SegmenterConfig:
+    name: str = "geometric"  # geometric | oracle | sam | semantic_sam
+    checkpoint: str = ""  # model weights for sam / semantic_sam
+    model_type: str = "vit_b"  # sam: vit_b | vit_l | vit_h ; semantic_sam: L | T
+    granularity_levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
+    points_per_side: int = 32
+    device: str = "auto"
+    geometric: GeometricSegmenterConfig = field(default_factory=GeometricSegmenterConfig)
+    progressive: ProgressiveConfig = field(default_factory=ProgressiveConfig)
+
+
+@dataclass
+class EmbedConfig:
+    name: str = "none"  # none | open_clip
+    model: str = "ViT-B-16"
+    pretrained: str = ""  # open_clip pretrained tag (downloads on a machine with internet)
+    checkpoint: str = ""  # local checkpoint path; takes precedence over `pretrained`
+    device: str = "auto"  # auto | cpu | cuda
+    batch_size: int = 64
+    # Context-aware crop fusion (CORE-3D): e = sum(w * e_crop) - w_sur * e_sur.
+    w_mask: float = 0.45
+    w_bbox: float = 0.25
+    w_large: float = 0.15
+    w_huge: float = 0.15
+    w_sur: float = 0.1
+    large_scale: float = 2.5
+    huge_scale: float = 4.0
+    sur_scale: float = 3.0
+    alpha_global: float = 0.0  # OpenInsGaussian global-context blend; 0 disables
+    crop_size: int = 224
+
+
+@dataclass
+class KeyframeConfig:
+    min_translation: float = 0.10  # metres
+    min_rotation_deg: float = 10.0
+    max_interval: int = 10  # frames
+
+
+@dataclass
+class RetrievalConfig:
+    top_k: int = 5
+    max_query_chars: int = 256
+    vocabulary: list[str] = field(default_factory=list)  # empty: the built-in ScanNet-200-style list
+
+
+@dataclass
+class RosConfig:
+    color_topic: str = "camera/color/image_raw"
+    depth_topic: str = "camera/depth/image_raw"
+    info_topic: str = "camera/color/camera_info"
+    pose_topic: str = "camera/pose"
+    pose_type: str = "pose"  # pose (PoseStamped) | odometry | tf
+    map_frame: str = "map"
+    camera_frame: str = ""  # for pose_type=tf; empty: the image header's frame_id
+    qos_reliability: str = "best_effort"  # best_effort | reliable
+    qos_depth: int = 10
+    sync_slop: float = 0.05  # seconds
+    sync_queue: int = 30
+    max_pose_age: float = 0.2  # seconds between image stamp and nearest pose
+    work_queue: int = 4  # bounded queue between callbacks and the mapping worker
+    publish_period: float = 1.0  # seconds between map publications
+    publish_points: bool = True
+    map_path: str = ""  # load this map at start-up when set
+
+
+@dataclass
+class MapperConfig:
+    depth: DepthConfig = field(default_factory=DepthConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    ros: RosConfig = field(default_factory=RosConfig)
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown or has the wrong type."""
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, hint: Any, name: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name}: expected a mapping, got {type(value).__name__}")
+        return _from_dict(hint, value, name)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name}: expected a list, got {type(value).__name__}")
+        return [_coerce(v, item, f"{name}[]") for v in value]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}: expected true/false, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name}: expected a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = _hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        where = prefix or "config"
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+    kwargs = {}
+    for key, value in data.items():
+        kwargs[key] = _coerce(value, hints[key], f"{prefix}.{key}" if prefix else key)
+    return cls(**kwargs)
+
+
+def from_dict(data: dict[str, Any]) -> MapperConfig:
+    """Build a MapperConfig from a nested mapping; missing keys keep their defaults."""
+    return _from_dict(MapperConfig, data or {})
+
+
+def load_config(path: str | Path | None) -> MapperConfig:
+    """Load YAML: a nested mapping, or a ROS 2 parameters file (first node's ros__parameters)."""
+    if path is None:
+        return MapperConfig()
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    for value in data.values():  # ROS parameters layout
+        if isinstance(value, dict) and "ros__parameters" in value:
+            data = value["ros__parameters"] or {}
+            break
+    return from_dict(data)
+
+
+def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted-name view of a config tree: {'fusion.voxel_size': 0.025, ...}."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        name = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of flatten for plain values: {'a.b': 1} -> {'a': {'b': 1}}."""
+    root: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        node = root
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return root
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,68 @@
+"""Class-agnostic 2-D mask generators behind one Protocol, chosen by name from config."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import numpy as np
+
+from ...config import SegmenterConfig
+from ..frame import Frame
+
+
+@dataclass
+class Mask2D:
+    mask: np.ndarray  # HxW bool
+    score: float = 1.0  # generator confidence in [0, 1]
+    level: int = 0  # granularity level that produced it (0 = coarsest)
+    source_id: int = -1  # ground-truth instance id (oracle) or -1
+
+    @property
+    def area(self) -> int:
+        return int(np.count_nonzero(self.mask))
+
+
+class Segmenter(Protocol):
+    """Produces class-agnostic masks for one frame."""
+
+    name: str
+
+    def segment(self, frame: Frame) -> list[Mask2D]: ...
+
+
+SegmenterFactory = Callable[[SegmenterConfig], Segmenter]
+_REGISTRY: dict[str, SegmenterFactory] = {}
+
+
+def register_segmenter(name: str) -> Callable[[SegmenterFactory], SegmenterFactory]:
+    def wrap(factory: SegmenterFactory) -> SegmenterFactory:
+        _REGISTRY[name] = factory
+        return factory
+
+    return wrap
+
+
+def available_segmenters() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def make_segmenter(cfg: SegmenterConfig) -> Segmenter:
+    _load_builtin()
+    try:
+        factory = _REGISTRY[cfg.name]
+    except KeyError:
+        raise ValueError(
+            f"unknown segmenter {cfg.name!r} (parameter segmenter.name); available: {available_segmenters()}"
+        ) from None
+    return factory(cfg)
+
+
+def _load_builtin() -> None:
+    # Importing the modules registers their factories.
+    from . import geometric, oracle  # noqa: F401
+
+    try:
+        from . import sam, semantic_sam  # noqa: F401
+    except ImportError:  # model back-ends are optional modules
+        pass
