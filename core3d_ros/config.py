@@ -31,8 +31,8 @@ class FusionConfig:
     gamma: float = 0.5
     delta: float = 0.5
     merge_interval: int = 10  # frames between map-wide merge passes
-    # DBSCAN split of each mask in 3D (eps in voxel units).
-    dbscan_eps_voxels: float = 2.5
+    # DBSCAN split of each mask in 3D (eps in voxel units; 1.75 = the 26-neighbourhood).
+    dbscan_eps_voxels: float = 1.75
     dbscan_min_samples: int = 3
     min_segment_voxels: int = 15  # smaller 3D segments are ignored as noise
     min_object_observations: int = 2  # objects seen fewer times are not reported
@@ -41,14 +41,27 @@ class FusionConfig:
 
 @dataclass
 class GeometricSegmenterConfig:
-    """Weight-free segmenter: remove dominant planes, cluster the rest in 3D, coarse to fine."""
+    """Weight-free segmenter: remove dominant planes, cluster the rest in 3D, coarse to fine.
 
-    plane_distance: float = 0.02  # metres, RANSAC inlier threshold
+    Distance thresholds grow with depth z (metres): ``value * z + depth_noise * z**2`` for the
+    region thresholds, ``plane_distance + depth_noise * z**2`` for plane inliers.
+    """
+
+    pixel_stride: int = 2  # work on every n-th pixel; masks come back at full resolution
+    normal_radius: int = 2  # grid pixels either side for the normals' central differences
+    depth_noise: float = 0.003  # metres per squared metre of depth (Kinect-like quantisation)
+    plane_distance: float = 0.02  # metres, RANSAC inlier threshold (plus the depth noise term)
+    plane_normal_deg: float = 20.0  # an inlier's normal lies within this angle of the plane's
     plane_min_fraction: float = 0.08  # a plane must cover this share of valid pixels
     max_planes: int = 4
-    pixel_stride: int = 2
-    cluster_eps: list[float] = field(default_factory=lambda: [0.06, 0.03])  # coarse to fine
+    ransac_iterations: int = 64  # plane hypotheses (point + normal) tried per plane
+    # Per granularity level, coarse to fine (same length): a depth step larger than
+    # cluster_eps * z separates regions; so does a concave crease sharper than concave_deg.
+    cluster_eps: list[float] = field(default_factory=lambda: [0.05, 0.025])
+    concave_deg: list[float] = field(default_factory=lambda: [60.0, 30.0])
+    hole_fill_px: int = 6  # invalid-depth pixels this close to a region join it (full-res pixels)
     min_mask_pixels: int = 400
+    score_width_px: float = 4.0  # regions this thick (mean half-width, pixels) score 0.5 x depth coverage
     keep_planes: bool = True  # report the removed planes as masks too (floor, table top, walls)
 
 
@@ -69,13 +82,20 @@ class SegmenterConfig:
     granularity_levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
     points_per_side: int = 32
     device: str = "auto"
+    # sam / semantic_sam automatic generators: their own quality filters, applied before the
+    # progressive merge (which then keeps score > progressive.tau_cer).
+    points_per_batch: int = 64  # point prompts decoded together (GPU memory vs speed)
+    pred_iou_thresh: float = 0.88  # drop masks whose predicted IoU is at or below this
+    stability_score_thresh: float = 0.92  # drop masks less stable than this
+    min_mask_region_area: int = 0  # >0: remove islands/holes smaller than this (pixels)
+    input_short_edge: int = 640  # semantic_sam: resize the shorter image side to this; 0 keeps size
     geometric: GeometricSegmenterConfig = field(default_factory=GeometricSegmenterConfig)
     progressive: ProgressiveConfig = field(default_factory=ProgressiveConfig)
 
 
 @dataclass
 class EmbedConfig:
-    name: str = "none"  # none | open_clip
+    name: str = "none"  # none | open_clip | mean_color (deterministic test encoder, not semantic)
     model: str = "ViT-B-16"
     pretrained: str = ""  # open_clip pretrained tag (downloads on a machine with internet)
     checkpoint: str = ""  # local checkpoint path; takes precedence over `pretrained`
@@ -92,10 +112,15 @@ class EmbedConfig:
     sur_scale: float = 3.0
     alpha_global: float = 0.0  # OpenInsGaussian global-context blend; 0 disables
     crop_size: int = 224
+    resize_mode: str = "pad"  # crop -> model input: pad (letterbox) | squash | center_crop
+    half_precision: bool = True  # fp16 weights and inputs on CUDA (CPU always runs fp32)
+    text_cache_size: int = 1024  # text embeddings remembered (LRU)
+    allow_random_weights: bool = False  # open_clip without weights (timing only; never semantic)
 
 
 @dataclass
 class KeyframeConfig:
+    enabled: bool = True  # false: every frame is a keyframe
     min_translation: float = 0.10  # metres
     min_rotation_deg: float = 10.0
     max_interval: int = 10  # frames
@@ -106,6 +131,25 @@ class RetrievalConfig:
     top_k: int = 5
     max_query_chars: int = 256
     vocabulary: list[str] = field(default_factory=list)  # empty: the built-in ScanNet-200-style list
+    up_axis: list[float] = field(default_factory=lambda: [0.0, 0.0, 1.0])  # world up (z-up maps)
+    # Semantic scoring: S = exp((cos - best cos) / temperature), the softmax normalised by its max.
+    text_template: str = "a photo of a {}"  # prompt for the text encoder; {} is the noun phrase
+    temperature: float = 0.02
+    label_bonus: float = 0.02  # cosine bonus when an object's label equals the noun (semantic only)
+    color_weight: float = 0.5  # semantic: colour factor (1 - w) + w * match; without semantics: match
+    relation_floor: float = 0.05  # relation factor floor + (1 - floor) * R; R = 0 keeps this share
+    superlative_gate: float = 0.5  # superlatives rank objects scoring at least gate x the best
+    superlative_floor: float = 0.1  # multiplier of the least extreme eligible object
+    target_candidates: int = 64  # top-M targets (by similarity) checked for relations
+    anchor_candidates: int = 16  # top-M anchors per anchor phrase
+    max_geometric_targets: int = 20000  # without a target noun: objects scored geometrically
+    # Spatial relations (metres).
+    near_distance: float = 0.5  # gap between boxes at which "near" scores 0.5
+    near_softness: float = 0.1  # logistic width of that threshold
+    contact_tolerance: float = 0.05  # "on": bottom of target vs top of anchor
+    footprint_margin: float = 0.03  # soft margin of footprint / box containment
+    lateral_range: float = 2.0  # left/right/in front/behind fade beyond this distance
+    between_tolerance: float = 0.3  # minimum off-line tolerance of "between"
 
 
 @dataclass
@@ -114,6 +158,9 @@ class RosConfig:
     depth_topic: str = "camera/depth/image_raw"
     info_topic: str = "camera/color/camera_info"
     pose_topic: str = "camera/pose"
+    # Optional per-pixel instance ids (32SC1/16UC1, 0 = none) from a simulator, for the oracle
+    # segmenter; empty: not subscribed.
+    instance_topic: str = ""
     pose_type: str = "pose"  # pose (PoseStamped) | odometry | tf
     map_frame: str = "map"
     camera_frame: str = ""  # for pose_type=tf; empty: the image header's frame_id
@@ -125,6 +172,7 @@ class RosConfig:
     work_queue: int = 4  # bounded queue between callbacks and the mapping worker
     publish_period: float = 1.0  # seconds between map publications
     publish_points: bool = True
+    marker_style: str = "line_list"  # object boxes in core3d/markers: line_list (wire frame) | cube
     map_path: str = ""  # load this map at start-up when set
 
 

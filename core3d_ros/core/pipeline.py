@@ -1,11 +1,128 @@
 """The Mapper: runs one frame through segmentation, (optional) embedding and fusion.
 
-API contract (used by the ROS node, the CLI and tests):
-
-    mapper = Mapper(cfg)                      # cfg: MapperConfig; builds segmenter by name
+    mapper = Mapper(cfg)                      # cfg: MapperConfig; builds segmenter/encoder by name
     stats = mapper.process(frame)             # raises FrameError(reason) for a bad frame
     snap = mapper.snapshot()                  # MapSnapshot, consistent, thread-safe
     mapper.save(path); mapper.load(path); mapper.clear()
 
-Implementation lands with the fusion core.
+Keyframes: segmentation and embedding (the model inference) run on keyframes chosen by camera
+motion; a non-keyframe only updates ``last_pose`` (the viewpoint for queries) and is counted.
+With ``keyframes.enabled: false`` every valid frame is fused.
 """
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..config import MapperConfig
+from .camera import backproject
+from .fusion.object_map import ObjectMap, SegmentObservation
+from .frame import Frame
+from .mapio import load_map, save_map
+from .objects import MapSnapshot
+from .segment.base import Mask2D, Segmenter, make_segmenter
+from .segment.progressive import progressive_merge
+
+
+@dataclass
+class FrameStats:
+    index: int
+    keyframe: bool = True
+    masks: int = 0
+    segments: int = 0
+    created: int = 0
+    associated: int = 0
+    merged: int = 0
+    dropped_voxels: int = 0
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class Mapper:
+    def __init__(self, cfg: MapperConfig | None = None, segmenter: Segmenter | None = None, encoder=None):
+        self.cfg = cfg or MapperConfig()
+        self.segmenter = segmenter if segmenter is not None else make_segmenter(self.cfg.segmenter)
+        if encoder is None and self.cfg.embed.name != "none":
+            from .embed.base import make_encoder
+
+            encoder = make_encoder(self.cfg.embed)
+        self.encoder = encoder
+        self._labeler = None
+        if encoder is not None and getattr(encoder, "semantic", False):
+            from .embed.labels import LabelGuesser
+
+            self._labeler = LabelGuesser(encoder, self.cfg.retrieval.vocabulary or None)
+        from .keyframes import KeyframeSelector
+
+        self.keyframes = KeyframeSelector(self.cfg.keyframes)
+        self.map = ObjectMap(self.cfg.fusion)
+        self.last_pose: np.ndarray | None = None
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ frames
+    def process(self, frame: Frame) -> FrameStats:
+        frame.validate()
+        stats = FrameStats(index=frame.index)
+        t_start = time.perf_counter()
+        self.last_pose = frame.pose.copy()
+        stats.keyframe = self.keyframes.is_keyframe(frame.pose, frame.index)
+        if not stats.keyframe:
+            return stats
+        with _timed(stats, "segment"):
+            masks = progressive_merge(self.segmenter.segment(frame), self.cfg.segmenter.progressive)
+        stats.masks = len(masks)
+        observations = None
+        if self.encoder is not None and masks:
+            with _timed(stats, "embed"):
+                observations = self._observe(frame, masks)
+        with _timed(stats, "fusion"):
+            points, pix = backproject(frame.depth, frame.intrinsics, frame.pose, stride=self.cfg.fusion.pixel_stride)
+            colors = frame.rgb.reshape(-1, 3)[pix]
+            selections = [m.mask.reshape(-1)[pix] for m in masks]
+            with self._lock:
+                ist = self.map.integrate(points, colors, selections, frame.stamp, observations)
+        stats.segments, stats.created, stats.associated = ist.segments, ist.created, ist.associated
+        stats.merged, stats.dropped_voxels = ist.merged, ist.dropped_voxels
+        stats.timings_ms["total"] = (time.perf_counter() - t_start) * 1e3
+        return stats
+
+    def _observe(self, frame: Frame, masks: list[Mask2D]) -> list[SegmentObservation]:
+        from .embed.crops import embed_masks, view_quality
+
+        embeddings = embed_masks(self.encoder, frame.rgb, masks, self.cfg.embed)
+        out = []
+        for m, e in zip(masks, embeddings):
+            ys, xs = np.nonzero(m.mask)
+            crop = frame.rgb[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].copy()
+            out.append(SegmentObservation(embedding=e, view_quality=view_quality(m.mask, m.mask.shape), view_crop=crop))
+        return out
+
+    # ------------------------------------------------------------------ map access
+    def snapshot(self) -> MapSnapshot:
+        with self._lock:
+            return self.map.snapshot(stamp=time.time(), labeler=self._labeler)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.map.clear()
+
+    def save(self, path: str) -> str:
+        with self._lock:
+            return save_map(self.map, path)
+
+    def load(self, path: str) -> None:
+        new = load_map(path, self.cfg.fusion)  # validated before anything changes
+        with self._lock:
+            self.map = new
+
+
+@contextmanager
+def _timed(stats: FrameStats, name: str):
+    t = time.perf_counter()
+    try:
+        yield
+    finally:
+        stats.timings_ms[name] = stats.timings_ms.get(name, 0.0) + (time.perf_counter() - t) * 1e3
