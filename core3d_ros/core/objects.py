@@ -13,27 +13,48 @@ class OrientedBox:
     extent: np.ndarray  # (3,) full side lengths along the axes
 
     @classmethod
-    def from_points(cls, points: np.ndarray, min_extent: float = 0.0) -> "OrientedBox":
-        """PCA box: axes from the covariance of the points, extents from their span."""
+    def from_points(cls, points: np.ndarray, up: np.ndarray | None = None, min_extent: float = 0.0) -> "OrientedBox":
+        """Bounding box of points.
+
+        With ``up`` (the world's up direction) the box is gravity-aligned: one axis is ``up`` and
+        the other two come from OpenCV's minimum-area rectangle of the points projected on the
+        ground plane, which is what planners expect for furniture. Without it, the axes come from
+        the points' principal components.
+        """
         pts = np.asarray(points, dtype=np.float64)
         if len(pts) == 0:
             return cls(np.zeros(3), np.eye(3), np.zeros(3))
-        mean = pts.mean(axis=0)
-        if len(pts) < 4:
-            lo, hi = pts.min(axis=0), pts.max(axis=0)
-            return cls((lo + hi) / 2, np.eye(3), np.maximum(hi - lo, min_extent))
-        _, vecs = np.linalg.eigh(np.cov((pts - mean).T))
-        R = vecs[:, ::-1]  # largest spread first
+        if up is not None:
+            R = _gravity_axes(pts, np.asarray(up, dtype=np.float64))
+        elif len(pts) >= 4:
+            _, vecs = np.linalg.eigh(np.cov((pts - pts.mean(axis=0)).T))
+            R = vecs[:, ::-1]  # largest spread first
+        else:
+            R = np.eye(3)
         if np.linalg.det(R) < 0:
             R[:, 2] = -R[:, 2]
-        local = (pts - mean) @ R
+        local = pts @ R
         lo, hi = local.min(axis=0), local.max(axis=0)
-        center = mean + R @ ((lo + hi) / 2)
-        return cls(center, R, np.maximum(hi - lo, min_extent))
+        return cls(R @ ((lo + hi) / 2), R, np.maximum(hi - lo, min_extent))
 
     def contains(self, points: np.ndarray, margin: float = 0.0) -> np.ndarray:
         local = (np.asarray(points, dtype=np.float64) - self.center) @ self.rotation
         return np.all(np.abs(local) <= self.extent / 2 + margin, axis=1)
+
+
+def _gravity_axes(pts: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """Columns: two ground-plane axes (min-area rectangle) and ``up``; a right-handed frame."""
+    import cv2
+
+    up = up / np.linalg.norm(up)
+    a = np.cross(up, [1.0, 0.0, 0.0] if abs(up[0]) < 0.9 else [0.0, 1.0, 0.0])
+    a /= np.linalg.norm(a)
+    b = np.cross(up, a)
+    ground = np.stack([pts @ a, pts @ b], axis=1).astype(np.float32)
+    (_, _), (_, _), angle = cv2.minAreaRect(ground)
+    t = np.deg2rad(angle)
+    x = np.cos(t) * a + np.sin(t) * b
+    return np.stack([x, np.cross(up, x), up], axis=1)
 
 
 @dataclass

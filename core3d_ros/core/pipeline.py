@@ -103,7 +103,7 @@ class Mapper:
     # ------------------------------------------------------------------ map access
     def snapshot(self) -> MapSnapshot:
         with self._lock:
-            return self.map.snapshot(stamp=time.time(), labeler=self._labeler)
+            return self.map.snapshot(stamp=time.time(), labeler=self._labeler, up=self.cfg.retrieval.up_axis)
 
     def clear(self) -> None:
         with self._lock:

@@ -385,9 +385,10 @@ class ObjectMap:
             rows = np.sort(order[s:e])
             yield oid, np.sort(self.keys[rows]), rows
 
-    def snapshot(self, stamp: float = 0.0, labeler=None) -> MapSnapshot:
+    def snapshot(self, stamp: float = 0.0, labeler=None, up: np.ndarray | None = None) -> MapSnapshot:
         """Consistent copy of the objects (cached until the map changes)."""
-        if self._snapshot is not None and self._snapshot_version == self.version:
+        cache_key = (self.version, None if up is None else tuple(np.asarray(up, float).tolist()), id(labeler))
+        if self._snapshot is not None and self._snapshot_key == cache_key:
             return self._snapshot
         objects = []
         for oid, keys, rows in self._partition():
@@ -400,7 +401,7 @@ class ObjectMap:
                     id=oid,
                     points=pts,
                     colors=np.clip(self.colors[rows], 0, 255).astype(np.uint8),
-                    box=OrientedBox.from_points(pts, min_extent=self.voxel_size),
+                    box=OrientedBox.from_points(pts, up=up, min_extent=self.voxel_size),
                     num_observations=st.num_observations,
                     first_seen=st.first_seen,
                     last_seen=st.last_seen,
@@ -411,5 +412,5 @@ class ObjectMap:
                 )
             )
         self._snapshot = MapSnapshot(objects=objects, voxel_size=self.voxel_size, stamp=stamp, frames=self.frames)
-        self._snapshot_version = self.version
+        self._snapshot_key = cache_key
         return self._snapshot

@@ -1,0 +1,127 @@
+"""Map files: round trip, atomic writes, and damaged or hostile files rejected cleanly."""
+import io
+import zipfile
+
+import numpy as np
+import pytest
+
+from core3d_ros.config import FusionConfig
+from core3d_ros.core.fusion.object_map import ObjectMap
+from core3d_ros.core.mapio import MapFileError, load_map, save_map
+from test_fusion import box_surface, cfg, integrate
+
+
+@pytest.fixture
+def omap():
+    m = ObjectMap(cfg())
+    a = box_surface([0, 0, 0], [0.4, 0.4, 0.4])
+    b = box_surface([1.0, 0, 0], [1.6, 0.4, 0.4])
+    for t in range(3):
+        integrate(m, [a, b], stamp=float(t))
+    st = next(iter(m.objects.values()))
+    st.add_embedding(np.array([1, 0, 0, 0], np.float32))
+    st.best_view, st.best_view_quality = np.full((4, 5, 3), 7, np.uint8), 0.8
+    return m
+
+
+def test_round_trip(tmp_path, omap):
+    path = save_map(omap, tmp_path / "map")
+    assert path.endswith(".npz")
+    loaded = load_map(path, cfg())
+    assert loaded.num_voxels == omap.num_voxels
+    assert loaded.next_id == omap.next_id and loaded.frames == omap.frames
+    a, b = omap.snapshot(), loaded.snapshot()
+    assert [o.id for o in a.objects] == [o.id for o in b.objects]
+    for x, y in zip(a.objects, b.objects):
+        assert np.array_equal(x.points, y.points) and np.array_equal(x.colors, y.colors)
+        assert x.num_observations == y.num_observations and x.last_seen == y.last_seen
+        if x.embedding is not None:
+            assert np.allclose(x.embedding, y.embedding)
+        if x.best_view is not None:
+            assert np.array_equal(x.best_view, y.best_view)
+    # A loaded map keeps integrating: the same objects are found again.
+    integrate(loaded, [box_surface([0, 0, 0], [0.4, 0.4, 0.4])])
+    assert len(loaded.objects) == len(omap.objects)
+
+
+def test_save_leaves_no_temporary_files(tmp_path, omap):
+    save_map(omap, tmp_path / "m.npz")
+    save_map(omap, tmp_path / "m.npz")  # overwrite in place
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]
+
+
+def _arrays(path):
+    with np.load(path, allow_pickle=False) as d:
+        return {k: d[k] for k in d.files}
+
+
+def _write(path, arrays):
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda a: a.update(version=np.array(99, np.int64)),
+        lambda a: a.update(format=np.array("other-map")),
+        lambda a: a.pop("ids"),
+        lambda a: a.update(ids=a["ids"][:-1]),
+        lambda a: a.update(ids=np.where(a["ids"] >= 0, 999, a["ids"]).astype(np.int32)),
+        lambda a: a.update(keys=np.zeros_like(a["keys"])),
+        lambda a: a.update(colors=np.full_like(a["colors"], np.nan)),
+        lambda a: a.update(voxel_size=np.array(-1.0)),
+        lambda a: a.update(hits=a["hits"].astype(np.float64)),
+        lambda a: a.update(obj_views=a["obj_views"][:-1]),
+        lambda a: a.update(next_id=np.array(0, np.int64)),
+        lambda a: a.update(obj_id=np.zeros_like(a["obj_id"])),
+    ],
+)
+def test_inconsistent_files_are_rejected(tmp_path, omap, mutate):
+    good = save_map(omap, tmp_path / "good.npz")
+    arrays = _arrays(good)
+    mutate(arrays)
+    bad = tmp_path / "bad.npz"
+    _write(bad, arrays)
+    with pytest.raises(MapFileError):
+        load_map(bad, cfg())
+
+
+def test_object_arrays_need_pickle_and_are_refused(tmp_path, omap):
+    arrays = _arrays(save_map(omap, tmp_path / "good.npz"))
+    arrays["obj_id"] = np.array([object(), 1], dtype=object)
+    bad = tmp_path / "pickled.npz"
+    _write(bad, arrays)
+    with pytest.raises(MapFileError):
+        load_map(bad, cfg())
+
+
+@pytest.mark.parametrize("content", [b"", b"not a zip file", b"PK\x03\x04" + b"\x00" * 50])
+def test_garbage_files_are_rejected(tmp_path, content):
+    bad = tmp_path / "garbage.npz"
+    bad.write_bytes(content)
+    with pytest.raises(MapFileError):
+        load_map(bad, FusionConfig())
+
+
+def test_truncated_file_is_rejected(tmp_path, omap):
+    data = open(save_map(omap, tmp_path / "good.npz"), "rb").read()
+    bad = tmp_path / "cut.npz"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(MapFileError):
+        load_map(bad, cfg())
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(MapFileError, match="no map file"):
+        load_map(tmp_path / "absent.npz", FusionConfig())
+
+
+def test_corrupt_array_member_is_rejected(tmp_path):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("format.npy", b"\x93NUMPY garbage")
+    bad = tmp_path / "odd.npz"
+    bad.write_bytes(buf.getvalue())
+    with pytest.raises(MapFileError):
+        load_map(bad, FusionConfig())
