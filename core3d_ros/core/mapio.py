@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from ..config import FusionConfig
+from .fileio import atomic_output
 from .fusion.object_map import ObjectMap, ObjectState
 
 FORMAT = "core3d-map"
@@ -66,18 +66,11 @@ def save_map(omap: ObjectMap, path: str | os.PathLike) -> str:
         "obj_view_quality": view_q,
         "obj_views": np.concatenate(views) if views else np.zeros(0, np.uint8),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return str(path)
 
 
