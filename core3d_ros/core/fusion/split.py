@@ -15,37 +15,55 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from .voxels import pack
+from .voxels import pack, unpack
 
 
 @lru_cache(maxsize=8)
 def neighbour_offsets(eps_voxels: float) -> np.ndarray:
-    """Integer offsets (excluding 0) within Euclidean distance eps_voxels."""
+    """Half of the integer offsets within Euclidean distance eps_voxels: one of each pair
+    (o, -o), which is all a symmetric neighbourhood needs."""
     r = int(np.floor(eps_voxels))
     g = np.arange(-r, r + 1)
     off = np.stack(np.meshgrid(g, g, g, indexing="ij"), axis=-1).reshape(-1, 3)
     norm = np.linalg.norm(off, axis=1)
-    return off[(norm > 0) & (norm <= eps_voxels + 1e-9)]
+    positive = np.array([tuple(o) > (0, 0, 0) for o in off])
+    return off[(norm > 0) & (norm <= eps_voxels + 1e-9) & positive]
+
+
+MAX_DENSE_CELLS = 1 << 23  # 32 MiB of int32 look-up table at most
 
 
 def neighbour_table(keys: np.ndarray, eps_voxels: float) -> np.ndarray:
-    """For sorted unique voxel keys, (V, M) indices of each voxel's neighbours (-1 where absent).
+    """For sorted unique voxel keys, (V, M) indices of each voxel's neighbours at the M
+    half-neighbourhood offsets (-1 where absent). Neighbours at the opposite offsets are the
+    transposed relation.
 
-    A key is linear in the voxel coordinates, so a neighbour's key is ``key + pack(offset) -
-    pack(0)``. Offsets come in opposite pairs: one search fills both columns.
+    One frame's voxels fill a small box of space, so a dense look-up grid over that box answers
+    each neighbour query with one gather. When the box is too large, sorted-key searches do it
+    (a key is linear in the coordinates, so a neighbour's key is the key plus a constant).
     """
     offsets = neighbour_offsets(eps_voxels)
-    half = [j for j, o in enumerate(offsets) if tuple(o) > (0, 0, 0)]
-    opposite = {j: int(np.flatnonzero((offsets == -offsets[j]).all(axis=1))[0]) for j in half}
+    table = np.empty((len(keys), len(offsets)), np.int32)
+    if len(keys) == 0:
+        return table
+    coords = unpack(keys)
+    pad = int(np.abs(offsets).max())
+    lo = coords.min(axis=0) - pad
+    dims = coords.max(axis=0) - lo + pad + 1
+    if int(np.prod(dims)) <= MAX_DENSE_CELLS:
+        strides = np.array([dims[1] * dims[2], dims[2], 1], np.int64)
+        grid = np.full(int(np.prod(dims)), -1, np.int32)
+        flat = (coords - lo) @ strides
+        grid[flat] = np.arange(len(keys), dtype=np.int32)
+        for j, off in enumerate(offsets):
+            table[:, j] = grid[flat + int(off @ strides)]
+        return table
     deltas = pack(offsets) - pack(np.zeros((1, 3), np.int64))
-    table = np.full((len(keys), len(offsets)), -1, np.int64)
-    for j in half:
+    for j in range(len(offsets)):
         nk = keys + deltas[j]
         pos = np.searchsorted(keys, nk)
         pos[pos >= len(keys)] = 0
-        hit = np.flatnonzero(keys[pos] == nk)
-        table[hit, j] = pos[hit]
-        table[pos[hit], opposite[j]] = hit
+        table[:, j] = np.where(keys[pos] == nk, pos, -1)
     return table
 
 
@@ -58,26 +76,28 @@ def grid_dbscan(
     may appear in several groups). Only neighbours in the same group count; labels are unique
     across groups.
     """
-    n = len(members)
-    local = np.full((int(groups.max()) + 1 if n else 1, len(neighbours)), -1, np.int64)
-    local[groups, members] = np.arange(n)
+    n, size = len(members), len(neighbours)
+    # local[(group, voxel)] = member index, as a flat table: one gather answers "is this
+    # neighbour in my group, and which member is it".
+    local = np.full((int(groups.max()) + 1) * size if n else 1, -1, np.int32)
+    base = groups.astype(np.int64) * size
+    local[base + members] = np.arange(n, dtype=np.int32)
     nb = neighbours[members]
-    nb = np.where(nb >= 0, local[groups[:, None], np.maximum(nb, 0)], -1)
-    core = (nb >= 0).sum(axis=1) + 1 >= min_samples  # the point itself counts, as in scikit-learn
+    found = nb >= 0
+    nb = np.where(found, local[np.where(found, base[:, None] + nb, 0)], -1)
     rows, cols = np.nonzero(nb >= 0)
-    cols = nb[rows, cols]
+    cols = nb[rows, cols]  # each neighbour pair once
+    degree = np.bincount(rows, minlength=n) + np.bincount(cols, minlength=n)
+    core = degree + 1 >= min_samples  # the point itself counts, as in scikit-learn
     cc = core[rows] & core[cols]
     graph = coo_matrix((np.ones(int(cc.sum()), np.int8), (rows[cc], cols[cc])), shape=(n, n))
     _, comp = connected_components(graph, directed=False)
     labels = np.where(core, comp, -1)
     # Border points: not core, but within eps of a core point -> that core point's cluster.
-    border = np.flatnonzero(~core)
-    if len(border):
-        nbb = nb[border]
-        is_core_nb = (nbb >= 0) & core[np.maximum(nbb, 0)]
-        has = is_core_nb.any(axis=1)
-        first = nbb[np.arange(len(border)), is_core_nb.argmax(axis=1)]
-        labels[border[has]] = labels[first[has]]
+    src = np.concatenate([rows, cols])
+    dst = np.concatenate([cols, rows])
+    attach = ~core[src] & core[dst]
+    labels[src[attach]] = labels[dst[attach]]
     return labels
 
 
