@@ -25,12 +25,17 @@ class DepthConfig:
 @dataclass
 class FusionConfig:
     voxel_size: float = 0.025  # metres (2-5 cm is sensible for rooms)
-    pixel_stride: int = 2  # back-project every n-th pixel; a voxel spans several pixels anyway
+    # Back-project every n-th pixel; 0 = auto: the largest stride that still puts a sample in
+    # every voxel of a surface at the frame's far depth (keeps 3-D segments connected).
+    pixel_stride: int = 0
     slots_per_voxel: int = 4  # object instances remembered per voxel
     # Association / merging test of CORE-3D: IoV(a,b) > gamma, IoV(b,a) > gamma, |diff| < delta.
     gamma: float = 0.5
     delta: float = 0.5
     merge_interval: int = 10  # frames between map-wide merge passes
+    # A segment unites objects that each fill this share of it; 0 disables. Helps segmenters
+    # with consistent masks, hurts inconsistent ones (see the eval figures in README).
+    union_min_share: float = 0.0
     # DBSCAN split of each mask in 3D (eps in voxel units; 1.75 = the 26-neighbourhood).
     dbscan_eps_voxels: float = 1.75
     dbscan_min_samples: int = 3
@@ -89,6 +94,7 @@ class SegmenterConfig:
     stability_score_thresh: float = 0.92  # drop masks less stable than this
     min_mask_region_area: int = 0  # >0: remove islands/holes smaller than this (pixels)
     input_short_edge: int = 640  # semantic_sam: resize the shorter image side to this; 0 keeps size
+    semantic_sam_root: str = ""  # Semantic-SAM clone (put on sys.path); empty: the importable package's
     geometric: GeometricSegmenterConfig = field(default_factory=GeometricSegmenterConfig)
     progressive: ProgressiveConfig = field(default_factory=ProgressiveConfig)
 
@@ -136,12 +142,14 @@ class RetrievalConfig:
     text_template: str = "a photo of a {}"  # prompt for the text encoder; {} is the noun phrase
     temperature: float = 0.02
     label_bonus: float = 0.02  # cosine bonus when an object's label equals the noun (semantic only)
-    color_weight: float = 0.5  # semantic: colour factor (1 - w) + w * match; without semantics: match
+    color_weight: float = 0.5  # noun matched by text: colour factor (1 - w) + w * match; else match
     relation_floor: float = 0.05  # relation factor floor + (1 - floor) * R; R = 0 keeps this share
     superlative_gate: float = 0.5  # superlatives rank objects scoring at least gate x the best
     superlative_floor: float = 0.1  # multiplier of the least extreme eligible object
     target_candidates: int = 64  # top-M targets (by similarity) checked for relations
     anchor_candidates: int = 16  # top-M anchors per anchor phrase
+    local_anchor_radius: float = 3.0  # metres: also check good anchors this close to a candidate
+    local_anchor_gate: float = 0.5  # "good": anchor score >= gate x the best anchor's
     max_geometric_targets: int = 20000  # without a target noun: objects scored geometrically
     # Spatial relations (metres).
     near_distance: float = 0.5  # gap between boxes at which "near" scores 0.5

@@ -171,3 +171,22 @@ def test_snapshot_partitions_voxels_and_reports_boxes():
     for obj in snap.objects:  # gravity-aligned: the third axis is up
         assert np.allclose(obj.box.rotation[:, 2], [0, 0, 1])
     assert omap.snapshot(up=[0.0, 0.0, 1.0]) is snap  # cached until the map changes
+
+
+def test_union_rule_unites_objects_one_segment_covers():
+    """Two pieces of one surface, first seen apart, then seen whole in one mask."""
+    omap = ObjectMap(cfg(union_min_share=0.2))
+    plate = box_surface([0, 0, 0], [2.0, 1.0, 0.05])
+    left, right = plate[plate[:, 0] < 0.9], plate[plate[:, 0] > 1.1]
+    integrate(omap, [left, right])
+    assert len(omap.objects) == 2
+    stats = integrate(omap, [plate])
+    assert stats.merged == 1 and len(omap.objects) == 1
+
+
+def test_union_rule_off_keeps_pieces_apart():
+    omap = ObjectMap(cfg(union_min_share=0.0))
+    plate = box_surface([0, 0, 0], [2.0, 1.0, 0.05])
+    integrate(omap, [plate[plate[:, 0] < 0.9], plate[plate[:, 0] > 1.1]])
+    stats = integrate(omap, [plate])
+    assert stats.merged == 0

@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from ..config import MapperConfig
-from .camera import backproject
+from .camera import backproject, sampling_stride
 from .datasets import iter_frames, open_dataset
 from .frame import Frame
 from .fusion.object_map import ObjectMap
@@ -109,13 +109,15 @@ def bench_fusion(
     segmenter = make_segmenter(cfg.segmenter)
     omap = ObjectMap(cfg.fusion)
     peer = Open3DTSDF(cfg.fusion.voxel_size, cfg.depth.max_depth)
-    seg_ms, ours_ms, peer_ms = [], [], []
+    seg_ms, ours_ms, peer_ms, strides = [], [], [], []
     it = progress(loaded) if progress else loaded
     for frame in it:
         t0 = time.perf_counter()
         masks = progressive_merge(segmenter.segment(frame), cfg.segmenter.progressive)
         t1 = time.perf_counter()
-        points, pix = backproject(frame.depth, frame.intrinsics, frame.pose, stride=cfg.fusion.pixel_stride)
+        stride = cfg.fusion.pixel_stride or sampling_stride(frame.depth, frame.intrinsics, cfg.fusion.voxel_size)
+        strides.append(stride)
+        points, pix = backproject(frame.depth, frame.intrinsics, frame.pose, stride=stride)
         colors = frame.rgb.reshape(-1, 3)[pix]
         omap.integrate(points, colors, [m.mask.reshape(-1)[pix] for m in masks], frame.stamp)
         prepared = peer.prepare(frame)
@@ -135,6 +137,7 @@ def bench_fusion(
         "image_size": [loaded[0].intrinsics.width, loaded[0].intrinsics.height],
         "voxel_size": cfg.fusion.voxel_size,
         "pixel_stride": cfg.fusion.pixel_stride,
+        "pixel_stride_mean": float(np.mean(strides)),
         "segmenter": cfg.segmenter.name,
         "ours_ms_per_frame": ours["ms_per_frame"],
         "open3d_ms_per_frame": theirs["ms_per_frame"],

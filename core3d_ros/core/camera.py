@@ -91,6 +91,17 @@ def pixel_grid(intr: CameraIntrinsics, stride: int = 1) -> tuple[np.ndarray, np.
     return v, u
 
 
+def sampling_stride(depth: np.ndarray, intr: CameraIntrinsics, spacing: float, max_stride: int = 8) -> int:
+    """Largest pixel stride whose samples stay at most ``spacing`` metres apart on surfaces
+    facing the camera at the frame's far depth (95th percentile of valid depth)."""
+    d = depth[::4, ::4]
+    d = d[d > 0]
+    if len(d) == 0:
+        return 1
+    far = float(np.partition(d, int(0.95 * (len(d) - 1)))[int(0.95 * (len(d) - 1))])
+    return int(np.clip(np.floor(spacing * min(intr.fx, intr.fy) / far), 1, max_stride))
+
+
 def backproject(
     depth: np.ndarray,
     intr: CameraIntrinsics,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..config import MapperConfig
-from .camera import backproject
+from .camera import backproject, sampling_stride
 from .fusion.object_map import ObjectMap, SegmentObservation
 from .frame import Frame
 from .mapio import load_map, save_map
@@ -79,7 +79,7 @@ class Mapper:
             with _timed(stats, "embed"):
                 observations = self._observe(frame, masks)
         with _timed(stats, "fusion"):
-            points, pix = backproject(frame.depth, frame.intrinsics, frame.pose, stride=self.cfg.fusion.pixel_stride)
+            points, pix = backproject(frame.depth, frame.intrinsics, frame.pose, stride=self.fusion_stride(frame))
             colors = frame.rgb.reshape(-1, 3)[pix]
             selections = [m.mask.reshape(-1)[pix] for m in masks]
             with self._lock:
@@ -88,6 +88,10 @@ class Mapper:
         stats.merged, stats.dropped_voxels = ist.merged, ist.dropped_voxels
         stats.timings_ms["total"] = (time.perf_counter() - t_start) * 1e3
         return stats
+
+    def fusion_stride(self, frame: Frame) -> int:
+        stride = self.cfg.fusion.pixel_stride
+        return stride if stride > 0 else sampling_stride(frame.depth, frame.intrinsics, self.cfg.fusion.voxel_size)
 
     def _observe(self, frame: Frame, masks: list[Mask2D]) -> list[SegmentObservation]:
         from .embed.crops import embed_masks, view_quality

@@ -85,6 +85,13 @@ class IntegrationStats:
     touched: set[int] = field(default_factory=set)
 
 
+def _members(indices: np.ndarray, size: int) -> np.ndarray:
+    """Sorted unique values of ``indices`` (all < size), without sorting them."""
+    flag = np.zeros(size, bool)
+    flag[indices] = True
+    return np.flatnonzero(flag)
+
+
 def balanced(iov_ab: np.ndarray | float, iov_ba: np.ndarray | float, gamma: float, delta: float):
     """CORE-3D test: both IoVs above gamma and close to each other."""
     return (iov_ab > gamma) & (iov_ba > gamma) & (np.abs(iov_ab - iov_ba) < delta)
@@ -181,17 +188,24 @@ class ObjectMap:
             [np.bincount(inverse, weights=colors[:, c], minlength=len(frame_keys)) for c in range(3)], axis=1
         ) / counts[:, None]
 
-        groups = [np.unique(inverse[sel]) for sel in masks]
+        groups = [_members(inverse[sel], len(frame_keys)) for sel in masks]
         segments = split_segments(frame_keys, groups, cfg.dbscan_eps_voxels, cfg.dbscan_min_samples, cfg.min_segment_voxels)
         stats.segments = len(segments)
 
         # Decide all associations against the map as it was before this frame.
-        targets: list[int] = []
-        for _, vox in segments:
-            rows = frame_rows[vox]
-            overlap = self._count_ids(rows[rows >= 0])
-            targets.append(self._associate(len(vox), overlap, visible))
+        overlaps = [self._count_ids(frame_rows[vox][frame_rows[vox] >= 0]) for _, vox in segments]
+        targets = [-1] * len(segments)
+        by_mask: dict[int, list[int]] = {}
+        for i, (m_idx, _) in enumerate(segments):
+            by_mask.setdefault(m_idx, []).append(i)
+        for parts in by_mask.values():
+            chosen = self._associate([len(segments[i][1]) for i in parts], [overlaps[i] for i in parts], visible)
+            for i, t in zip(parts, chosen):
+                targets[i] = t
 
+        unions = self._find_unions(segments, overlaps, targets, frame_rows, visible)
+
+        seen_now: set[int] = set()
         for (m_idx, vox), target in zip(segments, targets):
             if target < 0:
                 target = self.next_id
@@ -212,7 +226,9 @@ class ObjectMap:
             ok = rows >= 0
             self._vote(rows[ok], target)
             self._blend_colors(rows[ok], frame_colors[vox[ok]])
-            obj.num_observations += 1
+            if target not in seen_now:  # one observation per object and frame
+                obj.num_observations += 1
+                seen_now.add(target)
             obj.last_seen = stamp
             if observations is not None:
                 o = observations[m_idx]
@@ -222,9 +238,11 @@ class ObjectMap:
                     obj.best_view = o.view_crop
             stats.touched.add(target)
 
+        for group in unions:
+            stats.merged += self._merge_group(group)
         self.frames += 1
         if cfg.merge_interval > 0 and self.frames % cfg.merge_interval == 0:
-            stats.merged = self.merge_objects()
+            stats.merged += self.merge_objects()
         self._drop_empty()
         self.version += 1
         return stats
@@ -234,16 +252,70 @@ class ObjectMap:
         ids, counts = np.unique(slots[slots >= 0], return_counts=True)
         return dict(zip(ids.tolist(), counts.tolist()))
 
-    def _associate(self, size: int, overlap: dict[int, int], visible: dict[int, int]) -> int:
-        best, best_score = -1, 0.0
-        for oid, inter in overlap.items():
-            iov_s = inter / size
+    def _associate(self, sizes: list[int], overlaps: list[dict[int, int]], visible: dict[int, int]) -> list[int]:
+        """Targets for the 3-D parts of one mask (-1: a new object).
+
+        For each candidate object A, the parts lying mostly inside A (|p ∩ A| / |p| > gamma) are
+        taken together, as the mask saw them: an object cut in two by an occluder is still one
+        observation of A. Their union U passes when IoV(U, A) and IoV(A_visible, U) pass the
+        balanced test. A part joins the passing candidate with the best score.
+        """
+        gamma, delta = self.cfg.gamma, self.cfg.delta
+        best = [-1] * len(sizes)
+        best_score = [0.0] * len(sizes)
+        for oid in {o for ov in overlaps for o in ov}:
+            inside = [i for i, ov in enumerate(overlaps) if ov.get(oid, 0) > gamma * sizes[i]]
+            if not inside:
+                continue
+            inter = sum(overlaps[i][oid] for i in inside)
+            iov_u = inter / sum(sizes[i] for i in inside)
             iov_o = inter / max(visible.get(oid, inter), 1)
-            if balanced(iov_s, iov_o, self.cfg.gamma, self.cfg.delta):
-                score = min(iov_s, iov_o)
-                if score > best_score:
-                    best, best_score = oid, score
+            if not balanced(iov_u, iov_o, gamma, delta):
+                continue
+            score = min(iov_u, iov_o)
+            for i in inside:
+                if score > best_score[i]:
+                    best[i], best_score[i] = oid, score
         return best
+
+    def _find_unions(self, segments, overlaps, targets, frame_rows, visible) -> list[list[int]]:
+        """Segments that are the union of several objects' visible parts.
+
+        When one 3-D segment holds most of the visible part of two or more objects
+        (|S ∩ A| > gamma |A_visible|), each a real share of the segment (|S ∩ A| >=
+        union_min_share |S|, so that boundary voxels of a small neighbour do not count), and their union passes the balanced test against
+        the segment, the segmenter has seen them as one thing: the objects are merged into the
+        largest and the segment joins it. Returns the groups to merge (largest first). Objects
+        seen as separate masks never meet here, so the balance test still keeps a cushion
+        apart from its sofa when the segmenter separates them.
+        """
+        gamma, delta = self.cfg.gamma, self.cfg.delta
+        groups: list[list[int]] = []
+        if self.cfg.union_min_share <= 0:
+            return groups
+        for i, (_, vox) in enumerate(segments):
+            share = self.cfg.union_min_share * len(vox)
+            contained = [o for o, c in overlaps[i].items() if c > gamma * visible.get(o, c) and c >= share]
+            if len(contained) < 2:
+                continue
+            rows = frame_rows[vox]
+            in_union = int(np.isin(self.ids[rows[rows >= 0]], contained).any(axis=1).sum())
+            seen = frame_rows[frame_rows >= 0]
+            visible_union = int(np.isin(self.ids[seen], contained).any(axis=1).sum())
+            if balanced(in_union / len(vox), in_union / max(visible_union, 1), gamma, delta):
+                group = sorted(contained, key=lambda o: -self.objects[o].num_voxels)
+                targets[i] = group[0]
+                groups.append(group)
+        return groups
+
+    def _merge_group(self, group: list[int]) -> int:
+        merged = 0
+        keep = group[0]
+        for gone in group[1:]:
+            if gone in self.objects and keep in self.objects and gone != keep:
+                self._merge_pair(keep, gone)
+                merged += 1
+        return merged
 
     def _vote(self, rows: np.ndarray, oid: int) -> None:
         """Add one observation of object ``oid`` to each row's slots."""
