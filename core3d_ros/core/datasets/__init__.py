@@ -1,0 +1,23 @@
+"""RGB-D sequence readers (7-Scenes/3DMatch, TUM RGB-D, Replica, ScanNet) and the synthetic room."""
+from .base import Dataset, DatasetError, FolderDataset, detect_format, iter_frames, open_dataset
+from .replica import Replica
+from .scannet import ScanNet
+from .sevenscenes import SevenScenes
+from .synthetic import SceneObject, SyntheticScene, make_scene
+from .tum import TUMRGBD
+
+__all__ = [
+    "Dataset",
+    "DatasetError",
+    "FolderDataset",
+    "Replica",
+    "ScanNet",
+    "SceneObject",
+    "SevenScenes",
+    "SyntheticScene",
+    "TUMRGBD",
+    "detect_format",
+    "iter_frames",
+    "make_scene",
+    "open_dataset",
+]
