@@ -44,7 +44,7 @@ class FrameStats:
 class Mapper:
     def __init__(self, cfg: MapperConfig | None = None, segmenter: Segmenter | None = None, encoder=None):
         self.cfg = cfg or MapperConfig()
-        self.segmenter = segmenter if segmenter is not None else make_segmenter(self.cfg.segmenter)
+        self._segmenter = segmenter  # built on first use: a mapper that only loads and queries needs none
         if encoder is None and self.cfg.embed.name != "none":
             from .embed.base import make_encoder
 
@@ -61,6 +61,12 @@ class Mapper:
         self.map = ObjectMap(self.cfg.fusion)
         self.last_pose: np.ndarray | None = None
         self._lock = threading.RLock()
+
+    @property
+    def segmenter(self) -> Segmenter:
+        if self._segmenter is None:
+            self._segmenter = make_segmenter(self.cfg.segmenter)
+        return self._segmenter
 
     # ------------------------------------------------------------------ frames
     def process(self, frame: Frame) -> FrameStats:

@@ -48,11 +48,14 @@ def render_topdown(snapshot: MapSnapshot, up=(0.0, 0.0, 1.0), size: int = 900, m
 
     # Draw low objects first so that things on top of others stay visible.
     objs.sort(key=lambda o: float(np.max(o.points @ upv)))
+    half = max(1, int(round(scale * snapshot.voxel_size / 2)))  # draw each voxel at its true size
     for o in objs:
-        col = instance_color(o.id)
+        layer = np.zeros((size, size), np.uint8)
         px = to_px(o.points @ P)
         ok = (px[:, 0] >= 0) & (px[:, 0] < size) & (px[:, 1] >= 0) & (px[:, 1] < size)
-        img[px[ok, 1], px[ok, 0]] = col
+        layer[px[ok, 1], px[ok, 0]] = 1
+        layer = cv2.dilate(layer, np.ones((2 * half + 1, 2 * half + 1), np.uint8))
+        img[layer > 0] = instance_color(o.id)
     for o in objs:
         col = instance_color(o.id)
         b = o.box
@@ -62,7 +65,7 @@ def render_topdown(snapshot: MapSnapshot, up=(0.0, 0.0, 1.0), size: int = 900, m
         local = np.zeros((4, 3))
         local[:, axes[0]], local[:, axes[1]] = corners[:, 0] * b.extent[axes[0]], corners[:, 1] * b.extent[axes[1]]
         world = b.center + local @ b.rotation.T
-        cv2.polylines(img, [to_px(world @ P).reshape(-1, 1, 2)], True, tuple(int(c * 0.6) for c in col), 2)
+        cv2.polylines(img, [to_px(world @ P).reshape(-1, 1, 2)], True, tuple(int(c * 0.6) for c in col), 1, cv2.LINE_AA)
         text = f"{o.id} {o.label}".strip()
         c = to_px((b.center @ P)[None])[0]
         cv2.putText(img, text, (int(c[0]) - 10, int(c[1])), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 3)

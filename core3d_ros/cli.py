@@ -1,0 +1,249 @@
+"""The ``core3d`` command: demo, map, query, eval, bench, play."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .config import ConfigError, MapperConfig, load_config
+
+
+def _progress(desc: str):
+    from tqdm import tqdm
+
+    return lambda it: tqdm(it, desc=desc, unit="frame", file=sys.stderr, dynamic_ncols=True)
+
+
+def _write_json(path: str | None, data: dict) -> None:
+    text = json.dumps(data, indent=2, default=float)
+    if path:
+        from .core.fileio import atomic_write_bytes
+
+        atomic_write_bytes(path, (text + "\n").encode())
+        print(f"wrote {path}")
+    else:
+        print(text)
+
+
+def _config(args) -> MapperConfig:
+    cfg = load_config(getattr(args, "config", None))
+    if getattr(args, "segmenter", None):
+        from .core.runs import with_overrides
+
+        cfg = with_overrides(cfg, segmenter={"name": args.segmenter})
+    return cfg
+
+
+# ---------------------------------------------------------------------------------- commands
+def cmd_demo(args) -> int:
+    from .ros.demo import run_demo
+
+    return run_demo(out=args.out, frames=args.frames, seed=args.seed, config=args.config)
+
+
+def cmd_map(args) -> int:
+    from .core.datasets import open_dataset
+    from .core.pipeline import Mapper
+    from .core.runs import map_frames, with_overrides, write_outputs
+
+    cfg = _config(args)
+    if args.all_frames:
+        cfg = with_overrides(cfg, keyframes={"enabled": False})
+    dataset = open_dataset(args.data, args.kind, depth=cfg.depth, max_frames=args.frames, stride=args.stride)
+    mapper = Mapper(cfg)
+    summary = map_frames(mapper, dataset, _progress("mapping"))
+    paths = write_outputs(mapper, args.out)
+    print(
+        f"{summary.processed}/{summary.frames} frames fused ({summary.keyframes} keyframes) in {summary.seconds:.1f} s; "
+        f"{summary.objects} objects"
+    )
+    if summary.rejected:
+        print("rejected: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.rejected.items())))
+    print("per keyframe (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in summary.stage_ms.items()))
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+def cmd_query(args) -> int:
+    from .core.pipeline import Mapper
+    from .core.retrieval.engine import QueryEngine
+    from .core.retrieval.parser import QueryError
+
+    cfg = load_config(args.config)
+    mapper = Mapper(cfg)
+    mapper.load(args.map)
+    engine = QueryEngine(cfg.retrieval, encoder=mapper.encoder)
+    try:
+        answer = engine.answer(mapper.snapshot(), args.text, top_k=args.top_k)
+    except QueryError as e:
+        print(f"query rejected: {e}", file=sys.stderr)
+        return 2
+    by_id = mapper.snapshot().by_id()
+    if args.json:
+        _write_json(None, _answer_dict(answer, by_id))
+        return 0
+    p = answer.parsed
+    print(f"understood: target={p.target!r} attributes={p.attributes} relations={p.relations}")
+    if answer.message:
+        print(answer.message)
+    for rank, hit in enumerate(answer.results, 1):
+        o = by_id[hit.object_id]
+        c = o.box.center
+        print(
+            f"{rank}. object {hit.object_id} score {hit.score:.3f} label {hit.label or '-'} "
+            f"centre ({c[0]:.2f}, {c[1]:.2f}, {c[2]:.2f}) size {tuple(round(float(x), 2) for x in o.box.extent)}"
+        )
+    return 0
+
+
+def _answer_dict(answer, by_id) -> dict:
+    p = answer.parsed
+    return {
+        "parsed": {"text": p.text, "target": p.target, "attributes": list(p.attributes), "relations": [list(r) for r in p.relations]},
+        "semantic": answer.semantic,
+        "message": answer.message,
+        "results": [
+            {
+                "id": h.object_id,
+                "score": h.score,
+                "similarity": h.similarity,
+                "relation_score": h.relation_score,
+                "label": h.label,
+                "center": by_id[h.object_id].box.center.tolist(),
+                "extent": by_id[h.object_id].box.extent.tolist(),
+            }
+            for h in answer.results
+        ],
+    }
+
+
+def cmd_eval(args) -> int:
+    from .core.datasets import make_scene
+    from .core.pipeline import Mapper
+    from .core.runs import evaluate_mapper, map_frames, with_overrides
+
+    base = load_config(args.config)
+    scene = make_scene(seed=args.seed, num_frames=args.frames)
+    frames = [scene[i] for i in range(len(scene))]
+    report = {"scene": {"seed": args.seed, "frames": len(frames), "objects": len(scene.instances)}, "segmenters": {}}
+    for name in args.segmenters:
+        cfg = with_overrides(base, segmenter={"name": name}, keyframes={"enabled": False})
+        mapper = Mapper(cfg)
+        summary = map_frames(mapper, scene, _progress(name))
+        metrics = evaluate_mapper(mapper, frames)
+        report["segmenters"][name] = {"run": summary.to_dict(), **metrics}
+        for part in ("all_instances", "objects_only"):
+            m = metrics[part]
+            print(
+                f"{name:10s} {part:14s} gt {m['num_gt']:3d} pred {m['num_pred']:3d}  "
+                f"mean IoU (all GT) {m['mean_iou_gt']:.3f}  matched {m['mean_iou_matched']:.3f}  "
+                f"AP@0.5 {m['ap']:.3f}  over-seg {m['over_segmented']}  under-seg {m['under_segmented']}"
+            )
+    if args.json:
+        _write_json(args.json, report)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    if args.what == "fusion":
+        from .core.bench import bench_fusion
+
+        if not args.data:
+            raise SystemExit("core3d bench fusion needs --data DIR (a dataset folder)")
+        result = bench_fusion(args.data, frames=args.frames, voxel=args.voxel, cfg=_config(args), progress=_progress("fusion"))
+        print(
+            f"ours {result['ours_ms_per_frame']:.1f} ms/frame, Open3D {result['open3d_ms_per_frame']:.1f} ms/frame, "
+            f"ratio {result['ratio']:.2f}; first quarter {result['ms_first_quarter']:.1f}, "
+            f"last quarter {result['ms_last_quarter']:.1f}; {result['objects']} objects; peak RSS {result['peak_rss_mb']:.0f} MB"
+        )
+    elif args.what == "semantics":
+        from .core.bench import bench_semantics
+
+        result = bench_semantics(cfg=_config(args), data=args.data, repeats=args.repeats)
+    else:
+        from .core.retrieval.bench import bench_query
+
+        result = bench_query(args.objects, repeats=args.repeats)
+    _write_json(args.json, result)
+    return 0
+
+
+def cmd_play(args) -> int:
+    from .ros.player import main as player_main
+
+    return player_main(args.player_args)
+
+
+# ---------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="core3d", description="Online open-vocabulary 3-D mapping (ROS 2)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="map a synthetic room over real ROS 2 topics, save it, draw it, query it")
+    d.add_argument("--out", default="out/demo", help="folder for map.npz, map.png, map.ply")
+    d.add_argument("--frames", type=int, default=48)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--config", help="YAML config (nested or ROS parameters file)")
+    d.set_defaults(func=cmd_demo)
+
+    m = sub.add_parser("map", help="map a dataset folder offline")
+    m.add_argument("data", help="dataset folder (7-Scenes, TUM, Replica, ScanNet) or 'synthetic[:SEED]'")
+    m.add_argument("--kind", default="auto")
+    m.add_argument("--frames", type=int, default=None, help="use at most this many frames")
+    m.add_argument("--stride", type=int, default=1, help="use every n-th frame")
+    m.add_argument("--all-frames", action="store_true", help="fuse every frame, not only keyframes")
+    m.add_argument("--segmenter", help="override segmenter.name")
+    m.add_argument("--config")
+    m.add_argument("--out", default="out/map")
+    m.set_defaults(func=cmd_map)
+
+    q = sub.add_parser("query", help="ask a saved map a natural-language question")
+    q.add_argument("map", help="map file (.npz)")
+    q.add_argument("text")
+    q.add_argument("--top-k", type=int, default=None)
+    q.add_argument("--config")
+    q.add_argument("--json", action="store_true", help="print the answer as JSON")
+    q.set_defaults(func=cmd_query)
+
+    e = sub.add_parser("eval", help="3-D instance metrics on the synthetic room")
+    e.add_argument("--segmenters", nargs="+", default=["oracle", "geometric"])
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--frames", type=int, default=60)
+    e.add_argument("--config")
+    e.add_argument("--json", help="write the report here")
+    e.set_defaults(func=cmd_eval)
+
+    b = sub.add_parser("bench", help="benchmarks writing JSON")
+    b.add_argument("what", choices=["fusion", "semantics", "query"])
+    b.add_argument("--data", help="dataset folder (fusion: required; semantics: optional real frame)")
+    b.add_argument("--frames", type=int, default=None)
+    b.add_argument("--voxel", type=float, default=None)
+    b.add_argument("--objects", type=int, nargs="+", default=[1000, 10000])
+    b.add_argument("--repeats", type=int, default=200)
+    b.add_argument("--segmenter", help="override segmenter.name")
+    b.add_argument("--config")
+    b.add_argument("--json", help="write results here (default: print)")
+    b.set_defaults(func=cmd_bench)
+
+    pl = sub.add_parser("play", help="publish a dataset as ROS 2 topics (optionally into a rosbag2)")
+    pl.add_argument("player_args", nargs=argparse.REMAINDER, help="DATASET [--rate HZ] [--bag PATH] ... (see --help)")
+    pl.set_defaults(func=cmd_play)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"core3d: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:  # dataset, map-file and model errors carry a clear message
+        print(f"core3d {args.command}: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
