@@ -1,0 +1,227 @@
+"""Query latency benchmark: ``core3d bench query --objects 1000 10000 --json OUT``.
+
+Builds random MapSnapshots (random unit embeddings, a share of them near the text embeddings of
+"mug" / "table" / ... with mugs placed on tables, so relation checks do real work) and measures
+``QueryEngine.answer`` latency:
+
+- cached:   the text embeddings are in the encoder's LRU cache (the steady state of a planner
+            repeating queries);
+- uncached: the encoder's text cache is cleared before every query, so each answer includes
+            text encoding. With the default fake encoder that costs almost nothing; pass a real
+            encoder (e.g. open_clip, even with random weights) to time a real text tower.
+
+The snapshot index (stacked embeddings, boxes) is built once per snapshot before timing and
+reported separately as ``index_build_ms``.
+"""
+from __future__ import annotations
+
+import time
+import zlib
+from collections import OrderedDict
+from typing import Any, Sequence
+
+import numpy as np
+
+from ...config import RetrievalConfig
+from ..objects import MapSnapshot, ObjectInfo, OrientedBox
+from .engine import QueryEngine
+
+DEFAULT_QUERIES = (
+    "the mug on the table",
+    "the red chair near the window",
+    "the largest box",
+    "a cup between the plate and the laptop",
+)
+_CLASSES = ("mug", "table", "chair", "window", "box", "cup", "plate", "laptop")
+
+
+class FakeTextEncoder:
+    """Deterministic text encoder with an LRU cache; ``semantic`` is True (benchmarks/tests only).
+
+    A text maps to a pseudo-random unit vector seeded by its CRC32. ``cost_ms`` adds a busy wait
+    per uncached batch, to imitate a real text tower.
+    """
+
+    name = "fake"
+
+    def __init__(self, dim: int = 512, cache_size: int = 1024, cost_ms: float = 0.0, semantic: bool = True):
+        self.dim = int(dim)
+        self.semantic = semantic
+        self.cache_size = int(cache_size)
+        self.cost_ms = float(cost_ms)
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def vector(self, text: str) -> np.ndarray:
+        rng = np.random.default_rng(zlib.crc32(text.encode("utf-8", "replace")))
+        v = rng.standard_normal(self.dim).astype(np.float32)
+        return v / np.linalg.norm(v)
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        out = []
+        missed = False
+        for t in texts:
+            e = self._cache.get(t)
+            if e is None:
+                missed = True
+                e = self.vector(t)
+                self._cache[t] = e
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+            else:
+                self._cache.move_to_end(t)
+            out.append(e)
+        if missed and self.cost_ms > 0:
+            end = time.perf_counter() + self.cost_ms / 1000.0
+            while time.perf_counter() < end:
+                pass
+        return np.stack(out) if out else np.zeros((0, self.dim), np.float32)
+
+    def clear_text_cache(self) -> None:
+        self._cache.clear()
+
+
+def random_snapshot(
+    n: int,
+    dim: int = 512,
+    seed: int = 0,
+    encoder: Any = None,
+    template: str = "a photo of a {}",
+    points_per_object: int = 24,
+) -> MapSnapshot:
+    """A random map of ``n`` objects spread over a floor of about 1 m^2 per object.
+
+    Every 8th object is a table with a mug on it; another share of objects get embeddings close
+    to the text embeddings of common classes (from ``encoder``, default FakeTextEncoder).
+    """
+    rng = np.random.default_rng(seed)
+    enc = encoder or FakeTextEncoder(dim)
+    class_vec = {c: np.asarray(enc.encode_text([template.replace("{}", c)])[0], np.float32) for c in _CLASSES}
+    side = max(np.sqrt(n), 2.0)
+    objs: list[ObjectInfo] = []
+    i = 0
+    while len(objs) < n:
+        kind = "table" if i % 8 == 0 else ("mug" if i % 8 == 1 else None)
+        if kind == "table":
+            size = np.array([rng.uniform(0.8, 1.6), rng.uniform(0.6, 1.0), rng.uniform(0.7, 0.8)])
+            centre = np.array([rng.uniform(0, side), rng.uniform(0, side), size[2] / 2])
+            last_table = (centre, size)
+        elif kind == "mug":
+            tc, ts = last_table
+            size = np.array([0.08, 0.08, 0.1])
+            off = (rng.uniform(-0.3, 0.3, 2) * ts[:2])
+            centre = np.array([tc[0] + off[0], tc[1] + off[1], ts[2] + 0.05])
+        else:
+            size = rng.uniform(0.05, 1.2, 3)
+            centre = np.array([rng.uniform(0, side), rng.uniform(0, side), size[2] / 2 + rng.choice([0.0, 0.75])])
+        pts = (centre + (rng.random((points_per_object, 3)) - 0.5) * size).astype(np.float32)
+        cols = rng.integers(0, 256, (points_per_object, 3), dtype=np.uint8)
+        if kind is None and rng.random() < 0.3:
+            kind = _CLASSES[rng.integers(2, len(_CLASSES))]
+        if kind is not None:
+            e = class_vec[kind] + 0.35 * rng.standard_normal(class_vec[kind].shape[0]).astype(np.float32) / np.sqrt(
+                class_vec[kind].shape[0]
+            )
+        else:
+            e = rng.standard_normal(class_vec["mug"].shape[0]).astype(np.float32)
+        e = (e / np.linalg.norm(e)).astype(np.float32)
+        box = OrientedBox(centre.astype(np.float64), np.eye(3), size.astype(np.float64))
+        objs.append(
+            ObjectInfo(
+                id=len(objs) + 1, points=pts, colors=cols, box=box, num_observations=3,
+                first_seen=0.0, last_seen=1.0, embedding=e, label=kind or "",
+            )
+        )
+        i += 1
+    return MapSnapshot(objects=objs, voxel_size=0.025, stamp=float(seed), frames=1)
+
+
+class _TimingOnly:
+    """Presents an encoder as semantic so that the semantic path is timed (never for answers)."""
+
+    def __init__(self, encoder: Any):
+        self._enc = encoder
+        self.semantic = True
+        self.name = getattr(encoder, "name", type(encoder).__name__)
+
+    def encode_text(self, texts):
+        return self._enc.encode_text(texts)
+
+    def clear_text_cache(self):
+        clear = getattr(self._enc, "clear_text_cache", None)
+        if clear is not None:
+            clear()
+
+
+def _pct(xs: list[float], q: float) -> float | None:
+    """Percentile in milliseconds; None when nothing was measured."""
+    return float(np.percentile(np.asarray(xs) * 1000.0, q)) if xs else None
+
+
+def bench_query(
+    num_objects: Sequence[int],
+    repeats: int = 200,
+    dim: int = 512,
+    seed: int = 0,
+    encoder: Any = None,
+    queries: Sequence[str] = DEFAULT_QUERIES,
+    cfg: RetrievalConfig | None = None,
+) -> dict:
+    """p50/p99 latency (ms) of QueryEngine.answer per map size, text cached and uncached.
+
+    ``encoder``: None for FakeTextEncoder(dim); or any object with ``encode_text`` (its output
+    dimension overrides ``dim``; a non-semantic one is timed on the semantic path anyway).
+    Returns ``{"objects": {n: {"cached_p50_ms", "cached_p99_ms", "uncached_p50_ms",
+    "uncached_p99_ms", "cached_cpu_p50_ms", "cached_cpu_p99_ms", "index_build_ms"}},
+    "repeats", "dim", "encoder", "queries"}`` (wall-clock milliseconds; the cpu entries are
+    the calling thread's CPU time, which a busy machine inflates less).
+    """
+    cfg = cfg or RetrievalConfig()
+    if encoder is None:
+        enc: Any = FakeTextEncoder(dim)
+    else:
+        enc = _TimingOnly(encoder)
+        dim = int(np.asarray(enc.encode_text(["a photo of a mug"])).shape[1])
+    can_clear = callable(getattr(enc, "clear_text_cache", None))
+    out: dict[str, Any] = {
+        "objects": {},
+        "repeats": int(repeats),
+        "dim": int(dim),
+        "encoder": getattr(enc, "name", type(enc).__name__),
+        "queries": list(queries),
+    }
+    for n in num_objects:
+        n = int(n)
+        snap = random_snapshot(n, dim=dim, seed=seed, encoder=enc, template=cfg.text_template)
+        eng = QueryEngine(cfg, enc)
+        t0 = time.perf_counter()
+        eng.index(snap)
+        build = time.perf_counter() - t0
+        for q in queries:  # warm-up: text cache, lazily refined geometry, colours
+            eng.answer(snap, q)
+        cached: list[float] = []
+        cached_cpu: list[float] = []  # this thread's CPU time: robust to a busy machine
+        for r in range(repeats):
+            q = queries[r % len(queries)]
+            c = time.thread_time()
+            t = time.perf_counter()
+            eng.answer(snap, q)
+            cached.append(time.perf_counter() - t)
+            cached_cpu.append(time.thread_time() - c)
+        uncached: list[float] = []
+        if can_clear:
+            for r in range(repeats):
+                q = queries[r % len(queries)]
+                enc.clear_text_cache()
+                t = time.perf_counter()
+                eng.answer(snap, q)
+                uncached.append(time.perf_counter() - t)
+        out["objects"][n] = {
+            "cached_p50_ms": _pct(cached, 50),
+            "cached_p99_ms": _pct(cached, 99),
+            "uncached_p50_ms": _pct(uncached, 50),
+            "uncached_p99_ms": _pct(uncached, 99),
+            "cached_cpu_p50_ms": _pct(cached_cpu, 50),
+            "cached_cpu_p99_ms": _pct(cached_cpu, 99),
+            "index_build_ms": build * 1000.0,
+        }
+    return out
