@@ -29,7 +29,9 @@ Output
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
+from itertools import repeat
 
 import numpy as np
 
@@ -126,6 +128,16 @@ class ObjectMap:
     def num_voxels(self) -> int:
         return self._n
 
+    def memory_bytes(self) -> int:
+        """Approximate memory held by the map: voxel arrays, the key index, object states."""
+        arrays = sum(a.nbytes for a in (self.keys, self.ids, self.hits, self.colors, self.color_n))
+        index = sys.getsizeof(self._row) + 32 * len(self._row)  # dict table + one int object per key
+        objects = sum(
+            (s.embedding_sum.nbytes if s.embedding_sum is not None else 0) + (s.best_view.nbytes if s.best_view is not None else 0)
+            for s in self.objects.values()
+        )
+        return int(arrays + index + objects)
+
     def _grow(self, need: int) -> None:
         cap = len(self.keys)
         if need <= cap:
@@ -145,8 +157,7 @@ class ObjectMap:
 
     def lookup(self, keys: np.ndarray) -> np.ndarray:
         """Rows of the given keys, -1 where absent."""
-        get = self._row.get
-        return np.fromiter((get(k, -1) for k in keys.tolist()), dtype=np.int64, count=len(keys))
+        return np.fromiter(map(self._row.get, keys.tolist(), repeat(-1)), dtype=np.int64, count=len(keys))
 
     def _insert(self, keys: np.ndarray) -> np.ndarray:
         """Rows for new keys (absent from the map); fewer when max_voxels is reached."""
