@@ -14,7 +14,9 @@ Integration of one frame (cost depends on the frame, not the map)
        IoV(S, A) = |S ∩ A| / |S| and IoV(A, S) = |S ∩ A| / |A ∩ F|. It joins the best object that
        passes CORE-3D's test (both > gamma, |difference| < delta); otherwise it founds a new one.
        Comparing with the visible part lets a partial view of a large object associate with it,
-       while a small object on a large one (a cushion on a sofa) fails the balance test.
+       while a small object on a large one (a cushion on a sofa) fails the balance test. The
+       parts of one mask that lie inside the same object are tested together, so an object cut
+       in two by an occluder in front of it is still recognised.
     4. Voxel slots vote: the associated id gains a hit; a voxel whose slots are full takes the new
        id only when its weakest slot has a single hit, else that hit is removed.
 
@@ -22,6 +24,8 @@ Merging
     Every ``merge_interval`` frames, object pairs that share voxels are tested with the same
     balanced IoV test on their full voxel sets and merged. This pass is vectorised over the slot
     table (the only step whose cost grows with the map; it is amortised over the interval).
+    Optionally (``union_min_share`` > 0) a segment that holds the visible parts of several
+    objects unites them at once.
 
 Output
     A snapshot assigns each voxel to the slot with most hits, so reported objects partition the
