@@ -109,7 +109,7 @@ def bench_fusion(
     segmenter = make_segmenter(cfg.segmenter)
     omap = ObjectMap(cfg.fusion)
     peer = Open3DTSDF(cfg.fusion.voxel_size, cfg.depth.max_depth)
-    seg_ms, ours_ms, peer_ms, strides = [], [], [], []
+    seg_ms, ours_ms, peer_ms, strides, points_n, masks_n = [], [], [], [], [], []
     it = progress(loaded) if progress else loaded
     for frame in it:
         t0 = time.perf_counter()
@@ -118,6 +118,8 @@ def bench_fusion(
         stride = cfg.fusion.pixel_stride or sampling_stride(frame.depth, frame.intrinsics, cfg.fusion.voxel_size)
         strides.append(stride)
         points, pix = backproject(frame.depth, frame.intrinsics, frame.pose, stride=stride)
+        points_n.append(len(points))
+        masks_n.append(len(masks))
         colors = frame.rgb.reshape(-1, 3)[pix]
         omap.integrate(points, colors, [m.mask.reshape(-1)[pix] for m in masks], frame.stamp)
         prepared = peer.prepare(frame)
@@ -147,6 +149,11 @@ def bench_fusion(
         "ours": ours,
         "open3d": theirs,
         "segment_ms_per_frame": float(np.mean(seg_ms)),
+        # Scene content per quarter, to tell map growth from busier views.
+        "points_first_quarter": float(np.mean(points_n[: max(1, len(points_n) // 4)])),
+        "points_last_quarter": float(np.mean(points_n[-max(1, len(points_n) // 4) :])),
+        "masks_first_quarter": float(np.mean(masks_n[: max(1, len(masks_n) // 4)])),
+        "masks_last_quarter": float(np.mean(masks_n[-max(1, len(masks_n) // 4) :])),
         "peak_rss_mb": peak_rss_mb(),
         "peak_rss_note": "whole process: all decoded frames are held in memory, and Open3D's block pool is preallocated",
         "ours_map_mb": omap.memory_bytes() / 2**20,
