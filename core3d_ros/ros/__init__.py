@@ -1,0 +1,11 @@
+"""ROS 2 adapters of core3d (rclpy): message conversion, topic sync, the mapping node, the player.
+
+- ``conversions``: sensor_msgs/Image, CameraInfo, poses <-> numpy / core types (no cv_bridge);
+  map snapshots -> core3d/ObjectArray, MarkerArray, PointCloud2.
+- ``sync``: approximate-time synchroniser with per-reason accounting (no message_filters);
+  TF pose look-up when tf2_ros is installed.
+- ``node``: ``MappingNode`` and the ``main`` entry point (``python -m core3d_ros.ros.node``).
+- ``player``: replays a dataset on the node's input topics and/or into a rosbag2 folder.
+
+Submodules are imported on use, so ``import core3d_ros.ros`` needs no ROS installation.
+"""

@@ -1,0 +1,707 @@
+"""The core3d mapping node: synced RGB-D + pose in, object map, markers, cloud and services out.
+
+Threads: subscription callbacks only time-sync messages and hand complete sets to a bounded
+work queue (``ros.work_queue``; when full the oldest set is dropped and counted); one worker
+thread converts a set into a Frame and runs ``Mapper.process``. A timer publishes the map every
+``ros.publish_period`` seconds from a snapshot; services read snapshots too, so queries answer
+while mapping continues. Run it under a MultiThreadedExecutor (``main`` does).
+
+Every field of the MapperConfig tree is a read-only ROS parameter of the same dotted name
+(``fusion.voxel_size``, ``ros.color_topic``, ...); ``config_file`` (or ``--config FILE``)
+loads a YAML file first, and ``--ros-args -p`` / ``--params-file`` values override it.
+"""
+from __future__ import annotations
+
+import argparse
+import array
+import dataclasses
+import math
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+import typing
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from nav_msgs.msg import Odometry
+from geometry_msgs.msg import PoseStamped
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_srvs.srv import Trigger
+from visualization_msgs.msg import MarkerArray
+
+from ..config import ConfigError, MapperConfig, RosConfig, flatten, from_dict, load_config, unflatten
+from ..core.camera import DepthError, decode_depth
+from ..core.frame import Frame, FrameError
+from . import conversions as conv
+from .sync import ApproximateTimeSync, Rejected, SyncedSet, TfPoseLookup, check_pose_age
+
+NODE_NAME = "core3d_mapping"
+POSE_TYPES = ("pose", "odometry", "tf")
+QOS_RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
+
+# Exceptions raised while turning messages into a Frame -> rejection reason.
+_CONVERSION_REASONS: tuple[tuple[type, str], ...] = (
+    (conv.ImageError, "bad_image"),
+    (DepthError, "bad_depth"),
+    (conv.CameraInfoError, "bad_camera_info"),
+    (conv.PoseError, "bad_pose"),
+)
+_REJECTED = (FrameError, *(t for t, _ in _CONVERSION_REASONS))
+
+
+def _reason_of(error: Exception) -> str:
+    if isinstance(error, FrameError):
+        return error.reason
+    return next(r for t, r in _CONVERSION_REASONS if isinstance(error, t))
+
+
+@dataclass
+class NodeCounters:
+    """What the node has seen and done; a copy, safe to read in tests and diagnostics."""
+
+    received: dict[str, int] = field(default_factory=dict)  # messages per input (color/depth/...)
+    synced: int = 0  # complete sets handed to the work queue
+    processed: int = 0  # frames integrated into the map
+    keyframes: int = 0
+    dropped: int = 0  # sets dropped because the work queue was full
+    rejected: dict[str, int] = field(default_factory=dict)  # colour frames lost, per reason
+    queue_length: int = 0
+    objects: int = 0
+    timings_ms: dict[str, float] = field(default_factory=dict)  # last processed frame, per stage
+    queries: int = 0
+
+    @property
+    def frames_received(self) -> int:
+        return self.received.get("color", 0)
+
+    @property
+    def total_rejected(self) -> int:
+        return sum(self.rejected.values())
+
+
+def _flat_hints(cls: type, prefix: str = "") -> dict[str, Any]:
+    """Dotted name -> type hint of every leaf of a config dataclass tree."""
+    out: dict[str, Any] = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            out.update(_flat_hints(hint, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = hint
+    return out
+
+
+_EMPTY_LIST_TYPES = {
+    str: Parameter.Type.STRING_ARRAY,
+    int: Parameter.Type.INTEGER_ARRAY,
+    float: Parameter.Type.DOUBLE_ARRAY,
+    bool: Parameter.Type.BOOL_ARRAY,
+}
+
+
+def validate_ros_config(ros: RosConfig) -> None:
+    """Reject RosConfig values the node cannot run with (ConfigError names the parameter)."""
+    if ros.pose_type not in POSE_TYPES:
+        raise ConfigError(f"ros.pose_type must be one of {POSE_TYPES}, got {ros.pose_type!r}")
+    if ros.qos_reliability not in QOS_RELIABILITY:
+        raise ConfigError(f"ros.qos_reliability must be one of {sorted(QOS_RELIABILITY)}, got {ros.qos_reliability!r}")
+    for name in ("qos_depth", "sync_queue", "work_queue"):
+        if getattr(ros, name) < 1:
+            raise ConfigError(f"ros.{name} must be >= 1, got {getattr(ros, name)}")
+    for name in ("sync_slop", "max_pose_age"):
+        if not getattr(ros, name) >= 0:
+            raise ConfigError(f"ros.{name} must be >= 0, got {getattr(ros, name)}")
+    if not ros.publish_period > 0:
+        raise ConfigError(f"ros.publish_period must be > 0, got {ros.publish_period}")
+    if ros.marker_style not in ("line_list", "cube"):
+        raise ConfigError(f"ros.marker_style must be 'line_list' or 'cube', got {ros.marker_style!r}")
+    for name in ("color_topic", "depth_topic", "info_topic", "map_frame"):
+        if not getattr(ros, name):
+            raise ConfigError(f"ros.{name} must not be empty")
+    if ros.pose_type != "tf" and not ros.pose_topic:
+        raise ConfigError("ros.pose_topic must not be empty unless ros.pose_type is 'tf'")
+
+
+def validate_node_config(cfg: MapperConfig) -> None:
+    validate_ros_config(cfg.ros)
+    if cfg.segmenter.name == "oracle" and not cfg.ros.instance_topic:
+        raise ConfigError(
+            "segmenter.name 'oracle' needs ground-truth instance ids: set ros.instance_topic "
+            "(a 32SC1/16UC1 instance image), or choose another segmenter"
+        )
+
+
+def _default_mapper(cfg: MapperConfig) -> Any:
+    from ..core.pipeline import Mapper
+
+    return Mapper(cfg)
+
+
+def _default_engine(cfg: MapperConfig, mapper: Any) -> Any:
+    from ..core.retrieval.engine import QueryEngine
+
+    return QueryEngine(cfg.retrieval, encoder=getattr(mapper, "encoder", None))
+
+
+def _query_error_types() -> tuple[type, ...]:
+    try:
+        from ..core.retrieval.engine import QueryError
+    except Exception:  # engine not importable: the query service reports that instead
+        return (ValueError,)
+    return (QueryError, ValueError)
+
+
+def _stamp(msg: Any) -> float:
+    return conv.to_seconds(msg.header.stamp)
+
+
+class MappingNode(Node):
+    """ROS 2 front end of the core3d Mapper. See the module docstring.
+
+    ``config`` gives the parameters' defaults (a ``config_file`` replaces it; ROS parameter
+    overrides beat both). ``mapper_factory(cfg)`` and ``engine_factory(cfg, mapper)`` build the
+    Mapper and the QueryEngine (defaults: the real ones); ``node_kwargs`` go to rclpy's Node
+    (``context``, ``parameter_overrides``, ``namespace``, ...).
+    """
+
+    def __init__(
+        self,
+        config: MapperConfig | None = None,
+        *,
+        config_file: str | None = None,
+        mapper_factory: Callable[[MapperConfig], Any] | None = None,
+        engine_factory: Callable[[MapperConfig, Any], Any] | None = None,
+        node_name: str = NODE_NAME,
+        **node_kwargs: Any,
+    ):
+        from core3d.msg import ObjectArray, QueryResult  # the package's built interfaces
+        from core3d.srv import GetObject, LoadMap, Query, SaveMap
+
+        super().__init__(node_name, **node_kwargs)
+        self._QueryResult = QueryResult
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+
+        # ---- configuration: YAML (optional) -> declared parameters -> MapperConfig
+        cf = self.declare_parameter(
+            "config_file",
+            config_file or "",
+            ParameterDescriptor(description="YAML config loaded before the other parameters", read_only=True),
+        ).value
+        base = load_config(cf) if cf else (config if config is not None else MapperConfig())
+        self.cfg = self._declare_config(base)
+        validate_node_config(self.cfg)
+        ros = self.cfg.ros
+
+        # ---- state
+        self._lock = threading.Lock()  # counters
+        self._map_lock = threading.RLock()  # mapper.process / save / load / clear
+        self._engine_lock = threading.Lock()
+        self._received: Counter = Counter()
+        self._rejected: Counter = Counter()
+        self._counts = Counter()  # synced, processed, keyframes, dropped, queries
+        self._timings: dict[str, float] = {}
+        self._objects = 0
+        self._frame_index = 0
+        self._warned: set[str] = set()
+        self._queue: deque[SyncedSet] = deque()
+        self._cv = threading.Condition()
+
+        self.mapper = (mapper_factory or _default_mapper)(self.cfg)
+        self._engine_factory = engine_factory or _default_engine
+        self._engine: Any = None
+        self._query_errors = _query_error_types()
+
+        if ros.map_path:
+            self._load_startup_map(ros.map_path)
+
+        # ---- inputs
+        qos_in = QoSProfile(
+            reliability=QOS_RELIABILITY[ros.qos_reliability],
+            history=HistoryPolicy.KEEP_LAST,
+            depth=ros.qos_depth,
+            durability=DurabilityPolicy.VOLATILE,
+        )
+        self._sub_group = MutuallyExclusiveCallbackGroup()
+        self._srv_group = ReentrantCallbackGroup()
+        self._timer_group = MutuallyExclusiveCallbackGroup()
+        topics: list[tuple[str, type, str]] = [
+            ("color", Image, ros.color_topic),
+            ("depth", Image, ros.depth_topic),
+            ("camera_info", CameraInfo, ros.info_topic),
+        ]
+        if ros.instance_topic:
+            topics.append(("instances", Image, ros.instance_topic))
+        self._tf: TfPoseLookup | None = None
+        if ros.pose_type == "tf":
+            self._tf = TfPoseLookup(self, ros.map_frame, ros.camera_frame, timeout=min(ros.max_pose_age, 0.5))
+        else:
+            topics.append(("pose", PoseStamped if ros.pose_type == "pose" else Odometry, ros.pose_topic))
+        self._sync = ApproximateTimeSync(
+            [key for key, _, _ in topics],
+            slop=ros.sync_slop,
+            queue_size=ros.sync_queue,
+            tolerances={"pose": ros.max_pose_age},
+            reasons={"pose": ("no_pose", "stale_pose")},
+            on_set=self._enqueue,
+            on_reject=self._on_reject,
+        )
+        self._subs = [
+            self.create_subscription(mtype, topic, self._make_callback(key), qos_in, callback_group=self._sub_group)
+            for key, mtype, topic in topics
+        ]
+
+        # ---- outputs
+        qos_map = QoSProfile(
+            reliability=ReliabilityPolicy.RELIABLE,
+            history=HistoryPolicy.KEEP_LAST,
+            depth=1,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL,
+        )
+        self.objects_pub = self.create_publisher(ObjectArray, "core3d/objects", qos_map)
+        self.markers_pub = self.create_publisher(MarkerArray, "core3d/markers", qos_map)
+        self.cloud_pub = self.create_publisher(PointCloud2, "core3d/cloud", qos_map) if ros.publish_points else None
+        self.query_markers_pub = self.create_publisher(MarkerArray, "core3d/query_markers", qos_map)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._timer = self.create_timer(ros.publish_period, self.publish_map, callback_group=self._timer_group)
+
+        self._services = [
+            self.create_service(Query, "core3d/query", self._on_query, callback_group=self._srv_group),
+            self.create_service(GetObject, "core3d/get_object", self._on_get_object, callback_group=self._srv_group),
+            self.create_service(SaveMap, "core3d/save_map", self._on_save_map, callback_group=self._srv_group),
+            self.create_service(LoadMap, "core3d/load_map", self._on_load_map, callback_group=self._srv_group),
+            self.create_service(Trigger, "core3d/clear_map", self._on_clear_map, callback_group=self._srv_group),
+        ]
+
+        self._worker = threading.Thread(target=self._work_loop, name="core3d_mapping_worker", daemon=True)
+        self._worker.start()
+        pose_src = f"TF {ros.map_frame} <- camera" if ros.pose_type == "tf" else f"{ros.pose_type} on '{ros.pose_topic}'"
+        self.get_logger().info(
+            f"mapping: colour '{ros.color_topic}', depth '{ros.depth_topic}', info '{ros.info_topic}', "
+            f"pose from {pose_src}; segmenter '{self.cfg.segmenter.name}', encoder '{self.cfg.embed.name}'"
+        )
+
+    # ------------------------------------------------------------------ parameters
+
+    def _declare_config(self, base: MapperConfig) -> MapperConfig:
+        """Declare one read-only parameter per config leaf, defaults from ``base``; read back."""
+        flat = flatten(base)
+        hints = _flat_hints(MapperConfig)
+        for name, default in flat.items():
+            hint = hints[name]
+            item = typing.get_args(hint)[0] if typing.get_origin(hint) is list else None
+            desc = ParameterDescriptor(description=f"core3d config '{name}' (read at start-up)", read_only=True)
+            if hint is float or item is float:
+                desc.dynamic_typing = True  # accept 1 as well as 1.0; from_dict checks the type
+                self.declare_parameter(name, default, desc)
+            elif item is not None and not default:
+                self.declare_parameter(name, _EMPTY_LIST_TYPES[item], desc)
+            else:
+                self.declare_parameter(name, default, desc)
+        values: dict[str, Any] = {}
+        for name, default in flat.items():
+            # an empty-list default is declared by type only and reads back as "not set"
+            value = self.get_parameter_or(name, Parameter(name, value=default)).value
+            if value is None:
+                value = default
+            elif isinstance(value, (array.array, tuple)):
+                value = list(value)
+            values[name] = value
+        return from_dict(unflatten(values))
+
+    # ------------------------------------------------------------------ inputs
+
+    def _make_callback(self, key: str) -> Callable[[Any], None]:
+        def callback(msg: Any) -> None:
+            with self._lock:
+                self._received[key] += 1
+            self._sync.add(key, msg, _stamp(msg))
+
+        return callback
+
+    def _on_reject(self, rejected: Rejected) -> None:
+        self._count_reject(rejected.reason, f"colour frame at {rejected.stamp:.3f} s not synchronised")
+
+    def _enqueue(self, synced: SyncedSet) -> None:
+        with self._cv:
+            if len(self._queue) >= self.cfg.ros.work_queue:
+                self._queue.popleft()
+                with self._lock:
+                    self._counts["dropped"] += 1
+            self._queue.append(synced)
+            with self._lock:
+                self._counts["synced"] += 1
+            self._cv.notify()
+
+    def _first_time(self, key: str) -> bool:
+        with self._lock:
+            first = key not in self._warned
+            self._warned.add(key)
+        return first
+
+    def _count_reject(self, reason: str, detail: str) -> None:
+        with self._lock:
+            self._rejected[reason] += 1
+        if self._first_time(reason):  # log each reason once loudly, then only at DEBUG
+            log = self.get_logger().error if reason == "error" else self.get_logger().warning
+            log(f"frame rejected ({reason}): {detail} (further ones are counted in /diagnostics)")
+        else:
+            self.get_logger().debug(f"frame rejected ({reason}): {detail}")
+
+    # ------------------------------------------------------------------ worker
+
+    def _work_loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._queue and not self._stop.is_set():
+                    self._cv.wait(0.5)
+                if self._stop.is_set():
+                    return
+                synced = self._queue.popleft()
+            try:
+                self._handle(synced)
+            except Exception as e:  # never let one frame kill the worker
+                self._count_reject("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
+
+    def build_frame(self, synced: SyncedSet) -> Frame:
+        """Convert a synced set to a Frame; raises FrameError / ConversionError / DepthError."""
+        ros, depth_cfg = self.cfg.ros, self.cfg.depth
+        color_msg: Image = synced.messages["color"]
+        depth_msg: Image = synced.messages["depth"]
+        rgb = conv.image_to_rgb(color_msg)
+        raw = conv.image_to_depth_raw(depth_msg)
+        depth = decode_depth(
+            raw,
+            depth_msg.encoding,
+            depth_scale=depth_cfg.depth_scale,
+            min_depth=depth_cfg.min_depth,
+            max_depth=depth_cfg.max_depth,
+        )
+        intr = conv.camera_info_to_intrinsics(synced.messages["camera_info"])
+        if self._tf is not None:
+            pose = self._tf.lookup(color_msg.header.frame_id, color_msg.header.stamp)
+        else:
+            pose_msg = synced.messages.get("pose")
+            if pose_msg is None:
+                raise FrameError("no_pose", "no pose message in the synchronised set")
+            check_pose_age(synced.stamp, synced.stamps["pose"], ros.max_pose_age)
+            frame_id = pose_msg.header.frame_id
+            if frame_id and frame_id != ros.map_frame and self._first_time("pose_frame"):
+                self.get_logger().warning(
+                    f"pose frame '{frame_id}' differs from ros.map_frame '{ros.map_frame}'; "
+                    "poses are used as given (camera optical frame in the map frame)"
+                )
+            pose = conv.pose_message_to_matrix(pose_msg)
+        instance_msg = synced.messages.get("instances")
+        instances = conv.image_to_instances(instance_msg) if instance_msg is not None else None
+        frame = Frame(
+            rgb=rgb,
+            depth=depth,
+            intrinsics=intr,
+            pose=pose,
+            stamp=synced.stamp,
+            index=self._frame_index,  # 0-based, like dataset frames
+            instance_ids=instances,
+        )
+        self._frame_index += 1
+        return frame
+
+    def _handle(self, synced: SyncedSet) -> None:
+        t0 = time.perf_counter()
+        try:
+            frame = self.build_frame(synced)
+            convert_ms = (time.perf_counter() - t0) * 1e3
+            with self._map_lock:
+                stats = self.mapper.process(frame)
+        except _REJECTED as e:
+            self._count_reject(_reason_of(e), str(e))
+            return
+        timings = {"convert": convert_ms}
+        timings.update({k: float(v) for k, v in (getattr(stats, "timings_ms", None) or {}).items()})
+        timings["total"] = (time.perf_counter() - t0) * 1e3
+        with self._lock:
+            self._counts["processed"] += 1
+            if getattr(stats, "keyframe", False):
+                self._counts["keyframes"] += 1
+            self._timings = timings
+
+    # ------------------------------------------------------------------ outputs
+
+    def counters(self) -> NodeCounters:
+        with self._lock:
+            return NodeCounters(
+                received=dict(self._received),
+                synced=self._counts["synced"],
+                processed=self._counts["processed"],
+                keyframes=self._counts["keyframes"],
+                dropped=self._counts["dropped"],
+                rejected=dict(self._rejected),
+                queue_length=len(self._queue),
+                objects=self._objects,
+                timings_ms=dict(self._timings),
+                queries=self._counts["queries"],
+            )
+
+    def publish_map(self) -> None:
+        """Publish objects, markers, cloud (to subscribers present) and diagnostics once."""
+        ros = self.cfg.ros
+        stamp = self.get_clock().now().to_msg()
+        snap = self.mapper.snapshot()
+        with self._lock:
+            self._objects = len(snap.objects)
+        if self.objects_pub.get_subscription_count():
+            self.objects_pub.publish(conv.snapshot_to_object_array(snap, frame_id=ros.map_frame, stamp=stamp))
+        if self.markers_pub.get_subscription_count():
+            self.markers_pub.publish(
+                conv.snapshot_to_markers(snap, frame_id=ros.map_frame, stamp=stamp, style=ros.marker_style)
+            )
+        if self.cloud_pub is not None and self.cloud_pub.get_subscription_count():
+            self.cloud_pub.publish(conv.snapshot_to_cloud(snap, frame_id=ros.map_frame, stamp=stamp))
+        self.diagnostics_pub.publish(self._diagnostics(stamp))
+
+    def _diagnostics(self, stamp: Any) -> DiagnosticArray:
+        c = self.counters()
+        sync = self._sync.stats()
+        status = DiagnosticStatus(name=f"{self.get_name()}: mapping", hardware_id=self.get_fully_qualified_name())
+        if c.frames_received and not c.processed:
+            status.level, status.message = DiagnosticStatus.WARN, "receiving images but no frame mapped yet"
+        elif c.dropped or c.total_rejected:
+            status.level, status.message = DiagnosticStatus.OK, "mapping; some frames dropped or rejected"
+        else:
+            status.level, status.message = DiagnosticStatus.OK, "mapping" if c.processed else "waiting for images"
+        values = {
+            "frames_received": c.frames_received,
+            "frames_synced": c.synced,
+            "frames_processed": c.processed,
+            "keyframes": c.keyframes,
+            "frames_dropped": c.dropped,
+            "frames_rejected": c.total_rejected,
+            "work_queue_length": c.queue_length,
+            "objects": c.objects,
+            "queries": c.queries,
+        }
+        values.update({f"received_{k}": v for k, v in sorted(c.received.items())})
+        values.update({f"rejected_{k}": v for k, v in sorted(c.rejected.items())})
+        values.update({f"sync_dropped_{k}": v for k, v in sorted(sync.dropped.items())})
+        values.update({f"sync_out_of_order_{k}": v for k, v in sorted(sync.out_of_order.items())})
+        values.update({f"time_{k}_ms": f"{v:.1f}" for k, v in c.timings_ms.items()})
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        return DiagnosticArray(header=conv.make_header("", stamp), status=[status])
+
+    # ------------------------------------------------------------------ services
+
+    def _query_engine(self) -> Any:
+        with self._engine_lock:  # built on first use: the mapper's encoder exists by then
+            if self._engine is None:
+                self._engine = self._engine_factory(self.cfg, self.mapper)
+            return self._engine
+
+    def _on_query(self, req: Any, resp: Any) -> Any:
+        text = str(req.text)
+        resp.parsed.text = text
+        with self._lock:
+            self._counts["queries"] += 1
+        try:
+            engine = self._query_engine()
+            snap = self.mapper.snapshot()
+            top_k = int(req.top_k) or None
+            answer = engine.answer(snap, text, top_k=top_k, viewpoint=getattr(self.mapper, "last_pose", None))
+        except self._query_errors as e:
+            resp.success, resp.message = False, str(e) or type(e).__name__
+            return resp
+        except Exception as e:
+            self.get_logger().error(f"query {text[:80]!r} failed:\n{traceback.format_exc()}")
+            resp.success, resp.message = False, f"query failed: {type(e).__name__}: {e}"
+            return resp
+        parsed = answer.parsed
+        resp.parsed.target = str(getattr(parsed, "target", "") or "")
+        resp.parsed.attributes = [str(a) for a in (getattr(parsed, "attributes", None) or [])]
+        relations = list(getattr(parsed, "relations", None) or [])
+        resp.parsed.relations = [str(r) for r, _ in relations]
+        resp.parsed.anchors = [str(a) for _, a in relations]
+        resp.semantic = bool(answer.semantic)
+        by_id = snap.by_id()
+        hits = []
+        for hit in answer.results:
+            obj = by_id.get(int(hit.object_id))
+            if obj is None:
+                continue
+            r = self._QueryResult()
+            r.object = conv.object_to_msg(obj)
+            if getattr(hit, "label", ""):
+                r.object.label = str(hit.label)
+            r.score = float(hit.score)
+            r.similarity = math.nan if hit.similarity is None else float(hit.similarity)
+            r.relation_score = float(hit.relation_score if hit.relation_score is not None else 1.0)
+            stamp = self.get_clock().now().to_msg()
+            if req.include_points:
+                r.points = conv.points_to_cloud(obj.points, obj.colors, frame_id=self.cfg.ros.map_frame, stamp=stamp)
+            if req.include_best_view and obj.best_view is not None:
+                r.best_view = conv.rgb_to_image(obj.best_view, stamp=stamp, frame_id=f"core3d_object_{obj.id}")
+            resp.results.append(r)
+            hits.append((obj, float(hit.score)))
+        resp.success = True
+        resp.message = str(answer.message or "") or f"{len(resp.results)} result(s)"
+        self.query_markers_pub.publish(
+            conv.query_markers(hits, frame_id=self.cfg.ros.map_frame, stamp=self.get_clock().now().to_msg())
+        )
+        return resp
+
+    def _on_get_object(self, req: Any, resp: Any) -> Any:
+        snap = self.mapper.snapshot()
+        obj = snap.by_id().get(int(req.id))
+        if obj is None:
+            resp.success = False
+            resp.message = f"no object with id {req.id} (the map has {len(snap.objects)} objects)"
+            return resp
+        resp.success, resp.message = True, ""
+        resp.object = conv.object_to_msg(obj)
+        if req.include_points:
+            resp.points = conv.points_to_cloud(
+                obj.points, obj.colors, frame_id=self.cfg.ros.map_frame, stamp=self.get_clock().now().to_msg()
+            )
+        return resp
+
+    def _map_path(self, requested: str) -> str:
+        path = requested or self.cfg.ros.map_path
+        return os.path.expanduser(path) if path else ""
+
+    def _on_save_map(self, req: Any, resp: Any) -> Any:
+        path = self._map_path(req.path)
+        if not path:
+            resp.success, resp.message = False, "no path given and parameter ros.map_path is empty"
+            return resp
+        try:
+            with self._map_lock:
+                written = self.mapper.save(path)
+        except Exception as e:
+            resp.success, resp.message = False, f"could not save the map to {path}: {type(e).__name__}: {e}"
+            return resp
+        resp.success, resp.path = True, str(written or path)
+        resp.message = f"saved the map to {resp.path}"
+        self.get_logger().info(resp.message)
+        return resp
+
+    def _on_load_map(self, req: Any, resp: Any) -> Any:
+        path = self._map_path(req.path)
+        if not path:
+            resp.success, resp.message = False, "no path given and parameter ros.map_path is empty"
+            return resp
+        try:
+            with self._map_lock:
+                self.mapper.load(path)
+        except Exception as e:  # MapFileError (damaged file) or OSError: the map is untouched
+            resp.success = False
+            resp.message = f"could not load {path}: {type(e).__name__}: {e}"
+            resp.num_objects = len(self.mapper.snapshot().objects)
+            return resp
+        resp.success = True
+        resp.num_objects = len(self.mapper.snapshot().objects)
+        resp.message = f"loaded {resp.num_objects} objects from {path}"
+        self.get_logger().info(resp.message)
+        return resp
+
+    def _on_clear_map(self, req: Any, resp: Any) -> Any:
+        try:
+            with self._map_lock:
+                n = len(self.mapper.snapshot().objects)
+                self.mapper.clear()
+        except Exception as e:
+            resp.success, resp.message = False, f"could not clear the map: {type(e).__name__}: {e}"
+            return resp
+        resp.success, resp.message = True, f"map cleared ({n} objects removed)"
+        return resp
+
+    def _load_startup_map(self, path: str) -> None:
+        path = os.path.expanduser(path)
+        if not os.path.exists(path):
+            self.get_logger().info(f"ros.map_path {path} does not exist yet; starting with an empty map")
+            return
+        try:
+            self.mapper.load(path)
+        except Exception as e:
+            self.get_logger().error(f"could not load ros.map_path {path}: {e}; starting with an empty map")
+        else:
+            self.get_logger().info(f"loaded {len(self.mapper.snapshot().objects)} objects from {path}")
+
+    # ------------------------------------------------------------------ shutdown
+
+    def stop_worker(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        with self._cv:
+            self._cv.notify_all()
+        if self._worker is not None and self._worker is not threading.current_thread():
+            self._worker.join(timeout)
+
+    def destroy_node(self) -> None:
+        self.stop_worker()
+        super().destroy_node()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: ``core3d_mapping [--config FILE] [--ros-args ...]``.
+
+    Spins a MultiThreadedExecutor until SIGINT/SIGTERM, then stops the executor and the worker
+    and shuts ROS down; a second signal exits at once.
+    """
+    from rclpy.signals import SignalHandlerOptions
+    from rclpy.utilities import remove_ros_args
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="core3d_mapping", description="core3d online open-vocabulary 3D mapping node (ROS 2)"
+    )
+    parser.add_argument("--config", metavar="FILE", help="YAML config (nested or ROS parameters file)")
+    opts = parser.parse_args(remove_ros_args(["core3d_mapping", *args])[1:])
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            os._exit(128 + signum)  # second signal: no clean shutdown wanted
+        stop.set()
+
+    # Our own handlers instead of rclpy's: a KeyboardInterrupt cannot then land in the middle
+    # of the shutdown sequence below.
+    rclpy.init(args=["core3d_mapping", *args], signal_handler_options=SignalHandlerOptions.NO)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    node = None
+    executor = None
+    code = 0
+    try:
+        node = MappingNode(config_file=opts.config)
+        executor = MultiThreadedExecutor(num_threads=4)
+        executor.add_node(node)
+        spinner = threading.Thread(target=executor.spin, name="core3d_executor", daemon=True)
+        spinner.start()
+        while not stop.is_set() and spinner.is_alive():
+            stop.wait(0.2)
+    except ConfigError as e:
+        print(f"core3d_mapping: configuration error: {e}", file=sys.stderr)
+        code = 2
+    finally:
+        if executor is not None:
+            executor.shutdown(timeout_sec=5.0)
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

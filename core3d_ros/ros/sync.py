@@ -1,0 +1,289 @@
+"""Approximate-time synchronisation of colour, depth, camera info and pose, and TF pose look-up.
+
+core3d always uses its own synchroniser, also where ``message_filters`` is installed, so that a
+robot and this repository's tests behave the same and every lost colour frame is counted with a
+reason (``no_pose``, ``stale_pose``, ``out_of_order``, ...), which message_filters cannot report.
+
+Policy (reference topic = colour; every colour frame is decided exactly once):
+
+- Each topic has a queue of at most ``queue_size`` messages, kept sorted by stamp. When a
+  queue overflows, the oldest waiting colour frame is decided first with what is there (see
+  below); then a partner queue drops its oldest message (counted in ``dropped``).
+- For the oldest waiting colour stamp ``c`` every partner topic offers its nearest message
+  ``n``. A partner is *decided* once its queue holds a message stamped at or after ``c``
+  (later messages can only be farther away); otherwise a better partner may still arrive.
+- The set is emitted when every partner is within ``slop`` of ``c``, or when every partner is
+  decided and within its tolerance (``slop``; for the pose topic ``max(slop, max_pose_age)``).
+- The colour frame is rejected when a decided partner is beyond its tolerance, or when the
+  colour queue overflows and the oldest frame still has no acceptable partner. The reason is
+  ``no_<topic>`` for a failing partner that never had a message (preferred when several
+  fail), else ``unsynced_<topic>`` (for the pose topic: ``no_pose`` / ``stale_pose``).
+- A colour message stamped at or before the last decided colour frame is out of order
+  (dropped, reason ``out_of_order``); a partner message older than the partner message last
+  used is dropped and counted in ``out_of_order`` too. Matched partner messages stay queued
+  (a 10 Hz camera info may serve several frames); older ones are discarded.
+"""
+from __future__ import annotations
+
+import bisect
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..config import ConfigError
+from ..core.frame import FrameError
+
+
+@dataclass
+class SyncedSet:
+    stamp: float  # reference (colour) stamp, seconds
+    messages: dict[str, Any]  # topic key -> message
+    stamps: dict[str, float]  # topic key -> stamp of the chosen message
+
+
+@dataclass
+class Rejected:
+    stamp: float  # reference stamp of the lost colour frame
+    reason: str
+
+
+@dataclass
+class SyncStats:
+    received: Counter = field(default_factory=Counter)  # per topic key
+    emitted: int = 0
+    rejected: Counter = field(default_factory=Counter)  # colour frames lost, per reason
+    dropped: Counter = field(default_factory=Counter)  # partner messages dropped on overflow, per key
+    out_of_order: Counter = field(default_factory=Counter)  # per topic key
+
+    def copy(self) -> "SyncStats":
+        return SyncStats(
+            Counter(self.received), self.emitted, Counter(self.rejected), Counter(self.dropped), Counter(self.out_of_order)
+        )
+
+
+@dataclass(order=True)
+class _Item:
+    stamp: float
+    seq: int
+    msg: Any = field(compare=False)
+
+
+class ApproximateTimeSync:
+    """Thread-safe approximate-time synchroniser; see the module docstring for the policy.
+
+    ``add(key, msg, stamp)`` returns the sets completed and the colour frames rejected by that
+    message (also passed to ``on_set`` / ``on_reject`` when given). Memory is bounded by
+    ``queue_size`` messages per topic.
+    """
+
+    def __init__(
+        self,
+        keys: Sequence[str],
+        *,
+        slop: float,
+        queue_size: int,
+        reference: str | None = None,
+        tolerances: dict[str, float] | None = None,
+        reasons: dict[str, tuple[str, str]] | None = None,
+        on_set: Callable[[SyncedSet], None] | None = None,
+        on_reject: Callable[[Rejected], None] | None = None,
+    ):
+        if len(keys) < 1 or len(set(keys)) != len(keys):
+            raise ValueError(f"sync needs distinct topic keys, got {list(keys)}")
+        if not slop >= 0:
+            raise ValueError(f"sync slop must be >= 0, got {slop}")
+        if queue_size < 1:
+            raise ValueError(f"sync queue size must be >= 1, got {queue_size}")
+        self.keys = list(keys)
+        self.reference = reference or self.keys[0]
+        if self.reference not in self.keys:
+            raise ValueError(f"reference {self.reference!r} is not one of {self.keys}")
+        self.partners = [k for k in self.keys if k != self.reference]
+        self.slop = float(slop)
+        self.queue_size = int(queue_size)
+        self.tolerances = {k: max(self.slop, float((tolerances or {}).get(k, self.slop))) for k in self.partners}
+        self.reasons = {k: (reasons or {}).get(k, (f"no_{k}", f"unsynced_{k}")) for k in self.partners}
+        self.on_set = on_set
+        self.on_reject = on_reject
+        self._queues: dict[str, list[_Item]] = {k: [] for k in self.keys}
+        self._last_ref: float | None = None
+        self._last_used: dict[str, float] = {}
+        self._seen: set[str] = set()
+        self._seq = 0
+        self._lock = threading.Lock()
+        self._stats = SyncStats()
+
+    # ------------------------------------------------------------------ public
+
+    def add(self, key: str, msg: Any, stamp: float) -> tuple[list[SyncedSet], list[Rejected]]:
+        if key not in self._queues:
+            raise KeyError(f"unknown sync topic key {key!r}; known: {self.keys}")
+        stamp = float(stamp)
+        sets: list[SyncedSet] = []
+        rejects: list[Rejected] = []
+        with self._lock:
+            self._stats.received[key] += 1
+            if not np.isfinite(stamp):
+                self._stats.out_of_order[key] += 1
+                if key == self.reference:
+                    rejects.append(self._reject(stamp, "out_of_order"))
+            elif key == self.reference and self._last_ref is not None and stamp <= self._last_ref:
+                self._stats.out_of_order[key] += 1
+                rejects.append(self._reject(stamp, "out_of_order"))
+            elif key != self.reference and key in self._last_used and stamp < self._last_used[key]:
+                self._stats.out_of_order[key] += 1
+            else:
+                self._insert(key, msg, stamp)
+                self._seen.add(key)
+                overflow = key != self.reference and len(self._queues[key]) > self.queue_size
+                # A full partner queue first forces a decision on the oldest colour frame, so
+                # evicting the partner's oldest message cannot cost that frame its match.
+                self._match(sets, rejects, force=overflow)
+                q = self._queues[key]
+                while len(q) > self.queue_size:
+                    q.pop(0)
+                    self._stats.dropped[key] += 1
+        for s in sets:
+            if self.on_set is not None:
+                self.on_set(s)
+        for r in rejects:
+            if self.on_reject is not None:
+                self.on_reject(r)
+        return sets, rejects
+
+    def stats(self) -> SyncStats:
+        with self._lock:
+            return self._stats.copy()
+
+    def queue_lengths(self) -> dict[str, int]:
+        with self._lock:
+            return {k: len(q) for k, q in self._queues.items()}
+
+    def reset(self) -> None:
+        """Forget queued messages and stamp history (e.g. after a time jump in bag replay)."""
+        with self._lock:
+            for q in self._queues.values():
+                q.clear()
+            self._last_ref = None
+            self._last_used.clear()
+
+    # ------------------------------------------------------------------ internals
+
+    def _reject(self, stamp: float, reason: str) -> Rejected:
+        self._stats.rejected[reason] += 1
+        return Rejected(stamp, reason)
+
+    def _insert(self, key: str, msg: Any, stamp: float) -> None:
+        self._seq += 1
+        bisect.insort(self._queues[key], _Item(stamp, self._seq, msg))
+
+    def _nearest(self, key: str, c: float) -> _Item | None:
+        q = self._queues[key]
+        if not q:
+            return None
+        i = bisect.bisect_left([it.stamp for it in q], c)
+        cands = q[max(i - 1, 0) : i + 1]
+        return min(cands, key=lambda it: (abs(it.stamp - c), -it.stamp))
+
+    def _match(self, sets: list[SyncedSet], rejects: list[Rejected], force: bool = False) -> None:
+        ref = self._queues[self.reference]
+        while ref:
+            head = ref[0]
+            c = head.stamp
+            forced = force or len(ref) > self.queue_size
+            force = False
+            picks: dict[str, _Item] = {}
+            failures: list[str] = []
+            waiting = False
+            all_within_slop = True
+            for key in self.partners:
+                best = self._nearest(key, c)
+                q = self._queues[key]
+                decided = bool(q) and q[-1].stamp >= c
+                gap = abs(best.stamp - c) if best is not None else np.inf
+                if gap > self.slop:
+                    all_within_slop = False
+                if best is not None and gap <= self.tolerances[key]:
+                    picks[key] = best
+                    if not decided:
+                        waiting = True
+                elif decided or forced:
+                    failures.append(key)
+                else:
+                    waiting = True
+            # report a partner that never sent anything before one that is merely off in time
+            never = [k for k in failures if k not in self._seen]
+            failed = self._reason((never or failures)[0]) if failures else None
+            if failed is None and waiting and not all_within_slop and not forced:
+                return  # a better partner may still arrive
+            ref.pop(0)
+            self._last_ref = c
+            if failed is not None:
+                rejects.append(self._reject(c, failed))
+                continue
+            msgs = {self.reference: head.msg}
+            stamps = {self.reference: c}
+            for key, item in picks.items():
+                msgs[key] = item.msg
+                stamps[key] = item.stamp
+                self._last_used[key] = item.stamp
+                q = self._queues[key]
+                while q and q[0].stamp < item.stamp:  # older partners can no longer be used
+                    q.pop(0)
+            self._stats.emitted += 1
+            sets.append(SyncedSet(c, msgs, stamps))
+
+    def _reason(self, key: str) -> str:
+        missing, unsynced = self.reasons[key]
+        return missing if key not in self._seen else unsynced
+
+
+# --------------------------------------------------------------------------- pose checks
+
+
+def check_pose_age(image_stamp: float, pose_stamp: float, max_age: float) -> None:
+    """Raise FrameError('stale_pose') when the pose is farther than ``max_age`` seconds from the image."""
+    gap = abs(float(image_stamp) - float(pose_stamp))
+    if not gap <= max_age:
+        raise FrameError("stale_pose", f"pose is {gap:.3f} s from the image (max_pose_age {max_age} s)")
+
+
+class TfPoseLookup:
+    """Camera pose from TF: ``map_frame`` <- camera frame at the image stamp (needs tf2_ros)."""
+
+    def __init__(self, node: Any, map_frame: str, camera_frame: str = "", timeout: float = 0.05):
+        try:
+            import tf2_ros  # noqa: F401
+        except ImportError as e:
+            raise ConfigError(
+                "ros.pose_type is 'tf' but tf2_ros is not importable; install ROS 2 tf2_ros "
+                "(e.g. apt install ros-$ROS_DISTRO-tf2-ros) or set ros.pose_type to 'pose' or 'odometry'"
+            ) from e
+        from rclpy.duration import Duration
+
+        self._tf2 = tf2_ros
+        self.buffer = tf2_ros.Buffer(node=node)
+        self.listener = tf2_ros.TransformListener(self.buffer, node, spin_thread=False)
+        self.map_frame = map_frame
+        self.camera_frame = camera_frame
+        self.timeout = Duration(seconds=float(timeout))
+
+    def lookup(self, image_frame: str, stamp: Any) -> np.ndarray:
+        """4x4 camera-to-map transform at ``stamp`` (builtin_interfaces/Time) or FrameError."""
+        from rclpy.time import Time as RclTime
+
+        from .conversions import transform_to_matrix
+
+        source = self.camera_frame or image_frame
+        if not source:
+            raise FrameError("no_pose", "image has no frame_id and ros.camera_frame is empty")
+        try:
+            tf = self.buffer.lookup_transform(self.map_frame, source, RclTime.from_msg(stamp), timeout=self.timeout)
+        except self._tf2.ExtrapolationException as e:
+            raise FrameError("stale_pose", f"no TF {self.map_frame} <- {source} at the image stamp: {e}") from None
+        except (self._tf2.LookupException, self._tf2.ConnectivityException) as e:
+            raise FrameError("no_pose", f"no TF {self.map_frame} <- {source}: {e}") from None
+        return transform_to_matrix(tf.transform)
