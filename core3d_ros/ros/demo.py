@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import subprocess
 import sys
 import threading
@@ -185,7 +186,7 @@ def run_demo(out: str = "out/demo", frames: int = 48, seed: int = 0, config: str
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
-        node_proc.terminate()
+        node_proc.send_signal(signal.SIGINT)  # the node's clean shutdown path
         try:
             node_proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
