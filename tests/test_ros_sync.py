@@ -169,7 +169,8 @@ def test_thread_safe_under_concurrent_publishers() -> None:
     waiting = sync.queue_lengths()["color"]
     assert st.emitted + sum(st.rejected.values()) + waiting == n
     assert st.emitted >= n * 0.8
-    assert emitted == sorted(emitted) and len(set(emitted)) == len(emitted)
+    # callbacks run outside the lock, so their order across threads is free; no set twice
+    assert len(set(emitted)) == len(emitted) == st.emitted
 
 
 def test_check_pose_age() -> None:

@@ -680,6 +680,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     node = None
     executor = None
+    spinner = None
     code = 0
     try:
         node = MappingNode(config_file=opts.config)
@@ -695,6 +696,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if executor is not None:
             executor.shutdown(timeout_sec=5.0)
+        if spinner is not None:
+            spinner.join(5.0)  # no thread may still wait on the node's entities below
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

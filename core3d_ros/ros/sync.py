@@ -75,8 +75,9 @@ class ApproximateTimeSync:
     """Thread-safe approximate-time synchroniser; see the module docstring for the policy.
 
     ``add(key, msg, stamp)`` returns the sets completed and the colour frames rejected by that
-    message (also passed to ``on_set`` / ``on_reject`` when given). Memory is bounded by
-    ``queue_size`` messages per topic.
+    message (also passed to ``on_set`` / ``on_reject`` when given; these run outside the lock,
+    so with concurrent ``add`` calls their order across threads is not defined). Memory is
+    bounded by ``queue_size`` messages per topic.
     """
 
     def __init__(
