@@ -20,7 +20,7 @@ import numpy as np
 
 from ..config import MapperConfig
 from .camera import backproject, sampling_stride
-from .fusion.object_map import ObjectMap, SegmentObservation
+from .fusion.object_map import IntegrationStats, ObjectMap, SegmentObservation
 from .frame import Frame
 from .mapio import load_map, save_map
 from .objects import MapSnapshot
@@ -84,20 +84,12 @@ class Mapper:
         if self.encoder is not None and masks:
             with _timed(stats, "embed"):
                 observations = self._observe(frame, masks)
-        with _timed(stats, "fusion"):
-            points, pix = backproject(frame.depth, frame.intrinsics, frame.pose, stride=self.fusion_stride(frame))
-            colors = frame.rgb.reshape(-1, 3)[pix]
-            selections = [m.mask.reshape(-1)[pix] for m in masks]
-            with self._lock:
-                ist = self.map.integrate(points, colors, selections, frame.stamp, observations)
+        with _timed(stats, "fusion"), self._lock:
+            ist = fuse_frame(self.map, frame, masks, observations)
         stats.segments, stats.created, stats.associated = ist.segments, ist.created, ist.associated
         stats.merged, stats.dropped_voxels = ist.merged, ist.dropped_voxels
         stats.timings_ms["total"] = (time.perf_counter() - t_start) * 1e3
         return stats
-
-    def fusion_stride(self, frame: Frame) -> int:
-        stride = self.cfg.fusion.pixel_stride
-        return stride if stride > 0 else sampling_stride(frame.depth, frame.intrinsics, self.cfg.fusion.voxel_size)
 
     def _observe(self, frame: Frame, masks: list[Mask2D]) -> list[SegmentObservation]:
         from .embed.crops import embed_masks, view_quality
@@ -127,6 +119,20 @@ class Mapper:
         new = load_map(path, self.cfg.fusion)  # validated before anything changes
         with self._lock:
             self.map = new
+
+
+def fuse_frame(
+    omap: ObjectMap, frame: Frame, masks: list[Mask2D], observations: list[SegmentObservation] | None = None
+) -> IntegrationStats:
+    """The fusion stage: back-project the frame (``fusion.pixel_stride``, 0 = automatic) and
+    integrate its masks into the map."""
+    cfg = omap.cfg
+    stride = cfg.pixel_stride or sampling_stride(frame.depth, frame.intrinsics, cfg.voxel_size)
+    points, pix = backproject(frame.depth, frame.intrinsics, frame.pose, stride=stride)
+    colors = frame.rgb.reshape(-1, 3)[pix]
+    stats = omap.integrate(points, colors, [m.mask.reshape(-1)[pix] for m in masks], frame.stamp, observations)
+    stats.stride = stride
+    return stats
 
 
 @contextmanager

@@ -89,6 +89,8 @@ class IntegrationStats:
     merged: int = 0
     dropped_voxels: int = 0  # new voxels refused because the map reached max_voxels
     touched: set[int] = field(default_factory=set)
+    points: int = 0  # back-projected points of the frame
+    stride: int = 0  # pixel stride they were sampled with
 
 
 def _members(indices: np.ndarray, size: int) -> np.ndarray:
@@ -190,7 +192,7 @@ class ObjectMap:
         masks: one (N,) bool array per 2-D mask, selecting its points.
         """
         cfg = self.cfg
-        stats = IntegrationStats()
+        stats = IntegrationStats(points=len(points))
         if len(points) == 0:
             return stats
         keys = voxel_keys(points, self.voxel_size)
