@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from ...config import EmbedConfig
+from ..device import resolve_device as _resolve_device
 from .base import BaseEncoder, EncoderError, register_encoder
 
 log = logging.getLogger(__name__)
@@ -43,15 +44,7 @@ _RESIZE_MODES = ("pad", "squash", "center_crop")
 
 def resolve_device(device: str):
     """``auto`` -> CUDA when available, else CPU; an unavailable CUDA request is an error."""
-    import torch
-
-    device = (device or "auto").strip().lower()
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise EncoderError(f"embed.device={device!r} but CUDA is not available; use 'auto' or 'cpu'")
-    return dev
+    return _resolve_device(device, "embed.device", EncoderError)
 
 
 def _size_hw(size) -> tuple[int, int]:

@@ -35,6 +35,7 @@ import numpy as np
 
 from ...config import EmbedConfig
 from ..segment.base import Mask2D
+from ..segment.base import mask_bbox as _tight_bbox
 from .base import Encoder, normalize_rows
 
 CROP_KINDS = ("mask", "bbox", "large", "huge", "surround")
@@ -50,18 +51,9 @@ def _as_mask(m) -> np.ndarray:
     return mask if mask.dtype == np.bool_ else mask.astype(bool)
 
 
-def mask_bbox(mask: np.ndarray) -> Box:
-    """Tight half-open box ``(x0, y0, x1, y1)`` of a non-empty HxW mask."""
-    mask = _as_mask(mask)
-    rows = mask.any(axis=1)
-    if not rows.any():
-        raise ValueError("empty mask has no bounding box")
-    cols = mask.any(axis=0)
-    y0 = int(np.argmax(rows))
-    y1 = len(rows) - int(np.argmax(rows[::-1]))
-    x0 = int(np.argmax(cols))
-    x1 = len(cols) - int(np.argmax(cols[::-1]))
-    return x0, y0, x1, y1
+def mask_bbox(mask) -> Box:
+    """Tight half-open box ``(x0, y0, x1, y1)`` of a non-empty mask (array or Mask2D)."""
+    return _tight_bbox(_as_mask(mask))
 
 
 def scale_box(box: Box, scale: float, width: int, height: int) -> Box:

@@ -22,6 +22,19 @@ class Mask2D:
         return int(np.count_nonzero(self.mask))
 
 
+def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """Tight half-open box ``(x0, y0, x1, y1)`` of a non-empty HxW boolean mask."""
+    rows = mask.any(axis=1)
+    if not rows.any():
+        raise ValueError("empty mask has no bounding box")
+    cols = mask.any(axis=0)
+    y0 = int(np.argmax(rows))
+    y1 = len(rows) - int(np.argmax(rows[::-1]))
+    x0 = int(np.argmax(cols))
+    x1 = len(cols) - int(np.argmax(cols[::-1]))
+    return x0, y0, x1, y1
+
+
 class Segmenter(Protocol):
     """Produces class-agnostic masks for one frame."""
 

@@ -23,17 +23,7 @@ import numpy as np
 
 from ...config import ProgressiveConfig
 from ..frame import Frame
-from .base import Mask2D, Segmenter
-
-
-def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
-    rows = mask.any(axis=1)
-    cols = mask.any(axis=0)
-    y0 = int(np.argmax(rows))
-    y1 = len(rows) - int(np.argmax(rows[::-1]))
-    x0 = int(np.argmax(cols))
-    x1 = len(cols) - int(np.argmax(cols[::-1]))
-    return x0, y0, x1, y1
+from .base import Mask2D, Segmenter, mask_bbox
 
 
 def progressive_merge(
@@ -62,7 +52,7 @@ def progressive_merge(
     if not candidates:
         return []
 
-    boxes = [_bbox(mask) for _, mask, _ in candidates]
+    boxes = [mask_bbox(mask) for _, mask, _ in candidates]
 
     def order_key(i: int):
         m, mask, area = candidates[i]

@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from ...config import SegmenterConfig
+from ..device import resolve_device as _resolve_device
 from ..frame import Frame
 from .base import Mask2D, register_segmenter
 
@@ -45,15 +46,7 @@ class SegmenterError(RuntimeError):
 
 
 def resolve_device(device: str, param: str = "segmenter.device"):
-    import torch
-
-    device = (device or "auto").strip().lower()
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SegmenterError(f"{param}={device!r} but CUDA is not available; use 'auto' or 'cpu'")
-    return dev
+    return _resolve_device(device, param, SegmenterError)
 
 
 def check_checkpoint(path: str, what: str) -> Path:
@@ -224,15 +217,19 @@ def build_sam_generator(cfg: SegmenterConfig, model=None):
     """The level-tagging automatic generator over a loaded SAM model."""
     model = model if model is not None else load_sam_model(cfg)
     generator_cls = _level_generator_class()
-    return generator_cls(
-        model,
-        points_per_side=cfg.points_per_side,
-        points_per_batch=cfg.points_per_batch,
-        pred_iou_thresh=cfg.pred_iou_thresh,
-        stability_score_thresh=cfg.stability_score_thresh,
-        min_mask_region_area=cfg.min_mask_region_area,
-        output_mode="binary_mask",
-    )
+    return generator_cls(model, **generator_options(cfg))
+
+
+def generator_options(cfg: SegmenterConfig) -> dict:
+    """Automatic-generator options shared by SAM and Semantic-SAM, from the config."""
+    return {
+        "points_per_side": cfg.points_per_side,
+        "points_per_batch": cfg.points_per_batch,
+        "pred_iou_thresh": cfg.pred_iou_thresh,
+        "stability_score_thresh": cfg.stability_score_thresh,
+        "min_mask_region_area": cfg.min_mask_region_area,
+        "output_mode": "binary_mask",
+    }
 
 
 class SamSegmenter:

@@ -31,7 +31,7 @@ import numpy as np
 from ...config import SegmenterConfig
 from ..frame import Frame
 from .base import Mask2D, register_segmenter
-from .sam import SegmenterError, check_checkpoint, records_to_masks, resolve_device
+from .sam import SegmenterError, check_checkpoint, generator_options, records_to_masks, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -106,16 +106,7 @@ def build_generators(cfg: SegmenterConfig) -> dict[int, object]:
     levels = check_levels(cfg.granularity_levels)
     model, generator_cls = load_semantic_sam(cfg)
     return {
-        g: generator_cls(
-            model,
-            points_per_side=cfg.points_per_side,
-            points_per_batch=cfg.points_per_batch,
-            pred_iou_thresh=cfg.pred_iou_thresh,
-            stability_score_thresh=cfg.stability_score_thresh,
-            min_mask_region_area=cfg.min_mask_region_area,
-            output_mode="binary_mask",
-            level=[g],
-        )
+        g: generator_cls(model, **generator_options(cfg), level=[g])
         for g in levels
     }
 
