@@ -3,7 +3,7 @@
 After adding or changing a field in core3d_ros/config.py, regenerate the parameters file (values
 from the dataclass defaults, comments from the source) with
 
-    scripts/in-env python tests/test_config.py --write
+    scripts/in-env python test/test_config.py --write
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from core3d_ros.config import (
 ROOT = Path(__file__).resolve().parents[1]
 MAPPING_YAML = ROOT / "config" / "mapping.yaml"
 NODE_NAME = "core3d_mapping"
-REGENERATE = "regenerate it with: scripts/in-env python tests/test_config.py --write"
+REGENERATE = "regenerate it with: scripts/in-env python test/test_config.py --write"
 
 
 def _raw_parameters() -> dict:
@@ -298,7 +298,7 @@ _HEADER = """\
 # ROS 2 parameters of the core3d mapping node (`ros2 launch core3d mapping.launch.py`).
 # Every key is a field of core3d_ros.config.MapperConfig (dotted ROS parameter names, e.g.
 # fusion.voxel_size) and every value its default. Generated from core3d_ros/config.py by
-# `python tests/test_config.py --write`; tests/test_config.py checks that the two agree.
+# `python test/test_config.py --write`; test/test_config.py checks that the two agree.
 """
 _COMMENT_COLUMN = 36
 
@@ -425,6 +425,6 @@ def test_rendered_yaml_loads_to_defaults(tmp_path):
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["--write"]:
-        sys.exit("usage: python tests/test_config.py --write   (rewrites config/mapping.yaml)")
+        sys.exit("usage: python test/test_config.py --write   (rewrites config/mapping.yaml)")
     MAPPING_YAML.write_text(render_mapping_yaml(), encoding="utf-8")
     print(f"wrote {MAPPING_YAML}")
