@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
 import pytest
 
 from core3d_ros.core.frame import FrameError
@@ -45,6 +46,8 @@ def test_matched_within_slop() -> None:
     feed(sync, "depth", 1.015)
     feed(sync, "camera_info", 0.990)
     sets, _ = feed(sync, "pose", 1.005)
+    assert not sets  # a camera info closer to 1.000 may still come
+    sets, _ = feed(sync, "camera_info", 1.030)  # it did not: 0.990 gives the smaller spread
     assert len(sets) == 1
     assert sets[0].stamps == pytest.approx({"color": 1.0, "depth": 1.015, "camera_info": 0.99, "pose": 1.005})
 
@@ -187,3 +190,111 @@ def test_invalid_arguments() -> None:
         ApproximateTimeSync(["a"], slop=-1, queue_size=3)
     with pytest.raises(KeyError):
         make().add("nope", None, 1.0)
+
+
+# --------------------------------------------------------------------------- fault 2 (issue 10)
+# A set is the wrong one when a partner closer to the colour frame was still to come. These
+# streams reproduce what a well-formed camera publishes; the sets must be the best ones the
+# stream allows, not the first ones within the slop.
+
+
+def _stream(order: list[tuple[str, float, float]], sync: ApproximateTimeSync) -> list:
+    """Feed (key, stamp, arrival) tuples in arrival order; return the emitted sets."""
+    sets = []
+    for key, stamp, _ in sorted(order, key=lambda x: x[2]):
+        sets += feed(sync, key, stamp)[0]
+    return sets
+
+
+def test_colour_first_partners_3ms_later_gives_exact_sets() -> None:
+    sync = make(slop=0.05, queue=30, max_pose_age=0.2)
+    period, n = 1 / 30, 40
+    events = []
+    for i in range(n):
+        t = 100.0 + i * period
+        events.append(("color", t, t))
+        events += [(k, t, t + 0.003) for k in ("depth", "camera_info", "pose")]
+    sets = _stream(events, sync)
+    assert len(sets) == n
+    exact = [s for s in sets if all(v == s.stamp for v in s.stamps.values())]
+    assert len(exact) == n, [(s.stamp, s.stamps) for s in sets if s not in exact][:3]
+    assert sets[5].messages["depth"] == f"depth@{100.0 + 5 * period:.3f}"
+    assert sum(sync.stats().rejected.values()) == 0
+
+
+def test_partners_first_gives_exact_sets() -> None:
+    sync = make(slop=0.05, queue=30)
+    period, n = 1 / 30, 40
+    events = []
+    for i in range(n):
+        t = 100.0 + i * period
+        events += [(k, t, t) for k in ("depth", "camera_info", "pose")]
+        events.append(("color", t, t + 0.003))
+    sets = _stream(events, sync)
+    assert len(sets) == n and all(all(v == s.stamp for v in s.stamps.values()) for s in sets)
+
+
+def _best_spread(c: float, stream: dict[str, list[float]], tol: dict[str, float]) -> float:
+    """Smallest spread (max - min stamp, colour included) of any set the whole stream allows."""
+    import itertools
+
+    cands = [[t for t in stream[k] if abs(t - c) <= tol[k]] for k in KEYS[1:]]
+    return min(max(c, *combo) - min(c, *combo) for combo in itertools.product(*cands))
+
+
+def test_jittered_stamps_and_slow_camera_info_give_the_smallest_spread() -> None:
+    rng = np.random.default_rng(3)
+    slop, max_pose_age = 0.05, 0.1
+    tol = {"depth": slop, "camera_info": slop, "pose": max_pose_age}
+    period, n = 1 / 30, 60
+    stream: dict[str, list[float]] = {k: [] for k in KEYS}
+    events = []
+    for i in range(n):
+        base = 10.0 + i * period
+        c = base + rng.uniform(-0.004, 0.004)
+        stream["color"].append(c)
+        events.append(("color", c, c + rng.uniform(0, 0.01)))
+        for key in ("depth", "pose"):
+            t = base + rng.uniform(-0.008, 0.008)
+            stream[key].append(t)
+            events.append((key, t, t + rng.uniform(0, 0.01)))
+        if i % 3 == 0:  # camera info at 10 Hz
+            t = base + rng.uniform(-0.004, 0.004)
+            stream["camera_info"].append(t)
+            events.append(("camera_info", t, t + rng.uniform(0, 0.01)))
+    sync = make(slop=slop, queue=30, max_pose_age=max_pose_age)
+    sets = _stream(events, sync)
+    # the last frames may still wait for a later partner; every earlier one is emitted
+    assert len(sets) >= n - 2 and sum(sync.stats().rejected.values()) == 0
+    info_used = set()
+    for s in sets:
+        spread = max(s.stamps.values()) - min(s.stamps.values())
+        assert spread == pytest.approx(_best_spread(s.stamp, stream, tol), abs=1e-9), s.stamps
+        info_used.add(s.stamps["camera_info"])
+    assert len(info_used) < len(sets) / 2  # a 10 Hz camera info serves several frames
+
+
+def test_matched_partner_not_reused_when_a_better_one_arrives_later() -> None:
+    sync = make(slop=0.05)
+    for key in KEYS:
+        feed(sync, key, 1.0)
+    sets, _ = feed(sync, "color", 1.033)  # partners of 1.0 are within slop, but 1.033 comes next
+    assert not sets
+    for key in ("depth", "camera_info"):
+        assert not feed(sync, key, 1.033)[0]
+    sets, _ = feed(sync, "pose", 1.033)
+    assert len(sets) == 1 and set(sets[0].stamps.values()) == {1.033}
+
+
+def test_partners_used_at_most_as_often_as_the_stream_needs() -> None:
+    """Every emitted set keeps the per-reason accounting; emitted + rejected covers every frame."""
+    sync = make(slop=0.05, queue=5)
+    for i in range(10):
+        t = 1.0 + i / 30
+        feed(sync, "color", t)
+        if i != 4:  # depth of frame 4 lost: frame 4 takes the nearest other depth within slop
+            feed(sync, "depth", t)
+        feed(sync, "camera_info", t)
+        feed(sync, "pose", t)
+    st = sync.stats()
+    assert st.emitted == 10 and not st.rejected

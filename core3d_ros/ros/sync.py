@@ -9,19 +9,26 @@ Policy (reference topic = colour; every colour frame is decided exactly once):
 - Each topic has a queue of at most ``queue_size`` messages, kept sorted by stamp. When a
   queue overflows, the oldest waiting colour frame is decided first with what is there (see
   below); then a partner queue drops its oldest message (counted in ``dropped``).
-- For the oldest waiting colour stamp ``c`` every partner topic offers its nearest message
-  ``n``. A partner is *decided* once its queue holds a message stamped at or after ``c``
-  (later messages can only be farther away); otherwise a better partner may still arrive.
-- The set is emitted when every partner is within ``slop`` of ``c``, or when every partner is
-  decided and within its tolerance (``slop``; for the pose topic ``max(slop, max_pose_age)``).
-- The colour frame is rejected when a decided partner is beyond its tolerance, or when the
-  colour queue overflows and the oldest frame still has no acceptable partner. The reason is
-  ``no_<topic>`` for a failing partner that never had a message (preferred when several
-  fail), else ``unsynced_<topic>`` (for the pose topic: ``no_pose`` / ``stale_pose``).
+- The oldest waiting colour frame (stamp ``c``) is decided only when every partner topic is
+  *decided*: its queue holds a message stamped at or after ``c``. Until then a closer partner
+  may still arrive, so the frame waits, even when the partners queued so far lie within the
+  slop (a camera that publishes colour first must not get the previous frame's depth and
+  pose). Nothing that arrives later can make the set better: a later message only widens it.
+- The set emitted is the one with the smallest spread (latest minus earliest stamp, colour
+  included) among the queued partners within their tolerance of ``c`` (``slop``; for the
+  pose topic ``max(slop, max_pose_age)``); ties go to the set closest to ``c``.
+- The colour frame is rejected when a decided partner has no message within its tolerance,
+  or when the colour queue overflows and the oldest frame still has no acceptable partner. The
+  reason is ``no_<topic>`` for a failing partner that never had a message (preferred when
+  several fail), else ``unsynced_<topic>`` (for the pose topic: ``no_pose`` / ``stale_pose``).
 - A colour message stamped at or before the last decided colour frame is out of order
   (dropped, reason ``out_of_order``); a partner message older than the partner message last
-  used is dropped and counted in ``out_of_order`` too. Matched partner messages stay queued
-  (a 10 Hz camera info may serve several frames); older ones are discarded.
+  used is dropped and counted in ``out_of_order`` too. A used partner message stays queued, so
+  a slower topic (a 10 Hz camera info beside a 30 Hz camera) serves every colour frame for
+  which it is still the best match; messages older than it are discarded.
+
+Latency: a frame is emitted when the first partner message at or after its stamp arrives (at
+once for identical stamps, else up to one partner period later).
 """
 from __future__ import annotations
 
@@ -181,13 +188,40 @@ class ApproximateTimeSync:
         self._seq += 1
         bisect.insort(self._queues[key], _Item(stamp, self._seq, msg))
 
-    def _nearest(self, key: str, c: float) -> _Item | None:
+    def _candidates(self, key: str, c: float) -> list[_Item]:
+        """Queued messages of ``key`` within its tolerance of ``c``, oldest first."""
         q = self._queues[key]
-        if not q:
-            return None
-        i = bisect.bisect_left([it.stamp for it in q], c)
-        cands = q[max(i - 1, 0) : i + 1]
-        return min(cands, key=lambda it: (abs(it.stamp - c), -it.stamp))
+        tol = self.tolerances[key]
+        stamps = [it.stamp for it in q]
+        lo = bisect.bisect_left(stamps, c - tol)
+        hi = bisect.bisect_right(stamps, c + tol)
+        return q[lo:hi]
+
+    @staticmethod
+    def _smallest_spread(c: float, cands: dict[str, list[_Item]]) -> dict[str, _Item]:
+        """The set (one candidate per partner) with the smallest spread, colour stamp included.
+
+        The best set has some lowest stamp ``lo`` <= c; given ``lo``, each partner's best choice
+        is its earliest candidate at or after ``lo``. Trying every candidate stamp <= c (and c)
+        as ``lo`` therefore finds the optimum in O(candidates x partners x log). Ties go to the
+        set closest to the colour frame.
+        """
+        lows = {c, *(it.stamp for items in cands.values() for it in items if it.stamp <= c)}
+        best: tuple[float, float] | None = None
+        picks: dict[str, _Item] = {}
+        for lo in lows:
+            choice: dict[str, _Item] = {}
+            for key, items in cands.items():
+                i = bisect.bisect_left([it.stamp for it in items], lo)
+                if i == len(items):
+                    break
+                choice[key] = items[i]
+            else:
+                stamps = [c, *(it.stamp for it in choice.values())]
+                score = (max(stamps) - min(stamps), sum(abs(s - c) for s in stamps))
+                if best is None or score < best:
+                    best, picks = score, choice
+        return picks
 
     def _match(self, sets: list[SyncedSet], rejects: list[Rejected], force: bool = False) -> None:
         ref = self._queues[self.reference]
@@ -196,35 +230,31 @@ class ApproximateTimeSync:
             c = head.stamp
             forced = force or len(ref) > self.queue_size
             force = False
-            picks: dict[str, _Item] = {}
+            cands: dict[str, list[_Item]] = {}
             failures: list[str] = []
             waiting = False
-            all_within_slop = True
             for key in self.partners:
-                best = self._nearest(key, c)
                 q = self._queues[key]
+                # decided: a message at or after c is queued. Any later message can only
+                # widen a set (the first one at or after c dominates it), so nothing better
+                # can still arrive.
                 decided = bool(q) and q[-1].stamp >= c
-                gap = abs(best.stamp - c) if best is not None else np.inf
-                if gap > self.slop:
-                    all_within_slop = False
-                if best is not None and gap <= self.tolerances[key]:
-                    picks[key] = best
-                    if not decided:
-                        waiting = True
-                elif decided or forced:
+                cands[key] = self._candidates(key, c)
+                if not cands[key] and (decided or forced):
                     failures.append(key)
-                else:
+                elif not decided:
                     waiting = True
             # report a partner that never sent anything before one that is merely off in time
             never = [k for k in failures if k not in self._seen]
             failed = self._reason((never or failures)[0]) if failures else None
-            if failed is None and waiting and not all_within_slop and not forced:
-                return  # a better partner may still arrive
+            if failed is None and waiting and not forced:
+                return  # a closer partner may still arrive
             ref.pop(0)
             self._last_ref = c
             if failed is not None:
                 rejects.append(self._reject(c, failed))
                 continue
+            picks = self._smallest_spread(c, cands)
             msgs = {self.reference: head.msg}
             stamps = {self.reference: c}
             for key, item in picks.items():
