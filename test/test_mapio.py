@@ -125,3 +125,65 @@ def test_corrupt_array_member_is_rejected(tmp_path):
     bad.write_bytes(buf.getvalue())
     with pytest.raises(MapFileError):
         load_map(bad, FusionConfig())
+
+
+# --------------------------------------------------------------------------- issue 10, fault 1
+# A file that passes validation must never break a later query: every field's range is checked.
+# Each case names the field and what the loader must say about it.
+
+
+def _with_first_object(name, value):
+    def mutate(a):
+        arr = a[name].copy()
+        arr[0] = value
+        a[name] = arr
+
+    return mutate
+
+
+FIELD_CASES = {
+    "first_seen_nan": (_with_first_object("obj_first_seen", np.nan), "first-seen"),
+    "first_seen_negative": (_with_first_object("obj_first_seen", -5.0), "first-seen"),
+    "last_seen_inf": (_with_first_object("obj_last_seen", np.inf), "last-seen"),
+    "last_seen_beyond_ros_time": (_with_first_object("obj_last_seen", 1e12), "last-seen"),
+    "last_seen_before_first_seen": (_with_first_object("obj_first_seen", 1e6), "precedes"),
+    "num_observations_negative": (_with_first_object("obj_num_observations", -3), "observation counts"),
+    "num_voxels_negative": (_with_first_object("obj_num_voxels", -1), "voxel counts"),
+    "num_voxels_inconsistent": (_with_first_object("obj_num_voxels", 1), "do not match the voxel slots"),
+    "hits_negative": (_with_first_object("hits", np.array([-4, 0, 0, 0], np.int32)), "hit counts"),
+    "color_n_negative": (_with_first_object("color_n", -1), "colour counts"),
+    "colour_out_of_range": (_with_first_object("colors", np.array([300.0, 0, 0], np.float32)), "colours"),
+    "colour_negative": (_with_first_object("colors", np.array([-1.0, 0, 0], np.float32)), "colours"),
+    "key_near_int64_max": (_with_first_object("keys", np.iinfo(np.int64).max - 1), "packable range"),
+    "key_negative": (_with_first_object("keys", -17), "non-negative"),
+    "slot_id_below_minus_one": (_with_first_object("ids", np.array([-2, -1, -1, -1], np.int32)), "slot ids"),
+    "embedding_nan": (lambda a: a.update(obj_embedding_sum=np.full_like(a["obj_embedding_sum"], np.nan)), "embeddings"),
+    "embedding_weight_negative": (_with_first_object("obj_embedding_weight", -1.0), "embedding weights"),
+    "view_quality_nan": (_with_first_object("obj_view_quality", np.nan), "best-view qualities"),
+    "view_shape_not_rgb": (lambda a: a.update(obj_view_shape=a["obj_view_shape"][:, [0, 2, 1]]), "best-view"),
+    "frames_negative": (lambda a: a.update(frames=np.array(-1, np.int64)), "frames"),
+    "next_id_beyond_int32": (lambda a: a.update(next_id=np.array(2**40, np.int64)), "next_id"),
+    "object_id_beyond_int32": (_with_first_object("obj_id", 2**40), "object ids"),
+    "voxel_size_nan": (lambda a: a.update(voxel_size=np.array(np.nan)), "voxel_size"),
+    "no_slots": (
+        lambda a: a.update(ids=a["ids"][:, :0], hits=a["hits"][:, :0]),
+        "at least one object slot",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FIELD_CASES))
+def test_every_field_range_is_checked(tmp_path, omap, case):
+    mutate, message = FIELD_CASES[case]
+    arrays = _arrays(save_map(omap, tmp_path / "good.npz"))
+    mutate(arrays)
+    bad = tmp_path / "bad.npz"
+    _write(bad, arrays)
+    with pytest.raises(MapFileError, match=message):
+        load_map(bad, cfg())
+
+
+def test_a_map_that_loads_gives_snapshots_with_finite_times(tmp_path, omap):
+    loaded = load_map(save_map(omap, tmp_path / "m.npz"), cfg())
+    for o in loaded.snapshot().objects:
+        assert np.isfinite(o.first_seen) and np.isfinite(o.last_seen) and o.num_observations >= 0

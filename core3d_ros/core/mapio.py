@@ -15,6 +15,8 @@ import numpy as np
 from ..config import FusionConfig
 from .fileio import atomic_output
 from .fusion.object_map import ObjectMap, ObjectState
+from .fusion.voxels import _OFFSET as _VOXEL_OFFSET
+from .fusion.voxels import unpack as unpack_keys
 
 FORMAT = "core3d-map"
 VERSION = 1
@@ -97,6 +99,122 @@ def load_map(path: str | os.PathLike, cfg: FusionConfig) -> ObjectMap:
         raise MapFileError(f"cannot read map file {path}: {e}") from None
 
 
+# Validation of the arrays of a map file, one function per group of fields, so that any map
+# format (this one or a later version) can check what it reads with the same rules. Each raises
+# MapFileError naming the field and what is wrong.
+
+MAX_OBJECT_ID = int(np.iinfo(np.int32).max)  # voxel slots store ids as int32
+MAX_TIME = float(np.iinfo(np.int32).max)  # seconds; a ROS Time holds int32 seconds
+# Every voxel's neighbours must stay packable (fusion looks them up): one voxel of margin.
+MAX_VOXEL_COORD = _VOXEL_OFFSET - 2
+MIN_VOXEL_COORD = -_VOXEL_OFFSET + 1
+
+
+def validate_header(voxel_size: float, frames: int, next_id: int) -> None:
+    if not (np.isfinite(voxel_size) and voxel_size > 0):
+        raise MapFileError(f"voxel_size must be a positive finite number, got {voxel_size}")
+    if frames < 0:
+        raise MapFileError(f"frames must be >= 0, got {frames}")
+    if not 1 <= next_id <= MAX_OBJECT_ID:
+        raise MapFileError(f"next_id must lie in [1, {MAX_OBJECT_ID}], got {next_id}")
+
+
+def validate_voxel_keys(keys: np.ndarray) -> None:
+    """Keys must be packed 21-bit coordinates (see fusion/voxels.py), unique, with room for neighbours."""
+    if np.any(keys < 0):
+        raise MapFileError("voxel keys must be non-negative packed coordinates")
+    coords = unpack_keys(keys)
+    if coords.size and (coords.min() < MIN_VOXEL_COORD or coords.max() > MAX_VOXEL_COORD):
+        raise MapFileError(
+            f"voxel keys outside the packable range (coordinates must lie in [{MIN_VOXEL_COORD}, {MAX_VOXEL_COORD}])"
+        )
+    if len(np.unique(keys)) != len(keys):
+        raise MapFileError("duplicate voxel keys")
+
+
+def validate_voxel_arrays(keys: np.ndarray, ids: np.ndarray, hits: np.ndarray, colors: np.ndarray, color_n: np.ndarray) -> None:
+    """Shapes and value ranges of the per-voxel arrays (keys, slot ids and hits, colours)."""
+    n = len(keys)
+    if n > MAX_VOXELS_IN_FILE:
+        raise MapFileError(f"{n} voxels exceed the limit of {MAX_VOXELS_IN_FILE}")
+    if ids.ndim != 2 or ids.shape[0] != n or hits.shape != ids.shape or colors.shape != (n, 3) or color_n.shape != (n,):
+        raise MapFileError("voxel arrays have inconsistent shapes")
+    if ids.shape[1] < 1:
+        raise MapFileError("voxels need at least one object slot")
+    validate_voxel_keys(keys)
+    if np.any(ids < -1):
+        raise MapFileError("voxel slot ids must be -1 (free) or an object id")
+    if np.any(hits < 0):
+        raise MapFileError("voxel hit counts must be >= 0")
+    if not np.all(np.isfinite(colors)):
+        raise MapFileError("non-finite colours")
+    if np.any(colors < 0) or np.any(colors > 255):
+        raise MapFileError("voxel colours must lie in [0, 255]")
+    if np.any(color_n < 0):
+        raise MapFileError("voxel colour counts must be >= 0")
+
+
+def validate_object_arrays(
+    obj_id: np.ndarray,
+    num_voxels: np.ndarray,
+    num_observations: np.ndarray,
+    first_seen: np.ndarray,
+    last_seen: np.ndarray,
+    embedding_sum: np.ndarray,
+    embedding_weight: np.ndarray,
+    view_quality: np.ndarray,
+) -> None:
+    """Lengths and value ranges of the per-object arrays."""
+    m = len(obj_id)
+    columns = (num_voxels, num_observations, first_seen, last_seen, embedding_weight, view_quality)
+    if any(len(v) != m for v in columns) or embedding_sum.shape[0] != m:
+        raise MapFileError("object arrays have inconsistent lengths")
+    if len(np.unique(obj_id)) != m or (m and (obj_id.min() < 1 or obj_id.max() > MAX_OBJECT_ID)):
+        raise MapFileError(f"object ids must be unique and lie in [1, {MAX_OBJECT_ID}]")
+    if np.any(num_voxels < 0):
+        raise MapFileError("object voxel counts must be >= 0")
+    if np.any(num_observations < 0):
+        raise MapFileError("object observation counts must be >= 0")
+    for name, t in (("first-seen", first_seen), ("last-seen", last_seen)):
+        if not np.all(np.isfinite(t)):
+            raise MapFileError(f"object {name} times must be finite")
+        if np.any(t < 0) or np.any(t > MAX_TIME):
+            raise MapFileError(f"object {name} times must lie in [0, {MAX_TIME:.0f}] s")
+    if np.any(last_seen < first_seen):
+        raise MapFileError("an object's last-seen time precedes its first-seen time")
+    if not np.all(np.isfinite(embedding_sum)):
+        raise MapFileError("object embeddings must be finite")
+    if not np.all(np.isfinite(embedding_weight)) or np.any(embedding_weight < 0):
+        raise MapFileError("object embedding weights must be finite and >= 0")
+    if not np.all(np.isfinite(view_quality)) or np.any(view_quality < -1):
+        raise MapFileError("object best-view qualities must be finite and >= -1")
+
+
+def validate_slots(ids: np.ndarray, obj_id: np.ndarray, num_voxels: np.ndarray) -> None:
+    """Every slot refers to a known object, and each object's voxel count matches the slots."""
+    used, counts = np.unique(ids[ids >= 0], return_counts=True)
+    if not np.all(np.isin(used, obj_id)):
+        raise MapFileError("voxel slots refer to unknown objects")
+    expected = np.zeros(len(obj_id), np.int64)
+    if len(obj_id):
+        order = np.argsort(obj_id)
+        pos = order[np.searchsorted(obj_id, used, sorter=order)]
+        expected[pos] = counts
+    if not np.array_equal(expected, num_voxels):
+        raise MapFileError("object voxel counts do not match the voxel slots")
+
+
+def validate_views(view_shape: np.ndarray, views: np.ndarray, m: int) -> None:
+    if view_shape.shape != (m, 3):
+        raise MapFileError("object arrays have inconsistent lengths")
+    if np.any(view_shape < 0) or np.any((view_shape[:, 2] != 0) & (view_shape[:, 2] != 3)):
+        raise MapFileError("best-view shapes must be (height, width, 3) or empty")
+    if np.any(view_shape > 1 << 16):
+        raise MapFileError("best-view images are too large")
+    if int(np.prod(view_shape, axis=1).sum()) != len(views):
+        raise MapFileError("best-view images do not match their shapes")
+
+
 def _build(data, cfg: FusionConfig) -> ObjectMap:
     if str(_get(data, "format", "<U10", 0)) != FORMAT:
         raise MapFileError("not a core3d map file")
@@ -104,8 +222,9 @@ def _build(data, cfg: FusionConfig) -> ObjectMap:
     if version != VERSION:
         raise MapFileError(f"map file version {version} is not supported (expected {VERSION})")
     voxel_size = float(_get(data, "voxel_size", np.float64, 0))
-    if not np.isfinite(voxel_size) or voxel_size <= 0:
-        raise MapFileError("voxel size must be positive")
+    frames = int(_get(data, "frames", np.int64, 0))
+    next_id = int(_get(data, "next_id", np.int64, 0))
+    validate_header(voxel_size, frames, next_id)
     keys = _get(data, "keys", np.int64, 1)
     n = len(keys)
     if n > MAX_VOXELS_IN_FILE:
@@ -114,13 +233,8 @@ def _build(data, cfg: FusionConfig) -> ObjectMap:
     hits = _get(data, "hits", np.int32, 2)
     colors = _get(data, "colors", np.float32, 2)
     color_n = _get(data, "color_n", np.int32, 1)
-    K = ids.shape[1] if ids.ndim == 2 else 0
-    if ids.shape[0] != n or hits.shape != ids.shape or colors.shape != (n, 3) or color_n.shape != (n,):
-        raise MapFileError("voxel arrays have inconsistent shapes")
-    if len(np.unique(keys)) != n:
-        raise MapFileError("duplicate voxel keys")
-    if not np.all(np.isfinite(colors)):
-        raise MapFileError("non-finite colours")
+    validate_voxel_arrays(keys, ids, hits, colors, color_n)
+    K = ids.shape[1]
     obj_id = _get(data, "obj_id", np.int64, 1)
     m = len(obj_id)
     fields = {
@@ -135,21 +249,21 @@ def _build(data, cfg: FusionConfig) -> ObjectMap:
     emb = _get(data, "obj_embedding_sum", np.float32, 2)
     view_shape = _get(data, "obj_view_shape", np.int64, 2)
     views = _get(data, "obj_views", np.uint8, 1)
-    if any(len(v) != m for v in obj.values()) or emb.shape[0] != m or view_shape.shape != (m, 3):
-        raise MapFileError("object arrays have inconsistent lengths")
-    if len(np.unique(obj_id)) != m or (m and obj_id.min() < 1):
-        raise MapFileError("object ids must be unique and positive")
-    used = np.unique(ids[ids >= 0])
-    if not np.all(np.isin(used, obj_id)) or np.any(ids < -1):
-        raise MapFileError("voxel slots refer to unknown objects")
-    if np.any(view_shape < 0) or int(np.prod(view_shape, axis=1).sum()) != len(views):
-        raise MapFileError("best-view images do not match their shapes")
-    next_id = int(_get(data, "next_id", np.int64, 0))
+    validate_object_arrays(
+        obj_id,
+        obj["obj_num_voxels"],
+        obj["obj_num_observations"],
+        obj["obj_first_seen"],
+        obj["obj_last_seen"],
+        emb,
+        obj["obj_embedding_weight"],
+        obj["obj_view_quality"],
+    )
+    validate_slots(ids, obj_id, obj["obj_num_voxels"])
+    validate_views(view_shape, views, m)
     if m and next_id <= obj_id.max():
         raise MapFileError("next object id must exceed every object id")
 
-    if K < 1:
-        raise MapFileError("voxels need at least one object slot")
     fusion = dataclasses.replace(cfg, voxel_size=voxel_size, slots_per_voxel=K)
     omap = ObjectMap(fusion)
     omap._grow(n)
@@ -176,6 +290,6 @@ def _build(data, cfg: FusionConfig) -> ObjectMap:
             st.embedding_weight = float(obj["obj_embedding_weight"][i])
         omap.objects[st.id] = st
     omap.next_id = next_id
-    omap.frames = int(_get(data, "frames", np.int64, 0))
+    omap.frames = frames
     omap.version += 1
     return omap
