@@ -187,3 +187,12 @@ def test_a_map_that_loads_gives_snapshots_with_finite_times(tmp_path, omap):
     loaded = load_map(save_map(omap, tmp_path / "m.npz"), cfg())
     for o in loaded.snapshot().objects:
         assert np.isfinite(o.first_seen) and np.isfinite(o.last_seen) and o.num_observations >= 0
+
+
+@pytest.mark.parametrize("content", [b"root:x:0:0:root:/root:/bin/bash\n", b"\x93NUMPY\x01\x00v\x00{'descr': '<f8'}", b"\x80\x04K\x01."])
+def test_non_map_file_gets_our_message_not_numpys(tmp_path, content):
+    bad = tmp_path / "passwd.npz"
+    bad.write_bytes(content)
+    with pytest.raises(MapFileError) as e:
+        load_map(bad, FusionConfig())
+    assert "not a core3d map file" in str(e.value) and "pickle" not in str(e.value)

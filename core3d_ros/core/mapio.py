@@ -91,10 +91,16 @@ def load_map(path: str | os.PathLike, cfg: FusionConfig) -> ObjectMap:
     if not path.is_file():
         raise MapFileError(f"no map file at {path}")
     try:
+        if not zipfile.is_zipfile(path):
+            raise MapFileError(f"{path} is not a core3d map file (not an .npz archive)")
         with np.load(path, allow_pickle=False) as data:
             return _build(data, cfg)
     except MapFileError:
         raise
+    except ValueError as e:
+        if "pickle" in str(e):  # numpy's hint to unpickle: never for a map file
+            raise MapFileError(f"{path} is not a core3d map file (it holds pickled objects, refused)") from None
+        raise MapFileError(f"cannot read map file {path}: {e}") from None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as e:
         raise MapFileError(f"cannot read map file {path}: {e}") from None
 
