@@ -181,7 +181,11 @@ class RosConfig:
     publish_period: float = 1.0  # seconds between map publications
     publish_points: bool = True
     marker_style: str = "line_list"  # object boxes in core3d/markers: line_list (wire frame) | cube
-    map_path: str = ""  # load this map at start-up when set
+    map_path: str = ""  # load this map at start-up when set (relative: inside maps_dir)
+    # Map files are read and written only inside this directory (created when needed); a
+    # relative path in save_map / load_map / map_path resolves inside it.
+    maps_dir: str = "~/.ros/core3d/maps"
+    allow_any_map_path: bool = False  # true: save_map / load_map may use any directory
 
 
 @dataclass

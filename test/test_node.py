@@ -18,7 +18,7 @@ pytest.importorskip("core3d.msg", reason="core3d interfaces not built (run scrip
 
 from core3d.msg import ObjectArray  # noqa: E402
 from core3d.srv import GetObject, LoadMap, Query, SaveMap  # noqa: E402
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from geometry_msgs.msg import PoseStamped  # noqa: E402
 from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
@@ -443,8 +443,16 @@ def test_work_queue_drops_oldest_when_full(ros_context) -> None:
         node.destroy_node()
 
 
-def test_services(harness: Harness, tmp_path: Path) -> None:
-    h, node = harness, harness.node
+def test_services(ros_context, tmp_path: Path) -> None:
+    h = start(ros_context, maps_dir=str(tmp_path))
+    try:
+        _check_services(h, tmp_path)
+    finally:
+        h.close()
+
+
+def _check_services(h: Harness, tmp_path: Path) -> None:
+    node = h.node
     for k in range(3):
         h.send(1.0 + k)
     assert wait_for(lambda: node.counters().processed == 3, 10), node.counters()
@@ -473,9 +481,9 @@ def test_services(harness: Harness, tmp_path: Path) -> None:
     # save without a path and without ros.map_path
     resp = h.call(SaveMap, "core3d/save_map", SaveMap.Request(path=""))
     assert not resp.success and "map_path" in resp.message
-    path = tmp_path / "map.json"
-    resp = h.call(SaveMap, "core3d/save_map", SaveMap.Request(path=str(path)))
-    assert resp.success and resp.path == str(path) and path.exists()
+    path = tmp_path / "map.npz"
+    resp = h.call(SaveMap, "core3d/save_map", SaveMap.Request(path="map"))  # inside ros.maps_dir
+    assert resp.success and resp.path == str(path) and path.exists(), resp.message
 
     # clear, then load back
     resp = h.call(Trigger, "core3d/clear_map", Trigger.Request())
@@ -484,25 +492,255 @@ def test_services(harness: Harness, tmp_path: Path) -> None:
     assert resp.success and resp.num_objects == 3
 
     # a damaged file leaves the map untouched
-    damaged = tmp_path / "damaged.json"
+    damaged = tmp_path / "damaged.npz"
     damaged.write_text("{not json")
     resp = h.call(LoadMap, "core3d/load_map", LoadMap.Request(path=str(damaged)))
     assert not resp.success and "damaged" in resp.message and resp.num_objects == 3
-    resp = h.call(LoadMap, "core3d/load_map", LoadMap.Request(path=str(tmp_path / "missing.json")))
+    resp = h.call(LoadMap, "core3d/load_map", LoadMap.Request(path=str(tmp_path / "missing.npz")))
     assert not resp.success and resp.num_objects == 3
     assert len(node.mapper.snapshot().objects) == 3
     assert node.counters().queries == 3
 
 
 def test_map_path_parameter_used_for_save_and_start_up_load(ros_context, tmp_path: Path) -> None:
-    path = tmp_path / "m.json"
+    path = tmp_path / "m.npz"
     path.write_text(json.dumps([5, 6]))
-    node = MappingNode(make_config(map_path=str(path)), mapper_factory=FakeMapper, context=ros_context)
+    node = MappingNode(
+        make_config(map_path=str(path), maps_dir=str(tmp_path)), mapper_factory=FakeMapper, context=ros_context
+    )
     h = Harness(ros_context, node)
     try:
         assert [o.id for o in node.mapper.snapshot().objects] == [5, 6]  # loaded at start-up
         node.mapper.clear()
         resp = h.call(SaveMap, "core3d/save_map", SaveMap.Request(path=""))
         assert resp.success and resp.path == str(path) and json.loads(path.read_text()) == []
+    finally:
+        h.close()
+
+
+# --------------------------------------------------------------------------- issue 10
+
+
+def _poisoned(oid: int) -> ObjectInfo:
+    """An object as a map file with NaN / inf times used to produce (now refused by load_map)."""
+    o = FakeMapper._object(oid)
+    o.first_seen, o.last_seen = math.nan, math.inf
+    return o
+
+
+def _diag_values(diags: list) -> dict[str, str]:
+    return {kv.key: kv.value for kv in diags[-1].status[0].values} if diags else {}
+
+
+def test_callback_errors_are_answered_counted_and_the_node_keeps_serving(ros_context, tmp_path: Path) -> None:
+    """Fault 1: an exception outside a callback's own try block killed the executor thread."""
+    h = start(ros_context, maps_dir=str(tmp_path), publish_period=0.1)
+    node = h.node
+    try:
+        diags = h.subscribe(DiagnosticArray, "/diagnostics", latched=False)
+        h.subscribe(ObjectArray, "core3d/objects")  # publish_map converts objects for subscribers
+        h.send(1.0)
+        assert wait_for(lambda: node.counters().processed == 1, 10), node.counters()
+        node.mapper.objects.append(_poisoned(7))  # conversion to a ROS Time raises for NaN
+        resp = h.call(GetObject, "core3d/get_object", GetObject.Request(id=7))
+        assert not resp.success and "internal error in get_object" in resp.message
+        resp = h.call(Query, "core3d/query", Query.Request(text="mug"))
+        assert not resp.success and "internal error in query" in resp.message and not resp.results
+        assert wait_for(lambda: node.counters().errors.get("publish_map", 0) >= 1, 5), node.counters()
+        # a subscription callback that raises is counted too, and the next frames still map
+        real_add = node._sync.add
+        calls = []
+
+        def add_once_broken(key, msg, stamp):
+            calls.append(key)
+            if len(calls) == 1:
+                raise RuntimeError("sync bug")
+            return real_add(key, msg, stamp)
+
+        node._sync.add = add_once_broken
+        h.send(2.0)
+        h.send(3.0)
+        node.mapper.objects.remove(next(o for o in node.mapper.objects if o.id == 7))
+        assert wait_for(lambda: node.counters().processed >= 2, 10), node.counters()
+        errors = node.counters().errors
+        assert errors["get_object"] == 1 and errors["query"] == 1 and errors["input_color"] == 1, errors
+        # the node still answers every service
+        assert h.call(GetObject, "core3d/get_object", GetObject.Request(id=1)).success
+        assert h.call(Query, "core3d/query", Query.Request(text="mug")).success
+        assert h.call(Trigger, "core3d/clear_map", Trigger.Request()).success
+        assert wait_for(lambda: _diag_values(diags).get("errors_get_object") == "1", 5)
+        values = _diag_values(diags)
+        assert values["errors_query"] == "1" and int(values["errors_publish_map"]) >= 1
+        assert diags[-1].status[0].level == DiagnosticStatus.ERROR
+    finally:
+        h.close()
+
+
+def test_executor_failure_exits_non_zero(tmp_path: Path) -> None:
+    """Fault 1: when the spin thread died, the process exited 0 and was not respawned."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from rclpy.executors import MultiThreadedExecutor\n"
+        "def spin(self):\n"
+        "    raise RuntimeError('executor failure')\n"
+        "MultiThreadedExecutor.spin = spin\n"
+        "from core3d_ros.ros import node\n"
+        "sys.exit(node.main(['--ros-args', '-p', 'ros.maps_dir:=" + str(tmp_path) + "']))\n"
+    )
+    env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0, proc.stderr[-2000:]
+    assert "executor failure" in proc.stderr
+
+
+def test_pose_in_another_frame_is_refused_and_counted(harness: Harness) -> None:
+    """Fault 7: a pose whose frame_id is not ros.map_frame was mapped as given."""
+    h, node = harness, harness.node
+    for k, frame_id in enumerate(["odom", "", "map"]):
+        t = 1.0 + k
+        pose = frame_messages(t)["pose"]
+        pose.header.frame_id = frame_id
+        h.send(t, pose=pose)
+    assert wait_for(settled(node, 3), 10), node.counters()
+    c = node.counters()
+    assert c.rejected == {"wrong_frame": 2} and c.processed == 1
+    assert len(node.mapper.frames) == 1
+
+
+def test_map_files_stay_in_the_maps_directory(ros_context, tmp_path: Path) -> None:
+    """Fault 6: save_map wrote anywhere; load_map("") answered num_objects 0 for a full map."""
+    maps = tmp_path / "maps"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    h = start(ros_context, maps_dir=str(maps))
+    node = h.node
+    try:
+        for k in range(3):
+            h.send(1.0 + k)
+        assert wait_for(lambda: node.counters().processed == 3, 10), node.counters()
+        for bad in ("/nonexistent_dir/sub/map.npz", "/etc/passwd", str(outside / "m.npz"), "../escape"):
+            resp = h.call(SaveMap, "core3d/save_map", SaveMap.Request(path=bad))
+            assert not resp.success and "outside the maps directory" in resp.message, (bad, resp.message)
+        assert not Path("/nonexistent_dir").exists() and not list(outside.iterdir())
+        assert not (tmp_path / "escape.npz").exists()
+        maps.mkdir(exist_ok=True)
+        (maps / "link.npz").symlink_to(outside / "target.npz")
+        resp = h.call(SaveMap, "core3d/save_map", SaveMap.Request(path="link"))
+        assert not resp.success and "symlink" in resp.message and not (outside / "target.npz").exists()
+
+        resp = h.call(SaveMap, "core3d/save_map", SaveMap.Request(path="kitchen"))
+        assert resp.success and resp.path == str(maps / "kitchen.npz")
+        # every load answer tells the map's true size
+        for bad in ("", "/dev/null", "/etc/passwd", "absent.npz"):
+            resp = h.call(LoadMap, "core3d/load_map", LoadMap.Request(path=bad))
+            assert not resp.success and resp.num_objects == 3, (bad, resp.message, resp.num_objects)
+        resp = h.call(LoadMap, "core3d/load_map", LoadMap.Request(path="/dev/null"))
+        assert "outside the maps directory" in resp.message
+        resp = h.call(LoadMap, "core3d/load_map", LoadMap.Request(path="kitchen.npz"))
+        assert resp.success and resp.num_objects == 3
+    finally:
+        h.close()
+
+
+def test_map_path_outside_the_maps_directory_fails_at_start_up(ros_context, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="ros.map_path.*outside"):
+        MappingNode(
+            make_config(map_path="/etc/passwd", maps_dir=str(tmp_path)), mapper_factory=FakeMapper, context=ros_context
+        )
+    # allowed explicitly: a missing file elsewhere starts an empty map
+    node = MappingNode(
+        make_config(map_path=str(tmp_path.parent / "elsewhere.npz"), maps_dir=str(tmp_path), allow_any_map_path=True),
+        mapper_factory=FakeMapper,
+        context=ros_context,
+    )
+    node.destroy_node()
+
+
+def test_publishing_does_not_hold_up_the_worker(ros_context, monkeypatch) -> None:
+    """Fault 3: the worker waited for publishing and snapshots (same lock) and frames were
+    dropped from the work queue with an idle worker. A real Mapper, with snapshot building made
+    slow (as for a large map), every frame fused, the timer publishing all the time: the
+    4-slot queue must drop nothing."""
+    from core3d_ros.core.fusion.object_map import ObjectMap
+
+    real_snapshot = ObjectMap.snapshot
+    builds = []
+
+    def slow_snapshot(self, *args, **kwargs):
+        builds.append(1)
+        time.sleep(0.3)  # a large map's partition and boxes
+        return real_snapshot(self, *args, **kwargs)
+
+    monkeypatch.setattr(ObjectMap, "snapshot", slow_snapshot)
+    cfg = make_config(publish_period=0.05, work_queue=4)
+    cfg.embed.name = "none"
+    cfg.keyframes.enabled = False  # every frame goes through fusion
+    node = MappingNode(cfg, engine_factory=lambda c, m: FakeEngine(), context=ros_context)
+    h = Harness(ros_context, node)
+    try:
+        h.subscribe(ObjectArray, "core3d/objects")
+        n = 30
+        for k in range(n):
+            h.send(1.0 + k / 30)
+            time.sleep(1 / 30)
+        assert wait_for(settled(node, n), 30), node.counters()
+        c = node.counters()
+        assert builds, "the timer never built a snapshot"
+        assert c.dropped == 0 and c.processed == n, c
+    finally:
+        h.close()
+
+
+def _qos_round(ros_context, reliability: str, publisher: ReliabilityPolicy, n: int = 20) -> Harness:
+    h = start(ros_context, qos_reliability=reliability)
+    qos = QoSProfile(depth=10, reliability=publisher)
+    for key, pub in list(h.pubs.items()):
+        h.peer.destroy_publisher(pub)
+        msg_type = {"color": Image, "depth": Image, "camera_info": CameraInfo, "pose": PoseStamped}[key]
+        topic = {"color": "color_topic", "depth": "depth_topic", "camera_info": "info_topic", "pose": "pose_topic"}[key]
+        h.pubs[key] = h.peer.create_publisher(msg_type, getattr(h.node.cfg.ros, topic), qos)
+    return h
+
+
+def test_reliable_inputs_deliver_every_frame(ros_context) -> None:
+    h = _qos_round(ros_context, "reliable", ReliabilityPolicy.RELIABLE)
+    node = h.node
+    try:
+        assert wait_for(lambda: all(p.get_subscription_count() for p in h.pubs.values()), 10)
+        for k in range(20):
+            h.send(1.0 + k / 30)
+            time.sleep(1 / 30)
+        assert wait_for(settled(node, 20), 15), node.counters()
+        c = node.counters()
+        assert c.processed == 20 and c.dropped == 0 and not c.rejected, c
+    finally:
+        h.close()
+
+
+def test_best_effort_inputs(ros_context) -> None:
+    """The default: a best-effort subscription takes both best-effort and reliable publishers.
+    (A reliable subscription cannot match a best-effort publisher: nothing would arrive.)"""
+    h = _qos_round(ros_context, "best_effort", ReliabilityPolicy.BEST_EFFORT)
+    node = h.node
+    try:
+        assert wait_for(lambda: all(p.get_subscription_count() for p in h.pubs.values()), 10)
+        for k in range(20):
+            h.send(1.0 + k / 30)
+            time.sleep(1 / 30)
+        # small frames over the loopback: best effort loses little or nothing; whatever is
+        # lost is a whole colour frame or a partner, counted by reason, never a wrong set
+        assert wait_for(lambda: node.counters().processed >= 15, 15), node.counters()
+        c = node.counters()
+        assert c.processed + c.total_rejected + node._sync.queue_lengths()["color"] == c.frames_received
+        assert all(f.pose[0, 3] == pytest.approx(f.stamp) for f in node.mapper.frames)  # never mis-paired
+    finally:
+        h.close()
+    h = _qos_round(ros_context, "reliable", ReliabilityPolicy.BEST_EFFORT)
+    try:  # incompatible QoS: a reliable subscriber never matches a best-effort publisher
+        time.sleep(1.0)
+        assert all(p.get_subscription_count() == 0 for p in h.pubs.values())
     finally:
         h.close()

@@ -110,6 +110,7 @@ def test_mapping_node_end_to_end(ros_context: Any, tmp_path: Path) -> None:
         "ros.work_queue": str(ros.work_queue),
         "ros.publish_period": str(ros.publish_period),
         "ros.instance_topic": ros.instance_topic,
+        "ros.maps_dir": str(tmp_path),  # map files are read and written only here
     }
     cmd = [sys.executable, "-m", "core3d_ros.ros.node", "--ros-args"]
     for k, v in params.items():

@@ -40,6 +40,10 @@ class MapPathPolicy:
         """The maps directory, ``~`` expanded and symlinks resolved."""
         return Path(os.path.realpath(os.path.expanduser(self.maps_dir)))
 
+    def resolve(self, requested: str, suffix: str = "") -> Path:
+        """The checked path (it may not exist); MapPathError when the policy refuses it."""
+        return self._resolve(requested, suffix)
+
     def resolve_for_write(self, requested: str, suffix: str = MAP_SUFFIX) -> Path:
         """The path a map may be written to (parents inside the maps directory are created)."""
         path = self._resolve(requested, suffix)

@@ -11,6 +11,7 @@ With ``keyframes.enabled: false`` every valid frame is fused.
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from contextlib import contextmanager
@@ -60,7 +61,10 @@ class Mapper:
         self.keyframes = KeyframeSelector(self.cfg.keyframes)
         self.map = ObjectMap(self.cfg.fusion)
         self.last_pose: np.ndarray | None = None
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # fusion and map swaps
+        self._snapshot_lock = threading.Lock()
+        self._generation = 0  # bumped when the map is replaced or cleared (its version restarts)
+        self._last_snapshot: tuple[tuple[int, int], MapSnapshot] | None = None
 
     @property
     def segmenter(self) -> Segmenter:
@@ -103,22 +107,55 @@ class Mapper:
         return out
 
     # ------------------------------------------------------------------ map access
-    def snapshot(self) -> MapSnapshot:
+    # The fusion lock (``_lock``) is held only for fusion and for copying the map's state; a
+    # snapshot or a map file is built from that copy outside the lock, so publishing, queries
+    # and save_map never hold up the mapping of the next frame (issue 10, fault 3).
+
+    def _frozen_map(self) -> tuple[ObjectMap, tuple[int, int]]:
+        """A private copy of the map's state (voxel arrays and object states), and its version.
+
+        Taken under the fusion lock; costs one memory copy of the voxel arrays, no scan. The
+        copy has no key index: it serves snapshots and map files, not fusion.
+        """
         with self._lock:
-            return self.map.snapshot(stamp=time.time(), labeler=self._labeler, up=self.cfg.retrieval.up_axis)
+            m = self.map
+            n = m.num_voxels
+            frozen = ObjectMap.__new__(type(m))
+            frozen.__dict__.update(m.__dict__)
+            frozen.keys, frozen.ids, frozen.hits = m.keys[:n].copy(), m.ids[:n].copy(), m.hits[:n].copy()
+            frozen.colors, frozen.color_n = m.colors[:n].copy(), m.color_n[:n].copy()
+            frozen._row = {}
+            # ObjectState fields are replaced, never mutated in place: a shallow copy is a copy
+            frozen.objects = {oid: dataclasses.replace(st) for oid, st in m.objects.items()}
+            frozen._snapshot = None
+            return frozen, (self._generation, m.version)
+
+    def snapshot(self) -> MapSnapshot:
+        """The latest map as a MapSnapshot; rebuilt outside the fusion lock when the map changed."""
+        with self._snapshot_lock:  # one build at a time; callers meanwhile wait, mapping does not
+            with self._lock:
+                key = (self._generation, self.map.version)
+                if self._last_snapshot is not None and self._last_snapshot[0] == key:
+                    return self._last_snapshot[1]
+            frozen, key = self._frozen_map()
+            snap = frozen.snapshot(stamp=time.time(), labeler=self._labeler, up=self.cfg.retrieval.up_axis)
+            self._last_snapshot = (key, snap)
+            return snap
 
     def clear(self) -> None:
         with self._lock:
             self.map.clear()
+            self._generation += 1
 
     def save(self, path: str) -> str:
-        with self._lock:
-            return save_map(self.map, path)
+        frozen, _ = self._frozen_map()
+        return save_map(frozen, path)  # compression and disk writes outside the fusion lock
 
     def load(self, path: str) -> None:
         new = load_map(path, self.cfg.fusion)  # validated before anything changes
         with self._lock:
             self.map = new
+            self._generation += 1
 
 
 def fuse_frame(

@@ -109,7 +109,12 @@ def run_demo(out: str = "out/demo", frames: int = 48, seed: int = 0, config: str
     env = dict(os.environ)
     env.setdefault("ROS_DOMAIN_ID", str(random.randint(100, 199)))  # keep the demo to itself
     os.environ["ROS_DOMAIN_ID"] = env["ROS_DOMAIN_ID"]
-    overrides = {"ros.qos_reliability": "reliable", "ros.publish_period": "0.5", "keyframes.enabled": "false"}
+    overrides = {
+        "ros.qos_reliability": "reliable",
+        "ros.publish_period": "0.5",
+        "keyframes.enabled": "false",
+        "ros.maps_dir": str(out_dir),  # save_map writes only inside the maps directory
+    }
     node_proc = subprocess.Popen(_node_command(config, overrides), env=env)
     print(f"started the mapping node (pid {node_proc.pid}); segmenter '{cfg.segmenter.name}', encoder '{cfg.embed.name}'")
 

@@ -44,6 +44,7 @@ from visualization_msgs.msg import MarkerArray
 from ..config import ConfigError, MapperConfig, RosConfig, flatten, from_dict, load_config, unflatten
 from ..core.camera import DepthError, decode_depth
 from ..core.frame import Frame, FrameError
+from ..core.mappaths import MapPathError, MapPathPolicy
 from . import conversions as conv
 from .sync import ApproximateTimeSync, Rejected, SyncedSet, TfPoseLookup, check_pose_age
 
@@ -81,6 +82,7 @@ class NodeCounters:
     objects: int = 0
     timings_ms: dict[str, float] = field(default_factory=dict)  # last processed frame, per stage
     queries: int = 0
+    errors: dict[str, int] = field(default_factory=dict)  # unexpected exceptions per callback
 
     @property
     def frames_received(self) -> int:
@@ -131,6 +133,8 @@ def validate_ros_config(ros: RosConfig) -> None:
     for name in ("color_topic", "depth_topic", "info_topic", "map_frame"):
         if not getattr(ros, name):
             raise ConfigError(f"ros.{name} must not be empty")
+    if not ros.maps_dir:
+        raise ConfigError("ros.maps_dir must not be empty")
     if ros.pose_type != "tf" and not ros.pose_topic:
         raise ConfigError("ros.pose_topic must not be empty unless ros.pose_type is 'tf'")
 
@@ -208,7 +212,9 @@ class MappingNode(Node):
 
         # ---- state
         self._lock = threading.Lock()  # counters
-        self._map_lock = threading.RLock()  # mapper.process / save / load / clear
+        # save / load / clear against each other; the mapper's own lock keeps mapping, snapshots
+        # and map files consistent, so the worker never waits for a service or a publication
+        self._map_lock = threading.RLock()
         self._engine_lock = threading.Lock()
         self._received: Counter = Counter()
         self._rejected: Counter = Counter()
@@ -217,6 +223,7 @@ class MappingNode(Node):
         self._objects = 0
         self._frame_index = 0
         self._warned: set[str] = set()
+        self._errors: Counter = Counter()  # unexpected exceptions per callback
         self._queue: deque[SyncedSet] = deque()
         self._cv = threading.Condition()
 
@@ -225,6 +232,7 @@ class MappingNode(Node):
         self._engine: Any = None
         self._query_errors = _query_error_types()
 
+        self._map_paths = MapPathPolicy(ros.maps_dir, ros.allow_any_map_path)
         if ros.map_path:
             self._load_startup_map(ros.map_path)
 
@@ -260,7 +268,9 @@ class MappingNode(Node):
             on_reject=self._on_reject,
         )
         self._subs = [
-            self.create_subscription(mtype, topic, self._make_callback(key), qos_in, callback_group=self._sub_group)
+            self.create_subscription(
+                mtype, topic, self._guard(f"input_{key}", self._make_callback(key)), qos_in, callback_group=self._sub_group
+            )
             for key, mtype, topic in topics
         ]
 
@@ -276,14 +286,24 @@ class MappingNode(Node):
         self.cloud_pub = self.create_publisher(PointCloud2, "core3d/cloud", qos_map) if ros.publish_points else None
         self.query_markers_pub = self.create_publisher(MarkerArray, "core3d/query_markers", qos_map)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._timer = self.create_timer(ros.publish_period, self.publish_map, callback_group=self._timer_group)
+        self._timer = self.create_timer(
+            ros.publish_period, self._guard("publish_map", self.publish_map), callback_group=self._timer_group
+        )
 
         self._services = [
-            self.create_service(Query, "core3d/query", self._on_query, callback_group=self._srv_group),
-            self.create_service(GetObject, "core3d/get_object", self._on_get_object, callback_group=self._srv_group),
-            self.create_service(SaveMap, "core3d/save_map", self._on_save_map, callback_group=self._srv_group),
-            self.create_service(LoadMap, "core3d/load_map", self._on_load_map, callback_group=self._srv_group),
-            self.create_service(Trigger, "core3d/clear_map", self._on_clear_map, callback_group=self._srv_group),
+            self.create_service(Query, "core3d/query", self._guard("query", self._on_query), callback_group=self._srv_group),
+            self.create_service(
+                GetObject, "core3d/get_object", self._guard("get_object", self._on_get_object), callback_group=self._srv_group
+            ),
+            self.create_service(
+                SaveMap, "core3d/save_map", self._guard("save_map", self._on_save_map), callback_group=self._srv_group
+            ),
+            self.create_service(
+                LoadMap, "core3d/load_map", self._guard("load_map", self._on_load_map), callback_group=self._srv_group
+            ),
+            self.create_service(
+                Trigger, "core3d/clear_map", self._guard("clear_map", self._on_clear_map), callback_group=self._srv_group
+            ),
         ]
 
         self._worker = threading.Thread(target=self._work_loop, name="core3d_mapping_worker", daemon=True)
@@ -321,6 +341,47 @@ class MappingNode(Node):
                 value = list(value)
             values[name] = value
         return from_dict(unflatten(values))
+
+    # ------------------------------------------------------------------ callback guards
+
+    def _guard(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Wrap a subscription, service or timer callback so that an unexpected exception is
+        logged with its traceback, counted (``errors_<name>`` in /diagnostics), answered as a
+        failed response for a service, and never reaches the executor: the node keeps serving."""
+
+        def guarded(*args: Any) -> Any:
+            try:
+                return fn(*args)
+            except Exception as e:
+                self._count_error(name, e)
+                if len(args) == 2:  # a service: (request, response)
+                    return self._failed_response(args[1], f"internal error in {name}: {type(e).__name__}: {e}")
+                return None
+
+        guarded.__name__ = f"guarded_{name}"
+        return guarded
+
+    def _count_error(self, name: str, error: BaseException) -> None:
+        with self._lock:
+            self._errors[name] += 1
+            n = self._errors[name]
+        if n <= 10 or n % 100 == 0:  # a per-frame fault must not flood the log
+            tb = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+            self.get_logger().error(f"callback {name} failed ({n} so far; counted as errors_{name}):\n{tb}")
+
+    def _failed_response(self, resp: Any, message: str) -> Any:
+        fresh = type(resp)()  # nothing half-filled from the failed call
+        fresh.success, fresh.message = False, message
+        if hasattr(fresh, "num_objects"):
+            fresh.num_objects = self._num_objects()
+        return fresh
+
+    def _num_objects(self) -> int:
+        try:
+            return len(self.mapper.snapshot().objects)
+        except Exception as e:
+            self._count_error("snapshot", e)
+            return 0
 
     # ------------------------------------------------------------------ inputs
 
@@ -399,10 +460,11 @@ class MappingNode(Node):
                 raise FrameError("no_pose", "no pose message in the synchronised set")
             check_pose_age(synced.stamp, synced.stamps["pose"], ros.max_pose_age)
             frame_id = pose_msg.header.frame_id
-            if frame_id and frame_id != ros.map_frame and self._first_time("pose_frame"):
-                self.get_logger().warning(
-                    f"pose frame '{frame_id}' differs from ros.map_frame '{ros.map_frame}'; "
-                    "poses are used as given (camera optical frame in the map frame)"
+            if frame_id != ros.map_frame:  # mapping it as given would misplace the frame
+                raise FrameError(
+                    "wrong_frame",
+                    f"pose frame_id '{frame_id}' is not ros.map_frame '{ros.map_frame}' "
+                    "(publish the camera pose in the map frame, or use ros.pose_type 'tf')",
                 )
             pose = conv.pose_message_to_matrix(pose_msg)
         instance_msg = synced.messages.get("instances")
@@ -424,8 +486,7 @@ class MappingNode(Node):
         try:
             frame = self.build_frame(synced)
             convert_ms = (time.perf_counter() - t0) * 1e3
-            with self._map_lock:
-                stats = self.mapper.process(frame)
+            stats = self.mapper.process(frame)  # the mapper locks fusion only, not this call
         except _REJECTED as e:
             self._count_reject(_reason_of(e), str(e))
             return
@@ -453,6 +514,7 @@ class MappingNode(Node):
                 objects=self._objects,
                 timings_ms=dict(self._timings),
                 queries=self._counts["queries"],
+                errors=dict(self._errors),
             )
 
     def publish_map(self) -> None:
@@ -493,6 +555,12 @@ class MappingNode(Node):
             "objects": c.objects,
             "queries": c.queries,
         }
+        with self._lock:
+            errors = dict(self._errors)
+        if errors:
+            status.level = DiagnosticStatus.ERROR
+            status.message = f"{sum(errors.values())} unexpected callback error(s), see the log; still serving"
+        values.update({f"errors_{k}": v for k, v in sorted(errors.items())})
         values.update({f"received_{k}": v for k, v in sorted(c.received.items())})
         values.update({f"rejected_{k}": v for k, v in sorted(c.rejected.items())})
         values.update({f"sync_dropped_{k}": v for k, v in sorted(sync.dropped.items())})
@@ -576,21 +644,28 @@ class MappingNode(Node):
         return resp
 
     def _map_path(self, requested: str) -> str:
-        path = requested or self.cfg.ros.map_path
-        return os.path.expanduser(path) if path else ""
+        """The requested path, or ros.map_path when empty ("" when both are empty)."""
+        return str(requested).strip() or self.cfg.ros.map_path
 
     def _on_save_map(self, req: Any, resp: Any) -> Any:
         path = self._map_path(req.path)
+        resp.path = ""
         if not path:
             resp.success, resp.message = False, "no path given and parameter ros.map_path is empty"
             return resp
         try:
-            with self._map_lock:
-                written = self.mapper.save(path)
-        except Exception as e:
-            resp.success, resp.message = False, f"could not save the map to {path}: {type(e).__name__}: {e}"
+            target = self._map_paths.resolve_for_write(path)
+        except (MapPathError, OSError) as e:
+            resp.success, resp.message = False, f"refused to save the map to {path!r}: {e}"
+            self.get_logger().warning(resp.message)
             return resp
-        resp.success, resp.path = True, str(written or path)
+        try:
+            with self._map_lock:
+                written = self.mapper.save(str(target))
+        except Exception as e:
+            resp.success, resp.message = False, f"could not save the map to {target}: {type(e).__name__}: {e}"
+            return resp
+        resp.success, resp.path = True, str(written or target)
         resp.message = f"saved the map to {resp.path}"
         self.get_logger().info(resp.message)
         return resp
@@ -599,25 +674,28 @@ class MappingNode(Node):
         path = self._map_path(req.path)
         if not path:
             resp.success, resp.message = False, "no path given and parameter ros.map_path is empty"
+            resp.num_objects = self._num_objects()  # every answer tells the map's true size
             return resp
         try:
+            target = self._map_paths.resolve_for_read(path)
             with self._map_lock:
-                self.mapper.load(path)
-        except Exception as e:  # MapFileError (damaged file) or OSError: the map is untouched
+                self.mapper.load(str(target))
+        except Exception as e:  # MapPathError, MapFileError (damaged file) or OSError: map untouched
             resp.success = False
-            resp.message = f"could not load {path}: {type(e).__name__}: {e}"
-            resp.num_objects = len(self.mapper.snapshot().objects)
+            kind = "" if isinstance(e, (MapPathError, ValueError)) else f"{type(e).__name__}: "
+            resp.message = f"could not load {path!r}: {kind}{e}"
+            resp.num_objects = self._num_objects()
             return resp
         resp.success = True
-        resp.num_objects = len(self.mapper.snapshot().objects)
-        resp.message = f"loaded {resp.num_objects} objects from {path}"
+        resp.num_objects = self._num_objects()
+        resp.message = f"loaded {resp.num_objects} objects from {target}"
         self.get_logger().info(resp.message)
         return resp
 
     def _on_clear_map(self, req: Any, resp: Any) -> Any:
         try:
             with self._map_lock:
-                n = len(self.mapper.snapshot().objects)
+                n = self._num_objects()
                 self.mapper.clear()
         except Exception as e:
             resp.success, resp.message = False, f"could not clear the map: {type(e).__name__}: {e}"
@@ -626,16 +704,19 @@ class MappingNode(Node):
         return resp
 
     def _load_startup_map(self, path: str) -> None:
-        path = os.path.expanduser(path)
-        if not os.path.exists(path):
-            self.get_logger().info(f"ros.map_path {path} does not exist yet; starting with an empty map")
+        try:
+            target = self._map_paths.resolve(path)
+        except MapPathError as e:
+            raise ConfigError(f"ros.map_path: {e}") from None
+        if not target.exists():
+            self.get_logger().info(f"ros.map_path {target} does not exist yet; starting with an empty map")
             return
         try:
-            self.mapper.load(path)
+            self.mapper.load(str(target))
         except Exception as e:
-            self.get_logger().error(f"could not load ros.map_path {path}: {e}; starting with an empty map")
+            self.get_logger().error(f"could not load ros.map_path {target}: {e}; starting with an empty map")
         else:
-            self.get_logger().info(f"loaded {len(self.mapper.snapshot().objects)} objects from {path}")
+            self.get_logger().info(f"loaded {self._num_objects()} objects from {target}")
 
     # ------------------------------------------------------------------ shutdown
 
@@ -682,14 +763,26 @@ def main(argv: list[str] | None = None) -> int:
     executor = None
     spinner = None
     code = 0
+    spin_error: list[BaseException] = []
+
+    def spin() -> None:
+        try:
+            executor.spin()
+        except BaseException as e:  # callbacks are guarded; this is the executor itself failing
+            spin_error.append(e)
+            traceback.print_exc()
+
     try:
         node = MappingNode(config_file=opts.config)
         executor = MultiThreadedExecutor(num_threads=4)
         executor.add_node(node)
-        spinner = threading.Thread(target=executor.spin, name="core3d_executor", daemon=True)
+        spinner = threading.Thread(target=spin, name="core3d_executor", daemon=True)
         spinner.start()
         while not stop.is_set() and spinner.is_alive():
             stop.wait(0.2)
+        if not stop.is_set():  # the executor stopped on its own: an error, never exit code 0
+            print(f"core3d_mapping: the executor stopped unexpectedly: {spin_error[:1]}", file=sys.stderr)
+            code = 1
     except ConfigError as e:
         print(f"core3d_mapping: configuration error: {e}", file=sys.stderr)
         code = 2
