@@ -63,6 +63,9 @@ def cmd_map(args) -> int:
     print("per keyframe (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in summary.stage_ms.items()))
     for kind, path in paths.items():
         print(f"{kind}: {path}")
+    if not summary.objects:
+        print("the map is empty (no object passed fusion.min_object_observations / min_segment_voxels); "
+              "map.ply has no points and map.png says 'empty map'")
     return 0
 
 

@@ -68,3 +68,31 @@ def test_bench_query_json(tmp_path):
 def test_unknown_dataset_is_a_clear_error(tmp_path, capsys):
     assert main(["map", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err.strip()
+
+
+def test_map_with_no_objects_writes_an_empty_but_valid_ply(tmp_path, capsys):
+    """Issue 10, fault 4: `core3d map` ended in OSError from Open3D when the map had no objects."""
+    import open3d as o3d
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("fusion:\n  min_object_observations: 1000\n")  # nothing qualifies as an object
+    out = tmp_path / "out"
+    assert main(["map", "synthetic", "--frames", "2", "--segmenter", "oracle", "--config", str(cfg), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "0 objects" in printed and "empty" in printed
+    header = (out / "map.ply").read_bytes()[:400].decode("ascii", "replace")
+    assert header.startswith("ply") and "element vertex 0" in header and "instance" in header
+    cloud = o3d.t.io.read_point_cloud(str(out / "map.ply"))
+    assert cloud.is_empty() and "instance" in cloud.point and "colors" in cloud.point  # Open3D reads it
+    img = cv2.imread(str(out / "map.png"))
+    assert img is not None and img.shape == (900, 900, 3)
+    assert (out / "map.npz").stat().st_size > 0
+
+
+def test_write_ply_of_an_empty_snapshot(tmp_path):
+    from core3d_ros.core.objects import MapSnapshot
+    from core3d_ros.core.viz import write_ply
+
+    path = write_ply(MapSnapshot(), tmp_path / "e.ply")
+    data = open(path, "rb").read()
+    assert data.startswith(b"ply\n") and data.endswith(b"end_header\n") and b"element vertex 0\n" in data

@@ -84,13 +84,25 @@ def write_topdown_png(snapshot: MapSnapshot, path: str | os.PathLike, up=(0.0, 0
     return atomic_write_bytes(path, buf.tobytes())
 
 
+# The header Open3D writes for our clouds, used as is for a map without points (Open3D refuses
+# to write an empty cloud, and an empty map is a normal result of a short sequence).
+_EMPTY_PLY = (
+    b"ply\nformat binary_little_endian 1.0\ncomment core3d: empty map (no objects)\nelement vertex 0\n"
+    b"property float x\nproperty float y\nproperty float z\n"
+    b"property float red\nproperty float green\nproperty float blue\nproperty int instance\nend_header\n"
+)
+
+
 def write_ply(snapshot: MapSnapshot, path: str | os.PathLike, by_instance: bool = True) -> str:
     """PLY of the map's voxel centres, coloured by instance (or observed colour), with an
-    ``instance`` property per point; written by Open3D to a temporary file, then renamed."""
-    import open3d as o3d
-
+    ``instance`` property per point; written by Open3D to a temporary file, then renamed. A map
+    without points gives a valid PLY with zero vertices and the same properties."""
     objs = snapshot.objects
     n = sum(len(o.points) for o in objs)
+    if n == 0:
+        return atomic_write_bytes(path, _EMPTY_PLY)
+    import open3d as o3d
+
     pts = np.concatenate([o.points for o in objs]) if n else np.zeros((0, 3), np.float32)
     if by_instance:
         cols = [np.tile(np.array(instance_color(o.id), np.uint8), (len(o.points), 1)) for o in objs]
