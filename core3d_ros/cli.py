@@ -43,17 +43,36 @@ def cmd_demo(args) -> int:
 
 
 def cmd_map(args) -> int:
-    from .core.datasets import open_dataset
-    from .core.pipeline import Mapper
-    from .core.runs import map_frames, with_overrides, write_outputs
+    from .core.datasets import detect_format, list_sequences
+    from .core.runs import with_overrides
 
     cfg = _config(args)
     if args.all_frames:
         cfg = with_overrides(cfg, keyframes={"enabled": False})
-    dataset = open_dataset(args.data, args.kind, depth=cfg.depth, max_frames=args.frames, stride=args.stride)
+    kind = detect_format(args.data) if args.kind == "auto" else args.kind
+    sequences = list_sequences(args.data) if kind == "3dmatch" else []
+    if args.sequence is None and len(sequences) > 1:
+        # a folder of sequences and none chosen: each in turn, one map per sequence
+        print(f"{args.data}: {len(sequences)} sequences ({', '.join(sequences)}); mapping each in turn into {args.out}/SEQ")
+        for seq in sequences:
+            print(f"--- {seq}")
+            code = _map_one(args, cfg, kind, seq, Path(args.out) / seq)
+            if code:
+                return code
+        return 0
+    return _map_one(args, cfg, kind, args.sequence, Path(args.out))
+
+
+def _map_one(args, cfg: MapperConfig, kind: str, sequence: str | None, out: Path) -> int:
+    from .core.datasets import open_dataset
+    from .core.pipeline import Mapper
+    from .core.runs import map_frames, write_outputs
+
+    extra = {"sequence": sequence} if sequence is not None else {}
+    dataset = open_dataset(args.data, kind, depth=cfg.depth, max_frames=args.frames, stride=args.stride, **extra)
     mapper = Mapper(cfg)
     summary = map_frames(mapper, dataset, _progress("mapping"))
-    paths = write_outputs(mapper, args.out)
+    paths = write_outputs(mapper, out)
     print(
         f"{summary.processed}/{summary.frames} frames fused ({summary.keyframes} keyframes) in {summary.seconds:.1f} s; "
         f"{summary.objects} objects"
@@ -192,8 +211,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     m = sub.add_parser("map", help="map a dataset folder offline")
-    m.add_argument("data", help="dataset folder (7-Scenes, TUM, Replica, ScanNet) or 'synthetic[:SEED]'")
+    m.add_argument("data", help="dataset folder (7-Scenes, 3DMatch, TUM, Replica, ScanNet) or 'synthetic[:SEED]'")
     m.add_argument("--kind", default="auto")
+    m.add_argument(
+        "--sequence",
+        help="one seq-NN folder of a 3DMatch / 7-Scenes scene folder; without it, each sequence is "
+        "mapped in turn into OUT/SEQ",
+    )
     m.add_argument("--frames", type=int, default=None, help="use at most this many frames")
     m.add_argument("--stride", type=int, default=1, help="use every n-th frame")
     m.add_argument("--all-frames", action="store_true", help="fuse every frame, not only keyframes")

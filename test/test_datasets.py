@@ -387,3 +387,61 @@ def test_open_dataset_synthetic():
     ds = open_dataset("synthetic:3", max_frames=4)
     assert len(ds) == 4 and ds.name == "synthetic-3"
     assert detect_format("synthetic") == "synthetic"
+
+
+# --------------------------------------------------------------------------------------------
+# 3DMatch (issue 10, fault 5): camera-intrinsics.txt at the top, frames in seq-NN/ folders
+
+
+def make_threedmatch(root: Path, sequences=("seq-01", "seq-02"), n: int = 3) -> Path:
+    for s, name in enumerate(sequences):
+        seq = make_sevenscenes(root / name, n=n + s)
+        (seq / "camera-intrinsics.txt").unlink()  # 3DMatch keeps one file for the whole scene
+    np.savetxt(root / "camera-intrinsics.txt", [[28.0, 0, 15.0], [0, 29.0, 11.0], [0, 0, 1]])
+    return root
+
+
+def test_threedmatch_layout_is_detected_and_read(tmp_path):
+    root = make_threedmatch(tmp_path / "7-scenes-redkitchen")
+    assert detect_format(root) == "3dmatch"
+    from core3d_ros.core.datasets import list_sequences
+
+    assert list_sequences(root) == ["seq-01", "seq-02"]
+    ds = open_dataset(root, sequence="seq-02")
+    assert len(ds) == 4 and ds.name == "7-scenes-redkitchen/seq-02"
+    assert ds.intrinsics.fx == 28.0 and ds.intrinsics.fy == 29.0  # from the top-level file
+    f = ds[2]
+    f.validate()
+    np.testing.assert_allclose(f.pose, pose_matrix(2), atol=1e-9)
+    assert tuple(f.rgb[5, 5]) == (80, 200, 10) and f.depth[5, 5] == pytest.approx(1.5)
+    assert len(open_dataset(root, sequence="seq-01", stride=2)) == 2
+    # several sequences and none chosen: a clear error naming them
+    with pytest.raises(DatasetError, match="seq-01, seq-02"):
+        open_dataset(root)
+    with pytest.raises(DatasetError, match="no sequence 'seq-07'.*seq-01, seq-02"):
+        open_dataset(root, sequence="seq-07")
+    # a single sequence needs no choice
+    one = make_threedmatch(tmp_path / "one", sequences=("seq-01",))
+    assert len(open_dataset(one)) == 3
+
+
+def test_threedmatch_without_intrinsics_falls_back_like_sevenscenes(tmp_path):
+    root = make_threedmatch(tmp_path / "scene")
+    (root / "camera-intrinsics.txt").unlink()
+    ds = open_dataset(root, kind="3dmatch", sequence="seq-01")
+    assert ds.intrinsics.fx == 585.0  # the 7-Scenes default, as for a 7-Scenes scene folder
+
+
+def test_cli_maps_each_sequence_in_turn_or_the_one_chosen(tmp_path, capsys):
+    from core3d_ros.cli import main
+
+    root = make_threedmatch(tmp_path / "scene")
+    out = tmp_path / "out"
+    assert main(["map", str(root), "--sequence", "seq-02", "--out", str(out / "one")]) == 0
+    assert (out / "one" / "map.npz").exists() and (out / "one" / "map.ply").exists()
+    assert main(["map", str(root), "--out", str(out / "all")]) == 0
+    printed = capsys.readouterr().out
+    assert "seq-01" in printed and "seq-02" in printed
+    for seq in ("seq-01", "seq-02"):
+        assert (out / "all" / seq / "map.npz").exists() and (out / "all" / seq / "map.png").exists()
+    assert main(["map", str(root), "--sequence", "seq-09", "--out", str(out / "x")]) == 2

@@ -1,9 +1,10 @@
-"""RGB-D sequence readers (7-Scenes/3DMatch, TUM RGB-D, Replica, ScanNet) and the synthetic room."""
+"""RGB-D sequence readers (7-Scenes, 3DMatch, TUM RGB-D, Replica, ScanNet) and the synthetic room."""
 from .base import Dataset, DatasetError, FolderDataset, detect_format, iter_frames, open_dataset
 from .replica import Replica
 from .scannet import ScanNet
 from .sevenscenes import SevenScenes
 from .synthetic import SceneObject, SyntheticScene, make_scene
+from .threedmatch import ThreeDMatch, list_sequences
 from .tum import TUMRGBD
 
 __all__ = [
@@ -16,8 +17,10 @@ __all__ = [
     "SevenScenes",
     "SyntheticScene",
     "TUMRGBD",
+    "ThreeDMatch",
     "detect_format",
     "iter_frames",
+    "list_sequences",
     "make_scene",
     "open_dataset",
 ]

@@ -26,7 +26,7 @@ from ...config import DepthConfig
 from ..camera import CameraIntrinsics, DepthError, decode_depth
 from ..frame import Frame
 
-FORMATS = ("7scenes", "tum", "replica", "scannet", "synthetic")
+FORMATS = ("7scenes", "3dmatch", "tum", "replica", "scannet", "synthetic")
 
 
 class DatasetError(ValueError):
@@ -342,6 +342,7 @@ def detect_format(path: str | Path) -> str:
     from .replica import is_replica
     from .scannet import is_scannet
     from .sevenscenes import is_sevenscenes
+    from .threedmatch import is_threedmatch
     from .tum import is_tum
 
     if _synthetic_seed(str(path)) is not None and not Path(path).exists():
@@ -356,13 +357,14 @@ def detect_format(path: str | Path) -> str:
         ("replica", is_replica),
         ("scannet", is_scannet),
         ("7scenes", is_sevenscenes),
+        ("3dmatch", is_threedmatch),
     ]
     for kind, test in detectors:
         if test(p):
             return kind
     raise DatasetError(
-        f"{p} matches no known dataset format: expected 7-Scenes/3DMatch (frame-NNNNNN.depth.png + "
-        "camera-intrinsics.txt), TUM RGB-D (rgb.txt, depth.txt, groundtruth.txt), Replica as rendered "
+        f"{p} matches no known dataset format: expected 7-Scenes (frame-NNNNNN.depth.png + "
+        "camera-intrinsics.txt), 3DMatch (camera-intrinsics.txt + seq-NN/frame-NNNNNN.*), TUM RGB-D (rgb.txt, depth.txt, groundtruth.txt), Replica as rendered "
         "by NICE-SLAM (results/, traj.txt) or a ScanNet export (color/, depth/, pose/, intrinsic/)",
         p,
     )
@@ -374,8 +376,12 @@ def open_dataset(
     depth: DepthConfig | None = None,
     max_frames: int | None = None,
     stride: int = 1,
+    sequence: str | None = None,
 ) -> Dataset:
     """Open an RGB-D sequence folder.
+
+    ``sequence`` picks one ``seq-NN`` folder of a 3DMatch (or 7-Scenes) scene folder; a scene
+    with several sequences and none chosen is a DatasetError naming them.
 
     ``kind`` is ``auto`` (detect), ``7scenes``, ``tum``, ``replica``, ``scannet`` or ``synthetic``
     (``path`` then is ``synthetic`` or ``synthetic:SEED``; the camera loop is always complete:
@@ -392,6 +398,12 @@ def open_dataset(
             raise ValueError(f"stride must be >= 1, got {stride}")
         n = max(1, 60 // int(stride)) if max_frames is None else int(max_frames)
         return make_scene(seed=seed or 0, num_frames=n, depth=depth)
+    if sequence is not None and kind != "3dmatch":
+        raise DatasetError(f"a sequence ({sequence!r}) can only be chosen in a 3DMatch scene folder, not in a {kind} dataset")
+    if kind == "3dmatch":
+        from .threedmatch import ThreeDMatch
+
+        return ThreeDMatch(path, depth=depth, max_frames=max_frames, stride=stride, sequence=sequence)
     if kind == "7scenes":
         from .sevenscenes import SevenScenes as cls
     elif kind == "tum":

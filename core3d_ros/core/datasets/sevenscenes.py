@@ -50,7 +50,7 @@ class SevenScenes(FolderDataset):
         if not numbers:
             hint = ""
             if any(self.root.glob("seq-*/frame-*.depth.png")):
-                hint = " (this looks like a 7-Scenes scene; open one of its seq-NN folders)"
+                hint = " (a scene folder of seq-NN sequences: open the scene folder itself, kind 3dmatch)"
             raise DatasetError(f"no frame-NNNNNN.depth.png files in {self.root}{hint}", self.root)
         numbers.sort()
         names = {p.name for p in self.root.iterdir()}
