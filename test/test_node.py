@@ -744,3 +744,39 @@ def test_best_effort_inputs(ros_context) -> None:
         assert all(p.get_subscription_count() == 0 for p in h.pubs.values())
     finally:
         h.close()
+
+
+def test_map_file_with_nan_times_is_refused_and_the_node_keeps_answering(ros_context, tmp_path: Path) -> None:
+    """Fault 1 as reported: a map whose objects have NaN first-seen / inf last-seen times was
+    loaded, and the next get_object / query killed the node. Real Mapper, real map file."""
+    from core3d_ros.core.fusion.object_map import ObjectMap
+    from core3d_ros.core.mapio import save_map
+    from test_fusion import box_surface, cfg as fusion_cfg, integrate
+
+    omap = ObjectMap(fusion_cfg())
+    for t in range(3):
+        integrate(omap, [box_surface([0, 0, 0], [0.4, 0.4, 0.4]), box_surface([1.0, 0, 0], [1.6, 0.4, 0.4])], stamp=float(t))
+    good = save_map(omap, tmp_path / "good.npz")
+    with np.load(good, allow_pickle=False) as d:
+        arrays = {k: d[k] for k in d.files}
+    arrays["obj_first_seen"] = np.full_like(arrays["obj_first_seen"], np.nan)
+    arrays["obj_last_seen"] = np.full_like(arrays["obj_last_seen"], np.inf)
+    with open(tmp_path / "poisoned.npz", "wb") as f:
+        np.savez(f, **arrays)
+
+    config = make_config(maps_dir=str(tmp_path))
+    config.embed.name = "none"
+    config.fusion = fusion_cfg()
+    node = MappingNode(config, engine_factory=lambda c, m: FakeEngine(), context=ros_context)
+    h = Harness(ros_context, node)
+    try:
+        resp = h.call(LoadMap, "core3d/load_map", LoadMap.Request(path="poisoned.npz"))
+        assert not resp.success and "first-seen" in resp.message and resp.num_objects == 0, resp.message
+        resp = h.call(LoadMap, "core3d/load_map", LoadMap.Request(path="good.npz"))
+        assert resp.success and resp.num_objects == len(omap.snapshot().objects) > 0, resp.message
+        oid = node.mapper.snapshot().objects[0].id
+        assert h.call(GetObject, "core3d/get_object", GetObject.Request(id=oid)).success
+        assert h.call(Query, "core3d/query", Query.Request(text="the box")).success
+        assert not node.counters().errors
+    finally:
+        h.close()
