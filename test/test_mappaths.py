@@ -76,6 +76,9 @@ def test_empty_and_missing(policy):
         policy.resolve_for_write("  ")
     with pytest.raises(MapPathError, match="no map file"):
         policy.resolve_for_read("absent.npz")
+    for folder in (".", "..", "/", "sub/", "a/.."):
+        with pytest.raises(MapPathError, match="does not name a file"):
+            policy.resolve_for_write(folder)
     with pytest.raises(MapPathError, match="NUL"):
         policy.resolve_for_read("a\x00b")
 

@@ -70,6 +70,8 @@ class MapPathPolicy:
         if "\x00" in text:
             raise MapPathError("map path contains a NUL character")
         given = Path(os.path.expanduser(text))
+        if given.name in ("", ".", "..") or text.endswith(("/", "/.")):
+            raise MapPathError(f"map path {text!r} does not name a file")
         if suffix and given.suffix != suffix:
             given = given.with_name(given.name + suffix)
         full = given if given.is_absolute() else Path(os.path.expanduser(self.maps_dir)) / given
