@@ -72,6 +72,11 @@ class Mapper:
             self._segmenter = make_segmenter(self.cfg.segmenter)
         return self._segmenter
 
+    def warm_up(self) -> None:
+        """Build the segmenter now (imports, model loading) instead of during the first frame,
+        which otherwise arrives while a queue of later frames builds up behind it."""
+        _ = self.segmenter
+
     # ------------------------------------------------------------------ frames
     def process(self, frame: Frame) -> FrameStats:
         frame.validate()

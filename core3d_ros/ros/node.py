@@ -425,6 +425,12 @@ class MappingNode(Node):
     # ------------------------------------------------------------------ worker
 
     def _work_loop(self) -> None:
+        warm_up = getattr(self.mapper, "warm_up", None)
+        if callable(warm_up):  # model set-up before the first frame, not while frames queue up
+            try:
+                warm_up()
+            except Exception as e:  # the first frame will report it with its reason
+                self.get_logger().error(f"mapper warm-up failed: {type(e).__name__}: {e}")
         while True:
             with self._cv:
                 while not self._queue and not self._stop.is_set():
