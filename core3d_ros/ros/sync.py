@@ -1,4 +1,4 @@
-"""Approximate-time synchronisation of colour, depth, camera info and pose, and TF pose look-up.
+"""Approximate-time synchronisation of colour, depth, camera info and pose (TF look-ups: tf.py).
 
 core3d always uses its own synchroniser, also where ``message_filters`` is installed, so that a
 robot and this repository's tests behave the same and every lost colour frame is counted with a
@@ -250,41 +250,3 @@ def check_pose_age(image_stamp: float, pose_stamp: float, max_age: float) -> Non
     gap = abs(float(image_stamp) - float(pose_stamp))
     if not gap <= max_age:
         raise FrameError("stale_pose", f"pose is {gap:.3f} s from the image (max_pose_age {max_age} s)")
-
-
-class TfPoseLookup:
-    """Camera pose from TF: ``map_frame`` <- camera frame at the image stamp (needs tf2_ros)."""
-
-    def __init__(self, node: Any, map_frame: str, camera_frame: str = "", timeout: float = 0.05):
-        try:
-            import tf2_ros  # noqa: F401
-        except ImportError as e:
-            raise ConfigError(
-                "ros.pose_type is 'tf' but tf2_ros is not importable; install ROS 2 tf2_ros "
-                "(e.g. apt install ros-$ROS_DISTRO-tf2-ros) or set ros.pose_type to 'pose' or 'odometry'"
-            ) from e
-        from rclpy.duration import Duration
-
-        self._tf2 = tf2_ros
-        self.buffer = tf2_ros.Buffer(node=node)
-        self.listener = tf2_ros.TransformListener(self.buffer, node, spin_thread=False)
-        self.map_frame = map_frame
-        self.camera_frame = camera_frame
-        self.timeout = Duration(seconds=float(timeout))
-
-    def lookup(self, image_frame: str, stamp: Any) -> np.ndarray:
-        """4x4 camera-to-map transform at ``stamp`` (builtin_interfaces/Time) or FrameError."""
-        from rclpy.time import Time as RclTime
-
-        from .conversions import transform_to_matrix
-
-        source = self.camera_frame or image_frame
-        if not source:
-            raise FrameError("no_pose", "image has no frame_id and ros.camera_frame is empty")
-        try:
-            tf = self.buffer.lookup_transform(self.map_frame, source, RclTime.from_msg(stamp), timeout=self.timeout)
-        except self._tf2.ExtrapolationException as e:
-            raise FrameError("stale_pose", f"no TF {self.map_frame} <- {source} at the image stamp: {e}") from None
-        except (self._tf2.LookupException, self._tf2.ConnectivityException) as e:
-            raise FrameError("no_pose", f"no TF {self.map_frame} <- {source}: {e}") from None
-        return transform_to_matrix(tf.transform)
