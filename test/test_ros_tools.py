@@ -96,8 +96,13 @@ class Launch:
 
 @pytest.fixture(scope="module")
 def launched(tmp_path_factory):
-    log = tmp_path_factory.mktemp("launch") / "launch.log"
-    launch = Launch(log, f"namespace:={NAMESPACE}")
+    folder = tmp_path_factory.mktemp("launch")
+    # the shipped profile with one value changed: it must reach the node in a namespace too
+    config = folder / "mapping.yaml"
+    text = (Path(__file__).resolve().parents[1] / "config" / "mapping.yaml").read_text(encoding="utf-8")
+    config.write_text(re.sub(r"(\n\s+map_frame:) map\b", r"\1 world", text, count=1), encoding="utf-8")
+    assert "map_frame: world" in config.read_text()
+    launch = Launch(folder / "launch.log", f"namespace:={NAMESPACE}", f"config:={config}")
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and "mapping: colour" not in launch.output():
         if launch.proc.poll() is not None:
@@ -186,8 +191,8 @@ def test_param_describe_shows_the_real_descriptions(launched: Launch) -> None:
     assert describe(MapperConfig, "fusion.voxel_size")["description"] in r.stdout
     assert describe(MapperConfig, "ros.tf_timeout")["description"] in r.stdout
     assert "Read only: true" in r.stdout and "Min value: 0.0001" in r.stdout and "Max value: 10.0" in r.stdout, r.stdout
-    r = ros2("param", "get", NODE, "ros.map_frame", *DISCOVERY)
-    assert r.returncode == 0 and "map" in r.stdout, r.stdout + r.stderr
+    r = ros2("param", "get", NODE, "ros.map_frame", *DISCOVERY)  # from the config file
+    assert r.returncode == 0 and "String value is: world" in r.stdout, r.stdout + r.stderr
     r = ros2("param", "list", NODE, *DISCOVERY)
     assert "fusion.voxel_size" in r.stdout and "ros.color_qos" in r.stdout
 
