@@ -71,6 +71,14 @@ def structure_kind(obj, up=(0.0, 0.0, 1.0), all_objects=None) -> str | None:
     return None
 
 
+def _wall_like(ground_xy: np.ndarray, height: np.ndarray) -> bool:
+    """Points whose ground footprint is thin (< 0.2 m) and long (>= 1 m) and that rise >= 1 m."""
+    if len(ground_xy) < 10 or float(np.ptp(height)) < 1.0:
+        return False
+    (_, _), (w, h), _ = cv2.minAreaRect(np.asarray(ground_xy, np.float32))
+    return min(w, h) < 0.2 and max(w, h) >= 1.0
+
+
 def _text_size(text: str, scale: float, thickness: int = 1) -> tuple[int, int, int]:
     (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
     return w, h, base
@@ -133,7 +141,8 @@ def render_topdown(
 ) -> np.ndarray:
     """RGB picture of the map seen from above, with a legend panel on the right.
 
-    Room structure (floor, walls, ceiling; see ``structure_kind``) is drawn in grey, objects in
+    Room structure (floor, walls, ceiling; see ``structure_kind``; and every voxel at floor level)
+    is drawn in grey, objects in
     their instance colour (lowest first, so things on tables stay visible) with their box outline
     and a label (``id label``, or ``id``) placed without overlap, joined to the object by a thin
     line when moved off it. A scale bar and north arrow (map x right, y up for z-up maps) sit in
@@ -157,30 +166,47 @@ def render_topdown(
         return np.stack([px[:, 0], size - px[:, 1]], axis=1).astype(np.int32)
 
     kinds = {o.id: structure_kind(o, up, objs) for o in objs}
+    # Voxels at floor level are floor whichever object holds them (segmenters often give an
+    # object a strip of the floor around it, or a wall its foot): they are drawn grey, and an
+    # unlabelled object with (almost) nothing above the floor counts as floor.
+    heights = {o.id: o.points @ upv for o in objs}
+    floor_level = float(np.percentile(np.concatenate(list(heights.values())), 2))
+    floor_tol = max(2.0 * snapshot.voxel_size, 0.04)
+    raised = {o.id: heights[o.id] > floor_level + floor_tol for o in objs}
+    for o in objs:
+        if kinds[o.id] is not None or o.label:
+            continue
+        if raised[o.id].mean() < 0.05:
+            kinds[o.id] = "floor"
+        elif _wall_like(o.points[raised[o.id]] @ P, heights[o.id][raised[o.id]]):
+            kinds[o.id] = "wall"  # what rises above the floor is a thin, long, tall slab
     structure = [o for o in objs if kinds[o.id]]
     things = [o for o in objs if not kinds[o.id]]
     half = max(1, int(round(scale * snapshot.voxel_size / 2)))  # each voxel at its true size
     kernel = np.ones((2 * half + 1, 2 * half + 1), np.uint8)
 
-    def footprint(o) -> np.ndarray:
+    def footprint(points: np.ndarray) -> np.ndarray:
         layer = np.zeros((size, size), np.uint8)
-        px = to_px(o.points @ P)
+        px = to_px(points @ P)
         ok = (px[:, 0] >= 0) & (px[:, 0] < size) & (px[:, 1] >= 0) & (px[:, 1] < size)
         layer[px[ok, 1], px[ok, 0]] = 1
         return cv2.dilate(layer, kernel) > 0
 
     canvas = img[:, :size]
-    order = {"floor": 0, "wall": 1, "ceiling": 2}
-    for o in sorted(structure, key=lambda o: order[kinds[o.id]]):
-        mask = footprint(o)
-        if kinds[o.id] == "ceiling":  # outline only: a filled ceiling would hide the room
+    floor_pts = [o.points[~raised[o.id]] for o in things]
+    floor_pts += [o.points for o in structure if kinds[o.id] == "floor"]
+    if floor_pts:
+        canvas[footprint(np.concatenate(floor_pts))] = STRUCTURE_COLORS["floor"]
+    for o in structure:
+        if kinds[o.id] == "wall":
+            canvas[footprint(o.points)] = STRUCTURE_COLORS["wall"]
+        elif kinds[o.id] == "ceiling":  # outline only: a filled ceiling would hide the room
+            mask = footprint(o.points)
             edges = mask & ~cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
             canvas[edges] = STRUCTURE_COLORS["ceiling"]
-        else:
-            canvas[mask] = STRUCTURE_COLORS[kinds[o.id]]
-    things.sort(key=lambda o: float(np.max(o.points @ upv)))  # low first
+    things.sort(key=lambda o: float(np.max(heights[o.id])))  # low first
     for o in things:
-        canvas[footprint(o)] = instance_color(o.id)
+        canvas[footprint(o.points[raised[o.id]])] = instance_color(o.id)
     centres: dict[int, np.ndarray] = {}
     for o in things:
         b = o.box
