@@ -122,14 +122,21 @@ def test_launch_arguments_are_listed() -> None:
         assert f"'{arg}'" in r.stdout
 
 
-def test_rviz_argument_starts_rviz() -> None:
+def test_rviz_argument_starts_rviz(tmp_path: Path) -> None:
     if ros2("pkg", "prefix", "rviz2").returncode != 0:
         pytest.skip("rviz2 is not installed here (no PyPI wheel); on a robot: apt install ros-kilted-rviz2")
-    r = ros2("launch", "core3d", "mapping.launch.py", "rviz:=true", "--print-description")
-    assert r.returncode == 0 and "rviz2" in r.stdout
+    launch = Launch(tmp_path / "launch.log", "rviz:=true", f"namespace:={NAMESPACE}_rviz")
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not re.search(r"\[rviz2-\d+\]: process started", launch.output()):
+            time.sleep(0.5)
+        assert re.search(r"\[rviz2-\d+\]: process started", launch.output()), launch.output()[-3000:]
+    finally:
+        launch.ctrl_c()
 
 
 def test_node_and_graph_in_the_namespace(launched: Launch) -> None:
+    assert "rviz2" not in launched.output()  # rviz:=false (the default) starts no RViz
     nodes = ros2("node", "list", *DISCOVERY)
     assert NODE in nodes.stdout.split(), nodes.stdout + nodes.stderr
     info = ros2("node", "info", NODE, *DISCOVERY)
