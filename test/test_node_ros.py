@@ -244,12 +244,20 @@ def test_bad_input_settings_fail_at_start_up(ctx, ros, match) -> None:
 # --------------------------------------------------------------------------- extrinsic parameter
 
 
-def test_pose_input_composed_with_the_extrinsic_parameter(ctx) -> None:
+@pytest.mark.parametrize("pose_type", ["pose", "odometry"])
+def test_pose_input_composed_with_the_extrinsic_parameter(ctx, pose_type) -> None:
+    from nav_msgs.msg import Odometry
+
     s = math.sqrt(0.5)
-    rig = Rig(ctx, config(camera_extrinsic=[0.1, 0.0, 0.5, *Q_OPTICAL]))
+    rig = Rig(ctx, config(pose_type=pose_type, camera_extrinsic=[0.1, 0.0, 0.5, *Q_OPTICAL]))
     try:
-        rig.publishers({**RAW_TOPICS, "pose": (PoseStamped, "camera/pose")})
+        msg_type = PoseStamped if pose_type == "pose" else Odometry
+        rig.publishers({**RAW_TOPICS, "pose": (msg_type, "camera/pose")})
         m = messages(5.0, pose_xyz=(1.0, 2.0, 0.0), pose_q=(0, 0, s, s))
+        if pose_type == "odometry":  # the base's pose in the odom/map frame, as a robot reports it
+            odom = Odometry(header=m["pose"].header, child_frame_id="base_link")
+            odom.pose.pose = m["pose"].pose
+            m["pose"] = odom
         rig.send({k: m[k] for k in ("color", "depth", "camera_info", "pose")})
         assert rig.settle(1)
         (frame,) = rig.node.mapper.frames
