@@ -14,34 +14,62 @@ from typing import Any
 
 import yaml
 
+INF = float("inf")
+INT_MAX = 2**31 - 1
+
+
+def _p(default: Any, description: str, value_range: tuple[Any, Any] | None = None) -> Any:
+    """A config field with its ROS parameter description (and range, inclusive) as metadata.
+
+    ``ros2 param describe`` shows both; the node declares them in its ParameterDescriptors.
+    List defaults are copied per instance.
+    """
+    meta: dict[str, Any] = {"description": description}
+    if value_range is not None:
+        meta["range"] = value_range
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def describe(cfg_cls: type, dotted: str) -> dict[str, Any]:
+    """Metadata (description, range) of the field at dotted name ``dotted`` under ``cfg_cls``."""
+    cls = cfg_cls
+    *parents, leaf = dotted.split(".")
+    hints_cls = cls
+    for name in parents:
+        hints_cls = typing.get_type_hints(hints_cls)[name]
+    f = next(f for f in dataclasses.fields(hints_cls) if f.name == leaf)
+    return dict(f.metadata)
+
 
 @dataclass
 class DepthConfig:
-    depth_scale: float = 1000.0  # raw integer depth units per metre (16UC1 millimetres)
-    min_depth: float = 0.1  # metres; closer readings are invalid
-    max_depth: float = 5.0  # metres; farther readings are invalid
+    depth_scale: float = _p(1000.0, "raw integer depth units per metre (16UC1 millimetres)", (0.0, INF))
+    min_depth: float = _p(0.1, "metres; closer readings are invalid", (0.0, INF))
+    max_depth: float = _p(5.0, "metres; farther readings are invalid", (0.0, INF))
 
 
 @dataclass
 class FusionConfig:
-    voxel_size: float = 0.025  # metres (2-5 cm is sensible for rooms)
+    voxel_size: float = _p(0.025, "metres (2-5 cm is sensible for rooms)", (0.0001, 10.0))
     # Back-project every n-th pixel; 0 = auto: the largest stride that still puts a sample in
     # every voxel of a surface at the frame's far depth (keeps 3-D segments connected).
-    pixel_stride: int = 0
-    slots_per_voxel: int = 4  # object instances remembered per voxel
+    pixel_stride: int = _p(0, "back-project every n-th pixel; 0 = auto (largest stride that keeps 3-D segments connected)", (0, 64))
+    slots_per_voxel: int = _p(4, "object instances remembered per voxel", (1, 64))
     # Association / merging test of CORE-3D: IoV(a,b) > gamma, IoV(b,a) > gamma, |diff| < delta.
-    gamma: float = 0.5
-    delta: float = 0.5
-    merge_interval: int = 10  # frames between map-wide merge passes
+    gamma: float = _p(0.5, "association/merge test: both IoVs must exceed this", (0.0, 1.0))
+    delta: float = _p(0.5, "association/merge test: the IoVs may differ by less than this", (0.0, 1.0))
+    merge_interval: int = _p(10, "frames between map-wide merge passes; 0 disables them", (0, INT_MAX))
     # A segment unites objects that each fill this share of it; 0 disables. Helps segmenters
     # with consistent masks, hurts inconsistent ones (see the eval figures in README).
-    union_min_share: float = 0.0
+    union_min_share: float = _p(0.0, "a segment unites objects that each fill this share of it; 0 disables", (0.0, 1.0))
     # DBSCAN split of each mask in 3D (eps in voxel units; 1.75 = the 26-neighbourhood).
-    dbscan_eps_voxels: float = 1.75
-    dbscan_min_samples: int = 3
-    min_segment_voxels: int = 15  # smaller 3D segments are ignored as noise
-    min_object_observations: int = 2  # objects seen fewer times are not reported
-    max_voxels: int = 4_000_000  # hard memory bound; new voxels beyond it are dropped (counted)
+    dbscan_eps_voxels: float = _p(1.75, "DBSCAN eps of the 3-D split of each mask, in voxel units (1.75 = 26-neighbourhood)", (0.0, INF))
+    dbscan_min_samples: int = _p(3, "DBSCAN min_samples of the 3-D split of each mask", (1, INT_MAX))
+    min_segment_voxels: int = _p(15, "smaller 3D segments are ignored as noise", (0, INT_MAX))
+    min_object_observations: int = _p(2, "objects seen fewer times are not reported", (1, INT_MAX))
+    max_voxels: int = _p(4_000_000, "hard memory bound; new voxels beyond it are dropped (counted)", (1, INT_MAX))
 
 
 @dataclass
@@ -52,140 +80,153 @@ class GeometricSegmenterConfig:
     region thresholds, ``plane_distance + depth_noise * z**2`` for plane inliers.
     """
 
-    pixel_stride: int = 2  # work on every n-th pixel; masks come back at full resolution
-    normal_radius: int = 2  # grid pixels either side for the normals' central differences
-    depth_noise: float = 0.003  # metres per squared metre of depth (Kinect-like quantisation)
-    plane_distance: float = 0.02  # metres, RANSAC inlier threshold (plus the depth noise term)
-    plane_normal_deg: float = 20.0  # an inlier's normal lies within this angle of the plane's
-    plane_min_fraction: float = 0.08  # a plane must cover this share of valid pixels
-    max_planes: int = 4
-    ransac_iterations: int = 64  # plane hypotheses (point + normal) tried per plane
+    pixel_stride: int = _p(2, "work on every n-th pixel; masks come back at full resolution", (1, 64))
+    normal_radius: int = _p(2, "grid pixels either side for the normals' central differences", (1, 64))
+    depth_noise: float = _p(0.003, "metres per squared metre of depth (Kinect-like quantisation)", (0.0, INF))
+    plane_distance: float = _p(0.02, "metres, RANSAC inlier threshold (plus the depth noise term)", (0.0, INF))
+    plane_normal_deg: float = _p(20.0, "an inlier's normal lies within this angle of the plane's", (0.0, 90.0))
+    plane_min_fraction: float = _p(0.08, "a plane must cover this share of valid pixels", (0.0, 1.0))
+    max_planes: int = _p(4, "dominant planes removed (and reported as masks when keep_planes)", (0, 64))
+    ransac_iterations: int = _p(64, "plane hypotheses (point + normal) tried per plane", (1, INT_MAX))
     # Per granularity level, coarse to fine (same length): a depth step larger than
     # cluster_eps * z separates regions; so does a concave crease sharper than concave_deg.
-    cluster_eps: list[float] = field(default_factory=lambda: [0.05, 0.025])
-    concave_deg: list[float] = field(default_factory=lambda: [60.0, 30.0])
-    hole_fill_px: int = 6  # invalid-depth pixels this close to a region join it (full-res pixels)
-    min_mask_pixels: int = 400
-    score_width_px: float = 4.0  # regions this thick (mean half-width, pixels) score 0.5 x depth coverage
-    keep_planes: bool = True  # report the removed planes as masks too (floor, table top, walls)
+    cluster_eps: list[float] = _p([0.05, 0.025], "per granularity level, coarse to fine: a depth step larger than cluster_eps * z separates regions")
+    concave_deg: list[float] = _p([60.0, 30.0], "per granularity level, coarse to fine: a concave crease sharper than this (degrees) separates regions")
+    hole_fill_px: int = _p(6, "invalid-depth pixels this close to a region join it (full-res pixels)", (0, INT_MAX))
+    min_mask_pixels: int = _p(400, "smaller masks are dropped (pixels)", (0, INT_MAX))
+    score_width_px: float = _p(4.0, "regions this thick (mean half-width, pixels) score 0.5 x depth coverage", (0.0, INF))
+    keep_planes: bool = _p(True, "report the removed planes as masks too (floor, table top, walls)")
 
 
 @dataclass
 class ProgressiveConfig:
     """CORE-3D progressive multi-granularity merging of masks."""
 
-    tau_cer: float = 0.5  # keep masks with confidence above this
-    tau_k: float = 0.3  # add a mask only if |m ∩ kept| / |m| is below this
-    min_mask_pixels: int = 200
+    tau_cer: float = _p(0.5, "keep masks with confidence above this", (0.0, 1.0))
+    tau_k: float = _p(0.3, "add a mask only if |m ∩ kept| / |m| is below this", (0.0, 1.0))
+    min_mask_pixels: int = _p(200, "smaller masks are dropped before the progressive merge (pixels)", (0, INT_MAX))
 
 
 @dataclass
 class SegmenterConfig:
-    name: str = "geometric"  # geometric | oracle | sam | semantic_sam
-    checkpoint: str = ""  # model weights for sam / semantic_sam
-    model_type: str = "vit_b"  # sam: vit_b | vit_l | vit_h ; semantic_sam: L | T
-    granularity_levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
-    points_per_side: int = 32
-    device: str = "auto"
+    name: str = _p("geometric", "geometric | oracle | sam | semantic_sam")
+    checkpoint: str = _p("", "model weights for sam / semantic_sam")
+    model_type: str = _p("vit_b", "sam: vit_b | vit_l | vit_h ; semantic_sam: L | T")
+    granularity_levels: list[int] = _p([1, 2, 3, 4, 5, 6], "mask generator granularity levels used (semantic_sam: 1-6)")
+    points_per_side: int = _p(32, "sam / semantic_sam: point grid per image side", (1, INT_MAX))
+    device: str = _p("auto", "auto | cpu | cuda")
     # sam / semantic_sam automatic generators: their own quality filters, applied before the
     # progressive merge (which then keeps score > progressive.tau_cer).
-    points_per_batch: int = 64  # point prompts decoded together (GPU memory vs speed)
-    pred_iou_thresh: float = 0.88  # drop masks whose predicted IoU is at or below this
-    stability_score_thresh: float = 0.92  # drop masks less stable than this
-    min_mask_region_area: int = 0  # >0: remove islands/holes smaller than this (pixels)
-    input_short_edge: int = 640  # semantic_sam: resize the shorter image side to this; 0 keeps size
-    semantic_sam_root: str = ""  # Semantic-SAM clone (put on sys.path); empty: the importable package's
+    points_per_batch: int = _p(64, "point prompts decoded together (GPU memory vs speed)", (1, INT_MAX))
+    pred_iou_thresh: float = _p(0.88, "drop masks whose predicted IoU is at or below this", (0.0, 1.0))
+    stability_score_thresh: float = _p(0.92, "drop masks less stable than this", (0.0, 1.0))
+    min_mask_region_area: int = _p(0, ">0: remove islands/holes smaller than this (pixels)", (0, INT_MAX))
+    input_short_edge: int = _p(640, "semantic_sam: resize the shorter image side to this; 0 keeps size", (0, INT_MAX))
+    semantic_sam_root: str = _p("", "Semantic-SAM clone (put on sys.path); empty: the importable package's")
     geometric: GeometricSegmenterConfig = field(default_factory=GeometricSegmenterConfig)
     progressive: ProgressiveConfig = field(default_factory=ProgressiveConfig)
 
 
 @dataclass
 class EmbedConfig:
-    name: str = "none"  # none | open_clip | mean_color (deterministic test encoder, not semantic)
-    model: str = "ViT-B-16"
-    pretrained: str = ""  # open_clip pretrained tag (downloads on a machine with internet)
-    checkpoint: str = ""  # local checkpoint path; takes precedence over `pretrained`
-    device: str = "auto"  # auto | cpu | cuda
-    batch_size: int = 64
+    name: str = _p("none", "none | open_clip | mean_color (deterministic test encoder, not semantic)")
+    model: str = _p("ViT-B-16", "open_clip model name")
+    pretrained: str = _p("", "open_clip pretrained tag (downloads on a machine with internet)")
+    checkpoint: str = _p("", "local checkpoint path; takes precedence over `pretrained`")
+    device: str = _p("auto", "auto | cpu | cuda")
+    batch_size: int = _p(64, "crops per CLIP batch", (1, INT_MAX))
     # Context-aware crop fusion (CORE-3D): e = sum(w * e_crop) - w_sur * e_sur.
-    w_mask: float = 0.45
-    w_bbox: float = 0.25
-    w_large: float = 0.15
-    w_huge: float = 0.15
-    w_sur: float = 0.1
-    large_scale: float = 2.5
-    huge_scale: float = 4.0
-    sur_scale: float = 3.0
-    alpha_global: float = 0.0  # OpenInsGaussian global-context blend; 0 disables
-    crop_size: int = 224
-    resize_mode: str = "pad"  # crop -> model input: pad (letterbox) | squash | center_crop
-    half_precision: bool = True  # fp16 weights and inputs on CUDA (CPU always runs fp32)
-    text_cache_size: int = 1024  # text embeddings remembered (LRU)
-    allow_random_weights: bool = False  # open_clip without weights (timing only; never semantic)
+    w_mask: float = _p(0.45, "weight of the mask crop in the fused embedding", (0.0, INF))
+    w_bbox: float = _p(0.25, "weight of the box crop", (0.0, INF))
+    w_large: float = _p(0.15, "weight of the large (large_scale x box) crop", (0.0, INF))
+    w_huge: float = _p(0.15, "weight of the huge (huge_scale x box) crop", (0.0, INF))
+    w_sur: float = _p(0.1, "weight subtracted for the surroundings crop (object blanked)", (0.0, INF))
+    large_scale: float = _p(2.5, "box scale of the large crop", (1.0, INF))
+    huge_scale: float = _p(4.0, "box scale of the huge crop", (1.0, INF))
+    sur_scale: float = _p(3.0, "box scale of the surroundings crop", (1.0, INF))
+    alpha_global: float = _p(0.0, "OpenInsGaussian global-context blend; 0 disables", (0.0, 1.0))
+    crop_size: int = _p(224, "CLIP input size (pixels)", (1, INT_MAX))
+    resize_mode: str = _p("pad", "crop -> model input: pad (letterbox) | squash | center_crop")
+    half_precision: bool = _p(True, "fp16 weights and inputs on CUDA (CPU always runs fp32)")
+    text_cache_size: int = _p(1024, "text embeddings remembered (LRU)", (0, INT_MAX))
+    allow_random_weights: bool = _p(False, "open_clip without weights (timing only; never semantic)")
 
 
 @dataclass
 class KeyframeConfig:
-    enabled: bool = True  # false: every frame is a keyframe
-    min_translation: float = 0.10  # metres
-    min_rotation_deg: float = 10.0
-    max_interval: int = 10  # frames
+    enabled: bool = _p(True, "false: every frame is a keyframe")
+    min_translation: float = _p(0.10, "metres the camera moves before the next keyframe", (0.0, INF))
+    min_rotation_deg: float = _p(10.0, "degrees the camera turns before the next keyframe", (0.0, 360.0))
+    max_interval: int = _p(10, "a keyframe at least every this many frames", (1, INT_MAX))
 
 
 @dataclass
 class RetrievalConfig:
-    top_k: int = 5
-    max_query_chars: int = 256
-    vocabulary: list[str] = field(default_factory=list)  # empty: the built-in ScanNet-200-style list
-    up_axis: list[float] = field(default_factory=lambda: [0.0, 0.0, 1.0])  # world up (z-up maps)
+    top_k: int = _p(5, "results per query when the request gives 0", (1, INT_MAX))
+    max_query_chars: int = _p(256, "longer query texts are refused", (1, INT_MAX))
+    vocabulary: list[str] = _p([], "object nouns for labels; empty: the built-in ScanNet-200-style list")
+    up_axis: list[float] = _p([0.0, 0.0, 1.0], "world up (z-up maps)")
     # Semantic scoring: S = exp((cos - best cos) / temperature), the softmax normalised by its max.
-    text_template: str = "a photo of a {}"  # prompt for the text encoder; {} is the noun phrase
-    temperature: float = 0.02
-    label_bonus: float = 0.02  # cosine bonus when an object's label equals the noun (semantic only)
-    color_weight: float = 0.5  # noun matched by text: colour factor (1 - w) + w * match; else match
-    relation_floor: float = 0.05  # relation factor floor + (1 - floor) * R; R = 0 keeps this share
-    superlative_gate: float = 0.5  # superlatives rank objects scoring at least gate x the best
-    superlative_floor: float = 0.1  # multiplier of the least extreme eligible object
-    target_candidates: int = 64  # top-M targets (by similarity) checked for relations
-    anchor_candidates: int = 16  # top-M anchors per anchor phrase
-    local_anchor_radius: float = 3.0  # metres: also check good anchors this close to a candidate
-    local_anchor_gate: float = 0.5  # "good": anchor score >= gate x the best anchor's
-    max_geometric_targets: int = 20000  # without a target noun: objects scored geometrically
+    text_template: str = _p("a photo of a {}", "prompt for the text encoder; {} is the noun phrase")
+    temperature: float = _p(0.02, "softmax temperature of the semantic score", (1e-06, INF))
+    label_bonus: float = _p(0.02, "cosine bonus when an object's label equals the noun (semantic only)", (0.0, 1.0))
+    color_weight: float = _p(0.5, "noun matched by text: colour factor (1 - w) + w * match; else match", (0.0, 1.0))
+    relation_floor: float = _p(0.05, "relation factor floor + (1 - floor) * R; R = 0 keeps this share", (0.0, 1.0))
+    superlative_gate: float = _p(0.5, "superlatives rank objects scoring at least gate x the best", (0.0, 1.0))
+    superlative_floor: float = _p(0.1, "multiplier of the least extreme eligible object", (0.0, 1.0))
+    target_candidates: int = _p(64, "top-M targets (by similarity) checked for relations", (1, INT_MAX))
+    anchor_candidates: int = _p(16, "top-M anchors per anchor phrase", (1, INT_MAX))
+    local_anchor_radius: float = _p(3.0, "metres: also check good anchors this close to a candidate", (0.0, INF))
+    local_anchor_gate: float = _p(0.5, "\"good\": anchor score >= gate x the best anchor's", (0.0, 1.0))
+    max_geometric_targets: int = _p(20000, "without a target noun: objects scored geometrically", (1, INT_MAX))
     # Spatial relations (metres).
-    near_distance: float = 0.5  # gap between boxes at which "near" scores 0.5
-    near_softness: float = 0.1  # logistic width of that threshold
-    contact_tolerance: float = 0.05  # "on": bottom of target vs top of anchor
-    footprint_margin: float = 0.03  # soft margin of footprint / box containment
-    lateral_range: float = 2.0  # left/right/in front/behind fade beyond this distance
-    between_tolerance: float = 0.3  # minimum off-line tolerance of "between"
+    near_distance: float = _p(0.5, "metres: gap between boxes at which \"near\" scores 0.5", (0.0, INF))
+    near_softness: float = _p(0.1, "metres: logistic width of the near threshold", (0.0, INF))
+    contact_tolerance: float = _p(0.05, "metres: \"on\": bottom of target vs top of anchor", (0.0, INF))
+    footprint_margin: float = _p(0.03, "metres: soft margin of footprint / box containment", (0.0, INF))
+    lateral_range: float = _p(2.0, "metres: left/right/in front/behind fade beyond this distance", (0.0, INF))
+    between_tolerance: float = _p(0.3, "metres: minimum off-line tolerance of \"between\"", (0.0, INF))
 
 
 @dataclass
 class RosConfig:
-    color_topic: str = "camera/color/image_raw"
-    depth_topic: str = "camera/depth/image_raw"
-    info_topic: str = "camera/color/camera_info"
-    pose_topic: str = "camera/pose"
-    # Optional per-pixel instance ids (32SC1/16UC1, 0 = none) from a simulator, for the oracle
-    # segmenter; empty: not subscribed.
-    instance_topic: str = ""
-    pose_type: str = "pose"  # pose (PoseStamped) | odometry | tf
-    map_frame: str = "map"
-    camera_frame: str = ""  # for pose_type=tf; empty: the image header's frame_id
-    qos_reliability: str = "best_effort"  # best_effort | reliable
-    qos_depth: int = 10
-    sync_slop: float = 0.05  # seconds
-    sync_queue: int = 30
-    max_pose_age: float = 0.2  # seconds between image stamp and nearest pose
-    work_queue: int = 4  # bounded queue between callbacks and the mapping worker
-    publish_period: float = 1.0  # seconds between map publications
-    publish_points: bool = True
-    marker_style: str = "line_list"  # object boxes in core3d/markers: line_list (wire frame) | cube
-    map_path: str = ""  # load this map at start-up when set (relative: inside maps_dir)
+    color_topic: str = _p("camera/color/image_raw", "colour image topic (sensor_msgs/Image; with color_transport compressed: <topic>/compressed)")
+    depth_topic: str = _p("camera/depth/image_raw", "depth image topic (16UC1 mm or 32FC1 m; with depth_transport compressedDepth: <topic>/compressedDepth)")
+    info_topic: str = _p("camera/color/camera_info", "camera info topic of the colour camera (sensor_msgs/CameraInfo)")
+    pose_topic: str = _p("camera/pose", "pose topic (pose_type pose: PoseStamped, odometry: nav_msgs/Odometry)")
+    instance_topic: str = _p("", "optional per-pixel instance ids (32SC1/16UC1, 0 = none) for the oracle segmenter; empty: not subscribed")
+    pose_type: str = _p("pose", "pose (PoseStamped) | odometry | tf")
+    map_frame: str = _p("map", "fixed frame of the map (REP 105); poses and TF are expressed in it")
+    camera_frame: str = _p("", "for pose_type=tf; empty: the image header's frame_id")
+    qos_reliability: str = _p("best_effort", "best_effort | reliable")
+    qos_depth: int = _p(10, "queue depth of the input subscriptions (the default QoS profile)", (1, INT_MAX))
+    sync_slop: float = _p(0.05, "seconds: approximate-time sync tolerance between colour and the other inputs", (0.0, INF))
+    sync_queue: int = _p(30, "messages kept per input while synchronising", (1, INT_MAX))
+    max_pose_age: float = _p(0.2, "seconds between image stamp and nearest pose", (0.0, INF))
+    work_queue: int = _p(4, "bounded queue between callbacks and the mapping worker", (1, INT_MAX))
+    publish_period: float = _p(1.0, "seconds between map publications", (0.001, INF))
+    publish_points: bool = _p(True, "publish the map point cloud on core3d/cloud")
+    marker_style: str = _p("line_list", "object boxes in core3d/markers: line_list (wire frame) | cube")
+    map_path: str = _p("", "load this map at start-up when set (relative: inside maps_dir)")
     # Map files are read and written only inside this directory (created when needed); a
     # relative path in save_map / load_map / map_path resolves inside it.
-    maps_dir: str = "~/.ros/core3d/maps"
-    allow_any_map_path: bool = False  # true: save_map / load_map may use any directory
+    maps_dir: str = _p("~/.ros/core3d/maps", "map files are read and written only inside this directory; relative paths resolve inside it")
+    allow_any_map_path: bool = _p(False, "true: save_map / load_map / map_path may use any directory (device files are still refused)")
+    # Camera extrinsics (REP 103 / REP 105). Pose and odometry inputs give the pose of some frame
+    # in map_frame; the map needs the camera optical frame's. With base_frame set, the static TF
+    # base_frame <- image frame_id is composed on; otherwise camera_extrinsic (or identity).
+    base_frame: str = _p("", "frame whose pose the pose/odometry input gives (e.g. base_link); the camera optical pose is composed with TF base_frame <- image frame_id; empty: use camera_extrinsic")
+    camera_extrinsic: list[float] = _p([], "pose of the camera optical frame in the pose input's frame: x y z qx qy qz qw (metres, unit quaternion); empty: identity (the pose input is the camera optical frame's)")
+    tf_timeout: float = _p(0.05, "seconds to wait for a TF at the image stamp before the frame is refused (no_transform)", (0.0, 10.0))
+    # Compressed inputs (image_transport names: <topic>/compressed, <topic>/compressedDepth).
+    color_transport: str = _p("raw", "raw (sensor_msgs/Image on color_topic) | compressed (sensor_msgs/CompressedImage on color_topic/compressed)")
+    depth_transport: str = _p("raw", "raw (sensor_msgs/Image on depth_topic) | compressedDepth (sensor_msgs/CompressedImage on depth_topic/compressedDepth)")
+    # QoS per input: default (qos_reliability, qos_depth, volatile; best_effort = sensor data) |
+    # sensor_data | reliable | best_effort | system_default.
+    color_qos: str = _p("default", "QoS of the colour subscription: default | sensor_data | reliable | best_effort | system_default")
+    depth_qos: str = _p("default", "QoS of the depth subscription (as color_qos)")
+    info_qos: str = _p("default", "QoS of the camera info subscription (as color_qos)")
+    pose_qos: str = _p("default", "QoS of the pose / odometry subscription (as color_qos)")
 
 
 @dataclass

@@ -53,9 +53,14 @@ def generate_launch_description() -> LaunchDescription:
                 namespace=namespace,
                 output="screen",
                 emulate_tty=True,
+                # The file goes in as the node's `config_file` (read whatever its node key), not
+                # as a ROS params file: rcl applies a params file keyed `core3d_mapping` only to
+                # /core3d_mapping, so with a namespace its values would be silently ignored.
                 parameters=[
-                    config,
-                    {"use_sim_time": ParameterValue(use_sim_time, value_type=bool)},
+                    {
+                        "config_file": ParameterValue(config, value_type=str),
+                        "use_sim_time": ParameterValue(use_sim_time, value_type=bool),
+                    },
                 ],
                 arguments=["--ros-args", "--log-level", log_level],
             ),

@@ -9,6 +9,7 @@
 _core3d_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 _core3d_venv="$_core3d_root/.venv"
 _core3d_prefix="$_core3d_root/install/core3d"
+_core3d_tools="$_core3d_root/install/ros2-tools"  # ROS 2 test tooling (setup.sh, step 5), if built
 
 # _core3d_prepend VAR DIR: put DIR in front of the colon list VAR unless it is already there.
 _core3d_prepend() {
@@ -30,16 +31,20 @@ for _core3d_d in "$_core3d_venv"/lib/python3*/site-packages/ros_*.libs; do
   [ -d "$_core3d_d" ] && _core3d_prepend LD_LIBRARY_PATH "$_core3d_d"
 done
 _core3d_prepend LD_LIBRARY_PATH "$_core3d_venv/lib"
+if [ -d "$_core3d_tools/lib" ]; then _core3d_prepend LD_LIBRARY_PATH "$_core3d_tools/lib"; fi
 _core3d_prepend LD_LIBRARY_PATH "$_core3d_prefix/lib"
 export _ROS_WHEELS_BOOTSTRAP_COMPLETE=1
 
-# Generated interface modules (core3d.msg, core3d.srv).
-for _core3d_d in "$_core3d_prefix"/lib/python3*/site-packages; do
+# Generated interface modules (core3d.msg, core3d.srv; tf2_msgs, tf2_ros, message_filters, ...).
+for _core3d_d in "$_core3d_tools"/lib/python3*/site-packages "$_core3d_prefix"/lib/python3*/site-packages; do
   [ -d "$_core3d_d" ] && _core3d_prepend PYTHONPATH "$_core3d_d"
 done
 
 # The ament index: message packages in the venv, core3d in the install space (typesupport lookup).
+# The ros2 CLI finds its verbs and `ros2 launch` finds packages through this index too; the
+# pip-installed tools registered themselves in .venv/share.
 _core3d_prepend AMENT_PREFIX_PATH "$_core3d_venv"
+if [ -d "$_core3d_tools/share" ]; then _core3d_prepend AMENT_PREFIX_PATH "$_core3d_tools"; fi
 _core3d_prepend AMENT_PREFIX_PATH "$_core3d_prefix"
 
 # ROS 2 defaults for a development machine: the one RMW that is installed, and discovery kept on
@@ -48,5 +53,5 @@ export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
 export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"
 export CORE3D_ROOT="$_core3d_root"
 
-unset _core3d_root _core3d_venv _core3d_prefix _core3d_d
+unset _core3d_root _core3d_venv _core3d_prefix _core3d_tools _core3d_d
 unset -f _core3d_prepend

@@ -3,12 +3,17 @@
 #   1. Debian packages the wheels need (only those missing);
 #   2. .venv with the pinned Python dependencies (requirements.txt) and an editable install of
 #      core3d_ros (the `core3d` command);
-#   3. `colcon build` of the ROS 2 package (core3d.msg / core3d.srv) into install/.
+#   3. `colcon build` of the ROS 2 package (core3d.msg / core3d.srv) into install/;
+#   4. when ../shared/ros2-src exists (CI, development machines): the ROS 2 tools PyPI does not
+#      carry, built from a copy in build/ros2-src into .venv and install/ros2-tools: ros2 launch,
+#      the ros2 CLI, rosidl_runtime_py, message_filters (Python), composition_interfaces, tf2,
+#      tf2_msgs, tf2_py and tf2_ros_py. They are test tooling; a robot has them from apt.
 # Each step is skipped when its inputs have not changed since it last succeeded, so a second run
 # takes seconds and changes nothing. Use it through scripts/env.sh or scripts/in-env.
 #
 # Environment: CORE3D_PYTHON (interpreter for a new .venv; must be CPython 3.11, the ROS 2
-# Kilted wheels are cp311), CORE3D_FORCE=1 (redo every step).
+# Kilted wheels are cp311), CORE3D_FORCE=1 (redo every step), CORE3D_ROS2_SRC (the ROS 2 tool
+# sources; default ../shared/ros2-src; set it to an empty string to skip step 4).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -151,6 +156,77 @@ else
   bash -c 'source scripts/env.sh && python -c "from core3d.msg import ObjectArray; from core3d.srv import Query"' \
     || die "core3d.msg / core3d.srv do not import after the build"
   echo "$colcon_hash" >"$COLCON_STAMP"
+fi
+
+# ---------------------------------------------------------------- 5. ROS 2 tools (test tooling)
+# ros2 launch, the ros2 CLI, message_filters and tf2_ros are not on PyPI. Where their sources are
+# beside this checkout (../shared/ros2-src, unmodified upstream snapshots), build them from a copy
+# (never inside the shared folder, which may be read-only) so that the tests exercise the real
+# tools. Pure-Python packages go into .venv (`ros2` lands in .venv/bin; their ament index entries
+# in .venv/share); the CMake packages and message_filters go into install/ros2-tools, which
+# scripts/env.sh adds to the environment.
+ROS2_SRC="${CORE3D_ROS2_SRC-$ROOT/../shared/ros2-src}"
+TOOLS_COPY="$ROOT/build/ros2-src"
+TOOLS_PREFIX="$INSTALL/ros2-tools"
+TOOLS_STAMP="$TOOLS_PREFIX/.core3d-tools-stamp"
+TOOLS_PIP=(launch/launch launch/launch_xml launch/launch_yaml launch_ros/launch_ros
+  launch_ros/ros2launch ros2cli/ros2cli ros2cli/ros2pkg ros2cli/ros2run ros2cli/ros2topic
+  ros2cli/ros2service ros2cli/ros2param ros2cli/ros2node ros2cli/ros2interface rosidl_runtime_py)
+TOOLS_COLCON=(composition_interfaces tf2 tf2_msgs tf2_py tf2_ros_py)
+if [ -z "$ROS2_SRC" ] || [ ! -d "$ROS2_SRC" ]; then
+  log "no ROS 2 tool sources (${ROS2_SRC:-CORE3D_ROS2_SRC is empty}): ros2 launch, the ros2 CLI," \
+    "message_filters and tf2_ros are not set up here (a robot has them from its ROS 2" \
+    "installation, see README); the tests that need them skip"
+else
+  ROS2_SRC="$(cd "$ROS2_SRC" && pwd)"
+  tools_hash="$(
+    {
+      (cd "$ROS2_SRC" && find . -type f -printf '%P %s\n' | LC_ALL=C sort)
+      echo "${TOOLS_PIP[*]} ${TOOLS_COLCON[*]}"
+      echo "$req_hash"
+    } | sha256sum | cut -d' ' -f1
+  )"
+  if [ "$FORCE" != 1 ] && [ -f "$TOOLS_STAMP" ] && [ "$(cat "$TOOLS_STAMP")" = "$tools_hash" ] \
+    && [ -x "$VENV/bin/ros2" ] && [ -e "$TOOLS_PREFIX/share/tf2_ros_py/package.xml" ]; then
+    log "ROS 2 tools up to date"
+  else
+    t0=$SECONDS
+    rm -f "$TOOLS_STAMP"
+    log "copying $ROS2_SRC to build/ros2-src"
+    rm -rf "$TOOLS_COPY" "$TOOLS_PREFIX" "$ROOT/build/ros2-tools"
+    mkdir -p "$TOOLS_COPY"
+    cp -r "$ROS2_SRC"/. "$TOOLS_COPY"/
+    chmod -R u+w "$TOOLS_COPY"
+    log "pip install launch, launch_ros, ros2cli (+ verbs), rosidl_runtime_py"
+    (cd "$TOOLS_COPY" && "$PY" -m pip install --progress-bar off -q --no-deps --no-build-isolation \
+      "${TOOLS_PIP[@]/#/./}" 2>&1 | quiet_pip)
+    # message_filters' setup.py is catkin-era (distutils + catkin_pkg); its Python part is one
+    # pure-Python package over rclpy, so it is copied as is.
+    site="$TOOLS_PREFIX/lib/python$PYVER/site-packages"
+    mkdir -p "$site"
+    cp -r "$TOOLS_COPY/message_filters/src/message_filters" "$site/"
+    log "colcon build ${TOOLS_COLCON[*]}"
+    if ! AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV" PATH="$VENV/bin:$PATH" \
+      "$VENV/bin/colcon" --log-base "$ROOT/log/ros2-tools" build \
+      --base-paths "$TOOLS_COPY" --build-base "$ROOT/build/ros2-tools" --install-base "$TOOLS_PREFIX" \
+      --merge-install --packages-select "${TOOLS_COLCON[@]}" \
+      --event-handlers console_cohesion- status- summary+ \
+      --cmake-args \
+      -DPython3_EXECUTABLE="$PY" \
+      -DPython3_NumPy_INCLUDE_DIR="$WHEEL_NP_INC" \
+      -DBUILD_TESTING=OFF \
+      2>&1 | { grep -v "doesn't contain any 'local_setup.\*' files" || true; }; then
+      die "colcon build of the ROS 2 tools failed (see log/ros2-tools/latest_build)"
+    fi
+    # Smoke test: every tool imports and `ros2` finds its verbs through the ament index.
+    bash -c 'source scripts/env.sh && python -c "
+import launch, launch_ros, ros2launch, ros2cli, rosidl_runtime_py, message_filters
+import composition_interfaces.srv, tf2_msgs.msg, tf2_py, tf2_ros
+" && ros2 launch --help >/dev/null && ros2 param --help >/dev/null' \
+      || die "the ROS 2 tools do not work after the build"
+    echo "$tools_hash" >"$TOOLS_STAMP"
+    log "ROS 2 tools built in $((SECONDS - t0))s"
+  fi
 fi
 
 log "ready in ${SECONDS}s: source scripts/env.sh, or prefix commands with scripts/in-env"

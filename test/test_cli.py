@@ -85,7 +85,7 @@ def test_map_with_no_objects_writes_an_empty_but_valid_ply(tmp_path, capsys):
     cloud = o3d.t.io.read_point_cloud(str(out / "map.ply"))
     assert cloud.is_empty() and "instance" in cloud.point and "colors" in cloud.point  # Open3D reads it
     img = cv2.imread(str(out / "map.png"))
-    assert img is not None and img.shape == (900, 900, 3)
+    assert img is not None and img.shape[0] == 900 and img.shape[1] >= 900  # map area (+ legend panel)
     assert (out / "map.npz").stat().st_size > 0
 
 

@@ -385,6 +385,7 @@ def _render_section(cfg, indent: int) -> list[str]:
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         above, after = comments.get(f.name, ([], ""))
+        after = after or f.metadata.get("description", "")
         out.extend(_line(indent, "# " + c) for c in above)
         if dataclasses.is_dataclass(value):
             doc = _docstring_lines(type(value))

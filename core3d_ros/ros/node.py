@@ -31,26 +31,40 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry
 from geometry_msgs.msg import PoseStamped
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+    qos_profile_system_default,
+)
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
-from ..config import ConfigError, MapperConfig, RosConfig, flatten, from_dict, load_config, unflatten
+from ..config import ConfigError, MapperConfig, RosConfig, describe, flatten, from_dict, load_config, unflatten
 from ..core.camera import DepthError, decode_depth
 from ..core.frame import Frame, FrameError
 from ..core.mappaths import MapPathError, MapPathPolicy
+from ..core.transforms import TransformError, camera_pose, xyzquat_to_matrix
+from ..core.undistort import Undistorter
 from . import conversions as conv
-from .sync import ApproximateTimeSync, Rejected, SyncedSet, TfPoseLookup, check_pose_age
+from .sync import ApproximateTimeSync, Rejected, SyncedSet, check_pose_age
+from .tf import StaticExtrinsic, TfLookup, TfPoseLookup
 
 NODE_NAME = "core3d_mapping"
 POSE_TYPES = ("pose", "odometry", "tf")
 QOS_RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
+QOS_PROFILES = ("default", "sensor_data", "reliable", "best_effort", "system_default")
+COLOR_TRANSPORTS = ("raw", "compressed")
+DEPTH_TRANSPORTS = ("raw", "compressedDepth")
 
 # Exceptions raised while turning messages into a Frame -> rejection reason.
 _CONVERSION_REASONS: tuple[tuple[type, str], ...] = (
@@ -114,6 +128,27 @@ _EMPTY_LIST_TYPES = {
 }
 
 
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def _descriptor(name: str, hint: Any) -> ParameterDescriptor:
+    """Read-only ParameterDescriptor of config leaf ``name``: description and range from config.py."""
+    meta = describe(MapperConfig, name)
+    text = meta.get("description") or f"core3d config '{name}'"
+    desc = ParameterDescriptor(description=f"{text} (read at start-up)", read_only=True)
+    lo_hi = meta.get("range")
+    if lo_hi is not None and hint is float:
+        lo, hi = (float(v) for v in lo_hi)
+        desc.floating_point_range = [FloatingPointRange(from_value=lo, to_value=hi, step=0.0)]
+        desc.additional_constraints = f"{lo:g} <= value <= {hi:g}"
+    elif lo_hi is not None and hint is int:
+        lo, hi = (int(v) for v in lo_hi)
+        desc.integer_range = [IntegerRange(from_value=lo, to_value=hi, step=1)]
+        desc.additional_constraints = f"{lo} <= value <= {hi}"
+    return desc
+
+
 def validate_ros_config(ros: RosConfig) -> None:
     """Reject RosConfig values the node cannot run with (ConfigError names the parameter)."""
     if ros.pose_type not in POSE_TYPES:
@@ -137,6 +172,42 @@ def validate_ros_config(ros: RosConfig) -> None:
         raise ConfigError("ros.maps_dir must not be empty")
     if ros.pose_type != "tf" and not ros.pose_topic:
         raise ConfigError("ros.pose_topic must not be empty unless ros.pose_type is 'tf'")
+    for name in ("color_qos", "depth_qos", "info_qos", "pose_qos"):
+        if getattr(ros, name) not in QOS_PROFILES:
+            raise ConfigError(f"ros.{name} must be one of {QOS_PROFILES}, got {getattr(ros, name)!r}")
+    if ros.color_transport not in COLOR_TRANSPORTS:
+        raise ConfigError(f"ros.color_transport must be one of {COLOR_TRANSPORTS}, got {ros.color_transport!r}")
+    if ros.depth_transport not in DEPTH_TRANSPORTS:
+        raise ConfigError(f"ros.depth_transport must be one of {DEPTH_TRANSPORTS}, got {ros.depth_transport!r}")
+    if not ros.tf_timeout >= 0:
+        raise ConfigError(f"ros.tf_timeout must be >= 0, got {ros.tf_timeout}")
+    if ros.camera_extrinsic:
+        try:
+            xyzquat_to_matrix(ros.camera_extrinsic)
+        except TransformError as e:
+            raise ConfigError(f"ros.camera_extrinsic: {e}") from None
+    if ros.base_frame and ros.camera_extrinsic:
+        raise ConfigError("ros.base_frame and ros.camera_extrinsic are exclusive: the extrinsic comes from TF or from the parameter")
+    if ros.pose_type == "tf" and (ros.base_frame or ros.camera_extrinsic):
+        raise ConfigError(
+            "ros.base_frame / ros.camera_extrinsic apply to pose and odometry inputs; with ros.pose_type 'tf' "
+            "the whole chain map_frame <- camera comes from TF"
+        )
+
+
+def input_qos(ros: RosConfig, profile: str) -> QoSProfile:
+    """QoS of an input subscription by profile name (see RosConfig.color_qos)."""
+    if profile == "sensor_data":
+        return qos_profile_sensor_data
+    if profile == "system_default":
+        return qos_profile_system_default
+    reliability = {"reliable": "reliable", "best_effort": "best_effort"}.get(profile, ros.qos_reliability)
+    return QoSProfile(
+        reliability=QOS_RELIABILITY[reliability],
+        history=HistoryPolicy.KEEP_LAST,
+        depth=ros.qos_depth,
+        durability=DurabilityPolicy.VOLATILE,
+    )
 
 
 def validate_node_config(cfg: MapperConfig) -> None:
@@ -236,30 +307,38 @@ class MappingNode(Node):
         if ros.map_path:
             self._load_startup_map(ros.map_path)
 
-        # ---- inputs
-        qos_in = QoSProfile(
-            reliability=QOS_RELIABILITY[ros.qos_reliability],
-            history=HistoryPolicy.KEEP_LAST,
-            depth=ros.qos_depth,
-            durability=DurabilityPolicy.VOLATILE,
-        )
+        # ---- inputs (QoS per input; compressed transports subscribe to <topic>/compressed[Depth])
         self._sub_group = MutuallyExclusiveCallbackGroup()
         self._srv_group = ReentrantCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
-        topics: list[tuple[str, type, str]] = [
-            ("color", Image, ros.color_topic),
-            ("depth", Image, ros.depth_topic),
-            ("camera_info", CameraInfo, ros.info_topic),
+        color = (CompressedImage, f"{ros.color_topic}/compressed") if ros.color_transport == "compressed" else (Image, ros.color_topic)
+        depth = (
+            (CompressedImage, f"{ros.depth_topic}/compressedDepth")
+            if ros.depth_transport == "compressedDepth"
+            else (Image, ros.depth_topic)
+        )
+        topics: list[tuple[str, type, str, str]] = [
+            ("color", *color, ros.color_qos),
+            ("depth", *depth, ros.depth_qos),
+            ("camera_info", CameraInfo, ros.info_topic, ros.info_qos),
         ]
         if ros.instance_topic:
-            topics.append(("instances", Image, ros.instance_topic))
+            topics.append(("instances", Image, ros.instance_topic, ros.color_qos))
+        self._undistorter = Undistorter()
         self._tf: TfPoseLookup | None = None
+        self._extrinsic_tf: StaticExtrinsic | None = None
+        self._extrinsic = xyzquat_to_matrix(ros.camera_extrinsic) if ros.camera_extrinsic else None
         if ros.pose_type == "tf":
-            self._tf = TfPoseLookup(self, ros.map_frame, ros.camera_frame, timeout=min(ros.max_pose_age, 0.5))
+            self._tf = TfPoseLookup(self, ros.map_frame, ros.camera_frame, tf=TfLookup(self, timeout=ros.tf_timeout))
         else:
-            topics.append(("pose", PoseStamped if ros.pose_type == "pose" else Odometry, ros.pose_topic))
+            pose_type = PoseStamped if ros.pose_type == "pose" else Odometry
+            topics.append(("pose", pose_type, ros.pose_topic, ros.pose_qos))
+            if ros.base_frame:
+                self._extrinsic_tf = StaticExtrinsic(
+                    self, ros.base_frame, ros.camera_frame, tf=TfLookup(self, timeout=ros.tf_timeout)
+                )
         self._sync = ApproximateTimeSync(
-            [key for key, _, _ in topics],
+            [key for key, *_ in topics],
             slop=ros.sync_slop,
             queue_size=ros.sync_queue,
             tolerances={"pose": ros.max_pose_age},
@@ -269,9 +348,9 @@ class MappingNode(Node):
         )
         self._subs = [
             self.create_subscription(
-                mtype, topic, self._guard(f"input_{key}", self._make_callback(key)), qos_in, callback_group=self._sub_group
+                mtype, topic, self._guard(f"input_{key}", self._make_callback(key)), input_qos(ros, qos), callback_group=self._sub_group
             )
-            for key, mtype, topic in topics
+            for key, mtype, topic, qos in topics
         ]
 
         # ---- outputs
@@ -290,7 +369,8 @@ class MappingNode(Node):
             ros.publish_period, self._guard("publish_map", self.publish_map), callback_group=self._timer_group
         )
 
-        self._services = [
+        # Not `_services`: that is rclpy.Node's own list (its parameter services live there).
+        self._core3d_services = [
             self.create_service(Query, "core3d/query", self._guard("query", self._on_query), callback_group=self._srv_group),
             self.create_service(
                 GetObject, "core3d/get_object", self._guard("get_object", self._on_get_object), callback_group=self._srv_group
@@ -317,20 +397,28 @@ class MappingNode(Node):
     # ------------------------------------------------------------------ parameters
 
     def _declare_config(self, base: MapperConfig) -> MapperConfig:
-        """Declare one read-only parameter per config leaf, defaults from ``base``; read back."""
+        """Declare one read-only parameter per config leaf, defaults from ``base``; read back.
+
+        Each parameter's descriptor carries the field's description and range (config.py field
+        metadata), so ``ros2 param describe`` explains it; a value outside the range (or of the
+        wrong type) fails at start-up with a ConfigError naming the parameter.
+        """
         flat = flatten(base)
         hints = _flat_hints(MapperConfig)
         for name, default in flat.items():
             hint = hints[name]
             item = typing.get_args(hint)[0] if typing.get_origin(hint) is list else None
-            desc = ParameterDescriptor(description=f"core3d config '{name}' (read at start-up)", read_only=True)
-            if hint is float or item is float:
-                desc.dynamic_typing = True  # accept 1 as well as 1.0; from_dict checks the type
-                self.declare_parameter(name, default, desc)
-            elif item is not None and not default:
-                self.declare_parameter(name, _EMPTY_LIST_TYPES[item], desc)
-            else:
-                self.declare_parameter(name, default, desc)
+            desc = _descriptor(name, hint)
+            try:
+                if hint is float or item is float:
+                    desc.dynamic_typing = True  # accept 1 as well as 1.0; from_dict checks the type
+                    self.declare_parameter(name, default, desc)
+                elif item is not None and not default:
+                    self.declare_parameter(name, _EMPTY_LIST_TYPES[item], desc)
+                else:
+                    self.declare_parameter(name, default, desc)
+            except (InvalidParameterValueException, InvalidParameterTypeException) as e:
+                raise ConfigError(f"{name}: {_first_line(e)}") from None
         values: dict[str, Any] = {}
         for name, default in flat.items():
             # an empty-list default is declared by type only and reads back as "not set"
@@ -446,18 +534,30 @@ class MappingNode(Node):
     def build_frame(self, synced: SyncedSet) -> Frame:
         """Convert a synced set to a Frame; raises FrameError / ConversionError / DepthError."""
         ros, depth_cfg = self.cfg.ros, self.cfg.depth
-        color_msg: Image = synced.messages["color"]
-        depth_msg: Image = synced.messages["depth"]
-        rgb = conv.image_to_rgb(color_msg)
-        raw = conv.image_to_depth_raw(depth_msg)
+        color_msg = synced.messages["color"]
+        depth_msg = synced.messages["depth"]
+        if ros.color_transport == "compressed":
+            rgb = conv.compressed_to_rgb(color_msg)
+        else:
+            rgb = conv.image_to_rgb(color_msg)
+        if ros.depth_transport == "compressedDepth":
+            raw, depth_encoding = conv.compressed_depth_to_raw(depth_msg)
+        else:
+            raw, depth_encoding = conv.image_to_depth_raw(depth_msg), depth_msg.encoding
         depth = decode_depth(
             raw,
-            depth_msg.encoding,
+            depth_encoding,
             depth_scale=depth_cfg.depth_scale,
             min_depth=depth_cfg.min_depth,
             max_depth=depth_cfg.max_depth,
         )
-        intr = conv.camera_info_to_intrinsics(synced.messages["camera_info"])
+        info_msg = synced.messages["camera_info"]
+        intr = conv.camera_info_to_intrinsics(info_msg)
+        instance_msg = synced.messages.get("instances")
+        instances = conv.image_to_instances(instance_msg) if instance_msg is not None else None
+        # Lens distortion is undone (maps cached per camera) or the frame refused, never ignored.
+        model, coeffs = conv.camera_info_distortion(info_msg)
+        rgb, depth, instances = self._undistorter.apply(intr, model, coeffs, rgb, depth, instances)
         if self._tf is not None:
             pose = self._tf.lookup(color_msg.header.frame_id, color_msg.header.stamp)
         else:
@@ -472,9 +572,14 @@ class MappingNode(Node):
                     f"pose frame_id '{frame_id}' is not ros.map_frame '{ros.map_frame}' "
                     "(publish the camera pose in the map frame, or use ros.pose_type 'tf')",
                 )
-            pose = conv.pose_message_to_matrix(pose_msg)
-        instance_msg = synced.messages.get("instances")
-        instances = conv.image_to_instances(instance_msg) if instance_msg is not None else None
+            # pose input = the base (or camera) in the map; compose the static extrinsic
+            extrinsic = (
+                self._extrinsic_tf.lookup(color_msg.header.frame_id) if self._extrinsic_tf is not None else self._extrinsic
+            )
+            try:
+                pose = camera_pose(conv.pose_message_to_matrix(pose_msg), extrinsic)
+            except TransformError as e:
+                raise FrameError("bad_pose", str(e)) from None
         frame = Frame(
             rgb=rgb,
             depth=depth,
@@ -742,7 +847,7 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point: ``core3d_mapping [--config FILE] [--ros-args ...]``.
 
     Spins a MultiThreadedExecutor until SIGINT/SIGTERM, then stops the executor and the worker
-    and shuts ROS down; a second signal exits at once.
+    and shuts ROS down (exit code 0; repeated signals do not interrupt that shutdown).
     """
     from rclpy.signals import SignalHandlerOptions
     from rclpy.utilities import remove_ros_args
@@ -757,8 +862,10 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
-        if stop.is_set():
-            os._exit(128 + signum)  # second signal: no clean shutdown wanted
+        # Every SIGINT / SIGTERM asks for the same clean shutdown (exit code 0). Under `ros2
+        # launch` a terminal Ctrl-C reaches the node twice (its process group, then launch
+        # forwarding SIGINT), so a repeated signal must not turn into a hard exit; the shutdown
+        # below is bounded by timeouts, and launch escalates to SIGKILL if it ever hangs.
         stop.set()
 
     # Our own handlers instead of rclpy's: a KeyboardInterrupt cannot then land in the middle

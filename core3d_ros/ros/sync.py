@@ -1,4 +1,4 @@
-"""Approximate-time synchronisation of colour, depth, camera info and pose, and TF pose look-up.
+"""Approximate-time synchronisation of colour, depth, camera info and pose (TF look-ups: tf.py).
 
 core3d always uses its own synchroniser, also where ``message_filters`` is installed, so that a
 robot and this repository's tests behave the same and every lost colour frame is counted with a
@@ -206,19 +206,37 @@ class ApproximateTimeSync:
         as ``lo`` therefore finds the optimum in O(candidates x partners x log). Ties go to the
         set closest to the colour frame.
         """
-        lows = {c, *(it.stamp for items in cands.values() for it in items if it.stamp <= c)}
-        best: tuple[float, float] | None = None
-        picks: dict[str, _Item] = {}
+        lows = sorted({c, *(it.stamp for items in cands.values() for it in items if it.stamp <= c)})
+        spread: float | None = None
         for lo in lows:
-            choice: dict[str, _Item] = {}
-            for key, items in cands.items():
+            choice: list[float] = []
+            for items in cands.values():
                 i = bisect.bisect_left([it.stamp for it in items], lo)
                 if i == len(items):
                     break
-                choice[key] = items[i]
+                choice.append(items[i].stamp)
             else:
-                stamps = [c, *(it.stamp for it in choice.values())]
-                score = (max(stamps) - min(stamps), sum(abs(s - c) for s in stamps))
+                s = max(c, *choice) - lo
+                spread = s if spread is None else min(spread, s)
+        if spread is None:
+            return {}
+        # Among the windows [lo, lo + spread] that hold c, each partner takes its candidate in
+        # the window closest to the colour frame; ties between windows go to the closest set.
+        best: float | None = None
+        picks: dict[str, _Item] = {}
+        eps = 1e-9
+        for lo in lows:
+            hi = lo + spread
+            if c > hi + eps:
+                continue
+            choice = {}
+            for key, items in cands.items():
+                inside = [it for it in items if lo - eps <= it.stamp <= hi + eps]
+                if not inside:
+                    break
+                choice[key] = min(inside, key=lambda it: (abs(it.stamp - c), -it.stamp))
+            else:
+                score = sum(abs(it.stamp - c) for it in choice.values())
                 if best is None or score < best:
                     best, picks = score, choice
         return picks
@@ -280,41 +298,3 @@ def check_pose_age(image_stamp: float, pose_stamp: float, max_age: float) -> Non
     gap = abs(float(image_stamp) - float(pose_stamp))
     if not gap <= max_age:
         raise FrameError("stale_pose", f"pose is {gap:.3f} s from the image (max_pose_age {max_age} s)")
-
-
-class TfPoseLookup:
-    """Camera pose from TF: ``map_frame`` <- camera frame at the image stamp (needs tf2_ros)."""
-
-    def __init__(self, node: Any, map_frame: str, camera_frame: str = "", timeout: float = 0.05):
-        try:
-            import tf2_ros  # noqa: F401
-        except ImportError as e:
-            raise ConfigError(
-                "ros.pose_type is 'tf' but tf2_ros is not importable; install ROS 2 tf2_ros "
-                "(e.g. apt install ros-$ROS_DISTRO-tf2-ros) or set ros.pose_type to 'pose' or 'odometry'"
-            ) from e
-        from rclpy.duration import Duration
-
-        self._tf2 = tf2_ros
-        self.buffer = tf2_ros.Buffer(node=node)
-        self.listener = tf2_ros.TransformListener(self.buffer, node, spin_thread=False)
-        self.map_frame = map_frame
-        self.camera_frame = camera_frame
-        self.timeout = Duration(seconds=float(timeout))
-
-    def lookup(self, image_frame: str, stamp: Any) -> np.ndarray:
-        """4x4 camera-to-map transform at ``stamp`` (builtin_interfaces/Time) or FrameError."""
-        from rclpy.time import Time as RclTime
-
-        from .conversions import transform_to_matrix
-
-        source = self.camera_frame or image_frame
-        if not source:
-            raise FrameError("no_pose", "image has no frame_id and ros.camera_frame is empty")
-        try:
-            tf = self.buffer.lookup_transform(self.map_frame, source, RclTime.from_msg(stamp), timeout=self.timeout)
-        except self._tf2.ExtrapolationException as e:
-            raise FrameError("stale_pose", f"no TF {self.map_frame} <- {source} at the image stamp: {e}") from None
-        except (self._tf2.LookupException, self._tf2.ConnectivityException) as e:
-            raise FrameError("no_pose", f"no TF {self.map_frame} <- {source}: {e}") from None
-        return transform_to_matrix(tf.transform)
