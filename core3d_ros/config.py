@@ -133,6 +133,78 @@ class KeyframeConfig:
 
 
 @dataclass
+class LlmConfig:
+    """Optional LLM / VLM steps of retrieval through an OpenAI-compatible chat-completions
+    endpoint (vLLM, llama.cpp server, Ollama, ...). Any failed step falls back to the rule-based
+    answer; see core3d_ros/core/retrieval/llm.py."""
+
+    enabled: bool = False  # false: rule-based retrieval only
+    base_url: str = ""  # e.g. http://127.0.0.1:8000/v1 (the part before /chat/completions)
+    model: str = ""  # model name as the server knows it (parse and decide steps)
+    vlm_model: str = ""  # model for the image steps (verify, orientation); empty: `model`
+    api_key_env: str = "CORE3D_LLM_API_KEY"  # NAME of the environment variable holding the key (unset: no key)
+    call_timeout: float = 10.0  # seconds for one HTTP call
+    query_budget: float = 20.0  # seconds for all steps of one query; later steps are skipped
+    max_retries: int = 0  # extra attempts after a connection error, timeout or HTTP 5xx
+    max_connections: int = 8  # concurrent HTTP connections to the endpoint (several queries at once)
+    response_format: str = "json_object"  # json_object | json_schema | none (what the server is asked for)
+    temperature: float = 0.0
+    max_tokens: int = 512  # per reply
+    max_reply_bytes: int = 1000000  # a longer HTTP body is a failed step
+    # The four steps, each optional.
+    parse: bool = True  # LLM parses the query into target, attributes, relations, orientation
+    verify: bool = True  # VLM checks the top candidates on their best views (box drawn)
+    orientation: bool = True  # VLM picks each candidate's facing direction on a yaw grid ("facing the TV")
+    decide: bool = True  # LLM picks the answer among the candidates and says why
+    # Bounded context: what one query may send, whatever the size of the map.
+    candidates: int = 5  # top-K candidates sent to the model
+    anchors: int = 3  # anchor objects sent per relation / orientation anchor
+    image_size: int = 256  # longest side of an image part, pixels
+    image_format: str = "jpeg"  # jpeg | png
+    yaw_bins: int = 8  # yaw grid of the orientation step (the first bin follows the box's long axis)
+    verify_weight: float = 0.7  # verification: score x ((1 - w) + w x model confidence)
+    orientation_floor: float = 0.1  # orientation: score x (floor + (1 - floor) x facing)
+
+    def __post_init__(self) -> None:
+        if self.enabled:  # a bad endpoint setting fails at start-up, naming the parameter
+            self.check()
+
+    def check(self, prefix: str = "retrieval.llm") -> None:
+        """Raise ConfigError naming the first bad parameter (whether enabled or not)."""
+        from urllib.parse import urlsplit
+
+        url = self.base_url.strip()
+        if not url:
+            raise ConfigError(f"{prefix}.base_url: empty; set the endpoint, e.g. http://127.0.0.1:8000/v1")
+        try:
+            u = urlsplit(url)
+            host = u.hostname
+        except ValueError as e:
+            raise ConfigError(f"{prefix}.base_url: {url!r} is not a URL ({e})") from None
+        if u.scheme not in ("http", "https") or not host:
+            raise ConfigError(f"{prefix}.base_url: {url!r} must be an http:// or https:// URL with a host")
+        if not self.model.strip():
+            raise ConfigError(f"{prefix}.model: empty; set the model name the server serves")
+        ranges = {
+            "call_timeout": (1e-3, 3600.0), "query_budget": (1e-3, 3600.0), "max_retries": (0, 10),
+            "max_connections": (1, 256), "max_tokens": (1, 1 << 20), "max_reply_bytes": (1024, 1 << 30),
+            "candidates": (1, 32), "anchors": (1, 16), "image_size": (32, 2048), "yaw_bins": (4, 36),
+            "verify_weight": (0.0, 1.0), "orientation_floor": (0.0, 1.0), "temperature": (0.0, 2.0),
+        }
+        for name, (lo, hi) in ranges.items():
+            v = getattr(self, name)
+            if not lo <= v <= hi:  # NaN fails too
+                raise ConfigError(f"{prefix}.{name}: {v!r} is out of range [{lo}, {hi}]")
+        if self.response_format not in ("json_object", "json_schema", "none"):
+            raise ConfigError(f"{prefix}.response_format: {self.response_format!r}; expected json_object, json_schema or none")
+        if self.image_format not in ("jpeg", "png"):
+            raise ConfigError(f"{prefix}.image_format: {self.image_format!r}; expected jpeg or png")
+        k = self.api_key_env
+        if k and not (k.isascii() and k.replace("_", "a").isalnum() and not k[0].isdigit()):
+            raise ConfigError(f"{prefix}.api_key_env: {self.api_key_env!r} is not an environment variable name")
+
+
+@dataclass
 class RetrievalConfig:
     top_k: int = 5
     max_query_chars: int = 256
@@ -158,6 +230,7 @@ class RetrievalConfig:
     footprint_margin: float = 0.03  # soft margin of footprint / box containment
     lateral_range: float = 2.0  # left/right/in front/behind fade beyond this distance
     between_tolerance: float = 0.3  # minimum off-line tolerance of "between"
+    llm: LlmConfig = field(default_factory=LlmConfig)  # optional LLM / VLM steps (off by default)
 
 
 @dataclass
