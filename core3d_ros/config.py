@@ -161,7 +161,7 @@ class LlmConfig:
     anchors: int = 3  # anchor objects sent per relation / orientation anchor
     image_size: int = 256  # longest side of an image part, pixels
     image_format: str = "jpeg"  # jpeg | png
-    yaw_bins: int = 8  # yaw grid of the orientation step (the first bin follows the box's long axis)
+    yaw_bins: int = 8  # yaw grid of the orientation step (bin 0 follows a horizontal axis of the object box)
     verify_weight: float = 0.7  # verification: score x ((1 - w) + w x model confidence)
     orientation_floor: float = 0.1  # orientation: score x (floor + (1 - floor) x facing)
 
