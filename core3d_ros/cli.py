@@ -215,6 +215,7 @@ def cmd_bench(args) -> int:
         for n, r in result["objects"].items():
             print(
                 f"{n} objects: overhead p50 {r['overhead_p50_ms']:.1f} ms, p99 {r['overhead_p99_ms']:.1f} ms "
+                f"(CPU p50 {r['overhead_cpu_p50_ms']:.1f}, p99 {r['overhead_cpu_p99_ms']:.1f}) "
                 f"(rule-based alone p50 {r['rule_p50_ms']:.1f}, p99 {r['rule_p99_ms']:.1f}); "
                 f"{r['model_calls_per_query']:.1f} calls/query; failed steps {r['failed_steps'] or 'none'}",
                 file=sys.stderr,

@@ -147,6 +147,9 @@ class LlmConfig:
     query_budget: float = 20.0  # seconds for all steps of one query; later steps are skipped
     max_retries: int = 0  # extra attempts after a connection error, timeout or HTTP 5xx
     max_connections: int = 8  # concurrent HTTP connections to the endpoint (several queries at once)
+    # Queries running model steps at once; more are answered rule-based at once (stated), so slow
+    # model calls never hold all of the node's executor threads (ros main: 4).
+    max_concurrent_queries: int = 2
     response_format: str = "json_object"  # json_object | json_schema | none (what the server is asked for)
     temperature: float = 0.0
     max_tokens: int = 512  # per reply
@@ -187,7 +190,7 @@ class LlmConfig:
             raise ConfigError(f"{prefix}.model: empty; set the model name the server serves")
         ranges = {
             "call_timeout": (1e-3, 3600.0), "query_budget": (1e-3, 3600.0), "max_retries": (0, 10),
-            "max_connections": (1, 256), "max_tokens": (1, 1 << 20), "max_reply_bytes": (1024, 1 << 30),
+            "max_connections": (1, 256), "max_concurrent_queries": (1, 256), "max_tokens": (1, 1 << 20), "max_reply_bytes": (1024, 1 << 30),
             "candidates": (1, 32), "anchors": (1, 16), "image_size": (32, 2048), "yaw_bins": (4, 36),
             "verify_weight": (0.0, 1.0), "orientation_floor": (0.0, 1.0), "temperature": (0.0, 2.0),
         }

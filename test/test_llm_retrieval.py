@@ -321,7 +321,7 @@ def test_context_does_not_grow_with_the_map(srv) -> None:
 
 
 def test_concurrent_queries_share_one_client(srv) -> None:
-    retr, eng, snap = make(srv)
+    retr, eng, snap = make(srv, max_concurrent_queries=8)
     srv.script({s: Behaviour(delay_s=0.2) for s in STEPS})
     texts = ["the mug on the table", "the largest box", "the chair near the window", "the red chair"] * 2
     out: dict[int, object] = {}
@@ -345,6 +345,25 @@ def test_concurrent_queries_share_one_client(srv) -> None:
         assert all(s.status in ("ok", "skipped") for s in a.stages), a.stages
     assert took < len(texts) * 3 * 0.2 / 2  # the 200 ms replies overlap
     assert len(srv.requests) == sum(sum(s.status == "ok" for s in a.stages) for a in out.values())
+    assert all(any(s.status == "ok" for s in a.stages) for a in out.values())
+
+
+def test_queries_beyond_the_concurrency_cap_answer_rule_based_at_once(srv) -> None:
+    retr, eng, snap = make(srv, max_concurrent_queries=1)
+    srv.script({s: Behaviour(delay_s=0.4) for s in STEPS})
+    slow: list = []
+    th = threading.Thread(target=lambda: slow.append(retr.answer(snap, "the mug on the table")))
+    th.start()
+    deadline = time.monotonic() + 5
+    while not srv.requests and time.monotonic() < deadline:
+        time.sleep(0.01)
+    t0 = time.monotonic()
+    fast = retr.answer(snap, "the mug on the table", top_k=4)
+    assert time.monotonic() - t0 < 0.3
+    assert fast.stages and all(s.status == "skipped" and "already running" in s.detail for s in fast.stages)
+    assert ids_of(fast) == ids_of(eng.answer(snap, "the mug on the table", top_k=4))
+    th.join(10)
+    assert slow and any(s.status == "ok" for s in slow[0].stages)
 
 
 # --------------------------------------------------------------------------- pieces

@@ -141,6 +141,7 @@ def completion(content: str | None, model: str, refusal: str | None = None) -> d
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as real model servers
+    disable_nagle_algorithm = True  # TCP_NODELAY, as real model servers (else a 40 ms delayed-ACK stall)
     server: "_Server"
 
     def log_message(self, fmt: str, *args: Any) -> None:  # quiet

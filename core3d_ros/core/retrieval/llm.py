@@ -41,6 +41,7 @@ import re
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -316,6 +317,34 @@ def data_url(rgb: np.ndarray, fmt: str = "jpeg") -> str:
     return f"data:{mime};base64,{base64.b64encode(buf.tobytes()).decode('ascii')}"
 
 
+class _ViewCache:
+    """Encoded best views (framed, data URL), keyed by the view array itself: a snapshot's
+    arrays do not change, and holding a reference keeps the identity key valid. LRU-bounded."""
+
+    def __init__(self, size: int = 256):
+        self.size = size
+        self._d: "OrderedDict[tuple, tuple[np.ndarray, str]]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._d.clear()
+
+    def url(self, view: np.ndarray, size: int, fmt: str) -> str:
+        key = (id(view), size, fmt)
+        with self._lock:
+            hit = self._d.get(key)
+            if hit is not None and hit[0] is view:
+                self._d.move_to_end(key)
+                return hit[1]
+        url = data_url(framed_view(view, size), fmt)
+        with self._lock:
+            self._d[key] = (view, url)
+            while len(self._d) > self.size:
+                self._d.popitem(last=False)
+        return url
+
+
 def plan_view(g, row: int, anchor_rows: list[int], anchor_ids: list[int], yaws: np.ndarray, size: int) -> np.ndarray:
     """Top-down plan around one candidate (horizontal-basis coordinates, +h2 up): its footprint
     (green), numbered yaw-grid arrows, the anchors' footprints (red, labelled A<id>). RGB uint8."""
@@ -400,6 +429,7 @@ class _Run:
     cfg: LlmConfig
     deadline: float
     stages: list[QueryStage] = field(default_factory=list)
+    anchors: dict = field(default_factory=dict)  # phrase -> (rows, scores), found once per query
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
@@ -421,6 +451,8 @@ class LlmRetriever:
         self.client = client or ChatClient(cfg)
         self._rows: "weakref.WeakKeyDictionary[SnapshotIndex, dict[int, int]]" = weakref.WeakKeyDictionary()
         self._rows_lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(int(cfg.max_concurrent_queries))
+        self._views = _ViewCache()
 
     @property
     def semantic(self) -> bool:
@@ -428,6 +460,10 @@ class LlmRetriever:
 
     def close(self) -> None:
         self.client.close()
+
+    def clear_view_cache(self) -> None:
+        """Forget encoded best views (benchmarks time the cold path with it)."""
+        self._views.clear()
 
     # ------------------------------------------------------------------ API
     def answer(
@@ -445,6 +481,27 @@ class LlmRetriever:
             raise QueryError(f"query must be text, got {type(text).__name__}")
         if len(text) > ecfg.max_query_chars:  # before anything is sent anywhere
             raise QueryError(f"query is {len(text)} characters long; the limit is {ecfg.max_query_chars}")
+        if not self._slots.acquire(blocking=False):
+            return self._rule_only(snapshot, text, top_k, viewpoint)
+        try:
+            return self._answer(run, snapshot, text, top_k, viewpoint)
+        finally:
+            self._slots.release()
+
+    def _rule_only(self, snapshot, text, top_k, viewpoint) -> QueryAnswer:
+        """Rule-based answer with every step skipped: too many model queries are running."""
+        rule_text, facing_text = split_facing(text)
+        parsed = parse_query(rule_text if facing_text else text, self.engine.cfg.max_query_chars)
+        parsed.text = text
+        ans = self.engine.answer(snapshot, text, top_k=top_k, viewpoint=viewpoint, parsed=parsed)
+        why = f"{self.cfg.max_concurrent_queries} queries with model steps are already running"
+        ans.stages = [QueryStage(name, "skipped", why) for name in STEPS if getattr(self.cfg, name)]
+        ans.message = (ans.message + " " if ans.message else "") + f"model steps skipped: {why}; rule-based answer."
+        return ans
+
+    def _answer(self, run: _Run, snapshot, text: str, top_k, viewpoint) -> QueryAnswer:
+        cfg = self.cfg
+        ecfg = self.engine.cfg
         k = max(int(top_k) if top_k is not None and int(top_k) > 0 else int(ecfg.top_k), 1)
 
         # ---- 1. parse
@@ -491,8 +548,8 @@ class LlmRetriever:
                 got = self._step(run, "verify", t0, lambda tmo: self._verify(text, parsed, head, idx, rows, tmo))
                 if got is not None:
                     verified = got
-                    w = float(cfg.verify_weight)
-                    head = _rescore(head, {i: (1 - w) + w * c for i, c in verified.items()})
+                    w = float(cfg.verify_weight)  # candidates the model did not rate count as 0.5
+                    head = _rescore(head, {h.object_id: (1 - w) + w * verified.get(h.object_id, 0.5) for h in head})
             # ---- 3. orientation
             if cfg.orientation:
                 t0 = time.perf_counter()
@@ -501,12 +558,12 @@ class LlmRetriever:
                 else:
                     got = self._step(
                         run, "orientation", t0,
-                        lambda tmo: self._orientation(snapshot, viewpoint, facing, head, idx, rows, tmo),
+                        lambda tmo: self._orientation(run, snapshot, viewpoint, facing, head, idx, rows, tmo),
                     )
                     if got is not None:
                         facing_of = got
-                        f = float(cfg.orientation_floor)
-                        head = _rescore(head, {i: f + (1 - f) * s for i, s in facing_of.items()})
+                        f = float(cfg.orientation_floor)  # no usable yaw from the model: 0.5
+                        head = _rescore(head, {h.object_id: f + (1 - f) * facing_of.get(h.object_id, 0.5) for h in head})
             elif facing is not None:
                 notes.append(f"'facing {facing.text}' was not checked (orientation step off).")
             # ---- 4. decide
@@ -514,7 +571,7 @@ class LlmRetriever:
                 t0 = time.perf_counter()
                 got = self._step(
                     run, "decide", t0,
-                    lambda tmo: self._decide(snapshot, viewpoint, text, parsed, facing, head, verified, facing_of, idx, rows, tmo),
+                    lambda tmo: self._decide(run, snapshot, viewpoint, text, parsed, facing, head, verified, facing_of, idx, rows, tmo),
                 )
                 if got is not None:
                     chosen, reason = got
@@ -576,7 +633,7 @@ class LlmRetriever:
             obj = idx.objects[rows[h.object_id]]
             parts.append({"type": "text", "text": f"candidate id {h.object_id}" + (f" (label guess: {h.label})" if h.label else "")})
             if obj.best_view is not None and np.asarray(obj.best_view).ndim in (2, 3) and min(np.asarray(obj.best_view).shape[:2]) > 0:
-                parts.append({"type": "image_url", "image_url": {"url": data_url(framed_view(obj.best_view, self.cfg.image_size), self.cfg.image_format)}})
+                parts.append({"type": "image_url", "image_url": {"url": self._views.url(obj.best_view, self.cfg.image_size, self.cfg.image_format)}})
                 shown.append(h.object_id)
             else:
                 parts.append({"type": "text", "text": "(no stored view of this candidate)"})
@@ -598,16 +655,21 @@ class LlmRetriever:
             detail += f"; {unknown} unknown id(s) ignored"
         return f"confidence {detail}", conf
 
-    def _anchors(self, snapshot, viewpoint, phrase: Phrase, idx, rows) -> tuple[list[int], list[float]]:
+    def _anchors(self, run: _Run, snapshot, viewpoint, phrase: Phrase, idx, rows) -> tuple[list[int], list[float]]:
         """Row indices and normalised scores of the best ``anchors`` objects for a phrase."""
+        if phrase not in run.anchors:
+            run.anchors[phrase] = self._find_anchors(snapshot, viewpoint, phrase, rows)
+        return run.anchors[phrase]
+
+    def _find_anchors(self, snapshot, viewpoint, phrase: Phrase, rows) -> tuple[list[int], list[float]]:
         a = self.engine.answer(snapshot, phrase.text, top_k=self.cfg.anchors, viewpoint=viewpoint, parsed=phrase_query(phrase))
         if not a.results:
             return [], []
         best = max(h.score for h in a.results) or 1.0
         return [rows[h.object_id] for h in a.results], [h.score / best for h in a.results]
 
-    def _orientation(self, snapshot, viewpoint, facing: Phrase, head, idx, rows, tmo):
-        arows, ascore = self._anchors(snapshot, viewpoint, facing, idx, rows)
+    def _orientation(self, run, snapshot, viewpoint, facing: Phrase, head, idx, rows, tmo):
+        arows, ascore = self._anchors(run, snapshot, viewpoint, facing, idx, rows)
         if not arows:
             raise StepFailed(f"no object in the map matches the facing anchor {facing.text!r}")
         g = idx.geometry
@@ -625,7 +687,7 @@ class LlmRetriever:
             obj = idx.objects[r]
             parts.append({"type": "text", "text": f"candidate id {h.object_id}: yaw bins 0-{nb - 1}"})
             if obj.best_view is not None and min(np.asarray(obj.best_view).shape[:2]) > 0:
-                parts.append({"type": "image_url", "image_url": {"url": data_url(framed_view(obj.best_view, self.cfg.image_size), self.cfg.image_format)}})
+                parts.append({"type": "image_url", "image_url": {"url": self._views.url(obj.best_view, self.cfg.image_size, self.cfg.image_format)}})
             plan = plan_view(g, r, [o for o, _ in others], [int(idx.ids[o]) for o, _ in others], yaws, self.cfg.image_size)
             parts.append({"type": "image_url", "image_url": {"url": data_url(plan, "png")}})
         if not grids:
@@ -652,7 +714,7 @@ class LlmRetriever:
             raise StepFailed("reply gives no usable yaw bin for any offered candidate")
         return "facing " + ", ".join(f"{i}: {v:.2f}" for i, v in out.items()), out
 
-    def _decide(self, snapshot, viewpoint, text, parsed, facing, head, verified, facing_of, idx, rows, tmo):
+    def _decide(self, run, snapshot, viewpoint, text, parsed, facing, head, verified, facing_of, idx, rows, tmo):
         cands = []
         for h in head:
             o = idx.objects[rows[h.object_id]]
@@ -674,7 +736,7 @@ class LlmRetriever:
         anchors = {}
         phrases = [a for c in parsed.clauses for a in c.anchors] + ([facing] if facing is not None else [])
         for p in list(dict.fromkeys(phrases))[:4]:
-            ar, _ = self._anchors(snapshot, viewpoint, p, idx, rows)
+            ar, _ = self._anchors(run, snapshot, viewpoint, p, idx, rows)
             anchors[p.text] = [
                 {"id": int(idx.ids[r]), "label": idx.labels[r], "center": [round(float(x), 2) for x in idx.objects[r].box.center],
                  "size": [round(float(x), 2) for x in idx.objects[r].box.extent]}
