@@ -428,6 +428,7 @@ class _Run:
 
     cfg: LlmConfig
     deadline: float
+    text: str = ""  # the query as received
     stages: list[QueryStage] = field(default_factory=list)
     anchors: dict = field(default_factory=dict)  # phrase -> (rows, scores), found once per query
 
@@ -476,7 +477,7 @@ class LlmRetriever:
         """As QueryEngine.answer, with the enabled model steps; QueryError for a bad query."""
         cfg = self.cfg
         ecfg = self.engine.cfg
-        run = _Run(cfg, time.monotonic() + float(cfg.query_budget))
+        run = _Run(cfg, time.monotonic() + float(cfg.query_budget), text if isinstance(text, str) else "")
         if not isinstance(text, str):
             raise QueryError(f"query must be text, got {type(text).__name__}")
         if len(text) > ecfg.max_query_chars:  # before anything is sent anywhere
@@ -674,7 +675,7 @@ class LlmRetriever:
             raise StepFailed(f"no object in the map matches the facing anchor {facing.text!r}")
         g = idx.geometry
         nb = int(self.cfg.yaw_bins)
-        parts: list[dict] = [{"type": "text", "text": json.dumps({"request_target": head and head[0].label or "", "faces": facing.text}, ensure_ascii=False)}]
+        parts: list[dict] = [{"type": "text", "text": json.dumps({"request": run.text, "faces": facing.text}, ensure_ascii=False)}]
         grids: dict[int, np.ndarray] = {}
         for h in head:
             r = rows[h.object_id]
