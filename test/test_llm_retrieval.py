@@ -191,7 +191,7 @@ def test_every_failure_falls_back_to_the_rule_based_answer(srv, name: str) -> No
         assert s.status == "failed" and kind in s.detail, s
     assert ids_of(ans) == ids_of(eng.answer(snap, rule_text, top_k=5))  # exactly the rule-based answer
     assert ans.reason == "" and "fell back to the rule-based path" in ans.message
-    assert took < 4 * 0.5 + 1.0  # each step bounded by the call timeout
+    assert took < 4 * 0.5 + 2.0  # each step bounded by the call timeout
 
 
 @pytest.mark.parametrize("step", STEPS)
@@ -206,11 +206,11 @@ def test_one_failed_step_leaves_the_others_working(srv, step: str) -> None:
 
 
 def test_query_budget_skips_later_steps(srv) -> None:
-    retr, _, snap = make(srv, call_timeout=5.0, query_budget=0.6)
-    srv.script({s: Behaviour(delay_s=0.35) for s in STEPS})
+    retr, _, snap = make(srv, call_timeout=5.0, query_budget=1.0)
+    srv.script({s: Behaviour(delay_s=0.6) for s in STEPS})
     t0 = time.monotonic()
     ans = retr.answer(snap, "the mug on the table")
-    assert time.monotonic() - t0 < 1.5
+    assert time.monotonic() - t0 < 2.0
     st = {s.name: s for s in ans.stages}
     assert st["parse"].status == "ok"
     assert st["verify"].status == "failed" and "timeout" in st["verify"].detail
@@ -231,6 +231,22 @@ def test_retries_are_off_by_default_and_bounded_when_on(srv) -> None:
     srv.script({"decide": Behaviour("http", status=400)})  # a client error is not retried
     retr.answer(snap, "the mug on the table")
     assert len(srv.requests) == 1
+
+
+@pytest.mark.parametrize("fmt", ["json_object", "json_schema", "none"])
+def test_response_format_asked_of_the_server(srv, fmt: str) -> None:
+    retr, _, snap = make(srv, response_format=fmt, verify=False, orientation=False)
+    retr.answer(snap, "the mug on the table")
+    by = {r["step"]: r["body"] for r in srv.requests}
+    assert set(by) == {"parse", "decide"}
+    if fmt == "none":
+        assert all("response_format" not in b for b in by.values())
+    elif fmt == "json_object":
+        assert all(b["response_format"] == {"type": "json_object"} for b in by.values())
+    else:
+        rf = by["parse"]["response_format"]
+        assert rf["type"] == "json_schema" and rf["json_schema"]["schema"] == PARSE_SCHEMA
+        assert by["decide"]["response_format"]["json_schema"]["name"] == "core3d_decide"
 
 
 def test_unreachable_endpoint_is_a_failed_step(srv) -> None:
@@ -350,7 +366,7 @@ def test_concurrent_queries_share_one_client(srv) -> None:
 
 def test_queries_beyond_the_concurrency_cap_answer_rule_based_at_once(srv) -> None:
     retr, eng, snap = make(srv, max_concurrent_queries=1)
-    srv.script({s: Behaviour(delay_s=0.4) for s in STEPS})
+    srv.script({s: Behaviour(delay_s=0.6) for s in STEPS})
     slow: list = []
     th = threading.Thread(target=lambda: slow.append(retr.answer(snap, "the mug on the table")))
     th.start()
@@ -359,7 +375,7 @@ def test_queries_beyond_the_concurrency_cap_answer_rule_based_at_once(srv) -> No
         time.sleep(0.01)
     t0 = time.monotonic()
     fast = retr.answer(snap, "the mug on the table", top_k=4)
-    assert time.monotonic() - t0 < 0.3
+    assert time.monotonic() - t0 < 0.5
     assert fast.stages and all(s.status == "skipped" and "already running" in s.detail for s in fast.stages)
     assert ids_of(fast) == ids_of(eng.answer(snap, "the mug on the table", top_k=4))
     th.join(10)
