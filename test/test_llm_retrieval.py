@@ -440,3 +440,20 @@ def test_bad_llm_config_fails_naming_the_parameter() -> None:
             from_dict({"retrieval": {"llm": {**ok, **bad}}})
     with pytest.raises(ConfigError):
         ChatClient(dataclasses.replace(LlmConfig(), base_url="", model="m"))
+
+
+def test_damaged_geometry_is_sent_as_null_not_nan(srv) -> None:
+    retr, eng, snap = make(srv, verify=False, orientation=False)
+    top = eng.answer(snap, "the mug on the table").results[0].object_id
+    obj = snap.by_id()[top]
+    obj.box = OrientedBox(np.array([np.nan, 1.0, np.inf]), obj.box.rotation, obj.box.extent)
+    eng._cache.clear()  # the snapshot changed in place (only a test does that)
+    ans = retr.answer(snap, "the mug on the table")
+    assert stage(ans, "decide").status == "ok"
+    req = next(r for r in srv.requests if r["step"] == "decide")
+
+    def no_constants(name: str):
+        raise ValueError(name)
+
+    cands = json.loads(user_text(req["body"]), parse_constant=no_constants)["candidates"]
+    assert any(c["center"][0] is None and c["center"][2] is None for c in cands)

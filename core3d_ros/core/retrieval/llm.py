@@ -722,9 +722,9 @@ class LlmRetriever:
             c = {
                 "id": h.object_id,
                 "label": h.label,
-                "score": round(float(h.score), 4),
-                "center": [round(float(x), 2) for x in o.box.center],
-                "size": [round(float(x), 2) for x in o.box.extent],
+                "score": round(float(h.score), 4) if math.isfinite(h.score) else None,
+                "center": _rounded(o.box.center),
+                "size": _rounded(o.box.extent),
                 "color_rgb": [int(x) for x in np.clip(_mean_color(o) * 255, 0, 255)],
             }
             if math.isfinite(h.relation_score):
@@ -739,11 +739,14 @@ class LlmRetriever:
         for p in list(dict.fromkeys(phrases))[:4]:
             ar, _ = self._anchors(run, snapshot, viewpoint, p, idx, rows)
             anchors[p.text] = [
-                {"id": int(idx.ids[r]), "label": idx.labels[r], "center": [round(float(x), 2) for x in idx.objects[r].box.center],
-                 "size": [round(float(x), 2) for x in idx.objects[r].box.extent]}
+                {"id": int(idx.ids[r]), "label": idx.labels[r], "center": _rounded(idx.objects[r].box.center),
+                 "size": _rounded(idx.objects[r].box.extent)}
                 for r in ar
             ]
-        user = json.dumps({"request": text, "relations": [list(r) for r in parsed.relations], "candidates": cands, "anchors": anchors}, ensure_ascii=False)
+        user = json.dumps(
+            {"request": text, "relations": [list(r) for r in parsed.relations], "candidates": cands, "anchors": anchors},
+            ensure_ascii=False, allow_nan=False,
+        )
         data = self._chat(_DECIDE_PROMPT, user, DECIDE_SCHEMA, "decide", tmo)
         reason = " ".join(str(data["reason"]).split())
         reason = "".join(ch for ch in reason if ch.isprintable())[:_MAX_REASON]
@@ -772,6 +775,11 @@ class LlmRetriever:
                 rows = {int(i): r for r, i in enumerate(idx.ids.tolist())}
                 self._rows[idx] = rows
             return rows
+
+
+def _rounded(v) -> list:
+    """Metres to 2 decimals; non-finite values (a damaged box) become null."""
+    return [round(float(x), 2) if math.isfinite(float(x)) else None for x in np.asarray(v, dtype=np.float64).ravel()]
 
 
 def _mean_color(o: ObjectInfo) -> np.ndarray:

@@ -13,6 +13,7 @@ Every way a call can go wrong ends in a ``ChatError`` whose ``kind`` says which:
     too_large   the body exceeded max_reply_bytes (read stops there)
     refused     the model refused (``message.refusal`` or finish_reason ``content_filter``)
     malformed   the body is not a chat completion, or its content is not one JSON object
+    request     the request itself could not be encoded (nothing was sent)
 
 Retries are off by default (``max_retries`` = 0); when on, only connection errors, timeouts and
 HTTP 5xx are retried, and never past the caller's deadline.
@@ -144,7 +145,10 @@ class ChatClient:
                 "type": "json_schema",
                 "json_schema": {"name": schema_name, "schema": schema, "strict": True},
             }
-        payload = json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        try:
+            payload = json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except (TypeError, ValueError) as e:  # NaN or an unserialisable value: never sent
+            raise ChatError("request", f"request cannot be encoded as JSON: {e}") from None
         attempt = 0
         t0 = time.perf_counter()
         while True:
