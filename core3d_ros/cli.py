@@ -15,8 +15,29 @@ def _progress(desc: str):
     return lambda it: tqdm(it, desc=desc, unit="frame", file=sys.stderr, dynamic_ncols=True)
 
 
+def _strict(x):
+    """JSON-ready copy: non-finite floats become null (NaN / Infinity are not JSON)."""
+    import math
+
+    if isinstance(x, dict):
+        return {str(k): _strict(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_strict(v) for v in x]
+    if x is None or isinstance(x, (bool, str, int)):
+        return x
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if hasattr(x, "tolist"):  # numpy scalars and arrays
+        return _strict(x.tolist())
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    return f if math.isfinite(f) else None
+
+
 def _write_json(path: str | None, data: dict) -> None:
-    text = json.dumps(data, indent=2, default=float)
+    text = json.dumps(_strict(data), indent=2, allow_nan=False)
     if path:
         from .core.fileio import atomic_write_bytes
 
@@ -97,6 +118,22 @@ def cmd_query(args) -> int:
     mapper = Mapper(cfg)
     mapper.load(args.map)
     engine = QueryEngine(cfg.retrieval, encoder=mapper.encoder)
+    if args.llm_url or args.llm_model:
+        import dataclasses
+
+        try:
+            llm = dataclasses.replace(
+                cfg.retrieval.llm, enabled=True,
+                base_url=args.llm_url or cfg.retrieval.llm.base_url, model=args.llm_model or cfg.retrieval.llm.model,
+            )
+        except ConfigError as e:
+            print(f"bad --llm-url / --llm-model: {e}", file=sys.stderr)
+            return 2
+        cfg.retrieval.llm = llm
+    if cfg.retrieval.llm.enabled:
+        from .core.retrieval.llm import LlmRetriever
+
+        engine = LlmRetriever(engine, cfg.retrieval.llm)
     try:
         answer = engine.answer(mapper.snapshot(), args.text, top_k=args.top_k)
     except QueryError as e:
@@ -110,6 +147,10 @@ def cmd_query(args) -> int:
     print(f"understood: target={p.target!r} attributes={p.attributes} relations={p.relations}")
     if answer.message:
         print(answer.message)
+    for st in answer.stages:
+        print(f"step {st.name}: {st.status}" + (f" ({st.detail})" if st.detail else ""))
+    if answer.reason:
+        print(f"model's reason: {answer.reason}")
     for rank, hit in enumerate(answer.results, 1):
         o = by_id[hit.object_id]
         c = o.box.center
@@ -126,11 +167,16 @@ def _answer_dict(answer, by_id) -> dict:
         "parsed": {"text": p.text, "target": p.target, "attributes": list(p.attributes), "relations": [list(r) for r in p.relations]},
         "semantic": answer.semantic,
         "message": answer.message,
+        "stages": [
+            {"name": st.name, "status": st.status, "detail": st.detail, "elapsed_ms": round(st.elapsed_ms, 3)}
+            for st in getattr(answer, "stages", [])
+        ],
+        "reason": getattr(answer, "reason", ""),
         "results": [
             {
                 "id": h.object_id,
                 "score": h.score,
-                "similarity": h.similarity,
+                "similarity": h.similarity if h.similarity is not None and h.similarity == h.similarity else None,
                 "relation_score": h.relation_score,
                 "label": h.label,
                 "center": by_id[h.object_id].box.center.tolist(),
@@ -183,11 +229,23 @@ def cmd_bench(args) -> int:
     elif args.what == "semantics":
         from .core.bench import bench_semantics
 
-        result = bench_semantics(cfg=_config(args), data=args.data, repeats=args.repeats)
+        result = bench_semantics(cfg=_config(args), data=args.data, repeats=args.repeats or 200)
+    elif args.llm_delay_ms is not None:
+        from .core.retrieval.bench import bench_query_llm
+
+        result = bench_query_llm(args.objects, delay_ms=args.llm_delay_ms, repeats=args.repeats or 40, cfg=_config(args).retrieval)
+        for n, r in result["objects"].items():
+            print(
+                f"{n} objects: overhead p50 {r['overhead_p50_ms']:.1f} ms, p99 {r['overhead_p99_ms']:.1f} ms "
+                f"(CPU p50 {r['overhead_cpu_p50_ms']:.1f}, p99 {r['overhead_cpu_p99_ms']:.1f}) "
+                f"(rule-based alone p50 {r['rule_p50_ms']:.1f}, p99 {r['rule_p99_ms']:.1f}); "
+                f"{r['model_calls_per_query']:.1f} calls/query; failed steps {r['failed_steps'] or 'none'}",
+                file=sys.stderr,
+            )
     else:
         from .core.retrieval.bench import bench_query
 
-        result = bench_query(args.objects, repeats=args.repeats)
+        result = bench_query(args.objects, repeats=args.repeats or 200)
     _write_json(args.json, result)
     return 0
 
@@ -232,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--top-k", type=int, default=None)
     q.add_argument("--config")
     q.add_argument("--json", action="store_true", help="print the answer as JSON")
+    q.add_argument("--llm-url", help="OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1): run the model steps")
+    q.add_argument("--llm-model", help="model name on that endpoint (retrieval.llm.model)")
     q.set_defaults(func=cmd_query)
 
     e = sub.add_parser("eval", help="3-D instance metrics on the synthetic room")
@@ -248,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--frames", type=int, default=None)
     b.add_argument("--voxel", type=float, default=None)
     b.add_argument("--objects", type=int, nargs="+", default=[1000, 10000])
-    b.add_argument("--repeats", type=int, default=200)
+    b.add_argument("--repeats", type=int, default=None, help="default 200; 40 with --llm-delay-ms")
+    b.add_argument("--llm-delay-ms", type=float, default=None, help="query: time the model steps against the test chat server replying after this delay")
     b.add_argument("--segmenter", help="override segmenter.name")
     b.add_argument("--config")
     b.add_argument("--json", help="write results here (default: print)")

@@ -161,6 +161,81 @@ class KeyframeConfig:
 
 
 @dataclass
+class LlmConfig:
+    """Optional LLM / VLM steps of retrieval through an OpenAI-compatible chat-completions
+    endpoint (vLLM, llama.cpp server, Ollama, ...). Any failed step falls back to the rule-based
+    answer; see core3d_ros/core/retrieval/llm.py."""
+
+    enabled: bool = _p(False, "false: rule-based retrieval only")
+    base_url: str = _p("", "e.g. http://127.0.0.1:8000/v1 (the part before /chat/completions)")
+    model: str = _p("", "model name as the server knows it (parse and decide steps)")
+    vlm_model: str = _p("", "model for the image steps (verify, orientation); empty: `model`")
+    api_key_env: str = _p("CORE3D_LLM_API_KEY", "NAME of the environment variable holding the key (unset: no key)")
+    call_timeout: float = _p(10.0, "seconds for one HTTP call")
+    query_budget: float = _p(20.0, "seconds for all steps of one query; later steps are skipped")
+    max_retries: int = _p(0, "extra attempts after a connection error, timeout or HTTP 5xx")
+    max_connections: int = _p(8, "concurrent HTTP connections to the endpoint (several queries at once)")
+    # Queries running model steps at once; more are answered rule-based at once (stated), so slow
+    # model calls never hold all of the node's executor threads (ros main: 4).
+    max_concurrent_queries: int = _p(2, "queries running model steps at once; more are answered rule-based at once (stated), so slow model calls never hold all of the node's executor threads")
+    response_format: str = _p("json_object", "json_object | json_schema | none (what the server is asked for)")
+    temperature: float = _p(0.0, "sampling temperature of the model's replies")
+    max_tokens: int = _p(512, "tokens the model may write per reply")
+    max_reply_bytes: int = _p(1000000, "a longer HTTP body is a failed step")
+    # The four steps, each optional.
+    parse: bool = _p(True, "LLM parses the query into target, attributes, relations, orientation")
+    verify: bool = _p(True, "VLM checks the top candidates on their best views (box drawn)")
+    orientation: bool = _p(True, "VLM picks each candidate's facing direction on a yaw grid (\"facing the TV\")")
+    decide: bool = _p(True, "LLM picks the answer among the candidates and says why")
+    # Bounded context: what one query may send, whatever the size of the map.
+    candidates: int = _p(5, "top-K candidates sent to the model")
+    anchors: int = _p(3, "anchor objects sent per relation / orientation anchor")
+    image_size: int = _p(256, "longest side of an image part, pixels")
+    image_format: str = _p("jpeg", "jpeg | png")
+    yaw_bins: int = _p(8, "yaw grid of the orientation step (bin 0 follows a horizontal axis of the object box)")
+    verify_weight: float = _p(0.7, "verification: score x ((1 - w) + w x model confidence)")
+    orientation_floor: float = _p(0.1, "orientation: score x (floor + (1 - floor) x facing)")
+
+    def __post_init__(self) -> None:
+        if self.enabled:  # a bad endpoint setting fails at start-up, naming the parameter
+            self.check()
+
+    def check(self, prefix: str = "retrieval.llm") -> None:
+        """Raise ConfigError naming the first bad parameter (whether enabled or not)."""
+        from urllib.parse import urlsplit
+
+        url = self.base_url.strip()
+        if not url:
+            raise ConfigError(f"{prefix}.base_url: empty; set the endpoint, e.g. http://127.0.0.1:8000/v1")
+        try:
+            u = urlsplit(url)
+            host = u.hostname
+        except ValueError as e:
+            raise ConfigError(f"{prefix}.base_url: {url!r} is not a URL ({e})") from None
+        if u.scheme not in ("http", "https") or not host:
+            raise ConfigError(f"{prefix}.base_url: {url!r} must be an http:// or https:// URL with a host")
+        if not self.model.strip():
+            raise ConfigError(f"{prefix}.model: empty; set the model name the server serves")
+        ranges = {
+            "call_timeout": (1e-3, 3600.0), "query_budget": (1e-3, 3600.0), "max_retries": (0, 10),
+            "max_connections": (1, 256), "max_concurrent_queries": (1, 256), "max_tokens": (1, 1 << 20), "max_reply_bytes": (1024, 1 << 30),
+            "candidates": (1, 32), "anchors": (1, 16), "image_size": (32, 2048), "yaw_bins": (4, 36),
+            "verify_weight": (0.0, 1.0), "orientation_floor": (0.0, 1.0), "temperature": (0.0, 2.0),
+        }
+        for name, (lo, hi) in ranges.items():
+            v = getattr(self, name)
+            if not lo <= v <= hi:  # NaN fails too
+                raise ConfigError(f"{prefix}.{name}: {v!r} is out of range [{lo}, {hi}]")
+        if self.response_format not in ("json_object", "json_schema", "none"):
+            raise ConfigError(f"{prefix}.response_format: {self.response_format!r}; expected json_object, json_schema or none")
+        if self.image_format not in ("jpeg", "png"):
+            raise ConfigError(f"{prefix}.image_format: {self.image_format!r}; expected jpeg or png")
+        k = self.api_key_env
+        if k and not (k.isascii() and k.replace("_", "a").isalnum() and not k[0].isdigit()):
+            raise ConfigError(f"{prefix}.api_key_env: {self.api_key_env!r} is not an environment variable name")
+
+
+@dataclass
 class RetrievalConfig:
     top_k: int = _p(5, "results per query when the request gives 0", (1, INT_MAX))
     max_query_chars: int = _p(256, "longer query texts are refused", (1, INT_MAX))
@@ -186,6 +261,7 @@ class RetrievalConfig:
     footprint_margin: float = _p(0.03, "metres: soft margin of footprint / box containment", (0.0, INF))
     lateral_range: float = _p(2.0, "metres: left/right/in front/behind fade beyond this distance", (0.0, INF))
     between_tolerance: float = _p(0.3, "metres: minimum off-line tolerance of \"between\"", (0.0, INF))
+    llm: LlmConfig = field(default_factory=LlmConfig)  # optional LLM / VLM steps (off by default)
 
 
 @dataclass

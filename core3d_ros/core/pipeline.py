@@ -93,6 +93,8 @@ class Mapper:
         if self.encoder is not None and masks:
             with _timed(stats, "embed"):
                 observations = self._observe(frame, masks)
+        elif masks and self.cfg.retrieval.llm.enabled:  # no encoder: keep best views for the VLM steps
+            observations = self._views(frame, masks)
         with _timed(stats, "fusion"), self._lock:
             ist = fuse_frame(self.map, frame, masks, observations)
         stats.segments, stats.created, stats.associated = ist.segments, ist.created, ist.associated
@@ -109,6 +111,17 @@ class Mapper:
             ys, xs = np.nonzero(m.mask)
             crop = frame.rgb[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].copy()
             out.append(SegmentObservation(embedding=e, view_quality=view_quality(m.mask, m.mask.shape), view_crop=crop))
+        return out
+
+    def _views(self, frame: Frame, masks: list[Mask2D]) -> list[SegmentObservation]:
+        """Best-view candidates only (no embeddings), for the retrieval's VLM steps."""
+        from .embed.crops import view_quality
+
+        out = []
+        for m in masks:
+            ys, xs = np.nonzero(m.mask)
+            crop = frame.rgb[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].copy() if len(ys) else None
+            out.append(SegmentObservation(embedding=None, view_quality=view_quality(m.mask, m.mask.shape), view_crop=crop))
         return out
 
     # ------------------------------------------------------------------ map access

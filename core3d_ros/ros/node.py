@@ -228,7 +228,12 @@ def _default_mapper(cfg: MapperConfig) -> Any:
 def _default_engine(cfg: MapperConfig, mapper: Any) -> Any:
     from ..core.retrieval.engine import QueryEngine
 
-    return QueryEngine(cfg.retrieval, encoder=getattr(mapper, "encoder", None))
+    engine = QueryEngine(cfg.retrieval, encoder=getattr(mapper, "encoder", None))
+    if not cfg.retrieval.llm.enabled:
+        return engine
+    from ..core.retrieval.llm import LlmRetriever  # model steps, rule-based fallback
+
+    return LlmRetriever(engine, cfg.retrieval.llm)
 
 
 def _query_error_types() -> tuple[type, ...]:
@@ -732,6 +737,7 @@ class MappingNode(Node):
                 r.best_view = conv.rgb_to_image(obj.best_view, stamp=stamp, frame_id=f"core3d_object_{obj.id}")
             resp.results.append(r)
             hits.append((obj, float(hit.score)))
+        conv.fill_query_stages(resp, answer, hits[0][0] if hits else None, stamp=self.get_clock().now().to_msg())
         resp.success = True
         resp.message = str(answer.message or "") or f"{len(resp.results)} result(s)"
         self.query_markers_pub.publish(

@@ -6,13 +6,14 @@
 
 Bad queries raise QueryError (a ValueError).
 """
-from .engine import QueryAnswer, QueryEngine, QueryHit, SnapshotIndex
+from .engine import QueryAnswer, QueryEngine, QueryHit, QueryStage, SnapshotIndex
 from .parser import RELATIONS, SUPERLATIVES, ParsedQuery, Phrase, QueryError, RelationClause, parse_query
 
 __all__ = [
     "QueryAnswer",
     "QueryEngine",
     "QueryHit",
+    "QueryStage",
     "SnapshotIndex",
     "ParsedQuery",
     "Phrase",

@@ -87,6 +87,7 @@ def random_snapshot(
     encoder: Any = None,
     template: str = "a photo of a {}",
     points_per_object: int = 24,
+    views: bool = False,
 ) -> MapSnapshot:
     """A random map of ``n`` objects spread over a floor of about 1 m^2 per object.
 
@@ -94,6 +95,8 @@ def random_snapshot(
     to the text embeddings of common classes (from ``encoder``, default FakeTextEncoder).
     """
     rng = np.random.default_rng(seed)
+    # best views (``views``): a pool of 16 random crops shared by reference (memory stays small)
+    pool = [rng.integers(0, 256, (48 + 8 * j, 64, 3), dtype=np.uint8) for j in range(16)] if views else []
     enc = encoder or FakeTextEncoder(dim)
     class_vec = {c: np.asarray(enc.encode_text([template.replace("{}", c)])[0], np.float32) for c in _CLASSES}
     side = max(np.sqrt(n), 2.0)
@@ -129,6 +132,7 @@ def random_snapshot(
             ObjectInfo(
                 id=len(objs) + 1, points=pts, colors=cols, box=box, num_observations=3,
                 first_seen=0.0, last_seen=1.0, embedding=e, label=kind or "",
+                best_view=pool[len(objs) % len(pool)] if pool else None,
             )
         )
         i += 1
@@ -224,4 +228,123 @@ def bench_query(
             "cached_cpu_p99_ms": _pct(cached_cpu, 99),
             "index_build_ms": build * 1000.0,
         }
+    return out
+
+
+LLM_QUERIES = (
+    "the mug on the table",
+    "the chair facing the table",
+    "the largest box",
+    "the red chair near the window",
+)
+
+
+def bench_query_llm(
+    num_objects: Sequence[int],
+    delay_ms: float = 200.0,
+    repeats: int = 40,
+    dim: int = 512,
+    seed: int = 0,
+    queries: Sequence[str] = LLM_QUERIES,
+    cfg: RetrievalConfig | None = None,
+) -> dict:
+    """Overhead core3d adds to a query with all model steps on, beyond the model server's time.
+
+    The test chat server (chat_server.py, auto replies, every reply delayed by ``delay_ms``) runs
+    in its own process, so that its threads do not share this interpreter's lock. For each query,
+    ``overhead = wall time of LlmRetriever.answer - sum of the server's own time per request``
+    (the server measures each request from its handler starting to the last byte written and
+    reports it on GET /stats). The overhead thus covers the rule-based ranking, prompt and image
+    encoding (JPEG, base64; the encoded-view cache is cleared before every query, so this is the
+    cold path), JSON, HTTP on the loopback and reply checking. The rule-based
+    ``QueryEngine.answer`` alone is timed on the same queries in the same run (``rule_*``).
+    ``overhead_cpu_*``: the querying thread's CPU time per query (all of core3d's work runs in
+    that thread), which scheduling delays on a busy machine do not inflate.
+    Returns ``{"objects": {n: {...}}, "delay_ms", "repeats", "queries", "target_p99_overhead_ms"}``.
+    """
+    import dataclasses
+    import os
+    import subprocess
+    import sys
+
+    import httpx
+
+    from .llm import LlmRetriever
+
+    base = cfg or RetrievalConfig()
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core3d_ros.core.retrieval.chat_server", "--delay-ms", str(float(delay_ms))],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )
+    out: dict[str, Any] = {
+        "objects": {}, "delay_ms": float(delay_ms), "repeats": int(repeats), "queries": list(queries),
+        "target_p99_overhead_ms": 25.0,
+    }
+    try:
+        line = proc.stdout.readline() if proc.stdout is not None else ""
+        if not line.strip().isdigit():
+            raise RuntimeError(f"chat server did not start (said {line!r})")
+        url = f"http://127.0.0.1:{int(line)}/v1"
+        llm = dataclasses.replace(base.llm, enabled=True, base_url=url, model="bench", call_timeout=10.0, query_budget=30.0)
+        rcfg = dataclasses.replace(base, llm=llm)
+        enc = FakeTextEncoder(dim)
+        with httpx.Client(trust_env=False) as stats:
+            for n in num_objects:
+                n = int(n)
+                snap = random_snapshot(n, dim=dim, seed=seed, encoder=enc, template=rcfg.text_template, views=True)
+                eng = QueryEngine(rcfg, enc)
+                retr = LlmRetriever(eng, llm)
+                eng.index(snap)
+                for q in queries:  # warm-up: caches, connections
+                    retr.answer(snap, q)
+                    eng.answer(snap, q)
+                stats.get(url.replace("/v1", "/stats?reset=1"))
+                wall: list[float] = []
+                over: list[float] = []
+                rule: list[float] = []
+                cpu: list[float] = []  # the querying thread's CPU time: what a busy machine inflates less
+                calls: list[int] = []
+                failed: dict[str, int] = {}
+                for r in range(repeats):
+                    q = queries[r % len(queries)]
+                    t = time.perf_counter()
+                    eng.answer(snap, q)
+                    rule.append(time.perf_counter() - t)
+                    retr.clear_view_cache()  # cold: every candidate's view is encoded again
+                    c = time.thread_time()
+                    t = time.perf_counter()
+                    ans = retr.answer(snap, q)
+                    w = time.perf_counter() - t
+                    cpu.append(time.thread_time() - c)
+                    srv = stats.get(url.replace("/v1", "/stats?reset=1")).json()["server_s"]
+                    wall.append(w)
+                    over.append(w - sum(srv))
+                    calls.append(len(srv))
+                    for st in ans.stages:
+                        if st.status == "failed":
+                            failed[st.name] = failed.get(st.name, 0) + 1
+                retr.close()
+                out["objects"][n] = {
+                    "overhead_p50_ms": _pct(over, 50),
+                    "overhead_p99_ms": _pct(over, 99),
+                    "overhead_max_ms": _pct(over, 100),
+                    "overhead_cpu_p50_ms": _pct(cpu, 50),
+                    "overhead_cpu_p99_ms": _pct(cpu, 99),
+                    "wall_p50_ms": _pct(wall, 50),
+                    "wall_p99_ms": _pct(wall, 99),
+                    "rule_p50_ms": _pct(rule, 50),
+                    "rule_p99_ms": _pct(rule, 99),
+                    "model_calls_per_query": float(np.mean(calls)) if calls else 0.0,
+                    "failed_steps": failed,
+                }
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
     return out

@@ -71,11 +71,23 @@ class QueryHit:
 
 
 @dataclass
+class QueryStage:
+    """One optional model step of a query (see llm.py): what ran, and how it ended."""
+
+    name: str  # parse | verify | orientation | decide
+    status: str  # ok | failed | skipped
+    detail: str = ""  # why it failed / was skipped, or what it changed
+    elapsed_ms: float = 0.0
+
+
+@dataclass
 class QueryAnswer:
     parsed: ParsedQuery
     results: list[QueryHit] = field(default_factory=list)  # best first
     semantic: bool = False  # True: ranked by text similarity from a semantic encoder
     message: str = ""
+    stages: list[QueryStage] = field(default_factory=list)  # model steps; empty: rule-based only
+    reason: str = ""  # the model's short reason for its choice ("" without a decide step)
 
 
 _VIEW_ATTRS = frozenset({"closest", "farthest", "leftmost", "rightmost"})
@@ -239,10 +251,15 @@ class QueryEngine:
         text: str,
         top_k: int | None = None,
         viewpoint: np.ndarray | None = None,
+        parsed: ParsedQuery | None = None,
     ) -> QueryAnswer:
-        """Rank the snapshot's objects for a query; raises QueryError for a bad query/viewpoint."""
+        """Rank the snapshot's objects for a query; raises QueryError for a bad query/viewpoint.
+
+        ``parsed``: an already parsed query (e.g. from the LLM parse step) used instead of the
+        rule-based parse of ``text``."""
         cfg = self.cfg
-        parsed = parse_query(text, cfg.max_query_chars)
+        if parsed is None:
+            parsed = parse_query(text, cfg.max_query_chars)
         k = int(top_k) if top_k is not None and int(top_k) > 0 else int(cfg.top_k)
         k = max(k, 1)
         if viewpoint is not None:
