@@ -42,9 +42,16 @@ class FrameStats:
 
 
 class Mapper:
-    def __init__(self, cfg: MapperConfig | None = None, segmenter: Segmenter | None = None, encoder=None):
+    def __init__(
+        self, cfg: MapperConfig | None = None, segmenter: Segmenter | None = None, encoder=None, *, segment: bool = True
+    ):
+        """Builds every back-end now, so that a bad name, checkpoint or device fails at start-up
+        (BackendError naming the parameter), not at the first keyframe. ``segment=False``: a
+        mapper that only loads, saves and answers queries; no segmenter is built."""
         self.cfg = cfg or MapperConfig()
-        self._segmenter = segmenter  # built on first use: a mapper that only loads and queries needs none
+        if segmenter is None and segment:
+            segmenter = make_segmenter(self.cfg.segmenter)
+        self._segmenter = segmenter
         if encoder is None and self.cfg.embed.name != "none":
             from .embed.base import make_encoder
 
@@ -65,7 +72,7 @@ class Mapper:
     @property
     def segmenter(self) -> Segmenter:
         if self._segmenter is None:
-            self._segmenter = make_segmenter(self.cfg.segmenter)
+            raise RuntimeError("this Mapper was built with segment=False: it loads and queries maps only")
         return self._segmenter
 
     # ------------------------------------------------------------------ frames

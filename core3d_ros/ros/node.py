@@ -13,8 +13,6 @@ loads a YAML file first, and ``--ros-args -p`` / ``--params-file`` values overri
 from __future__ import annotations
 
 import argparse
-import array
-import dataclasses
 import math
 import os
 import signal
@@ -22,50 +20,29 @@ import sys
 import threading
 import time
 import traceback
-import typing
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from nav_msgs.msg import Odometry
-from geometry_msgs.msg import PoseStamped
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import PointCloud2
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
-from ..config import ConfigError, MapperConfig, RosConfig, flatten, from_dict, load_config, unflatten
-from ..core.camera import DepthError, decode_depth
-from ..core.frame import Frame, FrameError
+from ..config import ConfigError, MapperConfig, RosConfig
+from ..core.frame import Frame
 from . import conversions as conv
-from .sync import ApproximateTimeSync, Rejected, SyncedSet, TfPoseLookup, check_pose_age
+from .frames import REJECTED, reason_of
+from .params import declare_config
+from .inputs import SyncedInputs, validate_inputs
+from .sync import Rejected, SyncedSet
 
 NODE_NAME = "core3d_mapping"
-POSE_TYPES = ("pose", "odometry", "tf")
-QOS_RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
-
-# Exceptions raised while turning messages into a Frame -> rejection reason.
-_CONVERSION_REASONS: tuple[tuple[type, str], ...] = (
-    (conv.ImageError, "bad_image"),
-    (DepthError, "bad_depth"),
-    (conv.CameraInfoError, "bad_camera_info"),
-    (conv.PoseError, "bad_pose"),
-)
-_REJECTED = (FrameError, *(t for t, _ in _CONVERSION_REASONS))
-
-
-def _reason_of(error: Exception) -> str:
-    if isinstance(error, FrameError):
-        return error.reason
-    return next(r for t, r in _CONVERSION_REASONS if isinstance(error, t))
-
 
 @dataclass
 class NodeCounters:
@@ -91,48 +68,15 @@ class NodeCounters:
         return sum(self.rejected.values())
 
 
-def _flat_hints(cls: type, prefix: str = "") -> dict[str, Any]:
-    """Dotted name -> type hint of every leaf of a config dataclass tree."""
-    out: dict[str, Any] = {}
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        hint = hints[f.name]
-        if dataclasses.is_dataclass(hint):
-            out.update(_flat_hints(hint, f"{prefix}{f.name}."))
-        else:
-            out[f"{prefix}{f.name}"] = hint
-    return out
-
-
-_EMPTY_LIST_TYPES = {
-    str: Parameter.Type.STRING_ARRAY,
-    int: Parameter.Type.INTEGER_ARRAY,
-    float: Parameter.Type.DOUBLE_ARRAY,
-    bool: Parameter.Type.BOOL_ARRAY,
-}
-
-
 def validate_ros_config(ros: RosConfig) -> None:
-    """Reject RosConfig values the node cannot run with (ConfigError names the parameter)."""
-    if ros.pose_type not in POSE_TYPES:
-        raise ConfigError(f"ros.pose_type must be one of {POSE_TYPES}, got {ros.pose_type!r}")
-    if ros.qos_reliability not in QOS_RELIABILITY:
-        raise ConfigError(f"ros.qos_reliability must be one of {sorted(QOS_RELIABILITY)}, got {ros.qos_reliability!r}")
-    for name in ("qos_depth", "sync_queue", "work_queue"):
-        if getattr(ros, name) < 1:
-            raise ConfigError(f"ros.{name} must be >= 1, got {getattr(ros, name)}")
-    for name in ("sync_slop", "max_pose_age"):
-        if not getattr(ros, name) >= 0:
-            raise ConfigError(f"ros.{name} must be >= 0, got {getattr(ros, name)}")
+    """Reject RosConfig values the mapping node cannot run with (ConfigError names the parameter)."""
+    validate_inputs(ros)
+    if ros.work_queue < 1:
+        raise ConfigError(f"ros.work_queue must be >= 1, got {ros.work_queue}")
     if not ros.publish_period > 0:
         raise ConfigError(f"ros.publish_period must be > 0, got {ros.publish_period}")
     if ros.marker_style not in ("line_list", "cube"):
         raise ConfigError(f"ros.marker_style must be 'line_list' or 'cube', got {ros.marker_style!r}")
-    for name in ("color_topic", "depth_topic", "info_topic", "map_frame"):
-        if not getattr(ros, name):
-            raise ConfigError(f"ros.{name} must not be empty")
-    if ros.pose_type != "tf" and not ros.pose_topic:
-        raise ConfigError("ros.pose_topic must not be empty unless ros.pose_type is 'tf'")
 
 
 def validate_node_config(cfg: MapperConfig) -> None:
@@ -164,10 +108,6 @@ def _query_error_types() -> tuple[type, ...]:
     return (QueryError, ValueError)
 
 
-def _stamp(msg: Any) -> float:
-    return conv.to_seconds(msg.header.stamp)
-
-
 class MappingNode(Node):
     """ROS 2 front end of the core3d Mapper. See the module docstring.
 
@@ -196,13 +136,7 @@ class MappingNode(Node):
         self._worker: threading.Thread | None = None
 
         # ---- configuration: YAML (optional) -> declared parameters -> MapperConfig
-        cf = self.declare_parameter(
-            "config_file",
-            config_file or "",
-            ParameterDescriptor(description="YAML config loaded before the other parameters", read_only=True),
-        ).value
-        base = load_config(cf) if cf else (config if config is not None else MapperConfig())
-        self.cfg = self._declare_config(base)
+        self.cfg = declare_config(self, config, config_file)
         validate_node_config(self.cfg)
         ros = self.cfg.ros
 
@@ -215,7 +149,6 @@ class MappingNode(Node):
         self._counts = Counter()  # synced, processed, keyframes, dropped, queries
         self._timings: dict[str, float] = {}
         self._objects = 0
-        self._frame_index = 0
         self._warned: set[str] = set()
         self._queue: deque[SyncedSet] = deque()
         self._cv = threading.Condition()
@@ -229,40 +162,19 @@ class MappingNode(Node):
             self._load_startup_map(ros.map_path)
 
         # ---- inputs
-        qos_in = QoSProfile(
-            reliability=QOS_RELIABILITY[ros.qos_reliability],
-            history=HistoryPolicy.KEEP_LAST,
-            depth=ros.qos_depth,
-            durability=DurabilityPolicy.VOLATILE,
-        )
         self._sub_group = MutuallyExclusiveCallbackGroup()
         self._srv_group = ReentrantCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
-        topics: list[tuple[str, type, str]] = [
-            ("color", Image, ros.color_topic),
-            ("depth", Image, ros.depth_topic),
-            ("camera_info", CameraInfo, ros.info_topic),
-        ]
-        if ros.instance_topic:
-            topics.append(("instances", Image, ros.instance_topic))
-        self._tf: TfPoseLookup | None = None
-        if ros.pose_type == "tf":
-            self._tf = TfPoseLookup(self, ros.map_frame, ros.camera_frame, timeout=min(ros.max_pose_age, 0.5))
-        else:
-            topics.append(("pose", PoseStamped if ros.pose_type == "pose" else Odometry, ros.pose_topic))
-        self._sync = ApproximateTimeSync(
-            [key for key, _, _ in topics],
-            slop=ros.sync_slop,
-            queue_size=ros.sync_queue,
-            tolerances={"pose": ros.max_pose_age},
-            reasons={"pose": ("no_pose", "stale_pose")},
+        self._inputs = SyncedInputs(
+            self,
+            self.cfg,
             on_set=self._enqueue,
             on_reject=self._on_reject,
+            on_message=self._count_received,
+            warn_once=lambda key, text: self._first_time(key) and self.get_logger().warning(text),
+            callback_group=self._sub_group,
         )
-        self._subs = [
-            self.create_subscription(mtype, topic, self._make_callback(key), qos_in, callback_group=self._sub_group)
-            for key, mtype, topic in topics
-        ]
+        self._sync, self._frames = self._inputs.sync, self._inputs.frames
 
         # ---- outputs
         qos_map = QoSProfile(
@@ -288,49 +200,15 @@ class MappingNode(Node):
 
         self._worker = threading.Thread(target=self._work_loop, name="core3d_mapping_worker", daemon=True)
         self._worker.start()
-        pose_src = f"TF {ros.map_frame} <- camera" if ros.pose_type == "tf" else f"{ros.pose_type} on '{ros.pose_topic}'"
         self.get_logger().info(
-            f"mapping: colour '{ros.color_topic}', depth '{ros.depth_topic}', info '{ros.info_topic}', "
-            f"pose from {pose_src}; segmenter '{self.cfg.segmenter.name}', encoder '{self.cfg.embed.name}'"
+            f"mapping: {self._inputs.description}; segmenter '{self.cfg.segmenter.name}', encoder '{self.cfg.embed.name}'"
         )
-
-    # ------------------------------------------------------------------ parameters
-
-    def _declare_config(self, base: MapperConfig) -> MapperConfig:
-        """Declare one read-only parameter per config leaf, defaults from ``base``; read back."""
-        flat = flatten(base)
-        hints = _flat_hints(MapperConfig)
-        for name, default in flat.items():
-            hint = hints[name]
-            item = typing.get_args(hint)[0] if typing.get_origin(hint) is list else None
-            desc = ParameterDescriptor(description=f"core3d config '{name}' (read at start-up)", read_only=True)
-            if hint is float or item is float:
-                desc.dynamic_typing = True  # accept 1 as well as 1.0; from_dict checks the type
-                self.declare_parameter(name, default, desc)
-            elif item is not None and not default:
-                self.declare_parameter(name, _EMPTY_LIST_TYPES[item], desc)
-            else:
-                self.declare_parameter(name, default, desc)
-        values: dict[str, Any] = {}
-        for name, default in flat.items():
-            # an empty-list default is declared by type only and reads back as "not set"
-            value = self.get_parameter_or(name, Parameter(name, value=default)).value
-            if value is None:
-                value = default
-            elif isinstance(value, (array.array, tuple)):
-                value = list(value)
-            values[name] = value
-        return from_dict(unflatten(values))
 
     # ------------------------------------------------------------------ inputs
 
-    def _make_callback(self, key: str) -> Callable[[Any], None]:
-        def callback(msg: Any) -> None:
-            with self._lock:
-                self._received[key] += 1
-            self._sync.add(key, msg, _stamp(msg))
-
-        return callback
+    def _count_received(self, key: str) -> None:
+        with self._lock:
+            self._received[key] += 1
 
     def _on_reject(self, rejected: Rejected) -> None:
         self._count_reject(rejected.reason, f"colour frame at {rejected.stamp:.3f} s not synchronised")
@@ -378,46 +256,7 @@ class MappingNode(Node):
 
     def build_frame(self, synced: SyncedSet) -> Frame:
         """Convert a synced set to a Frame; raises FrameError / ConversionError / DepthError."""
-        ros, depth_cfg = self.cfg.ros, self.cfg.depth
-        color_msg: Image = synced.messages["color"]
-        depth_msg: Image = synced.messages["depth"]
-        rgb = conv.image_to_rgb(color_msg)
-        raw = conv.image_to_depth_raw(depth_msg)
-        depth = decode_depth(
-            raw,
-            depth_msg.encoding,
-            depth_scale=depth_cfg.depth_scale,
-            min_depth=depth_cfg.min_depth,
-            max_depth=depth_cfg.max_depth,
-        )
-        intr = conv.camera_info_to_intrinsics(synced.messages["camera_info"])
-        if self._tf is not None:
-            pose = self._tf.lookup(color_msg.header.frame_id, color_msg.header.stamp)
-        else:
-            pose_msg = synced.messages.get("pose")
-            if pose_msg is None:
-                raise FrameError("no_pose", "no pose message in the synchronised set")
-            check_pose_age(synced.stamp, synced.stamps["pose"], ros.max_pose_age)
-            frame_id = pose_msg.header.frame_id
-            if frame_id and frame_id != ros.map_frame and self._first_time("pose_frame"):
-                self.get_logger().warning(
-                    f"pose frame '{frame_id}' differs from ros.map_frame '{ros.map_frame}'; "
-                    "poses are used as given (camera optical frame in the map frame)"
-                )
-            pose = conv.pose_message_to_matrix(pose_msg)
-        instance_msg = synced.messages.get("instances")
-        instances = conv.image_to_instances(instance_msg) if instance_msg is not None else None
-        frame = Frame(
-            rgb=rgb,
-            depth=depth,
-            intrinsics=intr,
-            pose=pose,
-            stamp=synced.stamp,
-            index=self._frame_index,  # 0-based, like dataset frames
-            instance_ids=instances,
-        )
-        self._frame_index += 1
-        return frame
+        return self._frames.build(synced)
 
     def _handle(self, synced: SyncedSet) -> None:
         t0 = time.perf_counter()
@@ -426,8 +265,8 @@ class MappingNode(Node):
             convert_ms = (time.perf_counter() - t0) * 1e3
             with self._map_lock:
                 stats = self.mapper.process(frame)
-        except _REJECTED as e:
-            self._count_reject(_reason_of(e), str(e))
+        except REJECTED as e:
+            self._count_reject(reason_of(e), str(e))
             return
         timings = {"convert": convert_ms}
         timings.update({k: float(v) for k, v in (getattr(stats, "timings_ms", None) or {}).items()})
