@@ -178,6 +178,12 @@ class RosConfig:
     sync_queue: int = 30
     max_pose_age: float = 0.2  # seconds between image stamp and nearest pose
     work_queue: int = 4  # bounded queue between callbacks and the mapping worker
+    # Where the models run: in_process (a perception node in the mapping node's process, linked
+    # by the core3d/observations topic), external (a perception node elsewhere, e.g. a GPU box),
+    # inline (the mapping worker runs them itself and waits for them; offline-style runs).
+    perception: str = "in_process"
+    frame_buffer: int = 60  # frames kept by stamp for observations that arrive later
+    max_pinned_frames: int = 4  # frames perception claimed, kept beyond the buffer until fused
     publish_period: float = 1.0  # seconds between map publications
     publish_points: bool = True
     marker_style: str = "line_list"  # object boxes in core3d/markers: line_list (wire frame) | cube

@@ -216,6 +216,7 @@ def ros_context(monkeypatch: pytest.MonkeyPatch):
 
 def make_config(**ros: Any) -> MapperConfig:
     cfg = MapperConfig()
+    cfg.ros.perception = "inline"  # these tests drive the mapper (a fake) from the node's worker
     cfg.ros.qos_reliability = "reliable"
     cfg.ros.publish_period = 0.2
     cfg.ros.sync_queue = 30  # bursts reach the node's callbacks skewed across topics

@@ -148,7 +148,7 @@ def test_frame_buffer_keeps_the_newest_and_says_why_a_frame_is_missing():
 def test_a_pinned_frame_outlives_the_ring_until_taken():
     buf = FrameBuffer(capacity=2, max_pinned=1)
     buf.add(_frame(stamp=0.0))
-    assert buf.pin(0.0) and not buf.pin(42.0)
+    assert buf.pin(0.0)
     for i in range(1, 10):
         buf.add(_frame(stamp=float(i), index=i))
     assert len(buf) == 3  # two recent + the pinned one
@@ -179,3 +179,12 @@ def test_perception_observes_keyframes_only_and_embeds_every_mask():
         crop = scene[0].rgb[r.box[1] : r.box[3], r.box[0] : r.box[2]]
         assert crop.size and decode_view(r.view_jpeg).shape == crop.shape
     assert set(perception.timings_ms) == {"segment", "embed", "total"}
+
+
+def test_a_pin_may_arrive_before_its_frame():
+    buf = FrameBuffer(capacity=1, max_pinned=2)
+    assert not buf.pin(5.0)  # perception claimed it before mapping buffered it
+    for i in range(4, 9):
+        buf.add(_frame(stamp=float(i), index=i))
+    assert buf.take(5.0)[0].stamp == 5.0
+    assert buf.take(4.0) == (None, "late")

@@ -27,6 +27,7 @@ class FrameBuffer:
         self._frames: OrderedDict[float, Frame] = OrderedDict()  # insertion (stamp) order
         self._stamps: list[float] = []  # sorted
         self._pinned: OrderedDict[float, None] = OrderedDict()
+        self._pending: list[float] = []  # pins asked for before their frame arrived
         self._oldest_dropped: float | None = None  # newest stamp that has left the buffer
         self._lock = threading.Lock()
 
@@ -41,22 +42,31 @@ class FrameBuffer:
                 return
             self._frames[stamp] = frame
             bisect.insort(self._stamps, stamp)
+            pending = [p for p in self._pending if abs(p - stamp) <= self.tolerance]
+            if pending:
+                self._pending = [p for p in self._pending if p not in pending]
+                self._pin_key(stamp)
             unpinned = [s for s in self._stamps if s not in self._pinned]
             while len(unpinned) > self.capacity:
                 self._drop(unpinned.pop(0))
 
     def pin(self, stamp: float) -> bool:
-        """Keep the frame of ``stamp`` until it is taken (False when it is not buffered)."""
+        """Keep the frame of ``stamp`` until it is taken. A frame not buffered yet is pinned when
+        it arrives (False is returned then); at most ``max_pinned`` pins are kept."""
         with self._lock:
             key = self._find(stamp)
             if key is None:
+                self._pending = [*self._pending, float(stamp)][-max(self.max_pinned, 1) :]
                 return False
-            self._pinned[key] = None
-            while len(self._pinned) > self.max_pinned:  # the oldest pin gives way
-                old, _ = self._pinned.popitem(last=False)
-                if len([s for s in self._stamps if s not in self._pinned]) >= self.capacity:
-                    self._drop(old)
+            self._pin_key(key)
             return True
+
+    def _pin_key(self, key: float) -> None:
+        self._pinned[key] = None
+        while len(self._pinned) > self.max_pinned:  # the oldest pin gives way
+            old, _ = self._pinned.popitem(last=False)
+            if len([s for s in self._stamps if s not in self._pinned]) > self.capacity:
+                self._drop(old)
 
     def take(self, stamp: float) -> tuple[Frame | None, str]:
         """The frame of ``stamp`` (it stays buffered unless pinned), or None and why."""

@@ -24,6 +24,7 @@ from .fusion.object_map import IntegrationStats, ObjectMap, SegmentObservation
 from .frame import Frame
 from .mapio import load_map, save_map
 from .objects import MapSnapshot
+from .observation import Observation
 from .segment.base import Mask2D, Segmenter, make_segmenter
 from .segment.progressive import progressive_merge
 
@@ -91,6 +92,33 @@ class Mapper:
         if self.encoder is not None and masks:
             with _timed(stats, "embed"):
                 observations = self._observe(frame, masks)
+        with _timed(stats, "fusion"), self._lock:
+            ist = fuse_frame(self.map, frame, masks, observations)
+        stats.segments, stats.created, stats.associated = ist.segments, ist.created, ist.associated
+        stats.merged, stats.dropped_voxels = ist.merged, ist.dropped_voxels
+        stats.timings_ms["total"] = (time.perf_counter() - t_start) * 1e3
+        return stats
+
+    def fuse_observation(self, frame: Frame, obs: "Observation") -> FrameStats:
+        """Fuse an observation computed elsewhere (the perception node) against its own frame:
+        the depth and pose buffered for the observation's stamp. The caller checks that they
+        belong together (same stamp, validated observation)."""
+        from .observation import decode_view
+
+        stats = FrameStats(index=frame.index)
+        t_start = time.perf_counter()
+        masks = [Mask2D(mask=obs.labels == r.label, score=r.score, level=r.level) for r in obs.masks]
+        observations = None
+        if any(r.embedding is not None for r in obs.masks):
+            observations = [
+                SegmentObservation(
+                    embedding=None if r.embedding is None else np.asarray(r.embedding, np.float32),
+                    view_quality=r.view_quality,
+                    view_crop=decode_view(r.view_jpeg),
+                )
+                for r in obs.masks
+            ]
+        stats.masks = len(masks)
         with _timed(stats, "fusion"), self._lock:
             ist = fuse_frame(self.map, frame, masks, observations)
         stats.segments, stats.created, stats.associated = ist.segments, ist.created, ist.associated

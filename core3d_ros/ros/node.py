@@ -40,9 +40,11 @@ from . import conversions as conv
 from .frames import REJECTED, reason_of
 from .params import declare_config
 from .inputs import SyncedInputs, validate_inputs
+from .late_fusion import LateFusion
 from .sync import Rejected, SyncedSet
 
 NODE_NAME = "core3d_mapping"
+PERCEPTION_MODES = ("in_process", "external", "inline")
 
 @dataclass
 class NodeCounters:
@@ -71,6 +73,11 @@ class NodeCounters:
 def validate_ros_config(ros: RosConfig) -> None:
     """Reject RosConfig values the mapping node cannot run with (ConfigError names the parameter)."""
     validate_inputs(ros)
+    if ros.perception not in PERCEPTION_MODES:
+        raise ConfigError(f"ros.perception must be one of {PERCEPTION_MODES}, got {ros.perception!r}")
+    for name in ("frame_buffer", "max_pinned_frames"):
+        if getattr(ros, name) < 1:
+            raise ConfigError(f"ros.{name} must be >= 1, got {getattr(ros, name)}")
     if ros.work_queue < 1:
         raise ConfigError(f"ros.work_queue must be >= 1, got {ros.work_queue}")
     if not ros.publish_period > 0:
@@ -91,7 +98,8 @@ def validate_node_config(cfg: MapperConfig) -> None:
 def _default_mapper(cfg: MapperConfig) -> Any:
     from ..core.pipeline import Mapper
 
-    return Mapper(cfg)
+    # Only the inline mode runs models in this node; otherwise the perception node does.
+    return Mapper(cfg, segment=cfg.ros.perception == "inline")
 
 
 def _default_engine(cfg: MapperConfig, mapper: Any) -> Any:
@@ -175,6 +183,9 @@ class MappingNode(Node):
             callback_group=self._sub_group,
         )
         self._sync, self._frames = self._inputs.sync, self._inputs.frames
+        self._late: LateFusion | None = None
+        if ros.perception != "inline":  # masks and embeddings arrive from a perception node
+            self._late = LateFusion(self)
 
         # ---- outputs
         qos_map = QoSProfile(
@@ -263,8 +274,11 @@ class MappingNode(Node):
         try:
             frame = self.build_frame(synced)
             convert_ms = (time.perf_counter() - t0) * 1e3
-            with self._map_lock:
-                stats = self.mapper.process(frame)
+            if self._late is not None:
+                stats = self._late.add_frame(frame)
+            else:
+                with self._map_lock:
+                    stats = self.mapper.process(frame)
         except REJECTED as e:
             self._count_reject(reason_of(e), str(e))
             return
@@ -332,6 +346,8 @@ class MappingNode(Node):
             "objects": c.objects,
             "queries": c.queries,
         }
+        if self._late is not None:
+            values.update(self._late.counters())
         values.update({f"received_{k}": v for k, v in sorted(c.received.items())})
         values.update({f"rejected_{k}": v for k, v in sorted(c.rejected.items())})
         values.update({f"sync_dropped_{k}": v for k, v in sorted(sync.dropped.items())})
@@ -487,62 +503,83 @@ class MappingNode(Node):
 
     def destroy_node(self) -> None:
         self.stop_worker()
+        if self._late is not None:
+            self._late.stop()
         super().destroy_node()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Console entry point: ``core3d_mapping [--config FILE] [--ros-args ...]``.
+def run_nodes(argv: list[str] | None, *, prog: str, mapping: bool, perception: bool) -> int:
+    """The entry point of every core3d executable: parse ``--config FILE`` and the ROS
+    arguments, build the nodes, spin them on one MultiThreadedExecutor until SIGINT/SIGTERM,
+    then shut down cleanly.
 
-    Spins a MultiThreadedExecutor until SIGINT/SIGTERM, then stops the executor and the worker
-    and shuts ROS down; a second signal exits at once.
+    ``mapping``: run the mapping node; its ``ros.perception`` parameter then decides whether a
+    perception node joins it in this process (``in_process``). ``perception`` without
+    ``mapping``: the perception node alone (``core3d-perception-node``).
+
+    Exit codes: 0 after a signal (however many arrive: ``ros2 launch`` forwards Ctrl-C to a
+    process that also got it from the terminal), 2 for a configuration error (one line naming
+    the parameter), 1 when the executor stopped on its own (an unexpected error).
     """
     from rclpy.signals import SignalHandlerOptions
     from rclpy.utilities import remove_ros_args
 
     args = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(
-        prog="core3d_mapping", description="core3d online open-vocabulary 3D mapping node (ROS 2)"
-    )
+    parser = argparse.ArgumentParser(prog=prog, description="core3d online open-vocabulary 3D mapping (ROS 2)")
     parser.add_argument("--config", metavar="FILE", help="YAML config (nested or ROS parameters file)")
-    opts = parser.parse_args(remove_ros_args(["core3d_mapping", *args])[1:])
+    opts = parser.parse_args(remove_ros_args([prog, *args])[1:])
 
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
-        if stop.is_set():
-            os._exit(128 + signum)  # second signal: no clean shutdown wanted
-        stop.set()
+        stop.set()  # a second signal changes nothing: the clean shutdown is under way
 
     # Our own handlers instead of rclpy's: a KeyboardInterrupt cannot then land in the middle
     # of the shutdown sequence below.
-    rclpy.init(args=["core3d_mapping", *args], signal_handler_options=SignalHandlerOptions.NO)
+    rclpy.init(args=[prog, *args], signal_handler_options=SignalHandlerOptions.NO)
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    node = None
+    nodes: list[Node] = []
     executor = None
     spinner = None
     code = 0
     try:
-        node = MappingNode(config_file=opts.config)
-        executor = MultiThreadedExecutor(num_threads=4)
-        executor.add_node(node)
+        if mapping:
+            nodes.append(MappingNode(config_file=opts.config))
+        if perception or (mapping and nodes[0].cfg.ros.perception == "in_process"):
+            from .perception_node import PerceptionNode
+
+            base = nodes[0].cfg if nodes else None  # the in-process node shares the mapping node's settings
+            nodes.append(PerceptionNode(base, config_file=None if base else opts.config))
+        executor = MultiThreadedExecutor(num_threads=4 + 2 * (len(nodes) - 1))
+        for node in nodes:
+            executor.add_node(node)
         spinner = threading.Thread(target=executor.spin, name="core3d_executor", daemon=True)
         spinner.start()
         while not stop.is_set() and spinner.is_alive():
             stop.wait(0.2)
+        if not stop.is_set():
+            print(f"{prog}: the executor stopped unexpectedly", file=sys.stderr)
+            code = 1
     except ConfigError as e:
-        print(f"core3d_mapping: configuration error: {e}", file=sys.stderr)
+        print(f"{prog}: configuration error: {e}", file=sys.stderr)
         code = 2
     finally:
         if executor is not None:
             executor.shutdown(timeout_sec=5.0)
         if spinner is not None:
-            spinner.join(5.0)  # no thread may still wait on the node's entities below
-        if node is not None:
+            spinner.join(5.0)  # no thread may still wait on the nodes' entities below
+        for node in reversed(nodes):
             node.destroy_node()
         rclpy.try_shutdown()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point ``core3d-mapping-node [--config FILE] [--ros-args ...]``: the mapping
+    node, with a perception node in the same process unless ``ros.perception`` says otherwise."""
+    return run_nodes(argv, prog="core3d_mapping", mapping=True, perception=False)
 
 
 if __name__ == "__main__":
