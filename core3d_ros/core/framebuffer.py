@@ -50,6 +50,10 @@ class FrameBuffer:
             while len(unpinned) > self.capacity:
                 self._drop(unpinned.pop(0))
 
+    def newest(self) -> float | None:
+        with self._lock:
+            return self._stamps[-1] if self._stamps else None
+
     def pin(self, stamp: float) -> bool:
         """Keep the frame of ``stamp`` until it is taken. A frame not buffered yet is pinned when
         it arrives (False is returned then); at most ``max_pinned`` pins are kept."""

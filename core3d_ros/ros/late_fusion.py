@@ -43,6 +43,7 @@ class LateFusion:
         self._arrival: dict[float, float] = {}  # stamp -> monotonic arrival time of its frame
         self._arrival_order: deque[float] = deque()
         self._staleness: deque[float] = deque(maxlen=STALENESS_WINDOW)
+        self._waiting: dict[float, Any] = {}  # observations that arrived before their frame
         self._dim: int | None = getattr(getattr(node.mapper, "encoder", None), "dim", None)
         self._worker: Worker[Any] = Worker(self._fuse, capacity=16, name="core3d_late_fusion", on_error=self._on_error)
         group = MutuallyExclusiveCallbackGroup()
@@ -59,11 +60,15 @@ class LateFusion:
         self.buffer.add(frame)
         self.node.mapper.last_pose = frame.pose.copy()
         with self._lock:
+            ready = [s for s in self._waiting if s <= frame.stamp + self.buffer.tolerance]
+            retry = [self._waiting.pop(s) for s in ready]  # their frame is here, or never will be
             self._arrival[frame.stamp] = time.monotonic()
             self._arrival_order.append(frame.stamp)
             keep = 4 * (self.buffer.capacity + self.buffer.max_pinned)
             while len(self._arrival_order) > keep:
                 self._arrival.pop(self._arrival_order.popleft(), None)
+        for msg in retry:
+            self._worker.put(msg)
         return None
 
     # ------------------------------------------------------------------ observations
@@ -87,6 +92,9 @@ class LateFusion:
             return
         frame, why = self.buffer.take(stamp)
         if frame is None:
+            newest = self.buffer.newest()
+            if why == "unknown_stamp" and (newest is None or stamp > newest) and self._wait(stamp, msg):
+                return  # perception was faster than this node's own frame: fused when it arrives
             self._reject(why, f"no buffered frame at {stamp:.3f} s")
             return
         if obs.labels.shape != frame.shape:
@@ -101,6 +109,13 @@ class LateFusion:
             arrived = self._arrival.get(frame.stamp)
             if arrived is not None:
                 self._staleness.append(time.monotonic() - arrived)
+
+    def _wait(self, stamp: float, msg: Any) -> bool:
+        with self._lock:
+            if stamp not in self._waiting and len(self._waiting) >= self.buffer.max_pinned:
+                return False
+            self._waiting[stamp] = msg
+            return True
 
     @staticmethod
     def _embedding_dim(obs: Any) -> int | None:

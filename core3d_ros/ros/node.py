@@ -508,14 +508,10 @@ class MappingNode(Node):
         super().destroy_node()
 
 
-def run_nodes(argv: list[str] | None, *, prog: str, mapping: bool, perception: bool) -> int:
+def run_nodes(argv: list[str] | None, *, prog: str, build: Callable[[str | None], list[Node]]) -> int:
     """The entry point of every core3d executable: parse ``--config FILE`` and the ROS
-    arguments, build the nodes, spin them on one MultiThreadedExecutor until SIGINT/SIGTERM,
-    then shut down cleanly.
-
-    ``mapping``: run the mapping node; its ``ros.perception`` parameter then decides whether a
-    perception node joins it in this process (``in_process``). ``perception`` without
-    ``mapping``: the perception node alone (``core3d-perception-node``).
+    arguments, ``build(config_file)`` the nodes, spin them on one MultiThreadedExecutor until
+    SIGINT/SIGTERM, then shut down cleanly.
 
     Exit codes: 0 after a signal (however many arrive: ``ros2 launch`` forwards Ctrl-C to a
     process that also got it from the terminal), 2 for a configuration error (one line naming
@@ -543,13 +539,7 @@ def run_nodes(argv: list[str] | None, *, prog: str, mapping: bool, perception: b
     spinner = None
     code = 0
     try:
-        if mapping:
-            nodes.append(MappingNode(config_file=opts.config))
-        if perception or (mapping and nodes[0].cfg.ros.perception == "in_process"):
-            from .perception_node import PerceptionNode
-
-            base = nodes[0].cfg if nodes else None  # the in-process node shares the mapping node's settings
-            nodes.append(PerceptionNode(base, config_file=None if base else opts.config))
+        nodes.extend(build(opts.config))
         executor = MultiThreadedExecutor(num_threads=4 + 2 * (len(nodes) - 1))
         for node in nodes:
             executor.add_node(node)
@@ -579,7 +569,16 @@ def run_nodes(argv: list[str] | None, *, prog: str, mapping: bool, perception: b
 def main(argv: list[str] | None = None) -> int:
     """Console entry point ``core3d-mapping-node [--config FILE] [--ros-args ...]``: the mapping
     node, with a perception node in the same process unless ``ros.perception`` says otherwise."""
-    return run_nodes(argv, prog="core3d_mapping", mapping=True, perception=False)
+    return run_nodes(argv, prog="core3d_mapping", build=_mapping_nodes)
+
+
+def _mapping_nodes(config_file: str | None) -> list[Node]:
+    nodes: list[Node] = [MappingNode(config_file=config_file)]
+    if nodes[0].cfg.ros.perception == "in_process":
+        from .perception_node import PerceptionNode
+
+        nodes.append(PerceptionNode(nodes[0].cfg))  # shares the mapping node's settings
+    return nodes
 
 
 if __name__ == "__main__":

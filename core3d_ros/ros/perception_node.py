@@ -177,4 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point ``core3d-perception-node [--config FILE] [--ros-args ...]``."""
     from .node import run_nodes
 
-    return run_nodes(argv, prog="core3d_perception", perception=True, mapping=False)
+    return run_nodes(argv, prog="core3d_perception", build=lambda config_file: [PerceptionNode(config_file=config_file)])
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
