@@ -45,6 +45,17 @@ class FusionConfig:
 
 
 @dataclass
+class GeometryConfig:
+    """The TSDF surface map every frame is integrated into (same voxel size as the object map)."""
+
+    enabled: bool = True
+    device: str = "cpu"  # auto | cpu | cuda[:N] (Open3D's device)
+    block_count: int = 1000  # initial 8^3-voxel blocks reserved; the hash map grows as needed
+    trunc_voxels: float = 4.0  # truncation distance, in voxels
+    min_weight: float = 2.0  # observations before a surface voxel is published
+
+
+@dataclass
 class GeometricSegmenterConfig:
     """Weight-free segmenter: remove dominant planes, cluster the rest in 3D, coarse to fine.
 
@@ -186,6 +197,7 @@ class RosConfig:
     max_pinned_frames: int = 4  # frames perception claimed, kept beyond the buffer until fused
     publish_period: float = 1.0  # seconds between map publications
     publish_points: bool = True
+    publish_surface: bool = True  # changed TSDF blocks as markers on core3d/surface (needs geometry.enabled)
     marker_style: str = "line_list"  # object boxes in core3d/markers: line_list (wire frame) | cube
     map_path: str = ""  # load this map at start-up when set
 
@@ -194,6 +206,7 @@ class RosConfig:
 class MapperConfig:
     depth: DepthConfig = field(default_factory=DepthConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
+    geometry: GeometryConfig = field(default_factory=GeometryConfig)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)

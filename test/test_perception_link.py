@@ -163,8 +163,8 @@ def test_observations_fused_late_land_on_their_own_voxels(ros_context: Any, tmp_
 
     try:
         scene = make_scene(seed=0, num_frames=NUM_FRAMES)
-        # both nodes must be listening before the first frame
-        assert wait_for(lambda: len([k for k in diags if k.startswith(("core3d_mapping", "core3d_perception"))]) == 2, 60), logs()
+        # both nodes up, and the mapping node subscribed to the observations, before the first frame
+        assert wait_for(lambda: node_diag("core3d_perception", "observation_subscribers") >= 1 and mapping_diag("frames_received") == 0 and any(k.startswith("core3d_mapping") for k in diags), 60), logs()
         result = publish_dataset(scene, 4.0, ros, context=ros_context, wait_for_subscribers=30.0)
         assert result.frames == NUM_FRAMES
         assert wait_for(lambda: mapping_diag("frames_processed") == NUM_FRAMES, 60), (diags, logs())
@@ -173,7 +173,11 @@ def test_observations_fused_late_land_on_their_own_voxels(ros_context: Any, tmp_
         assert wait_for(lambda: node_diag("core3d_perception", "frames") + node_diag("core3d_perception", "keyframes_dropped") == NUM_FRAMES, 60), (diags, logs())
         published = node_diag("core3d_perception", "keyframes")
         assert published >= NUM_FRAMES // 3, diags
-        assert wait_for(lambda: mapping_diag("observations_fused") == published, 60), (diags, logs())
+        def link() -> str:
+            keys = ("observations", "frames_buffered", "staleness", "rejected")
+            return str({n: {k: v for k, v in d.items() if k.startswith(keys) or "observation" in k} for n, d in diags.items()})
+
+        assert wait_for(lambda: mapping_diag("observations_fused") == published, 60), link() + logs()[-1500:]
         rejected = {k: v for k, v in diags[next(k for k in diags if k.startswith("core3d_mapping"))].items() if "observations_rejected" in k}
         assert not rejected, rejected  # nothing late, nothing malformed
 

@@ -11,6 +11,7 @@ With ``keyframes.enabled: false`` every valid frame is fused.
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from contextlib import contextmanager
@@ -67,8 +68,33 @@ class Mapper:
 
         self.keyframes = KeyframeSelector(self.cfg.keyframes)
         self.map = ObjectMap(self.cfg.fusion)
+        self.geometry = self._new_geometry()
         self.last_pose: np.ndarray | None = None
         self._lock = threading.RLock()
+
+    def _new_geometry(self):
+        g = self.cfg.geometry
+        if not g.enabled:
+            return None
+        from .geometry import GeometryError, GeometryLayer
+        from .registry import BackendError
+
+        try:
+            return GeometryLayer(
+                self.cfg.fusion.voxel_size,
+                self.cfg.depth.max_depth,
+                device=g.device,
+                block_count=g.block_count,
+                trunc_voxels=g.trunc_voxels,
+                min_weight=g.min_weight,
+            )
+        except GeometryError as e:
+            raise BackendError(str(e)) from None
+
+    def integrate_geometry(self, frame: Frame) -> int:
+        """Every synced frame: the TSDF surface map (its own lock; the object map is untouched)."""
+        self.last_pose = frame.pose.copy()
+        return self.geometry.integrate(frame) if self.geometry is not None else 0
 
     @property
     def segmenter(self) -> Segmenter:
@@ -82,6 +108,9 @@ class Mapper:
         stats = FrameStats(index=frame.index)
         t_start = time.perf_counter()
         self.last_pose = frame.pose.copy()
+        if self.geometry is not None:
+            with _timed(stats, "geometry"):
+                self.geometry.integrate(frame)
         stats.keyframe = self.keyframes.is_keyframe(frame.pose, frame.index)
         if not stats.keyframe:
             return stats
@@ -145,15 +174,42 @@ class Mapper:
     def clear(self) -> None:
         with self._lock:
             self.map.clear()
+            self.geometry = self._new_geometry()
 
     def save(self, path: str) -> str:
+        """The object map to ``path`` (.npz) and the TSDF beside it (``*.geometry.npz``)."""
         with self._lock:
-            return save_map(self.map, path)
+            written = save_map(self.map, path)
+            if self.geometry is not None:
+                self.geometry.save(geometry_path(written))
+            return written
 
     def load(self, path: str) -> None:
+        """Load a map (and its TSDF when saved with one); both are validated before either is
+        swapped in, so a damaged file leaves the current map as it was."""
+        from .geometry import GeometryError, GeometryLayer
+        from .mapio import MapFileError
+
         new = load_map(path, self.cfg.fusion)  # validated before anything changes
+        geometry = self._new_geometry()
+        gpath = geometry_path(path)
+        if geometry is not None and os.path.exists(gpath):
+            g = self.cfg.geometry
+            try:
+                geometry = GeometryLayer.load(
+                    gpath, self.cfg.depth.max_depth, device=g.device, trunc_voxels=g.trunc_voxels, min_weight=g.min_weight
+                )
+            except GeometryError as e:
+                raise MapFileError(str(e)) from None
         with self._lock:
             self.map = new
+            self.geometry = geometry
+
+
+def geometry_path(map_path: str | os.PathLike) -> str:
+    """Where the TSDF of a map file lives: ``map.npz`` -> ``map.geometry.npz``."""
+    p = str(map_path)
+    return (p[: -len(".npz")] if p.endswith(".npz") else p) + ".geometry.npz"
 
 
 def fuse_frame(

@@ -58,7 +58,7 @@ class LateFusion:
         """Buffer a synced frame (validated here; FrameError rejects it) and track the camera."""
         frame.validate()
         self.buffer.add(frame)
-        self.node.mapper.last_pose = frame.pose.copy()
+        self.node.mapper.integrate_geometry(frame)
         with self._lock:
             ready = [s for s in self._waiting if s <= frame.stamp + self.buffer.tolerance]
             retry = [self._waiting.pop(s) for s in ready]  # their frame is here, or never will be

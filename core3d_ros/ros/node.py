@@ -41,6 +41,7 @@ from .frames import REJECTED, reason_of
 from .params import declare_config
 from .inputs import SyncedInputs, validate_inputs
 from .late_fusion import LateFusion
+from .surface_msgs import surface_markers
 from .sync import Rejected, SyncedSet
 
 NODE_NAME = "core3d_mapping"
@@ -198,6 +199,10 @@ class MappingNode(Node):
         self.markers_pub = self.create_publisher(MarkerArray, "core3d/markers", qos_map)
         self.cloud_pub = self.create_publisher(PointCloud2, "core3d/cloud", qos_map) if ros.publish_points else None
         self.query_markers_pub = self.create_publisher(MarkerArray, "core3d/query_markers", qos_map)
+        self.surface_pub = None
+        if ros.publish_surface and self.cfg.geometry.enabled:
+            self.surface_pub = self.create_publisher(MarkerArray, "core3d/surface", qos_map)
+        self._surface_reset = True  # the next surface publication starts with a DELETEALL
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._timer = self.create_timer(ros.publish_period, self.publish_map, callback_group=self._timer_group)
 
@@ -323,7 +328,26 @@ class MappingNode(Node):
             )
         if self.cloud_pub is not None and self.cloud_pub.get_subscription_count():
             self.cloud_pub.publish(conv.snapshot_to_cloud(snap, frame_id=ros.map_frame, stamp=stamp))
+        self._publish_surface(stamp)
         self.diagnostics_pub.publish(self._diagnostics(stamp))
+
+    def _publish_surface(self, stamp: Any) -> None:
+        """The TSDF blocks changed since the last publication (none of the rest of the map).
+        Without subscribers the changes accumulate, so a first subscriber gets the whole map."""
+        geometry = getattr(self.mapper, "geometry", None)
+        if self.surface_pub is None or geometry is None or not self.surface_pub.get_subscription_count():
+            return
+        blocks = geometry.take_dirty()
+        if not len(blocks) and not self._surface_reset:
+            return
+        points, colors, block_of = geometry.surface(blocks)
+        self.surface_pub.publish(
+            surface_markers(
+                blocks, points, colors, block_of, voxel_size=geometry.voxel_size,
+                frame_id=self.cfg.ros.map_frame, stamp=stamp, clear_first=self._surface_reset,
+            )
+        )
+        self._surface_reset = False
 
     def _diagnostics(self, stamp: Any) -> DiagnosticArray:
         c = self.counters()
@@ -463,6 +487,7 @@ class MappingNode(Node):
             resp.message = f"could not load {path}: {type(e).__name__}: {e}"
             resp.num_objects = len(self.mapper.snapshot().objects)
             return resp
+        self._surface_reset = True
         resp.success = True
         resp.num_objects = len(self.mapper.snapshot().objects)
         resp.message = f"loaded {resp.num_objects} objects from {path}"
@@ -477,6 +502,7 @@ class MappingNode(Node):
         except Exception as e:
             resp.success, resp.message = False, f"could not clear the map: {type(e).__name__}: {e}"
             return resp
+        self._surface_reset = True
         resp.success, resp.message = True, f"map cleared ({n} objects removed)"
         return resp
 

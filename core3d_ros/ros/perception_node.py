@@ -154,6 +154,8 @@ class PerceptionNode(Node):
             out: dict[str, Any] = dict(self._counts)
             out.update({f"rejected_{k}": v for k, v in self._rejected.items()})
             out["keyframes_dropped"] = w.dropped  # newer sets replaced them before inference
+        out["observation_subscribers"] = self.observations_pub.get_subscription_count()
+        with self._lock:
             out["worker_errors"] = w.errors
             out.update({f"time_{k}_ms": round(v, 1) for k, v in self._last_ms.items()})
         return out
@@ -162,7 +164,10 @@ class PerceptionNode(Node):
         c = self.counters()
         status = DiagnosticStatus(name=f"{self.get_name()}: perception", hardware_id=self.get_fully_qualified_name())
         status.level = DiagnosticStatus.OK
-        status.message = "inferring" if c.get("keyframes") else "waiting for keyframes"
+        if not c["observation_subscribers"]:
+            status.level, status.message = DiagnosticStatus.WARN, "no mapping node subscribes to the observations"
+        else:
+            status.message = "inferring" if c.get("keyframes") else "waiting for keyframes"
         status.values = [KeyValue(key=k, value=str(v)) for k, v in sorted(c.items())]
         self.diagnostics_pub.publish(
             DiagnosticArray(header=conv.make_header("", self.get_clock().now().to_msg()), status=[status])
