@@ -115,7 +115,7 @@ def cmd_query(args) -> int:
     from .core.retrieval.parser import QueryError
 
     cfg = load_config(args.config)
-    mapper = Mapper(cfg)
+    mapper = Mapper(cfg, segment=False)
     mapper.load(args.map)
     engine = QueryEngine(cfg.retrieval, encoder=mapper.encoder)
     if args.llm_url or args.llm_model:

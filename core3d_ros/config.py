@@ -73,6 +73,17 @@ class FusionConfig:
 
 
 @dataclass
+class GeometryConfig:
+    """The TSDF surface map every frame is integrated into (same voxel size as the object map)."""
+
+    enabled: bool = _p(True, "integrate every synced frame into the TSDF surface map (Open3D VoxelBlockGrid)")
+    device: str = _p("cpu", "auto | cpu | cuda[:N]: Open3D's device for the TSDF")
+    block_count: int = _p(1000, "8^3-voxel blocks reserved at start; the hash map grows as needed", (1, INT_MAX))
+    trunc_voxels: float = _p(4.0, "TSDF truncation distance, in voxels", (1.0, 64.0))
+    min_weight: float = _p(2.0, "observations before a surface voxel is published", (0.0, INF))
+
+
+@dataclass
 class GeometricSegmenterConfig:
     """Weight-free segmenter: remove dominant planes, cluster the rest in 3D, coarse to fine.
 
@@ -280,8 +291,15 @@ class RosConfig:
     sync_queue: int = _p(30, "messages kept per input while synchronising", (1, INT_MAX))
     max_pose_age: float = _p(0.2, "seconds between image stamp and nearest pose", (0.0, INF))
     work_queue: int = _p(4, "bounded queue between callbacks and the mapping worker", (1, INT_MAX))
+    # Where the models run: in_process (a perception node in the mapping node's process, linked
+    # by the core3d/observations topic), external (a perception node elsewhere, e.g. a GPU box),
+    # inline (the mapping worker runs them itself and waits for them; offline-style runs).
+    perception: str = _p("in_process", "where the models run: in_process (a perception node in this process, linked by core3d/observations) | external (a perception node elsewhere) | inline (the mapping worker runs them and waits)")
+    frame_buffer: int = _p(60, "frames kept by stamp for observations that arrive later", (1, INT_MAX))
+    max_pinned_frames: int = _p(4, "frames perception claimed, kept beyond the buffer until their observation is fused", (1, INT_MAX))
     publish_period: float = _p(1.0, "seconds between map publications", (0.001, INF))
     publish_points: bool = _p(True, "publish the map point cloud on core3d/cloud")
+    publish_surface: bool = _p(True, "publish changed TSDF blocks as markers on core3d/surface (needs geometry.enabled)")
     marker_style: str = _p("line_list", "object boxes in core3d/markers: line_list (wire frame) | cube")
     map_path: str = _p("", "load this map at start-up when set (relative: inside maps_dir)")
     # Map files are read and written only inside this directory (created when needed); a
@@ -309,6 +327,7 @@ class RosConfig:
 class MapperConfig:
     depth: DepthConfig = field(default_factory=DepthConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
+    geometry: GeometryConfig = field(default_factory=GeometryConfig)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)

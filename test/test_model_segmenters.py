@@ -260,3 +260,60 @@ def test_semantic_sam_clear_errors(tmp_path):
                 name="semantic_sam", model_type="T", checkpoint=str(ckpt), device="cpu", semantic_sam_root=str(tmp_path)
             )
         )
+
+
+def _fake_semantic_sam_clone(root):
+    """A folder with Semantic-SAM's import surface; build_model records the options it got."""
+    (root / "semantic_sam").mkdir(parents=True)
+    (root / "utils").mkdir()
+    (root / "configs").mkdir()
+    (root / "configs" / "semantic_sam_only_sa-1b_swinT.yaml").write_text(
+        "MODEL:\n  BACKBONE:\n    NAME: swin\n    PRETRAINED: 'https://example.invalid/swin_tiny.pth'\n    LOAD_PRETRAINED: true\n"
+    )
+    (root / "utils" / "__init__.py").write_text("")
+    (root / "utils" / "arguments.py").write_text(
+        "import yaml\ndef load_opt_from_config_file(path):\n    return yaml.safe_load(open(path))\n"
+    )
+    (root / "semantic_sam" / "__init__.py").write_text(
+        "SEEN = []\n"
+        "def build_model(opt):\n"
+        "    bb = opt['MODEL']['BACKBONE']\n"
+        "    if bb['LOAD_PRETRAINED']:\n"
+        "        raise OSError('network fetch of ' + bb['PRETRAINED'])\n"
+        "    SEEN.append(opt)\n"
+        "    return object()\n"
+        "class SemanticSamAutomaticMaskGenerator:\n"
+        "    def __init__(self, model, level, **kw):\n"
+        "        self.level = level\n"
+    )
+    (root / "semantic_sam" / "BaseModel.py").write_text(
+        "class BaseModel:\n"
+        "    def __init__(self, opt, model):\n        self.opt = opt\n"
+        "    def from_pretrained(self, path):\n        self.path = path\n        return self\n"
+        "    def eval(self):\n        return self\n"
+        "    def to(self, device):\n        return self\n"
+    )
+
+
+def test_semantic_sam_builds_without_network(tmp_path, monkeypatch):
+    """The configs' backbone URL is never fetched: LOAD_PRETRAINED is off when the model is built."""
+    import sys
+
+    _fake_semantic_sam_clone(tmp_path / "clone")
+    ckpt = tmp_path / "swint.pth"
+    ckpt.write_bytes(b"")
+    for name in ("semantic_sam", "semantic_sam.BaseModel", "utils", "utils.arguments"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    cfg = SegmenterConfig(
+        name="semantic_sam", model_type="T", checkpoint=str(ckpt), device="cpu",
+        semantic_sam_root=str(tmp_path / "clone"), granularity_levels=[2, 4],
+    )
+    seg = make_segmenter(cfg)
+    assert sorted(seg.generators) == [2, 4]
+    assert [g.level for g in seg.generators.values()] == [[2], [4]]
+    (opt,) = sys.modules["semantic_sam"].SEEN
+    assert opt["MODEL"]["BACKBONE"]["LOAD_PRETRAINED"] is False
+    assert opt["MODEL"]["BACKBONE"]["PRETRAINED"] == ""
+    for name in ("semantic_sam", "semantic_sam.BaseModel", "utils", "utils.arguments"):
+        sys.modules.pop(name, None)

@@ -74,6 +74,7 @@ def ctx(monkeypatch: pytest.MonkeyPatch):
 
 def config(**ros: Any) -> MapperConfig:
     cfg = MapperConfig()
+    cfg.ros.perception = "inline"  # the recording mapper sees every frame the node builds
     cfg.ros.qos_reliability = "reliable"
     cfg.ros.qos_depth = 50
     cfg.ros.publish_period = 0.5
@@ -349,7 +350,7 @@ def test_tf_pose_and_bad_tf_counted_by_reason(ctx, tf2_ros) -> None:
         for t in (9.0, 10.0, 11.0):  # map -> base_link, the robot at (1, 2) facing +y
             moving.sendTransform(_tf("map", "base_link", t, (1.0, 2.0, 0.0), (0, 0, s, s)))
         assert wait_for(
-            lambda: rig.node._tf.tf.buffer.can_transform("map", "camera_color_optical_frame", rclpy.time.Time(seconds=10)),
+            lambda: rig.node._frames.tf_pose.tf.buffer.can_transform("map", "camera_color_optical_frame", rclpy.time.Time(seconds=10)),
             10,
         ), "TF did not arrive"
 
@@ -380,7 +381,7 @@ def test_tf_from_the_future_is_refused(ctx, tf2_ros) -> None:
         moving = tf2_ros.TransformBroadcaster(rig.peer)
         for t in (100.0, 101.0):  # only TFs newer than the image
             moving.sendTransform(_tf("map", "cam", t))
-        assert wait_for(lambda: rig.node._tf.tf.buffer.can_transform("map", "cam", rclpy.time.Time(seconds=100)), 10)
+        assert wait_for(lambda: rig.node._frames.tf_pose.tf.buffer.can_transform("map", "cam", rclpy.time.Time(seconds=100)), 10)
         m = messages(20.0, frame_id="cam")
         rig.send({k: m[k] for k in ("color", "depth", "camera_info")})
         assert rig.settle(1)

@@ -105,6 +105,10 @@ def test_mapping_node_end_to_end(ros_context: Any, tmp_path: Path) -> None:
     ros = ros_config()
     params = {
         "segmenter.name": "oracle",
+        # The models in the mapping worker, frame by frame, so that the map must equal the
+        # in-process reference below; the perception/mapping graph (which may skip frames when
+        # busy) is tested in test_perception_link.
+        "ros.perception": "inline",
         "ros.qos_reliability": ros.qos_reliability,
         "ros.qos_depth": str(ros.qos_depth),
         "ros.work_queue": str(ros.work_queue),

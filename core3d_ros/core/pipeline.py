@@ -12,6 +12,7 @@ With ``keyframes.enabled: false`` every valid frame is fused.
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 import time
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from .fusion.object_map import IntegrationStats, ObjectMap, SegmentObservation
 from .frame import Frame
 from .mapio import load_map, save_map
 from .objects import MapSnapshot
+from .observation import Observation
 from .segment.base import Mask2D, Segmenter, make_segmenter
 from .segment.progressive import progressive_merge
 
@@ -43,9 +45,16 @@ class FrameStats:
 
 
 class Mapper:
-    def __init__(self, cfg: MapperConfig | None = None, segmenter: Segmenter | None = None, encoder=None):
+    def __init__(
+        self, cfg: MapperConfig | None = None, segmenter: Segmenter | None = None, encoder=None, *, segment: bool = True
+    ):
+        """Builds every back-end now, so that a bad name, checkpoint or device fails at start-up
+        (BackendError naming the parameter), not at the first keyframe. ``segment=False``: a
+        mapper that only loads, saves and answers queries; no segmenter is built."""
         self.cfg = cfg or MapperConfig()
-        self._segmenter = segmenter  # built on first use: a mapper that only loads and queries needs none
+        if segmenter is None and segment:
+            segmenter = make_segmenter(self.cfg.segmenter)
+        self._segmenter = segmenter
         if encoder is None and self.cfg.embed.name != "none":
             from .embed.base import make_encoder
 
@@ -60,22 +69,42 @@ class Mapper:
 
         self.keyframes = KeyframeSelector(self.cfg.keyframes)
         self.map = ObjectMap(self.cfg.fusion)
+        self.geometry = self._new_geometry()
         self.last_pose: np.ndarray | None = None
         self._lock = threading.RLock()  # fusion and map swaps
         self._snapshot_lock = threading.Lock()
         self._generation = 0  # bumped when the map is replaced or cleared (its version restarts)
         self._last_snapshot: tuple[tuple[int, int], MapSnapshot] | None = None
 
+    def _new_geometry(self):
+        g = self.cfg.geometry
+        if not g.enabled:
+            return None
+        from .geometry import GeometryError, GeometryLayer
+        from .registry import BackendError
+
+        try:
+            return GeometryLayer(
+                self.cfg.fusion.voxel_size,
+                self.cfg.depth.max_depth,
+                device=g.device,
+                block_count=g.block_count,
+                trunc_voxels=g.trunc_voxels,
+                min_weight=g.min_weight,
+            )
+        except GeometryError as e:
+            raise BackendError(str(e)) from None
+
+    def integrate_geometry(self, frame: Frame) -> int:
+        """Every synced frame: the TSDF surface map (its own lock; the object map is untouched)."""
+        self.last_pose = frame.pose.copy()
+        return self.geometry.integrate(frame) if self.geometry is not None else 0
+
     @property
     def segmenter(self) -> Segmenter:
         if self._segmenter is None:
-            self._segmenter = make_segmenter(self.cfg.segmenter)
+            raise RuntimeError("this Mapper was built with segment=False: it loads and queries maps only")
         return self._segmenter
-
-    def warm_up(self) -> None:
-        """Build the segmenter now (imports, model loading) instead of during the first frame,
-        which otherwise arrives while a queue of later frames builds up behind it."""
-        _ = self.segmenter
 
     # ------------------------------------------------------------------ frames
     def process(self, frame: Frame) -> FrameStats:
@@ -83,6 +112,9 @@ class Mapper:
         stats = FrameStats(index=frame.index)
         t_start = time.perf_counter()
         self.last_pose = frame.pose.copy()
+        if self.geometry is not None:
+            with _timed(stats, "geometry"):
+                self.geometry.integrate(frame)
         stats.keyframe = self.keyframes.is_keyframe(frame.pose, frame.index)
         if not stats.keyframe:
             return stats
@@ -95,6 +127,33 @@ class Mapper:
                 observations = self._observe(frame, masks)
         elif masks and self.cfg.retrieval.llm.enabled:  # no encoder: keep best views for the VLM steps
             observations = self._views(frame, masks)
+        with _timed(stats, "fusion"), self._lock:
+            ist = fuse_frame(self.map, frame, masks, observations)
+        stats.segments, stats.created, stats.associated = ist.segments, ist.created, ist.associated
+        stats.merged, stats.dropped_voxels = ist.merged, ist.dropped_voxels
+        stats.timings_ms["total"] = (time.perf_counter() - t_start) * 1e3
+        return stats
+
+    def fuse_observation(self, frame: Frame, obs: "Observation") -> FrameStats:
+        """Fuse an observation computed elsewhere (the perception node) against its own frame:
+        the depth and pose buffered for the observation's stamp. The caller checks that they
+        belong together (same stamp, validated observation)."""
+        from .observation import decode_view
+
+        stats = FrameStats(index=frame.index)
+        t_start = time.perf_counter()
+        masks = [Mask2D(mask=obs.labels == r.label, score=r.score, level=r.level) for r in obs.masks]
+        observations = None
+        if any(r.embedding is not None for r in obs.masks):
+            observations = [
+                SegmentObservation(
+                    embedding=None if r.embedding is None else np.asarray(r.embedding, np.float32),
+                    view_quality=r.view_quality,
+                    view_crop=decode_view(r.view_jpeg),
+                )
+                for r in obs.masks
+            ]
+        stats.masks = len(masks)
         with _timed(stats, "fusion"), self._lock:
             ist = fuse_frame(self.map, frame, masks, observations)
         stats.segments, stats.created, stats.associated = ist.segments, ist.created, ist.associated
@@ -164,16 +223,44 @@ class Mapper:
         with self._lock:
             self.map.clear()
             self._generation += 1
+            self.geometry = self._new_geometry()
 
     def save(self, path: str) -> str:
+        """The object map to ``path`` (.npz) and the TSDF beside it (``*.geometry.npz``), both
+        written outside the fusion lock (the object map from a copy, the TSDF under its own lock)."""
         frozen, _ = self._frozen_map()
-        return save_map(frozen, path)  # compression and disk writes outside the fusion lock
+        written = save_map(frozen, path)
+        if self.geometry is not None:
+            self.geometry.save(geometry_path(written))
+        return written
 
     def load(self, path: str) -> None:
+        """Load a map (and its TSDF when saved with one); both are validated before either is
+        swapped in, so a damaged file leaves the current map as it was."""
+        from .geometry import GeometryError, GeometryLayer
+        from .mapio import MapFileError
+
         new = load_map(path, self.cfg.fusion)  # validated before anything changes
+        geometry = self._new_geometry()
+        gpath = geometry_path(path)
+        if geometry is not None and os.path.exists(gpath):
+            g = self.cfg.geometry
+            try:
+                geometry = GeometryLayer.load(
+                    gpath, self.cfg.depth.max_depth, device=g.device, trunc_voxels=g.trunc_voxels, min_weight=g.min_weight
+                )
+            except GeometryError as e:
+                raise MapFileError(str(e)) from None
         with self._lock:
             self.map = new
             self._generation += 1
+            self.geometry = geometry
+
+
+def geometry_path(map_path: str | os.PathLike) -> str:
+    """Where the TSDF of a map file lives: ``map.npz`` -> ``map.geometry.npz``."""
+    p = str(map_path)
+    return (p[: -len(".npz")] if p.endswith(".npz") else p) + ".geometry.npz"
 
 
 def fuse_frame(

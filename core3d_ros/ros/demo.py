@@ -176,7 +176,7 @@ def run_demo(out: str = "out/demo", frames: int = 48, seed: int = 0, config: str
 
         from ..core.pipeline import Mapper
 
-        mapper = Mapper(cfg)
+        mapper = Mapper(cfg, segment=False)
         mapper.map = omap
         metrics = evaluate_mapper(mapper, [scene[i] for i in range(len(scene))])
         m = metrics["objects_only"]

@@ -2,9 +2,17 @@
 
 Threads: subscription callbacks only time-sync messages and hand complete sets to a bounded
 work queue (``ros.work_queue``; when full the oldest set is dropped and counted); one worker
-thread converts a set into a Frame and runs ``Mapper.process``. A timer publishes the map every
-``ros.publish_period`` seconds from a snapshot; services read snapshots too, so queries answer
-while mapping continues. Run it under a MultiThreadedExecutor (``main`` does).
+thread converts a set into a Frame, integrates it into the TSDF geometry layer and buffers it by
+stamp. Masks and embeddings come from the perception node (``perception_node.py``; in this
+process by default, ``ros.perception``) on ``core3d/observations`` and are fused late against
+their own frame (``late_fusion.py``); no model call ever runs in this node's threads unless
+``ros.perception`` is ``inline``. A timer publishes the map every ``ros.publish_period`` seconds
+from a snapshot; services read snapshots too, so queries answer while mapping continues. Run it
+under a MultiThreadedExecutor (``main`` does).
+
+Parts: parameters (params.py), inputs and frame assembly (inputs.py, frames.py), late fusion
+(late_fusion.py), message conversion (conversions.py, surface_msgs.py); this file composes them
+with the services and publishers.
 
 Every field of the MapperConfig tree is a read-only ROS parameter of the same dotted name
 (``fusion.voxel_size``, ``ros.color_topic``, ...); ``config_file`` (or ``--config FILE``)
@@ -13,74 +21,39 @@ loads a YAML file first, and ``--ros-args -p`` / ``--params-file`` values overri
 from __future__ import annotations
 
 import argparse
-import array
-import dataclasses
 import math
-import os
 import signal
 import sys
 import threading
 import time
 import traceback
-import typing
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from nav_msgs.msg import Odometry
-from geometry_msgs.msg import PoseStamped
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.parameter import Parameter
-from rclpy.qos import (
-    DurabilityPolicy,
-    HistoryPolicy,
-    QoSProfile,
-    ReliabilityPolicy,
-    qos_profile_sensor_data,
-    qos_profile_system_default,
-)
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import PointCloud2
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
-from ..config import ConfigError, MapperConfig, RosConfig, describe, flatten, from_dict, load_config, unflatten
-from ..core.camera import DepthError, decode_depth
-from ..core.frame import Frame, FrameError
+from ..config import ConfigError, MapperConfig, RosConfig
+from ..core.frame import Frame
 from ..core.mappaths import MapPathError, MapPathPolicy
-from ..core.transforms import TransformError, camera_pose, xyzquat_to_matrix
-from ..core.undistort import Undistorter
 from . import conversions as conv
-from .sync import ApproximateTimeSync, Rejected, SyncedSet, check_pose_age
-from .tf import StaticExtrinsic, TfLookup, TfPoseLookup
+from .frames import REJECTED, reason_of
+from .inputs import SyncedInputs, validate_inputs
+from .late_fusion import LateFusion
+from .params import declare_config
+from .surface_msgs import surface_markers
+from .sync import Rejected, SyncedSet
 
 NODE_NAME = "core3d_mapping"
-POSE_TYPES = ("pose", "odometry", "tf")
-QOS_RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
-QOS_PROFILES = ("default", "sensor_data", "reliable", "best_effort", "system_default")
-COLOR_TRANSPORTS = ("raw", "compressed")
-DEPTH_TRANSPORTS = ("raw", "compressedDepth")
-
-# Exceptions raised while turning messages into a Frame -> rejection reason.
-_CONVERSION_REASONS: tuple[tuple[type, str], ...] = (
-    (conv.ImageError, "bad_image"),
-    (DepthError, "bad_depth"),
-    (conv.CameraInfoError, "bad_camera_info"),
-    (conv.PoseError, "bad_pose"),
-)
-_REJECTED = (FrameError, *(t for t, _ in _CONVERSION_REASONS))
-
-
-def _reason_of(error: Exception) -> str:
-    if isinstance(error, FrameError):
-        return error.reason
-    return next(r for t, r in _CONVERSION_REASONS if isinstance(error, t))
-
+PERCEPTION_MODES = ("in_process", "external", "inline")
 
 @dataclass
 class NodeCounters:
@@ -107,107 +80,22 @@ class NodeCounters:
         return sum(self.rejected.values())
 
 
-def _flat_hints(cls: type, prefix: str = "") -> dict[str, Any]:
-    """Dotted name -> type hint of every leaf of a config dataclass tree."""
-    out: dict[str, Any] = {}
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        hint = hints[f.name]
-        if dataclasses.is_dataclass(hint):
-            out.update(_flat_hints(hint, f"{prefix}{f.name}."))
-        else:
-            out[f"{prefix}{f.name}"] = hint
-    return out
-
-
-_EMPTY_LIST_TYPES = {
-    str: Parameter.Type.STRING_ARRAY,
-    int: Parameter.Type.INTEGER_ARRAY,
-    float: Parameter.Type.DOUBLE_ARRAY,
-    bool: Parameter.Type.BOOL_ARRAY,
-}
-
-
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-
-
-def _descriptor(name: str, hint: Any) -> ParameterDescriptor:
-    """Read-only ParameterDescriptor of config leaf ``name``: description and range from config.py."""
-    meta = describe(MapperConfig, name)
-    text = meta.get("description") or f"core3d config '{name}'"
-    desc = ParameterDescriptor(description=f"{text} (read at start-up)", read_only=True)
-    lo_hi = meta.get("range")
-    if lo_hi is not None and hint is float:
-        lo, hi = (float(v) for v in lo_hi)
-        desc.floating_point_range = [FloatingPointRange(from_value=lo, to_value=hi, step=0.0)]
-        desc.additional_constraints = f"{lo:g} <= value <= {hi:g}"
-    elif lo_hi is not None and hint is int:
-        lo, hi = (int(v) for v in lo_hi)
-        desc.integer_range = [IntegerRange(from_value=lo, to_value=hi, step=1)]
-        desc.additional_constraints = f"{lo} <= value <= {hi}"
-    return desc
-
-
 def validate_ros_config(ros: RosConfig) -> None:
-    """Reject RosConfig values the node cannot run with (ConfigError names the parameter)."""
-    if ros.pose_type not in POSE_TYPES:
-        raise ConfigError(f"ros.pose_type must be one of {POSE_TYPES}, got {ros.pose_type!r}")
-    if ros.qos_reliability not in QOS_RELIABILITY:
-        raise ConfigError(f"ros.qos_reliability must be one of {sorted(QOS_RELIABILITY)}, got {ros.qos_reliability!r}")
-    for name in ("qos_depth", "sync_queue", "work_queue"):
-        if getattr(ros, name) < 1:
-            raise ConfigError(f"ros.{name} must be >= 1, got {getattr(ros, name)}")
-    for name in ("sync_slop", "max_pose_age"):
-        if not getattr(ros, name) >= 0:
-            raise ConfigError(f"ros.{name} must be >= 0, got {getattr(ros, name)}")
+    """Reject RosConfig values the mapping node cannot run with (ConfigError names the parameter)."""
+    validate_inputs(ros)
+    if ros.work_queue < 1:
+        raise ConfigError(f"ros.work_queue must be >= 1, got {ros.work_queue}")
     if not ros.publish_period > 0:
         raise ConfigError(f"ros.publish_period must be > 0, got {ros.publish_period}")
     if ros.marker_style not in ("line_list", "cube"):
         raise ConfigError(f"ros.marker_style must be 'line_list' or 'cube', got {ros.marker_style!r}")
-    for name in ("color_topic", "depth_topic", "info_topic", "map_frame"):
-        if not getattr(ros, name):
-            raise ConfigError(f"ros.{name} must not be empty")
     if not ros.maps_dir:
         raise ConfigError("ros.maps_dir must not be empty")
-    if ros.pose_type != "tf" and not ros.pose_topic:
-        raise ConfigError("ros.pose_topic must not be empty unless ros.pose_type is 'tf'")
-    for name in ("color_qos", "depth_qos", "info_qos", "pose_qos"):
-        if getattr(ros, name) not in QOS_PROFILES:
-            raise ConfigError(f"ros.{name} must be one of {QOS_PROFILES}, got {getattr(ros, name)!r}")
-    if ros.color_transport not in COLOR_TRANSPORTS:
-        raise ConfigError(f"ros.color_transport must be one of {COLOR_TRANSPORTS}, got {ros.color_transport!r}")
-    if ros.depth_transport not in DEPTH_TRANSPORTS:
-        raise ConfigError(f"ros.depth_transport must be one of {DEPTH_TRANSPORTS}, got {ros.depth_transport!r}")
-    if not ros.tf_timeout >= 0:
-        raise ConfigError(f"ros.tf_timeout must be >= 0, got {ros.tf_timeout}")
-    if ros.camera_extrinsic:
-        try:
-            xyzquat_to_matrix(ros.camera_extrinsic)
-        except TransformError as e:
-            raise ConfigError(f"ros.camera_extrinsic: {e}") from None
-    if ros.base_frame and ros.camera_extrinsic:
-        raise ConfigError("ros.base_frame and ros.camera_extrinsic are exclusive: the extrinsic comes from TF or from the parameter")
-    if ros.pose_type == "tf" and (ros.base_frame or ros.camera_extrinsic):
-        raise ConfigError(
-            "ros.base_frame / ros.camera_extrinsic apply to pose and odometry inputs; with ros.pose_type 'tf' "
-            "the whole chain map_frame <- camera comes from TF"
-        )
-
-
-def input_qos(ros: RosConfig, profile: str) -> QoSProfile:
-    """QoS of an input subscription by profile name (see RosConfig.color_qos)."""
-    if profile == "sensor_data":
-        return qos_profile_sensor_data
-    if profile == "system_default":
-        return qos_profile_system_default
-    reliability = {"reliable": "reliable", "best_effort": "best_effort"}.get(profile, ros.qos_reliability)
-    return QoSProfile(
-        reliability=QOS_RELIABILITY[reliability],
-        history=HistoryPolicy.KEEP_LAST,
-        depth=ros.qos_depth,
-        durability=DurabilityPolicy.VOLATILE,
-    )
+    if ros.perception not in PERCEPTION_MODES:
+        raise ConfigError(f"ros.perception must be one of {PERCEPTION_MODES}, got {ros.perception!r}")
+    for name in ("frame_buffer", "max_pinned_frames"):
+        if getattr(ros, name) < 1:
+            raise ConfigError(f"ros.{name} must be >= 1, got {getattr(ros, name)}")
 
 
 def validate_node_config(cfg: MapperConfig) -> None:
@@ -222,7 +110,8 @@ def validate_node_config(cfg: MapperConfig) -> None:
 def _default_mapper(cfg: MapperConfig) -> Any:
     from ..core.pipeline import Mapper
 
-    return Mapper(cfg)
+    # Only the inline mode runs models in this node; otherwise the perception node does.
+    return Mapper(cfg, segment=cfg.ros.perception == "inline")
 
 
 def _default_engine(cfg: MapperConfig, mapper: Any) -> Any:
@@ -242,10 +131,6 @@ def _query_error_types() -> tuple[type, ...]:
     except Exception:  # engine not importable: the query service reports that instead
         return (ValueError,)
     return (QueryError, ValueError)
-
-
-def _stamp(msg: Any) -> float:
-    return conv.to_seconds(msg.header.stamp)
 
 
 class MappingNode(Node):
@@ -276,13 +161,7 @@ class MappingNode(Node):
         self._worker: threading.Thread | None = None
 
         # ---- configuration: YAML (optional) -> declared parameters -> MapperConfig
-        cf = self.declare_parameter(
-            "config_file",
-            config_file or "",
-            ParameterDescriptor(description="YAML config loaded before the other parameters", read_only=True),
-        ).value
-        base = load_config(cf) if cf else (config if config is not None else MapperConfig())
-        self.cfg = self._declare_config(base)
+        self.cfg = declare_config(self, config, config_file)
         validate_node_config(self.cfg)
         ros = self.cfg.ros
 
@@ -297,7 +176,6 @@ class MappingNode(Node):
         self._counts = Counter()  # synced, processed, keyframes, dropped, queries
         self._timings: dict[str, float] = {}
         self._objects = 0
-        self._frame_index = 0
         self._warned: set[str] = set()
         self._errors: Counter = Counter()  # unexpected exceptions per callback
         self._queue: deque[SyncedSet] = deque()
@@ -316,47 +194,19 @@ class MappingNode(Node):
         self._sub_group = MutuallyExclusiveCallbackGroup()
         self._srv_group = ReentrantCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
-        color = (CompressedImage, f"{ros.color_topic}/compressed") if ros.color_transport == "compressed" else (Image, ros.color_topic)
-        depth = (
-            (CompressedImage, f"{ros.depth_topic}/compressedDepth")
-            if ros.depth_transport == "compressedDepth"
-            else (Image, ros.depth_topic)
-        )
-        topics: list[tuple[str, type, str, str]] = [
-            ("color", *color, ros.color_qos),
-            ("depth", *depth, ros.depth_qos),
-            ("camera_info", CameraInfo, ros.info_topic, ros.info_qos),
-        ]
-        if ros.instance_topic:
-            topics.append(("instances", Image, ros.instance_topic, ros.color_qos))
-        self._undistorter = Undistorter()
-        self._tf: TfPoseLookup | None = None
-        self._extrinsic_tf: StaticExtrinsic | None = None
-        self._extrinsic = xyzquat_to_matrix(ros.camera_extrinsic) if ros.camera_extrinsic else None
-        if ros.pose_type == "tf":
-            self._tf = TfPoseLookup(self, ros.map_frame, ros.camera_frame, tf=TfLookup(self, timeout=ros.tf_timeout))
-        else:
-            pose_type = PoseStamped if ros.pose_type == "pose" else Odometry
-            topics.append(("pose", pose_type, ros.pose_topic, ros.pose_qos))
-            if ros.base_frame:
-                self._extrinsic_tf = StaticExtrinsic(
-                    self, ros.base_frame, ros.camera_frame, tf=TfLookup(self, timeout=ros.tf_timeout)
-                )
-        self._sync = ApproximateTimeSync(
-            [key for key, *_ in topics],
-            slop=ros.sync_slop,
-            queue_size=ros.sync_queue,
-            tolerances={"pose": ros.max_pose_age},
-            reasons={"pose": ("no_pose", "stale_pose")},
+        self._inputs = SyncedInputs(
+            self,
+            self.cfg,
             on_set=self._enqueue,
             on_reject=self._on_reject,
+            on_message=self._count_received,
+            callback_group=self._sub_group,
+            guard=self._guard,
         )
-        self._subs = [
-            self.create_subscription(
-                mtype, topic, self._guard(f"input_{key}", self._make_callback(key)), input_qos(ros, qos), callback_group=self._sub_group
-            )
-            for key, mtype, topic, qos in topics
-        ]
+        self._sync, self._frames = self._inputs.sync, self._inputs.frames
+        self._late: LateFusion | None = None
+        if ros.perception != "inline":  # masks and embeddings arrive from a perception node
+            self._late = LateFusion(self)
 
         # ---- outputs
         qos_map = QoSProfile(
@@ -370,6 +220,10 @@ class MappingNode(Node):
         self.cloud_pub = self.create_publisher(PointCloud2, "core3d/cloud", qos_map) if ros.publish_points else None
         self.query_markers_pub = self.create_publisher(MarkerArray, "core3d/query_markers", qos_map)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.surface_pub = None
+        if ros.publish_surface and self.cfg.geometry.enabled:
+            self.surface_pub = self.create_publisher(MarkerArray, "core3d/surface", qos_map)
+        self._surface_reset = True  # the next surface publication starts with a DELETEALL
         self._timer = self.create_timer(
             ros.publish_period, self._guard("publish_map", self.publish_map), callback_group=self._timer_group
         )
@@ -393,47 +247,12 @@ class MappingNode(Node):
 
         self._worker = threading.Thread(target=self._work_loop, name="core3d_mapping_worker", daemon=True)
         self._worker.start()
-        pose_src = f"TF {ros.map_frame} <- camera" if ros.pose_type == "tf" else f"{ros.pose_type} on '{ros.pose_topic}'"
-        self.get_logger().info(
-            f"mapping: colour '{ros.color_topic}', depth '{ros.depth_topic}', info '{ros.info_topic}', "
-            f"pose from {pose_src}; segmenter '{self.cfg.segmenter.name}', encoder '{self.cfg.embed.name}'"
+        models = (
+            f"segmenter '{self.cfg.segmenter.name}', encoder '{self.cfg.embed.name}' in this worker"
+            if ros.perception == "inline"
+            else f"observations from the perception node ({ros.perception}); encoder '{self.cfg.embed.name}' for queries"
         )
-
-    # ------------------------------------------------------------------ parameters
-
-    def _declare_config(self, base: MapperConfig) -> MapperConfig:
-        """Declare one read-only parameter per config leaf, defaults from ``base``; read back.
-
-        Each parameter's descriptor carries the field's description and range (config.py field
-        metadata), so ``ros2 param describe`` explains it; a value outside the range (or of the
-        wrong type) fails at start-up with a ConfigError naming the parameter.
-        """
-        flat = flatten(base)
-        hints = _flat_hints(MapperConfig)
-        for name, default in flat.items():
-            hint = hints[name]
-            item = typing.get_args(hint)[0] if typing.get_origin(hint) is list else None
-            desc = _descriptor(name, hint)
-            try:
-                if hint is float or item is float:
-                    desc.dynamic_typing = True  # accept 1 as well as 1.0; from_dict checks the type
-                    self.declare_parameter(name, default, desc)
-                elif item is not None and not default:
-                    self.declare_parameter(name, _EMPTY_LIST_TYPES[item], desc)
-                else:
-                    self.declare_parameter(name, default, desc)
-            except (InvalidParameterValueException, InvalidParameterTypeException) as e:
-                raise ConfigError(f"{name}: {_first_line(e)}") from None
-        values: dict[str, Any] = {}
-        for name, default in flat.items():
-            # an empty-list default is declared by type only and reads back as "not set"
-            value = self.get_parameter_or(name, Parameter(name, value=default)).value
-            if value is None:
-                value = default
-            elif isinstance(value, (array.array, tuple)):
-                value = list(value)
-            values[name] = value
-        return from_dict(unflatten(values))
+        self.get_logger().info(f"mapping: {self._inputs.description}; {models}")
 
     # ------------------------------------------------------------------ callback guards
 
@@ -478,13 +297,9 @@ class MappingNode(Node):
 
     # ------------------------------------------------------------------ inputs
 
-    def _make_callback(self, key: str) -> Callable[[Any], None]:
-        def callback(msg: Any) -> None:
-            with self._lock:
-                self._received[key] += 1
-            self._sync.add(key, msg, _stamp(msg))
-
-        return callback
+    def _count_received(self, key: str) -> None:
+        with self._lock:
+            self._received[key] += 1
 
     def _on_reject(self, rejected: Rejected) -> None:
         self._count_reject(rejected.reason, f"colour frame at {rejected.stamp:.3f} s not synchronised")
@@ -518,12 +333,6 @@ class MappingNode(Node):
     # ------------------------------------------------------------------ worker
 
     def _work_loop(self) -> None:
-        warm_up = getattr(self.mapper, "warm_up", None)
-        if callable(warm_up):  # model set-up before the first frame, not while frames queue up
-            try:
-                warm_up()
-            except Exception as e:  # the first frame will report it with its reason
-                self.get_logger().error(f"mapper warm-up failed: {type(e).__name__}: {e}")
         while True:
             with self._cv:
                 while not self._queue and not self._stop.is_set():
@@ -538,73 +347,19 @@ class MappingNode(Node):
 
     def build_frame(self, synced: SyncedSet) -> Frame:
         """Convert a synced set to a Frame; raises FrameError / ConversionError / DepthError."""
-        ros, depth_cfg = self.cfg.ros, self.cfg.depth
-        color_msg = synced.messages["color"]
-        depth_msg = synced.messages["depth"]
-        if ros.color_transport == "compressed":
-            rgb = conv.compressed_to_rgb(color_msg)
-        else:
-            rgb = conv.image_to_rgb(color_msg)
-        if ros.depth_transport == "compressedDepth":
-            raw, depth_encoding = conv.compressed_depth_to_raw(depth_msg)
-        else:
-            raw, depth_encoding = conv.image_to_depth_raw(depth_msg), depth_msg.encoding
-        depth = decode_depth(
-            raw,
-            depth_encoding,
-            depth_scale=depth_cfg.depth_scale,
-            min_depth=depth_cfg.min_depth,
-            max_depth=depth_cfg.max_depth,
-        )
-        info_msg = synced.messages["camera_info"]
-        intr = conv.camera_info_to_intrinsics(info_msg)
-        instance_msg = synced.messages.get("instances")
-        instances = conv.image_to_instances(instance_msg) if instance_msg is not None else None
-        # Lens distortion is undone (maps cached per camera) or the frame refused, never ignored.
-        model, coeffs = conv.camera_info_distortion(info_msg)
-        rgb, depth, instances = self._undistorter.apply(intr, model, coeffs, rgb, depth, instances)
-        if self._tf is not None:
-            pose = self._tf.lookup(color_msg.header.frame_id, color_msg.header.stamp)
-        else:
-            pose_msg = synced.messages.get("pose")
-            if pose_msg is None:
-                raise FrameError("no_pose", "no pose message in the synchronised set")
-            check_pose_age(synced.stamp, synced.stamps["pose"], ros.max_pose_age)
-            frame_id = pose_msg.header.frame_id
-            if frame_id != ros.map_frame:  # mapping it as given would misplace the frame
-                raise FrameError(
-                    "wrong_frame",
-                    f"pose frame_id '{frame_id}' is not ros.map_frame '{ros.map_frame}' "
-                    "(publish the camera pose in the map frame, or use ros.pose_type 'tf')",
-                )
-            # pose input = the base (or camera) in the map; compose the static extrinsic
-            extrinsic = (
-                self._extrinsic_tf.lookup(color_msg.header.frame_id) if self._extrinsic_tf is not None else self._extrinsic
-            )
-            try:
-                pose = camera_pose(conv.pose_message_to_matrix(pose_msg), extrinsic)
-            except TransformError as e:
-                raise FrameError("bad_pose", str(e)) from None
-        frame = Frame(
-            rgb=rgb,
-            depth=depth,
-            intrinsics=intr,
-            pose=pose,
-            stamp=synced.stamp,
-            index=self._frame_index,  # 0-based, like dataset frames
-            instance_ids=instances,
-        )
-        self._frame_index += 1
-        return frame
+        return self._frames.build(synced)
 
     def _handle(self, synced: SyncedSet) -> None:
         t0 = time.perf_counter()
         try:
             frame = self.build_frame(synced)
             convert_ms = (time.perf_counter() - t0) * 1e3
-            stats = self.mapper.process(frame)  # the mapper locks fusion only, not this call
-        except _REJECTED as e:
-            self._count_reject(_reason_of(e), str(e))
+            if self._late is not None:  # TSDF + frame buffer; observations are fused when they come
+                stats = self._late.add_frame(frame)
+            else:
+                stats = self.mapper.process(frame)  # the mapper locks fusion only, not this call
+        except REJECTED as e:
+            self._count_reject(reason_of(e), str(e))
             return
         timings = {"convert": convert_ms}
         timings.update({k: float(v) for k, v in (getattr(stats, "timings_ms", None) or {}).items()})
@@ -648,7 +403,26 @@ class MappingNode(Node):
             )
         if self.cloud_pub is not None and self.cloud_pub.get_subscription_count():
             self.cloud_pub.publish(conv.snapshot_to_cloud(snap, frame_id=ros.map_frame, stamp=stamp))
+        self._publish_surface(stamp)
         self.diagnostics_pub.publish(self._diagnostics(stamp))
+
+    def _publish_surface(self, stamp: Any) -> None:
+        """The TSDF blocks changed since the last publication (none of the rest of the map).
+        Without subscribers the changes accumulate, so a first subscriber gets the whole map."""
+        geometry = getattr(self.mapper, "geometry", None)
+        if self.surface_pub is None or geometry is None or not self.surface_pub.get_subscription_count():
+            return
+        blocks = geometry.take_dirty()
+        if not len(blocks) and not self._surface_reset:
+            return
+        points, colors, block_of = geometry.surface(blocks)
+        self.surface_pub.publish(
+            surface_markers(
+                blocks, points, colors, block_of, voxel_size=geometry.voxel_size,
+                frame_id=self.cfg.ros.map_frame, stamp=stamp, clear_first=self._surface_reset,
+            )
+        )
+        self._surface_reset = False
 
     def _diagnostics(self, stamp: Any) -> DiagnosticArray:
         c = self.counters()
@@ -677,6 +451,8 @@ class MappingNode(Node):
             status.level = DiagnosticStatus.ERROR
             status.message = f"{sum(errors.values())} unexpected callback error(s), see the log; still serving"
         values.update({f"errors_{k}": v for k, v in sorted(errors.items())})
+        if self._late is not None:
+            values.update(self._late.counters())
         values.update({f"received_{k}": v for k, v in sorted(c.received.items())})
         values.update({f"rejected_{k}": v for k, v in sorted(c.rejected.items())})
         values.update({f"sync_dropped_{k}": v for k, v in sorted(sync.dropped.items())})
@@ -803,6 +579,7 @@ class MappingNode(Node):
             resp.message = f"could not load {path!r}: {kind}{e}"
             resp.num_objects = self._num_objects()
             return resp
+        self._surface_reset = True
         resp.success = True
         resp.num_objects = self._num_objects()
         resp.message = f"loaded {resp.num_objects} objects from {target}"
@@ -817,6 +594,7 @@ class MappingNode(Node):
         except Exception as e:
             resp.success, resp.message = False, f"could not clear the map: {type(e).__name__}: {e}"
             return resp
+        self._surface_reset = True
         resp.success, resp.message = True, f"map cleared ({n} objects removed)"
         return resp
 
@@ -846,24 +624,26 @@ class MappingNode(Node):
 
     def destroy_node(self) -> None:
         self.stop_worker()
+        if self._late is not None:
+            self._late.stop()
         super().destroy_node()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Console entry point: ``core3d_mapping [--config FILE] [--ros-args ...]``.
+def run_nodes(argv: list[str] | None, *, prog: str, build: Callable[[str | None], list[Node]]) -> int:
+    """The entry point of every core3d executable: parse ``--config FILE`` and the ROS
+    arguments, ``build(config_file)`` the nodes, spin them on one MultiThreadedExecutor until
+    SIGINT/SIGTERM, then shut down cleanly.
 
-    Spins a MultiThreadedExecutor until SIGINT/SIGTERM, then stops the executor and the worker
-    and shuts ROS down (exit code 0; repeated signals do not interrupt that shutdown).
+    Exit codes: 0 after a signal, 2 for a configuration error (one line naming the parameter),
+    1 when the executor stopped on its own (an unexpected error).
     """
     from rclpy.signals import SignalHandlerOptions
     from rclpy.utilities import remove_ros_args
 
     args = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(
-        prog="core3d_mapping", description="core3d online open-vocabulary 3D mapping node (ROS 2)"
-    )
+    parser = argparse.ArgumentParser(prog=prog, description="core3d online open-vocabulary 3D mapping (ROS 2)")
     parser.add_argument("--config", metavar="FILE", help="YAML config (nested or ROS parameters file)")
-    opts = parser.parse_args(remove_ros_args(["core3d_mapping", *args])[1:])
+    opts = parser.parse_args(remove_ros_args([prog, *args])[1:])
 
     stop = threading.Event()
 
@@ -876,9 +656,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # Our own handlers instead of rclpy's: a KeyboardInterrupt cannot then land in the middle
     # of the shutdown sequence below.
-    rclpy.init(args=["core3d_mapping", *args], signal_handler_options=SignalHandlerOptions.NO)
+    rclpy.init(args=[prog, *args], signal_handler_options=SignalHandlerOptions.NO)
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    node = None
+    nodes: list[Node] = []
     executor = None
     spinner = None
     code = 0
@@ -892,30 +672,50 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
 
     try:
-        node = MappingNode(config_file=opts.config)
-        executor = MultiThreadedExecutor(num_threads=4)
-        executor.add_node(node)
+        nodes.extend(build(opts.config))
+        executor = MultiThreadedExecutor(num_threads=4 + 2 * (len(nodes) - 1))
+        for node in nodes:
+            executor.add_node(node)
         spinner = threading.Thread(target=spin, name="core3d_executor", daemon=True)
         spinner.start()
         while not stop.is_set() and spinner.is_alive():
             stop.wait(0.2)
         if not stop.is_set():  # the executor stopped on its own: an error, never exit code 0
-            print(f"core3d_mapping: the executor stopped unexpectedly: {spin_error[:1]}", file=sys.stderr)
+            print(f"{prog}: the executor stopped unexpectedly: {spin_error[:1]}", file=sys.stderr)
             code = 1
     except ConfigError as e:
-        print(f"core3d_mapping: configuration error: {e}", file=sys.stderr)
+        print(f"{prog}: configuration error: {e}", file=sys.stderr)
         code = 2
     finally:
         if executor is not None:
             executor.shutdown(timeout_sec=5.0)
         if spinner is not None:
-            spinner.join(5.0)  # no thread may still wait on the node's entities below
-        if node is not None:
+            spinner.join(5.0)  # no thread may still wait on the nodes' entities below
+        for node in reversed(nodes):
             node.destroy_node()
         rclpy.try_shutdown()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point ``core3d-mapping-node [--config FILE] [--ros-args ...]``: the mapping
+    node, with a perception node in the same process unless ``ros.perception`` says otherwise."""
+    return run_nodes(argv, prog="core3d_mapping", build=_mapping_nodes)
+
+
+def _mapping_nodes(config_file: str | None) -> list[Node]:
+    nodes: list[Node] = [MappingNode(config_file=config_file)]
+    if nodes[0].cfg.ros.perception == "in_process":
+        from .perception_node import PerceptionNode
+
+        try:
+            nodes.append(PerceptionNode(nodes[0].cfg))  # shares the mapping node's settings
+        except BaseException:
+            nodes[0].destroy_node()
+            raise
+    return nodes
 
 
 if __name__ == "__main__":

@@ -40,7 +40,6 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..config import ConfigError
 from ..core.frame import FrameError
 
 

@@ -20,9 +20,10 @@ from typing import Callable, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from ...config import EmbedConfig
+from ..registry import BackendError, Registry
 
 
-class EncoderError(RuntimeError):
+class EncoderError(BackendError):
     """An encoder cannot be built or used (missing package, missing weights, bad input)."""
 
 
@@ -208,20 +209,6 @@ class MeanColorEncoder(BaseEncoder):
 # ---------------------------------------------------------------------------- registry
 
 EncoderFactory = Callable[[EmbedConfig], Encoder]
-_REGISTRY: dict[str, EncoderFactory] = {}
-
-
-def register_encoder(name: str) -> Callable[[EncoderFactory], EncoderFactory]:
-    def wrap(factory: EncoderFactory) -> EncoderFactory:
-        _REGISTRY[name] = factory
-        return factory
-
-    return wrap
-
-
-@register_encoder("mean_color")
-def _make_mean_color(cfg: EmbedConfig) -> Encoder:
-    return MeanColorEncoder(cfg.batch_size, cfg.text_cache_size)
 
 
 def _load_builtin() -> None:
@@ -229,20 +216,23 @@ def _load_builtin() -> None:
     from . import clip  # noqa: F401
 
 
+ENCODERS: Registry[EncoderFactory] = Registry("encoder", "embed.name", load=_load_builtin)
+register_encoder = ENCODERS.register
+
+
+@register_encoder("mean_color")
+def _make_mean_color(cfg: EmbedConfig) -> Encoder:
+    return MeanColorEncoder(cfg.batch_size, cfg.text_cache_size)
+
+
 def available_encoders() -> list[str]:
-    _load_builtin()
-    return ["none", *sorted(_REGISTRY)]
+    return ["none", *ENCODERS.names()]
 
 
 def make_encoder(cfg: EmbedConfig) -> Encoder | None:
     """Build the encoder named by ``embed.name``; None for ``none``."""
     if cfg.name in ("", "none"):
         return None
-    _load_builtin()
-    try:
-        factory = _REGISTRY[cfg.name]
-    except KeyError:
-        raise EncoderError(
-            f"unknown encoder {cfg.name!r} (parameter embed.name); available: {available_encoders()}"
-        ) from None
-    return factory(cfg)
+    if cfg.name not in ENCODERS:
+        raise EncoderError(f"unknown encoder {cfg.name!r} (parameter embed.name); available: {available_encoders()}")
+    return ENCODERS.create(cfg.name, cfg)

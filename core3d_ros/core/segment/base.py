@@ -8,6 +8,7 @@ import numpy as np
 
 from ...config import SegmenterConfig
 from ..frame import Frame
+from ..registry import Registry
 
 
 @dataclass
@@ -44,38 +45,22 @@ class Segmenter(Protocol):
 
 
 SegmenterFactory = Callable[[SegmenterConfig], Segmenter]
-_REGISTRY: dict[str, SegmenterFactory] = {}
-
-
-def register_segmenter(name: str) -> Callable[[SegmenterFactory], SegmenterFactory]:
-    def wrap(factory: SegmenterFactory) -> SegmenterFactory:
-        _REGISTRY[name] = factory
-        return factory
-
-    return wrap
-
-
-def available_segmenters() -> list[str]:
-    _load_builtin()
-    return sorted(_REGISTRY)
-
-
-def make_segmenter(cfg: SegmenterConfig) -> Segmenter:
-    _load_builtin()
-    try:
-        factory = _REGISTRY[cfg.name]
-    except KeyError:
-        raise ValueError(
-            f"unknown segmenter {cfg.name!r} (parameter segmenter.name); available: {available_segmenters()}"
-        ) from None
-    return factory(cfg)
 
 
 def _load_builtin() -> None:
-    # Importing the modules registers their factories.
-    from . import geometric, oracle  # noqa: F401
+    # Importing the modules registers their factories; the model back-ends import their heavy
+    # packages only when built.
+    from . import geometric, oracle, sam, semantic_sam  # noqa: F401
 
-    try:
-        from . import sam, semantic_sam  # noqa: F401
-    except ImportError:  # model back-ends are optional modules
-        pass
+
+SEGMENTERS: Registry[SegmenterFactory] = Registry("segmenter", "segmenter.name", load=_load_builtin)
+register_segmenter = SEGMENTERS.register
+
+
+def available_segmenters() -> list[str]:
+    return SEGMENTERS.names()
+
+
+def make_segmenter(cfg: SegmenterConfig) -> Segmenter:
+    """Build the segmenter named by ``segmenter.name`` (BackendError names what is wrong)."""
+    return SEGMENTERS.create(cfg.name, cfg)

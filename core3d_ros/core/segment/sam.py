@@ -31,6 +31,7 @@ import numpy as np
 from ...config import SegmenterConfig
 from ..device import resolve_device as _resolve_device
 from ..frame import Frame
+from ..registry import BackendError
 from .base import Mask2D, register_segmenter
 
 SAM_MODEL_TYPES = ("vit_b", "vit_l", "vit_h")
@@ -41,7 +42,7 @@ SAM_CHECKPOINTS = {  # the official file names, for messages
 }
 
 
-class SegmenterError(RuntimeError):
+class SegmenterError(BackendError):
     """A model-based segmenter cannot be built (missing package, checkpoint, device)."""
 
 

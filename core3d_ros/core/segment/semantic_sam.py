@@ -16,7 +16,12 @@ docs/semantic_sam.md for the installation on a robot. Parameters: ``segmenter.ch
 ``input_short_edge`` (the demos feed images with a 640-pixel short side; masks are resized back to
 the frame), ``device`` (CUDA in practice: its deformable-attention op is a CUDA extension).
 
+Building never touches the network: the configs' ImageNet backbone download is switched off
+(``offline_backbone``); the checkpoint provides those weights.
+
 Cost: each level's generator runs the backbone again, so K levels cost about K times one pass.
+Upstream's generator also accepts several levels at once (one pass), but its records then no
+longer say which level produced a mask, which the progressive merge needs.
 """
 from __future__ import annotations
 
@@ -98,8 +103,21 @@ def load_semantic_sam(cfg: SegmenterConfig):
     if not conf.is_file():
         raise SegmenterError(f"Semantic-SAM config {str(conf)!r} not found; set segmenter.semantic_sam_root to the clone")
     opt = mod["load_opt_from_config_file"](str(conf))
+    offline_backbone(opt)
     model = mod["BaseModel"](opt, mod["build_model"](opt)).from_pretrained(str(ckpt)).eval().to(device)
     return model, mod["SemanticSamAutomaticMaskGenerator"]
+
+
+def offline_backbone(opt: dict) -> None:
+    """Never fetch a backbone while building the model.
+
+    Both upstream configs set ``MODEL.BACKBONE.LOAD_PRETRAINED: true`` with an ImageNet Swin URL
+    that the backbone downloads at construction; the Semantic-SAM checkpoint loaded right after
+    holds every backbone weight anyway, so the download is useless and fails without network.
+    """
+    backbone = opt.setdefault("MODEL", {}).setdefault("BACKBONE", {})
+    backbone["LOAD_PRETRAINED"] = False
+    backbone["PRETRAINED"] = ""
 
 
 def build_generators(cfg: SegmenterConfig) -> dict[int, object]:

@@ -1,0 +1,173 @@
+"""The geometry layer: every synced frame integrated into a TSDF (Open3D's VoxelBlockGrid).
+
+    layer = GeometryLayer(voxel_size=0.025, max_depth=5.0, device="cpu")
+    layer.integrate(frame)                       # at sensor rate; the frame's blocks become dirty
+    blocks = layer.take_dirty()                  # (B, 3) block coordinates changed since the last call
+    points, colors, block_of = layer.surface(blocks)   # surface voxels of those blocks only
+    layer.save(path); GeometryLayer.load(path, ...)
+
+This is the standard surface map planners and RViz expect, in the same frame and voxel size as
+the object map. Open3D hashes 8^3-voxel blocks, so a frame costs what the frame touches; the
+publishers read only dirty blocks, so nothing per frame or per publish scans the whole map. The
+same code runs on CUDA (``device="cuda"``) where Open3D was built with it.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from .fileio import atomic_output
+from .frame import Frame
+
+DEPTH_SCALE = 1000.0  # frames are integrated as uint16 millimetres, Open3D's native input
+
+
+class GeometryError(ValueError):
+    """A geometry file that cannot be loaded, or a device that does not exist."""
+
+
+def _device(name: str):
+    import open3d.core as o3c
+
+    name = (name or "cpu").strip().lower()
+    if name == "auto":
+        name = "cuda" if o3c.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not o3c.cuda.is_available():
+        raise GeometryError(f"geometry.device={name!r} but Open3D has no CUDA device here; use 'cpu' or 'auto'")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise GeometryError(f"geometry.device must be auto, cpu or cuda[:N], got {name!r}")
+    return o3c.Device("CUDA:" + name.split(":")[1] if ":" in name else ("CUDA:0" if name == "cuda" else "CPU:0"))
+
+
+class GeometryLayer:
+    def __init__(
+        self,
+        voxel_size: float,
+        max_depth: float,
+        device: str = "cpu",
+        block_resolution: int = 8,
+        block_count: int = 10_000,
+        trunc_voxels: float = 4.0,
+        min_weight: float = 1.0,
+        vbg=None,
+    ):
+        import open3d as o3d
+        import open3d.core as o3c
+
+        if not voxel_size > 0:
+            raise GeometryError(f"voxel size must be positive, got {voxel_size}")
+        self.o3d, self.o3c = o3d, o3c
+        self.device = _device(device)
+        self.voxel_size = float(voxel_size)
+        self.max_depth = float(max_depth)
+        self.block_resolution = int(block_resolution)
+        self.trunc_voxels = float(trunc_voxels)
+        self.min_weight = float(min_weight)
+        self.vbg = vbg or o3d.t.geometry.VoxelBlockGrid(
+            attr_names=("tsdf", "weight", "color"),
+            attr_dtypes=(o3c.float32, o3c.float32, o3c.float32),
+            attr_channels=((1), (1), (3)),
+            voxel_size=self.voxel_size,
+            block_resolution=self.block_resolution,
+            block_count=int(block_count),  # the hash map grows beyond this as needed
+            device=self.device,
+        )
+        self._dirty: dict[tuple[int, int, int], None] = {}
+        self._lock = threading.Lock()
+        self.frames = 0
+
+    @property
+    def num_blocks(self) -> int:
+        return int(self.vbg.hashmap().size())
+
+    def integrate(self, frame: Frame) -> int:
+        """Integrate one frame; returns the number of blocks it touched."""
+        o3c, o3d = self.o3c, self.o3d
+        depth_mm = np.round(np.nan_to_num(frame.depth, nan=0.0, posinf=0.0) * DEPTH_SCALE)
+        depth = o3d.t.geometry.Image(o3c.Tensor(np.clip(depth_mm, 0, 65535).astype(np.uint16)).to(self.device))
+        color = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(frame.rgb)).to(self.device))
+        K = o3c.Tensor(frame.intrinsics.matrix, o3c.float64)
+        extrinsic = o3c.Tensor(np.linalg.inv(frame.pose), o3c.float64)
+        with self._lock:
+            blocks = self.vbg.compute_unique_block_coordinates(depth, K, extrinsic, DEPTH_SCALE, self.max_depth, self.trunc_voxels)
+            if blocks.shape[0] == 0:
+                return 0
+            self.vbg.integrate(blocks, depth, color, K, extrinsic, DEPTH_SCALE, self.max_depth, self.trunc_voxels)
+            for b in map(tuple, blocks.cpu().numpy().tolist()):
+                self._dirty[b] = None
+            self.frames += 1
+            return int(blocks.shape[0])
+
+    def take_dirty(self) -> np.ndarray:
+        """(B, 3) int32 coordinates of the blocks changed since the last call (and forget them)."""
+        with self._lock:
+            out = np.array(list(self._dirty), np.int32).reshape(-1, 3)
+            self._dirty.clear()
+            return out
+
+    def surface(self, blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Surface voxels of the given blocks: (N, 3) float32 sample points, (N, 3) uint8 colours and
+        (N,) the row in ``blocks`` each voxel belongs to. A voxel is on the surface when its
+        signed distance is within half a voxel and it was observed ``min_weight`` times."""
+        o3c = self.o3c
+        blocks = np.asarray(blocks, np.int32).reshape(-1, 3)
+        if len(blocks) == 0:
+            return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros(0, np.int64)
+        with self._lock:
+            buf, found = self.vbg.hashmap().find(o3c.Tensor(blocks).to(self.device))
+            found = found.cpu().numpy().astype(bool)
+            rows = np.flatnonzero(found)
+            if len(rows) == 0:
+                return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros(0, np.int64)
+            buf = buf[o3c.Tensor(rows.astype(np.int64)).to(self.device)]
+            coords, flat = self.vbg.voxel_coordinates_and_flattened_indices(buf)
+            tsdf = self.vbg.attribute("tsdf").reshape((-1,))[flat].cpu().numpy()
+            weight = self.vbg.attribute("weight").reshape((-1,))[flat].cpu().numpy()
+            color = self.vbg.attribute("color").reshape((-1, 3))[flat].cpu().numpy()
+            coords = coords.cpu().numpy()
+        # tsdf is the signed distance over the truncation distance (trunc_voxels voxels)
+        keep = (np.abs(tsdf) * self.trunc_voxels <= 0.5) & (weight >= self.min_weight)
+        per_block = self.block_resolution**3
+        block_of = rows[np.arange(len(tsdf)) // per_block]
+        points = coords.astype(np.float32)  # the TSDF's sample points
+        return points[keep], np.clip(color[keep], 0, 255).astype(np.uint8), block_of[keep]
+
+    def save(self, path: str | os.PathLike) -> str:
+        """Write the TSDF to ``path`` (an .npz of plain arrays, written atomically)."""
+        path = Path(path)
+        with self._lock, atomic_output(path) as tmp:
+            tmp_npz = str(tmp) + ".npz"  # Open3D appends .npz to names without it
+            self.vbg.save(tmp_npz)
+            os.replace(tmp_npz, tmp)
+        return str(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, max_depth: float, device: str = "cpu", **kwargs) -> "GeometryLayer":
+        """Read a TSDF written by ``save`` (GeometryError when it is not one)."""
+        import zipfile
+
+        import open3d as o3d
+
+        path = Path(path)
+        if not path.is_file():
+            raise GeometryError(f"no geometry file at {path}")
+        try:  # check the archive with numpy first: no pickle, plain arrays only
+            with np.load(path, allow_pickle=False) as data:
+                names = set(data.files)
+                voxel_size = float(np.ravel(data["voxel_size"])[0]) if "voxel_size" in names else 0.0
+                resolution = int(np.ravel(data["block_resolution"])[0]) if "block_resolution" in names else 0
+                empty = "key" in names and data["key"].shape[:1] == (0,)
+        except (OSError, ValueError, IndexError, zipfile.BadZipFile, EOFError) as e:
+            raise GeometryError(f"cannot read geometry file {path}: {e}") from None
+        if not {"voxel_size", "block_resolution", "key"} <= names or not voxel_size > 0 or resolution < 1:
+            raise GeometryError(f"{path} is not a geometry file")
+        if empty:  # Open3D refuses to load a grid without blocks; an empty map is just that
+            return cls(voxel_size, max_depth, device, block_resolution=resolution, **kwargs)
+        try:
+            vbg = o3d.t.geometry.VoxelBlockGrid.load(str(path))
+        except RuntimeError as e:
+            raise GeometryError(f"cannot load geometry file {path}: {e}") from None
+        return cls(voxel_size, max_depth, device, block_resolution=resolution, vbg=vbg.to(_device(device)), **kwargs)

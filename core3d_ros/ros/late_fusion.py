@@ -1,0 +1,154 @@
+"""The mapping node's side of the perception link: frames kept by stamp, observations fused late.
+
+Every synced frame is buffered (``ros.frame_buffer`` frames; a frame that perception claimed on
+``core3d/perception/claims`` is kept until its observation arrives, up to
+``ros.max_pinned_frames``). Each ``core3d/Observation`` is decoded and validated in a worker,
+matched with its own frame by stamp, and fused under the map lock, which is held only while
+fusing. An observation whose frame has left the buffer is counted as ``late`` and dropped; a
+malformed one is counted by reason (``size_mismatch``, ``bad_labels``, ``bad_embedding``, ...) and
+never fused. Staleness is the time from a frame's arrival to the fusion of its masks.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from typing import Any
+
+import numpy as np
+
+from ..core.frame import Frame
+from ..core.framebuffer import FrameBuffer
+from ..core.observation import ObservationError
+from ..core.worker import Worker
+from . import conversions as conv
+from .observation_msgs import msg_to_observation
+from .perception_node import CLAIMS_TOPIC, OBSERVATION_QOS, OBSERVATIONS_TOPIC
+
+STALENESS_WINDOW = 256  # recent staleness samples kept for the percentiles
+
+
+class LateFusion:
+    def __init__(self, node: Any):
+        from core3d.msg import Observation as ObservationMsg
+        from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+        from std_msgs.msg import Header
+
+        ros = node.cfg.ros
+        self.node = node
+        self.buffer = FrameBuffer(ros.frame_buffer, max_pinned=ros.max_pinned_frames)
+        self._lock = threading.Lock()
+        self._counts: Counter = Counter()
+        self._rejected: Counter = Counter()
+        self._arrival: dict[float, float] = {}  # stamp -> monotonic arrival time of its frame
+        self._arrival_order: deque[float] = deque()
+        self._staleness: deque[float] = deque(maxlen=STALENESS_WINDOW)
+        self._waiting: dict[float, Any] = {}  # observations that arrived before their frame
+        self._dim: int | None = getattr(getattr(node.mapper, "encoder", None), "dim", None)
+        self._worker: Worker[Any] = Worker(self._fuse, capacity=16, name="core3d_late_fusion", on_error=self._on_error)
+        group = MutuallyExclusiveCallbackGroup()
+        self._subs = [
+            node.create_subscription(ObservationMsg, OBSERVATIONS_TOPIC, self._on_observation, OBSERVATION_QOS, callback_group=group),
+            node.create_subscription(Header, CLAIMS_TOPIC, self._on_claim, OBSERVATION_QOS, callback_group=group),
+        ]
+
+    # ------------------------------------------------------------------ frames (mapping worker)
+
+    def add_frame(self, frame: Frame) -> Any:
+        """Buffer a synced frame (validated here; FrameError rejects it) and track the camera."""
+        frame.validate()
+        self.buffer.add(frame)
+        self.node.mapper.integrate_geometry(frame)
+        with self._lock:
+            ready = [s for s in self._waiting if s <= frame.stamp + self.buffer.tolerance]
+            retry = [self._waiting.pop(s) for s in ready]  # their frame is here, or never will be
+            self._arrival[frame.stamp] = time.monotonic()
+            self._arrival_order.append(frame.stamp)
+            keep = 4 * (self.buffer.capacity + self.buffer.max_pinned)
+            while len(self._arrival_order) > keep:
+                self._arrival.pop(self._arrival_order.popleft(), None)
+        for msg in retry:
+            self._worker.put(msg)
+        return None
+
+    # ------------------------------------------------------------------ observations
+
+    def _on_claim(self, header: Any) -> None:
+        self.buffer.pin(conv.to_seconds(header.stamp))
+
+    def _on_observation(self, msg: Any) -> None:
+        with self._lock:
+            self._counts["observations_received"] += 1
+        if not self._worker.put(msg):
+            self._reject("queue_full")
+
+    def _fuse(self, msg: Any) -> None:
+        stamp = conv.to_seconds(msg.header.stamp)
+        try:
+            obs = msg_to_observation(msg, dim=self._dim)
+            dim = self._embedding_dim(obs)
+        except ObservationError as e:
+            self._reject(e.reason, str(e))
+            return
+        frame, why = self.buffer.take(stamp)
+        if frame is None:
+            newest = self.buffer.newest()
+            if why == "unknown_stamp" and (newest is None or stamp > newest) and self._wait(stamp, msg):
+                return  # perception was faster than this node's own frame: fused when it arrives
+            self._reject(why, f"no buffered frame at {stamp:.3f} s")
+            return
+        if obs.labels.shape != frame.shape:
+            self._reject("size_mismatch", f"observation {obs.labels.shape} vs frame {frame.shape}")
+            return
+        self._dim = self._dim or dim
+        node = self.node
+        with node._map_lock:
+            node.mapper.fuse_observation(frame, obs)
+        with self._lock:
+            self._counts["observations_fused"] += 1
+            arrived = self._arrival.get(frame.stamp)
+            if arrived is not None:
+                self._staleness.append(time.monotonic() - arrived)
+
+    def _wait(self, stamp: float, msg: Any) -> bool:
+        with self._lock:
+            if stamp not in self._waiting and len(self._waiting) >= self.buffer.max_pinned:
+                return False
+            self._waiting[stamp] = msg
+            return True
+
+    @staticmethod
+    def _embedding_dim(obs: Any) -> int | None:
+        dims = {len(r.embedding) for r in obs.masks if r.embedding is not None}
+        if len(dims) > 1:
+            raise ObservationError("bad_embedding", f"embeddings of several lengths {sorted(dims)}")
+        return dims.pop() if dims else None
+
+    def _reject(self, reason: str, detail: str = "") -> None:
+        with self._lock:
+            self._rejected[reason] += 1
+        if self.node._first_time(f"observation_{reason}"):
+            log = self.node.get_logger().error if reason == "error" else self.node.get_logger().warning
+            log(f"observation rejected ({reason}): {detail or reason} (further ones are counted in /diagnostics)")
+
+    def _on_error(self, error: Exception, trace: str) -> None:
+        self._reject("error", f"{type(error).__name__}: {error}\n{trace}")
+
+    # ------------------------------------------------------------------ diagnostics
+
+    def counters(self) -> dict[str, Any]:
+        with self._lock:
+            out: dict[str, Any] = dict(self._counts)
+            out.update({f"observations_rejected_{k}": v for k, v in sorted(self._rejected.items())})
+            if self._staleness:
+                s = np.asarray(self._staleness)
+                out["staleness_s_p50"] = f"{np.percentile(s, 50):.3f}"
+                out["staleness_s_p95"] = f"{np.percentile(s, 95):.3f}"
+        out["frames_buffered"] = len(self.buffer)
+        return out
+
+    def idle(self) -> bool:
+        return self._worker.idle()
+
+    def stop(self) -> None:
+        self._worker.stop()

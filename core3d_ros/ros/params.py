@@ -1,0 +1,102 @@
+"""The config tree as ROS parameters: one read-only parameter per leaf, same dotted name.
+
+Shared by every core3d node, so ``ros2 param`` shows the same names everywhere
+(``fusion.voxel_size``, ``segmenter.name``, ...). Each descriptor carries the field's
+description and range (config.py field metadata), so ``ros2 param describe`` explains it; a
+value outside the range (or of the wrong type) fails at start-up with a ConfigError naming the
+parameter.
+"""
+from __future__ import annotations
+
+import array
+import dataclasses
+import typing
+from typing import Any
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from ..config import ConfigError, MapperConfig, describe, flatten, from_dict, load_config, unflatten
+
+_EMPTY_LIST_TYPES = {
+    str: Parameter.Type.STRING_ARRAY,
+    int: Parameter.Type.INTEGER_ARRAY,
+    float: Parameter.Type.DOUBLE_ARRAY,
+    bool: Parameter.Type.BOOL_ARRAY,
+}
+
+
+def flat_hints(cls: type, prefix: str = "") -> dict[str, Any]:
+    """Dotted name -> type hint of every leaf of a config dataclass tree."""
+    out: dict[str, Any] = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            out.update(flat_hints(hint, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = hint
+    return out
+
+
+def first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def descriptor(name: str, hint: Any) -> ParameterDescriptor:
+    """Read-only ParameterDescriptor of config leaf ``name``: description and range from config.py."""
+    meta = describe(MapperConfig, name)
+    text = meta.get("description") or f"core3d config '{name}'"
+    desc = ParameterDescriptor(description=f"{text} (read at start-up)", read_only=True)
+    lo_hi = meta.get("range")
+    if lo_hi is not None and hint is float:
+        lo, hi = (float(v) for v in lo_hi)
+        desc.floating_point_range = [FloatingPointRange(from_value=lo, to_value=hi, step=0.0)]
+        desc.additional_constraints = f"{lo:g} <= value <= {hi:g}"
+    elif lo_hi is not None and hint is int:
+        lo, hi = (int(v) for v in lo_hi)
+        desc.integer_range = [IntegerRange(from_value=lo, to_value=hi, step=1)]
+        desc.additional_constraints = f"{lo} <= value <= {hi}"
+    return desc
+
+
+def declare_config(node: Node, base: MapperConfig | None = None, config_file: str | None = None) -> MapperConfig:
+    """Declare ``config_file`` and one read-only parameter per config leaf; read them back.
+
+    Defaults come from ``config_file`` (the parameter, or the argument) when set, else from
+    ``base``; ``--ros-args -p`` / ``--params-file`` values override both. Raises ConfigError.
+    """
+    cf = node.declare_parameter(
+        "config_file",
+        config_file or "",
+        ParameterDescriptor(description="YAML config loaded before the other parameters", read_only=True),
+    ).value
+    base = load_config(cf) if cf else (base if base is not None else MapperConfig())
+    flat = flatten(base)
+    hints = flat_hints(MapperConfig)
+    for name, default in flat.items():
+        hint = hints[name]
+        item = typing.get_args(hint)[0] if typing.get_origin(hint) is list else None
+        desc = descriptor(name, hint)
+        try:
+            if hint is float or item is float:
+                desc.dynamic_typing = True  # accept 1 as well as 1.0; from_dict checks the type
+                node.declare_parameter(name, default, desc)
+            elif item is not None and not default:
+                node.declare_parameter(name, _EMPTY_LIST_TYPES[item], desc)
+            else:
+                node.declare_parameter(name, default, desc)
+        except (InvalidParameterValueException, InvalidParameterTypeException) as e:
+            raise ConfigError(f"{name}: {first_line(e)}") from None
+    values: dict[str, Any] = {}
+    for name, default in flat.items():
+        # an empty-list default is declared by type only and reads back as "not set"
+        value = node.get_parameter_or(name, Parameter(name, value=default)).value
+        if value is None:
+            value = default
+        elif isinstance(value, (array.array, tuple)):
+            value = list(value)
+        values[name] = value
+    return from_dict(unflatten(values))

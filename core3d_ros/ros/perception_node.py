@@ -1,0 +1,183 @@
+"""The core3d perception node: keyframes in, one core3d/Observation per keyframe out.
+
+Subscribes to the same synchronised colour / depth / camera info / pose as the mapping node,
+chooses keyframes by camera motion, runs the class-agnostic segmenter (with the progressive
+merge) and the CLIP encoder (with the context crops) on its device, and publishes masks as one
+16-bit label image plus a record per mask (score, box, fp16 embedding, view quality, a small
+JPEG of the box) on ``core3d/observations``. The mapping node fuses each observation against its
+own buffered depth and pose of the same stamp.
+
+Staleness is bounded: the worker always takes the newest synced set (a queue of one; sets it
+never got to are counted as dropped), and before inferring on a keyframe it announces the stamp
+on ``core3d/perception/claims`` so that the mapping node keeps that frame until the result
+arrives. Nothing here touches the map, so a slow model never stalls mapping or the services,
+and this node can run on another machine (a GPU box beside the robot): the link is an ordinary
+topic.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from typing import Any, Callable
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import Header
+
+from ..config import MapperConfig
+from ..core.perception import Perception
+from ..core.worker import Worker
+from . import conversions as conv
+from .frames import REJECTED, reason_of
+from .inputs import SyncedInputs
+from .observation_msgs import observation_to_msg
+from .params import declare_config
+from .sync import Rejected, SyncedSet
+
+NODE_NAME = "core3d_perception"
+OBSERVATIONS_TOPIC = "core3d/observations"
+CLAIMS_TOPIC = "core3d/perception/claims"
+
+# Observations must arrive (mapping fuses every one); claims are small and frequent.
+OBSERVATION_QOS = QoSProfile(
+    reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=8, durability=DurabilityPolicy.VOLATILE
+)
+
+
+class PerceptionNode(Node):
+    """See the module docstring. ``perception_factory(cfg)`` builds the Perception (tests)."""
+
+    def __init__(
+        self,
+        config: MapperConfig | None = None,
+        *,
+        config_file: str | None = None,
+        perception_factory: Callable[[MapperConfig], Any] | None = None,
+        node_name: str = NODE_NAME,
+        **node_kwargs: Any,
+    ):
+        from core3d.msg import Observation as ObservationMsg
+
+        super().__init__(node_name, **node_kwargs)
+        self.cfg = declare_config(self, config, config_file)
+        self._lock = threading.Lock()
+        self._counts: Counter = Counter()
+        self._rejected: Counter = Counter()
+        self._warned: set[str] = set()
+        self._last_ms: dict[str, float] = {}
+        # Every back-end is built now: a bad name, checkpoint or device stops the node here.
+        self.perception = (perception_factory or Perception)(self.cfg)
+
+        self.observations_pub = self.create_publisher(ObservationMsg, OBSERVATIONS_TOPIC, OBSERVATION_QOS)
+        self.claims_pub = self.create_publisher(Header, CLAIMS_TOPIC, OBSERVATION_QOS)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._worker: Worker[SyncedSet] = Worker(self._handle, capacity=1, name="core3d_perception", on_error=self._on_error)
+        self._inputs = SyncedInputs(
+            self,
+            self.cfg,
+            on_set=self._worker.put,
+            on_reject=self._on_reject,
+            on_message=lambda key: self._count(f"received_{key}"),
+            callback_group=MutuallyExclusiveCallbackGroup(),
+        )
+        self._timer = self.create_timer(
+            self.cfg.ros.publish_period, self.publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup()
+        )
+        self.get_logger().info(
+            f"perception: {self._inputs.description}; segmenter '{self.cfg.segmenter.name}', "
+            f"encoder '{self.cfg.embed.name}' -> '{OBSERVATIONS_TOPIC}'"
+        )
+
+    # ------------------------------------------------------------------ work
+
+    def _handle(self, synced: SyncedSet) -> None:
+        t0 = time.perf_counter()
+        try:
+            frame = self._inputs.frames.build(synced)
+            frame.validate()
+        except REJECTED as e:
+            self._reject(reason_of(e), str(e))
+            return
+        if not self.perception.keyframes.is_keyframe(frame.pose, frame.index):
+            self._count("frames")
+            return
+        header = synced.messages["color"].header
+        self.claims_pub.publish(Header(stamp=header.stamp, frame_id=header.frame_id))
+        obs = self.perception.infer(frame)
+        msg = observation_to_msg(obs, frame_id=header.frame_id, inference_ms=self.perception.timings_ms.get("total", 0.0))
+        msg.header.stamp = header.stamp  # exactly the colour stamp the mapping node buffered
+        self.observations_pub.publish(msg)
+        with self._lock:
+            self._counts["frames"] += 1
+            self._counts["keyframes"] += 1
+            self._counts["masks"] += len(obs.masks)
+            self._counts["observation_bytes"] += len(msg.labels_png) + sum(
+                len(m.view_jpeg) + 2 * len(m.embedding_f16) for m in msg.masks
+            )
+            self._last_ms = dict(self.perception.timings_ms, handle=(time.perf_counter() - t0) * 1e3)
+
+    def _on_error(self, error: Exception, trace: str) -> None:
+        self._reject("error", f"{type(error).__name__}: {error}\n{trace}")
+
+    def _on_reject(self, rejected: Rejected) -> None:
+        self._reject(rejected.reason, f"colour frame at {rejected.stamp:.3f} s not synchronised")
+
+    # ------------------------------------------------------------------ counters / diagnostics
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[key] += n
+
+    def _reject(self, reason: str, detail: str) -> None:
+        with self._lock:
+            self._rejected[reason] += 1
+            first = reason not in self._warned
+            self._warned.add(reason)
+        if first:
+            log = self.get_logger().error if reason == "error" else self.get_logger().warning
+            log(f"frame rejected ({reason}): {detail} (further ones are counted in /diagnostics)")
+
+    def counters(self) -> dict[str, Any]:
+        w = self._worker.stats()
+        with self._lock:
+            out: dict[str, Any] = dict(self._counts)
+            out.update({f"rejected_{k}": v for k, v in self._rejected.items()})
+            out["keyframes_dropped"] = w.dropped  # newer sets replaced them before inference
+        out["observation_subscribers"] = self.observations_pub.get_subscription_count()
+        with self._lock:
+            out["worker_errors"] = w.errors
+            out.update({f"time_{k}_ms": round(v, 1) for k, v in self._last_ms.items()})
+        return out
+
+    def publish_diagnostics(self) -> None:
+        c = self.counters()
+        status = DiagnosticStatus(name=f"{self.get_name()}: perception", hardware_id=self.get_fully_qualified_name())
+        status.level = DiagnosticStatus.OK
+        if not c["observation_subscribers"]:
+            status.level, status.message = DiagnosticStatus.WARN, "no mapping node subscribes to the observations"
+        else:
+            status.message = "inferring" if c.get("keyframes") else "waiting for keyframes"
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in sorted(c.items())]
+        self.diagnostics_pub.publish(
+            DiagnosticArray(header=conv.make_header("", self.get_clock().now().to_msg()), status=[status])
+        )
+
+    def destroy_node(self) -> None:
+        self._worker.stop()
+        super().destroy_node()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point ``core3d-perception-node [--config FILE] [--ros-args ...]``."""
+    from .node import run_nodes
+
+    return run_nodes(argv, prog="core3d_perception", build=lambda config_file: [PerceptionNode(config_file=config_file)])
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
