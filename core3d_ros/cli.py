@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -152,7 +153,12 @@ def cmd_bench(args) -> int:
 
         if not args.data:
             raise SystemExit("core3d bench fusion needs --data DIR (a dataset folder)")
-        result = bench_fusion(args.data, frames=args.frames, voxel=args.voxel, cfg=_config(args), progress=_progress("fusion"))
+        cfg = _config(args)
+        if args.stride is not None:
+            if args.stride < 0:
+                raise SystemExit("core3d bench fusion: --stride must be >= 0 (0 = automatic)")
+            cfg = dataclasses.replace(cfg, fusion=dataclasses.replace(cfg.fusion, pixel_stride=args.stride))
+        result = bench_fusion(args.data, frames=args.frames, voxel=args.voxel, cfg=cfg, progress=_progress("fusion"))
         print(
             f"ours {result['ours_ms_per_frame']:.1f} ms/frame, Open3D {result['open3d_ms_per_frame']:.1f} ms/frame, "
             f"ratio {result['ratio']:.2f}; first quarter {result['ms_first_quarter']:.1f}, "
@@ -220,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--data", help="dataset folder (fusion: required; semantics: optional real frame)")
     b.add_argument("--frames", type=int, default=None)
     b.add_argument("--voxel", type=float, default=None)
+    b.add_argument("--stride", type=int, default=None, help="fusion: pixel stride (overrides fusion.pixel_stride; 1 = every pixel)")
     b.add_argument("--objects", type=int, nargs="+", default=[1000, 10000])
     b.add_argument("--repeats", type=int, default=200)
     b.add_argument("--segmenter", help="override segmenter.name")

@@ -42,6 +42,15 @@ class FusionConfig:
     min_segment_voxels: int = 15  # smaller 3D segments are ignored as noise
     min_object_observations: int = 2  # objects seen fewer times are not reported
     max_voxels: int = 4_000_000  # hard memory bound; new voxels beyond it are dropped (counted)
+    device: str = "cpu"  # where the block hash lives: cpu | cuda | cuda:N (open3d.core device)
+    # Association: the segment side of IoV counts only the segment's voxels the map has seen
+    # before (new space is neutral), so a view that extends an object finds it.
+    iov_known_only: bool = True
+    dbscan_split: bool = True  # split each mask in 3-D by DBSCAN (off: one segment per mask)
+    min_valid_pixels: int = 100  # frames with fewer valid depth pixels are refused (counted)
+    # A camera that moved further than this (metres) since the previous frame is refused once
+    # (a tracking jump); the next frame from the new place is accepted. 0 disables.
+    max_pose_jump: float = 10.0
 
 
 @dataclass

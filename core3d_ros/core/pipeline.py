@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..config import MapperConfig
-from .camera import backproject, sampling_stride
+from .camera import sampling_stride
 from .fusion.object_map import IntegrationStats, ObjectMap, SegmentObservation
-from .frame import Frame
+from .frame import Frame, FrameError
 from .mapio import load_map, save_map
 from .objects import MapSnapshot
 from .segment.base import Mask2D, Segmenter, make_segmenter
@@ -73,7 +73,15 @@ class Mapper:
         frame.validate()
         stats = FrameStats(index=frame.index)
         t_start = time.perf_counter()
-        self.last_pose = frame.pose.copy()
+        previous, self.last_pose = self.last_pose, frame.pose.copy()
+        jump = self.cfg.fusion.max_pose_jump
+        if jump > 0 and previous is not None:
+            moved = float(np.linalg.norm(frame.pose[:3, 3] - previous[:3, 3]))
+            if moved > jump:
+                raise FrameError("pose_jump", f"camera moved {moved:.1f} m since the previous frame (limit {jump} m)")
+        valid = int(np.count_nonzero(frame.depth > 0))
+        if valid < self.cfg.fusion.min_valid_pixels:
+            raise FrameError("few_valid_depth", f"{valid} valid depth pixels (fusion.min_valid_pixels {self.cfg.fusion.min_valid_pixels})")
         stats.keyframe = self.keyframes.is_keyframe(frame.pose, frame.index)
         if not stats.keyframe:
             return stats
@@ -86,6 +94,8 @@ class Mapper:
                 observations = self._observe(frame, masks)
         with _timed(stats, "fusion"), self._lock:
             ist = fuse_frame(self.map, frame, masks, observations)
+        if ist.rejected:
+            raise FrameError(ist.rejected, "the fusion engine refused the frame; the map is unchanged")
         stats.segments, stats.created, stats.associated = ist.segments, ist.created, ist.associated
         stats.merged, stats.dropped_voxels = ist.merged, ist.dropped_voxels
         stats.timings_ms["total"] = (time.perf_counter() - t_start) * 1e3
@@ -121,16 +131,29 @@ class Mapper:
             self.map = new
 
 
+def label_image(masks: list[Mask2D], shape: tuple[int, int]) -> np.ndarray:
+    """One uint16 label image from 2-D masks (0 = no mask, i = ``masks[i - 1]``). Larger masks
+    are painted first, so that a small mask lying on a larger one stays visible."""
+    if len(masks) > np.iinfo(np.uint16).max:
+        raise ValueError(f"{len(masks)} masks exceed the label image's range")
+    labels = np.zeros(shape, np.uint16)
+    order = sorted(range(len(masks)), key=lambda i: -int(np.count_nonzero(masks[i].mask)))
+    for i in order:
+        np.copyto(labels, np.uint16(i + 1), where=np.asarray(masks[i].mask, bool))
+    return labels
+
+
 def fuse_frame(
     omap: ObjectMap, frame: Frame, masks: list[Mask2D], observations: list[SegmentObservation] | None = None
 ) -> IntegrationStats:
-    """The fusion stage: back-project the frame (``fusion.pixel_stride``, 0 = automatic) and
-    integrate its masks into the map."""
+    """The fusion stage: paint the masks into one label image, back-project the frame
+    (``fusion.pixel_stride``, 0 = automatic) and integrate it. A frame the engine refuses
+    (too few valid depth pixels, coordinates out of range) leaves the map unchanged and is
+    returned with ``stats.rejected`` set."""
     cfg = omap.cfg
+    labels = label_image(masks, frame.depth.shape)
     stride = cfg.pixel_stride or sampling_stride(frame.depth, frame.intrinsics, cfg.voxel_size)
-    points, pix = backproject(frame.depth, frame.intrinsics, frame.pose, stride=stride)
-    colors = frame.rgb.reshape(-1, 3)[pix]
-    stats = omap.integrate(points, colors, [m.mask.reshape(-1)[pix] for m in masks], frame.stamp, observations)
+    stats = omap.integrate_frame(frame.depth, frame.intrinsics, frame.pose, frame.rgb, labels, frame.stamp, observations, stride=stride)
     stats.stride = stride
     return stats
 

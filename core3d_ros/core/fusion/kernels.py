@@ -1,0 +1,197 @@
+"""Compiled per-pixel and per-voxel loops of the fusion engine (numba), with the same results
+as the array code in :mod:`.blocks` and :mod:`.split` (tested against it).
+
+A numpy pipeline makes ~50 passes over a frame's 300 k pixels (back-projection, block and voxel
+indices, two bincounts, gathers); these kernels make two, and run the frame's DBSCAN as one
+union-find over the 13 half-neighbourhood offsets. When numba is missing the engine uses the
+array code.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+try:
+    import numba
+
+    HAVE_NUMBA = True
+except ImportError:  # pragma: no cover - numba is a pinned dependency
+    HAVE_NUMBA = False
+
+
+def _jit(fn):
+    if not HAVE_NUMBA:
+        return None
+    return numba.njit(cache=True, nogil=True, fastmath=True)(fn)
+
+
+def _backproject(depth_flat, rx, ry, M, t, cx, cy, cz, index):
+    """Valid pixels of a (sub-sampled, flattened) depth image -> voxel coordinates (world / voxel
+    size, floored) as three int32 rows, the pixels' indices, and the smallest and largest
+    coordinate before flooring (for the caller's range check). Writes into the given work
+    arrays (reused across frames) and returns how many pixels were valid."""
+    size = depth_flat.shape[0]
+    m00, m01, m02 = np.float32(M[0, 0]), np.float32(M[0, 1]), np.float32(M[0, 2])
+    m10, m11, m12 = np.float32(M[1, 0]), np.float32(M[1, 1]), np.float32(M[1, 2])
+    m20, m21, m22 = np.float32(M[2, 0]), np.float32(M[2, 1]), np.float32(M[2, 2])
+    t0, t1, t2 = np.float32(t[0]), np.float32(t[1]), np.float32(t[2])
+    lo = np.float32(np.inf)
+    hi = np.float32(-np.inf)
+    k = 0
+    for i in range(size):
+        z = depth_flat[i]
+        if z > 0:
+            x = rx[i] * z
+            y = ry[i] * z
+            w0 = m00 * x + m01 * y + m02 * z + t0
+            w1 = m10 * x + m11 * y + m12 * z + t1
+            w2 = m20 * x + m21 * y + m22 * z + t2
+            lo = min(lo, min(w0, min(w1, w2)))
+            hi = max(hi, max(w0, max(w1, w2)))
+            cx[k] = np.int32(np.floor(w0))
+            cy[k] = np.int32(np.floor(w1))
+            cz[k] = np.int32(np.floor(w2))
+            index[k] = i
+            k += 1
+    return k, lo, hi
+
+
+def _dedupe(cx, cy, cz, max_cells):
+    """The frame's distinct blocks and voxels (see :class:`.blocks.FrameVoxels`), in order of
+    first appearance; per voxel its last point (``rep``). Per-point voxel indices and counts
+    are not made (empty arrays): the engine needs only ``rep``. Returns (ok, blocks, voxel, point_voxel, counts, rep, cell_block, vlut, lo, dims);
+    ok=False when the block bounding box exceeds ``max_cells``."""
+    n = cx.shape[0]
+    lo = np.empty(3, np.int64)
+    hi = np.empty(3, np.int64)
+    for a in range(3):
+        lo[a] = 1 << 40
+        hi[a] = -(1 << 40)
+    for i in range(n):
+        bx = cx[i] >> 3
+        by = cy[i] >> 3
+        bz = cz[i] >> 3
+        lo[0] = min(lo[0], bx)
+        hi[0] = max(hi[0], bx)
+        lo[1] = min(lo[1], by)
+        hi[1] = max(hi[1], by)
+        lo[2] = min(lo[2], bz)
+        hi[2] = max(hi[2], bz)
+    dims = hi - lo + 1
+    if n == 0:
+        dims[:] = 1
+        lo[:] = 0
+    cells = dims[0] * dims[1] * dims[2]
+    empty = np.zeros(0, np.int64)
+    if cells > max_cells:
+        return False, np.zeros((0, 3), np.int32), empty, empty, empty, empty, empty, empty, lo, dims
+    s0 = dims[1] * dims[2]
+    s1 = dims[2]
+    cell_block = np.full(cells, -1, np.int32)
+    all_blocks = np.empty((min(n, cells), 3), np.int32)
+    nb = 0
+    for i in range(n):
+        bx = cx[i] >> 3
+        by = cy[i] >> 3
+        bz = cz[i] >> 3
+        c = (bx - lo[0]) * s0 + (by - lo[1]) * s1 + (bz - lo[2])
+        if cell_block[c] < 0:
+            cell_block[c] = nb
+            all_blocks[nb, 0] = bx
+            all_blocks[nb, 1] = by
+            all_blocks[nb, 2] = bz
+            nb += 1
+    blocks = all_blocks[:nb].copy()
+    vlut = np.full(nb * 512, -1, np.int64)
+    voxel = np.empty(min(n, nb * 512), np.int64)
+    rep = np.empty(min(n, nb * 512), np.int64)
+    nv = 0
+    for i in range(n):
+        c = ((cx[i] >> 3) - lo[0]) * s0 + ((cy[i] >> 3) - lo[1]) * s1 + ((cz[i] >> 3) - lo[2])
+        cell = (np.int64(cell_block[c]) << 9) | ((cx[i] & 7) << 6) | ((cy[i] & 7) << 3) | (cz[i] & 7)
+        v = vlut[cell]
+        if v < 0:
+            v = nv
+            vlut[cell] = nv
+            voxel[nv] = cell
+            nv += 1
+        rep[v] = i
+    return True, blocks, voxel[:nv].copy(), empty, empty, rep[:nv].copy(), cell_block.astype(np.int64), vlut, lo, dims
+
+
+def _find_root(parent, x):
+    while parent[x] != x:
+        parent[x] = parent[parent[x]]
+        x = parent[x]
+    return x
+
+
+def _dbscan(voxel, vlut, nbr, labels, offsets, min_samples):
+    """DBSCAN of each label's voxels at once (labels > 0), neighbours through the frame's block
+    table. Returns per voxel a cluster root (an index) or -1 (noise or unlabelled)."""
+    V = voxel.shape[0]
+    K = offsets.shape[0]
+    nbtab = np.full((V, K), -1, np.int64)
+    degree = np.zeros(V, np.int64)
+    for v in range(V):
+        lab = labels[v]
+        if lab <= 0:
+            continue
+        cell = voxel[v]
+        vb = cell >> 9
+        o = cell & 511
+        ox = o >> 6
+        oy = (o >> 3) & 7
+        oz = o & 7
+        for j in range(K):
+            lx = ox + offsets[j, 0]
+            ly = oy + offsets[j, 1]
+            lz = oz + offsets[j, 2]
+            col = ((lx >> 3) + 1) * 9 + ((ly >> 3) + 1) * 3 + ((lz >> 3) + 1)
+            b = nbr[vb, col]
+            if b < 0:
+                continue
+            u = vlut[(b << 9) | ((lx & 7) << 6) | ((ly & 7) << 3) | (lz & 7)]
+            if u < 0 or labels[u] != lab:
+                continue
+            nbtab[v, j] = u
+            degree[v] += 1
+            degree[u] += 1
+    parent = np.arange(V)
+    core = np.zeros(V, np.bool_)
+    for v in range(V):
+        core[v] = labels[v] > 0 and degree[v] + 1 >= min_samples
+    for v in range(V):
+        if not core[v]:
+            continue
+        for j in range(K):
+            u = nbtab[v, j]
+            if u >= 0 and core[u]:
+                ru = _find_root(parent, u)
+                rv = _find_root(parent, v)
+                if ru != rv:
+                    if ru < rv:
+                        parent[rv] = ru
+                    else:
+                        parent[ru] = rv
+    out = np.full(V, -1, np.int64)
+    for v in range(V):
+        if core[v]:
+            out[v] = _find_root(parent, v)
+    # Border points: not core, within eps of a core point -> that core point's cluster.
+    for v in range(V):
+        for j in range(K):
+            u = nbtab[v, j]
+            if u < 0:
+                continue
+            if core[v] and not core[u] and out[u] < 0:
+                out[u] = out[v]
+            elif core[u] and not core[v] and out[v] < 0:
+                out[v] = out[u]
+    return out
+
+
+backproject_kernel = _jit(_backproject)
+dedupe_kernel = _jit(_dedupe)
+if HAVE_NUMBA:
+    _find_root = numba.njit(cache=True, nogil=True)(_find_root)
+dbscan_kernel = _jit(_dbscan)
