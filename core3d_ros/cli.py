@@ -164,6 +164,18 @@ def cmd_bench(args) -> int:
             f"ratio {result['ratio']:.2f}; first quarter {result['ms_first_quarter']:.1f}, "
             f"last quarter {result['ms_last_quarter']:.1f}; {result['objects']} objects; peak RSS {result['peak_rss_mb']:.0f} MB"
         )
+    elif args.what == "scale":
+        from .core.bench import bench_scale
+
+        voxel = args.voxel if args.voxel is not None else 0.01
+        if args.voxels < 1 or voxel <= 0:
+            raise SystemExit("core3d bench scale: --voxels and --voxel must be positive")
+        result = bench_scale(args.voxels, voxel_size=voxel, cfg=_config(args), progress=_progress("scale"))
+        t = result["tenths"]
+        print(
+            f"{result['voxels']} voxels, {result['bytes_per_voxel']:.0f} bytes/voxel; last/first tenth: "
+            + ", ".join(f"{k} {t[k][0]:.1f} -> {t[k][-1]:.1f} ms" for k in t)
+        )
     elif args.what == "semantics":
         from .core.bench import bench_semantics
 
@@ -222,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_eval)
 
     b = sub.add_parser("bench", help="benchmarks writing JSON")
-    b.add_argument("what", choices=["fusion", "semantics", "query"])
+    b.add_argument("what", choices=["fusion", "scale", "semantics", "query"])
+    b.add_argument("--voxels", type=int, default=2_000_000, help="scale: grow the map to at least this many voxels")
     b.add_argument("--data", help="dataset folder (fusion: required; semantics: optional real frame)")
     b.add_argument("--frames", type=int, default=None)
     b.add_argument("--voxel", type=float, default=None)

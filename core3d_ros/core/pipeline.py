@@ -11,6 +11,7 @@ With ``keyframes.enabled: false`` every valid frame is fused.
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from contextlib import contextmanager
@@ -79,9 +80,14 @@ class Mapper:
             moved = float(np.linalg.norm(frame.pose[:3, 3] - previous[:3, 3]))
             if moved > jump:
                 raise FrameError("pose_jump", f"camera moved {moved:.1f} m since the previous frame (limit {jump} m)")
-        valid = int(np.count_nonzero(frame.depth > 0))
+        # Depth outside the sensor's range (a camera pressed against a wall reads ~0) is invalid.
+        lo, hi = self.cfg.depth.min_depth, self.cfg.depth.max_depth
+        in_range = (frame.depth >= lo) & (frame.depth <= hi)
+        valid = int(np.count_nonzero(in_range))
         if valid < self.cfg.fusion.min_valid_pixels:
-            raise FrameError("few_valid_depth", f"{valid} valid depth pixels (fusion.min_valid_pixels {self.cfg.fusion.min_valid_pixels})")
+            raise FrameError("few_valid_depth", f"{valid} depth pixels in [{lo}, {hi}] m (fusion.min_valid_pixels {self.cfg.fusion.min_valid_pixels})")
+        if valid < np.count_nonzero(frame.depth > 0):
+            frame = dataclasses.replace(frame, depth=np.where(in_range, frame.depth, np.float32(0)).astype(np.float32))
         stats.keyframe = self.keyframes.is_keyframe(frame.pose, frame.index)
         if not stats.keyframe:
             return stats

@@ -125,12 +125,13 @@ def _find_root(parent, x):
     return x
 
 
-def _dbscan(voxel, vlut, nbr, labels, offsets, min_samples):
+def _dbscan(voxel, vlut, nbr, labels, offsets, min_samples, min_size):
     """DBSCAN of each label's voxels at once (labels > 0), neighbours through the frame's block
-    table. Returns per voxel a cluster root (an index) or -1 (noise or unlabelled)."""
+    table. Returns per voxel its segment (clusters of at least ``min_size`` voxels, numbered
+    0, 1, ... in order of their first voxel) or -1 (noise, small cluster or unlabelled)."""
     V = voxel.shape[0]
     K = offsets.shape[0]
-    nbtab = np.full((V, K), -1, np.int64)
+    nbtab = np.full((V, K), -1, np.int32)
     degree = np.zeros(V, np.int64)
     for v in range(V):
         lab = labels[v]
@@ -187,6 +188,20 @@ def _dbscan(voxel, vlut, nbr, labels, offsets, min_samples):
                 out[u] = out[v]
             elif core[u] and not core[v] and out[v] < 0:
                 out[v] = out[u]
+    # Segments: clusters of at least min_size voxels, numbered 0.. in order of first voxel.
+    size = np.zeros(V, np.int64)
+    for v in range(V):
+        if out[v] >= 0:
+            size[out[v]] += 1
+    number = np.full(V, -1, np.int64)
+    n = 0
+    for v in range(V):
+        root = out[v]
+        if root >= 0 and size[root] >= min_size and number[root] < 0:
+            number[root] = n
+            n += 1
+    for v in range(V):
+        out[v] = number[out[v]] if out[v] >= 0 else -1
     return out
 
 
@@ -195,3 +210,69 @@ dedupe_kernel = _jit(_dedupe)
 if HAVE_NUMBA:
     _find_root = numba.njit(cache=True, nogil=True)(_find_root)
 dbscan_kernel = _jit(_dbscan)
+
+
+def _vote(rows, oid, ids, hits, owner, colors, color_n, frame_colors, max_weight):
+    """Slot voting, owner update and colour blending of the given voxel rows (one id each);
+    same rules as ``ObjectMap._vote``. Returns (gained rows, gained ids, lost ids, old owners,
+    new owners) where the last two list only rows whose owner changed."""
+    R = rows.shape[0]
+    K = ids.shape[1]
+    g_rows = np.empty(R, np.int64)
+    g_ids = np.empty(R, np.int32)
+    lost = np.empty(R, np.int32)
+    o_old = np.empty(R, np.int32)
+    o_new = np.empty(R, np.int32)
+    ng = 0
+    nl = 0
+    no = 0
+    for i in range(R):
+        r = rows[i]
+        o = oid[i]
+        slot = -1
+        free = -1
+        weak = 0
+        for j in range(K):
+            if ids[r, j] == o:
+                slot = j
+            elif ids[r, j] < 0 and free < 0:
+                free = j
+            if hits[r, j] < hits[r, weak]:
+                weak = j
+        if slot >= 0:
+            hits[r, slot] += 1
+        elif free >= 0:
+            ids[r, free] = o
+            hits[r, free] = 1
+            g_rows[ng] = r
+            g_ids[ng] = o
+            ng += 1
+        elif hits[r, weak] <= 1:
+            lost[nl] = ids[r, weak]
+            nl += 1
+            ids[r, weak] = o
+            hits[r, weak] = 1
+            g_rows[ng] = r
+            g_ids[ng] = o
+            ng += 1
+        else:
+            hits[r, weak] -= 1
+        best = -1
+        best_hits = -1
+        for j in range(K):
+            if ids[r, j] >= 0 and hits[r, j] > best_hits:
+                best = ids[r, j]
+                best_hits = hits[r, j]
+        if best != owner[r]:
+            o_old[no] = owner[r]
+            o_new[no] = best
+            no += 1
+            owner[r] = best
+        n = min(color_n[r], max_weight)
+        for c in range(3):
+            colors[r, c] += (np.float32(frame_colors[i, c]) - colors[r, c]) / np.float32(n + 1)
+        color_n[r] += 1
+    return g_rows[:ng].copy(), g_ids[:ng].copy(), lost[:nl].copy(), o_old[:no].copy(), o_new[:no].copy()
+
+
+vote_kernel = _jit(_vote)

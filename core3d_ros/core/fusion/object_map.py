@@ -43,7 +43,7 @@ import numpy as np
 from ...config import FusionConfig
 from ..objects import MapSnapshot, ObjectInfo, OrientedBox
 from .blocks import BLOCK_VOXELS, BlockHash, FrameVoxels, block_offsets
-from .kernels import HAVE_NUMBA, backproject_kernel, dbscan_kernel
+from .kernels import HAVE_NUMBA, backproject_kernel, dbscan_kernel, vote_kernel
 from .split import label_dbscan, neighbour_offsets
 from .voxels import key_centers, pack, unpack, voxel_coords
 
@@ -198,6 +198,13 @@ class ObjectMap:
         self.colors = grown(self.colors, 0)
         self.color_n = grown(self.color_n, 0)
         self.owner = grown(self.owner, -1)
+
+    def reserve(self, voxels: int) -> None:
+        """Allocate room for ``voxels`` voxel rows now (and their blocks, assuming surfaces fill
+        at least 32 of a block's 512 voxels), so that growing the map later copies nothing."""
+        voxels = min(int(voxels), int(self.cfg.max_voxels))
+        self._grow(voxels)
+        self._grow_blocks(max(256, voxels // 32))
 
     def _grow_blocks(self, need: int) -> None:
         cap = len(self._btable)
@@ -454,8 +461,11 @@ class ObjectMap:
         ok = sv[rows[sv] >= 0]
         r = rows[ok]
         t = targets[seg[ok]].astype(np.int32)
-        self._vote(r, t)
-        self._blend_colors(r, frame_colors[ok])
+        if HAVE_NUMBA:
+            self._vote_compiled(r, t, frame_colors[ok])
+        else:
+            self._vote(r, t)
+            self._blend_colors(r, frame_colors[ok])
         self._merge_touched.append(r)
 
         touched = np.unique(targets)
@@ -490,8 +500,11 @@ class ObjectMap:
         if not labelled.any():
             return np.full(V, -1, np.int64)
         if getattr(cfg, "dbscan_split", True) and HAVE_NUMBA:
-            comp = dbscan_kernel(fv.voxel, fv._vlut, fv.block_neighbours(), vlabel, neighbour_offsets(cfg.dbscan_eps_voxels), int(cfg.dbscan_min_samples))
-        elif getattr(cfg, "dbscan_split", True):
+            return dbscan_kernel(
+                fv.voxel, fv._vlut, fv.block_neighbours(), vlabel, neighbour_offsets(cfg.dbscan_eps_voxels),
+                int(cfg.dbscan_min_samples), int(cfg.min_segment_voxels),
+            )
+        if getattr(cfg, "dbscan_split", True):
             members = np.flatnonzero(labelled)
             sub = np.full(V, -1, np.int64)
             sub[members] = np.arange(len(members))
@@ -631,6 +644,20 @@ class ObjectMap:
         self._add_rows(np.concatenate(gained_ids), np.concatenate(gained_rows))
         self._update_owner(rows)
 
+    def _vote_compiled(self, rows: np.ndarray, oid: np.ndarray, colors: np.ndarray, max_weight: int = 20) -> None:
+        """``_vote`` and ``_blend_colors`` in one compiled pass over the rows."""
+        g_rows, g_ids, lost, o_old, o_new = vote_kernel(
+            rows, oid, self.ids, self.hits, self.owner, self.colors, self.color_n, np.ascontiguousarray(colors, np.uint8), max_weight
+        )
+        if len(lost):
+            gone, n_lost = np.unique(lost, return_counts=True)
+            for old, n in zip(gone.tolist(), n_lost.tolist()):
+                self.objects[old].num_voxels -= n
+            self._dirty.update(gone.tolist())
+        self._add_rows(g_ids.astype(np.int64), g_rows)
+        if len(o_old):
+            self._dirty.update(np.unique(np.concatenate([o_old, o_new])).tolist())
+
     def _blend_colors(self, rows: np.ndarray, colors: np.ndarray, max_weight: int = 20) -> None:
         n = np.minimum(self.color_n[rows], max_weight).astype(np.float32)
         self.colors[rows] += (colors.astype(np.float32) - self.colors[rows]) / (n + 1)[:, None]
@@ -650,8 +677,9 @@ class ObjectMap:
         self._merge_touched = []
         if not touched:
             return 0
-        rows = np.unique(np.concatenate(touched))
+        rows = np.concatenate(touched)  # duplicates only repeat pair codes, removed below
         ids = self.ids[rows]
+        ids = ids[(ids >= 0).sum(axis=1) >= 2]  # only voxels holding two ids pair objects
         pairs = []
         for i in range(self.K):
             for j in range(i + 1, self.K):
