@@ -83,7 +83,7 @@ def _dedupe(cx, cy, cz, max_cells):
     cells = dims[0] * dims[1] * dims[2]
     empty = np.zeros(0, np.int64)
     if cells > max_cells:
-        return False, np.zeros((0, 3), np.int32), empty, empty, empty, empty, empty, empty, lo, dims
+        return False, np.zeros((0, 3), np.int32), empty, empty, empty, empty, empty, np.zeros(0, np.int32), lo, dims
     s0 = dims[1] * dims[2]
     s1 = dims[2]
     cell_block = np.full(cells, -1, np.int32)
@@ -101,7 +101,7 @@ def _dedupe(cx, cy, cz, max_cells):
             all_blocks[nb, 2] = bz
             nb += 1
     blocks = all_blocks[:nb].copy()
-    vlut = np.full(nb * 512, -1, np.int64)
+    vlut = np.full(nb * 512, -1, np.int32)
     voxel = np.empty(min(n, nb * 512), np.int64)
     rep = np.empty(min(n, nb * 512), np.int64)
     nv = 0
@@ -276,3 +276,42 @@ def _vote(rows, oid, ids, hits, owner, colors, color_n, frame_colors, max_weight
 
 
 vote_kernel = _jit(_vote)
+
+
+def _overlaps(rows, seg, ids, n_seg, compact):
+    """For the frame's voxels: the objects in their slots (numbered in ``compact``, which must
+    be -1 for all ids on entry and is reset on exit), each object's visible count |A ∩ F|, and
+    the (segments x objects) intersection counts |S ∩ A|."""
+    K = ids.shape[1]
+    objs = np.empty(rows.shape[0] * K, np.int64)
+    n_obj = 0
+    for v in range(rows.shape[0]):
+        r = rows[v]
+        if r < 0:
+            continue
+        for j in range(K):
+            o = ids[r, j]
+            if o >= 0 and compact[o] < 0:
+                compact[o] = n_obj
+                objs[n_obj] = o
+                n_obj += 1
+    visible = np.zeros(n_obj, np.float64)
+    inter = np.zeros((n_seg, n_obj), np.float64)
+    for v in range(rows.shape[0]):
+        r = rows[v]
+        if r < 0:
+            continue
+        s = seg[v]
+        for j in range(K):
+            o = ids[r, j]
+            if o >= 0:
+                c = compact[o]
+                visible[c] += 1
+                if s >= 0:
+                    inter[s, c] += 1
+    for i in range(n_obj):
+        compact[objs[i]] = -1
+    return objs[:n_obj].copy(), visible, inter
+
+
+overlaps_kernel = _jit(_overlaps)

@@ -43,7 +43,7 @@ import numpy as np
 from ...config import FusionConfig
 from ..objects import MapSnapshot, ObjectInfo, OrientedBox
 from .blocks import BLOCK_VOXELS, BlockHash, FrameVoxels, block_offsets
-from .kernels import HAVE_NUMBA, backproject_kernel, dbscan_kernel, vote_kernel
+from .kernels import HAVE_NUMBA, backproject_kernel, dbscan_kernel, overlaps_kernel, vote_kernel
 from .split import label_dbscan, neighbour_offsets
 from .voxels import key_centers, pack, unpack, voxel_coords
 
@@ -162,6 +162,7 @@ class ObjectMap:
         self._merge_touched: list[np.ndarray] = []  # voxel rows touched since the last merge pass
         self._infos: dict[int, ObjectInfo] = {}
         self._alias: dict[int, int] = {}  # merged-away id -> survivor, within one frame
+        self._compact = np.full(1024, -1, np.int64)  # work array of the overlap kernel
         self._unions: list[list[int]] = []
         self._snapshot: MapSnapshot | None = None
         self._snapshot_key = None
@@ -536,9 +537,31 @@ class ObjectMap:
         gamma, delta = self.cfg.gamma, self.cfg.delta
         n_seg = len(seg_size)
         targets = np.full(n_seg, -1, np.int64)
+        self._unions = []
         known = rows >= 0
         if not known.any():
             return targets
+        if HAVE_NUMBA:
+            if len(self._compact) < self.next_id + 1:
+                self._compact = np.full(2 * (self.next_id + 1), -1, np.int64)
+            objs, visible, inter = overlaps_kernel(rows, seg, self.ids, n_seg, self._compact)
+            n_obj = len(objs)
+            sk = seg[known]
+            slot = None
+        else:
+            objs, visible, inter, sk, slot = self._overlaps_array(rows, seg, n_seg)
+            n_obj = len(objs)
+        # A segment's voxels that the map has never seen say nothing for or against an object:
+        # a view that extends a known object into new space must still find it. So the segment
+        # side of the test counts the segment's known voxels only.
+        if self.cfg.iov_known_only:
+            seg_size = np.bincount(sk[sk >= 0], minlength=n_seg)
+        inside = inter > gamma * seg_size[:, None]
+        targets = self._choose(targets, inter, inside, visible, objs, seg_size, seg_label, n_seg, n_obj, rows, known, slot)
+        return targets
+
+    def _overlaps_array(self, rows, seg, n_seg):
+        known = rows >= 0
         slot = self.ids[rows[known]]  # (M, K)
         valid = slot >= 0
         present = np.zeros(self.next_id + 1, bool)
@@ -552,19 +575,17 @@ class ObjectMap:
         sk = seg[known]
         pair = np.where(valid & (sk[:, None] >= 0), sk[:, None] * n_obj + cslot, -1)
         inter = np.bincount(pair[pair >= 0], minlength=n_seg * n_obj).reshape(n_seg, n_obj).astype(np.float64)
-        # A segment's voxels that the map has never seen say nothing for or against an object:
-        # a view that extends a known object into new space must still find it. So the segment
-        # side of the test counts the segment's known voxels only.
-        if self.cfg.iov_known_only:
-            seg_size = np.bincount(sk[sk >= 0], minlength=n_seg)
-        inside = inter > gamma * seg_size[:, None]
+        return objs, visible, inter, sk, slot
+
+    def _choose(self, targets, inter, inside, visible, objs, seg_size, seg_label, n_seg, n_obj, rows, known, slot):
+        gamma, delta = self.cfg.gamma, self.cfg.delta
         # Per mask (dense over the masks present): union of its inside segments per object.
         masks, seg_mask = np.unique(seg_label, return_inverse=True)
         n_mask = len(masks)
-        U = np.zeros((n_mask, n_obj))
-        US = np.zeros((n_mask, n_obj))
-        np.add.at(U, seg_mask, inter * inside)
-        np.add.at(US, seg_mask, inside * seg_size[:, None].astype(np.float64))
+        onehot = np.zeros((n_mask, n_seg))
+        onehot[seg_mask, np.arange(n_seg)] = 1.0
+        U = onehot @ (inter * inside)
+        US = onehot @ (inside * seg_size[:, None].astype(np.float64))
         with np.errstate(divide="ignore", invalid="ignore"):
             iov_u = np.where(US > 0, U / np.maximum(US, 1), 0.0)
             iov_o = U / np.maximum(visible[None, :], 1)
@@ -583,6 +604,8 @@ class ObjectMap:
             for s in np.flatnonzero(contained.sum(axis=1) >= 2).tolist():
                 group = objs[contained[s]]
                 in_union = float(inter[s, contained[s]].sum())
+                if slot is None:
+                    slot = self.ids[rows[known]]
                 visible_union = float(np.isin(slot, group).any(axis=1).sum())
                 if balanced(in_union / seg_size[s], in_union / max(visible_union, 1), gamma, delta):
                     group = sorted(group.tolist(), key=lambda o: -self.objects[o].num_voxels)
