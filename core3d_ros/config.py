@@ -46,6 +46,9 @@ class FusionConfig:
     # Association: the segment side of IoV counts only the segment's voxels the map has seen
     # before (new space is neutral), so a view that extends an object finds it.
     iov_known_only: bool = True
+    # Objects seen inside one mask in this many frames (and more often than in different masks
+    # of one frame) are merged: pieces of one object the map holds apart. 0 disables.
+    co_mask_votes: int = 1
     dbscan_split: bool = True  # split each mask in 3-D by DBSCAN (off: one segment per mask)
     min_valid_pixels: int = 100  # frames with fewer valid depth pixels are refused (counted)
     # A camera that moved further than this (metres) since the previous frame is refused once

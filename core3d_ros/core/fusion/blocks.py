@@ -50,7 +50,7 @@ class FrameVoxels:
     ``counts`` (V,) points per voxel.
     """
 
-    def __init__(self, coords: np.ndarray, compiled: bool = True):
+    def __init__(self, coords: np.ndarray, compiled: bool = True, labels: np.ndarray | None = None, pix: np.ndarray | None = None):
         """``coords``: (3, N) int32 voxel coordinates (one row per axis, contiguous).
         ``compiled``: use the numba kernel when available (same result, voxels in order of
         first appearance instead of increasing order)."""
@@ -58,14 +58,17 @@ class FrameVoxels:
             coords = np.ascontiguousarray(coords, dtype=np.int32)
         n = len(coords[0])
         self.rep = None  # per voxel, its last point (set by the compiled path)
+        self.label = None  # per voxel, the majority label of its points (compiled path)
         if compiled and n:
             from .kernels import HAVE_NUMBA, dedupe_kernel
 
             if HAVE_NUMBA:
                 cx, cy, cz = (np.ascontiguousarray(c, dtype=np.int32) for c in coords)
-                ok, blocks, voxel, pv, counts, rep, cell_block, vlut, lo, dims = dedupe_kernel(cx, cy, cz, MAX_DENSE_BLOCK_CELLS)
+                if labels is None:
+                    labels, pix = np.zeros(1, np.int64), np.zeros(n, np.int64)
+                ok, blocks, voxel, vlabel, counts, rep, cell_block, vlut, lo, dims = dedupe_kernel(cx, cy, cz, MAX_DENSE_BLOCK_CELLS, labels, pix)
                 if ok:
-                    self.blocks, self.voxel, self.rep = blocks, voxel, rep
+                    self.blocks, self.voxel, self.rep, self.label = blocks, voxel, rep, vlabel
                     self.point_voxel = self.counts = None  # not made by the compiled path
                     self._cell_block, self._vlut, self._lo, self._dims = cell_block, vlut, lo, dims
                     self._strides = np.array([dims[1] * dims[2], dims[2], 1], np.int64)

@@ -55,9 +55,11 @@ def _backproject(depth_flat, rx, ry, M, t, cx, cy, cz, index):
     return k, lo, hi
 
 
-def _dedupe(cx, cy, cz, max_cells):
+def _dedupe(cx, cy, cz, max_cells, label_flat, pix):
     """The frame's distinct blocks and voxels (see :class:`.blocks.FrameVoxels`), in order of
-    first appearance; per voxel its last point (``rep``). Per-point voxel indices and counts
+    first appearance; per voxel its last point (``rep``) and the majority label of its points
+    (``label_flat[pix[i]]`` per point i; Boyer-Moore vote, so a voxel on a mask boundary takes
+    the label most of its pixels carry). Per-point voxel indices and counts
     are not made (empty arrays): the engine needs only ``rep``. Returns (ok, blocks, voxel, point_voxel, counts, rep, cell_block, vlut, lo, dims);
     ok=False when the block bounding box exceeds ``max_cells``."""
     n = cx.shape[0]
@@ -104,6 +106,8 @@ def _dedupe(cx, cy, cz, max_cells):
     vlut = np.full(nb * 512, -1, np.int32)
     voxel = np.empty(min(n, nb * 512), np.int64)
     rep = np.empty(min(n, nb * 512), np.int64)
+    cand = np.zeros(min(n, nb * 512), np.int64)
+    votes = np.zeros(min(n, nb * 512), np.int64)
     nv = 0
     for i in range(n):
         c = ((cx[i] >> 3) - lo[0]) * s0 + ((cy[i] >> 3) - lo[1]) * s1 + ((cz[i] >> 3) - lo[2])
@@ -115,7 +119,15 @@ def _dedupe(cx, cy, cz, max_cells):
             voxel[nv] = cell
             nv += 1
         rep[v] = i
-    return True, blocks, voxel[:nv].copy(), empty, empty, rep[:nv].copy(), cell_block.astype(np.int64), vlut, lo, dims
+        lab = np.int64(label_flat[pix[i]])
+        if votes[v] == 0:
+            cand[v] = lab
+            votes[v] = 1
+        elif cand[v] == lab:
+            votes[v] += 1
+        else:
+            votes[v] -= 1
+    return True, blocks, voxel[:nv].copy(), cand[:nv].copy(), empty, rep[:nv].copy(), cell_block.astype(np.int64), vlut, lo, dims
 
 
 def _find_root(parent, x):

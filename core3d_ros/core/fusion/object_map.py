@@ -163,6 +163,7 @@ class ObjectMap:
         self._infos: dict[int, ObjectInfo] = {}
         self._alias: dict[int, int] = {}  # merged-away id -> survivor, within one frame
         self._compact = np.full(1024, -1, np.int64)  # work array of the overlap kernel
+        self._pair_votes: dict[int, dict[int, list[int]]] = {}  # a < b: [frames together, apart]
         self._unions: list[list[int]] = []
         self._snapshot: MapSnapshot | None = None
         self._snapshot_key = None
@@ -398,7 +399,7 @@ class ObjectMap:
         """``coords``: (3, N) int32 voxel coordinates of the frame's points; ``colors`` and ``labels``
         indexed by ``pix`` (the points' pixels)."""
         cfg = self.cfg
-        fv = FrameVoxels(coords)
+        fv = FrameVoxels(coords, labels=labels, pix=pix)
         V = len(fv)
         stats.voxels = V
         # Per frame voxel, one representative point (the last one written) gives its colour and
@@ -409,7 +410,7 @@ class ObjectMap:
             rep = np.empty(V, np.int64)
             rep[fv.point_voxel] = pix
         frame_colors = colors[rep]
-        vlabel = labels[rep].astype(np.int64)
+        vlabel = fv.label if fv.label is not None else labels[rep].astype(np.int64)
 
         # The frame's blocks in the map; the map rows of its voxels (-1: new).
         fblock_num = self._blocks.find(fv.blocks)
@@ -469,6 +470,9 @@ class ObjectMap:
             self._blend_colors(r, frame_colors[ok])
         self._merge_touched.append(r)
 
+        if cfg.co_mask_votes > 0:
+            stats.merged += self._co_mask_evidence(targets, seg_label)
+            targets = np.array([self._resolve(t) for t in targets.tolist()], np.int64)
         touched = np.unique(targets)
         for oid in touched.tolist():
             st = self.objects[oid]
@@ -486,6 +490,57 @@ class ObjectMap:
         self._alias.clear()
         self.version += 1
         return stats
+
+    def _co_mask_evidence(self, targets: np.ndarray, seg_label: np.ndarray) -> int:
+        """Objects seen inside one 2-D mask are evidence of one thing; objects seen in different
+        masks of the same frame, evidence of two. Pieces of one object that the map holds apart
+        (parts cut by an occluder, legs first seen without their top) are merged once they have
+        been seen together in ``co_mask_votes`` frames and more often together than apart.
+        Costs the frame's (objects per frame)^2 pairs."""
+        per_mask: dict[int, set[int]] = {}
+        for t, m in zip(targets.tolist(), seg_label.tolist()):
+            per_mask.setdefault(m, set()).add(t)
+        groups = [sorted(g) for g in per_mask.values()]
+        together: set[tuple[int, int]] = set()
+        for g in groups:
+            for i in range(len(g)):
+                for j in range(i + 1, len(g)):
+                    together.add((g[i], g[j]))
+        seen = sorted({t for g in groups for t in g})
+        merged = 0
+        for i in range(len(seen)):
+            for j in range(i + 1, len(seen)):
+                a, b = seen[i], seen[j]
+                key = (a, b)
+                votes = self._pair_votes.setdefault(a, {}).setdefault(b, [0, 0])
+                votes[0 if key in together else 1] += 1
+        for a, b in sorted(together):
+            a, b = self._resolve(a), self._resolve(b)
+            if a == b or a not in self.objects or b not in self.objects:
+                continue
+            lo, hi = min(a, b), max(a, b)
+            t, apart = self._pair_votes.get(lo, {}).get(hi, (0, 0))
+            if t >= self.cfg.co_mask_votes and t > apart:
+                keep, gone = (a, b) if self.objects[a].num_voxels >= self.objects[b].num_voxels else (b, a)
+                self._merge_pair(keep, gone)
+                merged += 1
+        return merged
+
+    def _fold_votes(self, keep: int, gone: int) -> None:
+        """Pair evidence of a merged-away object passes to its survivor."""
+        votes = self._pair_votes
+        for a in list(votes):
+            if gone in votes[a] and a != gone:
+                v = votes[a].pop(gone)
+                lo, hi = min(a, keep), max(a, keep)
+                if lo != hi:
+                    w = votes.setdefault(lo, {}).setdefault(hi, [0, 0])
+                    w[0], w[1] = max(w[0], v[0]), max(w[1], v[1])
+        for b, v in votes.pop(gone, {}).items():
+            lo, hi = min(b, keep), max(b, keep)
+            if lo != hi:
+                w = votes.setdefault(lo, {}).setdefault(hi, [0, 0])
+                w[0], w[1] = max(w[0], v[0]), max(w[1], v[1])
 
     def _resolve(self, oid: int) -> int:
         while oid not in self.objects and oid in self._alias:
@@ -761,6 +816,8 @@ class ObjectMap:
         k, g = self.objects[keep], self.objects.pop(gone)
         self._rows.pop(gone, None)
         self._alias[gone] = keep
+        if self._pair_votes:
+            self._fold_votes(keep, gone)
         self._rows.setdefault(keep, _Rows()).chunks.append(only)
         k.num_voxels += len(only)
         k.num_observations += g.num_observations
