@@ -336,3 +336,25 @@ def test_out_of_range_coordinates_are_refused():
     f = _frame(np.full((48, 64), 2.0), pose)
     s = omap.integrate_frame(f.depth, f.intrinsics, f.pose, f.rgb, np.ones((48, 64), np.uint16), 0.0)
     assert s.rejected == "out_of_range" and omap.num_voxels == 0 and omap.version == 0
+
+
+def test_default_thresholds_can_act():
+    """delta can reject a pair only if delta < 1 - gamma (both IoVs lie in (gamma, 1]);
+    tau_cer can remove a SAM-family mask only if the generator's own filter lets through
+    masks scored below it."""
+    from core3d_ros.config import ProgressiveConfig, SegmenterConfig
+
+    f = FusionConfig()
+    assert f.delta < 1 - f.gamma
+    assert SegmenterConfig().pred_iou_thresh < ProgressiveConfig().tau_cer
+    # The balance test at the defaults rejects an unbalanced pair both of whose IoVs pass gamma.
+    from core3d_ros.core.fusion.object_map import balanced
+
+    assert not balanced(0.95, 0.55, f.gamma, f.delta) and balanced(0.8, 0.7, f.gamma, f.delta)
+    # tau_cer removes a mask the generator kept.
+    from core3d_ros.core.segment.progressive import progressive_merge
+
+    m = np.zeros((20, 20), bool)
+    m[:, :15] = True
+    low = Mask2D(m, score=0.45)
+    assert progressive_merge([low], ProgressiveConfig(min_mask_pixels=1)) == []
