@@ -127,9 +127,18 @@ def cmd_eval(args) -> int:
 
     base = load_config(args.config)
     scene = make_scene(seed=args.seed, num_frames=args.frames)
+    if args.ablation:
+        from .core.ablation import markdown_table, run_ablation
+
+        segmenters = args.segmenters or ["geometric"]
+        results = {name: run_ablation(scene, base, name, _progress) for name in segmenters}
+        print(markdown_table(results))
+        if args.json:
+            _write_json(args.json, {"scene": {"seed": args.seed, "frames": len(scene)}, "ablation": results})
+        return 0
     frames = [scene[i] for i in range(len(scene))]
     report = {"scene": {"seed": args.seed, "frames": len(frames), "objects": len(scene.instances)}, "segmenters": {}}
-    for name in args.segmenters:
+    for name in args.segmenters or ["oracle", "geometric"]:
         cfg = with_overrides(base, segmenter={"name": name}, keyframes={"enabled": False})
         mapper = Mapper(cfg)
         summary = map_frames(mapper, scene, _progress(name))
@@ -226,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_query)
 
     e = sub.add_parser("eval", help="3-D instance metrics on the synthetic room")
-    e.add_argument("--segmenters", nargs="+", default=["oracle", "geometric"])
+    e.add_argument("--segmenters", nargs="+", default=None, help="default: oracle geometric (with --ablation: geometric)")
+    e.add_argument("--ablation", action="store_true", help="switch each component off in turn and tabulate the metrics")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--frames", type=int, default=60)
     e.add_argument("--config")
