@@ -113,19 +113,28 @@ def test_parts_of_a_mask_share_its_embedding_by_size():
 
 def test_pieces_seen_in_one_mask_more_often_than_apart_are_merged():
     a, b = line(0, 5), line(10, 5)  # one object cut in two (by an occluder, say)
-    omap = ObjectMap(cfg(co_mask_votes=1))
-    fuse(omap, [a, b])  # two masks: two objects, seen apart once
-    assert len(omap.objects) == 2
-    s = fuse(omap, [np.concatenate([a, b])])  # one mask: together once, apart once: kept
-    assert s.merged == 0 and len(omap.objects) == 2
-    s = fuse(omap, [np.concatenate([a, b])])  # together twice > apart once: merged
+    ab = np.concatenate([a, b])
+    omap = ObjectMap(cfg(co_mask_votes=2))
+    s = fuse(omap, [ab])  # one mask, two 3-D parts: two new objects, together once
+    assert s.created == 2 and s.merged == 0 and len(omap.objects) == 2
+    fuse(omap, [a, b])  # two masks: apart once
+    s = fuse(omap, [ab])  # together twice > apart once: merged
     assert s.merged == 1 and len(omap.objects) == 1
     (only,) = omap.objects.values()
     assert only.num_voxels == 10 and only.num_observations == 2 + 2 + 1  # summed on merge, then this frame
-    # Disabled: never merged.
+    # Apart as often as together: kept apart.
+    omap = ObjectMap(cfg(co_mask_votes=2))
+    fuse(omap, [ab])
+    fuse(omap, [a, b])
+    fuse(omap, [a, b])
+    s = fuse(omap, [ab])
+    assert s.merged == 0 and len(omap.objects) == 2
+    # With co_mask_votes 1 (the default) the first frame merges them; 0 never does.
+    omap = ObjectMap(cfg(co_mask_votes=1))
+    assert fuse(omap, [ab]).merged == 1 and len(omap.objects) == 1
     omap = ObjectMap(cfg(co_mask_votes=0))
     for _ in range(3):
-        fuse(omap, [np.concatenate([a, b])])
+        fuse(omap, [ab])
     assert len(omap.objects) == 2
 
 

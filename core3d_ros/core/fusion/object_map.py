@@ -159,11 +159,12 @@ class ObjectMap:
         self.frames = 0
         self.version = 0  # bumped on every change
         self._dirty: set[int] = set()  # objects changed since the last snapshot
+        self._lost: set[int] = set()  # objects that lost voxels (or were created) this frame
         self._merge_touched: list[np.ndarray] = []  # voxel rows touched since the last merge pass
         self._infos: dict[int, ObjectInfo] = {}
         self._alias: dict[int, int] = {}  # merged-away id -> survivor, within one frame
         self._compact = np.full(1024, -1, np.int64)  # work array of the overlap kernel
-        self._pair_votes: dict[int, dict[int, list[int]]] = {}  # a < b: [frames together, apart]
+        self._pair_votes: dict[int, dict[int, list[int]]] = {}  # [a][b] is [b][a]: [frames together, apart]
         self._unions: list[list[int]] = []
         self._snapshot: MapSnapshot | None = None
         self._snapshot_key = None
@@ -251,7 +252,12 @@ class ObjectMap:
         r = self._rows.get(oid)
         if r is None or not r.chunks:
             return np.zeros(0, np.int64)
-        rows = np.unique(np.concatenate(r.chunks)) if len(r.chunks) > 1 else np.unique(r.chunks[0])
+        if len(r.chunks) > 1:
+            # Chunks are sorted runs: a stable sort merges them in about linear time.
+            rows = np.sort(np.concatenate(r.chunks), kind="stable")
+            rows = rows[np.r_[True, rows[1:] != rows[:-1]]]
+        else:
+            rows = r.chunks[0]
         rows = rows[(self.ids[rows] == oid).any(axis=1)]
         r.chunks = [rows]
         return rows
@@ -266,7 +272,7 @@ class ObjectMap:
         ends = np.append(starts[1:], len(o))
         for s, e in zip(starts.tolist(), ends.tolist()):
             oid = int(o[s])
-            self._rows.setdefault(oid, _Rows()).chunks.append(r[s:e].copy())
+            self._rows.setdefault(oid, _Rows()).chunks.append(np.sort(r[s:e]))
             self.objects[oid].num_voxels += e - s
 
     def _update_owner(self, rows: np.ndarray) -> None:
@@ -437,6 +443,7 @@ class ObjectMap:
         for s in np.flatnonzero(new).tolist():
             targets[s] = self.next_id
             self.objects[self.next_id] = ObjectState(id=self.next_id, first_seen=stamp)
+            self._lost.add(self.next_id)  # dropped at the end of the frame if it got no voxel
             self.next_id += 1
 
         for group in self._unions:
@@ -496,30 +503,36 @@ class ObjectMap:
         masks of the same frame, evidence of two. Pieces of one object that the map holds apart
         (parts cut by an occluder, legs first seen without their top) are merged once they have
         been seen together in ``co_mask_votes`` frames and more often together than apart.
-        Costs the frame's (objects per frame)^2 pairs."""
+        Counts start when a pair is first seen together; the cost follows the frame's objects
+        and their pairs."""
         per_mask: dict[int, set[int]] = {}
         for t, m in zip(targets.tolist(), seg_label.tolist()):
             per_mask.setdefault(m, set()).add(t)
-        groups = [sorted(g) for g in per_mask.values()]
+        votes = self._pair_votes
         together: set[tuple[int, int]] = set()
-        for g in groups:
+        for g in per_mask.values():
+            g = sorted(g)
             for i in range(len(g)):
                 for j in range(i + 1, len(g)):
                     together.add((g[i], g[j]))
-        seen = sorted({t for g in groups for t in g})
+        seen = {t for g in per_mask.values() for t in g}
+        for a, b in together:
+            v = votes.get(a, {}).get(b)
+            if v is None:
+                v = [0, 0]
+                votes.setdefault(a, {})[b] = v
+                votes.setdefault(b, {})[a] = v
+            v[0] += 1
+        for a in seen:  # pairs with evidence, both seen now, in different masks: apart
+            for b, v in votes.get(a, {}).items():
+                if a < b and b in seen and (a, b) not in together:
+                    v[1] += 1
         merged = 0
-        for i in range(len(seen)):
-            for j in range(i + 1, len(seen)):
-                a, b = seen[i], seen[j]
-                key = (a, b)
-                votes = self._pair_votes.setdefault(a, {}).setdefault(b, [0, 0])
-                votes[0 if key in together else 1] += 1
         for a, b in sorted(together):
             a, b = self._resolve(a), self._resolve(b)
             if a == b or a not in self.objects or b not in self.objects:
                 continue
-            lo, hi = min(a, b), max(a, b)
-            t, apart = self._pair_votes.get(lo, {}).get(hi, (0, 0))
+            t, apart = votes.get(a, {}).get(b, (0, 0))
             if t >= self.cfg.co_mask_votes and t > apart:
                 keep, gone = (a, b) if self.objects[a].num_voxels >= self.objects[b].num_voxels else (b, a)
                 self._merge_pair(keep, gone)
@@ -527,19 +540,19 @@ class ObjectMap:
         return merged
 
     def _fold_votes(self, keep: int, gone: int) -> None:
-        """Pair evidence of a merged-away object passes to its survivor."""
+        """Pair evidence of a merged-away object passes to its survivor (costs its pairs)."""
         votes = self._pair_votes
-        for a in list(votes):
-            if gone in votes[a] and a != gone:
-                v = votes[a].pop(gone)
-                lo, hi = min(a, keep), max(a, keep)
-                if lo != hi:
-                    w = votes.setdefault(lo, {}).setdefault(hi, [0, 0])
-                    w[0], w[1] = max(w[0], v[0]), max(w[1], v[1])
         for b, v in votes.pop(gone, {}).items():
-            lo, hi = min(b, keep), max(b, keep)
-            if lo != hi:
-                w = votes.setdefault(lo, {}).setdefault(hi, [0, 0])
+            other = votes.get(b)
+            if other is not None:
+                other.pop(gone, None)
+            if b == keep:
+                continue
+            w = votes.setdefault(keep, {}).get(b)
+            if w is None:
+                votes[keep][b] = v
+                votes.setdefault(b, {})[keep] = v
+            else:
                 w[0], w[1] = max(w[0], v[0]), max(w[1], v[1])
 
     def _resolve(self, oid: int) -> int:
@@ -637,10 +650,10 @@ class ObjectMap:
         # Per mask (dense over the masks present): union of its inside segments per object.
         masks, seg_mask = np.unique(seg_label, return_inverse=True)
         n_mask = len(masks)
-        onehot = np.zeros((n_mask, n_seg))
-        onehot[seg_mask, np.arange(n_seg)] = 1.0
-        U = onehot @ (inter * inside)
-        US = onehot @ (inside * seg_size[:, None].astype(np.float64))
+        order = np.argsort(seg_mask, kind="stable")
+        starts = np.flatnonzero(np.r_[True, np.diff(seg_mask[order]) != 0])
+        U = np.add.reduceat((inter * inside)[order], starts, axis=0)
+        US = np.add.reduceat((inside * seg_size[:, None].astype(np.float64))[order], starts, axis=0)
         with np.errstate(divide="ignore", invalid="ignore"):
             iov_u = np.where(US > 0, U / np.maximum(US, 1), 0.0)
             iov_o = U / np.maximum(visible[None, :], 1)
@@ -713,6 +726,7 @@ class ObjectMap:
             for old, n in zip(lost.tolist(), n_lost.tolist()):
                 self.objects[old].num_voxels -= n
                 self._dirty.add(old)
+                self._lost.add(old)
             self.ids[rr, jj] = oid[r[replace]]
             self.hits[rr, jj] = 1
             gained_rows.append(rr)
@@ -732,6 +746,7 @@ class ObjectMap:
             for old, n in zip(gone.tolist(), n_lost.tolist()):
                 self.objects[old].num_voxels -= n
             self._dirty.update(gone.tolist())
+            self._lost.update(gone.tolist())
         self._add_rows(g_ids.astype(np.int64), g_rows)
         if len(o_old):
             self._dirty.update(np.unique(np.concatenate([o_old, o_new])).tolist())
@@ -742,10 +757,16 @@ class ObjectMap:
         self.color_n[rows] += 1
 
     def _drop_empty(self) -> None:
-        """Remove objects left without voxels; only changed objects can have emptied."""
-        for oid in [o for o in self._dirty if o in self.objects and self.objects[o].num_voxels <= 0]:
+        """Remove objects left without voxels; only objects that lost voxels (or were created
+        this frame) can have emptied."""
+        for oid in [o for o in self._lost if o in self.objects and self.objects[o].num_voxels <= 0]:
             del self.objects[oid]
             self._rows.pop(oid, None)
+            self._dirty.add(oid)
+            if self._pair_votes:
+                for b in self._pair_votes.pop(oid, {}):
+                    self._pair_votes.get(b, {}).pop(oid, None)
+        self._lost = set()
 
     # ------------------------------------------------------------------ merging
     def merge_objects(self) -> int:
@@ -767,18 +788,31 @@ class ObjectMap:
         codes = np.unique(np.concatenate(pairs)) if pairs else np.zeros(0, np.int64)
         if len(codes) == 0:
             return 0
-        cand = []
-        for a, b in zip((codes >> 32).tolist(), (codes & 0xFFFFFFFF).tolist()):
-            sa, sb = self.objects[a].num_voxels, self.objects[b].num_voxels
-            small, other = (a, b) if sa <= sb else (b, a)
-            # Cheap bound first: a pair can only pass if the smaller is > gamma of the larger.
-            if min(sa, sb) <= self.cfg.gamma * max(sa, sb) or min(sa, sb) == 0:
-                continue
-            r = self.member_rows(small)
-            inter = int((self.ids[r] == other).any(axis=1).sum())
-            iov_ab, iov_ba = inter / max(sa, 1), inter / max(sb, 1)
-            if balanced(iov_ab, iov_ba, self.cfg.gamma, self.cfg.delta):
-                cand.append((min(iov_ab, iov_ba), a, b))
+        a_ids, b_ids = codes >> 32, codes & 0xFFFFFFFF
+        size = np.array([self.objects[int(o)].num_voxels if int(o) in self.objects else 0 for o in np.concatenate([a_ids, b_ids])], np.float64)
+        sa, sb = size[: len(a_ids)], size[len(a_ids) :]
+        # A pair can only pass if the smaller holds more than gamma of the larger.
+        keep = (np.minimum(sa, sb) > self.cfg.gamma * np.maximum(sa, sb)) & (np.minimum(sa, sb) > 0)
+        a_ids, b_ids, sa, sb = a_ids[keep], b_ids[keep], sa[keep], sb[keep]
+        if len(a_ids) == 0:
+            return 0
+        # Exact |A ∩ B|: scan the rows of the smaller object of each pair (once per object),
+        # counting its partners' ids there.
+        small = np.where(sa <= sb, a_ids, b_ids)
+        other = np.where(sa <= sb, b_ids, a_ids)
+        inter = np.zeros(len(a_ids), np.float64)
+        order = np.argsort(small, kind="stable")
+        starts = np.flatnonzero(np.r_[True, small[order][1:] != small[order][:-1]])
+        ends = np.append(starts[1:], len(order))
+        for s0, e0 in zip(starts.tolist(), ends.tolist()):
+            idx = order[s0:e0]
+            o = int(small[idx[0]])
+            ids_o = self.ids[self.member_rows(o)]
+            counts = np.bincount(ids_o[ids_o >= 0], minlength=self.next_id + 1)
+            inter[idx] = counts[other[idx]]
+        iov_ab, iov_ba = inter / np.maximum(sa, 1), inter / np.maximum(sb, 1)
+        ok = balanced(iov_ab, iov_ba, self.cfg.gamma, self.cfg.delta)
+        cand = [(float(min(x, y)), int(a), int(b)) for x, y, a, b in zip(iov_ab[ok], iov_ba[ok], a_ids[ok], b_ids[ok])]
         cand.sort(key=lambda c: -c[0])
         alias: dict[int, int] = {}
 
@@ -818,7 +852,7 @@ class ObjectMap:
         self._alias[gone] = keep
         if self._pair_votes:
             self._fold_votes(keep, gone)
-        self._rows.setdefault(keep, _Rows()).chunks.append(only)
+        self._rows.setdefault(keep, _Rows()).chunks.append(np.sort(only))
         k.num_voxels += len(only)
         k.num_observations += g.num_observations
         k.first_seen = min(k.first_seen, g.first_seen)
