@@ -129,6 +129,11 @@ def test_pieces_seen_in_one_mask_more_often_than_apart_are_merged():
     fuse(omap, [a, b])
     s = fuse(omap, [ab])
     assert s.merged == 0 and len(omap.objects) == 2
+    # Evidence apart counts also before the pair was first seen together.
+    omap = ObjectMap(cfg(co_mask_votes=1))
+    fuse(omap, [a, b])  # apart once
+    assert fuse(omap, [ab]).merged == 0  # together once, apart once
+    assert fuse(omap, [ab]).merged == 1  # together twice
     # With co_mask_votes 1 (the default) the first frame merges them; 0 never does.
     omap = ObjectMap(cfg(co_mask_votes=1))
     assert fuse(omap, [ab]).merged == 1 and len(omap.objects) == 1

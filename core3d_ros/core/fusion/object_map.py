@@ -503,8 +503,7 @@ class ObjectMap:
         masks of the same frame, evidence of two. Pieces of one object that the map holds apart
         (parts cut by an occluder, legs first seen without their top) are merged once they have
         been seen together in ``co_mask_votes`` frames and more often together than apart.
-        Counts start when a pair is first seen together; the cost follows the frame's objects
-        and their pairs."""
+        The cost follows the frame's objects: (objects seen in the frame)^2 pairs."""
         per_mask: dict[int, set[int]] = {}
         for t, m in zip(targets.tolist(), seg_label.tolist()):
             per_mask.setdefault(m, set()).add(t)
@@ -516,17 +515,16 @@ class ObjectMap:
                 for j in range(i + 1, len(g)):
                     together.add((g[i], g[j]))
         seen = {t for g in per_mask.values() for t in g}
-        for a, b in together:
-            v = votes.get(a, {}).get(b)
-            if v is None:
-                v = [0, 0]
-                votes.setdefault(a, {})[b] = v
-                votes.setdefault(b, {})[a] = v
-            v[0] += 1
-        for a in seen:  # pairs with evidence, both seen now, in different masks: apart
-            for b, v in votes.get(a, {}).items():
-                if a < b and b in seen and (a, b) not in together:
-                    v[1] += 1
+        seen_sorted = sorted(seen)
+        for i, a in enumerate(seen_sorted):
+            row = votes.setdefault(a, {})
+            for b in seen_sorted[i + 1 :]:
+                v = row.get(b)
+                if v is None:
+                    v = [0, 0]
+                    row[b] = v
+                    votes.setdefault(b, {})[a] = v
+                v[0 if (a, b) in together else 1] += 1
         merged = 0
         for a, b in sorted(together):
             a, b = self._resolve(a), self._resolve(b)
