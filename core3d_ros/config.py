@@ -25,9 +25,9 @@ class DepthConfig:
 @dataclass
 class FusionConfig:
     voxel_size: float = 0.025  # metres (2-5 cm is sensible for rooms)
-    # Back-project every n-th pixel; 0 = auto: the largest stride that still puts a sample in
-    # every voxel of a surface at the frame's far depth (keeps 3-D segments connected).
-    pixel_stride: int = 0
+    # Back-project every n-th pixel (1: full resolution); 0 = auto: the largest stride that
+    # still puts a sample in every voxel of a surface at the frame's far depth.
+    pixel_stride: int = 1
     slots_per_voxel: int = 4  # object instances remembered per voxel
     # Association / merging test of CORE-3D: IoV(a,b) > gamma, IoV(b,a) > gamma, |diff| < delta.
     # With gamma = 0.5 both IoVs lie in (0.5, 1], so a delta >= 0.5 could never reject a pair;

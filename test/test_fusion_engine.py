@@ -372,3 +372,9 @@ def test_default_thresholds_can_act():
     m[:, :15] = True
     low = Mask2D(m, score=0.45)
     assert progressive_merge([low], ProgressiveConfig(min_mask_pixels=1)) == []
+
+
+@pytest.mark.parametrize("field,value", [("device", "tpu"), ("pixel_stride", -1), ("co_mask_votes", -2), ("slots_per_voxel", 0)])
+def test_bad_fusion_config_fails_with_the_parameter_name(field, value):
+    with pytest.raises(ValueError, match=f"fusion.{field}"):
+        ObjectMap(FusionConfig(**{field: value}))

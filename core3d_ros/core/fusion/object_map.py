@@ -134,6 +134,16 @@ class ObjectMap:
     def __init__(self, cfg: FusionConfig):
         if cfg.voxel_size <= 0:
             raise ValueError("fusion.voxel_size must be positive")
+        for name in ("pixel_stride", "co_mask_votes", "min_valid_pixels", "min_segment_voxels", "merge_interval"):
+            if getattr(cfg, name) < 0:
+                raise ValueError(f"fusion.{name} must be >= 0, got {getattr(cfg, name)}")
+        if cfg.slots_per_voxel < 1:
+            raise ValueError(f"fusion.slots_per_voxel must be >= 1, got {cfg.slots_per_voxel}")
+        if not cfg.max_pose_jump >= 0:
+            raise ValueError(f"fusion.max_pose_jump must be >= 0, got {cfg.max_pose_jump}")
+        dev = str(cfg.device).lower()
+        if not (dev == "cpu" or dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
+            raise ValueError(f"fusion.device must be cpu, cuda or cuda:N, got {cfg.device!r}")
         self.cfg = cfg
         self.voxel_size = float(cfg.voxel_size)
         self.K = int(cfg.slots_per_voxel)
@@ -787,8 +797,10 @@ class ObjectMap:
         if len(codes) == 0:
             return 0
         a_ids, b_ids = codes >> 32, codes & 0xFFFFFFFF
-        size = np.array([self.objects[int(o)].num_voxels if int(o) in self.objects else 0 for o in np.concatenate([a_ids, b_ids])], np.float64)
-        sa, sb = size[: len(a_ids)], size[len(a_ids) :]
+        present = np.unique(np.concatenate([a_ids, b_ids]))
+        lut = np.zeros(int(present[-1]) + 1, np.float64)
+        lut[present] = [self.objects[o].num_voxels if o in self.objects else 0 for o in present.tolist()]
+        sa, sb = lut[a_ids], lut[b_ids]
         # A pair can only pass if the smaller holds more than gamma of the larger.
         keep = (np.minimum(sa, sb) > self.cfg.gamma * np.maximum(sa, sb)) & (np.minimum(sa, sb) > 0)
         a_ids, b_ids, sa, sb = a_ids[keep], b_ids[keep], sa[keep], sb[keep]
