@@ -378,3 +378,15 @@ def test_default_thresholds_can_act():
 def test_bad_fusion_config_fails_with_the_parameter_name(field, value):
     with pytest.raises(ValueError, match=f"fusion.{field}"):
         ObjectMap(FusionConfig(**{field: value}))
+
+
+def test_cuda_device_works_or_is_refused_with_the_parameter_name():
+    """On a machine with CUDA the map builds its block hash there; elsewhere start-up fails with
+    one ValueError naming fusion.device (never a raw Open3D RuntimeError)."""
+    try:
+        omap = ObjectMap(cfg(device="cuda"))
+    except ValueError as e:
+        assert "fusion.device" in str(e)
+        return
+    s = fuse(omap, [line(0, 10)])
+    assert s.created == 1 and omap.num_voxels == 10

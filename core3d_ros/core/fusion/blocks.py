@@ -211,9 +211,12 @@ class BlockHash:
         self._o3c = o3c
         name = device.upper()
         self.device = o3c.Device(name if ":" in name else f"{name}:0")
-        self._map = o3c.HashMap(
-            capacity, key_dtype=o3c.int32, key_element_shape=(3,), value_dtype=o3c.int32, value_element_shape=(1,), device=self.device
-        )
+        try:
+            self._map = o3c.HashMap(
+                capacity, key_dtype=o3c.int32, key_element_shape=(3,), value_dtype=o3c.int32, value_element_shape=(1,), device=self.device
+            )
+        except RuntimeError as e:
+            raise ValueError(f"fusion.device {device!r} is not usable by this Open3D build: {e}") from None
         self.size = 0
 
     def _tensor(self, a: np.ndarray):
