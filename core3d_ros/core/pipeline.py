@@ -21,7 +21,7 @@ import numpy as np
 
 from ..config import MapperConfig
 from .camera import sampling_stride
-from .fusion.object_map import IntegrationStats, ObjectMap, SegmentObservation
+from .fusion.object_map import IntegrationStats, ObjectMap, SegmentObservation, warm_up
 from .frame import Frame, FrameError
 from .mapio import load_map, save_map
 from .objects import MapSnapshot
@@ -60,6 +60,7 @@ class Mapper:
 
         self.keyframes = KeyframeSelector(self.cfg.keyframes)
         self.map = ObjectMap(self.cfg.fusion)
+        warm_up(self.cfg.fusion)  # compiled kernels ready before the first frame (once per process)
         self.last_pose: np.ndarray | None = None
         self._lock = threading.RLock()
 

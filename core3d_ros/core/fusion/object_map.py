@@ -974,3 +974,29 @@ class ObjectMap:
         omap._dirty = set(omap.objects)
         omap.version += 1
         return omap
+
+
+_WARM = False
+
+
+def warm_up(cfg: FusionConfig | None = None) -> None:
+    """Compile (or load from numba's cache) the engine's kernels once per process, on a tiny
+    frame with the production argument types, so that the first real frame does not pay it."""
+    global _WARM
+    if _WARM or not HAVE_NUMBA:
+        return
+    from dataclasses import replace
+
+    from ..camera import CameraIntrinsics
+
+    base = cfg or FusionConfig()
+    c = replace(base, device="cpu", min_valid_pixels=1, min_segment_voxels=1, merge_interval=1, co_mask_votes=1)
+    depth = np.full((16, 16), 1.0, np.float32)
+    labels = np.zeros((16, 16), np.uint16)
+    labels[:, :8], labels[:, 8:] = 1, 2
+    intr = CameraIntrinsics(16, 16, 8.0, 8.0, 8.0, 8.0)
+    omap = ObjectMap(c)
+    for _ in range(2):
+        omap.integrate_frame(depth, intr, np.eye(4), np.zeros((16, 16, 3), np.uint8), labels, 0.0)
+    _WARM = True
+
