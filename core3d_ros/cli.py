@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -194,9 +195,18 @@ def cmd_eval(args) -> int:
 
     base = load_config(args.config)
     scene = make_scene(seed=args.seed, num_frames=args.frames)
+    if args.ablation:
+        from .core.ablation import markdown_table, run_ablation
+
+        segmenters = args.segmenters or ["geometric"]
+        results = {name: run_ablation(scene, base, name, _progress) for name in segmenters}
+        print(markdown_table(results))
+        if args.json:
+            _write_json(args.json, {"scene": {"seed": args.seed, "frames": len(scene)}, "ablation": results})
+        return 0
     frames = [scene[i] for i in range(len(scene))]
     report = {"scene": {"seed": args.seed, "frames": len(frames), "objects": len(scene.instances)}, "segmenters": {}}
-    for name in args.segmenters:
+    for name in args.segmenters or ["oracle", "geometric"]:
         cfg = with_overrides(base, segmenter={"name": name}, keyframes={"enabled": False})
         mapper = Mapper(cfg)
         summary = map_frames(mapper, scene, _progress(name))
@@ -220,11 +230,28 @@ def cmd_bench(args) -> int:
 
         if not args.data:
             raise SystemExit("core3d bench fusion needs --data DIR (a dataset folder)")
-        result = bench_fusion(args.data, frames=args.frames, voxel=args.voxel, cfg=_config(args), progress=_progress("fusion"))
+        cfg = _config(args)
+        if args.stride is not None:
+            if args.stride < 0:
+                raise SystemExit("core3d bench fusion: --stride must be >= 0 (0 = automatic)")
+            cfg = dataclasses.replace(cfg, fusion=dataclasses.replace(cfg.fusion, pixel_stride=args.stride))
+        result = bench_fusion(args.data, frames=args.frames, voxel=args.voxel, cfg=cfg, progress=_progress("fusion"))
         print(
             f"ours {result['ours_ms_per_frame']:.1f} ms/frame, Open3D {result['open3d_ms_per_frame']:.1f} ms/frame, "
             f"ratio {result['ratio']:.2f}; first quarter {result['ms_first_quarter']:.1f}, "
             f"last quarter {result['ms_last_quarter']:.1f}; {result['objects']} objects; peak RSS {result['peak_rss_mb']:.0f} MB"
+        )
+    elif args.what == "scale":
+        from .core.bench import bench_scale
+
+        voxel = args.voxel if args.voxel is not None else 0.01
+        if args.voxels < 1 or voxel <= 0:
+            raise SystemExit("core3d bench scale: --voxels and --voxel must be positive")
+        result = bench_scale(args.voxels, voxel_size=voxel, cfg=_config(args), progress=_progress("scale"))
+        t = result["tenths"]
+        print(
+            f"{result['voxels']} voxels, {result['bytes_per_voxel']:.0f} bytes/voxel; last/first tenth: "
+            + ", ".join(f"{k} {t[k][0]:.1f} -> {t[k][-1]:.1f} ms" for k in t)
         )
     elif args.what == "semantics":
         from .core.bench import bench_semantics
@@ -295,7 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_query)
 
     e = sub.add_parser("eval", help="3-D instance metrics on the synthetic room")
-    e.add_argument("--segmenters", nargs="+", default=["oracle", "geometric"])
+    e.add_argument("--segmenters", nargs="+", default=None, help="default: oracle geometric (with --ablation: geometric)")
+    e.add_argument("--ablation", action="store_true", help="switch each component off in turn and tabulate the metrics")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--frames", type=int, default=60)
     e.add_argument("--config")
@@ -303,10 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_eval)
 
     b = sub.add_parser("bench", help="benchmarks writing JSON")
-    b.add_argument("what", choices=["fusion", "semantics", "query"])
+    b.add_argument("what", choices=["fusion", "scale", "semantics", "query"])
+    b.add_argument("--voxels", type=int, default=2_000_000, help="scale: grow the map to at least this many voxels")
     b.add_argument("--data", help="dataset folder (fusion: required; semantics: optional real frame)")
     b.add_argument("--frames", type=int, default=None)
     b.add_argument("--voxel", type=float, default=None)
+    b.add_argument("--stride", type=int, default=None, help="fusion: pixel stride (overrides fusion.pixel_stride; 1 = every pixel)")
     b.add_argument("--objects", type=int, nargs="+", default=[1000, 10000])
     b.add_argument("--repeats", type=int, default=None, help="default 200; 40 with --llm-delay-ms")
     b.add_argument("--llm-delay-ms", type=float, default=None, help="query: time the model steps against the test chat server replying after this delay")

@@ -186,3 +186,26 @@ def test_majority_vote_and_unlabelled_frames():
     assert list(collect_ground_truth([labelled, other, other], voxel_size=10.0, stride=1).voxels) == [7]
     empty = collect_ground_truth([], voxel_size=0.05)
     assert empty.voxels == {} and evaluate_instances({}, empty.voxels).num_gt == 0
+
+
+def test_ablation_switches_one_component_per_variant_and_tabulates():
+    from core3d_ros.config import MapperConfig
+    from core3d_ros.core.ablation import markdown_table, run_ablation, variants
+    from core3d_ros.core.datasets import make_scene
+
+    base = MapperConfig()
+    v = variants(base)
+    assert v["no_dbscan"].fusion.dbscan_split is False and v["full"].fusion.dbscan_split is True
+    assert v["no_balance"].fusion.delta == 1.0 and v["full"].fusion.delta == base.fusion.delta
+    assert v["no_surroundings"].embed.w_sur == 0.0 and v["full"].embed.w_sur > 0
+    assert len(v["no_progressive_coarse"].segmenter.geometric.cluster_eps) == 1
+    assert v["no_progressive_fine"].segmenter.geometric.cluster_eps == base.segmenter.geometric.cluster_eps[-1:]
+    scene = make_scene(seed=2, num_frames=5)
+    res = run_ablation(scene, base, "oracle")
+    assert set(res) == set(v)
+    for row in res.values():
+        m = row["objects_only"]
+        assert 0.0 <= m["mean_iou_gt"] <= 1.0 and 0.0 <= m["precision"] <= 1.0
+        assert row["colour_top1"] is None or 0.0 <= row["colour_top1"] <= 1.0
+    table = markdown_table({"oracle": res})
+    assert table.count("\n| ") == len(v) + 1 and "no_balance" in table

@@ -271,13 +271,8 @@ def _build(data, cfg: FusionConfig) -> ObjectMap:
         raise MapFileError("next object id must exceed every object id")
 
     fusion = dataclasses.replace(cfg, voxel_size=voxel_size, slots_per_voxel=K)
-    omap = ObjectMap(fusion)
-    omap._grow(n)
-    omap.keys[:n], omap.ids[:n], omap.hits[:n] = keys, ids, hits
-    omap.colors[:n], omap.color_n[:n] = colors, color_n
-    omap._row = dict(zip(keys.tolist(), range(n)))
-    omap._n = n
     offset = 0
+    states = []
     for i in range(m):
         size = int(np.prod(view_shape[i]))
         view = views[offset : offset + size].reshape(view_shape[i]) if size else None
@@ -294,8 +289,5 @@ def _build(data, cfg: FusionConfig) -> ObjectMap:
         if emb.shape[1] and obj["obj_embedding_weight"][i] > 0:
             st.embedding_sum = emb[i].copy()
             st.embedding_weight = float(obj["obj_embedding_weight"][i])
-        omap.objects[st.id] = st
-    omap.next_id = next_id
-    omap.frames = frames
-    omap.version += 1
-    return omap
+        states.append(st)
+    return ObjectMap.from_arrays(fusion, keys, ids, hits, colors, color_n, states, next_id, frames)

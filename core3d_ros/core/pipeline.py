@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..config import MapperConfig
-from .camera import backproject, sampling_stride
-from .fusion.object_map import IntegrationStats, ObjectMap, SegmentObservation
-from .frame import Frame
+from .camera import sampling_stride
+from .fusion.object_map import IntegrationStats, ObjectMap, SegmentObservation, warm_up
+from .frame import Frame, FrameError
 from .mapio import load_map, save_map
 from .objects import MapSnapshot
 from .observation import Observation
@@ -70,6 +70,7 @@ class Mapper:
         self.keyframes = KeyframeSelector(self.cfg.keyframes)
         self.map = ObjectMap(self.cfg.fusion)
         self.geometry = self._new_geometry()
+        warm_up(self.cfg.fusion)  # compiled kernels ready before the first frame (once per process)
         self.last_pose: np.ndarray | None = None
         self._lock = threading.RLock()  # fusion and map swaps
         self._snapshot_lock = threading.Lock()
@@ -95,10 +96,14 @@ class Mapper:
         except GeometryError as e:
             raise BackendError(str(e)) from None
 
-    def integrate_geometry(self, frame: Frame) -> int:
-        """Every synced frame: the TSDF surface map (its own lock; the object map is untouched)."""
-        self.last_pose = frame.pose.copy()
-        return self.geometry.integrate(frame) if self.geometry is not None else 0
+    def integrate_geometry(self, frame: Frame) -> Frame:
+        """Every synced frame when perception runs elsewhere: checks (``check_frame``) and the TSDF
+        surface map (its own lock; the object map is untouched). Returns the checked frame, the
+        one observations of its stamp are fused against."""
+        frame = self.check_frame(frame)
+        if self.geometry is not None:
+            self.geometry.integrate(frame)
+        return frame
 
     @property
     def segmenter(self) -> Segmenter:
@@ -107,11 +112,33 @@ class Mapper:
         return self._segmenter
 
     # ------------------------------------------------------------------ frames
-    def process(self, frame: Frame) -> FrameStats:
+    def check_frame(self, frame: Frame) -> Frame:
+        """Validate a frame before it touches either map (FrameError with its reason): a tracking
+        jump of more than ``fusion.max_pose_jump`` is refused once; a frame with too few depth
+        pixels inside the sensor's range (a camera against a wall) is refused; depth outside the
+        range is dropped. Tracks the camera (``last_pose``, the viewpoint of queries)."""
         frame.validate()
+        previous, self.last_pose = self.last_pose, frame.pose.copy()
+        jump = self.cfg.fusion.max_pose_jump
+        if jump > 0 and previous is not None:
+            moved = float(np.linalg.norm(frame.pose[:3, 3] - previous[:3, 3]))
+            if moved > jump:
+                raise FrameError("pose_jump", f"camera moved {moved:.1f} m since the previous frame (limit {jump} m)")
+        # Depth outside the sensor's range (a camera pressed against a wall reads ~0) is invalid.
+        lo, hi = self.cfg.depth.min_depth, self.cfg.depth.max_depth
+        in_range = (frame.depth >= lo) & (frame.depth <= hi)
+        valid = int(np.count_nonzero(in_range))
+        if valid < self.cfg.fusion.min_valid_pixels:
+            raise FrameError("few_valid_depth", f"{valid} depth pixels in [{lo}, {hi}] m (fusion.min_valid_pixels {self.cfg.fusion.min_valid_pixels})")
+        if valid < np.count_nonzero(frame.depth > 0):
+            frame = dataclasses.replace(frame, depth=np.where(in_range, frame.depth, np.float32(0)).astype(np.float32))
+        return frame
+
+    def process(self, frame: Frame) -> FrameStats:
+        """Inline mapping of one frame: checks, TSDF, and on keyframes masks + embeddings + fusion."""
         stats = FrameStats(index=frame.index)
         t_start = time.perf_counter()
-        self.last_pose = frame.pose.copy()
+        frame = self.check_frame(frame)
         if self.geometry is not None:
             with _timed(stats, "geometry"):
                 self.geometry.integrate(frame)
@@ -156,6 +183,8 @@ class Mapper:
         stats.masks = len(masks)
         with _timed(stats, "fusion"), self._lock:
             ist = fuse_frame(self.map, frame, masks, observations)
+        if ist.rejected:
+            raise FrameError(ist.rejected, "the fusion engine refused the frame; the map is unchanged")
         stats.segments, stats.created, stats.associated = ist.segments, ist.created, ist.associated
         stats.merged, stats.dropped_voxels = ist.merged, ist.dropped_voxels
         stats.timings_ms["total"] = (time.perf_counter() - t_start) * 1e3
@@ -263,16 +292,29 @@ def geometry_path(map_path: str | os.PathLike) -> str:
     return (p[: -len(".npz")] if p.endswith(".npz") else p) + ".geometry.npz"
 
 
+def label_image(masks: list[Mask2D], shape: tuple[int, int]) -> np.ndarray:
+    """One uint16 label image from 2-D masks (0 = no mask, i = ``masks[i - 1]``). Larger masks
+    are painted first, so that a small mask lying on a larger one stays visible."""
+    if len(masks) > np.iinfo(np.uint16).max:
+        raise ValueError(f"{len(masks)} masks exceed the label image's range")
+    labels = np.zeros(shape, np.uint16)
+    order = sorted(range(len(masks)), key=lambda i: -int(np.count_nonzero(masks[i].mask)))
+    for i in order:
+        np.copyto(labels, np.uint16(i + 1), where=np.asarray(masks[i].mask, bool))
+    return labels
+
+
 def fuse_frame(
     omap: ObjectMap, frame: Frame, masks: list[Mask2D], observations: list[SegmentObservation] | None = None
 ) -> IntegrationStats:
-    """The fusion stage: back-project the frame (``fusion.pixel_stride``, 0 = automatic) and
-    integrate its masks into the map."""
+    """The fusion stage: paint the masks into one label image, back-project the frame
+    (``fusion.pixel_stride``, 0 = automatic) and integrate it. A frame the engine refuses
+    (too few valid depth pixels, coordinates out of range) leaves the map unchanged and is
+    returned with ``stats.rejected`` set."""
     cfg = omap.cfg
+    labels = label_image(masks, frame.depth.shape)
     stride = cfg.pixel_stride or sampling_stride(frame.depth, frame.intrinsics, cfg.voxel_size)
-    points, pix = backproject(frame.depth, frame.intrinsics, frame.pose, stride=stride)
-    colors = frame.rgb.reshape(-1, 3)[pix]
-    stats = omap.integrate(points, colors, [m.mask.reshape(-1)[pix] for m in masks], frame.stamp, observations)
+    stats = omap.integrate_frame(frame.depth, frame.intrinsics, frame.pose, frame.rgb, labels, frame.stamp, observations, stride=stride)
     stats.stride = stride
     return stats
 

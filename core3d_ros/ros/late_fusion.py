@@ -55,10 +55,9 @@ class LateFusion:
     # ------------------------------------------------------------------ frames (mapping worker)
 
     def add_frame(self, frame: Frame) -> Any:
-        """Buffer a synced frame (validated here; FrameError rejects it) and track the camera."""
-        frame.validate()
+        """Check a synced frame, integrate it into the TSDF and buffer it (FrameError rejects it)."""
+        frame = self.node.mapper.integrate_geometry(frame)  # FrameError: refused, nothing buffered
         self.buffer.add(frame)
-        self.node.mapper.integrate_geometry(frame)
         with self._lock:
             ready = [s for s in self._waiting if s <= frame.stamp + self.buffer.tolerance]
             retry = [self._waiting.pop(s) for s in ready]  # their frame is here, or never will be

@@ -1,48 +1,53 @@
-"""The fusion map: a sparse voxel hash whose voxels remember which object instances observed them.
+"""The fusion map: a sparse voxel map whose voxels remember which object instances observed them.
 
-Storage
-    A dict maps each int64 voxel key to a row of flat numpy arrays. Per row: the key, up to
-    ``slots_per_voxel`` (object id, hits) slots, and a running mean colour. Per object: the number
-    of voxels holding its id, observation count, first/last seen, and an embedding sum.
+Storage (two levels, no per-voxel hashing)
+    Blocks of 8x8x8 voxels are keyed by their block coordinates in a C++ hash map
+    (:class:`~.blocks.BlockHash`, ``open3d.core.HashMap``, CPU or CUDA). Each block owns a row of a
+    dense (blocks, 512) table that gives, per voxel of the block, its row in the flat voxel arrays
+    (-1: not stored). Per voxel row: the packed key, up to ``slots_per_voxel`` (object id, hits)
+    slots, a running mean colour, and the owner (the slot with most hits). Per object: the number
+    of voxel rows holding its id, observation count, first/last seen, an embedding sum and the
+    rows it was ever given (compacted lazily), so that what reads one object costs that object.
 
-Integration of one frame (cost depends on the frame, not the map)
-    1. Back-project the frame's valid depth; its voxels F are what the camera sees now.
-    2. Look F up in the hash; counting ids in their slots gives every object's *visible* part
-       |A ∩ F| without touching the rest of the map.
-    3. Each mask's voxels are split by DBSCAN into 3-D segments. A segment S is compared with the
-       objects found in its voxels by intersection over volume against their visible parts:
-       IoV(S, A) = |S ∩ A| / |S| and IoV(A, S) = |S ∩ A| / |A ∩ F|. It joins the best object that
-       passes CORE-3D's test (both > gamma, |difference| < delta); otherwise it founds a new one.
-       Comparing with the visible part lets a partial view of a large object associate with it,
-       while a small object on a large one (a cushion on a sofa) fails the balance test. The
-       parts of one mask that lie inside the same object are tested together, so an object cut
-       in two by an occluder in front of it is still recognised.
+Integration of one frame (cost follows the frame, not the map)
+    1. The frame's points are deduplicated through blocks (:class:`~.blocks.FrameVoxels`): two
+       bincounts, no sort, no per-point hash; only the frame's few hundred blocks are looked up.
+       Each voxel takes the label of its points (a label image: 0 = no mask, i = mask i).
+    2. Looking up the frame's voxels gives every object's *visible* part |A ∩ F|.
+    3. Each mask's voxels are split by DBSCAN into 3-D segments (all masks at once, on the
+       frame's voxel grid). A segment S is compared with the objects in its voxels by
+       intersection over volume against their visible parts: IoV(S, A) = |S ∩ A| / |S| and
+       IoV(A, S) = |S ∩ A| / |A ∩ F|. The parts of one mask that lie mostly inside the same object
+       are tested together (an object cut in two by an occluder is one observation). A segment
+       joins the best object that passes CORE-3D's test (both > gamma, |difference| < delta),
+       otherwise founds a new one. All of this is dense (segments x objects) array algebra.
     4. Voxel slots vote: the associated id gains a hit; a voxel whose slots are full takes the new
        id only when its weakest slot has a single hit, else that hit is removed.
 
 Merging
-    Every ``merge_interval`` frames, object pairs that share voxels are tested with the same
-    balanced IoV test on their full voxel sets and merged. This pass is vectorised over the slot
-    table (the only step whose cost grows with the map; it is amortised over the interval).
-    Optionally (``union_min_share`` > 0) a segment that holds the visible parts of several
-    objects unites them at once.
+    Every ``merge_interval`` frames, pairs of objects that share voxels *touched since the last
+    pass* are tested with the balanced IoV test on their full voxel sets and merged. The pass costs
+    what was touched, never the whole map.
 
 Output
-    A snapshot assigns each voxel to the slot with most hits, so reported objects partition the
-    map's voxels.
+    A snapshot assigns each voxel to its owner, so reported objects partition the map's voxels.
+    Snapshots are cached per object: only objects whose voxels, observations or embeddings changed
+    since the last snapshot are rebuilt.
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
-from itertools import repeat
 
 import numpy as np
 
 from ...config import FusionConfig
 from ..objects import MapSnapshot, ObjectInfo, OrientedBox
-from .split import split_segments
-from .voxels import key_centers, voxel_keys
+from .blocks import BLOCK_VOXELS, BlockHash, FrameVoxels, block_offsets
+from .kernels import HAVE_NUMBA, backproject_kernel, dbscan_kernel, overlaps_kernel, vote_kernel
+from .split import label_dbscan, neighbour_offsets
+from .voxels import key_centers, pack, unpack, voxel_coords
+
+MAX_COORD = (1 << 20) - 1  # packable voxel coordinate range (21 bits per axis)
 
 
 @dataclass
@@ -58,7 +63,7 @@ class ObjectState:
     best_view: np.ndarray | None = None
 
     def add_embedding(self, embedding: np.ndarray | None, weight: float = 1.0) -> None:
-        if embedding is None:
+        if embedding is None or weight <= 0:
             return
         e = np.asarray(embedding, dtype=np.float32) * weight
         self.embedding_sum = e.copy() if self.embedding_sum is None else self.embedding_sum + e
@@ -91,32 +96,65 @@ class IntegrationStats:
     touched: set[int] = field(default_factory=set)
     points: int = 0  # back-projected points of the frame
     stride: int = 0  # pixel stride they were sampled with
+    voxels: int = 0  # distinct voxels of the frame
+    rejected: str = ""  # reason code when the frame was refused (the map is then unchanged)
 
 
-def _members(indices: np.ndarray, size: int) -> np.ndarray:
-    """Sorted unique values of ``indices`` (all < size), without sorting them."""
-    flag = np.zeros(size, bool)
-    flag[indices] = True
-    return np.flatnonzero(flag)
+_RAYS: dict = {}
 
 
-def balanced(iov_ab: np.ndarray | float, iov_ba: np.ndarray | float, gamma: float, delta: float):
+def _rays(intr, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per sampled pixel (row-major), (u - cx) / fx and (v - cy) / fy as float32 (cached)."""
+    key = (intr.width, intr.height, intr.fx, intr.fy, intr.cx, intr.cy, stride)
+    r = _RAYS.get(key)
+    if r is None:
+        v, u = np.mgrid[0 : intr.height : stride, 0 : intr.width : stride]
+        r = (((u - intr.cx) / intr.fx).astype(np.float32).reshape(-1), ((v - intr.cy) / intr.fy).astype(np.float32).reshape(-1))
+        if len(_RAYS) > 8:
+            _RAYS.clear()
+        _RAYS[key] = r
+    return r
+
+
+def balanced(iov_ab, iov_ba, gamma: float, delta: float):
     """CORE-3D test: both IoVs above gamma and close to each other."""
     return (iov_ab > gamma) & (iov_ba > gamma) & (np.abs(iov_ab - iov_ba) < delta)
+
+
+class _Rows:
+    """Rows an object was given, as appended chunks; compacted when read."""
+
+    __slots__ = ("chunks",)
+
+    def __init__(self):
+        self.chunks: list[np.ndarray] = []
 
 
 class ObjectMap:
     def __init__(self, cfg: FusionConfig):
         if cfg.voxel_size <= 0:
             raise ValueError("fusion.voxel_size must be positive")
+        for name in ("pixel_stride", "co_mask_votes", "min_valid_pixels", "min_segment_voxels", "merge_interval"):
+            if getattr(cfg, name) < 0:
+                raise ValueError(f"fusion.{name} must be >= 0, got {getattr(cfg, name)}")
+        if cfg.slots_per_voxel < 1:
+            raise ValueError(f"fusion.slots_per_voxel must be >= 1, got {cfg.slots_per_voxel}")
+        if not cfg.max_pose_jump >= 0:
+            raise ValueError(f"fusion.max_pose_jump must be >= 0, got {cfg.max_pose_jump}")
+        dev = str(cfg.device).lower()
+        if not (dev == "cpu" or dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
+            raise ValueError(f"fusion.device must be cpu, cuda or cuda:N, got {cfg.device!r}")
         self.cfg = cfg
         self.voxel_size = float(cfg.voxel_size)
         self.K = int(cfg.slots_per_voxel)
+        self.device = getattr(cfg, "device", "cpu") or "cpu"
+        self._work = None  # per-pixel work arrays of the compiled back-projection, reused
         self.clear()
 
     # ------------------------------------------------------------------ storage
     def clear(self) -> None:
-        self._row: dict[int, int] = {}
+        self._blocks = BlockHash(self.device)
+        self._btable = np.full((0, BLOCK_VOXELS), -1, np.int32)
         self._n = 0
         cap = 1024
         self.keys = np.zeros(cap, np.int64)
@@ -124,58 +162,142 @@ class ObjectMap:
         self.hits = np.zeros((cap, self.K), np.int32)
         self.colors = np.zeros((cap, 3), np.float32)
         self.color_n = np.zeros(cap, np.int32)
+        self.owner = np.full(cap, -1, np.int32)
         self.objects: dict[int, ObjectState] = {}
+        self._rows: dict[int, _Rows] = {}
         self.next_id = 1
         self.frames = 0
-        self.version = 0  # bumped on every change; snapshots are cached per version
+        self.version = 0  # bumped on every change
+        self._dirty: set[int] = set()  # objects changed since the last snapshot
+        self._lost: set[int] = set()  # objects that lost voxels (or were created) this frame
+        self._merge_touched: list[np.ndarray] = []  # voxel rows touched since the last merge pass
+        self._infos: dict[int, ObjectInfo] = {}
+        self._alias: dict[int, int] = {}  # merged-away id -> survivor, within one frame
+        self._compact = np.full(1024, -1, np.int64)  # work array of the overlap kernel
+        self._pair_votes: dict[int, dict[int, list[int]]] = {}  # [a][b] is [b][a]: [frames together, apart]
+        self._unions: list[list[int]] = []
         self._snapshot: MapSnapshot | None = None
+        self._snapshot_key = None
 
     @property
     def num_voxels(self) -> int:
         return self._n
 
     def memory_bytes(self) -> int:
-        """Approximate memory held by the map: voxel arrays, the key index, object states."""
-        arrays = sum(a.nbytes for a in (self.keys, self.ids, self.hits, self.colors, self.color_n))
-        index = sys.getsizeof(self._row) + 32 * len(self._row)  # dict table + one int object per key
+        """Memory held by the map: voxel arrays, block table and hash, object states."""
+        arrays = sum(a.nbytes for a in (self.keys, self.ids, self.hits, self.colors, self.color_n, self.owner))
+        index = self._btable.nbytes + self._blocks.memory_bytes()
+        rows = sum(c.nbytes for r in self._rows.values() for c in r.chunks)
         objects = sum(
             (s.embedding_sum.nbytes if s.embedding_sum is not None else 0) + (s.best_view.nbytes if s.best_view is not None else 0)
             for s in self.objects.values()
         )
-        return int(arrays + index + objects)
+        return int(arrays + index + rows + objects)
 
     def _grow(self, need: int) -> None:
         cap = len(self.keys)
         if need <= cap:
             return
         new = max(need, 2 * cap)
-        self.keys = np.resize(self.keys, new)
-        ids = np.full((new, self.K), -1, np.int32)
-        ids[:cap] = self.ids
-        self.ids = ids
-        hits = np.zeros((new, self.K), np.int32)
-        hits[:cap] = self.hits
-        self.hits = hits
-        colors = np.zeros((new, 3), np.float32)
-        colors[:cap] = self.colors
-        self.colors = colors
-        self.color_n = np.concatenate([self.color_n, np.zeros(new - cap, np.int32)])
+
+        def grown(a, fill):
+            out = np.full((new,) + a.shape[1:], fill, a.dtype)
+            out[:cap] = a
+            return out
+
+        self.keys = grown(self.keys, 0)
+        self.ids = grown(self.ids, -1)
+        self.hits = grown(self.hits, 0)
+        self.colors = grown(self.colors, 0)
+        self.color_n = grown(self.color_n, 0)
+        self.owner = grown(self.owner, -1)
+
+    def reserve(self, voxels: int) -> None:
+        """Allocate room for ``voxels`` voxel rows now (and their blocks, assuming surfaces fill
+        at least 32 of a block's 512 voxels), so that growing the map later copies nothing."""
+        voxels = min(int(voxels), int(self.cfg.max_voxels))
+        self._grow(voxels)
+        self._grow_blocks(max(256, voxels // 32))
+
+    def _grow_blocks(self, need: int) -> None:
+        cap = len(self._btable)
+        if need <= cap:
+            return
+        table = np.full((max(need, 2 * cap, 256), BLOCK_VOXELS), -1, np.int32)
+        table[:cap] = self._btable
+        self._btable = table
+
+    def _rows_of_blocks(self, block_numbers: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        ok = block_numbers >= 0
+        rows = np.full(len(block_numbers), -1, np.int64)
+        rows[ok] = self._btable[block_numbers[ok], offsets[ok]]
+        return rows
 
     def lookup(self, keys: np.ndarray) -> np.ndarray:
-        """Rows of the given keys, -1 where absent."""
-        return np.fromiter(map(self._row.get, keys.tolist(), repeat(-1)), dtype=np.int64, count=len(keys))
+        """Rows of the given voxel keys, -1 where absent."""
+        keys = np.asarray(keys, np.int64)
+        if len(keys) == 0:
+            return np.zeros(0, np.int64)
+        bc, off = block_offsets(unpack(keys))
+        ub, inv = np.unique(bc, axis=0, return_inverse=True)
+        return self._rows_of_blocks(self._blocks.find(ub)[inv.reshape(-1)], off)
 
-    def _insert(self, keys: np.ndarray) -> np.ndarray:
-        """Rows for new keys (absent from the map); fewer when max_voxels is reached."""
+    def _insert_voxels(self, coords: np.ndarray, block_numbers: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """Rows for new voxels (absent from the map, distinct); -1 beyond max_voxels."""
         room = max(0, int(self.cfg.max_voxels) - self._n)
-        keys = keys[:room]
-        n = len(keys)
+        n = min(len(coords), room)
+        rows = np.full(len(coords), -1, np.int64)
+        if n == 0:
+            return rows
         self._grow(self._n + n)
-        rows = np.arange(self._n, self._n + n, dtype=np.int64)
-        self.keys[rows] = keys
-        self._row.update(zip(keys.tolist(), rows.tolist()))
+        new = np.arange(self._n, self._n + n, dtype=np.int64)
+        self.keys[new] = pack(coords[:n])
+        self._btable[block_numbers[:n], offsets[:n]] = new
         self._n += n
+        rows[:n] = new
         return rows
+
+    def member_rows(self, oid: int) -> np.ndarray:
+        """Sorted rows whose slots hold ``oid`` (costs the object's size, not the map's)."""
+        r = self._rows.get(oid)
+        if r is None or not r.chunks:
+            return np.zeros(0, np.int64)
+        if len(r.chunks) > 1:
+            # Chunks are sorted runs: a stable sort merges them in about linear time.
+            rows = np.sort(np.concatenate(r.chunks), kind="stable")
+            rows = rows[np.r_[True, rows[1:] != rows[:-1]]]
+        else:
+            rows = r.chunks[0]
+        rows = rows[(self.ids[rows] == oid).any(axis=1)]
+        r.chunks = [rows]
+        return rows
+
+    def _add_rows(self, oids: np.ndarray, rows: np.ndarray) -> None:
+        """Record that ``rows[i]`` now holds ``oids[i]`` (grouped per object, one append each)."""
+        if len(rows) == 0:
+            return
+        order = np.argsort(oids, kind="stable")
+        o, r = oids[order], rows[order]
+        starts = np.flatnonzero(np.r_[True, o[1:] != o[:-1]])
+        ends = np.append(starts[1:], len(o))
+        for s, e in zip(starts.tolist(), ends.tolist()):
+            oid = int(o[s])
+            self._rows.setdefault(oid, _Rows()).chunks.append(np.sort(r[s:e]))
+            self.objects[oid].num_voxels += e - s
+
+    def _update_owner(self, rows: np.ndarray) -> None:
+        """Recompute the owner of ``rows``; objects whose ownership changed become dirty."""
+        if len(rows) == 0:
+            return
+        old = self.owner[rows]
+        hits = np.where(self.ids[rows] >= 0, self.hits[rows], -1)
+        best = hits.argmax(axis=1)
+        ar = np.arange(len(rows))
+        new = np.where(hits[ar, best] >= 0, self.ids[rows, best], -1)
+        self.owner[rows] = new
+        changed = old != new
+        if changed.any():
+            self._dirty.update(np.unique(np.concatenate([old[changed], new[changed]])).tolist())
 
     # ------------------------------------------------------------------ integration
     def integrate(
@@ -186,186 +308,456 @@ class ObjectMap:
         stamp: float,
         observations: list[SegmentObservation] | None = None,
     ) -> IntegrationStats:
-        """Fuse one frame.
+        """Fuse one frame given as points and per-point boolean masks (painted in list order,
+        larger masks first, so that a smaller mask lying on a larger one stays visible)."""
+        labels = np.zeros(len(points), np.int32)
+        order = sorted(range(len(masks)), key=lambda i: -int(np.count_nonzero(masks[i])))
+        for i in order:
+            labels[np.asarray(masks[i], bool)] = i + 1
+        return self.integrate_points(points, colors, labels, stamp, observations)
 
-        points: (N, 3) world points of the frame's valid pixels; colors: (N, 3) uint8;
-        masks: one (N,) bool array per 2-D mask, selecting its points.
-        """
-        cfg = self.cfg
+    def integrate_frame(
+        self,
+        depth: np.ndarray,
+        intrinsics,
+        pose: np.ndarray,
+        rgb: np.ndarray,
+        labels: np.ndarray,
+        stamp: float,
+        observations: list[SegmentObservation] | None = None,
+        stride: int = 1,
+    ) -> IntegrationStats:
+        """Fuse one RGB-D frame: depth (H, W) float32 metres (0 = invalid), camera-to-world
+        pose, rgb (H, W, 3) uint8 and a label image (H, W) (0 = no mask, i = mask i, whose
+        observation is ``observations[i - 1]``). Every ``stride``-th pixel is used."""
+        if labels.shape != depth.shape:
+            raise ValueError(f"label image {labels.shape} does not match depth {depth.shape}")
+        H, W = depth.shape
+        d = depth[::stride, ::stride] if stride > 1 else depth
+        flat = np.ascontiguousarray(d, dtype=np.float32).reshape(-1)
+        n_valid = int(np.count_nonzero(flat > 0))
+        if n_valid < max(1, int(getattr(self.cfg, "min_valid_pixels", 1)) // (stride * stride)):
+            return IntegrationStats(rejected="few_valid_depth", stride=stride, points=n_valid)
+        rx, ry = _rays(intrinsics, stride)
+        scale = 1.0 / self.voxel_size
+        if HAVE_NUMBA:
+            M = np.asarray(pose[:3, :3], np.float64) * scale
+            t = np.asarray(pose[:3, 3], np.float64) * scale
+            size = len(flat)
+            if self._work is None or len(self._work[0]) < size:
+                self._work = (np.empty(size, np.int32), np.empty(size, np.int32), np.empty(size, np.int32), np.empty(size, np.int64))
+            wx, wy, wz, wi = self._work
+            k, lo, hi = backproject_kernel(flat, rx, ry, M, t, wx, wy, wz, wi)
+            cx, cy, cz, valid = wx[:k], wy[:k], wz[:k], wi[:k]
+            if not (np.isfinite(lo) and np.isfinite(hi)) or max(-lo, hi) > MAX_COORD - 8:
+                return IntegrationStats(rejected="out_of_range", stride=stride, points=len(valid))
+            return self._finish_frame((cx, cy, cz), valid, stride, W, rgb, labels, stamp, observations)
+        valid = np.flatnonzero(flat > 0)
+        z = flat[valid]
+        x = rx[valid]
+        x *= z
+        y = ry[valid]
+        y *= z
+        # World coordinates in voxel units, one contiguous row per axis (3 multiply-adds each).
+        scale = 1.0 / self.voxel_size
+        R = np.asarray(pose[:3, :3], np.float64) * scale
+        t = np.asarray(pose[:3, 3], np.float64) * scale
+        coords = np.empty((3, len(valid)), np.int32)
+        w = np.empty(len(valid), np.float32)
+        tmp = np.empty(len(valid), np.float32)
+        for i in range(3):
+            np.multiply(x, np.float32(R[i, 0]), out=w)
+            w += np.multiply(y, np.float32(R[i, 1]), out=tmp)
+            w += np.multiply(z, np.float32(R[i, 2]), out=tmp)
+            w += np.float32(t[i])
+            lo, hi = float(w.min()), float(w.max())
+            if not (np.isfinite(lo) and np.isfinite(hi)) or max(-lo, hi) > MAX_COORD - 8:
+                return IntegrationStats(rejected="out_of_range", stride=stride, points=len(valid))
+            np.floor(w, out=w)
+            coords[i] = w
+        return self._finish_frame(coords, valid, stride, W, rgb, labels, stamp, observations)
+
+    def _finish_frame(self, coords, valid, stride, W, rgb, labels, stamp, observations) -> IntegrationStats:
+        if stride > 1:  # pixel index in the full image
+            w = (W + stride - 1) // stride
+            pix = (valid // w) * stride * W + (valid % w) * stride
+        else:
+            pix = valid
+        stats = IntegrationStats(points=len(valid), stride=stride)
+        return self._integrate_coords(coords, rgb.reshape(-1, 3), labels.reshape(-1), pix, stamp, observations, stats)
+
+    def integrate_points(
+        self,
+        points: np.ndarray,
+        colors: np.ndarray,
+        labels: np.ndarray,
+        stamp: float,
+        observations: list[SegmentObservation] | None = None,
+    ) -> IntegrationStats:
+        """Fuse one frame: (N, 3) world points, (N, 3) uint8 colours, (N,) labels (0 = no mask,
+        i = mask i, whose observation is ``observations[i - 1]``)."""
+        points = np.asarray(points)
         stats = IntegrationStats(points=len(points))
         if len(points) == 0:
+            stats.rejected = "no_points"
             return stats
-        keys = voxel_keys(points, self.voxel_size)
-        frame_keys, inverse = np.unique(keys, return_inverse=True)
-        frame_rows = self.lookup(frame_keys)
-        visible = self._count_ids(frame_rows[frame_rows >= 0])
-        # Mean colour per frame voxel.
-        counts = np.bincount(inverse, minlength=len(frame_keys)).astype(np.float32)
-        frame_colors = np.stack(
-            [np.bincount(inverse, weights=colors[:, c], minlength=len(frame_keys)) for c in range(3)], axis=1
-        ) / counts[:, None]
+        if not np.all(np.isfinite(points)):
+            stats.rejected = "bad_points"
+            return stats
+        coords = voxel_coords(points, self.voxel_size)
+        if np.abs(coords).max() > MAX_COORD - 8:
+            stats.rejected = "out_of_range"
+            return stats
+        coords = np.ascontiguousarray(coords.T.astype(np.int32))
+        return self._integrate_coords(coords, np.asarray(colors), np.asarray(labels), np.arange(len(points)), stamp, observations, stats)
 
-        groups = [_members(inverse[sel], len(frame_keys)) for sel in masks]
-        segments = split_segments(frame_keys, groups, cfg.dbscan_eps_voxels, cfg.dbscan_min_samples, cfg.min_segment_voxels)
-        stats.segments = len(segments)
+    def _integrate_coords(self, coords, colors, labels, pix, stamp, observations, stats) -> IntegrationStats:
+        """``coords``: (3, N) int32 voxel coordinates of the frame's points; ``colors`` and ``labels``
+        indexed by ``pix`` (the points' pixels)."""
+        cfg = self.cfg
+        fv = FrameVoxels(coords, labels=labels, pix=pix)
+        V = len(fv)
+        stats.voxels = V
+        # Per frame voxel, one representative point (the last one written) gives its colour and
+        # label: the points of one voxel lie on the same bit of surface.
+        if fv.rep is not None:
+            rep = pix[fv.rep]
+        else:
+            rep = np.empty(V, np.int64)
+            rep[fv.point_voxel] = pix
+        frame_colors = colors[rep]
+        vlabel = fv.label if fv.label is not None else labels[rep].astype(np.int64)
 
-        # Decide all associations against the map as it was before this frame.
-        overlaps = [self._count_ids(frame_rows[vox][frame_rows[vox] >= 0]) for _, vox in segments]
-        targets = [-1] * len(segments)
-        by_mask: dict[int, list[int]] = {}
-        for i, (m_idx, _) in enumerate(segments):
-            by_mask.setdefault(m_idx, []).append(i)
-        for parts in by_mask.values():
-            chosen = self._associate([len(segments[i][1]) for i in parts], [overlaps[i] for i in parts], visible)
-            for i, t in zip(parts, chosen):
-                targets[i] = t
+        # The frame's blocks in the map; the map rows of its voxels (-1: new).
+        fblock_num = self._blocks.find(fv.blocks)
+        vb, vo = fv.voxel_block, fv.voxel_offset
+        rows = self._rows_of_blocks(fblock_num[vb], vo)
 
-        unions = self._find_unions(segments, overlaps, targets, frame_rows, visible)
+        # 3-D segments: DBSCAN of each mask's voxels (all masks at once).
+        seg = self._segments(fv, vlabel)
+        n_seg = int(seg.max()) + 1 if V else 0
+        stats.segments = n_seg
+        if n_seg == 0:
+            self.frames += 1
+            self.version += 1
+            return stats
+        in_seg = seg >= 0
+        seg_size = np.bincount(seg[in_seg], minlength=n_seg)
+        seg_label = np.zeros(n_seg, np.int64)
+        seg_label[seg[in_seg]] = vlabel[in_seg]
 
-        seen_now: set[int] = set()
-        for (m_idx, vox), target in zip(segments, targets):
-            if target < 0:
-                target = self.next_id
-                self.next_id += 1
-                self.objects[target] = ObjectState(id=target, first_seen=stamp)
-                stats.created += 1
-            else:
-                stats.associated += 1
-            obj = self.objects[target]
-            rows = frame_rows[vox]
-            new = rows < 0
-            if np.any(new):
-                new_rows = self._insert(frame_keys[vox[new]])
-                stats.dropped_voxels += int(new.sum()) - len(new_rows)
-                idx = np.flatnonzero(new)[: len(new_rows)]
-                rows[idx] = new_rows
-                frame_rows[vox[idx]] = new_rows
-            ok = rows >= 0
-            self._vote(rows[ok], target)
-            self._blend_colors(rows[ok], frame_colors[vox[ok]])
-            if target not in seen_now:  # one observation per object and frame
-                obj.num_observations += 1
-                seen_now.add(target)
-            obj.last_seen = stamp
-            if observations is not None:
-                o = observations[m_idx]
-                obj.add_embedding(o.embedding)
-                if o.view_crop is not None and o.view_quality > obj.best_view_quality:
-                    obj.best_view_quality = o.view_quality
-                    obj.best_view = o.view_crop
-            stats.touched.add(target)
+        targets = self._associate(rows, seg, seg_size, seg_label)
+        new = targets < 0
+        stats.created = int(new.sum())
+        stats.associated = n_seg - stats.created
+        for s in np.flatnonzero(new).tolist():
+            targets[s] = self.next_id
+            self.objects[self.next_id] = ObjectState(id=self.next_id, first_seen=stamp)
+            self._lost.add(self.next_id)  # dropped at the end of the frame if it got no voxel
+            self.next_id += 1
 
-        for group in unions:
-            stats.merged += self._merge_group(group)
+        for group in self._unions:
+            for gone in group[1:]:
+                keep = group[0]
+                if gone in self.objects and keep in self.objects and gone != keep:
+                    self._merge_pair(keep, gone)
+                    stats.merged += 1
+        targets = np.array([self._resolve(t) for t in targets.tolist()], np.int64)
+
+        # New voxels of segments: new blocks first, then rows.
+        sv = np.flatnonzero(in_seg)
+        need = sv[rows[sv] < 0]
+        if len(need):
+            nb_need = np.unique(vb[need])
+            absent = nb_need[fblock_num[nb_need] < 0]
+            if len(absent):
+                numbers = self._blocks.insert(fv.blocks[absent])
+                self._grow_blocks(self._blocks.size)
+                fblock_num[absent] = numbers
+            vcoords = fv.blocks[vb[need]].astype(np.int64) * 8 + np.stack([(vo[need] >> 6) & 7, (vo[need] >> 3) & 7, vo[need] & 7], axis=1)
+            rows[need] = self._insert_voxels(vcoords, fblock_num[vb[need]], vo[need])
+            stats.dropped_voxels = int((rows[need] < 0).sum())
+        ok = sv[rows[sv] >= 0]
+        r = rows[ok]
+        t = targets[seg[ok]].astype(np.int32)
+        if HAVE_NUMBA:
+            self._vote_compiled(r, t, frame_colors[ok])
+        else:
+            self._vote(r, t)
+            self._blend_colors(r, frame_colors[ok])
+        self._merge_touched.append(r)
+
+        if cfg.co_mask_votes > 0:
+            stats.merged += self._co_mask_evidence(targets, seg_label)
+            targets = np.array([self._resolve(t) for t in targets.tolist()], np.int64)
+        touched = np.unique(targets)
+        for oid in touched.tolist():
+            st = self.objects[oid]
+            st.num_observations += 1  # one observation per object and frame
+            st.last_seen = stamp
+        self._dirty.update(touched.tolist())
+        stats.touched = set(touched.tolist())
+        if observations is not None:
+            self._observe(targets, seg_size, seg_label, observations)
+
         self.frames += 1
         if cfg.merge_interval > 0 and self.frames % cfg.merge_interval == 0:
             stats.merged += self.merge_objects()
         self._drop_empty()
+        self._alias.clear()
         self.version += 1
         return stats
 
-    def _count_ids(self, rows: np.ndarray) -> dict[int, int]:
-        slots = self.ids[rows]
-        ids, counts = np.unique(slots[slots >= 0], return_counts=True)
-        return dict(zip(ids.tolist(), counts.tolist()))
-
-    def _associate(self, sizes: list[int], overlaps: list[dict[int, int]], visible: dict[int, int]) -> list[int]:
-        """Targets for the 3-D parts of one mask (-1: a new object).
-
-        For each candidate object A, the parts lying mostly inside A (|p ∩ A| / |p| > gamma) are
-        taken together, as the mask saw them: an object cut in two by an occluder is still one
-        observation of A. Their union U passes when IoV(U, A) and IoV(A_visible, U) pass the
-        balanced test. A part joins the passing candidate with the best score.
-        """
-        gamma, delta = self.cfg.gamma, self.cfg.delta
-        best = [-1] * len(sizes)
-        best_score = [0.0] * len(sizes)
-        for oid in {o for ov in overlaps for o in ov}:
-            inside = [i for i, ov in enumerate(overlaps) if ov.get(oid, 0) > gamma * sizes[i]]
-            if not inside:
-                continue
-            inter = sum(overlaps[i][oid] for i in inside)
-            iov_u = inter / sum(sizes[i] for i in inside)
-            iov_o = inter / max(visible.get(oid, inter), 1)
-            if not balanced(iov_u, iov_o, gamma, delta):
-                continue
-            score = min(iov_u, iov_o)
-            for i in inside:
-                if score > best_score[i]:
-                    best[i], best_score[i] = oid, score
-        return best
-
-    def _find_unions(self, segments, overlaps, targets, frame_rows, visible) -> list[list[int]]:
-        """Segments that are the union of several objects' visible parts.
-
-        When one 3-D segment holds most of the visible part of two or more objects
-        (|S ∩ A| > gamma |A_visible|), each a real share of the segment (|S ∩ A| >=
-        union_min_share |S|, so that boundary voxels of a small neighbour do not count), and their union passes the balanced test against
-        the segment, the segmenter has seen them as one thing: the objects are merged into the
-        largest and the segment joins it. Returns the groups to merge (largest first). Objects
-        seen as separate masks never meet here, so the balance test still keeps a cushion
-        apart from its sofa when the segmenter separates them.
-        """
-        gamma, delta = self.cfg.gamma, self.cfg.delta
-        groups: list[list[int]] = []
-        if self.cfg.union_min_share <= 0:
-            return groups
-        for i, (_, vox) in enumerate(segments):
-            share = self.cfg.union_min_share * len(vox)
-            contained = [o for o, c in overlaps[i].items() if c > gamma * visible.get(o, c) and c >= share]
-            if len(contained) < 2:
-                continue
-            rows = frame_rows[vox]
-            in_union = int(np.isin(self.ids[rows[rows >= 0]], contained).any(axis=1).sum())
-            seen = frame_rows[frame_rows >= 0]
-            visible_union = int(np.isin(self.ids[seen], contained).any(axis=1).sum())
-            if balanced(in_union / len(vox), in_union / max(visible_union, 1), gamma, delta):
-                group = sorted(contained, key=lambda o: -self.objects[o].num_voxels)
-                targets[i] = group[0]
-                groups.append(group)
-        return groups
-
-    def _merge_group(self, group: list[int]) -> int:
+    def _co_mask_evidence(self, targets: np.ndarray, seg_label: np.ndarray) -> int:
+        """Objects seen inside one 2-D mask are evidence of one thing; objects seen in different
+        masks of the same frame, evidence of two. Pieces of one object that the map holds apart
+        (parts cut by an occluder, legs first seen without their top) are merged once they have
+        been seen together in ``co_mask_votes`` frames and more often together than apart.
+        The cost follows the frame's objects: (objects seen in the frame)^2 pairs."""
+        per_mask: dict[int, set[int]] = {}
+        for t, m in zip(targets.tolist(), seg_label.tolist()):
+            per_mask.setdefault(m, set()).add(t)
+        votes = self._pair_votes
+        together: set[tuple[int, int]] = set()
+        for g in per_mask.values():
+            g = sorted(g)
+            for i in range(len(g)):
+                for j in range(i + 1, len(g)):
+                    together.add((g[i], g[j]))
+        seen = {t for g in per_mask.values() for t in g}
+        seen_sorted = sorted(seen)
+        for i, a in enumerate(seen_sorted):
+            row = votes.setdefault(a, {})
+            for b in seen_sorted[i + 1 :]:
+                v = row.get(b)
+                if v is None:
+                    v = [0, 0]
+                    row[b] = v
+                    votes.setdefault(b, {})[a] = v
+                v[0 if (a, b) in together else 1] += 1
         merged = 0
-        keep = group[0]
-        for gone in group[1:]:
-            if gone in self.objects and keep in self.objects and gone != keep:
+        for a, b in sorted(together):
+            a, b = self._resolve(a), self._resolve(b)
+            if a == b or a not in self.objects or b not in self.objects:
+                continue
+            t, apart = votes.get(a, {}).get(b, (0, 0))
+            if t >= self.cfg.co_mask_votes and t > apart:
+                keep, gone = (a, b) if self.objects[a].num_voxels >= self.objects[b].num_voxels else (b, a)
                 self._merge_pair(keep, gone)
                 merged += 1
         return merged
 
-    def _vote(self, rows: np.ndarray, oid: int) -> None:
-        """Add one observation of object ``oid`` to each row's slots."""
+    def _fold_votes(self, keep: int, gone: int) -> None:
+        """Pair evidence of a merged-away object passes to its survivor (costs its pairs)."""
+        votes = self._pair_votes
+        for b, v in votes.pop(gone, {}).items():
+            other = votes.get(b)
+            if other is not None:
+                other.pop(gone, None)
+            if b == keep:
+                continue
+            w = votes.setdefault(keep, {}).get(b)
+            if w is None:
+                votes[keep][b] = v
+                votes.setdefault(b, {})[keep] = v
+            else:
+                w[0], w[1] = max(w[0], v[0]), max(w[1], v[1])
+
+    def _resolve(self, oid: int) -> int:
+        while oid not in self.objects and oid in self._alias:
+            oid = self._alias[oid]
+        return oid
+
+    def _segments(self, fv: FrameVoxels, vlabel: np.ndarray) -> np.ndarray:
+        """Per frame voxel, its 3-D segment (-1: none): DBSCAN within each mask's voxels, parts
+        smaller than ``min_segment_voxels`` dropped as noise."""
+        cfg = self.cfg
+        V = len(vlabel)
+        labelled = vlabel > 0
+        if not labelled.any():
+            return np.full(V, -1, np.int64)
+        if getattr(cfg, "dbscan_split", True) and HAVE_NUMBA:
+            return dbscan_kernel(
+                fv.voxel, fv._vlut, fv.block_neighbours(), vlabel, neighbour_offsets(cfg.dbscan_eps_voxels),
+                int(cfg.dbscan_min_samples), int(cfg.min_segment_voxels),
+            )
+        if getattr(cfg, "dbscan_split", True):
+            members = np.flatnonzero(labelled)
+            sub = np.full(V, -1, np.int64)
+            sub[members] = np.arange(len(members))
+            nb = fv.neighbours(neighbour_offsets(cfg.dbscan_eps_voxels), members)
+            nb = np.where(nb >= 0, sub[np.maximum(nb, 0)], -1)
+            comp = np.full(V, -1, np.int64)
+            comp[members] = label_dbscan(nb, vlabel[members], cfg.dbscan_min_samples)
+        else:
+            comp = np.where(labelled, vlabel, -1)
+        keep = comp >= 0
+        _, dense = np.unique(comp[keep], return_inverse=True)
+        seg = np.full(V, -1, np.int64)
+        seg[keep] = dense.reshape(-1)
+        size = np.bincount(seg[keep])
+        big = size >= cfg.min_segment_voxels
+        remap = np.full(len(size), -1, np.int64)
+        remap[big] = np.arange(int(big.sum()))
+        seg[keep] = remap[seg[keep]]
+        return seg
+
+    def _associate(self, rows: np.ndarray, seg: np.ndarray, seg_size: np.ndarray, seg_label: np.ndarray) -> np.ndarray:
+        """Target object per segment (-1: a new object), decided against the map before this frame.
+
+        For each mask and candidate object A, the mask's segments lying mostly inside A
+        (|S ∩ A| > gamma |S|) are taken together, as the mask saw them. Their union U passes when
+        IoV(U, A) and IoV(A_visible, U) pass the balanced test; a segment joins the passing
+        candidate with the best score, min(IoV(U, A), IoV(A_visible, U)).
+        """
+        gamma, delta = self.cfg.gamma, self.cfg.delta
+        n_seg = len(seg_size)
+        targets = np.full(n_seg, -1, np.int64)
+        self._unions = []
+        known = rows >= 0
+        if not known.any():
+            return targets
+        if HAVE_NUMBA:
+            if len(self._compact) < self.next_id + 1:
+                self._compact = np.full(2 * (self.next_id + 1), -1, np.int64)
+            objs, visible, inter = overlaps_kernel(rows, seg, self.ids, n_seg, self._compact)
+            n_obj = len(objs)
+            sk = seg[known]
+            slot = None
+        else:
+            objs, visible, inter, sk, slot = self._overlaps_array(rows, seg, n_seg)
+            n_obj = len(objs)
+        # A segment's voxels that the map has never seen say nothing for or against an object:
+        # a view that extends a known object into new space must still find it. So the segment
+        # side of the test counts the segment's known voxels only.
+        if self.cfg.iov_known_only:
+            seg_size = np.bincount(sk[sk >= 0], minlength=n_seg)
+        inside = inter > gamma * seg_size[:, None]
+        targets = self._choose(targets, inter, inside, visible, objs, seg_size, seg_label, n_seg, n_obj, rows, known, slot)
+        return targets
+
+    def _overlaps_array(self, rows, seg, n_seg):
+        known = rows >= 0
+        slot = self.ids[rows[known]]  # (M, K)
+        valid = slot >= 0
+        present = np.zeros(self.next_id + 1, bool)
+        present[slot[valid]] = True
+        objs = np.flatnonzero(present)
+        n_obj = len(objs)
+        compact = np.full(self.next_id + 1, -1, np.int64)
+        compact[objs] = np.arange(n_obj)
+        cslot = np.where(valid, compact[np.maximum(slot, 0)], -1)
+        visible = np.bincount(cslot[valid], minlength=n_obj).astype(np.float64)
+        sk = seg[known]
+        pair = np.where(valid & (sk[:, None] >= 0), sk[:, None] * n_obj + cslot, -1)
+        inter = np.bincount(pair[pair >= 0], minlength=n_seg * n_obj).reshape(n_seg, n_obj).astype(np.float64)
+        return objs, visible, inter, sk, slot
+
+    def _choose(self, targets, inter, inside, visible, objs, seg_size, seg_label, n_seg, n_obj, rows, known, slot):
+        gamma, delta = self.cfg.gamma, self.cfg.delta
+        # Per mask (dense over the masks present): union of its inside segments per object.
+        masks, seg_mask = np.unique(seg_label, return_inverse=True)
+        n_mask = len(masks)
+        order = np.argsort(seg_mask, kind="stable")
+        starts = np.flatnonzero(np.r_[True, np.diff(seg_mask[order]) != 0])
+        U = np.add.reduceat((inter * inside)[order], starts, axis=0)
+        US = np.add.reduceat((inside * seg_size[:, None].astype(np.float64))[order], starts, axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            iov_u = np.where(US > 0, U / np.maximum(US, 1), 0.0)
+            iov_o = U / np.maximum(visible[None, :], 1)
+        score = np.where(balanced(iov_u, iov_o, gamma, delta) & (US > 0), np.minimum(iov_u, iov_o), 0.0)
+        seg_score = score[seg_mask] * inside
+        best = seg_score.argmax(axis=1)
+        has = seg_score[np.arange(n_seg), best] > 0
+        targets[has] = objs[best[has]]
+        self._unions = []
+        share = self.cfg.union_min_share
+        if share > 0:
+            # A segment holding most of the visible part of two or more objects, each a real
+            # share of it, whose union passes the balanced test against the segment: the
+            # segmenter saw them as one thing, so they are merged and the segment joins them.
+            contained = (inter > gamma * visible[None, :]) & (inter >= share * seg_size[:, None])
+            for s in np.flatnonzero(contained.sum(axis=1) >= 2).tolist():
+                group = objs[contained[s]]
+                in_union = float(inter[s, contained[s]].sum())
+                if slot is None:
+                    slot = self.ids[rows[known]]
+                visible_union = float(np.isin(slot, group).any(axis=1).sum())
+                if balanced(in_union / seg_size[s], in_union / max(visible_union, 1), gamma, delta):
+                    group = sorted(group.tolist(), key=lambda o: -self.objects[o].num_voxels)
+                    targets[s] = group[0]
+                    self._unions.append(group)
+        return targets
+
+    def _observe(self, targets, seg_size, seg_label, observations: list[SegmentObservation]) -> None:
+        """Embeddings and best views: each segment adds its mask's embedding weighted by its share
+        of the mask's voxels, so the parts of a split mask each carry their own part of it."""
+        mask_total = np.bincount(seg_label, weights=seg_size)
+        for s, oid in enumerate(targets.tolist()):
+            m = int(seg_label[s]) - 1
+            if not 0 <= m < len(observations):
+                continue
+            o = observations[m]
+            st = self.objects[oid]
+            st.add_embedding(o.embedding, float(seg_size[s] / max(mask_total[m + 1], 1)))
+            if o.view_crop is not None and o.view_quality > st.best_view_quality:
+                st.best_view_quality = o.view_quality
+                st.best_view = o.view_crop
+
+    def _vote(self, rows: np.ndarray, oid) -> None:
+        """Add one observation of object ``oid[i]`` (or one id for all) to each row's slots."""
+        rows = np.asarray(rows, np.int64)
         if len(rows) == 0:
             return
+        oid = np.broadcast_to(np.asarray(oid, np.int32), rows.shape)
         ids = self.ids[rows]
         hits = self.hits[rows]
-        match = ids == oid
+        match = ids == oid[:, None]
         has = match.any(axis=1)
         # 1. Rows that already hold oid: one more hit.
         r = np.flatnonzero(has)
         self.hits[rows[r], match[r].argmax(axis=1)] += 1
         # 2. Rows with a free slot: take it.
         free = (ids < 0) & ~has[:, None]
-        r = np.flatnonzero(free.any(axis=1))
-        j = free[r].argmax(axis=1)
-        self.ids[rows[r], j] = oid
-        self.hits[rows[r], j] = 1
-        gained = len(r)
+        fr = np.flatnonzero(free.any(axis=1))
+        j = free[fr].argmax(axis=1)
+        self.ids[rows[fr], j] = oid[fr]
+        self.hits[rows[fr], j] = 1
+        gained_rows, gained_ids = [rows[fr]], [oid[fr]]
         # 3. Full rows: the weakest slot loses a hit, or is replaced when it had one.
         r = np.flatnonzero(~has & ~free.any(axis=1))
         if len(r):
             j = hits[r].argmin(axis=1)
-            weak = hits[r, j]
-            replace = weak <= 1
+            replace = hits[r, j] <= 1
             rr, jj = rows[r[replace]], j[replace]
-            for old, n in zip(*np.unique(self.ids[rr, jj], return_counts=True)):
-                self.objects[int(old)].num_voxels -= int(n)
-            self.ids[rr, jj] = oid
+            lost, n_lost = np.unique(self.ids[rr, jj], return_counts=True)
+            for old, n in zip(lost.tolist(), n_lost.tolist()):
+                self.objects[old].num_voxels -= n
+                self._dirty.add(old)
+                self._lost.add(old)
+            self.ids[rr, jj] = oid[r[replace]]
             self.hits[rr, jj] = 1
-            gained += len(rr)
-            self.hits[rows[r[~replace]], j[~replace]] -= 1
-        self.objects[oid].num_voxels += gained
+            gained_rows.append(rr)
+            gained_ids.append(oid[r[replace]])
+            keep = r[~replace]
+            self.hits[rows[keep], j[~replace]] -= 1
+        self._add_rows(np.concatenate(gained_ids), np.concatenate(gained_rows))
+        self._update_owner(rows)
+
+    def _vote_compiled(self, rows: np.ndarray, oid: np.ndarray, colors: np.ndarray, max_weight: int = 20) -> None:
+        """``_vote`` and ``_blend_colors`` in one compiled pass over the rows."""
+        g_rows, g_ids, lost, o_old, o_new = vote_kernel(
+            rows, oid, self.ids, self.hits, self.owner, self.colors, self.color_n, np.ascontiguousarray(colors, np.uint8), max_weight
+        )
+        if len(lost):
+            gone, n_lost = np.unique(lost, return_counts=True)
+            for old, n in zip(gone.tolist(), n_lost.tolist()):
+                self.objects[old].num_voxels -= n
+            self._dirty.update(gone.tolist())
+            self._lost.update(gone.tolist())
+        self._add_rows(g_ids.astype(np.int64), g_rows)
+        if len(o_old):
+            self._dirty.update(np.unique(np.concatenate([o_old, o_new])).tolist())
 
     def _blend_colors(self, rows: np.ndarray, colors: np.ndarray, max_weight: int = 20) -> None:
         n = np.minimum(self.color_n[rows], max_weight).astype(np.float32)
@@ -373,37 +765,65 @@ class ObjectMap:
         self.color_n[rows] += 1
 
     def _drop_empty(self) -> None:
-        for oid in [o for o, s in self.objects.items() if s.num_voxels <= 0]:
+        """Remove objects left without voxels; only objects that lost voxels (or were created
+        this frame) can have emptied."""
+        for oid in [o for o in self._lost if o in self.objects and self.objects[o].num_voxels <= 0]:
             del self.objects[oid]
+            self._rows.pop(oid, None)
+            self._dirty.add(oid)
+            if self._pair_votes:
+                for b in self._pair_votes.pop(oid, {}):
+                    self._pair_votes.get(b, {}).pop(oid, None)
+        self._lost = set()
 
     # ------------------------------------------------------------------ merging
-    def pair_overlaps(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(a, b, |A ∩ B|) for every pair of objects sharing at least one voxel (a < b)."""
-        ids = self.ids[: self._n]
+    def merge_objects(self) -> int:
+        """Merge pairs of objects that share voxels touched since the last pass and pass the
+        balanced IoV test on their full voxel sets. Costs what was touched, not the map."""
+        touched = self._merge_touched
+        self._merge_touched = []
+        if not touched:
+            return 0
+        rows = np.concatenate(touched)  # duplicates only repeat pair codes, removed below
+        ids = self.ids[rows]
+        ids = ids[(ids >= 0).sum(axis=1) >= 2]  # only voxels holding two ids pair objects
         pairs = []
         for i in range(self.K):
             for j in range(i + 1, self.K):
                 a, b = ids[:, i], ids[:, j]
                 ok = (a >= 0) & (b >= 0)
-                lo = np.minimum(a[ok], b[ok]).astype(np.int64)
-                hi = np.maximum(a[ok], b[ok]).astype(np.int64)
-                pairs.append((lo << 32) | hi)
-        if not pairs:
-            empty = np.zeros(0, np.int64)
-            return empty, empty, empty
-        codes, counts = np.unique(np.concatenate(pairs), return_counts=True)
-        return codes >> 32, codes & 0xFFFFFFFF, counts
-
-    def merge_objects(self) -> int:
-        """Merge object pairs passing the balanced IoV test on their full voxel sets."""
-        a, b, inter = self.pair_overlaps()
-        if len(a) == 0:
+                pairs.append((np.minimum(a[ok], b[ok]).astype(np.int64) << 32) | np.maximum(a[ok], b[ok]).astype(np.int64))
+        codes = np.unique(np.concatenate(pairs)) if pairs else np.zeros(0, np.int64)
+        if len(codes) == 0:
             return 0
-        size_a = np.array([self.objects[int(x)].num_voxels for x in a], np.float64)
-        size_b = np.array([self.objects[int(x)].num_voxels for x in b], np.float64)
-        iov_ab, iov_ba = inter / np.maximum(size_a, 1), inter / np.maximum(size_b, 1)
+        a_ids, b_ids = codes >> 32, codes & 0xFFFFFFFF
+        present = np.unique(np.concatenate([a_ids, b_ids]))
+        lut = np.zeros(int(present[-1]) + 1, np.float64)
+        lut[present] = [self.objects[o].num_voxels if o in self.objects else 0 for o in present.tolist()]
+        sa, sb = lut[a_ids], lut[b_ids]
+        # A pair can only pass if the smaller holds more than gamma of the larger.
+        keep = (np.minimum(sa, sb) > self.cfg.gamma * np.maximum(sa, sb)) & (np.minimum(sa, sb) > 0)
+        a_ids, b_ids, sa, sb = a_ids[keep], b_ids[keep], sa[keep], sb[keep]
+        if len(a_ids) == 0:
+            return 0
+        # Exact |A ∩ B|: scan the rows of the smaller object of each pair (once per object),
+        # counting its partners' ids there.
+        small = np.where(sa <= sb, a_ids, b_ids)
+        other = np.where(sa <= sb, b_ids, a_ids)
+        inter = np.zeros(len(a_ids), np.float64)
+        order = np.argsort(small, kind="stable")
+        starts = np.flatnonzero(np.r_[True, small[order][1:] != small[order][:-1]])
+        ends = np.append(starts[1:], len(order))
+        for s0, e0 in zip(starts.tolist(), ends.tolist()):
+            idx = order[s0:e0]
+            o = int(small[idx[0]])
+            ids_o = self.ids[self.member_rows(o)]
+            counts = np.bincount(ids_o[ids_o >= 0], minlength=self.next_id + 1)
+            inter[idx] = counts[other[idx]]
+        iov_ab, iov_ba = inter / np.maximum(sa, 1), inter / np.maximum(sb, 1)
         ok = balanced(iov_ab, iov_ba, self.cfg.gamma, self.cfg.delta)
-        order = np.argsort(-np.minimum(iov_ab, iov_ba)[ok])
+        cand = [(float(min(x, y)), int(a), int(b)) for x, y, a, b in zip(iov_ab[ok], iov_ba[ok], a_ids[ok], b_ids[ok])]
+        cand.sort(key=lambda c: -c[0])
         alias: dict[int, int] = {}
 
         def root(x: int) -> int:
@@ -412,7 +832,7 @@ class ObjectMap:
             return x
 
         merged = 0
-        for x, y in zip(a[ok][order].tolist(), b[ok][order].tolist()):
+        for _, x, y in cand:
             x, y = root(x), root(y)
             if x == y:
                 continue
@@ -425,7 +845,8 @@ class ObjectMap:
         return merged
 
     def _merge_pair(self, keep: int, gone: int) -> None:
-        rows, slots = np.nonzero(self.ids[: self._n] == gone)
+        rows = self.member_rows(gone)
+        slots = (self.ids[rows] == gone).argmax(axis=1)
         has_keep = (self.ids[rows] == keep).any(axis=1)
         # Rows holding both: fold the hits into keep's slot and free gone's slot.
         r, s = rows[has_keep], slots[has_keep]
@@ -434,9 +855,15 @@ class ObjectMap:
         self.ids[r, s] = -1
         self.hits[r, s] = 0
         # Rows holding only gone: relabel.
-        self.ids[rows[~has_keep], slots[~has_keep]] = keep
+        only = rows[~has_keep]
+        self.ids[only, slots[~has_keep]] = keep
         k, g = self.objects[keep], self.objects.pop(gone)
-        k.num_voxels += int((~has_keep).sum())
+        self._rows.pop(gone, None)
+        self._alias[gone] = keep
+        if self._pair_votes:
+            self._fold_votes(keep, gone)
+        self._rows.setdefault(keep, _Rows()).chunks.append(np.sort(only))
+        k.num_voxels += len(only)
         k.num_observations += g.num_observations
         k.first_seen = min(k.first_seen, g.first_seen)
         k.last_seen = max(k.last_seen, g.last_seen)
@@ -444,62 +871,132 @@ class ObjectMap:
             k.add_embedding(g.embedding_sum / max(g.embedding_weight, 1e-9), g.embedding_weight)
         if g.best_view_quality > k.best_view_quality:
             k.best_view_quality, k.best_view = g.best_view_quality, g.best_view
+        self._dirty.update((keep, gone))
+        self._update_owner(rows)
+        self.version += 1
 
     # ------------------------------------------------------------------ output
     def owners(self) -> np.ndarray:
         """Per row, the id of the slot with most hits (-1 for rows without ids)."""
-        hits = np.where(self.ids[: self._n] >= 0, self.hits[: self._n], -1)
-        best = hits.argmax(axis=1)
-        own = self.ids[np.arange(self._n), best]
-        own[hits[np.arange(self._n), best] < 0] = -1
-        return own
+        return self.owner[: self._n].copy()
 
     def instance_voxels(self, min_observations: int | None = None) -> dict[int, np.ndarray]:
-        """Object id -> sorted voxel keys of the voxels it owns (the map's partition)."""
-        return {oid: keys for oid, keys, _ in self._partition(min_observations)}
-
-    def _partition(self, min_observations: int | None = None):
+        """Object id -> sorted voxel keys of the voxels it owns (the map's partition).
+        Reads the whole map: for evaluation and export, not for per-frame use."""
         min_obs = self.cfg.min_object_observations if min_observations is None else min_observations
-        own = self.owners()
+        own = self.owner[: self._n]
         order = np.argsort(own, kind="stable")
         sorted_own = own[order]
         ids, starts = np.unique(sorted_own, return_index=True)
         ends = np.append(starts[1:], len(order))
+        out = {}
         for oid, s, e in zip(ids.tolist(), starts.tolist(), ends.tolist()):
             if oid < 0 or e - s < self.cfg.min_segment_voxels:
                 continue
             state = self.objects.get(oid)
             if state is None or state.num_observations < min_obs:
                 continue
-            rows = np.sort(order[s:e])
-            yield oid, np.sort(self.keys[rows]), rows
+            out[oid] = np.sort(self.keys[order[s:e]])
+        return out
+
+    def _object_info(self, oid: int, labeler, up) -> ObjectInfo | None:
+        st = self.objects.get(oid)
+        if st is None or st.num_observations < self.cfg.min_object_observations:
+            return None
+        rows = self.member_rows(oid)
+        rows = rows[self.owner[rows] == oid]
+        if len(rows) < self.cfg.min_segment_voxels:
+            return None
+        pts = key_centers(self.keys[rows], self.voxel_size)
+        emb = st.embedding
+        label, score = labeler(emb) if (labeler is not None and emb is not None) else ("", 0.0)
+        return ObjectInfo(
+            id=oid,
+            points=pts,
+            colors=np.clip(self.colors[rows], 0, 255).astype(np.uint8),
+            box=OrientedBox.from_points(pts, up=up, min_extent=self.voxel_size),
+            num_observations=st.num_observations,
+            first_seen=st.first_seen,
+            last_seen=st.last_seen,
+            embedding=emb,
+            label=label,
+            label_score=float(score),
+            best_view=st.best_view,
+        )
 
     def snapshot(self, stamp: float = 0.0, labeler=None, up: np.ndarray | None = None) -> MapSnapshot:
-        """Consistent copy of the objects (cached until the map changes)."""
-        cache_key = (self.version, None if up is None else tuple(np.asarray(up, float).tolist()), id(labeler))
-        if self._snapshot is not None and self._snapshot_key == cache_key:
+        """Consistent copy of the objects. Cached until the map changes; then only the objects
+        changed since the last snapshot are rebuilt."""
+        up_key = None if up is None else tuple(np.asarray(up, float).tolist())
+        if self._snapshot is not None and self._snapshot_key == (self.version, up_key, id(labeler)):
             return self._snapshot
-        objects = []
-        for oid, keys, rows in self._partition():
-            st = self.objects[oid]
-            pts = key_centers(self.keys[rows], self.voxel_size)
-            emb = st.embedding
-            label, score = labeler(emb) if (labeler is not None and emb is not None) else ("", 0.0)
-            objects.append(
-                ObjectInfo(
-                    id=oid,
-                    points=pts,
-                    colors=np.clip(self.colors[rows], 0, 255).astype(np.uint8),
-                    box=OrientedBox.from_points(pts, up=up, min_extent=self.voxel_size),
-                    num_observations=st.num_observations,
-                    first_seen=st.first_seen,
-                    last_seen=st.last_seen,
-                    embedding=emb,
-                    label=label,
-                    label_score=float(score),
-                    best_view=st.best_view,
-                )
-            )
+        if self._snapshot_key is None or self._snapshot_key[1:] != (up_key, id(labeler)):
+            dirty = set(self.objects) | set(self._infos)  # a different view: rebuild all
+        else:
+            dirty = self._dirty
+        for oid in dirty:
+            info = self._object_info(oid, labeler, up)
+            if info is None:
+                self._infos.pop(oid, None)
+            else:
+                self._infos[oid] = info
+        self._dirty = set()
+        objects = [self._infos[o] for o in sorted(self._infos)]
         self._snapshot = MapSnapshot(objects=objects, voxel_size=self.voxel_size, stamp=stamp, frames=self.frames)
-        self._snapshot_key = cache_key
+        self._snapshot_key = (self.version, up_key, id(labeler))
         return self._snapshot
+
+    # ------------------------------------------------------------------ construction from arrays
+    @classmethod
+    def from_arrays(cls, cfg: FusionConfig, keys, ids, hits, colors, color_n, states: list[ObjectState], next_id: int, frames: int) -> "ObjectMap":
+        """A map holding the given voxel rows and objects (used by the map-file loader; the
+        arrays are validated there)."""
+        omap = cls(cfg)
+        n = len(keys)
+        omap._grow(n)
+        omap.keys[:n], omap.ids[:n], omap.hits[:n] = keys, ids, hits
+        omap.colors[:n], omap.color_n[:n] = colors, color_n
+        omap._n = n
+        if n:
+            bc, off = block_offsets(unpack(keys))
+            ub, inv = np.unique(bc, axis=0, return_inverse=True)
+            numbers = omap._blocks.insert(ub)
+            omap._grow_blocks(len(ub))
+            omap._btable[numbers[inv.reshape(-1)], off] = np.arange(n, dtype=np.int32)
+        for st in states:
+            st.num_voxels = 0
+            omap.objects[st.id] = st
+        r, s = np.nonzero(ids[:n] >= 0)
+        omap._add_rows(ids[r, s].astype(np.int64), r.astype(np.int64))
+        omap._update_owner(np.arange(n, dtype=np.int64))
+        omap.next_id = int(next_id)
+        omap.frames = int(frames)
+        omap._dirty = set(omap.objects)
+        omap.version += 1
+        return omap
+
+
+_WARM = False
+
+
+def warm_up(cfg: FusionConfig | None = None) -> None:
+    """Compile (or load from numba's cache) the engine's kernels once per process, on a tiny
+    frame with the production argument types, so that the first real frame does not pay it."""
+    global _WARM
+    if _WARM or not HAVE_NUMBA:
+        return
+    from dataclasses import replace
+
+    from ..camera import CameraIntrinsics
+
+    base = cfg or FusionConfig()
+    c = replace(base, device="cpu", min_valid_pixels=1, min_segment_voxels=1, merge_interval=1, co_mask_votes=1)
+    depth = np.full((16, 16), 1.0, np.float32)
+    labels = np.zeros((16, 16), np.uint16)
+    labels[:, :8], labels[:, 8:] = 1, 2
+    intr = CameraIntrinsics(16, 16, 8.0, 8.0, 8.0, 8.0)
+    omap = ObjectMap(c)
+    for _ in range(2):
+        omap.integrate_frame(depth, intr, np.eye(4), np.zeros((16, 16, 3), np.uint8), labels, 0.0)
+    _WARM = True
+

@@ -1,0 +1,249 @@
+"""Per-frame voxel deduplication through 8x8x8 blocks, without sorting and without a per-pixel hash.
+
+A depth frame's 300 k pixels fall into ~10 k distinct voxels but only a few hundred distinct
+blocks of 8^3 voxels. ``FrameVoxels`` finds them with array operations only:
+
+1. per point, voxel coordinates -> block coordinates (``>> 3``) and the offset inside the block;
+2. the frame's blocks are indexed in a dense grid over the frame's own block bounding box (a few
+   thousand cells for a camera frustum), so the distinct blocks come from one ``bincount``;
+3. per point, ``frame_block * 512 + offset`` indexes a dense (blocks x 512) table, so the distinct
+   voxels and their point counts come from one more ``bincount``.
+
+Everything after this step works per voxel (~10-60 k), not per pixel. Only the frame's blocks are
+looked up in the persistent map (:class:`BlockHash`).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+BLOCK = 8
+BLOCK_VOXELS = BLOCK**3
+MAX_DENSE_BLOCK_CELLS = 1 << 22  # frame block grids larger than this fall back to np.unique
+
+
+def block_offsets(coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 3) int voxel coordinates -> (N, 3) int32 block coordinates and (N,) offsets in [0, 512)."""
+    c = np.asarray(coords)
+    b = (c >> 3).astype(np.int32, copy=False)
+    o = (c[:, 0] & 7) << 6
+    o |= (c[:, 1] & 7) << 3
+    o |= c[:, 2] & 7
+    return b, o.astype(np.int64, copy=False)
+
+
+def _block_keys(bc: np.ndarray) -> np.ndarray:
+    b = bc.astype(np.int64) + (1 << 20)
+    return (b[:, 0] << 42) | (b[:, 1] << 21) | b[:, 2]
+
+
+def offset_coords(offsets: np.ndarray) -> np.ndarray:
+    """Inverse of the offset part of :func:`block_offsets`: (N,) -> (N, 3) int64 in [0, 8)."""
+    o = np.asarray(offsets, np.int64)
+    return np.stack([(o >> 6) & 7, (o >> 3) & 7, o & 7], axis=1)
+
+
+class FrameVoxels:
+    """The distinct voxels of one frame and, per point, which of them it falls in.
+
+    Attributes: ``blocks`` (B, 3) int32 block coordinates; ``voxel`` (V,) cell indices
+    ``frame_block * 512 + offset`` in increasing order; ``point_voxel`` (N,) index into ``voxel``;
+    ``counts`` (V,) points per voxel.
+    """
+
+    def __init__(self, coords: np.ndarray, compiled: bool = True, labels: np.ndarray | None = None, pix: np.ndarray | None = None):
+        """``coords``: (3, N) int32 voxel coordinates (one row per axis, contiguous).
+        ``compiled``: use the numba kernel when available (same result, voxels in order of
+        first appearance instead of increasing order)."""
+        if not isinstance(coords, tuple):
+            coords = np.ascontiguousarray(coords, dtype=np.int32)
+        n = len(coords[0])
+        self.rep = None  # per voxel, its last point (set by the compiled path)
+        self.label = None  # per voxel, the majority label of its points (compiled path)
+        if compiled and n:
+            from .kernels import HAVE_NUMBA, dedupe_kernel
+
+            if HAVE_NUMBA:
+                cx, cy, cz = (np.ascontiguousarray(c, dtype=np.int32) for c in coords)
+                if labels is None:
+                    labels, pix = np.zeros(1, np.int64), np.zeros(n, np.int64)
+                ok, blocks, voxel, vlabel, counts, rep, cell_block, vlut, lo, dims = dedupe_kernel(cx, cy, cz, MAX_DENSE_BLOCK_CELLS, labels, pix)
+                if ok:
+                    self.blocks, self.voxel, self.rep, self.label = blocks, voxel, rep, vlabel
+                    self.point_voxel = self.counts = None  # not made by the compiled path
+                    self._cell_block, self._vlut, self._lo, self._dims = cell_block, vlut, lo, dims
+                    self._strides = np.array([dims[1] * dims[2], dims[2], 1], np.int64)
+                    self._grid = True
+                    return
+            coords = np.stack([np.asarray(c, np.int32) for c in coords])
+        if n == 0:
+            self.blocks = np.zeros((0, 3), np.int32)
+            self.voxel = np.zeros(0, np.int64)
+            self.point_voxel = np.zeros(0, np.int64)
+            self.counts = np.zeros(0, np.int64)
+            self._lo = np.zeros(3, np.int64)
+            self._dims = np.ones(3, np.int64)
+            self._cell_block = np.full(1, -1, np.int64)
+            self._strides = np.array([1, 1, 1], np.int64)
+            self._grid = True
+            self._vlut = np.zeros(0, np.int64)
+            return
+        bx, by, bz = coords[0] >> 3, coords[1] >> 3, coords[2] >> 3
+        off = (coords[0] & 7) << 6
+        off |= (coords[1] & 7) << 3
+        off |= coords[2] & 7
+        lo = np.array([bx.min(), by.min(), bz.min()], np.int64)
+        hi = np.array([bx.max(), by.max(), bz.max()], np.int64)
+        dims = hi - lo + 1
+        cells = int(np.prod(dims))
+        self._lo, self._dims = lo, dims
+        if cells <= MAX_DENSE_BLOCK_CELLS:
+            strides = np.array([dims[1] * dims[2], dims[2], 1], np.int64)
+            cell = bx - np.int32(lo[0])
+            cell *= np.int32(strides[0])
+            t = by - np.int32(lo[1])
+            t *= np.int32(strides[1])
+            cell += t
+            cell += bz
+            cell -= np.int32(lo[2])
+            occupied = np.flatnonzero(np.bincount(cell, minlength=cells))
+            cell_block = np.full(cells, -1, np.int32)
+            cell_block[occupied] = np.arange(len(occupied), dtype=np.int32)
+            point_block = cell_block[cell]
+            self.blocks = (np.stack(np.unravel_index(occupied, tuple(dims)), axis=1) + lo).astype(np.int32)
+            self._cell_block, self._strides, self._grid = cell_block, strides, True
+        else:  # a frame spread over a huge box (never a camera frustum): sort the block keys
+            bc = np.stack([bx, by, bz], axis=1)
+            keys = _block_keys(bc)
+            ukeys, first, point_block = np.unique(keys, return_index=True, return_inverse=True)
+            point_block = point_block.reshape(-1).astype(np.int32)
+            self.blocks = bc[first].astype(np.int32)
+            self._ukeys, self._grid = ukeys, False
+        nb = len(self.blocks)
+        point_block <<= 9
+        point_block |= off
+        fv = point_block
+        counts = np.bincount(fv, minlength=nb * BLOCK_VOXELS)
+        self.voxel = np.flatnonzero(counts)
+        vlut = np.full(nb * BLOCK_VOXELS, -1, np.int64)
+        vlut[self.voxel] = np.arange(len(self.voxel))
+        self._vlut = vlut
+        self.point_voxel = vlut[fv]
+        self.counts = counts[self.voxel]
+
+    def __len__(self) -> int:
+        return len(self.voxel)
+
+    @property
+    def voxel_block(self) -> np.ndarray:
+        return self.voxel >> 9
+
+    @property
+    def voxel_offset(self) -> np.ndarray:
+        return self.voxel & (BLOCK_VOXELS - 1)
+
+    def voxel_coords(self) -> np.ndarray:
+        """(V, 3) int64 voxel coordinates of the frame's voxels."""
+        return self.blocks[self.voxel_block].astype(np.int64) * BLOCK + offset_coords(self.voxel_offset)
+
+    def find(self, coords: np.ndarray) -> np.ndarray:
+        """Index into the frame's voxels of each given (M, 3) voxel coordinate, -1 where absent."""
+        coords = np.asarray(coords, np.int64)
+        bc, off = block_offsets(coords)
+        if self._grid:
+            rel = bc.astype(np.int64) - self._lo
+            inside = np.all((rel >= 0) & (rel < self._dims), axis=1)
+            cell = np.where(inside, rel @ self._strides, 0)
+            fb = np.where(inside, self._cell_block[cell], -1)
+        else:
+            keys = _block_keys(bc)
+            pos = np.searchsorted(self._ukeys, keys)
+            pos[pos >= len(self._ukeys)] = 0
+            fb = np.where(self._ukeys[pos] == keys, pos, -1) if len(self._ukeys) else np.full(len(keys), -1)
+        return np.where(fb >= 0, self._vlut[np.maximum(fb, 0) * BLOCK_VOXELS + off], -1)
+
+    def block_neighbours(self) -> np.ndarray:
+        """(B, 27) frame-block index of each frame block's 27 neighbouring blocks (shift
+        (sx, sy, sz) in {-1, 0, 1}^3 at column (sx+1)*9 + (sy+1)*3 + (sz+1)); -1 where absent."""
+        shifts = np.stack(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1], indexing="ij"), axis=-1).reshape(-1, 3)
+        nb = len(self.blocks)
+        b = (self.blocks[:, None, :].astype(np.int64) + shifts[None]).reshape(-1, 3)
+        if self._grid:
+            rel = b - self._lo
+            inside = ((rel >= 0) & (rel < self._dims)).all(axis=1)
+            cell = np.where(inside, rel[:, 0] * self._strides[0] + rel[:, 1] * self._strides[1] + rel[:, 2], 0)
+            out = np.where(inside, self._cell_block[cell], -1)
+        else:
+            keys = _block_keys(b)
+            pos = np.searchsorted(self._ukeys, keys)
+            pos[pos >= len(self._ukeys)] = 0
+            out = np.where(self._ukeys[pos] == keys, pos, -1)
+        return out.reshape(nb, 27).astype(np.int64)
+
+    def neighbours(self, offsets: np.ndarray, members: np.ndarray | None = None) -> np.ndarray:
+        """(M, K) index of the neighbour of each voxel in ``members`` (default: all) at each of
+        the K integer offsets (each component in [-8, 8]); -1 where absent. Lookups go through
+        the frame's block table, one gather per offset: no search, no hash."""
+        vox = self.voxel if members is None else self.voxel[members]
+        vb = vox >> 9
+        o = vox & (BLOCK_VOXELS - 1)
+        ox, oy, oz = o >> 6, (o >> 3) & 7, o & 7
+        nbr = self.block_neighbours()
+        table = np.empty((len(vox), len(offsets)), np.int64)
+        for j, (dx, dy, dz) in enumerate(np.asarray(offsets, np.int64).tolist()):
+            lx, ly, lz = ox + dx, oy + dy, oz + dz
+            col = ((lx >> 3) + 1) * 9 + ((ly >> 3) + 1) * 3 + ((lz >> 3) + 1)
+            b = nbr[vb, col]
+            cell = (b << 9) | ((lx & 7) << 6) | ((ly & 7) << 3) | (lz & 7)
+            table[:, j] = np.where(b >= 0, self._vlut[np.where(b >= 0, cell, 0)], -1)
+        return table
+
+
+class BlockHash:
+    """Persistent map from block coordinates to block numbers (0, 1, 2, ... in insertion order).
+
+    Backed by ``open3d.core.HashMap`` (a C++ hash map on the CPU, stdgpu on CUDA); only the few
+    hundred blocks of a frame are looked up per frame.
+    """
+
+    def __init__(self, device: str = "cpu", capacity: int = 4096):
+        import open3d.core as o3c
+
+        self._o3c = o3c
+        name = device.upper()
+        self.device = o3c.Device(name if ":" in name else f"{name}:0")
+        try:
+            self._map = o3c.HashMap(
+                capacity, key_dtype=o3c.int32, key_element_shape=(3,), value_dtype=o3c.int32, value_element_shape=(1,), device=self.device
+            )
+        except RuntimeError as e:
+            raise ValueError(f"fusion.device {device!r} is not usable by this Open3D build: {e}") from None
+        self.size = 0
+
+    def _tensor(self, a: np.ndarray):
+        return self._o3c.Tensor.from_numpy(np.ascontiguousarray(a)).to(self.device)
+
+    def find(self, blocks: np.ndarray) -> np.ndarray:
+        """Block numbers of the given (B, 3) int32 block coordinates, -1 where absent."""
+        if len(blocks) == 0 or self.size == 0:
+            return np.full(len(blocks), -1, np.int64)
+        buf, found = self._map.find(self._tensor(blocks.astype(np.int32)))
+        found = found.cpu().numpy().astype(bool)
+        values = self._map.value_tensor()
+        out = np.full(len(blocks), -1, np.int64)
+        if found.any():
+            idx = buf.cpu().numpy().astype(np.int64)[found]
+            out[found] = values[self._o3c.Tensor.from_numpy(idx).to(self.device)].cpu().numpy()[:, 0]
+        return out
+
+    def insert(self, blocks: np.ndarray) -> np.ndarray:
+        """Insert new (absent, distinct) blocks; returns their block numbers."""
+        n = len(blocks)
+        numbers = np.arange(self.size, self.size + n, dtype=np.int32)
+        if n:
+            self._map.insert(self._tensor(blocks.astype(np.int32)), self._tensor(numbers[:, None]))
+            self.size += n
+        return numbers.astype(np.int64)
+
+    def memory_bytes(self) -> int:
+        # keys (12 B) + values (4 B) + the table's bucket and heap entries (~16 B) per slot.
+        return int(self._map.capacity()) * 32

@@ -1,0 +1,329 @@
+"""Compiled per-pixel and per-voxel loops of the fusion engine (numba), with the same results
+as the array code in :mod:`.blocks` and :mod:`.split` (tested against it).
+
+A numpy pipeline makes ~50 passes over a frame's 300 k pixels (back-projection, block and voxel
+indices, two bincounts, gathers); these kernels make two, and run the frame's DBSCAN as one
+union-find over the 13 half-neighbourhood offsets. When numba is missing the engine uses the
+array code.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+try:
+    import numba
+
+    HAVE_NUMBA = True
+except ImportError:  # pragma: no cover - numba is a pinned dependency
+    HAVE_NUMBA = False
+
+
+def _jit(fn):
+    if not HAVE_NUMBA:
+        return None
+    return numba.njit(cache=True, nogil=True, fastmath=True)(fn)
+
+
+def _backproject(depth_flat, rx, ry, M, t, cx, cy, cz, index):
+    """Valid pixels of a (sub-sampled, flattened) depth image -> voxel coordinates (world / voxel
+    size, floored) as three int32 rows, the pixels' indices, and the smallest and largest
+    coordinate before flooring (for the caller's range check). Writes into the given work
+    arrays (reused across frames) and returns how many pixels were valid."""
+    size = depth_flat.shape[0]
+    m00, m01, m02 = np.float32(M[0, 0]), np.float32(M[0, 1]), np.float32(M[0, 2])
+    m10, m11, m12 = np.float32(M[1, 0]), np.float32(M[1, 1]), np.float32(M[1, 2])
+    m20, m21, m22 = np.float32(M[2, 0]), np.float32(M[2, 1]), np.float32(M[2, 2])
+    t0, t1, t2 = np.float32(t[0]), np.float32(t[1]), np.float32(t[2])
+    lo = np.float32(np.inf)
+    hi = np.float32(-np.inf)
+    k = 0
+    for i in range(size):
+        z = depth_flat[i]
+        if z > 0:
+            x = rx[i] * z
+            y = ry[i] * z
+            w0 = m00 * x + m01 * y + m02 * z + t0
+            w1 = m10 * x + m11 * y + m12 * z + t1
+            w2 = m20 * x + m21 * y + m22 * z + t2
+            lo = min(lo, min(w0, min(w1, w2)))
+            hi = max(hi, max(w0, max(w1, w2)))
+            cx[k] = np.int32(np.floor(w0))
+            cy[k] = np.int32(np.floor(w1))
+            cz[k] = np.int32(np.floor(w2))
+            index[k] = i
+            k += 1
+    return k, lo, hi
+
+
+def _dedupe(cx, cy, cz, max_cells, label_flat, pix):
+    """The frame's distinct blocks and voxels (see :class:`.blocks.FrameVoxels`), in order of
+    first appearance; per voxel its last point (``rep``) and the majority label of its points
+    (``label_flat[pix[i]]`` per point i; Boyer-Moore vote, so a voxel on a mask boundary takes
+    the label most of its pixels carry). Per-point voxel indices and counts
+    are not made (empty arrays): the engine needs only ``rep``. Returns (ok, blocks, voxel, point_voxel, counts, rep, cell_block, vlut, lo, dims);
+    ok=False when the block bounding box exceeds ``max_cells``."""
+    n = cx.shape[0]
+    lo = np.empty(3, np.int64)
+    hi = np.empty(3, np.int64)
+    for a in range(3):
+        lo[a] = 1 << 40
+        hi[a] = -(1 << 40)
+    for i in range(n):
+        bx = cx[i] >> 3
+        by = cy[i] >> 3
+        bz = cz[i] >> 3
+        lo[0] = min(lo[0], bx)
+        hi[0] = max(hi[0], bx)
+        lo[1] = min(lo[1], by)
+        hi[1] = max(hi[1], by)
+        lo[2] = min(lo[2], bz)
+        hi[2] = max(hi[2], bz)
+    dims = hi - lo + 1
+    if n == 0:
+        dims[:] = 1
+        lo[:] = 0
+    cells = dims[0] * dims[1] * dims[2]
+    empty = np.zeros(0, np.int64)
+    if cells > max_cells:
+        return False, np.zeros((0, 3), np.int32), empty, empty, empty, empty, empty, np.zeros(0, np.int32), lo, dims
+    s0 = dims[1] * dims[2]
+    s1 = dims[2]
+    cell_block = np.full(cells, -1, np.int32)
+    all_blocks = np.empty((min(n, cells), 3), np.int32)
+    nb = 0
+    for i in range(n):
+        bx = cx[i] >> 3
+        by = cy[i] >> 3
+        bz = cz[i] >> 3
+        c = (bx - lo[0]) * s0 + (by - lo[1]) * s1 + (bz - lo[2])
+        if cell_block[c] < 0:
+            cell_block[c] = nb
+            all_blocks[nb, 0] = bx
+            all_blocks[nb, 1] = by
+            all_blocks[nb, 2] = bz
+            nb += 1
+    blocks = all_blocks[:nb].copy()
+    vlut = np.full(nb * 512, -1, np.int32)
+    voxel = np.empty(min(n, nb * 512), np.int64)
+    rep = np.empty(min(n, nb * 512), np.int64)
+    cand = np.zeros(min(n, nb * 512), np.int64)
+    votes = np.zeros(min(n, nb * 512), np.int64)
+    nv = 0
+    for i in range(n):
+        c = ((cx[i] >> 3) - lo[0]) * s0 + ((cy[i] >> 3) - lo[1]) * s1 + ((cz[i] >> 3) - lo[2])
+        cell = (np.int64(cell_block[c]) << 9) | ((cx[i] & 7) << 6) | ((cy[i] & 7) << 3) | (cz[i] & 7)
+        v = vlut[cell]
+        if v < 0:
+            v = nv
+            vlut[cell] = nv
+            voxel[nv] = cell
+            nv += 1
+        rep[v] = i
+        lab = np.int64(label_flat[pix[i]])
+        if votes[v] == 0:
+            cand[v] = lab
+            votes[v] = 1
+        elif cand[v] == lab:
+            votes[v] += 1
+        else:
+            votes[v] -= 1
+    return True, blocks, voxel[:nv].copy(), cand[:nv].copy(), empty, rep[:nv].copy(), cell_block.astype(np.int64), vlut, lo, dims
+
+
+def _find_root(parent, x):
+    while parent[x] != x:
+        parent[x] = parent[parent[x]]
+        x = parent[x]
+    return x
+
+
+def _dbscan(voxel, vlut, nbr, labels, offsets, min_samples, min_size):
+    """DBSCAN of each label's voxels at once (labels > 0), neighbours through the frame's block
+    table. Returns per voxel its segment (clusters of at least ``min_size`` voxels, numbered
+    0, 1, ... in order of their first voxel) or -1 (noise, small cluster or unlabelled)."""
+    V = voxel.shape[0]
+    K = offsets.shape[0]
+    nbtab = np.full((V, K), -1, np.int32)
+    degree = np.zeros(V, np.int64)
+    for v in range(V):
+        lab = labels[v]
+        if lab <= 0:
+            continue
+        cell = voxel[v]
+        vb = cell >> 9
+        o = cell & 511
+        ox = o >> 6
+        oy = (o >> 3) & 7
+        oz = o & 7
+        for j in range(K):
+            lx = ox + offsets[j, 0]
+            ly = oy + offsets[j, 1]
+            lz = oz + offsets[j, 2]
+            col = ((lx >> 3) + 1) * 9 + ((ly >> 3) + 1) * 3 + ((lz >> 3) + 1)
+            b = nbr[vb, col]
+            if b < 0:
+                continue
+            u = vlut[(b << 9) | ((lx & 7) << 6) | ((ly & 7) << 3) | (lz & 7)]
+            if u < 0 or labels[u] != lab:
+                continue
+            nbtab[v, j] = u
+            degree[v] += 1
+            degree[u] += 1
+    parent = np.arange(V)
+    core = np.zeros(V, np.bool_)
+    for v in range(V):
+        core[v] = labels[v] > 0 and degree[v] + 1 >= min_samples
+    for v in range(V):
+        if not core[v]:
+            continue
+        for j in range(K):
+            u = nbtab[v, j]
+            if u >= 0 and core[u]:
+                ru = _find_root(parent, u)
+                rv = _find_root(parent, v)
+                if ru != rv:
+                    if ru < rv:
+                        parent[rv] = ru
+                    else:
+                        parent[ru] = rv
+    out = np.full(V, -1, np.int64)
+    for v in range(V):
+        if core[v]:
+            out[v] = _find_root(parent, v)
+    # Border points: not core, within eps of a core point -> that core point's cluster.
+    for v in range(V):
+        for j in range(K):
+            u = nbtab[v, j]
+            if u < 0:
+                continue
+            if core[v] and not core[u] and out[u] < 0:
+                out[u] = out[v]
+            elif core[u] and not core[v] and out[v] < 0:
+                out[v] = out[u]
+    # Segments: clusters of at least min_size voxels, numbered 0.. in order of first voxel.
+    size = np.zeros(V, np.int64)
+    for v in range(V):
+        if out[v] >= 0:
+            size[out[v]] += 1
+    number = np.full(V, -1, np.int64)
+    n = 0
+    for v in range(V):
+        root = out[v]
+        if root >= 0 and size[root] >= min_size and number[root] < 0:
+            number[root] = n
+            n += 1
+    for v in range(V):
+        out[v] = number[out[v]] if out[v] >= 0 else -1
+    return out
+
+
+backproject_kernel = _jit(_backproject)
+dedupe_kernel = _jit(_dedupe)
+if HAVE_NUMBA:
+    _find_root = numba.njit(cache=True, nogil=True)(_find_root)
+dbscan_kernel = _jit(_dbscan)
+
+
+def _vote(rows, oid, ids, hits, owner, colors, color_n, frame_colors, max_weight):
+    """Slot voting, owner update and colour blending of the given voxel rows (one id each);
+    same rules as ``ObjectMap._vote``. Returns (gained rows, gained ids, lost ids, old owners,
+    new owners) where the last two list only rows whose owner changed."""
+    R = rows.shape[0]
+    K = ids.shape[1]
+    g_rows = np.empty(R, np.int64)
+    g_ids = np.empty(R, np.int32)
+    lost = np.empty(R, np.int32)
+    o_old = np.empty(R, np.int32)
+    o_new = np.empty(R, np.int32)
+    ng = 0
+    nl = 0
+    no = 0
+    for i in range(R):
+        r = rows[i]
+        o = oid[i]
+        slot = -1
+        free = -1
+        weak = 0
+        for j in range(K):
+            if ids[r, j] == o:
+                slot = j
+            elif ids[r, j] < 0 and free < 0:
+                free = j
+            if hits[r, j] < hits[r, weak]:
+                weak = j
+        if slot >= 0:
+            hits[r, slot] += 1
+        elif free >= 0:
+            ids[r, free] = o
+            hits[r, free] = 1
+            g_rows[ng] = r
+            g_ids[ng] = o
+            ng += 1
+        elif hits[r, weak] <= 1:
+            lost[nl] = ids[r, weak]
+            nl += 1
+            ids[r, weak] = o
+            hits[r, weak] = 1
+            g_rows[ng] = r
+            g_ids[ng] = o
+            ng += 1
+        else:
+            hits[r, weak] -= 1
+        best = -1
+        best_hits = -1
+        for j in range(K):
+            if ids[r, j] >= 0 and hits[r, j] > best_hits:
+                best = ids[r, j]
+                best_hits = hits[r, j]
+        if best != owner[r]:
+            o_old[no] = owner[r]
+            o_new[no] = best
+            no += 1
+            owner[r] = best
+        n = min(color_n[r], max_weight)
+        for c in range(3):
+            colors[r, c] += (np.float32(frame_colors[i, c]) - colors[r, c]) / np.float32(n + 1)
+        color_n[r] += 1
+    return g_rows[:ng].copy(), g_ids[:ng].copy(), lost[:nl].copy(), o_old[:no].copy(), o_new[:no].copy()
+
+
+vote_kernel = _jit(_vote)
+
+
+def _overlaps(rows, seg, ids, n_seg, compact):
+    """For the frame's voxels: the objects in their slots (numbered in ``compact``, which must
+    be -1 for all ids on entry and is reset on exit), each object's visible count |A ∩ F|, and
+    the (segments x objects) intersection counts |S ∩ A|."""
+    K = ids.shape[1]
+    objs = np.empty(rows.shape[0] * K, np.int64)
+    n_obj = 0
+    for v in range(rows.shape[0]):
+        r = rows[v]
+        if r < 0:
+            continue
+        for j in range(K):
+            o = ids[r, j]
+            if o >= 0 and compact[o] < 0:
+                compact[o] = n_obj
+                objs[n_obj] = o
+                n_obj += 1
+    visible = np.zeros(n_obj, np.float64)
+    inter = np.zeros((n_seg, n_obj), np.float64)
+    for v in range(rows.shape[0]):
+        r = rows[v]
+        if r < 0:
+            continue
+        s = seg[v]
+        for j in range(K):
+            o = ids[r, j]
+            if o >= 0:
+                c = compact[o]
+                visible[c] += 1
+                if s >= 0:
+                    inter[s, c] += 1
+    for i in range(n_obj):
+        compact[objs[i]] = -1
+    return objs[:n_obj].copy(), visible, inter
+
+
+overlaps_kernel = _jit(_overlaps)

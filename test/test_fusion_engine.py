@@ -1,0 +1,392 @@
+"""The block-based fusion engine: hand-computed cases, compiled kernels against the array code,
+incremental snapshot and merge, bad input."""
+import numpy as np
+import pytest
+from sklearn.cluster import DBSCAN
+
+from core3d_ros.config import FusionConfig, MapperConfig
+from core3d_ros.core.camera import CameraIntrinsics
+from core3d_ros.core.datasets import make_scene
+from core3d_ros.core.frame import Frame, FrameError
+from core3d_ros.core.fusion import kernels
+from core3d_ros.core.fusion.blocks import FrameVoxels
+from core3d_ros.core.fusion.object_map import ObjectMap
+from core3d_ros.core.fusion.split import label_dbscan, neighbour_offsets
+from core3d_ros.core.fusion.voxels import pack
+from core3d_ros.core.pipeline import Mapper, label_image
+from core3d_ros.core.runs import map_frames, with_overrides
+from core3d_ros.core.segment.base import Mask2D
+
+needs_numba = pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba is not installed")
+
+
+def cfg(**kw):
+    base = dict(voxel_size=1.0, merge_interval=0, min_object_observations=1, min_segment_voxels=1, dbscan_min_samples=1)
+    base.update(kw)
+    return FusionConfig(**base)
+
+
+def line(x0, n, y=0.5, z=0.5):
+    """Points at the centres of n voxels along x, starting at voxel x0 (voxel size 1)."""
+    return np.stack([np.arange(x0, x0 + n) + 0.5, np.full(n, y), np.full(n, z)], axis=1).astype(np.float32)
+
+
+def fuse(omap, parts, stamp=0.0):
+    pts = np.concatenate(parts)
+    labels = np.concatenate([np.full(len(p), i + 1, np.int32) for i, p in enumerate(parts)])
+    return omap.integrate_points(pts, np.full((len(pts), 3), 100, np.uint8), labels, stamp)
+
+
+# ------------------------------------------------------------------ hand-computed cases
+
+
+def test_two_masks_two_objects_and_their_votes():
+    omap = ObjectMap(cfg())
+    a, b = line(0, 10), line(20, 6)
+    s = fuse(omap, [a, b])
+    assert (s.segments, s.created, s.associated) == (2, 2, 0)
+    assert omap.num_voxels == 16
+    rows_a, rows_b = omap.lookup(pack(np.floor(a).astype(np.int64))), omap.lookup(pack(np.floor(b).astype(np.int64)))
+    assert np.all(rows_a >= 0) and np.all(rows_b >= 0)
+    ida, idb = int(omap.ids[rows_a[0], 0]), int(omap.ids[rows_b[0], 0])
+    assert ida != idb
+    # Every voxel: one slot with its object and one hit.
+    assert np.all(omap.ids[rows_a, 0] == ida) and np.all(omap.hits[rows_a, 0] == 1) and np.all(omap.ids[rows_a, 1:] == -1)
+    s = fuse(omap, [a, b])
+    assert (s.created, s.associated) == (0, 2)
+    assert np.all(omap.hits[rows_a, 0] == 2) and np.all(omap.hits[rows_b, 0] == 2)
+    assert omap.objects[ida].num_voxels == 10 and omap.objects[idb].num_voxels == 6
+    assert omap.objects[ida].num_observations == 2
+
+
+def test_slot_replacement_rule():
+    """K = 1: a voxel with one hit is taken over; with two hits it loses one instead."""
+    omap = ObjectMap(cfg(slots_per_voxel=1))
+    a = line(0, 4)
+    fuse(omap, [a])
+    rows = omap.lookup(pack(np.floor(a).astype(np.int64)))
+    first = int(omap.ids[rows[0], 0])
+    other = omap.next_id
+    from core3d_ros.core.fusion.object_map import ObjectState
+
+    omap.objects[other] = ObjectState(id=other, num_observations=1)
+    omap.next_id += 1
+    omap._vote(rows[:2], other)  # one hit each: replaced
+    assert list(omap.ids[rows, 0]) == [other, other, first, first]
+    assert omap.objects[first].num_voxels == 2 and omap.objects[other].num_voxels == 2
+    omap._vote(rows[2:], first)  # now two hits
+    omap._vote(rows[2:], other)  # loses a hit, keeps its id
+    assert list(omap.ids[rows, 0]) == [other, other, first, first]
+    assert list(omap.hits[rows, 0]) == [1, 1, 1, 1]
+
+
+def test_segment_side_counts_known_voxels_only():
+    """A view that extends an object into unseen space still finds it (known-only IoV); with
+    the plain IoV it founds a new object."""
+    for known_only, created in ((True, 0), (False, 1)):
+        omap = ObjectMap(cfg(iov_known_only=known_only))
+        fuse(omap, [line(0, 10)])
+        s = fuse(omap, [line(5, 20)])  # 5 known voxels, 15 new
+        assert s.created == created
+
+
+def test_dbscan_split_and_min_segment_size():
+    omap = ObjectMap(cfg(min_segment_voxels=3))
+    mask = np.concatenate([line(0, 5), line(10, 5), line(30, 2)])  # two parts and a speck
+    s = fuse(omap, [mask])
+    assert s.segments == 2 and s.created == 2 and omap.num_voxels == 10
+    omap = ObjectMap(cfg(min_segment_voxels=3, dbscan_split=False))
+    s = fuse(omap, [mask])
+    assert s.segments == 1 and omap.num_voxels == 12
+
+
+def test_parts_of_a_mask_share_its_embedding_by_size():
+    from core3d_ros.core.fusion.object_map import SegmentObservation
+
+    omap = ObjectMap(cfg(co_mask_votes=0))
+    pts = np.concatenate([line(0, 6), line(20, 2)])
+    e = np.array([1.0, 0.0], np.float32)
+    omap.integrate_points(pts, np.zeros((8, 3), np.uint8), np.ones(8, np.int32), 0.0, [SegmentObservation(embedding=e)])
+    weights = sorted(s.embedding_weight for s in omap.objects.values())
+    assert weights == pytest.approx([2 / 8, 6 / 8])
+
+
+def test_pieces_seen_in_one_mask_more_often_than_apart_are_merged():
+    a, b = line(0, 5), line(10, 5)  # one object cut in two (by an occluder, say)
+    ab = np.concatenate([a, b])
+    omap = ObjectMap(cfg(co_mask_votes=2))
+    s = fuse(omap, [ab])  # one mask, two 3-D parts: two new objects, together once
+    assert s.created == 2 and s.merged == 0 and len(omap.objects) == 2
+    fuse(omap, [a, b])  # two masks: apart once
+    s = fuse(omap, [ab])  # together twice > apart once: merged
+    assert s.merged == 1 and len(omap.objects) == 1
+    (only,) = omap.objects.values()
+    assert only.num_voxels == 10 and only.num_observations == 2 + 2 + 1  # summed on merge, then this frame
+    # Apart as often as together: kept apart.
+    omap = ObjectMap(cfg(co_mask_votes=2))
+    fuse(omap, [ab])
+    fuse(omap, [a, b])
+    fuse(omap, [a, b])
+    s = fuse(omap, [ab])
+    assert s.merged == 0 and len(omap.objects) == 2
+    # Evidence apart counts also before the pair was first seen together.
+    omap = ObjectMap(cfg(co_mask_votes=1))
+    fuse(omap, [a, b])  # apart once
+    assert fuse(omap, [ab]).merged == 0  # together once, apart once
+    assert fuse(omap, [ab]).merged == 1  # together twice
+    # With co_mask_votes 1 (the default) the first frame merges them; 0 never does.
+    omap = ObjectMap(cfg(co_mask_votes=1))
+    assert fuse(omap, [ab]).merged == 1 and len(omap.objects) == 1
+    omap = ObjectMap(cfg(co_mask_votes=0))
+    for _ in range(3):
+        fuse(omap, [ab])
+    assert len(omap.objects) == 2
+
+
+def test_label_image_paints_small_masks_over_large_ones():
+    big = np.zeros((4, 4), bool)
+    big[:, :] = True
+    small = np.zeros((4, 4), bool)
+    small[1, 1] = True
+    lab = label_image([Mask2D(small), Mask2D(big)], (4, 4))
+    assert lab[1, 1] == 1 and lab[0, 0] == 2 and lab.dtype == np.uint16
+
+
+# ------------------------------------------------------------------ compiled kernels = array code
+
+
+def _frame_coords(seed=0, n=20000):
+    rng = np.random.default_rng(seed)
+    return rng.integers(-40, 40, size=(3, n)).astype(np.int32)
+
+
+@needs_numba
+def test_compiled_dedupe_matches_array_code():
+    coords = _frame_coords()
+    a, b = FrameVoxels(coords, compiled=False), FrameVoxels(coords, compiled=True)
+    assert len(a) == len(b)
+
+    def voxel_keys(fv):
+        return pack(fv.voxel_coords())
+
+    ka, kb = voxel_keys(a), voxel_keys(b)
+    assert np.array_equal(np.sort(ka), np.sort(kb))
+    # Each compiled voxel's representative point lies in that voxel.
+    rep_coords = coords[:, b.rep].T.astype(np.int64)
+    assert np.array_equal(pack(rep_coords), kb)
+    # And find() agrees.
+    assert np.array_equal(kb[b.find(rep_coords)], kb)
+
+
+@needs_numba
+@pytest.mark.parametrize("min_samples", [1, 3, 5])
+def test_compiled_dbscan_matches_array_code_and_sklearn(min_samples):
+    rng = np.random.default_rng(1)
+    pts = np.unique(rng.integers(0, 14, size=(900, 3)), axis=0).T.astype(np.int32)
+    fv = FrameVoxels(pts, compiled=True)
+    labels = np.where(fv.voxel_coords()[:, 0] < 7, 1, 2).astype(np.int64)
+    off = neighbour_offsets(1.75)
+    ours = kernels.dbscan_kernel(fv.voxel, fv._vlut, fv.block_neighbours(), labels, off, min_samples, 1)
+    ref_arr = label_dbscan(fv.neighbours(off), labels, min_samples)
+    assert np.array_equal(ours < 0, ref_arr < 0)
+    coords = fv.voxel_coords()
+    for lab in (1, 2):
+        sel = labels == lab
+        sk = DBSCAN(eps=1.75 + 1e-6, min_samples=min_samples).fit_predict(coords[sel])
+        assert np.array_equal(ours[sel] < 0, sk < 0)
+        core = ours[sel] >= 0
+        # Same number of clusters; with min_samples 1 the very same partition.
+        assert len(set(ours[sel][core])) == len(set(sk[core]))
+        if min_samples == 1:
+            pairs = set(zip(ours[sel].tolist(), sk.tolist()))
+            assert len(pairs) == len(set(sk.tolist()))
+
+
+@needs_numba
+def test_compiled_vote_matches_array_vote():
+    rng = np.random.default_rng(2)
+    maps = [ObjectMap(cfg(slots_per_voxel=3)) for _ in range(2)]
+    for m in maps:
+        fuse(m, [line(0, 50)])
+        from core3d_ros.core.fusion.object_map import ObjectState
+
+        for oid in range(m.next_id, m.next_id + 4):
+            m.objects[oid] = ObjectState(id=oid, num_observations=1)
+        m.next_id += 4
+    rows = maps[0].lookup(pack(np.floor(line(0, 50)).astype(np.int64)))
+    for _ in range(12):
+        r = rng.permutation(rows)[:30]
+        t = rng.integers(1, maps[0].next_id, size=30).astype(np.int32)
+        col = rng.integers(0, 255, size=(30, 3)).astype(np.uint8)
+        maps[0]._vote(r, t)
+        maps[0]._blend_colors(r, col)
+        maps[1]._vote_compiled(r, t, col)
+    a, b = maps
+    assert np.array_equal(a.ids, b.ids) and np.array_equal(a.hits, b.hits)
+    assert np.array_equal(a.owner, b.owner) and np.allclose(a.colors, b.colors)
+    assert {k: v.num_voxels for k, v in a.objects.items()} == {k: v.num_voxels for k, v in b.objects.items()}
+
+
+# ------------------------------------------------------------------ incremental output and merge
+
+
+def _full_snapshot(omap):
+    cold = ObjectMap.from_arrays(
+        omap.cfg, omap.keys[: omap.num_voxels], omap.ids[: omap.num_voxels], omap.hits[: omap.num_voxels],
+        omap.colors[: omap.num_voxels], omap.color_n[: omap.num_voxels],
+        [type(s)(**{**s.__dict__}) for s in omap.objects.values()], omap.next_id, omap.frames,
+    )
+    return cold.snapshot()
+
+
+def test_incremental_snapshot_equals_a_full_rebuild():
+    scene = make_scene(seed=1, num_frames=8)
+    c = FusionConfig(merge_interval=3)
+    omap = ObjectMap(c)
+    for i in range(len(scene)):
+        f = scene[i]
+        omap.integrate_frame(f.depth, f.intrinsics, f.pose, f.rgb, f.instance_ids.astype(np.uint16), float(i))
+        inc = omap.snapshot()
+        full = _full_snapshot(omap)
+        assert [o.id for o in inc.objects] == [o.id for o in full.objects]
+        for x, y in zip(inc.objects, full.objects):
+            assert np.array_equal(np.sort(pack(np.floor(x.points / c.voxel_size).astype(np.int64))),
+                                  np.sort(pack(np.floor(y.points / c.voxel_size).astype(np.int64))))
+            assert x.num_observations == y.num_observations
+
+
+def test_snapshot_rebuilds_only_changed_objects():
+    omap = ObjectMap(cfg())
+    fuse(omap, [line(0, 10), line(20, 10)])
+    first = omap.snapshot()
+    fuse(omap, [line(20, 10)])  # only the second object changes
+    second = omap.snapshot()
+    a0, b0 = first.objects
+    a1, b1 = second.objects
+    assert a1 is a0 and b1 is not b0
+
+
+def test_merge_pass_only_looks_at_what_was_touched():
+    omap = ObjectMap(cfg(gamma=0.5, delta=0.3))
+    a = line(0, 20)
+    fuse(omap, [a])
+    omap.merge_objects()  # consumes what the first frame touched
+    rows = omap.lookup(pack(np.floor(a).astype(np.int64)))
+    from core3d_ros.core.fusion.object_map import ObjectState
+
+    dup = omap.next_id
+    omap.objects[dup] = ObjectState(id=dup, num_observations=1)
+    omap.next_id += 1
+    omap._vote(rows, dup)  # a duplicate, made outside a frame: nothing touched
+    assert omap.merge_objects() == 0 and len(omap.objects) == 2
+    fuse(omap, [line(0, 3)])  # a frame touches three of its voxels
+    assert omap.merge_objects() == 1 and len(omap.objects) == 1
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def _frame(depth, pose=None, index=0):
+    h, w = depth.shape
+    intr = CameraIntrinsics(w, h, 100.0, 100.0, w / 2, h / 2)
+    return Frame(rgb=np.zeros((h, w, 3), np.uint8), depth=depth.astype(np.float32), intrinsics=intr,
+                 pose=np.eye(4) if pose is None else pose, stamp=float(index), index=index)
+
+
+class _AllPixels:
+    name = "all"
+
+    def segment(self, frame):
+        return [Mask2D(np.ones(frame.depth.shape, bool))]
+
+
+@pytest.mark.parametrize(
+    "depth,pose,reason",
+    [
+        (np.where(np.arange(64 * 48).reshape(48, 64) < 20, 2.0, 0.0), None, "few_valid_depth"),  # 20 valid pixels
+        (np.full((48, 64), 0.02), None, "few_valid_depth"),  # camera inside a wall: all below min_depth
+        (np.full((48, 64), 2.0), "jump", "pose_jump"),  # 100 m from the previous frame
+    ],
+)
+def test_bad_frames_are_counted_and_leave_the_map_unchanged(depth, pose, reason):
+    c = with_overrides(MapperConfig(), keyframes={"enabled": False}, fusion={"min_object_observations": 1})
+    mapper = Mapper(c, segmenter=_AllPixels())
+    mapper.process(_frame(np.full((48, 64), 2.0)))
+    before = (mapper.map.version, mapper.map.num_voxels, len(mapper.map.objects))
+    p = np.eye(4)
+    if pose == "jump":
+        p[0, 3] = 100.0
+    with pytest.raises(FrameError) as e:
+        mapper.process(_frame(depth, p, index=1))
+    assert e.value.reason == reason
+    assert (mapper.map.version, mapper.map.num_voxels, len(mapper.map.objects)) == before
+    # Counted by reason in an offline run; nothing escapes.
+    frames = [_frame(np.full((48, 64), 2.0)), _frame(depth, p, index=1)]
+    summary = map_frames(Mapper(c, segmenter=_AllPixels()), frames)
+    assert summary.rejected[reason] == 1 and summary.processed == 1
+
+
+def test_mask_without_depth_contributes_nothing():
+    depth = np.full((48, 64), 2.0)
+    depth[:, :10] = 0.0
+    m = np.zeros((48, 64), bool)
+    m[:, :10] = True  # only invalid-depth pixels
+
+    class Seg:
+        name = "s"
+
+        def segment(self, frame):
+            return [Mask2D(m), Mask2D(~m)]
+
+    mapper = Mapper(with_overrides(MapperConfig(), keyframes={"enabled": False}), segmenter=Seg())
+    stats = mapper.process(_frame(depth))
+    assert stats.segments == 1 and stats.created == 1
+
+
+def test_out_of_range_coordinates_are_refused():
+    omap = ObjectMap(cfg(voxel_size=0.01))
+    pose = np.eye(4)
+    pose[0, 3] = 1e5  # 10 million voxels away: beyond the 21-bit key range
+    f = _frame(np.full((48, 64), 2.0), pose)
+    s = omap.integrate_frame(f.depth, f.intrinsics, f.pose, f.rgb, np.ones((48, 64), np.uint16), 0.0)
+    assert s.rejected == "out_of_range" and omap.num_voxels == 0 and omap.version == 0
+
+
+def test_default_thresholds_can_act():
+    """delta can reject a pair only if delta < 1 - gamma (both IoVs lie in (gamma, 1]);
+    tau_cer can remove a SAM-family mask only if the generator's own filter lets through
+    masks scored below it."""
+    from core3d_ros.config import ProgressiveConfig, SegmenterConfig
+
+    f = FusionConfig()
+    assert f.delta < 1 - f.gamma
+    assert SegmenterConfig().pred_iou_thresh < ProgressiveConfig().tau_cer
+    # The balance test at the defaults rejects an unbalanced pair both of whose IoVs pass gamma.
+    from core3d_ros.core.fusion.object_map import balanced
+
+    assert not balanced(0.95, 0.55, f.gamma, f.delta) and balanced(0.8, 0.7, f.gamma, f.delta)
+    # tau_cer removes a mask the generator kept.
+    from core3d_ros.core.segment.progressive import progressive_merge
+
+    m = np.zeros((20, 20), bool)
+    m[:, :15] = True
+    low = Mask2D(m, score=0.45)
+    assert progressive_merge([low], ProgressiveConfig(min_mask_pixels=1)) == []
+
+
+@pytest.mark.parametrize("field,value", [("device", "tpu"), ("pixel_stride", -1), ("co_mask_votes", -2), ("slots_per_voxel", 0)])
+def test_bad_fusion_config_fails_with_the_parameter_name(field, value):
+    with pytest.raises(ValueError, match=f"fusion.{field}"):
+        ObjectMap(FusionConfig(**{field: value}))
+
+
+def test_cuda_device_works_or_is_refused_with_the_parameter_name():
+    """On a machine with CUDA the map builds its block hash there; elsewhere start-up fails with
+    one ValueError naming fusion.device (never a raw Open3D RuntimeError)."""
+    try:
+        omap = ObjectMap(cfg(device="cuda"))
+    except ValueError as e:
+        assert "fusion.device" in str(e)
+        return
+    s = fuse(omap, [line(0, 10)])
+    assert s.created == 1 and omap.num_voxels == 10
