@@ -96,3 +96,18 @@ def test_kill_during_save_map_keeps_the_previous_file(tmp_path) -> None:
             assert t["file"] == "previous", t
         assert not t["temp_file_picked_by_load"], t
     assert r["all_load"] and r["previous_intact_when_killed_mid_write"]
+
+
+def test_cli_writes_the_fuzz_json(tmp_path, monkeypatch) -> None:
+    import json
+
+    from core3d_ros.cli import main
+
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(DOMAIN_ID))
+    out = tmp_path / "fuzz.json"
+    argv = ["bench", "fuzz", "--sets", "20", "--classes", "depth_all_nan", "color_short_data", "--json", str(out)]
+    assert main(argv) == 0
+    r = json.loads(out.read_text())
+    assert r["bench"] == "fuzz" and r["sets_sent"] == 20 and r["mapped_malformed"] == 0
+    assert set(r["rejected_by_reason"]) <= {"no_valid_depth", "bad_image"} and r["reasons_consistent"]
+    assert not list(tmp_path.glob(".fuzz.json.*"))  # written atomically: no temporary file left

@@ -230,16 +230,23 @@ class Peer:
     def call_async(self, service: str, request: Any) -> Any:
         return self.clients[service].call_async(request)
 
-    def wait_settled(self, colour_frames: int, timeout: float, received_too: bool = True) -> bool:
-        """Until the node has decided ``colour_frames`` colour frames (mapped + rejected +
-        dropped, queue empty), seen in a diagnostics message that is fresh."""
+    def wait_settled(self, colour_frames: int, timeout: float, quiet: float = 3.0) -> bool:
+        """Until every colour frame the node received is decided (mapped, rejected or dropped)
+        and its work queue is empty, and either all ``colour_frames`` arrived or none arrived
+        for ``quiet`` seconds (the rest was lost on the way); read from fresh diagnostics."""
         deadline = time.monotonic() + timeout
+        last, since = -1, time.monotonic()
         while time.monotonic() < deadline:
             self.diag.fresh(min(2.0, max(deadline - time.monotonic(), 0.05)))
             d = self.diag
             decided = d.get("frames_processed") + d.get("frames_rejected") + d.get("frames_dropped")
             received = d.get("frames_received")
-            if decided >= colour_frames and d.get("work_queue_length") == 0 and (not received_too or received >= colour_frames):
+            now = time.monotonic()
+            if received != last:
+                last, since = received, now
+            if decided >= received and d.get("work_queue_length") == 0 and (
+                received >= colour_frames or now - since >= quiet
+            ):
                 return True
         return False
 
@@ -411,6 +418,8 @@ def bench_soak(
         "rss_settled_mb": rss_settled,
         "rss_growth_last_over_second": growth,
         "rss_ok": bool(growth <= 0.10),
+        "lost_in_transport": result.frames - counters["received"],
+        "dropped_fraction": counters["dropped"] / max(counters["received"], 1),
         "node": counters,
         "exceptions": exc,
         "exceptions_ok": exc["log_error_lines"] == 0 and exc["rejected_error"] == 0 and alive and code == 0,
@@ -641,7 +650,9 @@ def bench_fuzz(
             bar.update(1)
         bar.close()
         publish_s = time.monotonic() - t0
-        # one more valid set decides the last malformed one (missing partners wait for a later one)
+        # partners without colour decide a last malformed colour frame that waits for a partner
+        publish({**_valid_set(t), "color": None})
+        t += SET_SPACING
         settled = peer.wait_settled(colour_sent, 60.0 + sets * 0.02)
         after_malformed = peer.counters()
         mapped_malformed = after_malformed["mapped"] - base["mapped"]
