@@ -70,10 +70,11 @@ def test_fuzz_pose_in_wrong_frame_is_not_mapped(tmp_path) -> None:
 
 def test_load_small(tmp_path) -> None:
     r = stress.bench_load(
-        qps=50.0, frames=30, rate=10.0, pool=15, width=160, height=120, workdir=str(tmp_path), progress=False,
+        qps=50.0, frames=30, rate=10.0, pool=15, width=160, height=120, idle_s=2.0, workdir=str(tmp_path), progress=False,
         domain_id=DOMAIN_ID,
     )
     assert r["queries"] >= 30 and r["queries_failed"] == 0, r["failures"]
+    assert r["queries_while_mapping"] > 0 and r["query_ms_idle"]["n"] > 0
     assert r["query_ms"]["p50"] > 0 and r["query_ms"]["p99"] >= r["query_ms"]["p50"]
     for phase in ("without_queries", "with_queries"):
         p = r["phases"][phase]
