@@ -529,7 +529,7 @@ MALFORMED: dict[str, tuple[tuple[str, ...], Callable[[dict, float], dict]]] = {
     "depth_encoding_unknown": (("bad_image",), lambda m, t: (_set_image(m["depth"], encoding="64FC1"), m)[1]),
     "depth_short_data": (("bad_image",), lambda m, t: (_set_image(m["depth"], data=bytes(m["depth"].data)[:-3]), m)[1]),
     "depth_step_short": (("bad_image",), lambda m, t: (_set_image(m["depth"], step=FW * 2 - 2), m)[1]),
-    "depth_size_mismatch": (("size_mismatch",), lambda m, t: {**m, "depth": _pose_free_depth(t, FW // 2, FH // 2)}),
+    "depth_size_mismatch": (("size_mismatch",), lambda m, t: {**m, "depth": _depth_of_size(t, FW // 2, FH // 2)}),
     "depth_all_nan": (("no_valid_depth",), lambda m, t: {**m, "depth": _depth_filled(t, math.nan)}),
     "depth_all_inf": (("no_valid_depth",), lambda m, t: {**m, "depth": _depth_filled(t, math.inf)}),
     "depth_all_neg_inf": (("no_valid_depth",), lambda m, t: {**m, "depth": _depth_filled(t, -math.inf)}),
@@ -559,7 +559,7 @@ MALFORMED: dict[str, tuple[tuple[str, ...], Callable[[dict, float], dict]]] = {
 KNOWN_OPEN = {"pose_wrong_frame": "issue 10 fault 7 (branch sync): a pose in another frame is mapped as given"}
 
 
-def _pose_free_depth(stamp: float, w: int, h: int) -> Any:
+def _depth_of_size(stamp: float, w: int, h: int) -> Any:
     from . import conversions as conv
 
     return conv.depth_to_image(np.ones((h, w), np.float32), stamp=stamp, frame_id="cam")
@@ -607,7 +607,6 @@ def bench_fuzz(
     domain_id: int | None = None,
 ) -> dict:
     """``sets`` malformed sets (classes drawn at random) at ``rate`` sets/s, then valid ones."""
-    from diagnostic_msgs.msg import DiagnosticArray  # noqa: F401  (fails early without ROS)
     from geometry_msgs.msg import PoseStamped
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image
