@@ -301,7 +301,25 @@ def check_services(peer: Peer, map_name: str, timeout: float = 20.0) -> dict[str
 
 
 def _frames_pool(data: str | None, count: int, seed: int, width: int, height: int, cfg: MapperConfig) -> tuple[list, str]:
-    """Pre-loaded frames to loop: real frames of ``data`` or a rendered synthetic room."""
+    """Pre-loaded frames to loop: real frames of ``data``, a rendered synthetic room, or with
+    ``data='box'`` the fuzz bench's valid frame (a box before a wall, 64x48) from five poses,
+    whose map stops growing after a few frames: memory growth there is not the map's."""
+    if data == "box":
+        from ..core.frame import Frame
+        from . import conversions as conv
+
+        frames = []
+        for k in range(5):
+            m = _valid_set(float(k))
+            frames.append(Frame(
+                rgb=conv.image_to_rgb(m["color"]),
+                depth=conv.image_to_depth_raw(m["depth"]).astype(np.float32) / 1000.0,
+                intrinsics=conv.camera_info_to_intrinsics(m["camera_info"]),
+                pose=conv.pose_message_to_matrix(m["pose"]),
+                stamp=float(k),
+                index=k,
+            ))
+        return frames, f"box before a wall, {FW}x{FH}, 5 poses, looped"
     if data:
         from ..core.datasets import open_dataset
 
