@@ -461,7 +461,9 @@ def bench_soak(
         "objects_growth_last_over_second": (samples[-1]["objects"] - samples[1]["objects"]) / max(samples[1]["objects"], 1),
         "map_voxels_at_end": map_voxels,
         "rss_ok": bool(growth <= 0.10),
-        "lost_in_transport": result.frames - counters["received"],
+        "lost_in_transport": max(result.frames - counters["received"], 0),
+        # more colour frames than sent: another publisher on this ROS_DOMAIN_ID
+        "foreign_frames": max(counters["received"] - result.frames, 0),
         "dropped_fraction": counters["dropped"] / max(counters["received"], 1),
         "node": counters,
         "exceptions": exc,
@@ -837,10 +839,13 @@ def bench_load(
                 qthread.join(15.0)
                 peer.diag.fresh()  # counters published after the last query
                 peer.diag.fresh()
+            counters = peer.counters()
             phases[phase] = {
                 "frames_published": result.frames,
+                # more colour frames than sent: another publisher on this ROS_DOMAIN_ID
+                "foreign_frames": max(counters["received"] - result.frames, 0),
                 "settled": settled,
-                **peer.counters(),
+                **counters,
                 "exceptions": _exceptions(node, peer),
                 "node_alive_at_end": node.alive(),
             }
