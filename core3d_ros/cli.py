@@ -269,12 +269,53 @@ def cmd_bench(args) -> int:
                 f"{r['model_calls_per_query']:.1f} calls/query; failed steps {r['failed_steps'] or 'none'}",
                 file=sys.stderr,
             )
+    elif args.what in STRESS_BENCHES:
+        result = _stress_bench(args)
     else:
         from .core.retrieval.bench import bench_query
 
         result = bench_query(args.objects, repeats=args.repeats or 200)
     _write_json(args.json, result)
     return 0
+
+
+STRESS_BENCHES = ("soak", "fuzz", "load", "kill")
+
+
+def _stress_bench(args) -> dict:
+    """soak / fuzz / load / kill: the mapping node in its own process (core3d_ros.ros.stress)."""
+    from .ros import stress
+
+    common = {"config": args.config, "workdir": args.workdir}
+    if args.what == "soak":
+        r = stress.bench_soak(frames=args.frames or 10000, rate=args.rate or 20.0, data=args.data, **common)
+        growth = r["rss_growth_last_over_second"]
+        print(
+            f"soak: {r['frames_published']} frames, {r['node']['mapped']} mapped, {r['node']['dropped']} dropped; "
+            f"RSS {r['rss_mb'][1]['rss_mb']:.0f} MB at 2/10, {r['rss_mb'][-1]['rss_mb']:.0f} MB at 10/10 "
+            f"({growth * 100:+.1f} %); {r['exceptions']['log_error_lines']} error lines"
+        )
+    elif args.what == "fuzz":
+        r = stress.bench_fuzz(sets=args.sets, rate=args.rate or 100.0, classes=args.classes, **common)
+        print(
+            f"fuzz: {r['sets_sent']} malformed sets, {r['mapped_malformed']} mapped; rejected "
+            + ", ".join(f"{k} {v}" for k, v in r["rejected_by_reason"].items())
+            + f"; all services answered: {r['all_services_answered']}"
+        )
+    elif args.what == "load":
+        r = stress.bench_load(qps=args.qps, frames=args.frames or 300, rate=args.rate or 10.0, data=args.data, **common)
+        q = r["query_ms"]
+        print(
+            f"load: {r['queries']} queries, p50 {q['p50']:.1f} ms, p99 {q['p99']:.1f} ms; frames lost "
+            f"{r['frames_lost_without_queries']} without queries, {r['frames_lost_with_queries']} with"
+        )
+    else:
+        r = stress.bench_kill(trials=args.trials, frames=args.frames or 60, data=args.data, **common)
+        print(
+            f"kill: {len(r['trials'])} trials, {r['killed_mid_write']} killed mid-write; all load: {r['all_load']}; "
+            f"previous intact: {r['previous_intact_when_killed_mid_write']}; temporary files left: {r['temp_files_left']}"
+        )
+    return r
 
 
 def cmd_play(args) -> int:
@@ -331,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_eval)
 
     b = sub.add_parser("bench", help="benchmarks writing JSON")
-    b.add_argument("what", choices=["fusion", "scale", "semantics", "query"])
+    b.add_argument("what", choices=["fusion", "scale", "semantics", "query", *STRESS_BENCHES])
     b.add_argument("--voxels", type=int, default=2_000_000, help="scale: grow the map to at least this many voxels")
     b.add_argument("--data", help="dataset folder (fusion: required; semantics: optional real frame)")
     b.add_argument("--frames", type=int, default=None)
@@ -341,6 +382,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=None, help="default 200; 40 with --llm-delay-ms")
     b.add_argument("--llm-delay-ms", type=float, default=None, help="query: time the model steps against the test chat server replying after this delay")
     b.add_argument("--segmenter", help="override segmenter.name")
+    b.add_argument("--rate", type=float, default=None, help="soak/load: frames per second; fuzz: sets per second")
+    b.add_argument("--sets", type=int, default=10000, help="fuzz: malformed message sets")
+    b.add_argument("--classes", nargs="+", default=None, help="fuzz: only these malformation classes")
+    b.add_argument("--qps", type=float, default=50.0, help="load: queries per second while mapping")
+    b.add_argument("--trials", type=int, default=7, help="kill: save_map calls killed")
+    b.add_argument("--workdir", help="soak/fuzz/load/kill: keep node logs and maps here (default: a removed temp dir)")
     b.add_argument("--config")
     b.add_argument("--json", help="write results here (default: print)")
     b.set_defaults(func=cmd_bench)

@@ -662,20 +662,20 @@ def test_map_path_outside_the_maps_directory_fails_at_start_up(ros_context, tmp_
 
 def test_publishing_does_not_hold_up_the_worker(ros_context, monkeypatch) -> None:
     """Fault 3: the worker waited for publishing and snapshots (same lock) and frames were
-    dropped from the work queue with an idle worker. A real Mapper, with snapshot building made
-    slow (as for a large map), every frame fused, the timer publishing all the time: the
-    4-slot queue must drop nothing."""
+    dropped from the work queue with an idle worker. A real Mapper, with the part of snapshot
+    building that runs outside the fusion lock made slow, every frame fused, the timer
+    publishing all the time: the 4-slot queue must drop nothing."""
     from core3d_ros.core.fusion.object_map import ObjectMap
 
-    real_snapshot = ObjectMap.snapshot
+    real_finish = ObjectMap.finish_snapshot
     builds = []
 
-    def slow_snapshot(self, *args, **kwargs):
+    def slow_finish(self, *args, **kwargs):
         builds.append(1)
-        time.sleep(0.3)  # a large map's partition and boxes
-        return real_snapshot(self, *args, **kwargs)
+        time.sleep(0.3)  # boxes and labels of many changed objects
+        return real_finish(self, *args, **kwargs)
 
-    monkeypatch.setattr(ObjectMap, "snapshot", slow_snapshot)
+    monkeypatch.setattr(ObjectMap, "finish_snapshot", slow_finish)
     cfg = make_config(publish_period=0.05, work_queue=4)
     cfg.embed.name = "none"
     cfg.keyframes.enabled = False  # every frame goes through fusion

@@ -218,10 +218,11 @@ class Mapper:
     # and save_map never hold up the mapping of the next frame (issue 10, fault 3).
 
     def _frozen_map(self) -> tuple[ObjectMap, tuple[int, int]]:
-        """A private copy of the map's state (voxel arrays and object states), and its version.
+        """A private copy of what a map file holds (voxel arrays and object states), and its
+        version, so that compression and disk writes happen outside the fusion lock.
 
         Taken under the fusion lock; costs one memory copy of the voxel arrays, no scan. The
-        copy has no key index: it serves snapshots and map files, not fusion.
+        copy shares the engine's indexes with the live map: it serves ``save_map`` only.
         """
         with self._lock:
             m = self.map
@@ -237,14 +238,18 @@ class Mapper:
             return frozen, (self._generation, m.version)
 
     def snapshot(self) -> MapSnapshot:
-        """The latest map as a MapSnapshot; rebuilt outside the fusion lock when the map changed."""
+        """The latest map as a MapSnapshot. Under the fusion lock the engine only copies the
+        objects changed since its last snapshot (cost follows the change, not the map); boxes
+        and labels are built outside it, so publishing and queries never hold up mapping."""
+        up = self.cfg.retrieval.up_axis
         with self._snapshot_lock:  # one build at a time; callers meanwhile wait, mapping does not
             with self._lock:
                 key = (self._generation, self.map.version)
                 if self._last_snapshot is not None and self._last_snapshot[0] == key:
                     return self._last_snapshot[1]
-            frozen, key = self._frozen_map()
-            snap = frozen.snapshot(stamp=time.time(), labeler=self._labeler, up=self.cfg.retrieval.up_axis)
+                omap = self.map
+                parts = omap.begin_snapshot(self._labeler, up)
+            snap = omap.finish_snapshot(parts, time.time(), self._labeler, up)
             self._last_snapshot = (key, snap)
             return snap
 

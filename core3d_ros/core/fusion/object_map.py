@@ -36,6 +36,8 @@ Output
 """
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -899,7 +901,8 @@ class ObjectMap:
             out[oid] = np.sort(self.keys[order[s:e]])
         return out
 
-    def _object_info(self, oid: int, labeler, up) -> ObjectInfo | None:
+    def _object_raw(self, oid: int):
+        """What a snapshot needs of one object, copied: its state and the rows it owns."""
         st = self.objects.get(oid)
         if st is None or st.num_observations < self.cfg.min_object_observations:
             return None
@@ -907,13 +910,17 @@ class ObjectMap:
         rows = rows[self.owner[rows] == oid]
         if len(rows) < self.cfg.min_segment_voxels:
             return None
-        pts = key_centers(self.keys[rows], self.voxel_size)
+        return dataclasses.replace(st), self.keys[rows].copy(), self.colors[rows].copy()
+
+    def _info_from_raw(self, oid: int, raw, labeler, up) -> ObjectInfo:
+        st, keys, colors = raw
+        pts = key_centers(keys, self.voxel_size)
         emb = st.embedding
         label, score = labeler(emb) if (labeler is not None and emb is not None) else ("", 0.0)
         return ObjectInfo(
             id=oid,
             points=pts,
-            colors=np.clip(self.colors[rows], 0, 255).astype(np.uint8),
+            colors=np.clip(colors, 0, 255).astype(np.uint8),
             box=OrientedBox.from_points(pts, up=up, min_extent=self.voxel_size),
             num_observations=st.num_observations,
             first_seen=st.first_seen,
@@ -926,24 +933,38 @@ class ObjectMap:
 
     def snapshot(self, stamp: float = 0.0, labeler=None, up: np.ndarray | None = None) -> MapSnapshot:
         """Consistent copy of the objects. Cached until the map changes; then only the objects
-        changed since the last snapshot are rebuilt."""
+        changed since the last snapshot are rebuilt. (One thread; see begin/finish_snapshot for
+        building outside a lock that fusion holds.)"""
+        return self.finish_snapshot(self.begin_snapshot(labeler, up), stamp, labeler, up)
+
+    def begin_snapshot(self, labeler=None, up: np.ndarray | None = None):
+        """The part of a snapshot that reads the map (call it under the fusion lock): copies of
+        the objects changed since the last snapshot. Its cost follows the change, not the map."""
         up_key = None if up is None else tuple(np.asarray(up, float).tolist())
-        if self._snapshot is not None and self._snapshot_key == (self.version, up_key, id(labeler)):
-            return self._snapshot
-        if self._snapshot_key is None or self._snapshot_key[1:] != (up_key, id(labeler)):
+        key = (self.version, up_key, id(labeler))
+        if self._snapshot is not None and self._snapshot_key == key:
+            return key, None, self.frames
+        if self._snapshot_key is None or self._snapshot_key[1:] != key[1:]:
             dirty = set(self.objects) | set(self._infos)  # a different view: rebuild all
         else:
             dirty = self._dirty
-        for oid in dirty:
-            info = self._object_info(oid, labeler, up)
-            if info is None:
+        self._dirty = set()
+        return key, {oid: self._object_raw(oid) for oid in dirty}, self.frames
+
+    def finish_snapshot(self, parts, stamp: float = 0.0, labeler=None, up: np.ndarray | None = None) -> MapSnapshot:
+        """The rest (boxes, labels), from ``begin_snapshot``'s copies only: needs no lock, as
+        long as one thread builds snapshots at a time."""
+        key, raw, frames = parts
+        if raw is None:
+            return self._snapshot
+        for oid, r in raw.items():
+            if r is None:
                 self._infos.pop(oid, None)
             else:
-                self._infos[oid] = info
-        self._dirty = set()
+                self._infos[oid] = self._info_from_raw(oid, r, labeler, up)
         objects = [self._infos[o] for o in sorted(self._infos)]
-        self._snapshot = MapSnapshot(objects=objects, voxel_size=self.voxel_size, stamp=stamp, frames=self.frames)
-        self._snapshot_key = (self.version, up_key, id(labeler))
+        self._snapshot = MapSnapshot(objects=objects, voxel_size=self.voxel_size, stamp=stamp, frames=frames)
+        self._snapshot_key = key
         return self._snapshot
 
     # ------------------------------------------------------------------ construction from arrays

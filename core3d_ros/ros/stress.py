@@ -1,0 +1,1045 @@
+"""Stress benches for the mapping node: soak, fuzz, load, and kill -9 during save_map.
+
+Every bench runs the node as a robot would, in its own process (``python -m
+core3d_ros.ros.node``, the command ``core3d demo`` uses), and talks to it only over real ROS 2
+topics and services from this process. What the node did is read from its ``/diagnostics``
+(received, mapped, dropped, rejected per reason), its resident memory from ``/proc/PID/status``
+and its errors from its log (``[ERROR]`` lines and tracebacks).
+
+- ``bench_soak``: many valid frames (a pre-rendered synthetic room or real frames, looped);
+  RSS at each tenth; growth of the last tenth over the second; errors.
+- ``bench_fuzz``: malformed message sets of every class the tests know, shuffled, then valid
+  sets; counts per rejection reason, how many malformed sets were mapped, whether every service
+  still answers.
+- ``bench_load``: the same replay twice in one run, without and with ``qps`` queries per
+  second; query latency percentiles and the node's drop counters side by side.
+- ``bench_kill``: SIGKILL while the node writes a map over a previous one; the file at that
+  path must still load, and no temporary file may be taken for a map.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..config import MapperConfig, load_config
+from .demo import QUERIES, _Diagnostics, _node_command
+
+SERVICES = ("query", "get_object", "save_map", "load_map", "clear_map")
+_ERROR_LINE = re.compile(r"\[ERROR\]|Traceback \(most recent call last\)")
+BENCH_OVERRIDES = {"ros.qos_reliability": "reliable", "ros.publish_period": "0.5"}
+
+
+# =========================================================================== helpers
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of process ``pid`` in MiB (VmRSS of /proc/PID/status); NaN if gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return math.nan
+
+
+def pick_domain_id() -> int:
+    """ROS_DOMAIN_ID from the environment, else a random one of 200-232 (tests use 1-199)."""
+    env = os.environ.get("ROS_DOMAIN_ID")
+    return int(env) if env else random.randint(200, 232)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, np.float64), q)) if len(values) else math.nan
+
+
+class NodeProcess:
+    """The mapping node in its own process; log in ``workdir/NAME.log``, cwd ``workdir``.
+
+    ``HOME`` and ``ROS_HOME`` point into ``workdir`` too, so that relative map names and any
+    default folder under the user's home stay inside it.
+    """
+
+    def __init__(
+        self,
+        workdir: str | os.PathLike,
+        domain_id: int,
+        overrides: dict[str, str] | None = None,
+        config: str | None = None,
+        name: str = "node",
+    ):
+        self.workdir = Path(workdir).resolve()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.workdir / f"{name}.log"
+        env = dict(
+            os.environ,
+            ROS_DOMAIN_ID=str(domain_id),
+            ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+            PYTHONUNBUFFERED="1",
+            HOME=str(self.workdir),
+            ROS_HOME=str(self.workdir / ".ros"),
+        )
+        cmd = _node_command(str(Path(config).resolve()) if config else None, {**BENCH_OVERRIDES, **(overrides or {})})
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir)
+        self.pid = self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def rss_mb(self) -> float:
+        return rss_mb(self.pid)
+
+    def log_text(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def errors(self) -> list[str]:
+        """Lines of the log that report an error or start a traceback."""
+        return [line for line in self.log_text().splitlines() if _ERROR_LINE.search(line)]
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGINT (the node's clean shutdown), SIGKILL after ``timeout``; returns the exit code."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return int(self.proc.returncode)
+
+    def kill(self) -> int:
+        if self.alive():
+            self.proc.send_signal(signal.SIGKILL)
+        code = self.proc.wait()
+        self._log.close()
+        return int(code)
+
+    def __enter__(self) -> "NodeProcess":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.alive():
+            self.stop()
+
+
+class DiagnosticsListener(_Diagnostics):
+    """The node's latest /diagnostics values, with a count of messages seen (to wait for fresh)."""
+
+    def __init__(self, node: Any):
+        self.seq = 0
+        super().__init__(node)
+
+    def _cb(self, msg: Any) -> None:
+        super()._cb(msg)
+        with self._lock:
+            self.seq += 1
+
+    def all(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self.values)
+
+    def prefixed(self, prefix: str) -> dict[str, int]:
+        """Integer values whose key starts with ``prefix`` (prefix removed), e.g. rejected_*."""
+        out = {}
+        for k, v in self.all().items():
+            if k.startswith(prefix):
+                try:
+                    out[k[len(prefix):]] = int(float(v))
+                except ValueError:
+                    pass
+        return out
+
+    def fresh(self, timeout: float = 5.0) -> bool:
+        """Wait for one more message than seen now."""
+        with self._lock:
+            seen = self.seq
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self.seq > seen:
+                    return True
+            time.sleep(0.02)
+        return False
+
+
+class Peer:
+    """This process's side of the graph: one rclpy context and node, spun by a background
+    executor; the node's diagnostics and a client for each of its services."""
+
+    def __init__(self, domain_id: int, name: str = "core3d_stress"):
+        import rclpy
+        from core3d.srv import GetObject, LoadMap, Query, SaveMap
+        from rclpy.executors import MultiThreadedExecutor
+        from std_srvs.srv import Trigger
+
+        os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+        self.rclpy = rclpy
+        self.ctx = rclpy.Context()
+        rclpy.init(context=self.ctx, domain_id=domain_id)
+        self.node = rclpy.create_node(f"{name}_{os.getpid()}", context=self.ctx)
+        self.diag = DiagnosticsListener(self.node)
+        types = {"query": Query, "get_object": GetObject, "save_map": SaveMap, "load_map": LoadMap, "clear_map": Trigger}
+        self.types = types
+        # clients made before spinning: destroying or creating them while the executor spins races
+        self.clients = {k: self.node.create_client(t, f"core3d/{k}") for k, t in types.items()}
+        self.executor = MultiThreadedExecutor(num_threads=2, context=self.ctx)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self.executor.spin, name="core3d_stress_peer", daemon=True)
+        self._thread.start()
+
+    def request(self, service: str, **fields: Any) -> Any:
+        return self.types[service].Request(**fields)
+
+    def wait_for_services(self, timeout: float = 60.0) -> bool:
+        deadline = time.monotonic() + timeout
+        for client in self.clients.values():
+            if not client.wait_for_service(timeout_sec=max(deadline - time.monotonic(), 0.1)):
+                return False
+        return True
+
+    def call(self, service: str, request: Any = None, timeout: float = 30.0) -> tuple[Any, float]:
+        """(response, seconds) of one call; raises TimeoutError when no answer comes."""
+        done = threading.Event()
+        t0 = time.perf_counter()
+        future = self.clients[service].call_async(request if request is not None else self.request(service))
+        future.add_done_callback(lambda _f: done.set())
+        if not done.wait(timeout):
+            self.clients[service].remove_pending_request(future)
+            raise TimeoutError(f"core3d/{service} did not answer within {timeout:g} s")
+        return future.result(), time.perf_counter() - t0
+
+    def call_async(self, service: str, request: Any) -> Any:
+        return self.clients[service].call_async(request)
+
+    def wait_settled(self, colour_frames: int, timeout: float, quiet: float = 3.0) -> bool:
+        """Until every colour frame the node received is decided (mapped, rejected or dropped)
+        and its work queue is empty, and either all ``colour_frames`` arrived or none arrived
+        for ``quiet`` seconds (the rest was lost on the way); read from fresh diagnostics."""
+        deadline = time.monotonic() + timeout
+        last, since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            self.diag.fresh(min(2.0, max(deadline - time.monotonic(), 0.05)))
+            d = self.diag
+            decided = d.get("frames_processed") + d.get("frames_rejected") + d.get("frames_dropped")
+            received = d.get("frames_received")
+            now = time.monotonic()
+            if received != last:
+                last, since = received, now
+            if decided >= received and d.get("work_queue_length") == 0 and (
+                received >= colour_frames or now - since >= quiet
+            ):
+                return True
+        return False
+
+    def counters(self) -> dict[str, Any]:
+        d = self.diag
+        return {
+            "received": d.get("frames_received"),
+            "synced": d.get("frames_synced"),
+            "mapped": d.get("frames_processed"),
+            "keyframes": d.get("keyframes"),
+            "dropped": d.get("frames_dropped"),
+            "rejected": d.get("frames_rejected"),
+            "rejected_by_reason": d.prefixed("rejected_"),
+            "received_by_input": d.prefixed("received_"),
+            "sync_out_of_order": d.prefixed("sync_out_of_order_"),
+            "sync_dropped": d.prefixed("sync_dropped_"),
+            "objects": d.get("objects"),
+            "queries": d.get("queries"),
+        }
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=5.0)
+        self._thread.join(5.0)
+        self.node.destroy_node()
+        self.rclpy.try_shutdown(context=self.ctx)
+
+
+def check_services(peer: Peer, map_name: str, timeout: float = 20.0) -> dict[str, dict]:
+    """Call every service once; per service whether it answered, its success flag and message.
+
+    Order: query, get_object (an id the query returned, else 1), save_map, load_map (what was
+    just saved), clear_map.
+    """
+    out: dict[str, dict] = {}
+
+    def one(service: str, request: Any) -> Any:
+        try:
+            resp, dt = peer.call(service, request, timeout)
+        except TimeoutError as e:
+            out[service] = {"answered": False, "success": False, "message": str(e)}
+            return None
+        out[service] = {"answered": True, "success": bool(resp.success), "message": str(resp.message)[:200], "ms": dt * 1e3}
+        return resp
+
+    r = one("query", peer.request("query", text="the largest object", top_k=3))
+    oid = int(r.results[0].object.id) if r is not None and len(r.results) else 1
+    one("get_object", peer.request("get_object", id=oid))
+    s = one("save_map", peer.request("save_map", path=map_name))
+    one("load_map", peer.request("load_map", path=(s.path if s is not None and s.success else map_name)))
+    one("clear_map", peer.request("clear_map"))
+    return out
+
+
+def _frames_pool(data: str | None, count: int, seed: int, width: int, height: int, cfg: MapperConfig) -> tuple[list, str]:
+    """Pre-loaded frames to loop: real frames of ``data``, a rendered synthetic room, or with
+    ``data='box'`` the fuzz bench's valid frame (a box before a wall, 64x48) from five poses,
+    whose map stops growing after a few frames: memory growth there is not the map's."""
+    if data == "box":
+        from ..core.frame import Frame
+        from . import conversions as conv
+
+        frames = []
+        for k in range(5):
+            m = _valid_set(float(k))
+            frames.append(Frame(
+                rgb=conv.image_to_rgb(m["color"]),
+                depth=conv.image_to_depth_raw(m["depth"]).astype(np.float32) / 1000.0,
+                intrinsics=conv.camera_info_to_intrinsics(m["camera_info"]),
+                pose=conv.pose_message_to_matrix(m["pose"]),
+                stamp=float(k),
+                index=k,
+            ))
+        return frames, f"box before a wall, {FW}x{FH}, 5 poses, looped"
+    if data:
+        from ..core.datasets import open_dataset
+
+        ds = open_dataset(data, "auto", depth=cfg.depth, max_frames=count)
+        return [ds[i] for i in range(len(ds))], f"{data} ({len(ds)} frames, looped)"
+    from ..core.datasets import make_scene
+
+    scene = make_scene(seed=seed, num_frames=count, width=width, height=height)
+    return [scene[i] for i in range(len(scene))], f"synthetic room seed {seed}, {len(scene)} frames {width}x{height}, looped"
+
+
+class _Looped:
+    """``n`` frames cycling through ``pool``; calls ``on_index(i)`` before frame ``i`` is built."""
+
+    def __init__(self, pool: list, n: int, on_index: Callable[[int], None] | None = None):
+        self.pool, self.n, self.on_index = pool, int(n), on_index
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> Any:
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        if self.on_index is not None:
+            self.on_index(i)
+        return self.pool[i % len(self.pool)]
+
+
+def _workdir(workdir: str | None, prefix: str) -> tuple[Path, bool]:
+    if workdir:
+        p = Path(workdir).resolve()
+        p.mkdir(parents=True, exist_ok=True)
+        return p, False
+    return Path(tempfile.mkdtemp(prefix=f"core3d_{prefix}_")), True
+
+
+def _exceptions(node: NodeProcess, peer: Peer) -> dict:
+    lines = node.errors()
+    return {"log_error_lines": len(lines), "rejected_error": peer.diag.get("rejected_error"), "first_lines": lines[:5]}
+
+
+def _machine() -> dict:
+    from ..core.bench import machine_info
+
+    return machine_info()
+
+
+# =========================================================================== soak
+
+
+def _soak_sample(tenth: int, published: int, node: NodeProcess, peer: Peer) -> dict:
+    return {
+        "tenth": tenth,
+        "frames_published": published,
+        "rss_mb": node.rss_mb(),
+        "mapped": peer.diag.get("frames_processed"),
+        "dropped": peer.diag.get("frames_dropped"),
+        "objects": peer.diag.get("objects"),
+    }
+
+
+def _map_voxels(path: Path, cfg: MapperConfig) -> int | None:
+    from ..core.mapio import load_map
+
+    try:
+        return load_map(path, cfg.fusion).num_voxels
+    except Exception:  # the figure is informative only; a bad file shows as null
+        return None
+
+
+def bench_soak(
+    frames: int = 10000,
+    rate: float = 20.0,
+    data: str | None = None,
+    pool: int = 60,
+    seed: int = 0,
+    width: int = 320,
+    height: int = 240,
+    config: str | None = None,
+    workdir: str | None = None,
+    progress: bool = True,
+    domain_id: int | None = None,
+) -> dict:
+    """``frames`` valid frames at ``rate`` Hz through the node; RSS at each tenth."""
+    from .player import publish_dataset
+
+    if frames < 10:
+        raise ValueError(f"soak needs at least 10 frames (one per tenth), got {frames}")
+    cfg = load_config(config)
+    frame_pool, source = _frames_pool(data, pool, seed, width, height, cfg)
+    wd, own = _workdir(workdir, "soak")
+    domain = domain_id if domain_id is not None else pick_domain_id()
+    marks = {int(round(k * frames / 10)): k for k in range(1, 10)}
+    samples: list[dict] = []
+    node = NodeProcess(wd, domain, config=config)
+    peer = Peer(domain)
+    try:
+        if not peer.wait_for_services(90.0):
+            raise RuntimeError(f"the node did not come up:\n{node.log_text()[-3000:]}")
+        rss_start = node.rss_mb()
+
+        def sample(i: int) -> None:
+            k = marks.get(i)
+            if k is not None:
+                samples.append(_soak_sample(k, i, node, peer))
+
+        t0 = time.monotonic()
+        result = publish_dataset(
+            _Looped(frame_pool, frames, sample), rate, cfg.ros, reliable=True, context=peer.ctx,
+            wait_for_subscribers=30.0, progress=progress, node_name="core3d_stress_player",
+        )
+        samples.append(_soak_sample(10, result.frames, node, peer))
+        settled = peer.wait_settled(result.frames, 60.0 + result.frames * 0.05)
+        wall = time.monotonic() - t0
+        rss_settled = node.rss_mb()
+        counters = peer.counters()
+        # what the map holds at the end: growth of the map is not a leak
+        saved, _ = peer.call("save_map", peer.request("save_map", path="soak_final.npz"), timeout=120.0)
+        map_voxels = _map_voxels(wd / saved.path, cfg) if saved.success else None
+        alive = node.alive()
+        exc = _exceptions(node, peer)
+    finally:
+        peer.close()
+        code = node.stop()
+    second, last = samples[1]["rss_mb"], samples[-1]["rss_mb"]
+    growth = (last - second) / second
+    out = {
+        "bench": "soak",
+        "source": source,
+        "frames_requested": frames,
+        "frames_published": result.frames,
+        "rate_hz": rate,
+        "wall_s": wall,
+        "settled": settled,
+        "rss_start_mb": rss_start,
+        "rss_mb": samples,
+        "rss_settled_mb": rss_settled,
+        "rss_growth_last_over_second": growth,
+        "objects_growth_last_over_second": (samples[-1]["objects"] - samples[1]["objects"]) / max(samples[1]["objects"], 1),
+        "map_voxels_at_end": map_voxels,
+        "rss_ok": bool(growth <= 0.10),
+        "lost_in_transport": max(result.frames - counters["received"], 0),
+        # more colour frames than sent: another publisher on this ROS_DOMAIN_ID
+        "foreign_frames": max(counters["received"] - result.frames, 0),
+        "dropped_fraction": counters["dropped"] / max(counters["received"], 1),
+        "node": counters,
+        "exceptions": exc,
+        "exceptions_ok": exc["log_error_lines"] == 0 and exc["rejected_error"] == 0 and alive and code == 0,
+        "node_alive_at_end": alive,
+        "node_exit_code": code,
+        "workdir": str(wd) if not own else None,
+        "machine": _machine(),
+    }
+    if own:
+        shutil.rmtree(wd, ignore_errors=True)
+    return out
+
+
+# =========================================================================== fuzz
+
+FW, FH = 64, 48  # fuzz image size: small, the malformation is what matters
+SET_SPACING = 1.0  # seconds between the stamps of consecutive sets (> slop and > max_pose_age)
+
+
+def _valid_set(stamp: float, frame_id: str = "cam") -> dict[str, Any]:
+    from geometry_msgs.msg import PoseStamped
+
+    from ..core.camera import CameraIntrinsics
+    from . import conversions as conv
+
+    # a red box 1.5 m in front of a grey wall at 2.5 m: valid sets give the map an object
+    rgb = np.full((FH, FW, 3), 128, np.uint8)
+    depth = np.full((FH, FW), 2.5, np.float32)
+    depth[12:36, 18:46], rgb[12:36, 18:46] = 1.5, (200, 30, 30)
+    intr = CameraIntrinsics(FW, FH, 60.0, 60.0, (FW - 1) / 2, (FH - 1) / 2)
+    pose = PoseStamped(header=conv.make_header("map", stamp))
+    pose.pose.orientation.w = 1.0
+    pose.pose.position.x = 0.02 * (int(stamp) % 5)
+    return {
+        "color": conv.rgb_to_image(rgb, "bgr8", stamp=stamp, frame_id=frame_id),
+        "depth": conv.depth_to_image(depth, "16UC1", stamp=stamp, frame_id=frame_id),
+        "camera_info": conv.intrinsics_to_camera_info(intr, stamp=stamp, frame_id=frame_id),
+        "pose": pose,
+    }
+
+
+def _set_image(msg: Any, **fields: Any) -> Any:
+    for k, v in fields.items():
+        setattr(msg, k, v)
+    return msg
+
+
+def _depth_filled(stamp: float, value: float, encoding: str = "32FC1") -> Any:
+    from . import conversions as conv
+
+    return conv.depth_to_image(np.full((FH, FW), value, np.float32), encoding, stamp=stamp, frame_id="cam")
+
+
+def _pose_with(m: dict, **fields: Any) -> dict:
+    p = m["pose"].pose
+    for k, v in fields.items():
+        obj, attr = k.split("_", 1)
+        setattr(getattr(p, {"o": "orientation", "p": "position"}[obj]), attr, v)
+    return m
+
+
+def _info_k(m: dict, k: list[float]) -> dict:
+    m["camera_info"].k = [float(x) for x in k]
+    return m
+
+
+# class name -> (acceptable rejection reasons, mutation of a valid set at ``stamp``). A mutation
+# returns the messages to publish (a key set to None is not published).
+MALFORMED: dict[str, tuple[tuple[str, ...], Callable[[dict, float], dict]]] = {
+    "color_short_data": (("bad_image",), lambda m, t: (_set_image(m["color"], data=bytes(m["color"].data)[:-7]), m)[1]),
+    "color_long_data": (("bad_image",), lambda m, t: (_set_image(m["color"], data=bytes(m["color"].data) + b"\0" * 11), m)[1]),
+    "color_step_short": (("bad_image",), lambda m, t: (_set_image(m["color"], step=FW * 3 - 1), m)[1]),
+    "color_step_huge": (("bad_image",), lambda m, t: (_set_image(m["color"], step=2**31), m)[1]),
+    "color_dims_huge": (("bad_image",), lambda m, t: (_set_image(m["color"], height=2**30, width=2**30), m)[1]),
+    "color_empty": (("bad_image",), lambda m, t: (_set_image(m["color"], height=0, width=0, step=0, data=b""), m)[1]),
+    "color_encoding_yuv422": (("bad_image",), lambda m, t: (_set_image(m["color"], encoding="yuv422"), m)[1]),
+    "color_encoding_8UC3": (("bad_image",), lambda m, t: (_set_image(m["color"], encoding="8UC3"), m)[1]),
+    "color_encoding_empty": (("bad_image",), lambda m, t: (_set_image(m["color"], encoding=""), m)[1]),
+    "color_encoding_bayer": (("bad_image",), lambda m, t: (_set_image(m["color"], encoding="bayer_rggb8"), m)[1]),
+    "color_encoding_depth": (("bad_image",), lambda m, t: (_set_image(m["color"], encoding="16UC1", step=FW * 2, data=bytes(FW * FH * 2)), m)[1]),
+    "depth_encoding_rgb8": (("bad_image",), lambda m, t: (_set_image(m["depth"], encoding="rgb8"), m)[1]),
+    "depth_encoding_unknown": (("bad_image",), lambda m, t: (_set_image(m["depth"], encoding="64FC1"), m)[1]),
+    "depth_short_data": (("bad_image",), lambda m, t: (_set_image(m["depth"], data=bytes(m["depth"].data)[:-3]), m)[1]),
+    "depth_step_short": (("bad_image",), lambda m, t: (_set_image(m["depth"], step=FW * 2 - 2), m)[1]),
+    "depth_size_mismatch": (("size_mismatch",), lambda m, t: {**m, "depth": _depth_of_size(t, FW // 2, FH // 2)}),
+    "depth_all_nan": (("no_valid_depth",), lambda m, t: {**m, "depth": _depth_filled(t, math.nan)}),
+    "depth_all_inf": (("no_valid_depth",), lambda m, t: {**m, "depth": _depth_filled(t, math.inf)}),
+    "depth_all_neg_inf": (("no_valid_depth",), lambda m, t: {**m, "depth": _depth_filled(t, -math.inf)}),
+    "depth_all_negative": (("no_valid_depth",), lambda m, t: {**m, "depth": _depth_filled(t, -1.0)}),
+    "depth_all_zero": (("no_valid_depth",), lambda m, t: {**m, "depth": _depth_filled(t, 0.0, "16UC1")}),
+    "depth_all_too_far": (("no_valid_depth",), lambda m, t: {**m, "depth": _depth_filled(t, 1000.0)}),
+    "info_zero_k": (("bad_camera_info",), lambda m, t: _info_k(m, [0.0] * 9)),
+    "info_nan_focal": (("bad_camera_info",), lambda m, t: _info_k(m, [math.nan, 0, 31.5, 0, 60, 23.5, 0, 0, 1])),
+    "info_inf_centre": (("bad_camera_info",), lambda m, t: _info_k(m, [60, 0, math.inf, 0, 60, 23.5, 0, 0, 1])),
+    "info_negative_focal": (("bad_camera_info",), lambda m, t: _info_k(m, [-60, 0, 31.5, 0, 60, 23.5, 0, 0, 1])),
+    "info_size_zero": (("bad_camera_info", "size_mismatch"), lambda m, t: (_set_image(m["camera_info"], width=0, height=0), m)[1]),
+    "info_size_mismatch": (("size_mismatch", "bad_camera_info"), lambda m, t: (_set_image(m["camera_info"], width=640, height=480), m)[1]),
+    "pose_nan_quaternion": (("bad_pose",), lambda m, t: _pose_with(m, o_x=math.nan)),
+    "pose_inf_quaternion": (("bad_pose",), lambda m, t: _pose_with(m, o_y=math.inf)),
+    "pose_zero_quaternion": (("bad_pose",), lambda m, t: _pose_with(m, o_w=0.0)),
+    "pose_nan_position": (("bad_pose",), lambda m, t: _pose_with(m, p_x=math.nan)),
+    "pose_inf_position": (("bad_pose",), lambda m, t: _pose_with(m, p_z=-math.inf)),
+    "pose_stale": (("stale_pose",), lambda m, t: (_set_stamp(m["pose"], t - 0.5), m)[1]),
+    "pose_missing": (("stale_pose", "no_pose"), lambda m, t: {**m, "pose": None}),
+    "depth_missing": (("unsynced_depth", "no_depth"), lambda m, t: {**m, "depth": None}),
+    "info_missing": (("unsynced_camera_info", "no_camera_info"), lambda m, t: {**m, "camera_info": None}),
+    "partners_unsynced": (("unsynced_depth", "unsynced_camera_info", "stale_pose"), lambda m, t: _shift_partners(m, t + 0.3)),
+    "set_out_of_order": (("out_of_order",), lambda m, t: _valid_set(t - 1000.0 * SET_SPACING)),
+    # a pose in another frame than ros.map_frame: refused (wrong_frame), not mapped as given
+    "pose_wrong_frame": (("wrong_frame", "bad_pose"), lambda m, t: (_set_image(m["pose"].header, frame_id="odom"), m)[1]),
+}
+KNOWN_OPEN: dict[str, str] = {}  # classes a known, still open fault maps (none now)
+
+
+def _depth_of_size(stamp: float, w: int, h: int) -> Any:
+    from . import conversions as conv
+
+    return conv.depth_to_image(np.ones((h, w), np.float32), stamp=stamp, frame_id="cam")
+
+
+def _set_stamp(msg: Any, stamp: float) -> None:
+    from . import conversions as conv
+
+    msg.header.stamp = conv.to_time(stamp)
+
+
+def _shift_partners(m: dict, stamp: float) -> dict:
+    for k in ("depth", "camera_info", "pose"):
+        _set_stamp(m[k], stamp)
+    return m
+
+
+def _reasons_consistent(sent: Counter, rejected: dict[str, int]) -> bool:
+    """Whether the rejections can be the sets' own: every set rejected once, each for one of the
+    reasons its class allows (a class with several, e.g. a missing partner, may go either way)."""
+    fixed: Counter = Counter()
+    flexible: Counter = Counter()
+    for name, n in sent.items():
+        reasons = MALFORMED[name][0]
+        if len(reasons) == 1:
+            fixed[reasons[0]] += n
+        for r in reasons:
+            flexible[r] += n if len(reasons) > 1 else 0
+    actual = {k: v for k, v in rejected.items() if v}
+    return (
+        sum(actual.values()) == sum(sent.values())
+        and all(fixed[r] <= actual.get(r, 0) <= fixed[r] + flexible[r] for r in set(fixed) | set(actual))
+    )
+
+
+def bench_fuzz(
+    sets: int = 10000,
+    rate: float = 100.0,
+    classes: Sequence[str] | None = None,
+    valid_after: int = 5,
+    seed: int = 0,
+    config: str | None = None,
+    workdir: str | None = None,
+    progress: bool = True,
+    domain_id: int | None = None,
+) -> dict:
+    """``sets`` malformed sets (classes drawn at random) at ``rate`` sets/s, then valid ones."""
+    from geometry_msgs.msg import PoseStamped
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo, Image
+    from tqdm import tqdm
+
+    names = list(classes) if classes else list(MALFORMED)
+    unknown = [c for c in names if c not in MALFORMED]
+    if unknown:
+        raise ValueError(f"unknown fuzz classes {unknown}; known: {sorted(MALFORMED)}")
+    cfg = load_config(config)
+    ros = cfg.ros
+    wd, own = _workdir(workdir, "fuzz")
+    domain = domain_id if domain_id is not None else pick_domain_id()
+    overrides = {"ros.qos_depth": "1000", "ros.sync_queue": "30", "ros.work_queue": "1000",
+                 "ros.sync_slop": "0.05", "ros.max_pose_age": "0.2", "keyframes.enabled": "false"}
+    rng = random.Random(seed)
+    node = NodeProcess(wd, domain, overrides, config=config)
+    peer = Peer(domain)
+    sent: Counter = Counter()
+    try:
+        qos = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=1000,
+                         durability=DurabilityPolicy.VOLATILE)
+        pubs = {
+            "color": peer.node.create_publisher(Image, ros.color_topic, qos),
+            "depth": peer.node.create_publisher(Image, ros.depth_topic, qos),
+            "camera_info": peer.node.create_publisher(CameraInfo, ros.info_topic, qos),
+            "pose": peer.node.create_publisher(PoseStamped, ros.pose_topic, qos),
+        }
+        if not peer.wait_for_services(90.0):
+            raise RuntimeError(f"the node did not come up:\n{node.log_text()[-3000:]}")
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline and not all(p.get_subscription_count() for p in pubs.values()):
+            time.sleep(0.05)
+        time.sleep(0.5)  # let the subscriptions match the publishers too
+
+        def publish(msgs: dict) -> None:
+            keys = [k for k, v in msgs.items() if v is not None]
+            rng.shuffle(keys)  # any arrival order
+            for k in keys:
+                pubs[k].publish(msgs[k])
+
+        t = 1.0e6  # stamps: far from 0, so that "1000 sets earlier" is still a valid time
+        colour_sent = 0
+        warmup = 3
+        for _ in range(warmup):  # valid sets first: "out of order" needs a decided frame before it
+            publish(_valid_set(t))
+            t += SET_SPACING
+            colour_sent += 1
+        if not peer.wait_settled(colour_sent, 30.0):
+            raise RuntimeError(f"warm-up sets not decided: {peer.counters()}\n{node.log_text()[-2000:]}")
+        base = peer.counters()
+
+        t0 = time.monotonic()
+        bar = tqdm(total=sets, unit="set", desc="fuzz", file=sys.stderr, disable=not progress, dynamic_ncols=True)
+        for i in range(sets):
+            name = rng.choice(names)
+            msgs = MALFORMED[name][1](_valid_set(t), t)
+            delay = t0 + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            publish(msgs)
+            sent[name] += 1
+            colour_sent += msgs.get("color") is not None
+            t += SET_SPACING
+            bar.update(1)
+        bar.close()
+        publish_s = time.monotonic() - t0
+        # partners without colour decide a last malformed colour frame that waits for a partner
+        publish({**_valid_set(t), "color": None})
+        t += SET_SPACING
+        settled = peer.wait_settled(colour_sent, 60.0 + sets * 0.02)
+        after_malformed = peer.counters()
+        mapped_malformed = after_malformed["mapped"] - base["mapped"]
+
+        services = check_services(peer, f"stress_fuzz_{os.getpid()}.npz")
+        for _ in range(valid_after):
+            publish(_valid_set(t))
+            t += SET_SPACING
+            colour_sent += 1
+        valid_settled = peer.wait_settled(colour_sent, 30.0)
+        final = peer.counters()
+        alive = node.alive()
+        exc = _exceptions(node, peer)
+    finally:
+        peer.close()
+        code = node.stop()
+
+    expected: Counter = Counter()
+    for name, n in sent.items():
+        expected[MALFORMED[name][0][0]] += n
+    rejected = {k: after_malformed["rejected_by_reason"].get(k, 0) - base["rejected_by_reason"].get(k, 0)
+                for k in after_malformed["rejected_by_reason"]}
+    out = {
+        "bench": "fuzz",
+        "reasons_consistent": _reasons_consistent(sent, rejected),
+        "sets_sent": sum(sent.values()),
+        "sets_by_class": dict(sorted(sent.items())),
+        "rate_sets_per_s": rate,
+        "publish_s": publish_s,
+        "settled": settled,
+        "colour_received": after_malformed["received"] - base["received"],
+        "rejected_by_reason": {k: v for k, v in sorted(rejected.items()) if v},
+        "expected_by_reason": dict(sorted(expected.items())),
+        "dropped": after_malformed["dropped"] - base["dropped"],
+        "mapped_malformed": mapped_malformed,
+        "known_open_faults": {k: v for k, v in KNOWN_OPEN.items() if sent.get(k)},
+        "sync_out_of_order": after_malformed["sync_out_of_order"],
+        "sync_dropped": after_malformed["sync_dropped"],
+        "services": services,
+        "all_services_answered": all(s["answered"] for s in services.values()) and len(services) == len(SERVICES),
+        "valid_after": valid_after,
+        "valid_after_mapped": final["mapped"] - after_malformed["mapped"],
+        "valid_after_settled": valid_settled,
+        "exceptions": exc,
+        "node_alive_at_end": alive,
+        "node_exit_code": code,
+        "workdir": str(wd) if not own else None,
+        "machine": _machine(),
+    }
+    if own:
+        shutil.rmtree(wd, ignore_errors=True)
+    return out
+
+
+# =========================================================================== load
+
+
+def _latency_stats(ms: list[float]) -> dict:
+    return {
+        "n": len(ms),
+        "p50": percentile(ms, 50),
+        "p90": percentile(ms, 90),
+        "p99": percentile(ms, 99),
+        "max": max(ms) if ms else math.nan,
+    }
+
+
+def _query_load(peer: Peer, qps: float, stop: threading.Event, latencies: list, failures: list) -> None:
+    """Queries at ``qps`` (one at a time, paced by a fixed schedule) until ``stop``;
+    ``latencies`` gets (time answered, milliseconds)."""
+    i = 0
+    t0 = time.monotonic()
+    while not stop.is_set():
+        delay = t0 + i / qps - time.monotonic()
+        if delay > 0 and stop.wait(delay):
+            break
+        text = QUERIES[i % len(QUERIES)]
+        try:
+            resp, dt = peer.call("query", peer.request("query", text=text, top_k=5), timeout=10.0)
+        except TimeoutError as e:
+            failures.append(str(e))
+        else:
+            latencies.append((time.monotonic(), dt * 1e3))
+            if not resp.success:
+                failures.append(resp.message)
+        i += 1
+
+
+def bench_load(
+    qps: float = 50.0,
+    frames: int = 300,
+    rate: float = 10.0,
+    data: str | None = None,
+    pool: int = 60,
+    seed: int = 0,
+    width: int = 320,
+    height: int = 240,
+    config: str | None = None,
+    workdir: str | None = None,
+    progress: bool = True,
+    domain_id: int | None = None,
+    idle_s: float = 5.0,
+) -> dict:
+    """The same replay twice, each into a fresh node: without queries, then with ``qps``
+    (and ``idle_s`` seconds more of queries once the node has mapped everything)."""
+    from .player import publish_dataset
+
+    cfg = load_config(config)
+    frame_pool, source = _frames_pool(data, pool, seed, width, height, cfg)
+    wd, own = _workdir(workdir, "load")
+    domain = domain_id if domain_id is not None else pick_domain_id()
+    phases: dict[str, dict] = {}
+    latencies: list[float] = []
+    failures: list[str] = []
+    for phase, with_queries in (("without_queries", False), ("with_queries", True)):
+        node = NodeProcess(wd, domain, config=config, name=f"node_{phase}")
+        peer = Peer(domain)
+        stop = threading.Event()
+        qthread = None
+        try:
+            if not peer.wait_for_services(90.0):
+                raise RuntimeError(f"the node did not come up:\n{node.log_text()[-3000:]}")
+            first_frame: list[float] = []
+            if with_queries:
+                qthread = threading.Thread(target=_query_load, args=(peer, qps, stop, latencies, failures), daemon=True)
+                qthread.start()
+            result = publish_dataset(
+                _Looped(frame_pool, frames, lambda i: first_frame.append(time.monotonic()) if i == 0 else None),
+                rate, cfg.ros, reliable=True, context=peer.ctx,
+                wait_for_subscribers=30.0, progress=progress, node_name="core3d_stress_player",
+            )
+            settled = peer.wait_settled(result.frames, 60.0 + frames * 0.1)
+            if with_queries:  # "while mapping": from the first frame sent until all are mapped
+                mapping_start, mapping_end = first_frame[0], time.monotonic()
+                mapping_s = mapping_end - mapping_start
+            if qthread is not None:
+                time.sleep(idle_s)  # the peer figure: the same queries on the finished map
+            stop.set()
+            if qthread is not None:
+                qthread.join(15.0)
+                peer.diag.fresh()  # counters published after the last query
+                peer.diag.fresh()
+            counters = peer.counters()
+            phases[phase] = {
+                "frames_published": result.frames,
+                # more colour frames than sent: another publisher on this ROS_DOMAIN_ID
+                "foreign_frames": max(counters["received"] - result.frames, 0),
+                "settled": settled,
+                **counters,
+                "exceptions": _exceptions(node, peer),
+                "node_alive_at_end": node.alive(),
+            }
+        finally:
+            stop.set()
+            peer.close()
+            phases.setdefault(phase, {})["node_exit_code"] = node.stop()
+    base, loaded = phases["without_queries"], phases["with_queries"]
+    lost_base = base["dropped"] + base["rejected"]
+    lost_loaded = loaded["dropped"] + loaded["rejected"]
+    during = [ms for t, ms in latencies if mapping_start <= t <= mapping_end]
+    idle = [ms for t, ms in latencies if t > mapping_end]
+    p99 = percentile(during, 99)
+    out = {
+        "bench": "load",
+        "source": source,
+        "frames": frames,
+        "rate_hz": rate,
+        "qps_target": qps,
+        "queries": len(latencies) + sum(1 for f in failures if "did not answer" in f),
+        "queries_failed": len(failures),
+        "failures": failures[:5],
+        "queries_while_mapping": len(during),
+        "qps_achieved_while_mapping": len(during) / max(mapping_s, 1e-9),
+        "query_ms": _latency_stats(during),  # while mapping: the figure of the target
+        "query_ms_idle": _latency_stats(idle),  # the same queries on the finished map
+        "query_p99_ok": bool(p99 <= 50.0),
+        "phases": phases,
+        "frames_lost_without_queries": lost_base,
+        "frames_lost_with_queries": lost_loaded,
+        "drops_ok": bool(lost_loaded <= lost_base),
+        "workdir": str(wd) if not own else None,
+        "machine": _machine(),
+    }
+    if own:
+        shutil.rmtree(wd, ignore_errors=True)
+    return out
+
+
+# =========================================================================== kill -9 during save_map
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _temp_files(target: Path) -> list[str]:
+    """Files beside ``target`` other than it that a writer of ``target`` may have left."""
+    if not target.parent.is_dir():
+        return []
+    stem = target.name
+    return sorted(p.name for p in target.parent.iterdir() if p.name != stem and stem in p.name)
+
+
+def bench_kill(
+    trials: int = 7,
+    frames: int = 60,
+    rate: float = 10.0,
+    data: str | None = None,
+    seed: int = 0,
+    width: int = 320,
+    height: int = 240,
+    config: str | None = None,
+    workdir: str | None = None,
+    progress: bool = True,
+    domain_id: int | None = None,
+) -> dict:
+    """SIGKILL the node while save_map overwrites a previous map; the file must still load.
+
+    A first node maps ``frames`` frames and saves them (the source map). Each trial starts a
+    node, saves its empty map to the target (the previous file), loads the source, calls
+    save_map to the same target again and SIGKILLs the node: trial 0 as soon as the writer's
+    temporary file appears (surely mid-write), the others after a delay spread over the
+    measured save time of the source map.
+    """
+    from ..core.mapio import load_map
+    from .player import publish_dataset
+
+    cfg = load_config(config)
+    frame_pool, source_desc = _frames_pool(data, frames, seed, width, height, cfg)
+    wd, own = _workdir(workdir, "kill")
+    domain = domain_id if domain_id is not None else pick_domain_id()
+    tag = f"stress_kill_{os.getpid()}"
+    results: list[dict] = []
+    # 1. map a scene and save it
+    node = NodeProcess(wd, domain, {"keyframes.enabled": "false"}, config=config, name="node_mapper")
+    peer = Peer(domain)
+    try:
+        if not peer.wait_for_services(90.0):
+            raise RuntimeError(f"the node did not come up:\n{node.log_text()[-3000:]}")
+        result = publish_dataset(frame_pool, rate, cfg.ros, reliable=True, context=peer.ctx,
+                                 wait_for_subscribers=30.0, progress=progress, node_name="core3d_stress_player")
+        peer.wait_settled(result.frames, 60.0 + frames * 0.5)
+        mapped = peer.counters()
+        resp, dt = peer.call("save_map", peer.request("save_map", path=f"{tag}_source.npz"), timeout=120.0)
+        if not resp.success:
+            raise RuntimeError(f"save_map failed: {resp.message}")
+        source_rel = resp.path
+    finally:
+        peer.close()
+        node.stop()
+    source = wd / source_rel
+    size_mb = source.stat().st_size / 2**20
+    save_s = dt
+    fractions = [0.1, 0.3, 0.5, 0.7, 0.9, 1.5, 0.05, 0.2, 0.4, 0.6, 0.8]  # 1.5: after the save
+    for k in range(trials):
+        node = NodeProcess(wd, domain, config=config, name=f"node_trial{k}")
+        peer = Peer(domain)
+        trial: dict[str, Any] = {"trial": k}
+        try:
+            if not peer.wait_for_services(90.0):
+                raise RuntimeError(f"the node did not come up:\n{node.log_text()[-3000:]}")
+            # the previous file: the node's map before it loads the scene (empty), so that the
+            # previous and the new file always differ
+            r, _ = peer.call("save_map", peer.request("save_map", path=f"{tag}_target.npz"), timeout=120.0)
+            if not r.success:
+                raise RuntimeError(f"save_map failed: {r.message}")
+            target = wd / r.path
+            previous = _sha256(target)
+            lr, _ = peer.call("load_map", peer.request("load_map", path=source_rel), timeout=120.0)
+            if not lr.success:
+                raise RuntimeError(f"load_map failed: {lr.message}")
+            mode = "on_temp_file" if k == 0 else "delay"
+            delay = 0.0 if k == 0 else fractions[(k - 1) % len(fractions)] * save_s
+            future = peer.call_async("save_map", peer.request("save_map", path=r.path))
+            t0 = time.perf_counter()
+            temp_seen = False
+            if mode == "on_temp_file":
+                deadline = t0 + max(10.0, 5 * save_s)
+                while time.perf_counter() < deadline and not future.done():
+                    if _temp_files(target):
+                        temp_seen = True
+                        break
+                    time.sleep(0.0005)
+            else:
+                while time.perf_counter() - t0 < delay:
+                    time.sleep(0.0005)
+                temp_seen = bool(_temp_files(target))
+            killed_after = time.perf_counter() - t0
+            answered_before_kill = future.done()
+            node.kill()
+            left = _temp_files(target)
+            now = _sha256(target)
+            try:
+                omap = load_map(target, cfg.fusion)
+                loads, load_error, voxels = True, "", omap.num_voxels
+            except Exception as e:  # MapFileError and anything else: the figure to report
+                loads, load_error, voxels = False, f"{type(e).__name__}: {e}", 0
+            trial.update({
+                "mode": mode,
+                "planned_delay_ms": delay * 1e3,
+                "killed_after_ms": killed_after * 1e3,
+                "temp_file_at_kill": temp_seen,
+                "save_answered_before_kill": answered_before_kill,
+                "file": "previous" if now == previous else ("new" if now is not None else "missing"),
+                "loads": loads,
+                "load_error": load_error,
+                "voxels": voxels,
+                "temp_files_left": left,
+                "temp_file_picked_by_load": any(n.endswith(".npz") for n in left),
+            })
+        finally:
+            peer.close()
+            if node.alive():
+                node.kill()
+        # a killed writer's temporary file stays: clear it, the next trial starts clean
+        for name in trial.get("temp_files_left", []):
+            (wd / name).unlink(missing_ok=True)
+        results.append(trial)
+        if progress:
+            print(f"kill trial {k}: {trial.get('mode')} after {trial.get('killed_after_ms', 0):.1f} ms, "
+                  f"file {trial.get('file')}, loads {trial.get('loads')}, temp left {len(trial.get('temp_files_left', []))}",
+                  file=sys.stderr)
+    out = {
+        "bench": "kill",
+        "source": source_desc,
+        "frames_mapped": mapped["mapped"],
+        "map_mb": size_mb,
+        "map_voxels": load_map(source, cfg.fusion).num_voxels,
+        "save_ms": save_s * 1e3,
+        "trials": results,
+        "killed_mid_write": sum(1 for r in results if r["temp_file_at_kill"] and not r["save_answered_before_kill"]),
+        "all_load": all(r["loads"] for r in results),
+        "previous_intact_when_killed_mid_write": all(
+            r["file"] == "previous" for r in results if r["temp_file_at_kill"] and not r["save_answered_before_kill"]
+        ),
+        "temp_files_left": sum(len(r["temp_files_left"]) for r in results),
+        "temp_file_picked_by_load": any(r["temp_file_picked_by_load"] for r in results),
+        "workdir": str(wd) if not own else None,
+        "machine": _machine(),
+    }
+    if own:
+        shutil.rmtree(wd, ignore_errors=True)
+    return out
