@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pytest
+from helpers import wait_for
 
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("core3d.msg", reason="core3d interfaces not built (run scripts/setup.sh, then scripts/in-env)")
@@ -173,14 +174,6 @@ class Harness:
         self.peer.destroy_node()
 
 
-def wait_for(cond: Callable[[], Any], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return bool(cond())
-
 
 def frame_messages(stamp: float, frame_id: str = "cam") -> dict[str, Any]:
     rng = np.random.default_rng(int(stamp * 1000))
@@ -204,14 +197,6 @@ def settled(node: MappingNode, frames: int) -> Callable[[], bool]:
 
     return check
 
-
-@pytest.fixture
-def ros_context(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=DOMAIN_ID)
-    yield ctx
-    rclpy.try_shutdown(context=ctx)
 
 
 def make_config(**ros: Any) -> MapperConfig:

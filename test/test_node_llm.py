@@ -43,14 +43,6 @@ class StaticMapper:
         raise AssertionError("unexpected frame")
 
 
-@pytest.fixture
-def ros_context(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=DOMAIN_ID)
-    yield ctx
-    rclpy.try_shutdown(context=ctx)
-
 
 def call(node_ctx: Any, peer: Any, request: Any, timeout: float = 20.0) -> Any:
     client = peer.create_client(Query, "core3d/query")

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pytest
+from helpers import wait_for
 
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("core3d.msg", reason="core3d interfaces not built (run scripts/setup.sh, then scripts/in-env)")
@@ -54,22 +55,10 @@ class RecordingMapper:
         return MapSnapshot(objects=[])
 
 
-def wait_for(cond: Callable[[], Any], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return bool(cond())
-
 
 @pytest.fixture
-def ctx(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    c = rclpy.Context()
-    rclpy.init(context=c, domain_id=DOMAIN_ID)
-    yield c
-    rclpy.try_shutdown(context=c)
+def ctx(ros_context):
+    return ros_context
 
 
 def config(**ros: Any) -> MapperConfig:

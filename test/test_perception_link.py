@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pytest
+from helpers import wait_for
 
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("core3d.msg", reason="core3d.msg is not built: run scripts/setup.sh and use scripts/in-env")
@@ -71,14 +72,6 @@ PERCEPTION_SCRIPT = textwrap.dedent(
 )
 
 
-def wait_for(cond: Callable[[], Any], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return bool(cond())
-
 
 def _start(cmd: list[str], log_path: Path, env: dict) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=open(log_path, "w"), stderr=subprocess.STDOUT, env=env, cwd=Path(__file__).parents[1])
@@ -94,14 +87,6 @@ def _stop(proc: subprocess.Popen) -> int:
             proc.wait(5)
     return proc.returncode
 
-
-@pytest.fixture
-def ros_context(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=DOMAIN_ID)
-    yield ctx
-    rclpy.try_shutdown(context=ctx)
 
 
 def test_observations_fused_late_land_on_their_own_voxels(ros_context: Any, tmp_path: Path) -> None:

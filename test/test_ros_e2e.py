@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pytest
+from helpers import wait_for
 
 rclpy = pytest.importorskip("rclpy")
 
@@ -42,14 +43,6 @@ needs_interfaces = pytest.mark.skipif(
     reason="core3d.msg/core3d.srv not importable: build the package (scripts/setup.sh) and run under scripts/in-env",
 )
 
-
-def wait_for(cond: Callable[[], Any], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return bool(cond())
 
 
 def ros_config() -> RosConfig:
@@ -79,14 +72,6 @@ def visible_centroids(scene: Any, voxel: float) -> dict[int, tuple[np.ndarray, i
         out[g] = (((vox + 0.5) * voxel).mean(axis=0), len(vox))
     return out
 
-
-@pytest.fixture
-def ros_context(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=DOMAIN_ID)
-    yield ctx
-    rclpy.try_shutdown(context=ctx)
 
 
 @needs_interfaces
