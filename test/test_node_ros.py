@@ -7,10 +7,9 @@ import ast
 import math
 import os
 import threading
-import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
