@@ -141,3 +141,25 @@ def test_damaged_geometry_files_are_refused(tmp_path):
 def test_cuda_device_without_cuda_is_a_clear_error():
     with pytest.raises(GeometryError, match="geometry.device='cuda'"):
         GeometryLayer(VOXEL, max_depth=5.0, device="cuda")
+
+
+def test_mapper_saves_and_loads_its_tsdf_beside_the_map(scene, tmp_path):
+    from core3d_ros.config import MapperConfig
+    from core3d_ros.core.pipeline import Mapper, geometry_path
+
+    cfg = MapperConfig()
+    cfg.fusion.voxel_size = VOXEL
+    mapper = Mapper(cfg, segment=False)
+    for i in range(3):
+        mapper.integrate_geometry(scene[i])
+    written = mapper.save(str(tmp_path / "room"))
+    assert written.endswith("room.npz") and (tmp_path / "room.geometry.npz").is_file()
+    assert geometry_path(written) == str(tmp_path / "room.geometry.npz")
+    other = Mapper(cfg, segment=False)
+    other.load(written)
+    assert other.geometry.num_blocks == mapper.geometry.num_blocks > 0
+    (tmp_path / "room.geometry.npz").write_bytes(b"damaged")
+    before = other.geometry
+    with pytest.raises(ValueError, match="geometry"):
+        other.load(written)
+    assert other.geometry is before  # a damaged TSDF leaves the loaded map as it was

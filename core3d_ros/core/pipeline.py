@@ -261,12 +261,13 @@ class Mapper:
 
     def save(self, path: str) -> str:
         """The object map to ``path`` (.npz) and the TSDF beside it (``*.geometry.npz``), both
-        written outside the fusion lock (the object map from a copy, the TSDF under its own lock)."""
+        written atomically outside the fusion lock (the object map from a copy, the TSDF under
+        its own lock). The TSDF goes first: the object map's rename is the last step, so until
+        the save answers, ``path`` still holds the previous map."""
         frozen, _ = self._frozen_map()
-        written = save_map(frozen, path)
         if self.geometry is not None:
-            self.geometry.save(geometry_path(written))
-        return written
+            self.geometry.save(geometry_path(map_file_path(path)))
+        return save_map(frozen, path)
 
     def load(self, path: str) -> None:
         """Load a map (and its TSDF when saved with one); both are validated before either is
@@ -289,6 +290,12 @@ class Mapper:
             self.map = new
             self._generation += 1
             self.geometry = geometry
+
+
+def map_file_path(path: str | os.PathLike) -> str:
+    """The file ``save_map`` writes for ``path`` (".npz" appended when missing)."""
+    p = str(path)
+    return p if p.endswith(".npz") else p + ".npz"
 
 
 def geometry_path(map_path: str | os.PathLike) -> str:
