@@ -271,6 +271,21 @@ def cmd_bench(args) -> int:
             )
     elif args.what in STRESS_BENCHES:
         result = _stress_bench(args)
+    elif args.what == "online":
+        from .ros.online import bench_online
+
+        result = bench_online(
+            data=args.data, frames=args.frames or 400, rate=args.rate or 15.0, segmenter=args.segmenter,
+            encoder=args.encoder, random_weights=args.random_weights, qps=args.qps or 10.0,
+            config=args.config, workdir=args.workdir,
+        )
+        print(
+            f"online: {result['frames_integrated']}/{result['frames_published']} frames integrated, "
+            f"{result['keyframes_inferred']} keyframes inferred ({result['keyframe_inference_s']:.1f} s each), "
+            f"{result['keyframes_dropped']} dropped; staleness p95 {result['staleness_s_p95']:.2f} s; "
+            f"{result['observation_bytes_per_keyframe']:.0f} bytes/keyframe; query p99 {result['query_p99_ms_during_mapping']:.1f} ms",
+            file=sys.stderr,
+        )
     else:
         from .core.retrieval.bench import bench_query
 
@@ -303,7 +318,7 @@ def _stress_bench(args) -> dict:
             + f"; all services answered: {r['all_services_answered']}"
         )
     elif args.what == "load":
-        r = stress.bench_load(qps=args.qps, frames=args.frames or 300, rate=args.rate or 10.0, data=args.data, **common)
+        r = stress.bench_load(qps=args.qps or 50.0, frames=args.frames or 300, rate=args.rate or 10.0, data=args.data, **common)
         q = r["query_ms"]
         print(
             f"load: {r['queries']} queries, p50 {q['p50']:.1f} ms, p99 {q['p99']:.1f} ms; frames lost "
@@ -372,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_eval)
 
     b = sub.add_parser("bench", help="benchmarks writing JSON")
-    b.add_argument("what", choices=["fusion", "scale", "semantics", "query", *STRESS_BENCHES])
+    b.add_argument("what", choices=["fusion", "scale", "semantics", "query", "online", *STRESS_BENCHES])
     b.add_argument("--voxels", type=int, default=2_000_000, help="scale: grow the map to at least this many voxels")
     b.add_argument("--data", help="dataset folder (fusion: required; semantics: optional real frame)")
     b.add_argument("--frames", type=int, default=None)
@@ -382,10 +397,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=None, help="default 200; 40 with --llm-delay-ms")
     b.add_argument("--llm-delay-ms", type=float, default=None, help="query: time the model steps against the test chat server replying after this delay")
     b.add_argument("--segmenter", help="override segmenter.name")
+    b.add_argument("--encoder", help="online: override embed.name")
+    b.add_argument("--random-weights", action="store_true", help="online: the named architectures with random weights, loaded from checkpoints")
     b.add_argument("--rate", type=float, default=None, help="soak/load: frames per second; fuzz: sets per second")
     b.add_argument("--sets", type=int, default=10000, help="fuzz: malformed message sets")
     b.add_argument("--classes", nargs="+", default=None, help="fuzz: only these malformation classes")
-    b.add_argument("--qps", type=float, default=50.0, help="load: queries per second while mapping")
+    b.add_argument("--qps", type=float, default=None, help="load: queries per second while mapping (default 50); online: default 10")
     b.add_argument("--trials", type=int, default=7, help="kill: save_map calls killed")
     b.add_argument("--workdir", help="soak/fuzz/load/kill: keep node logs and maps here (default: a removed temp dir)")
     b.add_argument("--config")

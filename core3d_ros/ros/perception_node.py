@@ -107,6 +107,10 @@ class PerceptionNode(Node):
         header = synced.messages["color"].header
         self.claims_pub.publish(Header(stamp=header.stamp, frame_id=header.frame_id))
         obs = self.perception.infer(frame)
+        if not obs.masks:  # nothing to fuse; the claimed frame leaves the mapping node's buffer in time
+            self._count("keyframes_without_masks")
+            self._count("frames")
+            return
         msg = observation_to_msg(obs, frame_id=header.frame_id, inference_ms=self.perception.timings_ms.get("total", 0.0))
         msg.header.stamp = header.stamp  # exactly the colour stamp the mapping node buffered
         self.observations_pub.publish(msg)

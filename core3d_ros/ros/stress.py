@@ -70,7 +70,8 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 class NodeProcess:
-    """The mapping node in its own process; log in ``workdir/NAME.log``, cwd ``workdir``.
+    """A core3d node (``module``: the mapping node by default) in its own process; log in
+    ``workdir/NAME.log``, cwd ``workdir``.
 
     ``HOME`` and ``ROS_HOME`` point into ``workdir`` too, so that relative map names and any
     default folder under the user's home stay inside it.
@@ -83,6 +84,7 @@ class NodeProcess:
         overrides: dict[str, str] | None = None,
         config: str | None = None,
         name: str = "node",
+        module: str = "core3d_ros.ros.node",
     ):
         self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -96,6 +98,7 @@ class NodeProcess:
             ROS_HOME=str(self.workdir / ".ros"),
         )
         cmd = _node_command(str(Path(config).resolve()) if config else None, {**BENCH_OVERRIDES, **(overrides or {})})
+        cmd[cmd.index("core3d_ros.ros.node")] = module  # the perception node: core3d_ros.ros.perception_node
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir)
         self.pid = self.proc.pid

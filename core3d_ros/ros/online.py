@@ -1,0 +1,212 @@
+"""``core3d bench online``: the perception/mapping graph as a robot runs it, measured.
+
+Two processes (``ros.perception: external``): the mapping node (``python -m core3d_ros.ros.node``)
+and the perception node (``python -m core3d_ros.ros.perception_node``), linked only by
+``core3d/observations``. This process replays frames on their input topics at ``rate`` Hz and
+asks ``core3d/query`` meanwhile; both nodes' ``/diagnostics`` give what happened: frames
+integrated at sensor rate, keyframes inferred and dropped (perception takes the newest frame when
+it is free), observation size, the staleness of each fusion (a frame's arrival to the fusion of
+its masks) and the time of one keyframe's inference.
+
+``random_weights``: the named architectures (SAM ``vit_b``; the CLIP ``embed.model``) are built
+with random weights and saved to checkpoints that the nodes load through the real loading path,
+so inference costs its true time; untrained outputs are never presented as semantic. SAM's own
+quality filters are set to 0 so that untrained predictions still yield masks.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import MapperConfig, from_dict, load_config
+from .stress import (
+    NodeProcess,
+    Peer,
+    _frames_pool,
+    _Looped,
+    _machine,
+    _workdir,
+    percentile,
+    pick_domain_id,
+)
+
+NODES = ("core3d_mapping", "core3d_perception")
+
+
+class _NodeDiagnostics:
+    """The latest /diagnostics values of each core3d node, by node name."""
+
+    def __init__(self, node: Any):
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        self._lock = threading.Lock()
+        self.values: dict[str, dict[str, str]] = {}
+        node.create_subscription(DiagnosticArray, "/diagnostics", self._cb, 10)
+
+    def _cb(self, msg: Any) -> None:
+        for status in msg.status:
+            name = status.name.split(":")[0]
+            with self._lock:
+                self.values[name] = {kv.key: kv.value for kv in status.values}
+
+    def get(self, node: str, key: str, default: float = 0.0) -> float:
+        with self._lock:
+            try:
+                return float(self.values.get(node, {}).get(key, default))
+            except ValueError:
+                return default
+
+
+def _random_checkpoints(cfg: MapperConfig, folder: Path) -> dict[str, Any]:
+    """Random-weight checkpoints of the configured architectures; config overrides to load them."""
+    import torch
+
+    out: dict[str, Any] = {"segmenter": {}, "embed": {}}
+    if cfg.segmenter.name == "sam":
+        from segment_anything import sam_model_registry
+
+        path = folder / f"sam_{cfg.segmenter.model_type}_random.pth"
+        torch.save(sam_model_registry[cfg.segmenter.model_type](checkpoint=None).state_dict(), path)
+        out["segmenter"] = {"checkpoint": str(path), "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+    if cfg.embed.name == "open_clip":
+        import open_clip
+
+        path = folder / f"clip_{cfg.embed.model}_random.pt"
+        torch.save(open_clip.create_model(cfg.embed.model, pretrained=None).state_dict(), path)
+        out["embed"] = {"checkpoint": str(path), "pretrained": ""}
+    return out
+
+
+def bench_online(
+    data: str | None = None,
+    frames: int = 400,
+    rate: float = 15.0,
+    segmenter: str | None = None,
+    encoder: str | None = None,
+    random_weights: bool = False,
+    points_per_side: int = 8,
+    qps: float = 10.0,
+    width: int = 640,
+    height: int = 480,
+    config: str | None = None,
+    workdir: str | None = None,
+    progress: bool = True,
+    domain_id: int | None = None,
+    settle_s: float = 120.0,
+) -> dict:
+    from .player import publish_dataset
+    from .stress import _query_load
+
+    base = load_config(config)  # checked first: a bad file fails before anything starts
+    wd, own = _workdir(workdir, "online")
+    tree: dict[str, Any] = {"segmenter": {}, "embed": {}, "ros": {"perception": "external"}}
+    if segmenter:
+        tree["segmenter"]["name"] = segmenter
+    if encoder:
+        tree["embed"]["name"] = encoder
+    cfg_dict = yaml.safe_load(Path(config).read_text()) if config else {}
+    cfg_dict = cfg_dict or {}
+    for v in cfg_dict.values():  # a ROS parameters file: its first node's parameters
+        if isinstance(v, dict) and "ros__parameters" in v:
+            cfg_dict = v["ros__parameters"] or {}
+            break
+    for section, values in tree.items():
+        cfg_dict.setdefault(section, {}).update(values)
+    if cfg_dict["segmenter"].get("name", base.segmenter.name) in ("sam", "semantic_sam"):
+        cfg_dict["segmenter"].setdefault("points_per_side", points_per_side)
+    cfg = from_dict(cfg_dict)
+    if random_weights:
+        for section, values in _random_checkpoints(cfg, wd).items():
+            cfg_dict.setdefault(section, {}).update(values)
+        cfg = from_dict(cfg_dict)
+    cfg_path = wd / "online.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg_dict))
+
+    frame_pool, source = _frames_pool(data, min(frames, 400), 0, width, height, cfg)
+    domain = domain_id if domain_id is not None else pick_domain_id()
+    mapping = NodeProcess(wd, domain, config=str(cfg_path), name="mapping")
+    perception = NodeProcess(wd, domain, config=str(cfg_path), name="perception", module="core3d_ros.ros.perception_node")
+    peer = Peer(domain)
+    diag = _NodeDiagnostics(peer.node)
+    stop = threading.Event()
+    latencies: list[tuple[float, float]] = []
+    failures: list[str] = []
+    out: dict[str, Any] = {}
+    try:
+        if not peer.wait_for_services(120.0):
+            raise RuntimeError(f"the mapping node did not come up:\n{mapping.log_text()[-3000:]}")
+        deadline = time.monotonic() + 120.0
+        while time.monotonic() < deadline and diag.get("core3d_perception", "observation_subscribers") < 1:
+            if not perception.alive():
+                raise RuntimeError(f"the perception node exited:\n{perception.log_text()[-3000:]}")
+            time.sleep(0.2)
+        qthread = threading.Thread(target=_query_load, args=(peer, qps, stop, latencies, failures), daemon=True)
+        t_start = time.monotonic()
+        qthread.start()
+        result = publish_dataset(
+            _Looped(frame_pool, frames), rate, cfg.ros, reliable=True, context=peer.ctx,
+            wait_for_subscribers=60.0, progress=progress, node_name="core3d_online_player",
+        )
+        t_end_publish = time.monotonic()
+        stop.set()
+        qthread.join(15.0)
+        # let the last inference finish and its observation be fused (or dropped as late)
+        deadline = time.monotonic() + settle_s
+        last = None
+        while time.monotonic() < deadline:
+            state = (
+                diag.get("core3d_perception", "keyframes"),
+                diag.get("core3d_mapping", "observations_fused"),
+                diag.get("core3d_mapping", "frames_processed"),
+            )
+            if state == last and diag.get("core3d_perception", "frames") + diag.get("core3d_perception", "keyframes_dropped") >= result.frames:
+                break
+            last = state
+            time.sleep(3.0)
+        keyframes = diag.get("core3d_perception", "keyframes")
+        integrated = diag.get("core3d_mapping", "frames_processed")
+        during = [ms for t, ms in latencies if t_start <= t <= t_end_publish]
+        infer_ms = diag.get("core3d_perception", "time_total_ms")
+        p95 = diag.get("core3d_mapping", "staleness_s_p95", float("nan"))
+        out.update({
+            "bench": "online",
+            "source": source,
+            "config": cfg_dict,
+            "random_weights": random_weights,
+            "rate_hz": rate,
+            "frames_published": result.frames,
+            "frames_integrated": int(integrated),
+            "integrated_fraction": integrated / max(result.frames, 1),
+            "keyframes_inferred": int(keyframes),
+            "keyframes_dropped": int(diag.get("core3d_perception", "keyframes_dropped")),
+            "keyframes_without_masks": int(diag.get("core3d_perception", "keyframes_without_masks")),
+            "keyframe_inference_s": infer_ms / 1e3,
+            "observations_fused": int(diag.get("core3d_mapping", "observations_fused")),
+            "observations_rejected": {
+                k: v for k, v in diag.values.get("core3d_mapping", {}).items() if k.startswith("observations_rejected_")
+            },
+            "staleness_s_p50": diag.get("core3d_mapping", "staleness_s_p50", float("nan")),
+            "staleness_s_p95": p95,
+            "staleness_within_2x_inference": bool(p95 <= 2 * infer_ms / 1e3) if infer_ms else None,
+            "observation_bytes_per_keyframe": diag.get("core3d_perception", "observation_bytes") / max(keyframes, 1),
+            "queries_during_mapping": len(during),
+            "query_p50_ms_during_mapping": percentile(during, 50),
+            "query_p99_ms_during_mapping": percentile(during, 99),
+            "queries_failed": len(failures),
+            "errors": {"mapping": mapping.errors()[:5], "perception": perception.errors()[:5]},
+            "machine": _machine(),
+        })
+    finally:
+        stop.set()
+        peer.close()
+        codes = (perception.stop(), mapping.stop())
+    out["exit_codes"] = list(codes)
+    if own:
+        import shutil
+
+        shutil.rmtree(wd, ignore_errors=True)
+    return out
