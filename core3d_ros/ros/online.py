@@ -191,7 +191,7 @@ def bench_online(
             },
             "staleness_s_p50": diag.get("core3d_mapping", "staleness_s_p50", float("nan")),
             "staleness_s_p95": p95,
-            "staleness_within_2x_inference": bool(p95 <= 2 * infer_ms / 1e3) if infer_ms else None,
+            "staleness_within_2x_inference": bool(p95 <= 2 * infer_ms / 1e3) if infer_ms and p95 == p95 else None,
             "observation_bytes_per_keyframe": diag.get("core3d_perception", "observation_bytes") / max(keyframes, 1),
             "queries_during_mapping": len(during),
             "query_p50_ms_during_mapping": percentile(during, 50),

@@ -107,6 +107,8 @@ class PerceptionNode(Node):
         header = synced.messages["color"].header
         self.claims_pub.publish(Header(stamp=header.stamp, frame_id=header.frame_id))
         obs = self.perception.infer(frame)
+        with self._lock:
+            self._last_ms = dict(self.perception.timings_ms, handle=(time.perf_counter() - t0) * 1e3)
         if not obs.masks:  # nothing to fuse; the claimed frame leaves the mapping node's buffer in time
             self._count("keyframes_without_masks")
             self._count("frames")
@@ -121,7 +123,6 @@ class PerceptionNode(Node):
             self._counts["observation_bytes"] += len(msg.labels_png) + sum(
                 len(m.view_jpeg) + 2 * len(m.embedding_f16) for m in msg.masks
             )
-            self._last_ms = dict(self.perception.timings_ms, handle=(time.perf_counter() - t0) * 1e3)
 
     def _on_error(self, error: Exception, trace: str) -> None:
         self._reject("error", f"{type(error).__name__}: {error}\n{trace}")
@@ -149,7 +150,7 @@ class PerceptionNode(Node):
         with self._lock:
             out: dict[str, Any] = dict(self._counts)
             out.update({f"rejected_{k}": v for k, v in self._rejected.items()})
-            out["keyframes_dropped"] = w.dropped  # newer sets replaced them before inference
+            out["keyframes_dropped"] = w.dropped  # frames never considered: newer ones replaced them while busy
         out["observation_subscribers"] = self.observations_pub.get_subscription_count()
         with self._lock:
             out["worker_errors"] = w.errors
