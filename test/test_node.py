@@ -77,7 +77,7 @@ class FakeMapper:
             self.objects.append(self._object(len(self.objects) + 1))
         return SimpleNamespace(timings_ms={"segment": 1.5, "fusion": 0.5}, segments=1, keyframe=True)
 
-    def snapshot(self) -> MapSnapshot:
+    def snapshot(self, wait: bool = True) -> MapSnapshot:
         with self.lock:
             return MapSnapshot(objects=list(self.objects), frames=len(self.frames))
 

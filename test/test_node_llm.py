@@ -36,7 +36,7 @@ class StaticMapper:
         self.last_pose = None
         self._snap = random_snapshot(200, dim=64, seed=3, encoder=self.encoder, views=True)
 
-    def snapshot(self):
+    def snapshot(self, wait: bool = True):
         return self._snap
 
     def process(self, frame: Any) -> Any:  # no frames are sent

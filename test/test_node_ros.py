@@ -50,7 +50,7 @@ class RecordingMapper:
         self.frames.append(frame)
         return SimpleNamespace(timings_ms={}, keyframe=True)
 
-    def snapshot(self) -> MapSnapshot:
+    def snapshot(self, wait: bool = True) -> MapSnapshot:
         return MapSnapshot(objects=[])
 
 

@@ -122,3 +122,27 @@ def test_sampling_stride_keeps_one_sample_per_voxel(scene):
     s = sampling_stride(f.depth, f.intrinsics, 0.025)
     far = np.percentile(f.depth[f.depth > 0], 95)
     assert s >= 1 and s * far / f.intrinsics.fx <= 0.025 + 1e-9
+
+
+def test_snapshot_without_waiting_returns_the_last_one_while_fusion_runs():
+    """Queries and publishing take snapshot(wait=False): while fusion holds the map, they get the
+    last snapshot at once instead of waiting for mapping."""
+    import threading
+
+    from core3d_ros.core.datasets import make_scene
+
+    scene = make_scene(seed=0, num_frames=4)
+    cfg = with_overrides(MapperConfig(), segmenter={"name": "oracle"}, keyframes={"enabled": False})
+    mapper = Mapper(cfg)
+    mapper.process(scene[0])
+    mapper.process(scene[1])
+    first = mapper.snapshot()
+    mapper.process(scene[2])  # the map changed since `first`
+    with mapper._lock:  # fusion in progress (another thread would wait here)
+        got: list = []
+        t = threading.Thread(target=lambda: got.append(mapper.snapshot(wait=False)))
+        t.start()
+        t.join(2.0)
+        assert got and got[0] is first  # at once, and one change old
+    fresh = mapper.snapshot(wait=False)  # the map is free again: rebuilt
+    assert fresh is not first and fresh.frames == 3

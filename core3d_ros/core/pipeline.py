@@ -237,21 +237,34 @@ class Mapper:
             frozen._snapshot = None
             return frozen, (self._generation, m.version)
 
-    def snapshot(self) -> MapSnapshot:
+    def snapshot(self, wait: bool = True) -> MapSnapshot:
         """The latest map as a MapSnapshot. Under the fusion lock the engine only copies the
         objects changed since its last snapshot (cost follows the change, not the map); boxes
-        and labels are built outside it, so publishing and queries never hold up mapping."""
+        and labels are built outside it, so building a snapshot never holds up mapping.
+
+        ``wait=False`` (queries, publishing): when fusion or another snapshot build is busy, the
+        last snapshot is returned at once; it is at most one map change old. So queries never
+        wait for mapping either."""
         up = self.cfg.retrieval.up_axis
-        with self._snapshot_lock:  # one build at a time; callers meanwhile wait, mapping does not
-            with self._lock:
+        last = self._last_snapshot
+        if not self._snapshot_lock.acquire(blocking=wait or last is None):
+            return last[1]  # another build is under way
+        try:
+            if not self._lock.acquire(blocking=wait or last is None):
+                return last[1]  # fusing right now
+            try:
                 key = (self._generation, self.map.version)
                 if self._last_snapshot is not None and self._last_snapshot[0] == key:
                     return self._last_snapshot[1]
                 omap = self.map
                 parts = omap.begin_snapshot(self._labeler, up)
+            finally:
+                self._lock.release()
             snap = omap.finish_snapshot(parts, time.time(), self._labeler, up)
             self._last_snapshot = (key, snap)
             return snap
+        finally:
+            self._snapshot_lock.release()
 
     def clear(self) -> None:
         with self._lock:

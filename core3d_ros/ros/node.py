@@ -31,6 +31,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -178,6 +179,7 @@ class MappingNode(Node):
         self._objects = 0
         self._warned: set[str] = set()
         self._errors: Counter = Counter()  # unexpected exceptions per callback
+        self._query_ms: deque[float] = deque(maxlen=256)  # recent query service times
         self._queue: deque[SyncedSet] = deque()
         self._cv = threading.Condition()
 
@@ -392,7 +394,7 @@ class MappingNode(Node):
         """Publish objects, markers, cloud (to subscribers present) and diagnostics once."""
         ros = self.cfg.ros
         stamp = self.get_clock().now().to_msg()
-        snap = self.mapper.snapshot()
+        snap = self.mapper.snapshot(wait=False)
         with self._lock:
             self._objects = len(snap.objects)
         if self.objects_pub.get_subscription_count():
@@ -446,6 +448,11 @@ class MappingNode(Node):
             "queries": c.queries,
         }
         with self._lock:
+            recent = list(self._query_ms)
+        if recent:  # time spent inside the node per query (clients add transport and their own waits)
+            values["query_ms_p50"] = f"{np.percentile(recent, 50):.1f}"
+            values["query_ms_p99"] = f"{np.percentile(recent, 99):.1f}"
+        with self._lock:
             errors = dict(self._errors)
         if errors:
             status.level = DiagnosticStatus.ERROR
@@ -470,13 +477,21 @@ class MappingNode(Node):
             return self._engine
 
     def _on_query(self, req: Any, resp: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return self._answer_query(req, resp)
+        finally:
+            with self._lock:  # time inside the node, for /diagnostics (query_ms_p50 / p99)
+                self._query_ms.append((time.perf_counter() - t0) * 1e3)
+
+    def _answer_query(self, req: Any, resp: Any) -> Any:
         text = str(req.text)
         resp.parsed.text = text
         with self._lock:
             self._counts["queries"] += 1
         try:
             engine = self._query_engine()
-            snap = self.mapper.snapshot()
+            snap = self.mapper.snapshot(wait=False)
             top_k = int(req.top_k) or None
             answer = engine.answer(snap, text, top_k=top_k, viewpoint=getattr(self.mapper, "last_pose", None))
         except self._query_errors as e:
@@ -522,7 +537,7 @@ class MappingNode(Node):
         return resp
 
     def _on_get_object(self, req: Any, resp: Any) -> Any:
-        snap = self.mapper.snapshot()
+        snap = self.mapper.snapshot(wait=False)
         obj = snap.by_id().get(int(req.id))
         if obj is None:
             resp.success = False

@@ -196,6 +196,10 @@ def bench_online(
             "queries_during_mapping": len(during),
             "query_p50_ms_during_mapping": percentile(during, 50),
             "query_p99_ms_during_mapping": percentile(during, 99),
+            # the same queries timed inside the mapping node (its last 256): transport and the
+            # client's own process (which also replays the frames) account for the difference
+            "query_ms_in_node_p50": diag.get("core3d_mapping", "query_ms_p50", float("nan")),
+            "query_ms_in_node_p99": diag.get("core3d_mapping", "query_ms_p99", float("nan")),
             "queries_failed": len(failures),
             "errors": {"mapping": mapping.errors()[:5], "perception": perception.errors()[:5]},
             "machine": _machine(),
