@@ -39,7 +39,7 @@ PERCEPTION_SCRIPT = textwrap.dedent(
 
     from core3d_ros.core.datasets.synthetic import make_scene
     from core3d_ros.core.perception import Perception
-    from core3d_ros.ros.node import run_nodes
+    from core3d_ros.ros.runner import run_nodes
     from core3d_ros.ros.perception_node import PerceptionNode
 
     classes = make_scene(seed=0, num_frames=2).instance_classes

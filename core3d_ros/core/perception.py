@@ -52,18 +52,28 @@ class Perception:
         t1 = time.perf_counter()
         embeddings = qualities = crops = None
         if self.encoder is not None and masks:
-            from .embed.crops import embed_masks, view_quality
-            from .segment.base import mask_bbox
-
-            embeddings = embed_masks(self.encoder, frame.rgb, masks, self.cfg.embed)
-            qualities = [view_quality(m.mask, m.mask.shape) for m in masks]
-            crops = []
-            for m in masks:
-                x0, y0, x1, y1 = mask_bbox(m.mask)
-                crops.append(np.ascontiguousarray(frame.rgb[y0:y1, x0:x1]))
+            embeddings, qualities, crops = describe_masks(frame.rgb, masks, self.encoder, self.cfg.embed)
         t2 = time.perf_counter()
         obs = Observation.from_masks(frame.stamp, frame.index, frame.pose, masks, embeddings, qualities, crops)
         if not masks:
             obs.labels = np.zeros(frame.shape, np.uint16)
         self.timings_ms = {"segment": (t1 - t0) * 1e3, "embed": (t2 - t1) * 1e3, "total": (time.perf_counter() - t0) * 1e3}
         return obs
+
+
+def describe_masks(rgb: np.ndarray, masks: list[Mask2D], encoder=None, embed_cfg=None):
+    """Per mask: its context-aware embedding (one batched encoder call; None without an
+    encoder), its view quality and the crop of its box (best views; None for an empty mask)."""
+    from .embed.crops import embed_masks, view_quality
+    from .segment.base import mask_bbox
+
+    embeddings = embed_masks(encoder, rgb, masks, embed_cfg) if encoder is not None and masks else None
+    qualities = [view_quality(m.mask, m.mask.shape) for m in masks]
+    crops = []
+    for m in masks:
+        if m.mask.any():
+            x0, y0, x1, y1 = mask_bbox(m.mask)
+            crops.append(np.ascontiguousarray(rgb[y0:y1, x0:x1]))
+        else:
+            crops.append(None)
+    return embeddings, qualities, crops

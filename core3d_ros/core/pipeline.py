@@ -15,6 +15,7 @@ import dataclasses
 import os
 import threading
 import time
+import contextlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -27,8 +28,8 @@ from .frame import Frame, FrameError
 from .mapio import load_map, save_map
 from .objects import MapSnapshot
 from .observation import Observation
+from .perception import Perception, describe_masks
 from .segment.base import Mask2D, Segmenter, make_segmenter
-from .segment.progressive import progressive_merge
 
 
 @dataclass
@@ -54,20 +55,19 @@ class Mapper:
         self.cfg = cfg or MapperConfig()
         if segmenter is None and segment:
             segmenter = make_segmenter(self.cfg.segmenter)
-        self._segmenter = segmenter
         if encoder is None and self.cfg.embed.name != "none":
             from .embed.base import make_encoder
 
             encoder = make_encoder(self.cfg.embed)
-        self.encoder = encoder
+        self.encoder = encoder  # also for text queries, with or without a segmenter
+        self.perception: Perception | None = None  # the models of the inline path
+        if segmenter is not None:
+            self.perception = Perception(self.cfg, segmenter=segmenter, encoder=encoder)
         self._labeler = None
         if encoder is not None and getattr(encoder, "semantic", False):
             from .embed.labels import LabelGuesser
 
             self._labeler = LabelGuesser(encoder, self.cfg.retrieval.vocabulary or None)
-        from .keyframes import KeyframeSelector
-
-        self.keyframes = KeyframeSelector(self.cfg.keyframes)
         self.map = ObjectMap(self.cfg.fusion)
         self.geometry = self._new_geometry()
         warm_up(self.cfg.fusion)  # compiled kernels ready before the first frame (once per process)
@@ -107,9 +107,9 @@ class Mapper:
 
     @property
     def segmenter(self) -> Segmenter:
-        if self._segmenter is None:
+        if self.perception is None:
             raise RuntimeError("this Mapper was built with segment=False: it loads and queries maps only")
-        return self._segmenter
+        return self.perception.segmenter
 
     # ------------------------------------------------------------------ frames
     def check_frame(self, frame: Frame) -> Frame:
@@ -142,18 +142,26 @@ class Mapper:
         if self.geometry is not None:
             with _timed(stats, "geometry"):
                 self.geometry.integrate(frame)
-        stats.keyframe = self.keyframes.is_keyframe(frame.pose, frame.index)
+        perception = self.perception
+        if perception is None:
+            raise RuntimeError("this Mapper was built with segment=False: it loads and queries maps only")
+        stats.keyframe = perception.keyframes.is_keyframe(frame.pose, frame.index)
         if not stats.keyframe:
             return stats
         with _timed(stats, "segment"):
-            masks = progressive_merge(self.segmenter.segment(frame), self.cfg.segmenter.progressive)
+            masks = perception.masks(frame)
         stats.masks = len(masks)
         observations = None
-        if self.encoder is not None and masks:
-            with _timed(stats, "embed"):
-                observations = self._observe(frame, masks)
-        elif masks and self.cfg.retrieval.llm.enabled:  # no encoder: keep best views for the VLM steps
-            observations = self._views(frame, masks)
+        # embeddings with an encoder; without one, best views only, for the retrieval's VLM steps
+        if masks and (self.encoder is not None or self.cfg.retrieval.llm.enabled):
+            with _timed(stats, "embed") if self.encoder is not None else contextlib.nullcontext():
+                embeddings, qualities, crops = describe_masks(frame.rgb, masks, self.encoder, self.cfg.embed)
+            observations = [
+                SegmentObservation(
+                    embedding=None if embeddings is None else embeddings[i], view_quality=qualities[i], view_crop=crops[i]
+                )
+                for i in range(len(masks))
+            ]
         with _timed(stats, "fusion"), self._lock:
             ist = fuse_frame(self.map, frame, masks, observations)
         stats.segments, stats.created, stats.associated = ist.segments, ist.created, ist.associated
@@ -189,28 +197,6 @@ class Mapper:
         stats.merged, stats.dropped_voxels = ist.merged, ist.dropped_voxels
         stats.timings_ms["total"] = (time.perf_counter() - t_start) * 1e3
         return stats
-
-    def _observe(self, frame: Frame, masks: list[Mask2D]) -> list[SegmentObservation]:
-        from .embed.crops import embed_masks, view_quality
-
-        embeddings = embed_masks(self.encoder, frame.rgb, masks, self.cfg.embed)
-        out = []
-        for m, e in zip(masks, embeddings):
-            ys, xs = np.nonzero(m.mask)
-            crop = frame.rgb[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].copy()
-            out.append(SegmentObservation(embedding=e, view_quality=view_quality(m.mask, m.mask.shape), view_crop=crop))
-        return out
-
-    def _views(self, frame: Frame, masks: list[Mask2D]) -> list[SegmentObservation]:
-        """Best-view candidates only (no embeddings), for the retrieval's VLM steps."""
-        from .embed.crops import view_quality
-
-        out = []
-        for m in masks:
-            ys, xs = np.nonzero(m.mask)
-            crop = frame.rgb[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].copy() if len(ys) else None
-            out.append(SegmentObservation(embedding=None, view_quality=view_quality(m.mask, m.mask.shape), view_crop=crop))
-        return out
 
     # ------------------------------------------------------------------ map access
     # The fusion lock (``_lock``) is held only for fusion and for copying the map's state; a

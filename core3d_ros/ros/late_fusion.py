@@ -22,8 +22,7 @@ from ..core.framebuffer import FrameBuffer
 from ..core.observation import ObservationError
 from ..core.worker import Worker
 from . import conversions as conv
-from .observation_msgs import msg_to_observation
-from .perception_node import CLAIMS_TOPIC, OBSERVATION_QOS, OBSERVATIONS_TOPIC
+from .observation_msgs import CLAIMS_TOPIC, OBSERVATION_QOS, OBSERVATIONS_TOPIC, msg_to_observation
 
 STALENESS_WINDOW = 256  # recent staleness samples kept for the percentiles
 

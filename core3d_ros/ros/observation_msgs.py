@@ -8,11 +8,21 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from ..core.observation import MaskRecord, Observation, ObservationError, decode_labels, encode_labels
 from . import conversions as conv
 
 MAX_SIDE = 16384  # pixels; larger label images are refused before decoding
+
+OBSERVATIONS_TOPIC = "core3d/observations"
+CLAIMS_TOPIC = "core3d/perception/claims"
+
+# The link's topics (relative names, so a namespace moves both nodes together) and QoS:
+# observations must arrive (mapping fuses every one); claims are small and frequent.
+OBSERVATION_QOS = QoSProfile(
+    reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=8, durability=DurabilityPolicy.VOLATILE
+)
 
 
 def observation_to_msg(obs: Observation, *, frame_id: str, inference_ms: float = 0.0) -> Any:

@@ -24,7 +24,6 @@ from typing import Any, Callable
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Header
 
 from ..config import MapperConfig
@@ -33,20 +32,12 @@ from ..core.worker import Worker
 from . import conversions as conv
 from .frames import REJECTED, reason_of
 from .inputs import SyncedInputs
-from .observation_msgs import observation_to_msg
+from .observation_msgs import CLAIMS_TOPIC, OBSERVATION_QOS, OBSERVATIONS_TOPIC, observation_to_msg
 from .params import declare_config
+from .runner import run_nodes
 from .sync import Rejected, SyncedSet
 
 NODE_NAME = "core3d_perception"
-OBSERVATIONS_TOPIC = "core3d/observations"
-CLAIMS_TOPIC = "core3d/perception/claims"
-
-# Observations must arrive (mapping fuses every one); claims are small and frequent.
-OBSERVATION_QOS = QoSProfile(
-    reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=8, durability=DurabilityPolicy.VOLATILE
-)
-
-
 class PerceptionNode(Node):
     """See the module docstring. ``perception_factory(cfg)`` builds the Perception (tests)."""
 
@@ -177,8 +168,6 @@ class PerceptionNode(Node):
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point ``core3d-perception-node [--config FILE] [--ros-args ...]``."""
-    from .node import run_nodes
-
     return run_nodes(argv, prog="core3d_perception", build=lambda config_file: [PerceptionNode(config_file=config_file)])
 
 
