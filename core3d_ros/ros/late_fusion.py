@@ -99,9 +99,7 @@ class LateFusion:
             self._reject("size_mismatch", f"observation {obs.labels.shape} vs frame {frame.shape}")
             return
         self._dim = self._dim or dim
-        node = self.node
-        with node._map_lock:
-            node.mapper.fuse_observation(frame, obs)
+        self.node.mapper.fuse_observation(frame, obs)  # the mapper holds its lock while fusing only
         with self._lock:
             self._counts["observations_fused"] += 1
             arrived = self._arrival.get(frame.stamp)
