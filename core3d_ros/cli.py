@@ -318,10 +318,13 @@ def _stress_bench(args) -> dict:
             + f"; all services answered: {r['all_services_answered']}"
         )
     elif args.what == "load":
-        r = stress.bench_load(qps=args.qps or 50.0, frames=args.frames or 300, rate=args.rate or 10.0, data=args.data, **common)
+        r = stress.bench_load(
+            qps=args.qps or 50.0, frames=args.frames or 300, rate=args.rate or 10.0, data=args.data,
+            perception=args.perception, **common,
+        )
         q = r["query_ms"]
         print(
-            f"load: {r['queries']} queries, p50 {q['p50']:.1f} ms, p99 {q['p99']:.1f} ms; frames lost "
+            f"load ({args.perception}): {r['queries']} queries, p50 {q['p50']:.1f} ms, p99 {q['p99']:.1f} ms; frames lost "
             f"{r['frames_lost_without_queries']} without queries, {r['frames_lost_with_queries']} with"
         )
     else:
@@ -403,6 +406,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--sets", type=int, default=10000, help="fuzz: malformed message sets")
     b.add_argument("--classes", nargs="+", default=None, help="fuzz: only these malformation classes")
     b.add_argument("--qps", type=float, default=None, help="load: queries per second while mapping (default 50); online: default 10")
+    b.add_argument(
+        "--perception", choices=("process", "in_process"), default="process",
+        help="load: the perception node in a process of its own (as the launch file starts it) or in the mapping node's",
+    )
     b.add_argument("--trials", type=int, default=7, help="kill: save_map calls killed")
     b.add_argument("--workdir", help="soak/fuzz/load/kill: keep node logs and maps here (default: a removed temp dir)")
     b.add_argument("--config")

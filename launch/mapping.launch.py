@@ -1,8 +1,9 @@
-"""Launch core3d: the mapping node, with the perception node (the models) in the same process.
+"""Launch core3d: the mapping node and the perception node (the models), each in its own process.
 
     ros2 launch core3d mapping.launch.py
     ros2 launch core3d mapping.launch.py config:=/path/to/my.yaml use_sim_time:=true rviz:=true
     ros2 launch core3d mapping.launch.py config:=$(ros2 pkg prefix core3d)/share/core3d/config/core3d_gpu.yaml device:=cuda
+    ros2 launch core3d mapping.launch.py perception:=in_process   # one process for both nodes
     ros2 launch core3d mapping.launch.py perception:=false   # perception runs elsewhere:
         # on the GPU machine: ros2 run core3d perception_node --config my.yaml
 
@@ -19,34 +20,49 @@ from launch_ros.substitutions import FindPackageShare
 
 
 def _core3d_nodes(context, *args, **kwargs):
-    """The mapping node (and, with perception:=true, the perception node in its process)."""
+    """The mapping node and, by perception:=true, the perception node in a process of its own."""
     perception = LaunchConfiguration("perception").perform(context).strip().lower()
-    if perception not in ("true", "false"):
-        raise ValueError(f"launch argument perception must be true or false, got {perception!r}")
-    # The config file goes in as the node's `config_file` (read whatever its node key), not as a
-    # ROS params file: rcl applies a params file keyed `core3d_mapping` only to /core3d_mapping,
-    # so with a namespace its values would be silently ignored.
-    overrides = {
+    modes = {"true": "external", "in_process": "in_process", "false": "external"}
+    if perception not in modes:
+        raise ValueError(f"launch argument perception must be true, in_process or false, got {perception!r}")
+    common = {
         "config_file": ParameterValue(LaunchConfiguration("config"), value_type=str),
         "use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool),
-        "ros.perception": "in_process" if perception == "true" else "external",
     }
     device = LaunchConfiguration("device").perform(context).strip()
     if device:
-        overrides["segmenter.device"] = device
-        overrides["embed.device"] = device
-    return [
+        common["segmenter.device"] = device
+        common["embed.device"] = device
+    node = dict(
+        package="core3d",
+        namespace=LaunchConfiguration("namespace"),
+        output="screen",
+        emulate_tty=True,
+        arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level")],
+    )
+    nodes = [
         Node(
-            package="core3d",
             executable="mapping_node",
             name="core3d_mapping",
-            namespace=LaunchConfiguration("namespace"),
-            output="screen",
-            emulate_tty=True,
-            parameters=[overrides],
-            arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level")],
+            parameters=[{**common, "ros.perception": modes[perception]}],
+            **node,
         )
     ]
+    if perception == "true":
+        # Its own process: the models' Python never holds the mapping process's interpreter
+        # lock, and the OS schedules it below mapping and queries (ros.perception_nice). A
+        # crashed perception node is started again; mapping and the services never stop.
+        nodes.append(
+            Node(
+                executable="perception_node",
+                name="core3d_perception",
+                parameters=[common],
+                respawn=True,
+                respawn_delay=2.0,
+                **node,
+            )
+        )
+    return nodes
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -75,8 +91,8 @@ def generate_launch_description() -> LaunchDescription:
             DeclareLaunchArgument(
                 "perception",
                 default_value="true",
-                description="true: run the perception node (segmenter + CLIP) in the mapping node's process; "
-                "false: take core3d/observations from a perception node elsewhere",
+                description="true: start the perception node (segmenter + CLIP) in a process of its own, restarted if it dies; "
+                "in_process: run it in the mapping node's process; false: take core3d/observations from a perception node elsewhere",
             ),
             DeclareLaunchArgument(
                 "device",

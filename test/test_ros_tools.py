@@ -121,7 +121,7 @@ def launched(tmp_path_factory):
 def test_launch_arguments_are_listed() -> None:
     r = ros2("launch", "core3d", "mapping.launch.py", "--show-args")
     assert r.returncode == 0, r.stderr
-    for arg in ("config", "use_sim_time", "namespace", "log_level", "rviz"):
+    for arg in ("config", "use_sim_time", "namespace", "log_level", "perception", "device", "rviz"):
         assert f"'{arg}'" in r.stdout
 
 
@@ -138,11 +138,40 @@ def test_rviz_argument_starts_rviz(tmp_path: Path) -> None:
         launch.ctrl_c()
 
 
+def test_a_killed_perception_node_is_restarted_and_mapping_keeps_serving(tmp_path: Path) -> None:
+    ns = f"{NAMESPACE}_respawn"
+    launch = Launch(tmp_path / "launch.log", f"namespace:={ns}")
+    try:
+        deadline = time.monotonic() + 90
+        started = r"\[perception_node-\d+\]: process started with pid \[(\d+)\]"
+        while time.monotonic() < deadline and not (
+            "mapping: colour" in launch.output() and re.search(started, launch.output())
+        ):
+            time.sleep(0.5)
+        pid = int(re.search(started, launch.output()).group(1))
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(re.findall(started, launch.output())) < 2:
+            time.sleep(0.5)
+        assert len(re.findall(started, launch.output())) == 2, launch.output()[-3000:]  # started again
+        r = ros2("service", "call", f"/{ns}/core3d/query", "core3d/srv/Query", "{text: 'a chair'}")
+        assert r.returncode == 0 and "success=True" in r.stdout, r.stdout + r.stderr
+        assert not re.search(r"mapping_node-\d+\]: process has", launch.output()), launch.output()[-3000:]
+    finally:
+        assert launch.ctrl_c() == 0, launch.output()[-3000:]
+
+
 def test_node_and_graph_in_the_namespace(launched: Launch) -> None:
     assert "rviz2" not in launched.output()  # rviz:=false (the default) starts no RViz
     nodes = ros2("node", "list", *DISCOVERY)
     assert NODE in nodes.stdout.split(), nodes.stdout + nodes.stderr
-    info = ros2("node", "info", NODE, *DISCOVERY)
+    # perception:=true (the default): the perception node, in a process of its own
+    assert f"/{NAMESPACE}/core3d_perception" in nodes.stdout.split(), nodes.stdout
+    assert re.search(r"\[perception_node-\d+\]: process started", launched.output()), launched.output()[-3000:]
+    for _ in range(3):  # discovery of every endpoint of a busy graph may take more than one spin
+        info = ros2("node", "info", NODE, *DISCOVERY)
+        if info.returncode == 0:
+            break
     assert info.returncode == 0, info.stderr
     for name in ("core3d/objects", "core3d/markers", "core3d/cloud", "core3d/query_markers"):
         assert f"/{NAMESPACE}/{name}" in info.stdout, info.stdout
@@ -185,6 +214,8 @@ def test_every_output_is_published(launched: Launch) -> None:
 
     def echo(o):
         extra = ["--qos-durability", "transient_local", "--qos-reliability", "reliable"] if "diagnostics" not in o[0] else []
+        if "diagnostics" in o[0]:  # the mapping node's, not the perception node's
+            extra = ["--filter", "m.status[0].name.startswith('core3d_mapping')"]
         return ros2("topic", "echo", "--once", *DISCOVERY, *extra, o[0], o[1], timeout=60)
 
     with ThreadPoolExecutor(len(outputs)) as pool:
@@ -214,3 +245,4 @@ def test_ctrl_c_ends_every_node_cleanly(launched: Launch) -> None:
     assert code == 0, out[-3000:]
     assert "process has died" not in out, out[-3000:]
     assert re.search(r"mapping_node-\d+\]: process has finished cleanly", out), out[-3000:]
+    assert re.search(r"perception_node-\d+\]: process has finished cleanly", out), out[-3000:]

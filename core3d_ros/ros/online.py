@@ -99,7 +99,7 @@ def bench_online(
     settle_s: float = 120.0,
 ) -> dict:
     from .player import publish_dataset
-    from .stress import _query_load
+    from .stress import QueryClient
 
     base = load_config(config)  # checked first: a bad file fails before anything starts
     wd, own = _workdir(workdir, "online")
@@ -132,9 +132,7 @@ def bench_online(
     perception = NodeProcess(wd, domain, config=str(cfg_path), name="perception", module="core3d_ros.ros.perception_node")
     peer = Peer(domain)
     diag = _NodeDiagnostics(peer.node)
-    stop = threading.Event()
-    latencies: list[tuple[float, float]] = []
-    failures: list[str] = []
+    client = None
     out: dict[str, Any] = {}
     try:
         if not peer.wait_for_services(120.0):
@@ -144,16 +142,17 @@ def bench_online(
             if not perception.alive():
                 raise RuntimeError(f"the perception node exited:\n{perception.log_text()[-3000:]}")
             time.sleep(0.2)
-        qthread = threading.Thread(target=_query_load, args=(peer, qps, stop, latencies, failures), daemon=True)
+        client = QueryClient(domain, qps)  # a planner: a process of its own
+        if not client.wait_ready():
+            raise RuntimeError("the query client process did not start")
         t_start = time.monotonic()
-        qthread.start()
         result = publish_dataset(
             _Looped(frame_pool, frames), rate, cfg.ros, reliable=True, context=peer.ctx,
             wait_for_subscribers=60.0, progress=progress, node_name="core3d_online_player",
         )
         t_end_publish = time.monotonic()
-        stop.set()
-        qthread.join(15.0)
+        latencies, failures = client.stop()
+        client = None
         # let the last inference finish and its observation be fused (or dropped as late)
         deadline = time.monotonic() + settle_s
         last = None
@@ -196,8 +195,8 @@ def bench_online(
             "queries_during_mapping": len(during),
             "query_p50_ms_during_mapping": percentile(during, 50),
             "query_p99_ms_during_mapping": percentile(during, 99),
-            # the same queries timed inside the mapping node (its last 256): transport and the
-            # client's own process (which also replays the frames) account for the difference
+            # the same queries timed inside the mapping node (its last 256): the executor's
+            # dispatch, the transport and the client process account for the difference
             "query_ms_in_node_p50": diag.get("core3d_mapping", "query_ms_p50", float("nan")),
             "query_ms_in_node_p99": diag.get("core3d_mapping", "query_ms_p99", float("nan")),
             "queries_failed": len(failures),
@@ -205,7 +204,8 @@ def bench_online(
             "machine": _machine(),
         })
     finally:
-        stop.set()
+        if client is not None:
+            client.stop()
         peer.close()
         codes = (perception.stop(), mapping.stop())
     out["exit_codes"] = list(codes)

@@ -16,6 +16,8 @@ topic.
 """
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from collections import Counter
@@ -59,6 +61,7 @@ class PerceptionNode(Node):
         self._rejected: Counter = Counter()
         self._warned: set[str] = set()
         self._last_ms: dict[str, float] = {}
+        limit_model_threads(self.cfg.ros.perception_threads)
         # Every back-end is built now: a bad name, checkpoint or device stops the node here.
         self.perception = (perception_factory or Perception)(self.cfg)
 
@@ -166,12 +169,47 @@ class PerceptionNode(Node):
         super().destroy_node()
 
 
+def limit_model_threads(threads: int) -> int:
+    """Cap torch's CPU threads at ``threads`` (0: all cores but one, so that the mapping side
+    keeps a core on a small machine); returns the cap. Only when torch is installed."""
+    n = threads or max(1, (os.cpu_count() or 1) - 1)
+    try:
+        import torch
+    except ImportError:
+        return n
+    if torch.get_num_threads() > n:
+        torch.set_num_threads(n)
+    return n
+
+
+def lower_priority(nice: int) -> None:
+    """Lower the OS priority of every thread of this process by ``nice`` (threads started
+    later inherit it from their creator): the models then take only the CPU that mapping and
+    queries leave. On Linux a priority belongs to a thread, hence the walk over /proc/self/task."""
+    if nice <= 0:
+        return
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        tids = [0]  # not Linux: the calling thread (and whatever it starts)
+    try:
+        for tid in tids:
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError as e:  # not fatal: the node runs at the default priority
+        print(f"core3d_perception: could not lower the priority by {nice}: {e}", file=sys.stderr)
+
+
+def _own_process(config_file: str | None) -> list[Node]:
+    node = PerceptionNode(config_file=config_file)
+    lower_priority(node.cfg.ros.perception_nice)
+    return [node]
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point ``core3d-perception-node [--config FILE] [--ros-args ...]``."""
-    return run_nodes(argv, prog="core3d_perception", build=lambda config_file: [PerceptionNode(config_file=config_file)])
+    """Console entry point ``core3d-perception-node [--config FILE] [--ros-args ...]``: the
+    perception node in a process of its own, at ``ros.perception_nice`` lower priority."""
+    return run_nodes(argv, prog="core3d_perception", build=_own_process)
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(main())

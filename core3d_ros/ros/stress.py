@@ -144,6 +144,45 @@ class NodeProcess:
             self.stop()
 
 
+GRAPHS = ("process", "in_process")
+
+
+class MappingGraph:
+    """The nodes as ``ros2 launch core3d mapping.launch.py`` starts them: the mapping node and,
+    with ``perception="process"`` (the launch default), the perception node in a process of its
+    own; ``"in_process"``: both nodes in one process. Stands in for one NodeProcess: ``alive``,
+    ``errors`` and ``log_text`` cover both processes, ``stop`` returns the mapping node's code."""
+
+    def __init__(self, workdir: str | os.PathLike, domain_id: int, config: str | None = None, name: str = "node", perception: str = "process"):
+        if perception not in GRAPHS:
+            raise ValueError(f"perception must be one of {', '.join(GRAPHS)}, got {perception!r}")
+        own = perception == "process"
+        self.mapping = NodeProcess(workdir, domain_id, {"ros.perception": "external"} if own else None, config, name)
+        self.perception = (
+            NodeProcess(workdir, domain_id, None, config, f"{name}_perception", module="core3d_ros.ros.perception_node")
+            if own
+            else None
+        )
+        self.pid = self.mapping.pid
+        self._all = [p for p in (self.mapping, self.perception) if p is not None]
+
+    def alive(self) -> bool:
+        return all(p.alive() for p in self._all)
+
+    def rss_mb(self) -> float:
+        return self.mapping.rss_mb()
+
+    def log_text(self) -> str:
+        return "\n".join(p.log_text() for p in self._all)
+
+    def errors(self) -> list[str]:
+        return [line for p in self._all for line in p.errors()]
+
+    def stop(self, timeout: float = 15.0) -> int:
+        codes = [p.stop(timeout) for p in self._all]
+        return codes[0]
+
+
 class DiagnosticsListener(_Diagnostics):
     """The node's latest /diagnostics values, with a count of messages seen (to wait for fresh)."""
 
@@ -673,13 +712,17 @@ def bench_fuzz(
 
         t = 1.0e6  # stamps: far from 0, so that "1000 sets earlier" is still a valid time
         colour_sent = 0
-        warmup = 3
-        for _ in range(warmup):  # valid sets first: "out of order" needs a decided frame before it
+        # Valid sets first, until their masks (from perception, a keyframe at a time) made an
+        # object: "out of order" needs a decided frame before it, and get_object an object.
+        deadline = time.monotonic() + 60.0
+        while time.monotonic() < deadline:
             publish(_valid_set(t))
             t += SET_SPACING
             colour_sent += 1
-        if not peer.wait_settled(colour_sent, 30.0):
-            raise RuntimeError(f"warm-up sets not decided: {peer.counters()}\n{node.log_text()[-2000:]}")
+            if not peer.wait_settled(colour_sent, 30.0):
+                raise RuntimeError(f"warm-up sets not decided: {peer.counters()}\n{node.log_text()[-2000:]}")
+            if peer.diag.get("objects"):
+                break
         base = peer.counters()
 
         t0 = time.monotonic()
@@ -788,6 +831,56 @@ def _query_load(peer: Peer, qps: float, stop: threading.Event, latencies: list, 
         i += 1
 
 
+def _query_client_main(domain_id: int, qps: float, ready: Any, stop: Any, results: Any) -> None:
+    """The body of QueryClient's process: its own rclpy context, queries until ``stop``."""
+    peer = Peer(domain_id, name="core3d_query_client")
+    latencies: list = []
+    failures: list[str] = []
+    try:
+        if peer.wait_for_services(120.0):
+            ready.set()
+            _query_load(peer, qps, stop, latencies, failures)
+        else:
+            failures.append("core3d/query did not come up")
+            ready.set()
+    finally:
+        results.put((latencies, failures))
+        peer.close()
+
+
+class QueryClient:
+    """Queries at ``qps`` from a process of its own, as a planner on the robot asks them: the
+    figures then hold the node and the transport, not this process replaying the frames.
+    ``stop()`` returns (latencies as (monotonic time answered, ms), failures); CLOCK_MONOTONIC is
+    the same clock in every process of the machine."""
+
+    def __init__(self, domain_id: int, qps: float):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")  # a fresh interpreter: rclpy must not be forked
+        self._ready, self._stop, self._results = ctx.Event(), ctx.Event(), ctx.Queue()
+        self.proc = ctx.Process(
+            target=_query_client_main, args=(domain_id, qps, self._ready, self._stop, self._results), daemon=True
+        )
+        self.proc.start()
+
+    def wait_ready(self, timeout: float = 120.0) -> bool:
+        return self._ready.wait(timeout)
+
+    def stop(self, timeout: float = 30.0) -> tuple[list, list[str]]:
+        import queue
+
+        self._stop.set()
+        try:
+            latencies, failures = self._results.get(timeout=timeout)
+        except queue.Empty:
+            latencies, failures = [], ["the query client process gave no results"]
+        self.proc.join(10.0)
+        if self.proc.is_alive():
+            self.proc.kill()
+        return latencies, failures
+
+
 def bench_load(
     qps: float = 50.0,
     frames: int = 300,
@@ -802,9 +895,11 @@ def bench_load(
     progress: bool = True,
     domain_id: int | None = None,
     idle_s: float = 5.0,
+    perception: str = "process",
 ) -> dict:
-    """The same replay twice, each into a fresh node: without queries, then with ``qps``
-    (and ``idle_s`` seconds more of queries once the node has mapped everything)."""
+    """The same replay twice, each into a fresh graph (``perception``: see MappingGraph):
+    without queries, then with ``qps`` (and ``idle_s`` seconds more of queries once the node
+    has mapped everything)."""
     from .player import publish_dataset
 
     cfg = load_config(config)
@@ -815,17 +910,17 @@ def bench_load(
     latencies: list[float] = []
     failures: list[str] = []
     for phase, with_queries in (("without_queries", False), ("with_queries", True)):
-        node = NodeProcess(wd, domain, config=config, name=f"node_{phase}")
+        node = MappingGraph(wd, domain, config=config, name=f"node_{phase}", perception=perception)
         peer = Peer(domain)
-        stop = threading.Event()
-        qthread = None
+        client = None
         try:
             if not peer.wait_for_services(90.0):
                 raise RuntimeError(f"the node did not come up:\n{node.log_text()[-3000:]}")
             first_frame: list[float] = []
             if with_queries:
-                qthread = threading.Thread(target=_query_load, args=(peer, qps, stop, latencies, failures), daemon=True)
-                qthread.start()
+                client = QueryClient(domain, qps)
+                if not client.wait_ready():
+                    raise RuntimeError("the query client process did not start")
             result = publish_dataset(
                 _Looped(frame_pool, frames, lambda i: first_frame.append(time.monotonic()) if i == 0 else None),
                 rate, cfg.ros, reliable=True, context=peer.ctx,
@@ -835,11 +930,12 @@ def bench_load(
             if with_queries:  # "while mapping": from the first frame sent until all are mapped
                 mapping_start, mapping_end = first_frame[0], time.monotonic()
                 mapping_s = mapping_end - mapping_start
-            if qthread is not None:
+            if client is not None:
                 time.sleep(idle_s)  # the peer figure: the same queries on the finished map
-            stop.set()
-            if qthread is not None:
-                qthread.join(15.0)
+                got, failed = client.stop()
+                client = None
+                latencies.extend(got)
+                failures.extend(failed)
                 peer.diag.fresh()  # counters published after the last query
                 peer.diag.fresh()
             counters = peer.counters()
@@ -853,7 +949,8 @@ def bench_load(
                 "node_alive_at_end": node.alive(),
             }
         finally:
-            stop.set()
+            if client is not None:
+                client.stop()
             peer.close()
             phases.setdefault(phase, {})["node_exit_code"] = node.stop()
     base, loaded = phases["without_queries"], phases["with_queries"]
@@ -867,6 +964,7 @@ def bench_load(
         "source": source,
         "frames": frames,
         "rate_hz": rate,
+        "perception": perception,
         "qps_target": qps,
         "queries": len(latencies) + sum(1 for f in failures if "did not answer" in f),
         "queries_failed": len(failures),
