@@ -33,3 +33,30 @@ def test_online_bench_small(tmp_path) -> None:
     assert math.isfinite(r["staleness_s_p95"]) and r["staleness_s_p95"] >= r["staleness_s_p50"] >= 0
     assert r["queries_during_mapping"] > 0 and r["queries_failed"] == 0
     assert not r["errors"]["mapping"] and not r["errors"]["perception"], r["errors"]
+
+
+def test_stand_in_segmenter_pays_the_model_and_hands_on_the_stand_in_masks() -> None:
+    from core3d_ros.core.datasets import make_scene
+    from core3d_ros.core.segment.base import Mask2D
+    from core3d_ros.ros.online import StandInSegmenter
+
+    frame = make_scene(seed=0, num_frames=1, width=64, height=48)[0]
+    calls = []
+
+    class Model:
+        name = "sam"
+
+        def segment(self, f):
+            calls.append(f.index)
+            return []  # an untrained generator: nothing passes its filters
+
+    class Geometric:
+        name = "geometric"
+
+        def segment(self, f):
+            return [Mask2D(mask=f.depth > 0, score=1.0)]
+
+    seg = StandInSegmenter(Model(), Geometric())
+    masks = seg.segment(frame)
+    assert calls == [frame.index] and len(masks) == 1 and masks[0].mask.shape == frame.depth.shape
+    assert seg.name == "sam+geometric_masks"

@@ -10,8 +10,10 @@ its masks) and the time of one keyframe's inference.
 
 ``random_weights``: the named architectures (SAM ``vit_b``; the CLIP ``embed.model``) are built
 with random weights and saved to checkpoints that the nodes load through the real loading path,
-so inference costs its true time; untrained outputs are never presented as semantic. SAM's own
-quality filters are set to 0 so that untrained predictions still yield masks.
+so inference costs its true time; untrained outputs are never presented as semantic. An untrained
+mask generator's masks pass no quality filter, so with random weights the perception node runs
+the model on every keyframe for its true time and then fuses the geometric segmenter's masks
+(StandInSegmenter; the JSON says so in ``masks_fused_from``).
 """
 from __future__ import annotations
 
@@ -35,6 +37,40 @@ from .stress import (
 )
 
 NODES = ("core3d_mapping", "core3d_perception")
+MODEL_SEGMENTERS = ("sam", "semantic_sam")
+
+
+class StandInSegmenter:
+    """For benchmarks with random weights: runs ``model`` on every keyframe for its true time,
+    then hands on the masks of ``stand_in`` (the weight-free geometric segmenter). An untrained
+    generator's masks pass no quality filter, so without this nothing would reach fusion and
+    the stages after segmentation would go unmeasured. Never used outside ``core3d bench online``."""
+
+    def __init__(self, model: Any, stand_in: Any):
+        self.model, self.stand_in = model, stand_in
+        self.name = f"{model.name}+{stand_in.name}_masks"
+
+    def segment(self, frame: Any) -> list:
+        self.model.segment(frame)  # its time is paid; its output is not fused
+        return self.stand_in.segment(frame)
+
+
+def _stand_in_perception(config_file: str | None) -> list:
+    """The perception node of ``python -m core3d_ros.ros.online``: as core3d-perception-node,
+    with the configured model segmenter wrapped in StandInSegmenter."""
+    import dataclasses
+
+    from ..core.perception import Perception
+    from ..core.segment.base import make_segmenter
+    from .perception_node import PerceptionNode, lower_priority
+
+    def build(cfg: MapperConfig) -> Perception:
+        geometric = make_segmenter(dataclasses.replace(cfg.segmenter, name="geometric"))
+        return Perception(cfg, segmenter=StandInSegmenter(make_segmenter(cfg.segmenter), geometric))
+
+    node = PerceptionNode(config_file=config_file, perception_factory=build)
+    lower_priority(node.cfg.ros.perception_nice)
+    return [node]
 
 
 class _NodeDiagnostics:
@@ -129,7 +165,11 @@ def bench_online(
     frame_pool, source = _frames_pool(data, min(frames, 400), 0, width, height, cfg)
     domain = domain_id if domain_id is not None else pick_domain_id()
     mapping = NodeProcess(wd, domain, config=str(cfg_path), name="mapping")
-    perception = NodeProcess(wd, domain, config=str(cfg_path), name="perception", module="core3d_ros.ros.perception_node")
+    stand_in = random_weights and cfg.segmenter.name in MODEL_SEGMENTERS
+    perception = NodeProcess(
+        wd, domain, config=str(cfg_path), name="perception",
+        module="core3d_ros.ros.online" if stand_in else "core3d_ros.ros.perception_node",
+    )
     peer = Peer(domain)
     diag = _NodeDiagnostics(peer.node)
     client = None
@@ -176,6 +216,8 @@ def bench_online(
             "source": source,
             "config": cfg_dict,
             "random_weights": random_weights,
+            # the model ran on every keyframe for its true time; the masks fused were geometric
+            "masks_fused_from": "geometric (stand-in for the untrained model)" if stand_in else cfg.segmenter.name,
             "rate_hz": rate,
             "frames_published": result.frames,
             "frames_integrated": int(integrated),
@@ -214,3 +256,11 @@ def bench_online(
 
         shutil.rmtree(wd, ignore_errors=True)
     return out
+
+
+if __name__ == "__main__":  # the benchmark's perception node (StandInSegmenter)
+    import sys
+
+    from .runner import run_nodes
+
+    sys.exit(run_nodes(None, prog="core3d_perception", build=_stand_in_perception))
