@@ -196,3 +196,25 @@ def test_non_map_file_gets_our_message_not_numpys(tmp_path, content):
     with pytest.raises(MapFileError) as e:
         load_map(bad, FusionConfig())
     assert "not a core3d map file" in str(e.value) and "pickle" not in str(e.value)
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from core3d_ros.core.fileio import atomic_write_bytes
+
+    target = tmp_path / "map.npz"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)  # a process that has ended: its pid names no live writer
+    left = tmp_path / f".map.npz.{dead_pid}.abc123.tmp"
+    left.write_bytes(b"half a map")
+    live = tmp_path / f".map.npz.{os.getpid()}.def456.tmp"  # a writer still running (this process)
+    live.write_bytes(b"being written")
+    other = tmp_path / f".other.npz.{dead_pid}.x.tmp"  # another target's: not ours to remove
+    other.write_bytes(b"x")
+    atomic_write_bytes(target, b"new map")
+    assert target.read_bytes() == b"new map"
+    assert not left.exists() and live.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, live.name, other.name])

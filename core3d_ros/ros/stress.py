@@ -1069,6 +1069,8 @@ def bench_kill(
                 raise RuntimeError(f"save_map failed: {r.message}")
             target = wd / r.path
             previous = _sha256(target)
+            # what the last trial's kill left beside the target, after this save: nothing
+            trial["temp_files_after_next_save"] = _temp_files(target)
             lr, _ = peer.call("load_map", peer.request("load_map", path=source_rel), timeout=120.0)
             if not lr.success:
                 raise RuntimeError(f"load_map failed: {lr.message}")
@@ -1137,6 +1139,8 @@ def bench_kill(
             r["file"] == "previous" for r in results if r["temp_file_at_kill"] and not r["save_answered_before_kill"]
         ),
         "temp_files_left": sum(len(r["temp_files_left"]) for r in results),
+        # a killed writer's temporary file is removed by the next save of the same map
+        "temp_files_left_after_next_save": sum(len(r.get("temp_files_after_next_save", [])) for r in results),
         "temp_file_picked_by_load": any(r["temp_file_picked_by_load"] for r in results),
         "workdir": str(wd) if not own else None,
         "machine": _machine(),
