@@ -25,7 +25,9 @@ Method (all in the camera frame, on a strided pixel grid, vectorised numpy + Ope
    when seen at a grazing angle, above ~80 degrees for 0.025 at stride 2), or (b) the surface
    folds concavely by more than ``concave_deg[l]`` between pixels ``normal_radius`` apart
    (the convexity criterion of LCCP / Tateno et al.: objects are mostly convex, and where two
-   touch - a cup on a shelf, a box against a cabinet - the junction is concave). Connected
+   touch - a cup on a shelf, a box against a cabinet - the junction is concave). The normals
+   are smoothed over their support, so a fold reads smaller than it is: a right-angled crease
+   between a box and the floor measures ~35 degrees (10th-90th percentile 9-38). Connected
    components of the remaining pixels (``cv2.connectedComponents``, 4-connected) seed the
    regions; boundary pixels are then grown into the adjacent region when depth is continuous,
    and small invalid-depth holes (``hole_fill_px``) are filled from the nearest region. Finer
