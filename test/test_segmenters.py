@@ -142,6 +142,31 @@ def test_geometric_separates_boxes_touching_in_the_image(scene):
         assert min(share_a, share_c) < 0.05
 
 
+# A table (top 1.6 x 1.0 m at 0.75 m, a dominant plane in the image; four 5 cm legs) with a box
+# standing on it.
+TABLE_TOP = ((-0.8, 1.5, 0.71), (0.8, 2.5, 0.75))
+TABLE_LEGS = [((x, y, 0.0), (x + 0.05, y + 0.05, 0.71)) for x in (-0.75, 0.70) for y in (1.55, 2.40)]
+BOX_ON_TABLE = ((0.10, 1.9, 0.75), (0.30, 2.1, 0.95))
+
+
+@pytest.mark.parametrize("noise", [False, True], ids=["clean", "kinect"])
+def test_geometric_keeps_a_table_whole_and_what_stands_on_it_apart(noise):
+    # The table top is a dominant plane; its front face and legs meet it over convex edges and
+    # belong to it, while the box on it (a concave crease) and the floor (concave at the legs'
+    # feet) stay apart.
+    depth, ids = _render([TABLE_TOP, *TABLE_LEGS, BOX_ON_TABLE], noise=noise)
+    table = (ids >= 2) & (ids <= 6)
+    box = ids == 7
+    masks = GeometricSegmenter().segment(_frame(depth, INTR))
+    iou, i = _best(masks, table)
+    assert iou > 0.85, f"table IoU {iou:.3f}"
+    legs = table & (ids != 2)
+    assert np.count_nonzero(masks[i].mask & legs) > 0.5 * np.count_nonzero(legs)
+    assert np.count_nonzero(masks[i].mask & box) < 0.05 * np.count_nonzero(box)
+    assert _best(masks, box)[0] > 0.8
+    assert _best(masks, ids == 1)[0] > 0.9  # the floor
+
+
 def test_geometric_without_noise_and_deterministic():
     depth, ids = _render([BOX_A, BOX_B, BOX_C], noise=False)
     seg = GeometricSegmenter()

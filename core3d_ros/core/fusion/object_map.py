@@ -610,12 +610,17 @@ class ObjectMap:
         For each mask and candidate object A, the mask's segments lying mostly inside A
         (|S ∩ A| > gamma |S|) are taken together, as the mask saw them. Their union U passes when
         IoV(U, A) and IoV(A_visible, U) pass the balanced test; a segment joins the passing
-        candidate with the best score, min(IoV(U, A), IoV(A_visible, U)).
+        candidate with the best score, min(IoV(U, A), IoV(A_visible, U)). A_visible is A's
+        voxels among the frame's segmented voxels.
         """
         gamma, delta = self.cfg.gamma, self.cfg.delta
         n_seg = len(seg_size)
         targets = np.full(n_seg, -1, np.int64)
         self._unions = []
+        # An object's voxels that the frame saw but that lie in no segment (no mask there: depth
+        # edges, holes, masks dropped as too small or unsure, DBSCAN noise) say nothing about
+        # which mask is the object: its visible part is what the frame's segments cover.
+        rows = np.where(seg >= 0, rows, -1)
         known = rows >= 0
         if not known.any():
             return targets
