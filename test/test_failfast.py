@@ -183,3 +183,18 @@ def importlib_find(name: str):
     import importlib.util
 
     return importlib.util.find_spec(name)
+
+
+@pytest.mark.parametrize("busy", [True, False])
+def test_an_entry_point_ends_with_its_code_while_a_model_call_is_still_running(busy):
+    # A keyframe still in a model when the node stops must not turn exit code 0 into SIGABRT
+    # (interpreter shutdown under a running library call): the process ends at once instead.
+    code = (
+        "import sys, threading, time\n"
+        "from core3d_ros.ros.runner import exit_now_if_busy\n"
+        f"if {busy}: threading.Thread(target=time.sleep, args=(60,), name='core3d_perception', daemon=True).start()\n"
+        "sys.exit(exit_now_if_busy(3))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 3, r.stderr
+    assert ("still busy: core3d_perception" in r.stderr) == busy, r.stderr

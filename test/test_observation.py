@@ -152,10 +152,13 @@ def test_a_pinned_frame_outlives_the_ring_until_taken():
     for i in range(1, 10):
         buf.add(_frame(stamp=float(i), index=i))
     assert len(buf) == 3  # two recent + the pinned one
+    t_pinned = buf.arrived(0.0)  # kept with the pinned frame however many frames came after it
+    assert t_pinned is not None and t_pinned <= buf.arrived(9.0)
     frame, why = buf.take(0.0)
     assert frame.stamp == 0.0 and why == ""
     buf.add(_frame(stamp=10.0, index=10))
     assert buf.take(0.0) == (None, "late") and len(buf) == 2
+    assert buf.arrived(0.0) is None and buf.arrived(1.0) is None  # gone with their frames
 
 
 # ------------------------------------------------------------------ perception

@@ -4,6 +4,7 @@
     buf.add(frame)                 # at sensor rate; the oldest unpinned frame leaves when full
     buf.pin(stamp)                 # perception started on this frame: keep it until taken
     frame, why = buf.take(stamp)   # (Frame, "") or (None, "late" | "unknown_stamp")
+    buf.arrived(stamp)             # time.monotonic() when the frame was added, while buffered
 
 Memory is bounded by ``capacity`` frames plus ``max_pinned`` pinned ones. A pin keeps the frame a
 slow model is working on (seconds on a CPU) without buffering every frame in between.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import threading
+import time
 from collections import OrderedDict
 
 from .frame import Frame
@@ -25,6 +27,7 @@ class FrameBuffer:
         self.max_pinned = int(max_pinned)
         self.tolerance = float(tolerance)
         self._frames: OrderedDict[float, Frame] = OrderedDict()  # insertion (stamp) order
+        self._arrived: dict[float, float] = {}  # stamp -> time.monotonic() at add
         self._stamps: list[float] = []  # sorted
         self._pinned: OrderedDict[float, None] = OrderedDict()
         self._pending: list[float] = []  # pins asked for before their frame arrived
@@ -41,6 +44,7 @@ class FrameBuffer:
             if stamp in self._frames:
                 return
             self._frames[stamp] = frame
+            self._arrived[stamp] = time.monotonic()
             bisect.insort(self._stamps, stamp)
             pending = [p for p in self._pending if abs(p - stamp) <= self.tolerance]
             if pending:
@@ -49,6 +53,12 @@ class FrameBuffer:
             unpinned = [s for s in self._stamps if s not in self._pinned]
             while len(unpinned) > self.capacity:
                 self._drop(unpinned.pop(0))
+
+    def arrived(self, stamp: float) -> float | None:
+        """time.monotonic() when the frame of ``stamp`` was added; None once it has left."""
+        with self._lock:
+            key = self._find(stamp)
+            return None if key is None else self._arrived[key]
 
     def newest(self) -> float | None:
         with self._lock:
@@ -94,6 +104,7 @@ class FrameBuffer:
 
     def _drop(self, stamp: float) -> None:
         del self._frames[stamp]
+        del self._arrived[stamp]
         self._stamps.remove(stamp)
         self._pinned.pop(stamp, None)
         if self._oldest_dropped is None or stamp > self._oldest_dropped:

@@ -39,8 +39,6 @@ class LateFusion:
         self._lock = threading.Lock()
         self._counts: Counter = Counter()
         self._rejected: Counter = Counter()
-        self._arrival: dict[float, float] = {}  # stamp -> monotonic arrival time of its frame
-        self._arrival_order: deque[float] = deque()
         self._staleness: deque[float] = deque(maxlen=STALENESS_WINDOW)
         self._waiting: dict[float, Any] = {}  # observations that arrived before their frame
         self._dim: int | None = getattr(getattr(node.mapper, "encoder", None), "dim", None)
@@ -60,11 +58,6 @@ class LateFusion:
         with self._lock:
             ready = [s for s in self._waiting if s <= frame.stamp + self.buffer.tolerance]
             retry = [self._waiting.pop(s) for s in ready]  # their frame is here, or never will be
-            self._arrival[frame.stamp] = time.monotonic()
-            self._arrival_order.append(frame.stamp)
-            keep = 4 * (self.buffer.capacity + self.buffer.max_pinned)
-            while len(self._arrival_order) > keep:
-                self._arrival.pop(self._arrival_order.popleft(), None)
         for msg in retry:
             self._worker.put(msg)
         return None
@@ -88,6 +81,7 @@ class LateFusion:
         except ObservationError as e:
             self._reject(e.reason, str(e))
             return
+        arrived = self.buffer.arrived(stamp)  # kept with the frame (before take: a pinned one leaves then)
         frame, why = self.buffer.take(stamp)
         if frame is None:
             newest = self.buffer.newest()
@@ -102,7 +96,6 @@ class LateFusion:
         self.node.mapper.fuse_observation(frame, obs)  # the mapper holds its lock while fusing only
         with self._lock:
             self._counts["observations_fused"] += 1
-            arrived = self._arrival.get(frame.stamp)
             if arrived is not None:
                 self._staleness.append(time.monotonic() - arrived)
 

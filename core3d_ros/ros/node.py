@@ -46,7 +46,7 @@ from .frames import REJECTED, reason_of
 from .inputs import SyncedInputs, validate_inputs
 from .late_fusion import LateFusion
 from .params import declare_config
-from .runner import run_nodes
+from .runner import exit_now_if_busy, run_nodes
 from .surface_msgs import surface_markers
 from .sync import Rejected, SyncedSet
 
@@ -644,7 +644,7 @@ class MappingNode(Node):
 def main(argv: list[str] | None = None) -> int:
     """Console entry point ``core3d-mapping-node [--config FILE] [--ros-args ...]``: the mapping
     node, with a perception node in the same process unless ``ros.perception`` says otherwise."""
-    return run_nodes(argv, prog="core3d_mapping", build=_mapping_nodes)
+    return exit_now_if_busy(run_nodes(argv, prog="core3d_mapping", build=_mapping_nodes))
 
 
 def _mapping_nodes(config_file: str | None) -> list[Node]:

@@ -261,6 +261,6 @@ def bench_online(
 if __name__ == "__main__":  # the benchmark's perception node (StandInSegmenter)
     import sys
 
-    from .runner import run_nodes
+    from .runner import exit_now_if_busy, run_nodes
 
-    sys.exit(run_nodes(None, prog="core3d_perception", build=_stand_in_perception))
+    sys.exit(exit_now_if_busy(run_nodes(None, prog="core3d_perception", build=_stand_in_perception)))

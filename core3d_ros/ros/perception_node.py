@@ -36,7 +36,7 @@ from .frames import REJECTED, reason_of
 from .inputs import SyncedInputs
 from .observation_msgs import CLAIMS_TOPIC, OBSERVATION_QOS, OBSERVATIONS_TOPIC, observation_to_msg
 from .params import declare_config
-from .runner import run_nodes
+from .runner import exit_now_if_busy, run_nodes
 from .sync import Rejected, SyncedSet
 
 NODE_NAME = "core3d_perception"
@@ -208,7 +208,7 @@ def _own_process(config_file: str | None) -> list[Node]:
 def main(argv: list[str] | None = None) -> int:
     """Console entry point ``core3d-perception-node [--config FILE] [--ros-args ...]``: the
     perception node in a process of its own, at ``ros.perception_nice`` lower priority."""
-    return run_nodes(argv, prog="core3d_perception", build=_own_process)
+    return exit_now_if_busy(run_nodes(argv, prog="core3d_perception", build=_own_process))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -16,6 +17,21 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 
 from ..config import ConfigError
+
+
+def exit_now_if_busy(code: int) -> int:
+    """After the nodes shut down, a thread may still be inside a model call, which nothing can
+    interrupt (a CPU keyframe takes minutes). Interpreter shutdown would then tear the library
+    down under it and C++ aborts the process (SIGABRT instead of the exit code), so end the
+    process at once, output flushed. Returns ``code`` when no such thread is left. Only for a
+    process's entry point: it never returns into a caller when it exits."""
+    busy = [t for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive()]
+    if busy:
+        print(f"ending with {len(busy)} thread(s) still busy: {', '.join(t.name for t in busy)[:200]}", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def run_nodes(argv: list[str] | None, *, prog: str, build: Callable[[str | None], list[Node]]) -> int:
