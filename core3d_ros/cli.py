@@ -302,8 +302,9 @@ def _stress_bench(args) -> dict:
     from .ros import stress
 
     common = {"config": args.config, "workdir": args.workdir}
+    graph = {"perception": args.perception}
     if args.what == "soak":
-        r = stress.bench_soak(frames=args.frames or 10000, rate=args.rate or 20.0, data=args.data, **common)
+        r = stress.bench_soak(frames=args.frames or 10000, rate=args.rate or 20.0, data=args.data, **graph, **common)
         growth = r["rss_growth_last_over_second"]
         print(
             f"soak: {r['frames_published']} frames, {r['node']['mapped']} mapped, {r['node']['dropped']} dropped; "
@@ -311,7 +312,7 @@ def _stress_bench(args) -> dict:
             f"({growth * 100:+.1f} %); {r['exceptions']['log_error_lines']} error lines"
         )
     elif args.what == "fuzz":
-        r = stress.bench_fuzz(sets=args.sets, rate=args.rate or 100.0, classes=args.classes, **common)
+        r = stress.bench_fuzz(sets=args.sets, rate=args.rate or 100.0, classes=args.classes, **graph, **common)
         print(
             f"fuzz: {r['sets_sent']} malformed sets, {r['mapped_malformed']} mapped; rejected "
             + ", ".join(f"{k} {v}" for k, v in r["rejected_by_reason"].items())
@@ -320,7 +321,7 @@ def _stress_bench(args) -> dict:
     elif args.what == "load":
         r = stress.bench_load(
             qps=args.qps or 50.0, frames=args.frames or 300, rate=args.rate or 10.0, data=args.data,
-            perception=args.perception, **common,
+            **graph, **common,
         )
         q = r["query_ms"]
         print(
@@ -408,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--qps", type=float, default=None, help="load: queries per second while mapping (default 50); online: default 10")
     b.add_argument(
         "--perception", choices=("process", "in_process"), default="process",
-        help="load: the perception node in a process of its own (as the launch file starts it) or in the mapping node's",
+        help="soak/fuzz/load: the perception node in a process of its own (as the launch file starts it) or in the mapping node's",
     )
     b.add_argument("--trials", type=int, default=7, help="kill: save_map calls killed")
     b.add_argument("--workdir", help="soak/fuzz/load/kill: keep node logs and maps here (default: a removed temp dir)")

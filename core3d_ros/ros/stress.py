@@ -153,13 +153,22 @@ class MappingGraph:
     own; ``"in_process"``: both nodes in one process. Stands in for one NodeProcess: ``alive``,
     ``errors`` and ``log_text`` cover both processes, ``stop`` returns the mapping node's code."""
 
-    def __init__(self, workdir: str | os.PathLike, domain_id: int, config: str | None = None, name: str = "node", perception: str = "process"):
+    def __init__(
+        self,
+        workdir: str | os.PathLike,
+        domain_id: int,
+        overrides: dict[str, str] | None = None,
+        config: str | None = None,
+        name: str = "node",
+        perception: str = "process",
+    ):
         if perception not in GRAPHS:
             raise ValueError(f"perception must be one of {', '.join(GRAPHS)}, got {perception!r}")
         own = perception == "process"
-        self.mapping = NodeProcess(workdir, domain_id, {"ros.perception": "external"} if own else None, config, name)
+        overrides = dict(overrides or {})
+        self.mapping = NodeProcess(workdir, domain_id, {**overrides, "ros.perception": "external"} if own else overrides, config, name)
         self.perception = (
-            NodeProcess(workdir, domain_id, None, config, f"{name}_perception", module="core3d_ros.ros.perception_node")
+            NodeProcess(workdir, domain_id, overrides, config, f"{name}_perception", module="core3d_ros.ros.perception_node")
             if own
             else None
         )
@@ -444,8 +453,10 @@ def bench_soak(
     workdir: str | None = None,
     progress: bool = True,
     domain_id: int | None = None,
+    perception: str = "process",
 ) -> dict:
-    """``frames`` valid frames at ``rate`` Hz through the node; RSS at each tenth."""
+    """``frames`` valid frames at ``rate`` Hz through the graph (``perception``: see
+    MappingGraph); the mapping node's RSS at each tenth."""
     from .player import publish_dataset
 
     if frames < 10:
@@ -456,7 +467,7 @@ def bench_soak(
     domain = domain_id if domain_id is not None else pick_domain_id()
     marks = {int(round(k * frames / 10)): k for k in range(1, 10)}
     samples: list[dict] = []
-    node = NodeProcess(wd, domain, config=config)
+    node = MappingGraph(wd, domain, config=config, perception=perception)
     peer = Peer(domain)
     try:
         if not peer.wait_for_services(90.0):
@@ -490,6 +501,7 @@ def bench_soak(
     growth = (last - second) / second
     out = {
         "bench": "soak",
+        "perception": perception,
         "source": source,
         "frames_requested": frames,
         "frames_published": result.frames,
@@ -667,8 +679,10 @@ def bench_fuzz(
     workdir: str | None = None,
     progress: bool = True,
     domain_id: int | None = None,
+    perception: str = "process",
 ) -> dict:
-    """``sets`` malformed sets (classes drawn at random) at ``rate`` sets/s, then valid ones."""
+    """``sets`` malformed sets (classes drawn at random) at ``rate`` sets/s, then valid ones,
+    into the graph (``perception``: see MappingGraph)."""
     from geometry_msgs.msg import PoseStamped
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image
@@ -685,7 +699,7 @@ def bench_fuzz(
     overrides = {"ros.qos_depth": "1000", "ros.sync_queue": "30", "ros.work_queue": "1000",
                  "ros.sync_slop": "0.05", "ros.max_pose_age": "0.2", "keyframes.enabled": "false"}
     rng = random.Random(seed)
-    node = NodeProcess(wd, domain, overrides, config=config)
+    node = MappingGraph(wd, domain, overrides, config=config, perception=perception)
     peer = Peer(domain)
     sent: Counter = Counter()
     try:
@@ -767,6 +781,7 @@ def bench_fuzz(
                 for k in after_malformed["rejected_by_reason"]}
     out = {
         "bench": "fuzz",
+        "perception": perception,
         "reasons_consistent": _reasons_consistent(sent, rejected),
         "sets_sent": sum(sent.values()),
         "sets_by_class": dict(sorted(sent.items())),
