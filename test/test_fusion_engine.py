@@ -390,3 +390,89 @@ def test_cuda_device_works_or_is_refused_with_the_parameter_name():
         return
     s = fuse(omap, [line(0, 10)])
     assert s.created == 1 and omap.num_voxels == 10
+
+
+# ------------------------------------------------------------------ faster kernels = reference kernels
+
+
+@needs_numba
+@pytest.mark.parametrize("seed,min_samples,eps", [(0, 1, 1.75), (1, 3, 1.75), (2, 5, 1.75), (3, 3, 2.5), (4, 4, 1.0)])
+def test_fast_dbscan_equals_reference_kernel(seed, min_samples, eps):
+    """Same segment of every voxel (numbering included) as kernels.dbscan_kernel, on sparse
+    random voxels with three labels and unlabelled ones, where border voxels are common."""
+    from core3d_ros.core.fusion import pkernels
+
+    rng = np.random.default_rng(seed)
+    pts = np.unique(rng.integers(-6, 12, size=(9000, 3)), axis=0)
+    pts = pts[rng.permutation(len(pts))].T.astype(np.int32)  # first-appearance order is random
+    fv = FrameVoxels(pts, compiled=True)
+    labels = rng.integers(0, 4, size=len(fv)).astype(np.int64)
+    off = neighbour_offsets(eps)
+    nbr = fv.block_neighbours()
+    for min_size in (1, 4):
+        ref = kernels.dbscan_kernel(fv.voxel, fv._vlut, nbr, labels, off, min_samples, min_size)
+        ours = pkernels.dbscan_kernel(fv.voxel, fv._vlut, nbr, labels, off, min_samples, min_size)
+        assert np.array_equal(ref, ours)
+        assert ref.max() >= 1  # the case has several segments
+
+
+@needs_numba
+def test_fast_dbscan_hand_case():
+    """Two runs of voxels along x, 6-neighbourhood, min_samples 3: inner voxels are core, the
+    ends are border voxels of their run; segments are numbered in order of first voxel."""
+    from core3d_ros.core.fusion import pkernels
+
+    xs = [6, 7, 8, 0, 1, 2, 3]
+    pts = np.stack([np.array(xs), np.zeros(7, int), np.zeros(7, int)]).astype(np.int32)
+    fv = FrameVoxels(pts, compiled=True)
+    labels = np.ones(len(fv), np.int64)
+    args = (fv.voxel, fv._vlut, fv.block_neighbours(), labels, neighbour_offsets(1.0), 3, 1)
+    ref, ours = kernels.dbscan_kernel(*args), pkernels.dbscan_kernel(*args)
+    assert np.array_equal(ref, ours)
+    seg = dict(zip(fv.voxel_coords()[:, 0].tolist(), ours.tolist()))
+    assert seg == {6: 0, 7: 0, 8: 0, 0: 1, 1: 1, 2: 1, 3: 1}
+    # min_size 4 drops the three-voxel run.
+    ours = pkernels.dbscan_kernel(*args[:-1], 4)
+    assert dict(zip(fv.voxel_coords()[:, 0].tolist(), ours.tolist())) == {6: -1, 7: -1, 8: -1, 0: 0, 1: 0, 2: 0, 3: 0}
+
+
+@needs_numba
+def test_block_neighbours_kernel_equals_array_code():
+    coords = _frame_coords(5, 5000)
+    fv = FrameVoxels(coords, compiled=True)
+    from core3d_ros.core.fusion import pkernels
+
+    fast = pkernels.block_neighbours_kernel(fv.blocks, fv._cell_block, fv._lo, fv._dims)
+    fv._grid = True
+    nb = len(fv.blocks)
+    saved = pkernels.block_neighbours_kernel
+    try:
+        pkernels.block_neighbours_kernel = None  # force the array code
+        import core3d_ros.core.fusion.kernels as k
+
+        have, k.HAVE_NUMBA = k.HAVE_NUMBA, False
+        try:
+            ref = fv.block_neighbours()
+        finally:
+            k.HAVE_NUMBA = have
+    finally:
+        pkernels.block_neighbours_kernel = saved
+    assert fast.shape == ref.shape == (nb, 27) and np.array_equal(fast, ref)
+
+
+@needs_numba
+def test_pair_codes_kernel_equals_array_code():
+    from core3d_ros.core.fusion import pkernels
+
+    rng = np.random.default_rng(6)
+    ids = rng.integers(-1, 9, size=(300, 4)).astype(np.int32)
+    ids[rng.random((300, 4)) < 0.4] = -1
+    rows = rng.integers(0, 300, size=900)
+    sub = ids[rows]
+    ref = []
+    for i in range(4):
+        for j in range(i + 1, 4):
+            a, b = sub[:, i], sub[:, j]
+            ok = (a >= 0) & (b >= 0)
+            ref.append((np.minimum(a[ok], b[ok]).astype(np.int64) << 32) | np.maximum(a[ok], b[ok]).astype(np.int64))
+    assert np.array_equal(np.unique(pkernels.pair_codes_kernel(rows, ids)), np.unique(np.concatenate(ref)))

@@ -164,8 +164,15 @@ class FrameVoxels:
     def block_neighbours(self) -> np.ndarray:
         """(B, 27) frame-block index of each frame block's 27 neighbouring blocks (shift
         (sx, sy, sz) in {-1, 0, 1}^3 at column (sx+1)*9 + (sy+1)*3 + (sz+1)); -1 where absent."""
-        shifts = np.stack(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1], indexing="ij"), axis=-1).reshape(-1, 3)
         nb = len(self.blocks)
+        if self._grid and nb:
+            from .kernels import HAVE_NUMBA
+
+            if HAVE_NUMBA:
+                from .pkernels import block_neighbours_kernel
+
+                return block_neighbours_kernel(self.blocks, self._cell_block, self._lo, self._dims)
+        shifts = np.stack(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1], indexing="ij"), axis=-1).reshape(-1, 3)
         b = (self.blocks[:, None, :].astype(np.int64) + shifts[None]).reshape(-1, 3)
         if self._grid:
             rel = b - self._lo

@@ -45,7 +45,9 @@ import numpy as np
 from ...config import FusionConfig
 from ..objects import MapSnapshot, ObjectInfo, OrientedBox
 from .blocks import BLOCK_VOXELS, BlockHash, FrameVoxels, block_offsets
-from .kernels import HAVE_NUMBA, backproject_kernel, dbscan_kernel, overlaps_kernel, vote_kernel
+from .kernels import HAVE_NUMBA, backproject_kernel, overlaps_kernel, vote_kernel
+from .pkernels import dbscan_kernel as fast_dbscan_kernel
+from .pkernels import pair_codes_kernel
 from .split import label_dbscan, neighbour_offsets
 from .voxels import key_centers, pack, unpack, voxel_coords
 
@@ -579,7 +581,7 @@ class ObjectMap:
         if not labelled.any():
             return np.full(V, -1, np.int64)
         if getattr(cfg, "dbscan_split", True) and HAVE_NUMBA:
-            return dbscan_kernel(
+            return fast_dbscan_kernel(
                 fv.voxel, fv._vlut, fv.block_neighbours(), vlabel, neighbour_offsets(cfg.dbscan_eps_voxels),
                 int(cfg.dbscan_min_samples), int(cfg.min_segment_voxels),
             )
@@ -792,15 +794,18 @@ class ObjectMap:
         if not touched:
             return 0
         rows = np.concatenate(touched)  # duplicates only repeat pair codes, removed below
-        ids = self.ids[rows]
-        ids = ids[(ids >= 0).sum(axis=1) >= 2]  # only voxels holding two ids pair objects
-        pairs = []
-        for i in range(self.K):
-            for j in range(i + 1, self.K):
-                a, b = ids[:, i], ids[:, j]
-                ok = (a >= 0) & (b >= 0)
-                pairs.append((np.minimum(a[ok], b[ok]).astype(np.int64) << 32) | np.maximum(a[ok], b[ok]).astype(np.int64))
-        codes = np.unique(np.concatenate(pairs)) if pairs else np.zeros(0, np.int64)
+        if HAVE_NUMBA:  # one pass over the rows, no (rows, K) temporaries
+            codes = np.unique(pair_codes_kernel(rows, self.ids))
+        else:
+            ids = self.ids[rows]
+            ids = ids[(ids >= 0).sum(axis=1) >= 2]  # only voxels holding two ids pair objects
+            pairs = []
+            for i in range(self.K):
+                for j in range(i + 1, self.K):
+                    a, b = ids[:, i], ids[:, j]
+                    ok = (a >= 0) & (b >= 0)
+                    pairs.append((np.minimum(a[ok], b[ok]).astype(np.int64) << 32) | np.maximum(a[ok], b[ok]).astype(np.int64))
+            codes = np.unique(np.concatenate(pairs)) if pairs else np.zeros(0, np.int64)
         if len(codes) == 0:
             return 0
         a_ids, b_ids = codes >> 32, codes & 0xFFFFFFFF
