@@ -238,7 +238,7 @@ def cmd_bench(args) -> int:
         result = bench_fusion(args.data, frames=args.frames, voxel=args.voxel, cfg=cfg, progress=_progress("fusion"))
         print(
             f"ours {result['ours_ms_per_frame']:.1f} ms/frame, Open3D {result['open3d_ms_per_frame']:.1f} ms/frame, "
-            f"ratio {result['ratio']:.2f}; first quarter {result['ms_first_quarter']:.1f}, "
+            f"ratio {result['ratio']:.2f} (CPU time {result['cpu_ratio']:.2f}); first quarter {result['ms_first_quarter']:.1f}, "
             f"last quarter {result['ms_last_quarter']:.1f}; {result['objects']} objects; peak RSS {result['peak_rss_mb']:.0f} MB"
         )
     elif args.what == "scale":
