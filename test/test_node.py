@@ -423,8 +423,8 @@ def test_work_queue_drops_oldest_when_full(ros_context) -> None:
         for k in range(5):
             node._enqueue(SyncedSet(float(k), {}, {}))
         c = node.counters()
-        assert c.dropped == 3 and c.queue_length == 2
-        assert [s.stamp for s in node._queue] == [3.0, 4.0]
+        assert c.dropped == 3 and c.queue_length == 2 and c.synced == 5
+        assert [s.stamp for s in node._worker.waiting_items()] == [3.0, 4.0]
     finally:
         node.destroy_node()
 

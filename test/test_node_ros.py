@@ -162,7 +162,7 @@ def test_no_attribute_collides_with_rclpy_node(ctx) -> None:
     finally:
         plain.destroy_node()
     ours = _attributes_set_by("MappingNode", Path(node_module.__file__).read_text(encoding="utf-8"))
-    assert len(ours) > 20  # the parse found the node's attributes
+    assert len(ours) > 12  # the parse found the node's attributes (its parts keep their own)
     clashes = sorted(ours & taken)
     assert not clashes, f"MappingNode overwrites rclpy.Node attributes: {clashes}"
 

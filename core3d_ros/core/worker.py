@@ -3,6 +3,7 @@
     worker = Worker(handle, capacity=1, name="perception")   # capacity 1: always the newest item
     worker.put(item)        # never blocks; when full, the oldest waiting item is dropped (counted)
     worker.stats()          # submitted / dropped / handled / errors / waiting
+    worker.waiting_items()  # a copy of the items not yet handled, oldest first
     worker.stop()
 
 An exception in ``handle`` is passed to ``on_error`` and counted; the thread keeps serving.
@@ -65,6 +66,11 @@ class Worker(Generic[T]):
             s = WorkerStats(**vars(self._stats))
             s.waiting = len(self._queue)
             return s
+
+    def waiting_items(self) -> list[T]:
+        """The items not yet taken by the thread, oldest first (a copy)."""
+        with self._cv:
+            return list(self._queue)
 
     def idle(self) -> bool:
         with self._cv:

@@ -4,7 +4,9 @@
   map snapshots -> core3d/ObjectArray, MarkerArray, PointCloud2.
 - ``sync``: approximate-time synchroniser with per-reason accounting (no message_filters);
   TF pose look-up when tf2_ros is installed.
-- ``node``: ``MappingNode`` and the ``main`` entry point (``python -m core3d_ros.ros.node``).
+- ``node``: ``MappingNode`` and the ``main`` entry point (``python -m core3d_ros.ros.node``),
+  composed of ``services``, ``publishing``, ``late_fusion`` and ``core.worker`` (``protocols``:
+  what they need of the mapper and the query engine).
 - ``player``: replays a dataset on the node's input topics and/or into a rosbag2 folder.
 
 Submodules are imported on use, so ``import core3d_ros.ros`` needs no ROS installation.

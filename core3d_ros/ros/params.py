@@ -4,7 +4,7 @@ Shared by every core3d node, so ``ros2 param`` shows the same names everywhere
 (``fusion.voxel_size``, ``segmenter.name``, ...). Each descriptor carries the field's
 description and range (config.py field metadata), so ``ros2 param describe`` explains it; a
 value outside the range (or of the wrong type) fails at start-up with a ConfigError naming the
-parameter.
+parameter. ``validate_node_config`` adds the checks of values the mapping node cannot run with.
 """
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValu
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from ..config import ConfigError, MapperConfig, describe, flatten, from_dict, load_config, unflatten
+from ..config import ConfigError, MapperConfig, RosConfig, describe, flatten, from_dict, load_config, unflatten
+from .inputs import validate_inputs
 
 _EMPTY_LIST_TYPES = {
     str: Parameter.Type.STRING_ARRAY,
@@ -100,3 +101,35 @@ def declare_config(node: Node, base: MapperConfig | None = None, config_file: st
             value = list(value)
         values[name] = value
     return from_dict(unflatten(values))
+
+
+# ---------------------------------------------------------------------- the mapping node
+
+PERCEPTION_MODES = ("in_process", "external", "inline")
+
+
+def validate_ros_config(ros: RosConfig) -> None:
+    """Reject RosConfig values the mapping node cannot run with (ConfigError names the parameter)."""
+    validate_inputs(ros)
+    if ros.work_queue < 1:
+        raise ConfigError(f"ros.work_queue must be >= 1, got {ros.work_queue}")
+    if not ros.publish_period > 0:
+        raise ConfigError(f"ros.publish_period must be > 0, got {ros.publish_period}")
+    if ros.marker_style not in ("line_list", "cube"):
+        raise ConfigError(f"ros.marker_style must be 'line_list' or 'cube', got {ros.marker_style!r}")
+    if not ros.maps_dir:
+        raise ConfigError("ros.maps_dir must not be empty")
+    if ros.perception not in PERCEPTION_MODES:
+        raise ConfigError(f"ros.perception must be one of {PERCEPTION_MODES}, got {ros.perception!r}")
+    for name in ("frame_buffer", "max_pinned_frames"):
+        if getattr(ros, name) < 1:
+            raise ConfigError(f"ros.{name} must be >= 1, got {getattr(ros, name)}")
+
+
+def validate_node_config(cfg: MapperConfig) -> None:
+    validate_ros_config(cfg.ros)
+    if cfg.segmenter.name == "oracle" and not cfg.ros.instance_topic:
+        raise ConfigError(
+            "segmenter.name 'oracle' needs ground-truth instance ids: set ros.instance_topic "
+            "(a 32SC1/16UC1 instance image), or choose another segmenter"
+        )

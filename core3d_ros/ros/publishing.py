@@ -1,0 +1,181 @@
+"""The mapping node's outputs: objects, markers, cloud, query markers, surface, /diagnostics.
+
+One ``publish_map`` (the node's timer) takes a snapshot without waiting for a fusion in
+progress and converts it only for topics that have subscribers; the TSDF surface goes out as the
+blocks changed since the last publication. Map topics are reliable and transient-local (a late
+RViz gets the last map); /diagnostics is a plain topic of depth 10.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import PointCloud2
+from visualization_msgs.msg import MarkerArray
+
+from ..config import MapperConfig
+from ..core.objects import ObjectInfo
+from . import conversions as conv
+from .protocols import MapView
+from .surface_msgs import surface_markers
+from .sync import SyncStats
+
+MAP_QOS = QoSProfile(
+    reliability=ReliabilityPolicy.RELIABLE,
+    history=HistoryPolicy.KEEP_LAST,
+    depth=1,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
+
+
+@dataclass
+class NodeCounters:
+    """What the node has seen and done; a copy, safe to read in tests and diagnostics."""
+
+    received: dict[str, int] = field(default_factory=dict)  # messages per input (color/depth/...)
+    synced: int = 0  # complete sets handed to the work queue
+    processed: int = 0  # frames integrated into the map
+    keyframes: int = 0
+    dropped: int = 0  # sets dropped because the work queue was full
+    rejected: dict[str, int] = field(default_factory=dict)  # colour frames lost, per reason
+    queue_length: int = 0
+    objects: int = 0
+    timings_ms: dict[str, float] = field(default_factory=dict)  # last processed frame, per stage
+    queries: int = 0
+    errors: dict[str, int] = field(default_factory=dict)  # unexpected exceptions per callback
+
+    @property
+    def frames_received(self) -> int:
+        return self.received.get("color", 0)
+
+    @property
+    def total_rejected(self) -> int:
+        return sum(self.rejected.values())
+
+
+@dataclass
+class MappingReport:
+    """Everything /diagnostics shows, gathered by the node from its parts."""
+
+    counters: NodeCounters
+    sync: SyncStats
+    query_timing: dict[str, str] = field(default_factory=dict)  # query_ms_p50 / _p99
+    late_fusion: dict[str, Any] = field(default_factory=dict)  # observations, staleness (late_fusion.py)
+
+
+class MapPublisher:
+    """Owns the output publishers; ``report()`` gives the values /diagnostics shows."""
+
+    def __init__(self, node: Node, cfg: MapperConfig, mapper: MapView, report: Callable[[], MappingReport]):
+        from core3d.msg import ObjectArray  # the package's built interfaces
+
+        ros = cfg.ros
+        self.node = node
+        self.cfg = cfg
+        self.mapper = mapper
+        self._report = report
+        self.objects_pub = node.create_publisher(ObjectArray, "core3d/objects", MAP_QOS)
+        self.markers_pub = node.create_publisher(MarkerArray, "core3d/markers", MAP_QOS)
+        self.cloud_pub = node.create_publisher(PointCloud2, "core3d/cloud", MAP_QOS) if ros.publish_points else None
+        self.query_markers_pub = node.create_publisher(MarkerArray, "core3d/query_markers", MAP_QOS)
+        self.diagnostics_pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.surface_pub = None
+        if ros.publish_surface and cfg.geometry.enabled:
+            self.surface_pub = node.create_publisher(MarkerArray, "core3d/surface", MAP_QOS)
+        self._lock = threading.Lock()
+        self._objects = 0  # in the last published snapshot
+        self._surface_reset = True  # the next surface publication starts with a DELETEALL
+
+    @property
+    def objects(self) -> int:
+        with self._lock:
+            return self._objects
+
+    def reset_surface(self) -> None:
+        """The map was replaced (load, clear): the next surface publication starts afresh."""
+        self._surface_reset = True
+
+    def _now(self) -> Any:
+        return self.node.get_clock().now().to_msg()
+
+    def publish_map(self) -> None:
+        """Publish objects, markers, cloud (to subscribers present) and diagnostics once."""
+        ros = self.cfg.ros
+        stamp = self._now()
+        snap = self.mapper.snapshot(wait=False)
+        with self._lock:
+            self._objects = len(snap.objects)
+        if self.objects_pub.get_subscription_count():
+            self.objects_pub.publish(conv.snapshot_to_object_array(snap, frame_id=ros.map_frame, stamp=stamp))
+        if self.markers_pub.get_subscription_count():
+            self.markers_pub.publish(
+                conv.snapshot_to_markers(snap, frame_id=ros.map_frame, stamp=stamp, style=ros.marker_style)
+            )
+        if self.cloud_pub is not None and self.cloud_pub.get_subscription_count():
+            self.cloud_pub.publish(conv.snapshot_to_cloud(snap, frame_id=ros.map_frame, stamp=stamp))
+        self.publish_surface(stamp)
+        self.diagnostics_pub.publish(self.diagnostics(stamp))
+
+    def publish_query_markers(self, hits: list[tuple[ObjectInfo, float]]) -> None:
+        """The ranked (object, score) pairs of the last query."""
+        self.query_markers_pub.publish(conv.query_markers(hits, frame_id=self.cfg.ros.map_frame, stamp=self._now()))
+
+    def publish_surface(self, stamp: Any) -> None:
+        """The TSDF blocks changed since the last publication (none of the rest of the map).
+        Without subscribers the changes accumulate, so a first subscriber gets the whole map."""
+        if self.surface_pub is None or not self.surface_pub.get_subscription_count():
+            return
+        geometry = self.mapper.geometry
+        if geometry is None:
+            return
+        blocks = geometry.take_dirty()
+        if not len(blocks) and not self._surface_reset:
+            return
+        points, colors, block_of = geometry.surface(blocks)
+        self.surface_pub.publish(
+            surface_markers(
+                blocks, points, colors, block_of, voxel_size=geometry.voxel_size,
+                frame_id=self.cfg.ros.map_frame, stamp=stamp, clear_first=self._surface_reset,
+            )
+        )
+        self._surface_reset = False
+
+    def diagnostics(self, stamp: Any) -> DiagnosticArray:
+        report = self._report()
+        c, sync = report.counters, report.sync
+        node = self.node
+        status = DiagnosticStatus(name=f"{node.get_name()}: mapping", hardware_id=node.get_fully_qualified_name())
+        if c.frames_received and not c.processed:
+            status.level, status.message = DiagnosticStatus.WARN, "receiving images but no frame mapped yet"
+        elif c.dropped or c.total_rejected:
+            status.level, status.message = DiagnosticStatus.OK, "mapping; some frames dropped or rejected"
+        else:
+            status.level, status.message = DiagnosticStatus.OK, "mapping" if c.processed else "waiting for images"
+        values: dict[str, Any] = {
+            "frames_received": c.frames_received,
+            "frames_synced": c.synced,
+            "frames_processed": c.processed,
+            "keyframes": c.keyframes,
+            "frames_dropped": c.dropped,
+            "frames_rejected": c.total_rejected,
+            "work_queue_length": c.queue_length,
+            "objects": c.objects,
+            "queries": c.queries,
+        }
+        values.update(report.query_timing)
+        if c.errors:
+            status.level = DiagnosticStatus.ERROR
+            status.message = f"{sum(c.errors.values())} unexpected callback error(s), see the log; still serving"
+        values.update({f"errors_{k}": v for k, v in sorted(c.errors.items())})
+        values.update(report.late_fusion)
+        values.update({f"received_{k}": v for k, v in sorted(c.received.items())})
+        values.update({f"rejected_{k}": v for k, v in sorted(c.rejected.items())})
+        values.update({f"sync_dropped_{k}": v for k, v in sorted(sync.dropped.items())})
+        values.update({f"sync_out_of_order_{k}": v for k, v in sorted(sync.out_of_order.items())})
+        values.update({f"time_{k}_ms": f"{v:.1f}" for k, v in c.timings_ms.items()})
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        return DiagnosticArray(header=conv.make_header("", stamp), status=[status])

@@ -1,0 +1,302 @@
+"""The mapping node's services: query, get_object, save_map, load_map, clear_map.
+
+Every service reads a snapshot (``wait=False``: the last one when a fusion is running), so
+queries answer while mapping continues; save / load / clear run against each other under one
+lock, and the mapper's own lock keeps them consistent with mapping. Map files stay inside
+``ros.maps_dir`` unless ``ros.allow_any_map_path`` (``MapPathPolicy``). The query engine is
+built on the first query, when the mapper's encoder exists. Query counts and the time each
+query spent inside the node (``query_ms_p50`` / ``p99`` in /diagnostics) are kept here.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+import traceback
+from collections import deque
+from typing import Any, Callable
+
+import numpy as np
+from rclpy.node import Node
+from std_srvs.srv import Trigger
+
+from ..config import ConfigError, MapperConfig
+from ..core.mappaths import MapPathError, MapPathPolicy
+from ..core.objects import ObjectInfo
+from . import conversions as conv
+from .protocols import FrameMapper, MapStore, QueryAnswerer
+
+Guard = Callable[[str, Callable[..., Any]], Callable[..., Any]]
+QUERY_WINDOW = 256  # recent query times kept for the percentiles
+
+
+def query_error_types() -> tuple[type, ...]:
+    """The exceptions that mean a bad query (answered as such), not a fault of the node."""
+    try:
+        from ..core.retrieval.engine import QueryError
+    except Exception:  # engine not importable: the query service reports that instead
+        return (ValueError,)
+    return (QueryError, ValueError)
+
+
+class MapServices:
+    """Creates and serves the five services on ``node``; see the module docstring.
+
+    ``engine_factory(cfg, mapper)`` builds the query engine; ``guard(name, fn)`` wraps each
+    callback (the node's: counts and answers unexpected exceptions); ``count_error(name, e)``
+    counts a failure the services survive; ``on_query_hits(hits)`` publishes the ranked
+    (object, score) pairs of a query; ``on_map_replaced()`` runs after a load or clear.
+    """
+
+    def __init__(
+        self,
+        node: Node,
+        cfg: MapperConfig,
+        mapper: MapStore,
+        engine_factory: Callable[[MapperConfig, Any], QueryAnswerer],
+        map_paths: MapPathPolicy,
+        *,
+        guard: Guard,
+        count_error: Callable[[str, BaseException], None],
+        on_query_hits: Callable[[list[tuple[ObjectInfo, float]]], None],
+        on_map_replaced: Callable[[], None],
+        callback_group: Any = None,
+    ):
+        from core3d.msg import QueryResult  # the package's built interfaces
+        from core3d.srv import GetObject, LoadMap, Query, SaveMap
+
+        self.node = node
+        self.cfg = cfg
+        self.mapper = mapper
+        self._QueryResult = QueryResult
+        self._engine_factory = engine_factory
+        self._engine: QueryAnswerer | None = None
+        self._engine_lock = threading.Lock()
+        self._query_errors = query_error_types()
+        self._map_paths = map_paths
+        self._count_error = count_error
+        self._on_query_hits = on_query_hits
+        self._on_map_replaced = on_map_replaced
+        # save / load / clear against each other; the mapper's own lock keeps mapping, snapshots
+        # and map files consistent, so the worker never waits for a service
+        self._map_lock = threading.RLock()
+        self._lock = threading.Lock()  # query count and times
+        self._queries = 0
+        self._query_ms: deque[float] = deque(maxlen=QUERY_WINDOW)
+        served = [
+            (Query, "query", self._on_query),
+            (GetObject, "get_object", self._on_get_object),
+            (SaveMap, "save_map", self._on_save_map),
+            (LoadMap, "load_map", self._on_load_map),
+            (Trigger, "clear_map", self._on_clear_map),
+        ]
+        self.services = [
+            node.create_service(srv, f"core3d/{name}", guard(name, fn), callback_group=callback_group)
+            for srv, name, fn in served
+        ]
+
+    # ------------------------------------------------------------------ counters
+
+    @property
+    def queries(self) -> int:
+        with self._lock:
+            return self._queries
+
+    def query_timing(self) -> dict[str, str]:
+        """``query_ms_p50`` / ``query_ms_p99`` of the recent queries (empty before the first):
+        time spent inside the node per query; clients add transport and their own waits."""
+        with self._lock:
+            recent = list(self._query_ms)
+        if not recent:
+            return {}
+        return {
+            "query_ms_p50": f"{np.percentile(recent, 50):.1f}",
+            "query_ms_p99": f"{np.percentile(recent, 99):.1f}",
+        }
+
+    def num_objects(self) -> int:
+        """The map's object count (0, counted as a ``snapshot`` error, when a snapshot fails)."""
+        try:
+            return len(self.mapper.snapshot().objects)
+        except Exception as e:
+            self._count_error("snapshot", e)
+            return 0
+
+    # ------------------------------------------------------------------ query
+
+    def _query_engine(self) -> QueryAnswerer:
+        with self._engine_lock:  # built on first use: the mapper's encoder exists by then
+            if self._engine is None:
+                self._engine = self._engine_factory(self.cfg, self.mapper)
+            return self._engine
+
+    def _on_query(self, req: Any, resp: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return self._answer_query(req, resp)
+        finally:
+            with self._lock:
+                self._query_ms.append((time.perf_counter() - t0) * 1e3)
+
+    def _now(self) -> Any:
+        return self.node.get_clock().now().to_msg()
+
+    def _answer_query(self, req: Any, resp: Any) -> Any:
+        text = str(req.text)
+        resp.parsed.text = text
+        with self._lock:
+            self._queries += 1
+        try:
+            engine = self._query_engine()
+            snap = self.mapper.snapshot(wait=False)
+            top_k = int(req.top_k) or None
+            answer = engine.answer(snap, text, top_k=top_k, viewpoint=self.mapper.last_pose)
+        except self._query_errors as e:
+            resp.success, resp.message = False, str(e) or type(e).__name__
+            return resp
+        except Exception as e:
+            self.node.get_logger().error(f"query {text[:80]!r} failed:\n{traceback.format_exc()}")
+            resp.success, resp.message = False, f"query failed: {type(e).__name__}: {e}"
+            return resp
+        parsed = answer.parsed
+        resp.parsed.target = str(getattr(parsed, "target", "") or "")
+        resp.parsed.attributes = [str(a) for a in (getattr(parsed, "attributes", None) or [])]
+        relations = list(getattr(parsed, "relations", None) or [])
+        resp.parsed.relations = [str(r) for r, _ in relations]
+        resp.parsed.anchors = [str(a) for _, a in relations]
+        resp.semantic = bool(answer.semantic)
+        by_id = snap.by_id()
+        map_frame = self.cfg.ros.map_frame
+        hits = []
+        for hit in answer.results:
+            obj = by_id.get(int(hit.object_id))
+            if obj is None:
+                continue
+            r = self._QueryResult()
+            r.object = conv.object_to_msg(obj)
+            if getattr(hit, "label", ""):
+                r.object.label = str(hit.label)
+            r.score = float(hit.score)
+            r.similarity = math.nan if hit.similarity is None else float(hit.similarity)
+            r.relation_score = float(hit.relation_score if hit.relation_score is not None else 1.0)
+            stamp = self._now()
+            if req.include_points:
+                r.points = conv.points_to_cloud(obj.points, obj.colors, frame_id=map_frame, stamp=stamp)
+            if req.include_best_view and obj.best_view is not None:
+                r.best_view = conv.rgb_to_image(obj.best_view, stamp=stamp, frame_id=f"core3d_object_{obj.id}")
+            resp.results.append(r)
+            hits.append((obj, float(hit.score)))
+        conv.fill_query_stages(resp, answer, hits[0][0] if hits else None, stamp=self._now())
+        resp.success = True
+        resp.message = str(answer.message or "") or f"{len(resp.results)} result(s)"
+        self._on_query_hits(hits)
+        return resp
+
+    # ------------------------------------------------------------------ objects
+
+    def _on_get_object(self, req: Any, resp: Any) -> Any:
+        snap = self.mapper.snapshot(wait=False)
+        obj = snap.by_id().get(int(req.id))
+        if obj is None:
+            resp.success = False
+            resp.message = f"no object with id {req.id} (the map has {len(snap.objects)} objects)"
+            return resp
+        resp.success, resp.message = True, ""
+        resp.object = conv.object_to_msg(obj)
+        if req.include_points:
+            resp.points = conv.points_to_cloud(obj.points, obj.colors, frame_id=self.cfg.ros.map_frame, stamp=self._now())
+        return resp
+
+    # ------------------------------------------------------------------ map files
+
+    def _map_path(self, requested: str) -> str:
+        """The requested path, or ros.map_path when empty ("" when both are empty)."""
+        return str(requested).strip() or self.cfg.ros.map_path
+
+    def _on_save_map(self, req: Any, resp: Any) -> Any:
+        path = self._map_path(req.path)
+        resp.path = ""
+        if not path:
+            resp.success, resp.message = False, "no path given and parameter ros.map_path is empty"
+            return resp
+        try:
+            target = self._map_paths.resolve_for_write(path)
+        except (MapPathError, OSError) as e:
+            resp.success, resp.message = False, f"refused to save the map to {path!r}: {e}"
+            self.node.get_logger().warning(resp.message)
+            return resp
+        try:
+            with self._map_lock:
+                written = self.mapper.save(str(target))
+        except Exception as e:
+            resp.success, resp.message = False, f"could not save the map to {target}: {type(e).__name__}: {e}"
+            return resp
+        resp.success, resp.path = True, str(written or target)
+        resp.message = f"saved the map to {resp.path}"
+        self.node.get_logger().info(resp.message)
+        return resp
+
+    def _on_load_map(self, req: Any, resp: Any) -> Any:
+        path = self._map_path(req.path)
+        if not path:
+            resp.success, resp.message = False, "no path given and parameter ros.map_path is empty"
+            resp.num_objects = self.num_objects()  # every answer tells the map's true size
+            return resp
+        try:
+            target = self._map_paths.resolve_for_read(path)
+            with self._map_lock:
+                self.mapper.load(str(target))
+        except Exception as e:  # MapPathError, MapFileError (damaged file) or OSError: map untouched
+            resp.success = False
+            kind = "" if isinstance(e, (MapPathError, ValueError)) else f"{type(e).__name__}: "
+            resp.message = f"could not load {path!r}: {kind}{e}"
+            resp.num_objects = self.num_objects()
+            return resp
+        self._on_map_replaced()
+        resp.success = True
+        resp.num_objects = self.num_objects()
+        resp.message = f"loaded {resp.num_objects} objects from {target}"
+        self.node.get_logger().info(resp.message)
+        return resp
+
+    def _on_clear_map(self, req: Any, resp: Any) -> Any:
+        try:
+            with self._map_lock:
+                n = self.num_objects()
+                self.mapper.clear()
+        except Exception as e:
+            resp.success, resp.message = False, f"could not clear the map: {type(e).__name__}: {e}"
+            return resp
+        self._on_map_replaced()
+        resp.success, resp.message = True, f"map cleared ({n} objects removed)"
+        return resp
+
+    def load_startup_map(self, path: str) -> None:
+        """``ros.map_path`` at start-up: a missing file starts an empty map; a path outside the
+        maps directory is a ConfigError."""
+        log = self.node.get_logger()
+        try:
+            target = self._map_paths.resolve(path)
+        except MapPathError as e:
+            raise ConfigError(f"ros.map_path: {e}") from None
+        if not target.exists():
+            log.info(f"ros.map_path {target} does not exist yet; starting with an empty map")
+            return
+        try:
+            self.mapper.load(str(target))
+        except Exception as e:
+            log.error(f"could not load ros.map_path {target}: {e}; starting with an empty map")
+        else:
+            log.info(f"loaded {self.num_objects()} objects from {target}")
+
+
+def default_engine(cfg: MapperConfig, mapper: FrameMapper) -> QueryAnswerer:
+    """The real query engine over ``mapper``'s encoder, with the model steps when enabled."""
+    from ..core.retrieval.engine import QueryEngine
+
+    engine = QueryEngine(cfg.retrieval, encoder=mapper.encoder)
+    if not cfg.retrieval.llm.enabled:
+        return engine
+    from ..core.retrieval.llm import LlmRetriever  # model steps, rule-based fallback
+
+    return LlmRetriever(engine, cfg.retrieval.llm)
