@@ -51,7 +51,7 @@ def _write_json(path: str | None, data: dict) -> None:
 def _config(args) -> MapperConfig:
     cfg = load_config(getattr(args, "config", None))
     if getattr(args, "segmenter", None):
-        from .core.runs import with_overrides
+        from .config import with_overrides
 
         cfg = with_overrides(cfg, segmenter={"name": args.segmenter})
     return cfg
@@ -66,7 +66,7 @@ def cmd_demo(args) -> int:
 
 def cmd_map(args) -> int:
     from .core.datasets import detect_format, list_sequences
-    from .core.runs import with_overrides
+    from .config import with_overrides
 
     cfg = _config(args)
     if args.all_frames:
@@ -88,7 +88,7 @@ def cmd_map(args) -> int:
 def _map_one(args, cfg: MapperConfig, kind: str, sequence: str | None, out: Path) -> int:
     from .core.datasets import open_dataset
     from .core.pipeline import Mapper
-    from .core.runs import map_frames, write_outputs
+    from .tools.runs import map_frames, write_outputs
 
     extra = {"sequence": sequence} if sequence is not None else {}
     dataset = open_dataset(args.data, kind, depth=cfg.depth, max_frames=args.frames, stride=args.stride, **extra)
@@ -191,12 +191,13 @@ def _answer_dict(answer, by_id) -> dict:
 def cmd_eval(args) -> int:
     from .core.datasets import make_scene
     from .core.pipeline import Mapper
-    from .core.runs import evaluate_mapper, map_frames, with_overrides
+    from .config import with_overrides
+    from .tools.runs import evaluate_mapper, map_frames
 
     base = load_config(args.config)
     scene = make_scene(seed=args.seed, num_frames=args.frames)
     if args.ablation:
-        from .core.ablation import markdown_table, run_ablation
+        from .tools.ablation import markdown_table, run_ablation
 
         segmenters = args.segmenters or ["geometric"]
         results = {name: run_ablation(scene, base, name, _progress) for name in segmenters}
@@ -226,7 +227,7 @@ def cmd_eval(args) -> int:
 
 def cmd_bench(args) -> int:
     if args.what == "fusion":
-        from .core.bench import bench_fusion
+        from .tools.bench import bench_fusion
 
         if not args.data:
             raise SystemExit("core3d bench fusion needs --data DIR (a dataset folder)")
@@ -242,7 +243,7 @@ def cmd_bench(args) -> int:
             f"last quarter {result['ms_last_quarter']:.1f}; {result['objects']} objects; peak RSS {result['peak_rss_mb']:.0f} MB"
         )
     elif args.what == "scale":
-        from .core.bench import bench_scale
+        from .tools.bench import bench_scale
 
         voxel = args.voxel if args.voxel is not None else 0.01
         if args.voxels < 1 or voxel <= 0:
@@ -254,11 +255,11 @@ def cmd_bench(args) -> int:
             + ", ".join(f"{k} {t[k][0]:.1f} -> {t[k][-1]:.1f} ms" for k in t)
         )
     elif args.what == "semantics":
-        from .core.bench import bench_semantics
+        from .tools.bench import bench_semantics
 
         result = bench_semantics(cfg=_config(args), data=args.data, repeats=args.repeats or 200)
     elif args.llm_delay_ms is not None:
-        from .core.retrieval.bench import bench_query_llm
+        from .tools.query_bench import bench_query_llm
 
         result = bench_query_llm(args.objects, delay_ms=args.llm_delay_ms, repeats=args.repeats or 40, cfg=_config(args).retrieval)
         for n, r in result["objects"].items():
@@ -287,7 +288,7 @@ def cmd_bench(args) -> int:
             file=sys.stderr,
         )
     else:
-        from .core.retrieval.bench import bench_query
+        from .tools.query_bench import bench_query
 
         result = bench_query(args.objects, repeats=args.repeats or 200)
     _write_json(args.json, result)

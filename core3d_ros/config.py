@@ -456,3 +456,9 @@ def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
+
+def with_overrides(cfg: MapperConfig, **sections) -> MapperConfig:
+    """Copy of cfg with fields replaced per section: with_overrides(cfg, fusion={"voxel_size": 0.05})."""
+    for name, fields in sections.items():
+        cfg = dataclasses.replace(cfg, **{name: dataclasses.replace(getattr(cfg, name), **fields)})
+    return cfg

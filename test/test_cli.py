@@ -91,7 +91,7 @@ def test_map_with_no_objects_writes_an_empty_but_valid_ply(tmp_path, capsys):
 
 def test_write_ply_of_an_empty_snapshot(tmp_path):
     from core3d_ros.core.objects import MapSnapshot
-    from core3d_ros.core.viz import write_ply
+    from core3d_ros.tools.viz import write_ply
 
     path = write_ply(MapSnapshot(), tmp_path / "e.ply")
     data = open(path, "rb").read()

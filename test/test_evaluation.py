@@ -8,7 +8,7 @@ import pytest
 
 from core3d_ros.core.camera import CameraIntrinsics
 from core3d_ros.core.datasets import make_scene
-from core3d_ros.core.evaluation import (
+from core3d_ros.tools.evaluation import (
     average_precision,
     collect_ground_truth,
     evaluate_instances,
@@ -157,7 +157,7 @@ def test_gt_from_synthetic_frames(synthetic):
 
 
 def test_vote_folding_gives_the_same_result(synthetic, monkeypatch):
-    from core3d_ros.core import evaluation
+    from core3d_ros.tools import evaluation
 
     _, frames = synthetic
     whole = collect_ground_truth(frames[:4], voxel_size=0.05)
@@ -190,7 +190,7 @@ def test_majority_vote_and_unlabelled_frames():
 
 def test_ablation_switches_one_component_per_variant_and_tabulates():
     from core3d_ros.config import MapperConfig
-    from core3d_ros.core.ablation import markdown_table, run_ablation, variants
+    from core3d_ros.tools.ablation import markdown_table, run_ablation, variants
     from core3d_ros.core.datasets import make_scene
 
     base = MapperConfig()

@@ -19,7 +19,7 @@ import pytest
 from core3d_ros.config import ConfigError, MapperConfig, load_config
 from core3d_ros.core.pipeline import Mapper
 from core3d_ros.core.registry import BackendError, Registry
-from core3d_ros.core.runs import with_overrides
+from core3d_ros.config import with_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU_PROFILE = ROOT / "config" / "core3d_gpu.yaml"

@@ -14,7 +14,8 @@ from core3d_ros.core.fusion.object_map import ObjectMap
 from core3d_ros.core.fusion.split import label_dbscan, neighbour_offsets
 from core3d_ros.core.fusion.voxels import pack
 from core3d_ros.core.pipeline import Mapper, label_image
-from core3d_ros.core.runs import map_frames, with_overrides
+from core3d_ros.config import with_overrides
+from core3d_ros.tools.runs import map_frames
 from core3d_ros.core.segment.base import Mask2D
 
 needs_numba = pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba is not installed")

@@ -16,7 +16,7 @@ from core3d_ros.core.observation import (
     encode_labels,
 )
 from core3d_ros.core.perception import Perception
-from core3d_ros.core.runs import with_overrides
+from core3d_ros.config import with_overrides
 from core3d_ros.core.segment.base import Mask2D
 
 

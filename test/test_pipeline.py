@@ -7,7 +7,8 @@ from core3d_ros.core.camera import sampling_stride
 from core3d_ros.core.datasets import make_scene
 from core3d_ros.core.frame import FrameError
 from core3d_ros.core.pipeline import Mapper
-from core3d_ros.core.runs import evaluate_mapper, map_frames, with_overrides
+from core3d_ros.config import with_overrides
+from core3d_ros.tools.runs import evaluate_mapper, map_frames
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 from core3d_ros.config import RetrievalConfig
 from core3d_ros.core.objects import MapSnapshot
 from core3d_ros.core.retrieval import QueryAnswer, QueryEngine, QueryError, QueryHit
-from core3d_ros.core.retrieval.bench import FakeTextEncoder, bench_query, random_snapshot
+from core3d_ros.tools.query_bench import FakeTextEncoder, bench_query, random_snapshot
 
 from core3d_ros.core.objects import ObjectInfo, OrientedBox
 

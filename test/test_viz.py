@@ -8,7 +8,7 @@ import pytest
 cv2 = pytest.importorskip("cv2")
 
 from core3d_ros.core.objects import MapSnapshot, ObjectInfo, OrientedBox  # noqa: E402
-from core3d_ros.core.viz import (  # noqa: E402
+from core3d_ros.tools.viz import (  # noqa: E402
     STRUCTURE_COLORS,
     instance_color,
     place_labels,

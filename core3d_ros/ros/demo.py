@@ -96,8 +96,8 @@ def run_demo(out: str = "out/demo", frames: int = 48, seed: int = 0, config: str
 
     from ..core.datasets import make_scene
     from ..core.mapio import load_map
-    from ..core.runs import evaluate_mapper
-    from ..core.viz import write_ply, write_topdown_png
+    from ..tools.runs import evaluate_mapper
+    from ..tools.viz import write_ply, write_topdown_png
     from .player import publish_dataset
 
     cfg: MapperConfig = load_config(config)

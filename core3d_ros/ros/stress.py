@@ -413,7 +413,7 @@ def _exceptions(node: NodeProcess, peer: Peer) -> dict:
 
 
 def _machine() -> dict:
-    from ..core.bench import machine_info
+    from ..tools.bench import machine_info
 
     return machine_info()
 

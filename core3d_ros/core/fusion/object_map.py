@@ -615,7 +615,7 @@ class ObjectMap:
         candidate with the best score, min(IoV(U, A), IoV(A_visible, U)). A_visible is A's
         voxels among the frame's segmented voxels.
         """
-        gamma, delta = self.cfg.gamma, self.cfg.delta
+        gamma = self.cfg.gamma
         n_seg = len(seg_size)
         targets = np.full(n_seg, -1, np.int64)
         self._unions = []
@@ -666,7 +666,6 @@ class ObjectMap:
         gamma, delta = self.cfg.gamma, self.cfg.delta
         # Per mask (dense over the masks present): union of its inside segments per object.
         masks, seg_mask = np.unique(seg_label, return_inverse=True)
-        n_mask = len(masks)
         order = np.argsort(seg_mask, kind="stable")
         starts = np.flatnonzero(np.r_[True, np.diff(seg_mask[order]) != 0])
         U = np.add.reduceat((inter * inside)[order], starts, axis=0)

@@ -8,10 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ..config import MapperConfig
-from .datasets import Dataset, DatasetError
-from .frame import Frame, FrameError
-from .pipeline import Mapper
+from ..core.datasets import Dataset, DatasetError
+from ..core.frame import Frame, FrameError
+from ..core.pipeline import Mapper
 from .viz import write_ply, write_topdown_png
 
 
@@ -88,8 +87,3 @@ def evaluate_mapper(mapper: Mapper, frames: list[Frame], ignore_classes=("floor"
     return {"all_instances": everything.to_dict(), "objects_only": objects_only.to_dict()}
 
 
-def with_overrides(cfg: MapperConfig, **sections) -> MapperConfig:
-    """Copy of cfg with fields replaced per section: with_overrides(cfg, fusion={"voxel_size": 0.05})."""
-    for name, fields in sections.items():
-        cfg = dataclasses.replace(cfg, **{name: dataclasses.replace(getattr(cfg, name), **fields)})
-    return cfg

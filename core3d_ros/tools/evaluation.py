@@ -37,9 +37,9 @@ import numpy as np
 from scipy import sparse
 from scipy.optimize import linear_sum_assignment
 
-from .camera import backproject
-from .fusion.voxels import voxel_keys
-from .frame import Frame
+from ..core.camera import backproject
+from ..core.fusion.voxels import voxel_keys
+from ..core.frame import Frame
 
 STRUCTURE_CLASSES = ("floor", "wall", "ceiling")
 FOLD_VOTES = 2_000_000  # pending (voxel, id) votes that trigger a reduction (bounds memory)

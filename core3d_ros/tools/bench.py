@@ -14,12 +14,12 @@ from typing import Callable
 import numpy as np
 
 from ..config import MapperConfig
-from .datasets import iter_frames, open_dataset
-from .frame import Frame
-from .pipeline import fuse_frame
-from .fusion.object_map import ObjectMap
-from .segment.base import make_segmenter
-from .segment.progressive import progressive_merge
+from ..core.datasets import iter_frames, open_dataset
+from ..core.frame import Frame
+from ..core.pipeline import fuse_frame
+from ..core.fusion.object_map import ObjectMap
+from ..core.segment.base import make_segmenter
+from ..core.segment.progressive import progressive_merge
 
 
 def peak_rss_mb() -> float:
@@ -177,7 +177,7 @@ def bench_fusion(
 
 
 def _have_numba() -> bool:
-    from .fusion.kernels import HAVE_NUMBA
+    from ..core.fusion.kernels import HAVE_NUMBA
 
     return bool(HAVE_NUMBA)
 
@@ -215,9 +215,9 @@ def bench_semantics(cfg: MapperConfig | None = None, data: str | None = None, re
 
     import torch
 
-    from .datasets import make_scene
-    from .embed.base import make_encoder
-    from .embed.crops import embed_masks, extract_crops
+    from ..core.datasets import make_scene
+    from ..core.embed.base import make_encoder
+    from ..core.embed.crops import embed_masks, extract_crops
 
     cfg = cfg or MapperConfig()
     repeats = max(1, min(repeats, 20))
@@ -312,7 +312,7 @@ def bench_scale(
     fused as label images. After every frame the snapshot is taken (objects changed since the
     previous one are rebuilt); after each room's frames the merge pass runs, timed on its own.
     """
-    from .datasets import make_scene
+    from ..core.datasets import make_scene
 
     cfg = cfg or MapperConfig()
     # No voxel cap in this run: the map must grow past the target, whatever the room yields.

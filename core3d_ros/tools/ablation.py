@@ -24,9 +24,9 @@ from typing import Callable
 
 import numpy as np
 
-from ..config import MapperConfig
-from .pipeline import Mapper
-from .runs import evaluate_mapper, map_frames, with_overrides
+from ..config import MapperConfig, with_overrides
+from ..core.pipeline import Mapper
+from .runs import evaluate_mapper, map_frames
 
 METRICS = ("mean_iou_gt", "ap", "precision", "recall", "over_segmented", "under_segmented", "num_pred")
 

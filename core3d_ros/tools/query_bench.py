@@ -22,9 +22,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ...config import RetrievalConfig
-from ..objects import MapSnapshot, ObjectInfo, OrientedBox
-from .engine import QueryEngine
+from ..config import RetrievalConfig
+from ..core.objects import MapSnapshot, ObjectInfo, OrientedBox
+from ..core.retrieval.engine import QueryEngine
 
 DEFAULT_QUERIES = (
     "the mug on the table",
@@ -269,7 +269,7 @@ def bench_query_llm(
 
     import httpx
 
-    from .llm import LlmRetriever
+    from ..core.retrieval.llm import LlmRetriever
 
     base = cfg or RetrievalConfig()
     env = dict(os.environ)

@@ -6,8 +6,8 @@ import os
 import cv2
 import numpy as np
 
-from .fileio import atomic_output, atomic_write_bytes
-from .objects import MapSnapshot
+from ..core.fileio import atomic_output, atomic_write_bytes
+from ..core.objects import MapSnapshot
 
 
 def instance_color(oid: int) -> tuple[int, int, int]:
