@@ -96,5 +96,10 @@ class MapSnapshot:
     stamp: float = 0.0
     frames: int = 0
 
+    _by_id: dict[int, ObjectInfo] | None = field(default=None, repr=False, compare=False)
+
     def by_id(self) -> dict[int, ObjectInfo]:
-        return {o.id: o for o in self.objects}
+        """Objects by id, built once per snapshot (queries and get_object look up in it)."""
+        if self._by_id is None:
+            self._by_id = {o.id: o for o in self.objects}
+        return self._by_id

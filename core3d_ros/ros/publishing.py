@@ -89,6 +89,7 @@ class MapPublisher:
         self._lock = threading.Lock()
         self._objects = 0  # in the last published snapshot
         self._surface_reset = True  # the next surface publication starts with a DELETEALL
+        self._query_hits: list[tuple[ObjectInfo, float]] | None = None  # of the last query, not yet published
 
     @property
     def objects(self) -> int:
@@ -118,11 +119,20 @@ class MapPublisher:
         if self.cloud_pub is not None and self.cloud_pub.get_subscription_count():
             self.cloud_pub.publish(conv.snapshot_to_cloud(snap, frame_id=ros.map_frame, stamp=stamp))
         self.publish_surface(stamp)
+        self._publish_pending_query_markers()
         self.diagnostics_pub.publish(self.diagnostics(stamp))
 
     def publish_query_markers(self, hits: list[tuple[ObjectInfo, float]]) -> None:
-        """The ranked (object, score) pairs of the last query."""
-        self.query_markers_pub.publish(conv.query_markers(hits, frame_id=self.cfg.ros.map_frame, stamp=self._now()))
+        """The ranked (object, score) pairs of the last query, published with the next map
+        publication: a planner asking 50 queries a second does not pay for 50 marker arrays."""
+        with self._lock:
+            self._query_hits = hits
+
+    def _publish_pending_query_markers(self) -> None:
+        with self._lock:
+            hits, self._query_hits = self._query_hits, None
+        if hits is not None:
+            self.query_markers_pub.publish(conv.query_markers(hits, frame_id=self.cfg.ros.map_frame, stamp=self._now()))
 
     def publish_surface(self, stamp: Any) -> None:
         """The TSDF blocks changed since the last publication (none of the rest of the map).
