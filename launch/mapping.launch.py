@@ -11,7 +11,9 @@ Parameters come from share/core3d/config/mapping.yaml unless `config` names anot
 node's topics are relative, so a `namespace` (or remappings) places it next to a camera driver.
 """
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
+from launch.event_handlers import OnProcessExit
+from launch.events import Shutdown
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
@@ -48,21 +50,31 @@ def _core3d_nodes(context, *args, **kwargs):
             **node,
         )
     ]
+    # The mapping node is the map: when it ends, the launch ends.
+    nodes.append(RegisterEventHandler(OnProcessExit(target_action=nodes[0], on_exit=[EmitEvent(event=Shutdown(reason="core3d_mapping ended"))])))
     if perception == "true":
         # Its own process: the models' Python never holds the mapping process's interpreter
         # lock, and the OS schedules it below mapping and queries (ros.perception_nice). A
-        # crashed perception node is started again; mapping and the services never stop.
-        nodes.append(
-            Node(
-                executable="perception_node",
-                name="core3d_perception",
-                parameters=[common],
-                respawn=True,
-                respawn_delay=2.0,
-                **node,
-            )
+        # crashed perception node is started again (mapping and the services never stop),
+        # but a configuration error (exit code 2, one line naming the parameter) ends the
+        # launch: starting it again could only fail again.
+        perception_node = Node(
+            executable="perception_node",
+            name="core3d_perception",
+            parameters=[common],
+            respawn=True,
+            respawn_delay=2.0,
+            **node,
         )
+        nodes.append(perception_node)
+        nodes.append(RegisterEventHandler(OnProcessExit(target_action=perception_node, on_exit=_stop_on_configuration_error)))
     return nodes
+
+
+def _stop_on_configuration_error(event, context):
+    if event.returncode == 2:
+        return [EmitEvent(event=Shutdown(reason="core3d_perception: configuration error (see its line above)"))]
+    return None
 
 
 def generate_launch_description() -> LaunchDescription:

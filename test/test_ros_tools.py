@@ -161,6 +161,25 @@ def test_a_killed_perception_node_is_restarted_and_mapping_keeps_serving(tmp_pat
         assert launch.ctrl_c() == 0, launch.output()[-3000:]
 
 
+def test_a_configuration_error_ends_the_launch_instead_of_respawning(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    text = (Path(__file__).resolve().parents[1] / "config" / "mapping.yaml").read_text(encoding="utf-8")
+    text, n = re.subn(r"(\n\s+name:) geometric\b", r"\1 no_such_segmenter", text, count=1)
+    assert n == 1
+    config.write_text(text, encoding="utf-8")
+    launch = Launch(tmp_path / "launch.log", f"namespace:={NAMESPACE}_badcfg", f"config:={config}")
+    try:
+        code = launch.proc.wait(90)  # ends on its own
+    except subprocess.TimeoutExpired:
+        launch.kill()
+        pytest.fail(f"the launch kept running:\n{launch.output()[-3000:]}")
+    out = launch.output()
+    assert re.search(r"configuration error: .*segmenter\.name", out), out[-3000:]
+    assert "no_such_segmenter" in out and "geometric" in out  # the message lists the known names
+    assert len(re.findall(r"\[perception_node-\d+\]: process started", out)) <= 1, out[-3000:]  # no respawn loop
+    assert code is not None
+
+
 def test_node_and_graph_in_the_namespace(launched: Launch) -> None:
     assert "rviz2" not in launched.output()  # rviz:=false (the default) starts no RViz
     nodes = ros2("node", "list", *DISCOVERY)
