@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -23,25 +23,35 @@ from ..core.observation import ObservationError
 from ..core.worker import Worker
 from . import conversions as conv
 from .observation_msgs import CLAIMS_TOPIC, OBSERVATION_QOS, OBSERVATIONS_TOPIC, msg_to_observation
+from .protocols import FrameMapper
+
+if TYPE_CHECKING:
+    from rclpy.node import Node
+
+    from ..config import RosConfig
 
 STALENESS_WINDOW = 256  # recent staleness samples kept for the percentiles
 
 
 class LateFusion:
-    def __init__(self, node: Any):
+    """Subscribes on ``node``, fuses into ``mapper``; ``first_time(key)`` says whether a warning
+    is the first of its kind (the node's once-per-reason logging)."""
+
+    def __init__(self, node: Node, ros: RosConfig, mapper: FrameMapper, first_time: Callable[[str], bool]):
         from core3d.msg import Observation as ObservationMsg
         from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
         from std_msgs.msg import Header
 
-        ros = node.cfg.ros
         self.node = node
+        self.mapper = mapper
+        self._first_time = first_time
         self.buffer = FrameBuffer(ros.frame_buffer, max_pinned=ros.max_pinned_frames)
         self._lock = threading.Lock()
         self._counts: Counter = Counter()
         self._rejected: Counter = Counter()
         self._staleness: deque[float] = deque(maxlen=STALENESS_WINDOW)
         self._waiting: dict[float, Any] = {}  # observations that arrived before their frame
-        self._dim: int | None = getattr(getattr(node.mapper, "encoder", None), "dim", None)
+        self._dim: int | None = mapper.encoder.dim if mapper.encoder is not None else None
         self._worker: Worker[Any] = Worker(self._fuse, capacity=16, name="core3d_late_fusion", on_error=self._on_error)
         group = MutuallyExclusiveCallbackGroup()
         self._subs = [
@@ -53,7 +63,7 @@ class LateFusion:
 
     def add_frame(self, frame: Frame) -> Any:
         """Check a synced frame, integrate it into the TSDF and buffer it (FrameError rejects it)."""
-        frame = self.node.mapper.integrate_geometry(frame)  # FrameError: refused, nothing buffered
+        frame = self.mapper.integrate_geometry(frame)  # FrameError: refused, nothing buffered
         self.buffer.add(frame)
         with self._lock:
             ready = [s for s in self._waiting if s <= frame.stamp + self.buffer.tolerance]
@@ -93,7 +103,7 @@ class LateFusion:
             self._reject("size_mismatch", f"observation {obs.labels.shape} vs frame {frame.shape}")
             return
         self._dim = self._dim or dim
-        self.node.mapper.fuse_observation(frame, obs)  # the mapper holds its lock while fusing only
+        self.mapper.fuse_observation(frame, obs)  # the mapper holds its lock while fusing only
         with self._lock:
             self._counts["observations_fused"] += 1
             if arrived is not None:
@@ -116,7 +126,7 @@ class LateFusion:
     def _reject(self, reason: str, detail: str = "") -> None:
         with self._lock:
             self._rejected[reason] += 1
-        if self.node._first_time(f"observation_{reason}"):
+        if self._first_time(f"observation_{reason}"):
             log = self.node.get_logger().error if reason == "error" else self.node.get_logger().warning
             log(f"observation rejected ({reason}): {detail or reason} (further ones are counted in /diagnostics)")
 

@@ -125,7 +125,7 @@ class MappingNode(Node):
         )
         self._sync, self._frames = self._inputs.sync, self._inputs.frames
         if ros.perception != "inline":  # masks and embeddings arrive from a perception node
-            self._late = LateFusion(self)
+            self._late = LateFusion(self, ros, self.mapper, self._first_time)
         self._timer = self.create_timer(
             ros.publish_period,
             self._guard("publish_map", self._publisher.publish_map),
