@@ -398,3 +398,21 @@ def test_base_pose_composed_with_the_static_extrinsic_from_tf(ctx, tf2_ros) -> N
         np.testing.assert_allclose(frame.pose[:3, 2], [0.0, 1.0, 0.0], atol=1e-9)
     finally:
         rig.close()
+
+
+def test_object_messages_convert_only_what_changed() -> None:
+    from core3d_ros.ros.publishing import ObjectMessages
+
+    built: list[int] = []
+
+    def build(obj):
+        built.append(obj.id)
+        return f"msg{obj.id}"
+
+    a, b, c = (SimpleNamespace(id=i) for i in (1, 2, 3))
+    msgs = ObjectMessages(build)
+    assert msgs.update([a, b]) == (["msg1", "msg2"], ["msg1", "msg2"], [])
+    assert msgs.update([a, b]) == (["msg1", "msg2"], [], []) and built == [1, 2]  # same objects: nothing built
+    b2 = SimpleNamespace(id=2)  # object 2 changed (a new ObjectInfo), 1 left, 3 appeared
+    assert msgs.update([b2, c]) == (["msg2", "msg3"], ["msg2", "msg3"], [1])
+    assert built == [1, 2, 2, 3]

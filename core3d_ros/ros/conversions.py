@@ -692,11 +692,27 @@ def snapshot_to_markers(
     header = make_header(frame_id, stamp)
     markers = [delete_all_marker(header)]
     for obj in snapshot.objects:
-        rgba = _rgba(instance_color(obj.id), 0.9)
-        markers.append(_box_marker(obj, ns=f"{ns}/boxes", header=header, style=style, rgba=rgba, line_width=line_width))
-        text = f"{obj.id} {obj.label}".strip()
-        markers.append(_text_marker(obj, text, ns=f"{ns}/labels", header=header, height=text_height))
+        markers.extend(object_markers(obj, header, style=style, line_width=line_width, text_height=text_height, ns=ns))
     return MarkerArray(markers=markers)
+
+
+def object_markers(
+    obj: ObjectInfo, header: Header, *, style: str = "line_list", line_width: float = 0.01,
+    text_height: float = 0.08, ns: str = "core3d",
+) -> list[Marker]:
+    """One object's box (``{ns}/boxes``) and "id label" text (``{ns}/labels``); ids = object id."""
+    rgba = _rgba(instance_color(obj.id), 0.9)
+    text = f"{obj.id} {obj.label}".strip()
+    return [
+        _box_marker(obj, ns=f"{ns}/boxes", header=header, style=style, rgba=rgba, line_width=line_width),
+        _text_marker(obj, text, ns=f"{ns}/labels", header=header, height=text_height),
+    ]
+
+
+def delete_object_markers(object_id: int, header: Header, ns: str = "core3d") -> list[Marker]:
+    """DELETE of the box and label that object_markers made for ``object_id``."""
+    mid = int(object_id) & _MARKER_ID_MASK
+    return [Marker(header=header, ns=f"{ns}/{kind}", id=mid, action=Marker.DELETE) for kind in ("boxes", "labels")]
 
 
 def query_markers(

@@ -67,6 +67,32 @@ class MappingReport:
     late_fusion: dict[str, Any] = field(default_factory=dict)  # observations, staleness (late_fusion.py)
 
 
+class ObjectMessages:
+    """Per-object messages kept from one publication to the next. A snapshot hands on the same
+    ObjectInfo for an object that did not change, so only changed objects are converted; the
+    rest is an identity check per object, never a pass over voxels."""
+
+    def __init__(self, build: Callable[[ObjectInfo], Any]):
+        self._build = build
+        self._cache: dict[int, tuple[ObjectInfo, Any]] = {}
+
+    def update(self, objects: list[ObjectInfo]) -> tuple[list[Any], list[Any], list[int]]:
+        """(every object's message in snapshot order, the changed ones', ids that left)."""
+        cache, fresh, changed = self._cache, {}, []
+        for obj in objects:
+            hit = cache.get(obj.id)
+            if hit is None or hit[0] is not obj:
+                hit = (obj, self._build(obj))
+                changed.append(hit[1])
+            fresh[obj.id] = hit
+        removed = [oid for oid in cache if oid not in fresh]
+        self._cache = fresh
+        return [m for _, m in fresh.values()], changed, removed
+
+    def clear(self) -> None:
+        self._cache = {}
+
+
 class MapPublisher:
     """Owns the output publishers; ``report()`` gives the values /diagnostics shows."""
 
@@ -78,6 +104,7 @@ class MapPublisher:
         self.cfg = cfg
         self.mapper = mapper
         self._report = report
+        self._ObjectArray = ObjectArray
         self.objects_pub = node.create_publisher(ObjectArray, "core3d/objects", MAP_QOS)
         self.markers_pub = node.create_publisher(MarkerArray, "core3d/markers", MAP_QOS)
         self.cloud_pub = node.create_publisher(PointCloud2, "core3d/cloud", MAP_QOS) if ros.publish_points else None
@@ -90,6 +117,9 @@ class MapPublisher:
         self._objects = 0  # in the last published snapshot
         self._surface_reset = True  # the next surface publication starts with a DELETEALL
         self._query_hits: list[tuple[ObjectInfo, float]] | None = None  # of the last query, not yet published
+        self._object_msgs = ObjectMessages(conv.object_to_msg)
+        self._marker_msgs = ObjectMessages(self._markers_of)
+        self._marker_subscribers = 0  # a new one gets every marker (DELETEALL first), the rest changes
 
     @property
     def objects(self) -> int:
@@ -110,17 +140,35 @@ class MapPublisher:
         snap = self.mapper.snapshot(wait=False)
         with self._lock:
             self._objects = len(snap.objects)
+        header = conv.make_header(ros.map_frame, stamp)
         if self.objects_pub.get_subscription_count():
-            self.objects_pub.publish(conv.snapshot_to_object_array(snap, frame_id=ros.map_frame, stamp=stamp))
-        if self.markers_pub.get_subscription_count():
-            self.markers_pub.publish(
-                conv.snapshot_to_markers(snap, frame_id=ros.map_frame, stamp=stamp, style=ros.marker_style)
-            )
+            msgs, _, _ = self._object_msgs.update(snap.objects)
+            self.objects_pub.publish(self._ObjectArray(header=header, objects=msgs))
+        self._publish_markers(snap, header)
         if self.cloud_pub is not None and self.cloud_pub.get_subscription_count():
             self.cloud_pub.publish(conv.snapshot_to_cloud(snap, frame_id=ros.map_frame, stamp=stamp))
         self.publish_surface(stamp)
         self._publish_pending_query_markers()
         self.diagnostics_pub.publish(self.diagnostics(stamp))
+
+    def _markers_of(self, obj: ObjectInfo) -> list[Any]:
+        return conv.object_markers(obj, conv.make_header(self.cfg.ros.map_frame, self._now()), style=self.cfg.ros.marker_style)
+
+    def _publish_markers(self, snap: Any, header: Any) -> None:
+        """Boxes and labels of the objects that changed, DELETE for those that left; all of
+        them (after a DELETEALL) when a subscriber joined, so that it starts complete."""
+        subscribers = self.markers_pub.get_subscription_count()
+        joined, self._marker_subscribers = subscribers > self._marker_subscribers, subscribers
+        if not subscribers:
+            return
+        per_object, changed, removed = self._marker_msgs.update(snap.objects)
+        if joined:
+            markers = [conv.delete_all_marker(header)] + [m for ms in per_object for m in ms]
+        else:
+            markers = [m for oid in removed for m in conv.delete_object_markers(oid, header)] + [m for ms in changed for m in ms]
+            if not markers:
+                return
+        self.markers_pub.publish(MarkerArray(markers=markers))
 
     def publish_query_markers(self, hits: list[tuple[ObjectInfo, float]]) -> None:
         """The ranked (object, score) pairs of the last query, published with the next map
