@@ -477,3 +477,70 @@ def test_pair_codes_kernel_equals_array_code():
             ok = (a >= 0) & (b >= 0)
             ref.append((np.minimum(a[ok], b[ok]).astype(np.int64) << 32) | np.maximum(a[ok], b[ok]).astype(np.int64))
     assert np.array_equal(np.unique(pkernels.pair_codes_kernel(rows, ids)), np.unique(np.concatenate(ref)))
+
+
+# ------------------------------------------------------------------ label image in, masks not painted
+
+
+def _random_masks(rng, shape, n):
+    out = []
+    for _ in range(n):
+        m = np.zeros(shape, bool)
+        y0, x0 = rng.integers(0, shape[0] - 4), rng.integers(0, shape[1] - 4)
+        m[y0 : y0 + rng.integers(2, shape[0] - y0), x0 : x0 + rng.integers(2, shape[1] - x0)] = True
+        out.append(Mask2D(m, score=float(rng.random())))
+    return out
+
+
+def test_observation_labels_equal_the_painted_record_masks():
+    from dataclasses import replace as dc_replace
+
+    from core3d_ros.core.observation import Observation
+    from core3d_ros.core.pipeline import observation_labels
+
+    rng = np.random.default_rng(3)
+    for trial in range(20):
+        masks = _random_masks(rng, (30, 40), int(rng.integers(0, 8)))
+        obs = Observation.from_masks(0.0, 0, np.eye(4), masks) if masks else None
+        if obs is None:
+            continue
+        # records in another order and with other label values than 1..N: the renumbering must follow
+        perm = rng.permutation(len(obs.masks))
+        values = rng.choice(np.arange(1, 200), size=len(obs.masks), replace=False)
+        lut = np.zeros(int(obs.labels.max()) + 1, np.uint16)
+        recs = []
+        for k, i in enumerate(perm):
+            lut[obs.masks[i].label] = values[k]
+            recs.append(dc_replace(obs.masks[i], label=int(values[k])))
+        obs2 = dc_replace(obs, labels=lut[obs.labels], masks=recs)
+        old = label_image([Mask2D(obs2.labels == r.label) for r in obs2.masks], obs2.labels.shape)
+        assert np.array_equal(observation_labels(obs2), old)
+    # hand case: value 7 is record 1 (pixel 1), value 2 record 2, value 5 described by no record (0)
+    obs = Observation(stamp=0.0, frame_index=0, pose=np.eye(4), labels=np.array([[0, 7, 2, 5]], np.uint16),
+                      masks=[dc_replace(Observation.from_masks(0.0, 0, np.eye(4), [Mask2D(np.ones((1, 4), bool))]).masks[0], label=v) for v in (7, 2)])
+    assert observation_labels(obs).tolist() == [[0, 1, 2, 0]]
+
+
+def _map_state(omap):
+    n = omap.num_voxels
+    return [omap.ids[:n].copy(), omap.hits[:n].copy(), omap.owner[:n].copy(), omap.colors[:n].copy(),
+            sorted((k, v.num_voxels, v.num_observations) for k, v in omap.objects.items())]
+
+
+def test_fuse_frame_from_the_label_image_equals_fusing_the_masks():
+    from core3d_ros.core.pipeline import fuse_frame
+
+    scene = make_scene(seed=5, num_frames=6)
+    rng = np.random.default_rng(0)
+    c = FusionConfig(merge_interval=2, min_segment_voxels=5)
+    a, b = ObjectMap(c), ObjectMap(c)
+    for i in range(len(scene)):
+        f = scene[i]
+        frame = Frame(rgb=f.rgb, depth=f.depth, intrinsics=f.intrinsics, pose=f.pose, stamp=float(i), index=i)
+        ids = f.instance_ids
+        masks = [Mask2D(ids == v) for v in np.unique(ids) if v > 0] + _random_masks(rng, ids.shape, 3)
+        sa = fuse_frame(a, frame, masks)
+        sb = fuse_frame(b, frame, None, labels=label_image(masks, ids.shape))
+        assert (sa.segments, sa.created, sa.associated, sa.merged) == (sb.segments, sb.created, sb.associated, sb.merged)
+    for x, y in zip(_map_state(a), _map_state(b)):
+        assert np.array_equal(np.asarray(x, dtype=object) if isinstance(x, list) else x, np.asarray(y, dtype=object) if isinstance(y, list) else y)
