@@ -544,3 +544,91 @@ def test_fuse_frame_from_the_label_image_equals_fusing_the_masks():
         assert (sa.segments, sa.created, sa.associated, sa.merged) == (sb.segments, sb.created, sb.associated, sb.merged)
     for x, y in zip(_map_state(a), _map_state(b)):
         assert np.array_equal(np.asarray(x, dtype=object) if isinstance(x, list) else x, np.asarray(y, dtype=object) if isinstance(y, list) else y)
+
+
+# ------------------------------------------------------------------ bounded dedupe = reference dedupe
+
+
+def _runs_coords(rng, n, spread=40, run=12):
+    """Voxel coordinates in runs of repeated values (as neighbouring pixels give), plus noise."""
+    base = rng.integers(-spread, spread, size=(3, (n + run - 1) // run)).astype(np.int32)
+    c = np.repeat(base, rng.integers(1, 2 * run, size=base.shape[1]), axis=1)[:, :n]
+    flip = rng.random(c.shape[1]) < 0.2
+    c[:, flip] += rng.integers(-1, 2, size=(3, int(flip.sum()))).astype(np.int32)
+    return np.ascontiguousarray(c)
+
+
+@needs_numba
+@pytest.mark.parametrize("seed", range(6))
+def test_bounded_dedupe_kernel_equals_reference(seed):
+    from core3d_ros.core.fusion.blocks import MAX_DENSE_BLOCK_CELLS
+    from core3d_ros.core.fusion.pkernels import dedupe_bounded_kernel
+
+    rng = np.random.default_rng(seed)
+    for coords in (_runs_coords(rng, 5000 + 3000 * seed), _frame_coords(seed, 3000), _runs_coords(rng, 7, spread=2),
+                   np.zeros((3, 0), np.int32), _runs_coords(rng, 500, spread=3000)):
+        cx, cy, cz = (np.ascontiguousarray(c) for c in coords)
+        n = len(cx)
+        labels = rng.integers(0, 5, size=n + 3).astype(np.uint16)
+        pix = rng.integers(0, n + 3, size=n).astype(np.int64)
+        bounds = np.array([coords.min(axis=1), coords.max(axis=1)], np.int64) if n else np.zeros((2, 3), np.int64)
+        for cells in (MAX_DENSE_BLOCK_CELLS, 10):
+            a = kernels.dedupe_kernel(cx, cy, cz, cells, labels, pix)
+            b = dedupe_bounded_kernel(cx, cy, cz, bounds, cells, labels, pix)
+            assert len(a) == len(b)
+            for x, y in zip(a, b):
+                assert np.array_equal(np.asarray(x), np.asarray(y)) and np.asarray(x).dtype == np.asarray(y).dtype
+
+
+@needs_numba
+def test_bounded_dedupe_hand_case():
+    from core3d_ros.core.fusion.pkernels import dedupe_bounded_kernel
+
+    # points: voxel (0,0,0) x2 (labels 1, 1), voxel (9,0,0) (block 1) label 2, voxel (0,0,0) label 3,
+    # voxel (1,0,0) label 0: voxels in order of first appearance, last point per voxel, majority label
+    cx = np.array([0, 0, 9, 0, 1], np.int32)
+    cy = np.zeros(5, np.int32)
+    cz = np.zeros(5, np.int32)
+    lab = np.array([1, 1, 2, 3, 0], np.uint16)
+    pix = np.arange(5, dtype=np.int64)
+    ok, blocks, voxel, vlabel, _, rep, cell_block, vlut, lo, dims = dedupe_bounded_kernel(
+        cx, cy, cz, np.array([[0, 0, 0], [9, 0, 0]], np.int64), 1 << 22, lab, pix)
+    assert ok and blocks.tolist() == [[0, 0, 0], [1, 0, 0]]
+    assert voxel.tolist() == [0, (1 << 9) | (1 << 6), 1 << 6]
+    assert rep.tolist() == [3, 2, 4] and vlabel.tolist() == [1, 2, 0]
+    assert lo.tolist() == [0, 0, 0] and dims.tolist() == [2, 1, 1] and cell_block.tolist() == [0, 1]
+
+
+@needs_numba
+def test_backproject_bounds_kernel_equals_reference():
+    from core3d_ros.core.fusion.pkernels import backproject_bounds_kernel
+
+    rng = np.random.default_rng(1)
+    for size in (0, 1, 999, 20000):
+        depth = np.where(rng.random(size) < 0.3, 0.0, rng.random(size) * 5).astype(np.float32)
+        rx, ry = (rng.standard_normal(size).astype(np.float32) for _ in range(2))
+        q, _ = np.linalg.qr(rng.standard_normal((3, 3)))
+        M, t = q * 40.0, rng.standard_normal(3) * 100
+        wa = [np.empty(size, np.int32) for _ in range(3)] + [np.empty(size, np.int64)]
+        wb = [np.empty(size, np.int32) for _ in range(3)] + [np.empty(size, np.int64)]
+        bounds = np.empty((2, 3), np.int64)
+        ka, loa, hia = kernels.backproject_kernel(depth, rx, ry, M, t, *wa)
+        kb, lob, hib = backproject_bounds_kernel(depth, rx, ry, M, t, *wb, bounds)
+        assert (ka, loa, hia) == (kb, lob, hib) or (ka == kb == 0)
+        for x, y in zip(wa, wb):
+            assert np.array_equal(x[:ka], y[:kb])
+        if ka:
+            c = np.stack([w[:ka] for w in wa[:3]])
+            assert bounds[0].tolist() == c.min(axis=1).tolist() and bounds[1].tolist() == c.max(axis=1).tolist()
+
+
+@needs_numba
+def test_gather_colors_kernel_equals_fancy_indexing():
+    from core3d_ros.core.fusion.pkernels import gather_colors_kernel
+
+    rng = np.random.default_rng(2)
+    colors = rng.integers(0, 256, size=(500, 3)).astype(np.uint8)
+    pix = rng.integers(0, 500, size=300).astype(np.int64)
+    rep = rng.integers(0, 300, size=100).astype(np.int64)
+    assert np.array_equal(gather_colors_kernel(colors, pix, rep), colors[pix[rep]])
+    assert gather_colors_kernel(colors, pix, rep[:0]).shape == (0, 3)
