@@ -576,7 +576,12 @@ def test_bounded_dedupe_kernel_equals_reference(seed):
             a = kernels.dedupe_kernel(cx, cy, cz, cells, labels, pix)
             b = dedupe_bounded_kernel(cx, cy, cz, bounds, cells, labels, pix)
             assert len(a) == len(b)
-            for x, y in zip(a, b):
+            if a[0]:  # the voxel table: the reference's, then one block of -1 (the absent block)
+                nb = len(a[1])
+                assert np.array_equal(b[7][: nb * 512], a[7]) and len(b[7]) == (nb + 1) * 512 and np.all(b[7][nb * 512 :] == -1)
+            for i, (x, y) in enumerate(zip(a, b)):
+                if i == 7 and a[0]:
+                    continue
                 assert np.array_equal(np.asarray(x), np.asarray(y)) and np.asarray(x).dtype == np.asarray(y).dtype
 
 
@@ -632,3 +637,46 @@ def test_gather_colors_kernel_equals_fancy_indexing():
     rep = rng.integers(0, 300, size=100).astype(np.int64)
     assert np.array_equal(gather_colors_kernel(colors, pix, rep), colors[pix[rep]])
     assert gather_colors_kernel(colors, pix, rep[:0]).shape == (0, 3)
+
+
+# ------------------------------------------------------------------ branch-free DBSCAN = reference
+
+
+@needs_numba
+@pytest.mark.parametrize("seed,min_samples,eps", [(0, 1, 1.75), (1, 3, 1.75), (2, 5, 1.75), (3, 3, 2.5), (4, 4, 1.0), (5, 3, 1.75)])
+def test_padded_dbscan_equals_reference_kernels(seed, min_samples, eps):
+    """Same segment of every voxel as kernels.dbscan_kernel and pkernels.dbscan_kernel, with the
+    voxel table padded by the bounded dedupe and with an unpadded one (copied)."""
+    from core3d_ros.core.fusion import pkernels
+
+    rng = np.random.default_rng(seed)
+    pts = np.unique(rng.integers(-6, 12, size=(9000, 3)), axis=0)
+    pts = pts[rng.permutation(len(pts))].T.astype(np.int32)
+    pts = np.ascontiguousarray(pts)
+    bounds = np.array([pts.min(axis=1), pts.max(axis=1)], np.int64)
+    plain, padded = FrameVoxels(pts, compiled=True), FrameVoxels(pts, compiled=True, bounds=bounds)
+    assert np.array_equal(plain.voxel, padded.voxel) and len(padded._vlut) == len(plain._vlut) + 512
+    labels = rng.integers(0, 4, size=len(plain)).astype(np.int64)
+    off = neighbour_offsets(eps)
+    nbr = plain.block_neighbours()
+    for min_size in (1, 4):
+        ref = kernels.dbscan_kernel(plain.voxel, plain._vlut, nbr, labels, off, min_samples, min_size)
+        assert np.array_equal(ref, pkernels.dbscan_kernel(plain.voxel, plain._vlut, nbr, labels, off, min_samples, min_size))
+        assert np.array_equal(ref, pkernels.dbscan_padded(plain.voxel, plain._vlut, nbr, labels, off, min_samples, min_size))
+        assert np.array_equal(ref, pkernels.dbscan_padded(padded.voxel, padded._vlut, nbr, labels, off, min_samples, min_size))
+        assert ref.max() >= 1
+
+
+@needs_numba
+def test_padded_dbscan_hand_case():
+    """As test_fast_dbscan_hand_case, across a block boundary (x = 6..9) and with a gap."""
+    from core3d_ros.core.fusion import pkernels
+
+    xs = [6, 7, 8, 9, 0, 1, 2, 3, 12]
+    pts = np.stack([np.array(xs), np.zeros(9, int), np.zeros(9, int)]).astype(np.int32)
+    fv = FrameVoxels(pts, compiled=True, bounds=np.array([[0, 0, 0], [12, 0, 0]], np.int64))
+    labels = np.ones(len(fv), np.int64)
+    seg = pkernels.dbscan_padded(fv.voxel, fv._vlut, fv.block_neighbours(), labels, neighbour_offsets(1.0), 3, 1)
+    assert dict(zip(fv.voxel_coords()[:, 0].tolist(), seg.tolist())) == {6: 0, 7: 0, 8: 0, 9: 0, 0: 1, 1: 1, 2: 1, 3: 1, 12: -1}
+    empty = np.zeros(0, np.int64)
+    assert len(pkernels.dbscan_padded(empty, np.full(512, -1, np.int32), np.zeros((0, 27), np.int64), empty, neighbour_offsets(1.75), 3, 1)) == 0

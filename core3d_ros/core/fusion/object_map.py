@@ -46,8 +46,7 @@ from ...config import FusionConfig
 from ..objects import MapSnapshot, ObjectInfo, OrientedBox
 from .blocks import BLOCK_VOXELS, BlockHash, FrameVoxels, block_offsets
 from .kernels import HAVE_NUMBA, backproject_kernel, overlaps_kernel, vote_kernel
-from .pkernels import dbscan_kernel as fast_dbscan_kernel
-from .pkernels import backproject_bounds_kernel, gather_colors_kernel, pair_codes_kernel
+from .pkernels import backproject_bounds_kernel, dbscan_padded, gather_colors_kernel, pair_codes_kernel
 from .split import label_dbscan, neighbour_offsets
 from .voxels import key_centers, pack, unpack, voxel_coords
 
@@ -586,7 +585,7 @@ class ObjectMap:
         if not labelled.any():
             return np.full(V, -1, np.int64)
         if getattr(cfg, "dbscan_split", True) and HAVE_NUMBA:
-            return fast_dbscan_kernel(
+            return dbscan_padded(
                 fv.voxel, fv._vlut, fv.block_neighbours(), vlabel, neighbour_offsets(cfg.dbscan_eps_voxels),
                 int(cfg.dbscan_min_samples), int(cfg.min_segment_voxels),
             )
