@@ -616,9 +616,10 @@ def test_backproject_bounds_kernel_equals_reference():
         M, t = q * 40.0, rng.standard_normal(3) * 100
         wa = [np.empty(size, np.int32) for _ in range(3)] + [np.empty(size, np.int64)]
         wb = [np.empty(size, np.int32) for _ in range(3)] + [np.empty(size, np.int64)]
-        bounds = np.empty((2, 3), np.int64)
+        fb = np.empty((2, 3), np.float64)
         ka, loa, hia = kernels.backproject_kernel(depth, rx, ry, M, t, *wa)
-        kb, lob, hib = backproject_bounds_kernel(depth, rx, ry, M, t, *wb, bounds)
+        kb, lob, hib = backproject_bounds_kernel(depth, rx, ry, M, t, *wb, fb)
+        bounds = np.floor(fb).astype(np.int64) if ka else fb
         assert (ka, loa, hia) == (kb, lob, hib) or (ka == kb == 0)
         for x, y in zip(wa, wb):
             assert np.array_equal(x[:ka], y[:kb])

@@ -350,11 +350,12 @@ class ObjectMap:
             if self._work is None or len(self._work[0]) < size:
                 self._work = (np.empty(size, np.int32), np.empty(size, np.int32), np.empty(size, np.int32), np.empty(size, np.int64))
             wx, wy, wz, wi = self._work
-            bounds = np.empty((2, 3), np.int64)  # per axis, the smallest and largest voxel coordinate
-            k, lo, hi = backproject_bounds_kernel(flat, rx, ry, M, t, wx, wy, wz, wi, bounds)
+            fbounds = np.empty((2, 3), np.float64)  # per axis, the smallest and largest coordinate
+            k, lo, hi = backproject_bounds_kernel(flat, rx, ry, M, t, wx, wy, wz, wi, fbounds)
             cx, cy, cz, valid = wx[:k], wy[:k], wz[:k], wi[:k]
             if not (np.isfinite(lo) and np.isfinite(hi)) or max(-lo, hi) > MAX_COORD - 8:
                 return IntegrationStats(rejected="out_of_range", stride=stride, points=len(valid))
+            bounds = np.floor(fbounds).astype(np.int64)  # those of the voxel coordinates
             return self._finish_frame((cx, cy, cz), valid, stride, W, rgb, labels, stamp, observations, bounds)
         valid = np.flatnonzero(flat > 0)
         z = flat[valid]

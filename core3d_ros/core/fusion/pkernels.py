@@ -344,20 +344,20 @@ def _pair_codes(rows, ids):
 pair_codes_kernel = _sjit(_pair_codes)
 
 
-def _backproject_bounds(depth_flat, rx, ry, M, t, cx, cy, cz, index, ibounds):
+def _backproject_bounds(depth_flat, rx, ry, M, t, cx, cy, cz, index, fbounds):
     """:func:`.kernels._backproject` (same outputs, same arithmetic) that also writes the
-    smallest and largest voxel coordinate per axis into ``ibounds`` ((2, 3) int64: row 0 the
-    minima, row 1 the maxima), so that the deduplication needs no pass of its own to find the
-    frame's block bounding box."""
+    smallest and largest world coordinate per axis (voxel units, before flooring) into
+    ``fbounds`` ((2, 3) float64: row 0 the minima, row 1 the maxima); the overall smallest and
+    largest it returns are their minimum and maximum, so it tracks no more than the reference.
+    Floored, they are the per-axis bounds of the voxel coordinates (flooring is monotonic), so
+    that the deduplication needs no pass of its own to find the frame's block bounding box."""
     size = depth_flat.shape[0]
     m00, m01, m02 = np.float32(M[0, 0]), np.float32(M[0, 1]), np.float32(M[0, 2])
     m10, m11, m12 = np.float32(M[1, 0]), np.float32(M[1, 1]), np.float32(M[1, 2])
     m20, m21, m22 = np.float32(M[2, 0]), np.float32(M[2, 1]), np.float32(M[2, 2])
     t0, t1, t2 = np.float32(t[0]), np.float32(t[1]), np.float32(t[2])
-    lo = np.float32(np.inf)
-    hi = np.float32(-np.inf)
-    l0 = l1 = l2 = np.int32(2**31 - 1)
-    h0 = h1 = h2 = np.int32(-(2**31))
+    l0 = l1 = l2 = np.float32(np.inf)
+    h0 = h1 = h2 = np.float32(-np.inf)
     k = 0
     for i in range(size):
         z = depth_flat[i]
@@ -367,29 +367,24 @@ def _backproject_bounds(depth_flat, rx, ry, M, t, cx, cy, cz, index, ibounds):
             w0 = m00 * x + m01 * y + m02 * z + t0
             w1 = m10 * x + m11 * y + m12 * z + t1
             w2 = m20 * x + m21 * y + m22 * z + t2
-            lo = min(lo, min(w0, min(w1, w2)))
-            hi = max(hi, max(w0, max(w1, w2)))
-            a = np.int32(np.floor(w0))
-            b = np.int32(np.floor(w1))
-            c = np.int32(np.floor(w2))
-            cx[k] = a
-            cy[k] = b
-            cz[k] = c
-            l0 = min(l0, a)
-            h0 = max(h0, a)
-            l1 = min(l1, b)
-            h1 = max(h1, b)
-            l2 = min(l2, c)
-            h2 = max(h2, c)
+            l0 = min(l0, w0)
+            h0 = max(h0, w0)
+            l1 = min(l1, w1)
+            h1 = max(h1, w1)
+            l2 = min(l2, w2)
+            h2 = max(h2, w2)
+            cx[k] = np.int32(np.floor(w0))
+            cy[k] = np.int32(np.floor(w1))
+            cz[k] = np.int32(np.floor(w2))
             index[k] = i
             k += 1
-    ibounds[0, 0] = l0
-    ibounds[0, 1] = l1
-    ibounds[0, 2] = l2
-    ibounds[1, 0] = h0
-    ibounds[1, 1] = h1
-    ibounds[1, 2] = h2
-    return k, lo, hi
+    fbounds[0, 0] = l0
+    fbounds[0, 1] = l1
+    fbounds[0, 2] = l2
+    fbounds[1, 0] = h0
+    fbounds[1, 1] = h1
+    fbounds[1, 2] = h2
+    return k, min(l0, min(l1, l2)), max(h0, max(h1, h2))
 
 
 backproject_bounds_kernel = _sjit(_backproject_bounds)
