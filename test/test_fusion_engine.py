@@ -477,3 +477,207 @@ def test_pair_codes_kernel_equals_array_code():
             ok = (a >= 0) & (b >= 0)
             ref.append((np.minimum(a[ok], b[ok]).astype(np.int64) << 32) | np.maximum(a[ok], b[ok]).astype(np.int64))
     assert np.array_equal(np.unique(pkernels.pair_codes_kernel(rows, ids)), np.unique(np.concatenate(ref)))
+
+
+# ------------------------------------------------------------------ label image in, masks not painted
+
+
+def _random_masks(rng, shape, n):
+    out = []
+    for _ in range(n):
+        m = np.zeros(shape, bool)
+        y0, x0 = rng.integers(0, shape[0] - 4), rng.integers(0, shape[1] - 4)
+        m[y0 : y0 + rng.integers(2, shape[0] - y0), x0 : x0 + rng.integers(2, shape[1] - x0)] = True
+        out.append(Mask2D(m, score=float(rng.random())))
+    return out
+
+
+def test_observation_labels_equal_the_painted_record_masks():
+    from dataclasses import replace as dc_replace
+
+    from core3d_ros.core.observation import Observation
+    from core3d_ros.core.pipeline import observation_labels
+
+    rng = np.random.default_rng(3)
+    for trial in range(20):
+        masks = _random_masks(rng, (30, 40), int(rng.integers(0, 8)))
+        obs = Observation.from_masks(0.0, 0, np.eye(4), masks) if masks else None
+        if obs is None:
+            continue
+        # records in another order and with other label values than 1..N: the renumbering must follow
+        perm = rng.permutation(len(obs.masks))
+        values = rng.choice(np.arange(1, 200), size=len(obs.masks), replace=False)
+        lut = np.zeros(int(obs.labels.max()) + 1, np.uint16)
+        recs = []
+        for k, i in enumerate(perm):
+            lut[obs.masks[i].label] = values[k]
+            recs.append(dc_replace(obs.masks[i], label=int(values[k])))
+        obs2 = dc_replace(obs, labels=lut[obs.labels], masks=recs)
+        old = label_image([Mask2D(obs2.labels == r.label) for r in obs2.masks], obs2.labels.shape)
+        assert np.array_equal(observation_labels(obs2), old)
+    # hand case: value 7 is record 1 (pixel 1), value 2 record 2, value 5 described by no record (0)
+    obs = Observation(stamp=0.0, frame_index=0, pose=np.eye(4), labels=np.array([[0, 7, 2, 5]], np.uint16),
+                      masks=[dc_replace(Observation.from_masks(0.0, 0, np.eye(4), [Mask2D(np.ones((1, 4), bool))]).masks[0], label=v) for v in (7, 2)])
+    assert observation_labels(obs).tolist() == [[0, 1, 2, 0]]
+
+
+def _map_state(omap):
+    n = omap.num_voxels
+    return [omap.ids[:n].copy(), omap.hits[:n].copy(), omap.owner[:n].copy(), omap.colors[:n].copy(),
+            sorted((k, v.num_voxels, v.num_observations) for k, v in omap.objects.items())]
+
+
+def test_fuse_frame_from_the_label_image_equals_fusing_the_masks():
+    from core3d_ros.core.pipeline import fuse_frame
+
+    scene = make_scene(seed=5, num_frames=6)
+    rng = np.random.default_rng(0)
+    c = FusionConfig(merge_interval=2, min_segment_voxels=5)
+    a, b = ObjectMap(c), ObjectMap(c)
+    for i in range(len(scene)):
+        f = scene[i]
+        frame = Frame(rgb=f.rgb, depth=f.depth, intrinsics=f.intrinsics, pose=f.pose, stamp=float(i), index=i)
+        ids = f.instance_ids
+        masks = [Mask2D(ids == v) for v in np.unique(ids) if v > 0] + _random_masks(rng, ids.shape, 3)
+        sa = fuse_frame(a, frame, masks)
+        sb = fuse_frame(b, frame, None, labels=label_image(masks, ids.shape))
+        assert (sa.segments, sa.created, sa.associated, sa.merged) == (sb.segments, sb.created, sb.associated, sb.merged)
+    for x, y in zip(_map_state(a), _map_state(b)):
+        assert np.array_equal(np.asarray(x, dtype=object) if isinstance(x, list) else x, np.asarray(y, dtype=object) if isinstance(y, list) else y)
+
+
+# ------------------------------------------------------------------ bounded dedupe = reference dedupe
+
+
+def _runs_coords(rng, n, spread=40, run=12):
+    """Voxel coordinates in runs of repeated values (as neighbouring pixels give), plus noise."""
+    base = rng.integers(-spread, spread, size=(3, (n + run - 1) // run)).astype(np.int32)
+    c = np.repeat(base, rng.integers(1, 2 * run, size=base.shape[1]), axis=1)[:, :n]
+    flip = rng.random(c.shape[1]) < 0.2
+    c[:, flip] += rng.integers(-1, 2, size=(3, int(flip.sum()))).astype(np.int32)
+    return np.ascontiguousarray(c)
+
+
+@needs_numba
+@pytest.mark.parametrize("seed", range(6))
+def test_bounded_dedupe_kernel_equals_reference(seed):
+    from core3d_ros.core.fusion.blocks import MAX_DENSE_BLOCK_CELLS
+    from core3d_ros.core.fusion.pkernels import dedupe_bounded_kernel
+
+    rng = np.random.default_rng(seed)
+    for coords in (_runs_coords(rng, 5000 + 3000 * seed), _frame_coords(seed, 3000), _runs_coords(rng, 7, spread=2),
+                   np.zeros((3, 0), np.int32), _runs_coords(rng, 500, spread=3000)):
+        cx, cy, cz = (np.ascontiguousarray(c) for c in coords)
+        n = len(cx)
+        labels = rng.integers(0, 5, size=n + 3).astype(np.uint16)
+        pix = rng.integers(0, n + 3, size=n).astype(np.int64)
+        bounds = np.array([coords.min(axis=1), coords.max(axis=1)], np.int64) if n else np.zeros((2, 3), np.int64)
+        for cells in (MAX_DENSE_BLOCK_CELLS, 10):
+            a = kernels.dedupe_kernel(cx, cy, cz, cells, labels, pix)
+            b = dedupe_bounded_kernel(cx, cy, cz, bounds, cells, labels, pix)
+            assert len(a) == len(b)
+            if a[0]:  # the voxel table: the reference's, then one block of -1 (the absent block)
+                nb = len(a[1])
+                assert np.array_equal(b[7][: nb * 512], a[7]) and len(b[7]) == (nb + 1) * 512 and np.all(b[7][nb * 512 :] == -1)
+            for i, (x, y) in enumerate(zip(a, b)):
+                if i == 7 and a[0]:
+                    continue
+                assert np.array_equal(np.asarray(x), np.asarray(y)) and np.asarray(x).dtype == np.asarray(y).dtype
+
+
+@needs_numba
+def test_bounded_dedupe_hand_case():
+    from core3d_ros.core.fusion.pkernels import dedupe_bounded_kernel
+
+    # points: voxel (0,0,0) x2 (labels 1, 1), voxel (9,0,0) (block 1) label 2, voxel (0,0,0) label 3,
+    # voxel (1,0,0) label 0: voxels in order of first appearance, last point per voxel, majority label
+    cx = np.array([0, 0, 9, 0, 1], np.int32)
+    cy = np.zeros(5, np.int32)
+    cz = np.zeros(5, np.int32)
+    lab = np.array([1, 1, 2, 3, 0], np.uint16)
+    pix = np.arange(5, dtype=np.int64)
+    ok, blocks, voxel, vlabel, _, rep, cell_block, vlut, lo, dims = dedupe_bounded_kernel(
+        cx, cy, cz, np.array([[0, 0, 0], [9, 0, 0]], np.int64), 1 << 22, lab, pix)
+    assert ok and blocks.tolist() == [[0, 0, 0], [1, 0, 0]]
+    assert voxel.tolist() == [0, (1 << 9) | (1 << 6), 1 << 6]
+    assert rep.tolist() == [3, 2, 4] and vlabel.tolist() == [1, 2, 0]
+    assert lo.tolist() == [0, 0, 0] and dims.tolist() == [2, 1, 1] and cell_block.tolist() == [0, 1]
+
+
+@needs_numba
+def test_backproject_bounds_kernel_equals_reference():
+    from core3d_ros.core.fusion.pkernels import backproject_bounds_kernel
+
+    rng = np.random.default_rng(1)
+    for size in (0, 1, 999, 20000):
+        depth = np.where(rng.random(size) < 0.3, 0.0, rng.random(size) * 5).astype(np.float32)
+        rx, ry = (rng.standard_normal(size).astype(np.float32) for _ in range(2))
+        q, _ = np.linalg.qr(rng.standard_normal((3, 3)))
+        M, t = q * 40.0, rng.standard_normal(3) * 100
+        wa = [np.empty(size, np.int32) for _ in range(3)] + [np.empty(size, np.int64)]
+        wb = [np.empty(size, np.int32) for _ in range(3)] + [np.empty(size, np.int64)]
+        fb = np.empty((2, 3), np.float64)
+        ka, loa, hia = kernels.backproject_kernel(depth, rx, ry, M, t, *wa)
+        kb, lob, hib = backproject_bounds_kernel(depth, rx, ry, M, t, *wb, fb)
+        bounds = np.floor(fb).astype(np.int64) if ka else fb
+        assert (ka, loa, hia) == (kb, lob, hib) or (ka == kb == 0)
+        for x, y in zip(wa, wb):
+            assert np.array_equal(x[:ka], y[:kb])
+        if ka:
+            c = np.stack([w[:ka] for w in wa[:3]])
+            assert bounds[0].tolist() == c.min(axis=1).tolist() and bounds[1].tolist() == c.max(axis=1).tolist()
+
+
+@needs_numba
+def test_gather_colors_kernel_equals_fancy_indexing():
+    from core3d_ros.core.fusion.pkernels import gather_colors_kernel
+
+    rng = np.random.default_rng(2)
+    colors = rng.integers(0, 256, size=(500, 3)).astype(np.uint8)
+    pix = rng.integers(0, 500, size=300).astype(np.int64)
+    rep = rng.integers(0, 300, size=100).astype(np.int64)
+    assert np.array_equal(gather_colors_kernel(colors, pix, rep), colors[pix[rep]])
+    assert gather_colors_kernel(colors, pix, rep[:0]).shape == (0, 3)
+
+
+# ------------------------------------------------------------------ branch-free DBSCAN = reference
+
+
+@needs_numba
+@pytest.mark.parametrize("seed,min_samples,eps", [(0, 1, 1.75), (1, 3, 1.75), (2, 5, 1.75), (3, 3, 2.5), (4, 4, 1.0), (5, 3, 1.75)])
+def test_padded_dbscan_equals_reference_kernels(seed, min_samples, eps):
+    """Same segment of every voxel as kernels.dbscan_kernel and pkernels.dbscan_kernel, with the
+    voxel table padded by the bounded dedupe and with an unpadded one (copied)."""
+    from core3d_ros.core.fusion import pkernels
+
+    rng = np.random.default_rng(seed)
+    pts = np.unique(rng.integers(-6, 12, size=(9000, 3)), axis=0)
+    pts = pts[rng.permutation(len(pts))].T.astype(np.int32)
+    pts = np.ascontiguousarray(pts)
+    bounds = np.array([pts.min(axis=1), pts.max(axis=1)], np.int64)
+    plain, padded = FrameVoxels(pts, compiled=True), FrameVoxels(pts, compiled=True, bounds=bounds)
+    assert np.array_equal(plain.voxel, padded.voxel) and len(padded._vlut) == len(plain._vlut) + 512
+    labels = rng.integers(0, 4, size=len(plain)).astype(np.int64)
+    off = neighbour_offsets(eps)
+    nbr = plain.block_neighbours()
+    for min_size in (1, 4):
+        ref = kernels.dbscan_kernel(plain.voxel, plain._vlut, nbr, labels, off, min_samples, min_size)
+        assert np.array_equal(ref, pkernels.dbscan_kernel(plain.voxel, plain._vlut, nbr, labels, off, min_samples, min_size))
+        assert np.array_equal(ref, pkernels.dbscan_padded(plain.voxel, plain._vlut, nbr, labels, off, min_samples, min_size))
+        assert np.array_equal(ref, pkernels.dbscan_padded(padded.voxel, padded._vlut, nbr, labels, off, min_samples, min_size))
+        assert ref.max() >= 1
+
+
+@needs_numba
+def test_padded_dbscan_hand_case():
+    """As test_fast_dbscan_hand_case, across a block boundary (x = 6..9) and with a gap."""
+    from core3d_ros.core.fusion import pkernels
+
+    xs = [6, 7, 8, 9, 0, 1, 2, 3, 12]
+    pts = np.stack([np.array(xs), np.zeros(9, int), np.zeros(9, int)]).astype(np.int32)
+    fv = FrameVoxels(pts, compiled=True, bounds=np.array([[0, 0, 0], [12, 0, 0]], np.int64))
+    labels = np.ones(len(fv), np.int64)
+    seg = pkernels.dbscan_padded(fv.voxel, fv._vlut, fv.block_neighbours(), labels, neighbour_offsets(1.0), 3, 1)
+    assert dict(zip(fv.voxel_coords()[:, 0].tolist(), seg.tolist())) == {6: 0, 7: 0, 8: 0, 9: 0, 0: 1, 1: 1, 2: 1, 3: 1, 12: -1}
+    empty = np.zeros(0, np.int64)
+    assert len(pkernels.dbscan_padded(empty, np.full(512, -1, np.int32), np.zeros((0, 27), np.int64), empty, neighbour_offsets(1.75), 3, 1)) == 0

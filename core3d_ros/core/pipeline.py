@@ -177,7 +177,8 @@ class Mapper:
 
         stats = FrameStats(index=frame.index)
         t_start = time.perf_counter()
-        masks = [Mask2D(mask=obs.labels == r.label, score=r.score, level=r.level) for r in obs.masks]
+        # the label image as sent (renumbered to the records' order), not one boolean mask per record
+        labels = observation_labels(obs)
         observations = None
         if any(r.embedding is not None for r in obs.masks):
             observations = [
@@ -188,9 +189,9 @@ class Mapper:
                 )
                 for r in obs.masks
             ]
-        stats.masks = len(masks)
+        stats.masks = len(obs.masks)
         with _timed(stats, "fusion"), self._lock:
-            ist = fuse_frame(self.map, frame, masks, observations)
+            ist = fuse_frame(self.map, frame, None, observations, labels=labels)
         if ist.rejected:
             raise FrameError(ist.rejected, "the fusion engine refused the frame; the map is unchanged")
         stats.segments, stats.created, stats.associated = ist.segments, ist.created, ist.associated
@@ -316,18 +317,38 @@ def label_image(masks: list[Mask2D], shape: tuple[int, int]) -> np.ndarray:
 
 
 def fuse_frame(
-    omap: ObjectMap, frame: Frame, masks: list[Mask2D], observations: list[SegmentObservation] | None = None
+    omap: ObjectMap,
+    frame: Frame,
+    masks: list[Mask2D] | None,
+    observations: list[SegmentObservation] | None = None,
+    labels: np.ndarray | None = None,
 ) -> IntegrationStats:
     """The fusion stage: paint the masks into one label image, back-project the frame
     (``fusion.pixel_stride``, 0 = automatic) and integrate it. A frame the engine refuses
     (too few valid depth pixels, coordinates out of range) leaves the map unchanged and is
-    returned with ``stats.rejected`` set."""
+    returned with ``stats.rejected`` set.
+
+    ``labels``: the label image itself, (H, W) uint16, 0 = no mask, i = ``masks[i - 1]`` (what
+    :func:`label_image` paints from ``masks``, and what the perception node sends); given, the
+    masks are not painted (``masks`` may then be None)."""
     cfg = omap.cfg
-    labels = label_image(masks, frame.depth.shape)
+    if labels is None:
+        labels = label_image(masks, frame.depth.shape)
     stride = cfg.pixel_stride or sampling_stride(frame.depth, frame.intrinsics, cfg.voxel_size)
     stats = omap.integrate_frame(frame.depth, frame.intrinsics, frame.pose, frame.rgb, labels, frame.stamp, observations, stride=stride)
     stats.stride = stride
     return stats
+
+
+def observation_labels(obs: "Observation") -> np.ndarray:
+    """An observation's label image renumbered so that pixel value i is ``obs.masks[i - 1]``
+    (0: no mask, and any value no record describes). The same image :func:`label_image` paints
+    from the masks ``obs.labels == r.label`` (disjoint, so painting order does not matter)."""
+    src = np.asarray(obs.labels)
+    lut = np.zeros(max([int(src.max()) if src.size else 0] + [r.label for r in obs.masks]) + 1, np.uint16)
+    for i, r in enumerate(obs.masks):
+        lut[r.label] = i + 1
+    return lut[src]
 
 
 @contextmanager

@@ -50,10 +50,19 @@ class FrameVoxels:
     ``counts`` (V,) points per voxel.
     """
 
-    def __init__(self, coords: np.ndarray, compiled: bool = True, labels: np.ndarray | None = None, pix: np.ndarray | None = None):
+    def __init__(
+        self,
+        coords: np.ndarray,
+        compiled: bool = True,
+        labels: np.ndarray | None = None,
+        pix: np.ndarray | None = None,
+        bounds: np.ndarray | None = None,
+    ):
         """``coords``: (3, N) int32 voxel coordinates (one row per axis, contiguous).
         ``compiled``: use the numba kernel when available (same result, voxels in order of
-        first appearance instead of increasing order)."""
+        first appearance instead of increasing order). ``bounds``: optional (2, 3) int64, the
+        coordinates' minima and maxima per axis (the compiled back-projection makes them), which
+        spares the compiled path a pass over the points."""
         if not isinstance(coords, tuple):
             coords = np.ascontiguousarray(coords, dtype=np.int32)
         n = len(coords[0])
@@ -66,7 +75,14 @@ class FrameVoxels:
                 cx, cy, cz = (np.ascontiguousarray(c, dtype=np.int32) for c in coords)
                 if labels is None:
                     labels, pix = np.zeros(1, np.int64), np.zeros(n, np.int64)
-                ok, blocks, voxel, vlabel, counts, rep, cell_block, vlut, lo, dims = dedupe_kernel(cx, cy, cz, MAX_DENSE_BLOCK_CELLS, labels, pix)
+                if bounds is not None:
+                    from .pkernels import dedupe_bounded_kernel
+
+                    ok, blocks, voxel, vlabel, counts, rep, cell_block, vlut, lo, dims = dedupe_bounded_kernel(
+                        cx, cy, cz, bounds, MAX_DENSE_BLOCK_CELLS, labels, pix
+                    )
+                else:
+                    ok, blocks, voxel, vlabel, counts, rep, cell_block, vlut, lo, dims = dedupe_kernel(cx, cy, cz, MAX_DENSE_BLOCK_CELLS, labels, pix)
                 if ok:
                     self.blocks, self.voxel, self.rep, self.label = blocks, voxel, rep, vlabel
                     self.point_voxel = self.counts = None  # not made by the compiled path

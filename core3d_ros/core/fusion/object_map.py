@@ -46,8 +46,7 @@ from ...config import FusionConfig
 from ..objects import MapSnapshot, ObjectInfo, OrientedBox
 from .blocks import BLOCK_VOXELS, BlockHash, FrameVoxels, block_offsets
 from .kernels import HAVE_NUMBA, backproject_kernel, overlaps_kernel, vote_kernel
-from .pkernels import dbscan_kernel as fast_dbscan_kernel
-from .pkernels import pair_codes_kernel
+from .pkernels import backproject_bounds_kernel, dbscan_padded, gather_colors_kernel, pair_codes_kernel
 from .split import label_dbscan, neighbour_offsets
 from .voxels import key_centers, pack, unpack, voxel_coords
 
@@ -351,11 +350,13 @@ class ObjectMap:
             if self._work is None or len(self._work[0]) < size:
                 self._work = (np.empty(size, np.int32), np.empty(size, np.int32), np.empty(size, np.int32), np.empty(size, np.int64))
             wx, wy, wz, wi = self._work
-            k, lo, hi = backproject_kernel(flat, rx, ry, M, t, wx, wy, wz, wi)
+            fbounds = np.empty((2, 3), np.float64)  # per axis, the smallest and largest coordinate
+            k, lo, hi = backproject_bounds_kernel(flat, rx, ry, M, t, wx, wy, wz, wi, fbounds)
             cx, cy, cz, valid = wx[:k], wy[:k], wz[:k], wi[:k]
             if not (np.isfinite(lo) and np.isfinite(hi)) or max(-lo, hi) > MAX_COORD - 8:
                 return IntegrationStats(rejected="out_of_range", stride=stride, points=len(valid))
-            return self._finish_frame((cx, cy, cz), valid, stride, W, rgb, labels, stamp, observations)
+            bounds = np.floor(fbounds).astype(np.int64)  # those of the voxel coordinates
+            return self._finish_frame((cx, cy, cz), valid, stride, W, rgb, labels, stamp, observations, bounds)
         valid = np.flatnonzero(flat > 0)
         z = flat[valid]
         x = rx[valid]
@@ -381,14 +382,14 @@ class ObjectMap:
             coords[i] = w
         return self._finish_frame(coords, valid, stride, W, rgb, labels, stamp, observations)
 
-    def _finish_frame(self, coords, valid, stride, W, rgb, labels, stamp, observations) -> IntegrationStats:
+    def _finish_frame(self, coords, valid, stride, W, rgb, labels, stamp, observations, bounds=None) -> IntegrationStats:
         if stride > 1:  # pixel index in the full image
             w = (W + stride - 1) // stride
             pix = (valid // w) * stride * W + (valid % w) * stride
         else:
             pix = valid
         stats = IntegrationStats(points=len(valid), stride=stride)
-        return self._integrate_coords(coords, rgb.reshape(-1, 3), labels.reshape(-1), pix, stamp, observations, stats)
+        return self._integrate_coords(coords, rgb.reshape(-1, 3), labels.reshape(-1), pix, stamp, observations, stats, bounds)
 
     def integrate_points(
         self,
@@ -415,21 +416,25 @@ class ObjectMap:
         coords = np.ascontiguousarray(coords.T.astype(np.int32))
         return self._integrate_coords(coords, np.asarray(colors), np.asarray(labels), np.arange(len(points)), stamp, observations, stats)
 
-    def _integrate_coords(self, coords, colors, labels, pix, stamp, observations, stats) -> IntegrationStats:
+    def _integrate_coords(self, coords, colors, labels, pix, stamp, observations, stats, bounds=None) -> IntegrationStats:
         """``coords``: (3, N) int32 voxel coordinates of the frame's points; ``colors`` and ``labels``
-        indexed by ``pix`` (the points' pixels)."""
+        indexed by ``pix`` (the points' pixels); ``bounds``: optional (2, 3) per-axis minima and
+        maxima of ``coords``."""
         cfg = self.cfg
-        fv = FrameVoxels(coords, labels=labels, pix=pix)
+        fv = FrameVoxels(coords, labels=labels, pix=pix, bounds=bounds)
         V = len(fv)
         stats.voxels = V
         # Per frame voxel, one representative point (the last one written) gives its colour and
         # label: the points of one voxel lie on the same bit of surface.
-        if fv.rep is not None:
-            rep = pix[fv.rep]
+        if fv.rep is not None and HAVE_NUMBA and colors.dtype == np.uint8 and colors.ndim == 2 and colors.shape[1] == 3:
+            frame_colors = gather_colors_kernel(np.ascontiguousarray(colors), pix, fv.rep)  # colors[pix[fv.rep]]
         else:
-            rep = np.empty(V, np.int64)
-            rep[fv.point_voxel] = pix
-        frame_colors = colors[rep]
+            if fv.rep is not None:
+                rep = pix[fv.rep]
+            else:
+                rep = np.empty(V, np.int64)
+                rep[fv.point_voxel] = pix
+            frame_colors = colors[rep]
         vlabel = fv.label if fv.label is not None else labels[rep].astype(np.int64)
 
         # The frame's blocks in the map; the map rows of its voxels (-1: new).
@@ -581,7 +586,7 @@ class ObjectMap:
         if not labelled.any():
             return np.full(V, -1, np.int64)
         if getattr(cfg, "dbscan_split", True) and HAVE_NUMBA:
-            return fast_dbscan_kernel(
+            return dbscan_padded(
                 fv.voxel, fv._vlut, fv.block_neighbours(), vlabel, neighbour_offsets(cfg.dbscan_eps_voxels),
                 int(cfg.dbscan_min_samples), int(cfg.min_segment_voxels),
             )
