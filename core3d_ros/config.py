@@ -80,6 +80,11 @@ class FusionConfig:
     # Objects seen inside one mask in this many frames (and more often than in different masks
     # of one frame) are merged: pieces of one object the map holds apart. 0 disables.
     co_mask_votes: int = _p(1, "objects seen inside one mask in this many frames (more often than apart) are merged; 0 disables", (0, INT_MAX))
+    # A segment that would found a new object but lies within this many voxels of an object the
+    # frame does not see (and both pass the balanced test on the share of each lying next to the
+    # other) is that object's other face: the back of a thin screen, a door or a shelf seen from
+    # behind, never in one view with its front. 0 disables.
+    hidden_side_voxels: int = _p(2, "a new segment within this many voxels of an object the frame does not see, each mostly next to the other, joins it (the other face of a thin thing); 0 disables", (0, 8))
     dbscan_split: bool = _p(True, "split each mask in 3-D by DBSCAN (off: one segment per mask)")
     min_valid_pixels: int = _p(100, "frames with fewer valid depth pixels are refused (counted)", (0, INT_MAX))
     # A camera that moved further than this (metres) since the previous frame is refused once
