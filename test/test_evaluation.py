@@ -198,6 +198,7 @@ def test_ablation_switches_one_component_per_variant_and_tabulates():
     assert v["no_dbscan"].fusion.dbscan_split is False and v["full"].fusion.dbscan_split is True
     assert v["no_balance"].fusion.delta == 1.0 and v["full"].fusion.delta == base.fusion.delta
     assert v["no_surroundings"].embed.w_sur == 0.0 and v["full"].embed.w_sur > 0
+    assert v["no_hidden_side"].fusion.hidden_side_voxels == 0 and v["full"].fusion.hidden_side_voxels > 0
     assert len(v["no_progressive_coarse"].segmenter.geometric.cluster_eps) == 1
     assert v["no_progressive_fine"].segmenter.geometric.cluster_eps == base.segmenter.geometric.cluster_eps[-1:]
     scene = make_scene(seed=2, num_frames=5)

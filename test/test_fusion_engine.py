@@ -101,6 +101,43 @@ def test_dbscan_split_and_min_segment_size():
     assert s.segments == 1 and omap.num_voxels == 12
 
 
+def sheet(z, rows=6, cols=6, x0=0, y0=0):
+    """Points at the centres of a rows x cols patch of voxels in the plane of voxel layer z."""
+    y, x = np.mgrid[y0 : y0 + rows, x0 : x0 + cols]
+    return np.stack([x.ravel() + 0.5, y.ravel() + 0.5, np.full(x.size, z + 0.5)], axis=1).astype(np.float32)
+
+
+def test_the_hidden_side_of_a_thin_thing_joins_its_front():
+    front, back = sheet(0), sheet(2)  # the two faces of a board, one empty voxel layer between
+    omap = ObjectMap(cfg(co_mask_votes=0))
+    fuse(omap, [front])
+    s = fuse(omap, [back])  # seen from behind: the front is hidden
+    assert s.created == 0 and len(omap.objects) == 1 and omap.num_voxels == 72
+    omap = ObjectMap(cfg(co_mask_votes=0, hidden_side_voxels=0))
+    fuse(omap, [front])
+    assert fuse(omap, [back]).created == 1 and len(omap.objects) == 2
+    # The back first seen in part (too little of the front lies next to it), then whole: the
+    # view that shows mostly new space joins the two.
+    omap = ObjectMap(cfg(co_mask_votes=0))
+    fuse(omap, [front])
+    assert fuse(omap, [sheet(2, rows=2)]).created == 1 and len(omap.objects) == 2
+    s = fuse(omap, [back])
+    assert s.merged == 1 and len(omap.objects) == 1
+
+
+def test_a_neighbour_seen_in_the_same_frame_is_no_hidden_side():
+    table, book = sheet(0, rows=4, cols=4), sheet(2, rows=4, cols=4)
+    omap = ObjectMap(cfg(co_mask_votes=0))
+    fuse(omap, [table])
+    assert fuse(omap, [table, book]).created == 1  # both in view: two things
+    fuse(omap, [sheet(2, rows=8, cols=4)])  # the book alone, mostly new space, table hidden
+    assert len(omap.objects) == 2
+    # A small new piece next to a large hidden object does not join it (balanced test).
+    omap = ObjectMap(cfg(co_mask_votes=0))
+    fuse(omap, [sheet(0, rows=12, cols=12)])
+    assert fuse(omap, [sheet(2, rows=2, cols=2)]).created == 1 and len(omap.objects) == 2
+
+
 def test_parts_of_a_mask_share_its_embedding_by_size():
     from core3d_ros.core.fusion.object_map import SegmentObservation
 

@@ -15,7 +15,9 @@ Variants (as in CORE-3D's ablation, plus this engine's own mechanisms):
 - ``no_balance``: the balance test off (delta = 1: any pair with both IoVs > gamma passes);
 - ``no_surroundings``: the negative surroundings crop off (w_sur = 0);
 - ``no_co_mask`` / ``no_known_only``: the engine's evidence of pieces seen in one mask, and the
-  segment-side IoV over known voxels, off.
+  segment-side IoV over known voxels, off;
+- ``no_hidden_side``: a segment showing new space no longer joins the unseen object it lies
+  next to (the front of a thin thing seen from behind), ``hidden_side_voxels`` = 0.
 """
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ def variants(base: MapperConfig) -> dict[str, MapperConfig]:
         "no_surroundings": with_overrides(base, embed={"w_sur": 0.0}),
         "no_co_mask": with_overrides(base, fusion={"co_mask_votes": 0}),
         "no_known_only": with_overrides(base, fusion={"iov_known_only": False}),
+        "no_hidden_side": with_overrides(base, fusion={"hidden_side_voxels": 0}),
     }
 
 

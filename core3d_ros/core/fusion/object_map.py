@@ -456,6 +456,8 @@ class ObjectMap:
         seg_label[seg[in_seg]] = vlabel[in_seg]
 
         targets = self._associate(rows, seg, seg_size, seg_label)
+        if cfg.hidden_side_voxels > 0:
+            self._hidden_sides(fv, seg, seg_size, rows, targets)
         new = targets < 0
         stats.created = int(new.sum())
         stats.associated = n_seg - stats.created
@@ -555,6 +557,73 @@ class ObjectMap:
                 self._merge_pair(keep, gone)
                 merged += 1
         return merged
+
+    def _hidden_sides(self, fv: FrameVoxels, seg: np.ndarray, seg_size: np.ndarray, rows: np.ndarray, targets: np.ndarray) -> None:
+        """The other face of a thin thing: a segment that shows space the map has not seen (it
+        founds a new object, or most of its voxels are new) joins an object the frame does not
+        see when the two lie next to each other (within ``hidden_side_voxels``) over most of
+        both. The front and the back of a thin thing (a screen, a door, a board) are never in
+        one view and share no voxel, so neither the IoV test nor the co-mask evidence can join
+        them. The object must be unseen in this frame (no segment went to it) and, where the
+        segment went to an existing object, the two must never have been seen in one frame:
+        what is seen together is no hidden side, which keeps a book apart from the table under
+        it and a box from the wall behind it. Both shares must pass the balanced test (gamma,
+        delta), so a small piece does not join a large object it touches, nor the reverse.
+        Costs the new-space segments' voxels times the (2r+1)^3 neighbourhood."""
+        n_seg = len(seg_size)
+        in_seg = seg >= 0
+        fresh = np.bincount(seg[in_seg & (rows < 0)], minlength=n_seg)
+        check = np.flatnonzero(fresh > self.cfg.gamma * seg_size)
+        if len(check) == 0 or not self.objects:
+            return
+        r = int(self.cfg.hidden_side_voxels)
+        in_check = np.isin(seg, check)
+        coords = fv.voxel_coords()[in_check]
+        vseg = seg[in_check]
+        # Along the axes only (6 r voxels, not (2r+1)^3): a face within r voxels of the other
+        # is met along the axis nearest its normal.
+        steps = np.arange(1, r + 1)
+        offs = np.concatenate([np.eye(3, dtype=np.int64)[None] * k for k in np.r_[steps, -steps]]).reshape(-1, 3)
+        near = (coords[:, None, :] + offs[None, :, :]).reshape(-1, 3)
+        if near.min() < -MAX_COORD // 2 or near.max() > MAX_COORD // 2:
+            return
+        nrows = self.lookup(pack(near))
+        src = np.repeat(np.arange(len(coords)), len(offs))
+        hit = nrows >= 0
+        src, nrows = src[hit], nrows[hit]
+        own = self.owner[nrows].astype(np.int64)
+        # Candidates: objects no segment of this frame went to, other than the segment's own.
+        seen = np.zeros(self.next_id + 1, bool)
+        seen[targets[targets >= 0]] = True
+        ok = (own >= 0) & ~seen[np.maximum(own, 0)]
+        src, nrows, own = src[ok], nrows[ok], own[ok]
+        if len(own) == 0:
+            return
+        sseg = vseg[src]
+        gamma, delta = self.cfg.gamma, self.cfg.delta
+        taken: set[int] = set()
+        for s in np.unique(sseg).tolist():
+            t = int(targets[s])
+            mine = sseg == s
+            best, best_score = -1, 0.0
+            for a in np.unique(own[mine]).tolist():
+                if a in taken or a not in self.objects:
+                    continue
+                if t >= 0 and self._pair_votes.get(t, {}).get(a) is not None:
+                    continue  # seen in one frame before: two things
+                pick = mine & (own == a)
+                seg_share = len(np.unique(src[pick])) / max(int(seg_size[s]), 1)
+                obj_share = len(np.unique(nrows[pick])) / max(self.objects[a].num_voxels, 1)
+                if balanced(seg_share, obj_share, gamma, delta) and min(seg_share, obj_share) > best_score:
+                    best, best_score = a, min(seg_share, obj_share)
+            if best < 0:
+                continue
+            taken.add(best)
+            if t < 0:
+                targets[s] = best
+            else:
+                big, small = (best, t) if self.objects[best].num_voxels >= self.objects[t].num_voxels else (t, best)
+                self._unions.append([big, small])
 
     def _fold_votes(self, keep: int, gone: int) -> None:
         """Pair evidence of a merged-away object passes to its survivor (costs its pairs)."""
