@@ -49,43 +49,12 @@ def _block_neighbours(blocks, cell_block, lo, dims):
 block_neighbours_kernel = _sjit(_block_neighbours)
 
 
-def _dbscan(voxel, vlut, nbr, labels, offsets, min_samples, min_size):
-    """Same contract and result as :func:`.kernels._dbscan` (the reference), faster: the
-    neighbour table is written only for labelled voxels (no (V, K) fill), a neighbour inside
-    the voxel's own block (most of them) is found at a fixed cell distance without the
-    block-neighbour table, and the loops after the first skip unlabelled voxels."""
+def _clusters(voxel, vlut, nbr, labels, offsets, delta, nbtab, degree, min_samples, min_size):
+    """The DBSCAN split after its neighbour table (``nbtab``: (V, K) neighbour voxel or -1;
+    ``degree``: neighbours per voxel): core voxels, their union-find, border voxels and the
+    segment numbers, as :func:`_dbscan` and :func:`_dbscan_padded` share them."""
     V = voxel.shape[0]
     K = offsets.shape[0]
-    nbtab = np.empty((V, K), np.int32)
-    degree = np.zeros(V, np.int32)
-    delta = np.empty(K, np.int64)
-    for j in range(K):
-        delta[j] = offsets[j, 0] * 64 + offsets[j, 1] * 8 + offsets[j, 2]
-    for v in range(V):
-        lab = labels[v]
-        if lab <= 0:
-            continue
-        cell = voxel[v]
-        vb = cell >> 9
-        o = cell & 511
-        ox = o >> 6
-        oy = (o >> 3) & 7
-        oz = o & 7
-        for j in range(K):
-            lx = ox + offsets[j, 0]
-            ly = oy + offsets[j, 1]
-            lz = oz + offsets[j, 2]
-            if (lx | ly | lz) & ~7 == 0:  # inside the same block
-                u = vlut[cell + delta[j]]
-            else:
-                b = nbr[vb, ((lx >> 3) + 1) * 9 + ((ly >> 3) + 1) * 3 + ((lz >> 3) + 1)]
-                u = vlut[(b << 9) | ((lx & 7) << 6) | ((ly & 7) << 3) | (lz & 7)] if b >= 0 else -1
-            if u >= 0 and labels[u] == lab:
-                nbtab[v, j] = u
-                degree[v] += 1
-                degree[u] += 1
-            else:
-                nbtab[v, j] = -1
     parent = np.arange(V)
     core = np.zeros(V, np.bool_)
     for v in range(V):
@@ -169,6 +138,49 @@ def _dbscan(voxel, vlut, nbr, labels, offsets, min_samples, min_size):
     for v in range(V):
         out[v] = number[out[v]] if out[v] >= 0 else -1
     return out
+
+
+_cluster_stage = _sjit(_clusters) or _clusters
+
+
+def _dbscan(voxel, vlut, nbr, labels, offsets, min_samples, min_size):
+    """Same contract and result as :func:`.kernels._dbscan` (the reference), faster: the
+    neighbour table is written only for labelled voxels (no (V, K) fill), a neighbour inside
+    the voxel's own block (most of them) is found at a fixed cell distance without the
+    block-neighbour table, and the loops after the first skip unlabelled voxels."""
+    V = voxel.shape[0]
+    K = offsets.shape[0]
+    nbtab = np.empty((V, K), np.int32)
+    degree = np.zeros(V, np.int32)
+    delta = np.empty(K, np.int64)
+    for j in range(K):
+        delta[j] = offsets[j, 0] * 64 + offsets[j, 1] * 8 + offsets[j, 2]
+    for v in range(V):
+        lab = labels[v]
+        if lab <= 0:
+            continue
+        cell = voxel[v]
+        vb = cell >> 9
+        o = cell & 511
+        ox = o >> 6
+        oy = (o >> 3) & 7
+        oz = o & 7
+        for j in range(K):
+            lx = ox + offsets[j, 0]
+            ly = oy + offsets[j, 1]
+            lz = oz + offsets[j, 2]
+            if (lx | ly | lz) & ~7 == 0:  # inside the same block
+                u = vlut[cell + delta[j]]
+            else:
+                b = nbr[vb, ((lx >> 3) + 1) * 9 + ((ly >> 3) + 1) * 3 + ((lz >> 3) + 1)]
+                u = vlut[(b << 9) | ((lx & 7) << 6) | ((ly & 7) << 3) | (lz & 7)] if b >= 0 else -1
+            if u >= 0 and labels[u] == lab:
+                nbtab[v, j] = u
+                degree[v] += 1
+                degree[u] += 1
+            else:
+                nbtab[v, j] = -1
+    return _cluster_stage(voxel, vlut, nbr, labels, offsets, delta, nbtab, degree, min_samples, min_size)
 
 
 dbscan_kernel = _sjit(_dbscan)
@@ -211,89 +223,7 @@ def _dbscan_padded(voxel, vlut, nbr, labels, offsets, min_samples, min_size):
             nbtab[v, j] = u if m else -1
             degree[v] += m
             degree[uu] += m  # adds 0 to voxel 0 when there is no neighbour
-    parent = np.arange(V)
-    core = np.zeros(V, np.bool_)
-    for v in range(V):
-        core[v] = labels[v] > 0 and degree[v] + 1 >= min_samples
-    for v in range(V):
-        if not core[v]:
-            continue
-        rv = v
-        while parent[rv] != rv:
-            rv = parent[rv]
-        for j in range(K):
-            u = nbtab[v, j]
-            if u >= 0 and core[u]:
-                ru = u
-                while parent[ru] != ru:
-                    parent[ru] = parent[parent[ru]]
-                    ru = parent[ru]
-                if ru != rv:
-                    if ru < rv:
-                        parent[rv] = ru
-                        rv = ru
-                    else:
-                        parent[ru] = rv
-    # Roots are the smallest index of their set and parents are smaller than their children:
-    # one ascending pass resolves every root.
-    out = np.full(V, -1, np.int64)
-    for v in range(V):
-        if core[v]:
-            p = parent[v]
-            out[v] = v if p == v else out[p]
-    # Border points: not core, within eps of a core point -> that core point's cluster. The
-    # reference loop (v ascending, then offset j) gives a border voxel x the cluster of the
-    # first pair it meets: (c, j) with c core and x its neighbour at offset j, or (x, j) with
-    # x's neighbour at offset j core. So: the core neighbour with the smallest c * K + j.
-    for x in range(V):
-        if core[x] or labels[x] <= 0 or degree[x] == 0:
-            continue
-        lab = labels[x]
-        best = -1
-        key = np.int64(1) << 62
-        for j in range(K):
-            u = nbtab[x, j]
-            if u >= 0 and core[u]:
-                kk = np.int64(x) * K + j
-                if kk < key:
-                    key = kk
-                    best = u
-        cell = voxel[x]
-        vb = cell >> 9
-        o = cell & 511
-        ox = o >> 6
-        oy = (o >> 3) & 7
-        oz = o & 7
-        for j in range(K):
-            lx = ox - offsets[j, 0]
-            ly = oy - offsets[j, 1]
-            lz = oz - offsets[j, 2]
-            if (lx | ly | lz) & ~7 == 0:
-                u = vlut[cell - delta[j]]
-            else:
-                b = nbr[vb, ((lx >> 3) + 1) * 9 + ((ly >> 3) + 1) * 3 + ((lz >> 3) + 1)]
-                u = vlut[(b << 9) | ((lx & 7) << 6) | ((ly & 7) << 3) | (lz & 7)] if b >= 0 else -1
-            if u >= 0 and core[u] and labels[u] == lab:
-                kk = np.int64(u) * K + j
-                if kk < key:
-                    key = kk
-                    best = u
-        if best >= 0:
-            out[x] = out[best]
-    size = np.zeros(V, np.int64)
-    for v in range(V):
-        if out[v] >= 0:
-            size[out[v]] += 1
-    number = np.full(V, -1, np.int64)
-    n = 0
-    for v in range(V):
-        root = out[v]
-        if root >= 0 and size[root] >= min_size and number[root] < 0:
-            number[root] = n
-            n += 1
-    for v in range(V):
-        out[v] = number[out[v]] if out[v] >= 0 else -1
-    return out
+    return _cluster_stage(voxel, vlut, nbr, labels, offsets, delta, nbtab, degree, min_samples, min_size)
 
 
 dbscan_padded_kernel = _sjit(_dbscan_padded)
