@@ -26,7 +26,7 @@ import yaml
 
 from ..config import MapperConfig, from_dict, load_config
 from .stress import (
-    NodeProcess,
+    MappingGraph,
     Peer,
     _frames_pool,
     _Looped,
@@ -164,12 +164,12 @@ def bench_online(
 
     frame_pool, source = _frames_pool(data, min(frames, 400), 0, width, height, cfg)
     domain = domain_id if domain_id is not None else pick_domain_id()
-    mapping = NodeProcess(wd, domain, config=str(cfg_path), name="mapping")
     stand_in = random_weights and cfg.segmenter.name in MODEL_SEGMENTERS
-    perception = NodeProcess(
-        wd, domain, config=str(cfg_path), name="perception",
-        module="core3d_ros.ros.online" if stand_in else "core3d_ros.ros.perception_node",
+    graph = MappingGraph(
+        wd, domain, config=str(cfg_path), name="mapping",
+        perception_module="core3d_ros.ros.online" if stand_in else "core3d_ros.ros.perception_node",
     )
+    mapping, perception = graph.mapping, graph.perception
     peer = Peer(domain)
     diag = _NodeDiagnostics(peer.node)
     client = None

@@ -161,6 +161,7 @@ class MappingGraph:
         config: str | None = None,
         name: str = "node",
         perception: str = "process",
+        perception_module: str = "core3d_ros.ros.perception_node",
     ):
         if perception not in GRAPHS:
             raise ValueError(f"perception must be one of {', '.join(GRAPHS)}, got {perception!r}")
@@ -168,7 +169,7 @@ class MappingGraph:
         overrides = dict(overrides or {})
         self.mapping = NodeProcess(workdir, domain_id, {**overrides, "ros.perception": "external"} if own else overrides, config, name)
         self.perception = (
-            NodeProcess(workdir, domain_id, overrides, config, f"{name}_perception", module="core3d_ros.ros.perception_node")
+            NodeProcess(workdir, domain_id, overrides, config, f"{name}_perception", module=perception_module)
             if own
             else None
         )
