@@ -62,15 +62,13 @@ def _stand_in_perception(config_file: str | None) -> list:
 
     from ..core.perception import Perception
     from ..core.segment.base import make_segmenter
-    from .perception_node import PerceptionNode, lower_priority
+    from .perception_node import own_process
 
     def build(cfg: MapperConfig) -> Perception:
         geometric = make_segmenter(dataclasses.replace(cfg.segmenter, name="geometric"))
         return Perception(cfg, segmenter=StandInSegmenter(make_segmenter(cfg.segmenter), geometric))
 
-    node = PerceptionNode(config_file=config_file, perception_factory=build)
-    lower_priority(node.cfg.ros.perception_nice)
-    return [node]
+    return own_process(config_file, build)
 
 
 class _NodeDiagnostics:

@@ -199,8 +199,10 @@ def lower_priority(nice: int) -> None:
         print(f"core3d_perception: could not lower the priority by {nice}: {e}", file=sys.stderr)
 
 
-def _own_process(config_file: str | None) -> list[Node]:
-    node = PerceptionNode(config_file=config_file)
+def own_process(config_file: str | None, perception_factory: Callable[[MapperConfig], Any] | None = None) -> list[Node]:
+    """The perception node of a process of its own, that process at lower priority (run_nodes'
+    ``build``; ``perception_factory`` as PerceptionNode's)."""
+    node = PerceptionNode(config_file=config_file, perception_factory=perception_factory)
     lower_priority(node.cfg.ros.perception_nice)
     return [node]
 
@@ -208,7 +210,7 @@ def _own_process(config_file: str | None) -> list[Node]:
 def main(argv: list[str] | None = None) -> int:
     """Console entry point ``core3d-perception-node [--config FILE] [--ros-args ...]``: the
     perception node in a process of its own, at ``ros.perception_nice`` lower priority."""
-    return exit_now_if_busy(run_nodes(argv, prog="core3d_perception", build=_own_process))
+    return exit_now_if_busy(run_nodes(argv, prog="core3d_perception", build=own_process))
 
 
 if __name__ == "__main__":
