@@ -133,6 +133,9 @@ class _Rows:
         self.chunks: list[np.ndarray] = []
 
 
+# The 27 block steps (-1..1 per axis) from a block to itself and its neighbours.
+_BLOCK_STEPS = np.stack(np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), axis=-1).reshape(-1, 3).astype(np.int64)
+
 class ObjectMap:
     def __init__(self, cfg: FusionConfig):
         if cfg.voxel_size <= 0:
@@ -578,6 +581,19 @@ class ObjectMap:
             return
         r = int(self.cfg.hidden_side_voxels)
         in_check = np.isin(seg, check)
+        if r <= 8:
+            # A voxel within r <= 8 voxels of it lies in its block or one of the 26 around it:
+            # only voxels of frame blocks with a map block around them can meet an object. While
+            # the camera explores, most new space has none, and this spares its look-ups.
+            has = np.zeros(len(fv.blocks), bool)
+            has[fv.voxel_block[in_check]] = True
+            ub = np.flatnonzero(has)
+            around = (fv.blocks[ub][:, None, :] + _BLOCK_STEPS[None]).reshape(-1, 3)
+            near_map = np.zeros(len(fv.blocks), bool)
+            near_map[ub] = (self._blocks.find(around) >= 0).reshape(len(ub), 27).any(axis=1)
+            in_check &= near_map[fv.voxel_block]
+            if not in_check.any():
+                return
         coords = fv.voxel_coords()[in_check]
         vseg = seg[in_check]
         # Along the axes only (6 r voxels, not (2r+1)^3): a face within r voxels of the other
