@@ -74,6 +74,7 @@ class FusionConfig:
     min_object_observations: int = _p(2, "objects seen fewer times are not reported", (1, INT_MAX))
     max_voxels: int = _p(4_000_000, "hard memory bound; new voxels beyond it are dropped (counted)", (1, INT_MAX))
     device: str = _p("cpu", "where the block hash lives: cpu | cuda | cuda:N (open3d.core device)")
+    threads: int = _p(0, "CPU threads of the per-pixel fusion stage (back-projection, voxel deduplication); 0: the cores this process may use, at most 4", (0, 64))
     # Association: the segment side of IoV counts only the segment's voxels the map has seen
     # before (new space is neutral), so a view that extends an object finds it.
     iov_known_only: bool = _p(True, "association: the segment side of IoV counts only voxels the map has seen before")

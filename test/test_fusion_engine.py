@@ -1,5 +1,7 @@
 """The block-based fusion engine: hand-computed cases, compiled kernels against the array code,
 incremental snapshot and merge, bad input."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sklearn.cluster import DBSCAN
@@ -583,86 +585,145 @@ def test_fuse_frame_from_the_label_image_equals_fusing_the_masks():
         assert np.array_equal(np.asarray(x, dtype=object) if isinstance(x, list) else x, np.asarray(y, dtype=object) if isinstance(y, list) else y)
 
 
-# ------------------------------------------------------------------ bounded dedupe = reference dedupe
+# ------------------------------------------------------------------ threaded per-pixel stage = reference
 
 
-def _runs_coords(rng, n, spread=40, run=12):
-    """Voxel coordinates in runs of repeated values (as neighbouring pixels give), plus noise."""
-    base = rng.integers(-spread, spread, size=(3, (n + run - 1) // run)).astype(np.int32)
-    c = np.repeat(base, rng.integers(1, 2 * run, size=base.shape[1]), axis=1)[:, :n]
-    flip = rng.random(c.shape[1]) < 0.2
-    c[:, flip] += rng.integers(-1, 2, size=(3, int(flip.sum()))).astype(np.int32)
-    return np.ascontiguousarray(c)
+def _reference_depth_voxels(depth, rxs, rys, M, t, labels):
+    """The one-thread reference: back-projection, then the compiled dedupe, pixel by pixel."""
+    h, w = depth.shape
+    rx, ry = np.tile(rxs, h), np.repeat(rys, w)
+    flat = depth.reshape(-1)
+    work = [np.empty(flat.size, np.int32) for _ in range(3)] + [np.empty(flat.size, np.int64)]
+    k, _, _ = kernels.backproject_kernel(flat, rx, ry, M, t, *work)
+    cx, cy, cz, valid = (a[:k] for a in work)
+    ok, blocks, voxel, vlabel, _, rep, _, vlut, _, _ = kernels.dedupe_kernel(cx, cy, cz, 1 << 22, labels.reshape(-1), valid)
+    assert ok
+    return k, blocks, voxel, vlabel, valid[rep], vlut
+
+
+def _depth_image(rng, h, w, holes=0.3):
+    """Piecewise-smooth depth (planes and steps, as a room gives) with holes."""
+    v, u = np.mgrid[0:h, 0:w]
+    d = 1.0 + 2.0 * (u / w) + 0.5 * (v / h) + np.where(u > w // 2, 0.7, 0.0)
+    d = d + 0.01 * rng.standard_normal((h, w))
+    d[rng.random((h, w)) < holes] = 0
+    return d.astype(np.float32)
 
 
 @needs_numba
-@pytest.mark.parametrize("seed", range(6))
-def test_bounded_dedupe_kernel_equals_reference(seed):
-    from core3d_ros.core.fusion.blocks import MAX_DENSE_BLOCK_CELLS
-    from core3d_ros.core.fusion.pkernels import dedupe_bounded_kernel
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("seed", range(4))
+def test_threaded_depth_voxels_equal_reference(seed, threads):
+    """Same blocks, voxels (and their order), last pixels, majority labels and voxel table as the
+    one-thread reference, for any number of threads."""
+    from core3d_ros.core.fusion.pixels import ThreadTeam, depth_voxels
 
     rng = np.random.default_rng(seed)
-    for coords in (_runs_coords(rng, 5000 + 3000 * seed), _frame_coords(seed, 3000), _runs_coords(rng, 7, spread=2),
-                   np.zeros((3, 0), np.int32), _runs_coords(rng, 500, spread=3000)):
-        cx, cy, cz = (np.ascontiguousarray(c) for c in coords)
-        n = len(cx)
-        labels = rng.integers(0, 5, size=n + 3).astype(np.uint16)
-        pix = rng.integers(0, n + 3, size=n).astype(np.int64)
-        bounds = np.array([coords.min(axis=1), coords.max(axis=1)], np.int64) if n else np.zeros((2, 3), np.int64)
-        for cells in (MAX_DENSE_BLOCK_CELLS, 10):
-            a = kernels.dedupe_kernel(cx, cy, cz, cells, labels, pix)
-            b = dedupe_bounded_kernel(cx, cy, cz, bounds, cells, labels, pix)
-            assert len(a) == len(b)
-            if a[0]:  # the voxel table: the reference's, then one block of -1 (the absent block)
-                nb = len(a[1])
-                assert np.array_equal(b[7][: nb * 512], a[7]) and len(b[7]) == (nb + 1) * 512 and np.all(b[7][nb * 512 :] == -1)
-            for i, (x, y) in enumerate(zip(a, b)):
-                if i == 7 and a[0]:
-                    continue
-                assert np.array_equal(np.asarray(x), np.asarray(y)) and np.asarray(x).dtype == np.asarray(y).dtype
+    h, w = (48, 64) if seed % 2 else (120, 160)
+    depth = _depth_image(rng, h, w)
+    rxs = ((np.arange(w) - w / 2) / (0.9 * w)).astype(np.float32)
+    rys = ((np.arange(h) - h / 2) / (0.9 * w)).astype(np.float32)
+    q, _ = np.linalg.qr(rng.standard_normal((3, 3)))
+    voxel = (0.01, 0.025, 0.05, 0.2)[seed]
+    M, t = q / voxel, rng.standard_normal(3) * 3 / voxel
+    labels = rng.integers(0, 4, size=(h, w)).astype(np.uint16)
+    labels[: h // 2, : w // 2] = 2  # a large region of one label, as masks give
+    team = ThreadTeam(threads)
+    try:
+        got = depth_voxels(team, depth, rxs, rys, M, t, labels.reshape(-1), 1, (1 << 20) - 9, 1 << 22)
+    finally:
+        team.close()
+    n, blocks, vox, vlabel, rep, vlut = _reference_depth_voxels(depth, rxs, rys, M, t, labels)
+    assert got.status == "ok" and got.points == n == int(np.count_nonzero(depth > 0))
+    assert np.array_equal(got.blocks, blocks)
+    assert np.array_equal(got.voxel, vox) and np.array_equal(got.label, vlabel) and np.array_equal(got.rep, rep)
+    nb = len(blocks)  # the voxel table: the reference's, then one block of -1 (the absent block)
+    assert np.array_equal(got.vlut[: nb * 512], vlut) and np.all(got.vlut[nb * 512 :] == -1)
+    # the grid holds every block
+    rel = blocks.astype(np.int64) - got.lo
+    assert np.all((rel >= 0) & (rel < got.dims))
+    assert np.array_equal(got.cell_block[np.ravel_multi_index(rel.T, tuple(got.dims))], np.arange(nb))
+
+
+REDKITCHEN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "7scenes-redkitchen"
 
 
 @needs_numba
-def test_bounded_dedupe_hand_case():
-    from core3d_ros.core.fusion.pkernels import dedupe_bounded_kernel
+@pytest.mark.skipif(not REDKITCHEN.is_dir(), reason="needs ../shared/data/7scenes-redkitchen (the real RGB-D sequence)")
+def test_threaded_depth_voxels_equal_reference_on_real_frames():
+    from core3d_ros.core.datasets import iter_frames, open_dataset
+    from core3d_ros.core.fusion.object_map import _ray_axes
+    from core3d_ros.core.fusion.pixels import ThreadTeam, depth_voxels
 
-    # points: voxel (0,0,0) x2 (labels 1, 1), voxel (9,0,0) (block 1) label 2, voxel (0,0,0) label 3,
-    # voxel (1,0,0) label 0: voxels in order of first appearance, last point per voxel, majority label
-    cx = np.array([0, 0, 9, 0, 1], np.int32)
-    cy = np.zeros(5, np.int32)
-    cz = np.zeros(5, np.int32)
-    lab = np.array([1, 1, 2, 3, 0], np.uint16)
-    pix = np.arange(5, dtype=np.int64)
-    ok, blocks, voxel, vlabel, _, rep, cell_block, vlut, lo, dims = dedupe_bounded_kernel(
-        cx, cy, cz, np.array([[0, 0, 0], [9, 0, 0]], np.int64), 1 << 22, lab, pix)
-    assert ok and blocks.tolist() == [[0, 0, 0], [1, 0, 0]]
-    assert voxel.tolist() == [0, (1 << 9) | (1 << 6), 1 << 6]
-    assert rep.tolist() == [3, 2, 4] and vlabel.tolist() == [1, 2, 0]
-    assert lo.tolist() == [0, 0, 0] and dims.tolist() == [2, 1, 1] and cell_block.tolist() == [0, 1]
+    frames = list(iter_frames(open_dataset(str(REDKITCHEN), max_frames=40), []))[::8]
+    team = ThreadTeam(2)
+    try:
+        for voxel in (0.025, 0.01):
+            for f in frames:
+                M, t = f.pose[:3, :3] / voxel, f.pose[:3, 3] / voxel
+                rxs, rys = _ray_axes(f.intrinsics, 1)
+                depth = np.ascontiguousarray(f.depth, np.float32)
+                labels = (np.arange(depth.size) // 4000 % 7).astype(np.uint16).reshape(depth.shape)
+                got = depth_voxels(team, depth, rxs, rys, M, t, labels.reshape(-1), 1, (1 << 20) - 9, 1 << 22)
+                n, blocks, vox, vlabel, rep, _ = _reference_depth_voxels(depth, rxs, rys, M, t, labels)
+                assert got.status == "ok" and got.points == n
+                assert np.array_equal(got.blocks, blocks) and np.array_equal(got.voxel, vox)
+                assert np.array_equal(got.label, vlabel) and np.array_equal(got.rep, rep)
+    finally:
+        team.close()
+
+
+def test_fusion_threads_give_the_same_map():
+    """One thread or three: the same map, frame by frame (the per-pixel stage and the
+    block look-up beside the DBSCAN split run on the workers)."""
+    from core3d_ros.core.pipeline import fuse_frame
+
+    scene = make_scene(seed=3, num_frames=8)
+    maps = [ObjectMap(FusionConfig(threads=n, merge_interval=3)) for n in (1, 3)]
+    for i in range(len(scene)):
+        f = scene[i]
+        frame = Frame(rgb=f.rgb, depth=f.depth, intrinsics=f.intrinsics, pose=f.pose, stamp=float(i), index=i)
+        ids = f.instance_ids
+        masks = [Mask2D(ids == v) for v in np.unique(ids) if v > 0]
+        stats = [fuse_frame(m, frame, masks) for m in maps]
+        assert len({(s.points, s.voxels, s.segments, s.created, s.merged) for s in stats}) == 1
+    for x, y in zip(_map_state(maps[0]), _map_state(maps[1])):
+        assert np.array_equal(np.asarray(x, dtype=object) if isinstance(x, list) else x, np.asarray(y, dtype=object) if isinstance(y, list) else y)
+    assert maps[0].num_voxels > 0
 
 
 @needs_numba
-def test_backproject_bounds_kernel_equals_reference():
-    from core3d_ros.core.fusion.pkernels import backproject_bounds_kernel
+def test_depth_voxels_hand_case():
+    """Four pixels of a 1x4 image, identity pose, 1 m voxels: pixel 0 and 3 at voxel (0, 0, 2),
+    pixel 1 without depth, pixel 2 at voxel (9, 0, 2) (another block). Labels 1, 5, 2, 1."""
+    from core3d_ros.core.fusion.pixels import ThreadTeam, depth_voxels
 
-    rng = np.random.default_rng(1)
-    for size in (0, 1, 999, 20000):
-        depth = np.where(rng.random(size) < 0.3, 0.0, rng.random(size) * 5).astype(np.float32)
-        rx, ry = (rng.standard_normal(size).astype(np.float32) for _ in range(2))
-        q, _ = np.linalg.qr(rng.standard_normal((3, 3)))
-        M, t = q * 40.0, rng.standard_normal(3) * 100
-        wa = [np.empty(size, np.int32) for _ in range(3)] + [np.empty(size, np.int64)]
-        wb = [np.empty(size, np.int32) for _ in range(3)] + [np.empty(size, np.int64)]
-        fb = np.empty((2, 3), np.float64)
-        ka, loa, hia = kernels.backproject_kernel(depth, rx, ry, M, t, *wa)
-        kb, lob, hib = backproject_bounds_kernel(depth, rx, ry, M, t, *wb, fb)
-        bounds = np.floor(fb).astype(np.int64) if ka else fb
-        assert (ka, loa, hia) == (kb, lob, hib) or (ka == kb == 0)
-        for x, y in zip(wa, wb):
-            assert np.array_equal(x[:ka], y[:kb])
-        if ka:
-            c = np.stack([w[:ka] for w in wa[:3]])
-            assert bounds[0].tolist() == c.min(axis=1).tolist() and bounds[1].tolist() == c.max(axis=1).tolist()
+    depth = np.array([[2.5, 0.0, 2.5, 2.5]], np.float32)
+    rxs = np.array([0.1, 0.0, 3.7, 0.2], np.float32)  # x = rx * z: 0.25, -, 9.25, 0.5
+    rys = np.zeros(1, np.float32)
+    labels = np.array([1, 5, 2, 1], np.uint16)
+    for threads in (1, 2):
+        got = depth_voxels(ThreadTeam(threads), depth, rxs, rys, np.eye(3), np.zeros(3), labels, 1, (1 << 20) - 9, 1 << 22)
+        assert got.status == "ok" and got.points == 3
+        assert got.blocks.tolist() == [[0, 0, 0], [1, 0, 0]]
+        assert got.voxel.tolist() == [2, (1 << 9) | (1 << 6) | 2]  # block << 9 | x << 6 | y << 3 | z
+        assert got.rep.tolist() == [3, 2] and got.label.tolist() == [1, 2]
+
+
+@needs_numba
+def test_depth_voxels_refusals():
+    from core3d_ros.core.fusion.pixels import ThreadTeam, depth_voxels
+
+    team = ThreadTeam(2)
+    rxs, rys, lab = np.zeros(4, np.float32), np.zeros(1, np.float32), np.zeros(4, np.uint16)
+    run = lambda d, t=np.zeros(3), cells=1 << 22: depth_voxels(team, np.array([d], np.float32), rxs, rys, np.eye(3) * 40, t, lab, 2, (1 << 20) - 9, cells)
+    assert run([0, 0, 0, 0]).status == "few_valid_depth"
+    assert run([0, 1, 0, 0]).status == "few_valid_depth"  # one valid pixel, two needed
+    assert run([1, np.inf, 1, 1]).status == "out_of_range"
+    assert run([1, 1, 1, 1], t=np.array([2e6, 0, 0])).status == "out_of_range"
+    assert run([1, 1, 1, 1], cells=2).status == "too_large"
+    assert run([1, 1, 1, 1]).status == "ok"
+    team.close()
 
 
 @needs_numba
@@ -684,16 +745,15 @@ def test_gather_colors_kernel_equals_fancy_indexing():
 @pytest.mark.parametrize("seed,min_samples,eps", [(0, 1, 1.75), (1, 3, 1.75), (2, 5, 1.75), (3, 3, 2.5), (4, 4, 1.0), (5, 3, 1.75)])
 def test_padded_dbscan_equals_reference_kernels(seed, min_samples, eps):
     """Same segment of every voxel as kernels.dbscan_kernel and pkernels.dbscan_kernel, with the
-    voxel table padded by the bounded dedupe and with an unpadded one (copied)."""
+    voxel table padded (as the per-pixel stage makes it) and with an unpadded one (copied)."""
     from core3d_ros.core.fusion import pkernels
 
     rng = np.random.default_rng(seed)
     pts = np.unique(rng.integers(-6, 12, size=(9000, 3)), axis=0)
     pts = pts[rng.permutation(len(pts))].T.astype(np.int32)
     pts = np.ascontiguousarray(pts)
-    bounds = np.array([pts.min(axis=1), pts.max(axis=1)], np.int64)
-    plain, padded = FrameVoxels(pts, compiled=True), FrameVoxels(pts, compiled=True, bounds=bounds)
-    assert np.array_equal(plain.voxel, padded.voxel) and len(padded._vlut) == len(plain._vlut) + 512
+    plain = FrameVoxels(pts, compiled=True)
+    padded_vlut = np.concatenate([plain._vlut, np.full(512, -1, plain._vlut.dtype)])  # as depth_voxels makes it
     labels = rng.integers(0, 4, size=len(plain)).astype(np.int64)
     off = neighbour_offsets(eps)
     nbr = plain.block_neighbours()
@@ -701,7 +761,7 @@ def test_padded_dbscan_equals_reference_kernels(seed, min_samples, eps):
         ref = kernels.dbscan_kernel(plain.voxel, plain._vlut, nbr, labels, off, min_samples, min_size)
         assert np.array_equal(ref, pkernels.dbscan_kernel(plain.voxel, plain._vlut, nbr, labels, off, min_samples, min_size))
         assert np.array_equal(ref, pkernels.dbscan_padded(plain.voxel, plain._vlut, nbr, labels, off, min_samples, min_size))
-        assert np.array_equal(ref, pkernels.dbscan_padded(padded.voxel, padded._vlut, nbr, labels, off, min_samples, min_size))
+        assert np.array_equal(ref, pkernels.dbscan_padded(plain.voxel, padded_vlut, nbr, labels, off, min_samples, min_size))
         assert ref.max() >= 1
 
 
@@ -712,7 +772,7 @@ def test_padded_dbscan_hand_case():
 
     xs = [6, 7, 8, 9, 0, 1, 2, 3, 12]
     pts = np.stack([np.array(xs), np.zeros(9, int), np.zeros(9, int)]).astype(np.int32)
-    fv = FrameVoxels(pts, compiled=True, bounds=np.array([[0, 0, 0], [12, 0, 0]], np.int64))
+    fv = FrameVoxels(pts, compiled=True)
     labels = np.ones(len(fv), np.int64)
     seg = pkernels.dbscan_padded(fv.voxel, fv._vlut, fv.block_neighbours(), labels, neighbour_offsets(1.0), 3, 1)
     assert dict(zip(fv.voxel_coords()[:, 0].tolist(), seg.tolist())) == {6: 0, 7: 0, 8: 0, 9: 0, 0: 1, 1: 1, 2: 1, 3: 1, 12: -1}

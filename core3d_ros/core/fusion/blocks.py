@@ -56,13 +56,11 @@ class FrameVoxels:
         compiled: bool = True,
         labels: np.ndarray | None = None,
         pix: np.ndarray | None = None,
-        bounds: np.ndarray | None = None,
     ):
         """``coords``: (3, N) int32 voxel coordinates (one row per axis, contiguous).
         ``compiled``: use the numba kernel when available (same result, voxels in order of
-        first appearance instead of increasing order). ``bounds``: optional (2, 3) int64, the
-        coordinates' minima and maxima per axis (the compiled back-projection makes them), which
-        spares the compiled path a pass over the points."""
+        first appearance instead of increasing order). Depth images take
+        :meth:`from_depth` instead (the threaded per-pixel stage)."""
         if not isinstance(coords, tuple):
             coords = np.ascontiguousarray(coords, dtype=np.int32)
         n = len(coords[0])
@@ -75,14 +73,7 @@ class FrameVoxels:
                 cx, cy, cz = (np.ascontiguousarray(c, dtype=np.int32) for c in coords)
                 if labels is None:
                     labels, pix = np.zeros(1, np.int64), np.zeros(n, np.int64)
-                if bounds is not None:
-                    from .pkernels import dedupe_bounded_kernel
-
-                    ok, blocks, voxel, vlabel, counts, rep, cell_block, vlut, lo, dims = dedupe_bounded_kernel(
-                        cx, cy, cz, bounds, MAX_DENSE_BLOCK_CELLS, labels, pix
-                    )
-                else:
-                    ok, blocks, voxel, vlabel, counts, rep, cell_block, vlut, lo, dims = dedupe_kernel(cx, cy, cz, MAX_DENSE_BLOCK_CELLS, labels, pix)
+                ok, blocks, voxel, vlabel, counts, rep, cell_block, vlut, lo, dims = dedupe_kernel(cx, cy, cz, MAX_DENSE_BLOCK_CELLS, labels, pix)
                 if ok:
                     self.blocks, self.voxel, self.rep, self.label = blocks, voxel, rep, vlabel
                     self.point_voxel = self.counts = None  # not made by the compiled path
@@ -145,6 +136,18 @@ class FrameVoxels:
         self._vlut = vlut
         self.point_voxel = vlut[fv]
         self.counts = counts[self.voxel]
+
+    @classmethod
+    def from_depth(cls, d) -> "FrameVoxels":
+        """The frame voxels that :func:`.pixels.depth_voxels` found (status "ok"): the compiled
+        path's attributes, with ``rep`` a pixel index of the flattened image."""
+        fv = cls.__new__(cls)
+        fv.blocks, fv.voxel, fv.rep, fv.label = d.blocks, d.voxel, d.rep, d.label
+        fv.point_voxel = fv.counts = None
+        fv._cell_block, fv._vlut, fv._lo, fv._dims = d.cell_block, d.vlut, d.lo, d.dims
+        fv._strides = np.array([d.dims[1] * d.dims[2], d.dims[2], 1], np.int64)
+        fv._grid = True
+        return fv
 
     def __len__(self) -> int:
         return len(self.voxel)

@@ -18,10 +18,10 @@ except ImportError:  # pragma: no cover - numba is a pinned dependency
     HAVE_NUMBA = False
 
 
-def _jit(fn):
+def _jit(fn, fastmath=True):
     if not HAVE_NUMBA:
         return None
-    return numba.njit(cache=True, nogil=True, fastmath=True)(fn)
+    return numba.njit(cache=True, nogil=True, fastmath=fastmath)(fn)
 
 
 def _backproject(depth_flat, rx, ry, M, t, cx, cy, cz, index):
@@ -217,7 +217,10 @@ def _dbscan(voxel, vlut, nbr, labels, offsets, min_samples, min_size):
     return out
 
 
-backproject_kernel = _jit(_backproject)
+# Voxel coordinates are computed without fast-math: in IEEE order and without fused
+# multiply-adds, so that every path (this kernel, the threaded per-pixel stage, the array code)
+# floors the same value and puts a point in the same voxel.
+backproject_kernel = _jit(_backproject, fastmath=False)
 dedupe_kernel = _jit(_dedupe)
 if HAVE_NUMBA:
     _find_root = numba.njit(cache=True, nogil=True)(_find_root)

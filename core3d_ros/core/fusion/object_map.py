@@ -44,9 +44,10 @@ import numpy as np
 
 from ...config import FusionConfig
 from ..objects import MapSnapshot, ObjectInfo, OrientedBox
-from .blocks import BLOCK_VOXELS, BlockHash, FrameVoxels, block_offsets
+from .blocks import BLOCK_VOXELS, MAX_DENSE_BLOCK_CELLS, BlockHash, FrameVoxels, block_offsets
 from .kernels import HAVE_NUMBA, backproject_kernel, overlaps_kernel, vote_kernel
-from .pkernels import backproject_bounds_kernel, dbscan_padded, gather_colors_kernel, pair_codes_kernel
+from .pixels import ThreadTeam, default_threads, depth_voxels
+from .pkernels import dbscan_padded_args, dbscan_padded_kernel, gather_colors_kernel, gather_rows_kernel, pair_codes_kernel
 from .split import label_dbscan, neighbour_offsets
 from .voxels import key_centers, pack, unpack, voxel_coords
 
@@ -119,6 +120,14 @@ def _rays(intr, stride: int) -> tuple[np.ndarray, np.ndarray]:
     return r
 
 
+def _ray_axes(intr, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """(u - cx) / fx per sampled column and (v - cy) / fy per sampled row, float32: the values
+    of :func:`_rays`, one per column and row."""
+    rx = ((np.arange(0, intr.width, stride) - intr.cx) / intr.fx).astype(np.float32)
+    ry = ((np.arange(0, intr.height, stride) - intr.cy) / intr.fy).astype(np.float32)
+    return rx, ry
+
+
 def balanced(iov_ab, iov_ba, gamma: float, delta: float):
     """CORE-3D test: both IoVs above gamma and close to each other."""
     return (iov_ab > gamma) & (iov_ba > gamma) & (np.abs(iov_ab - iov_ba) < delta)
@@ -154,7 +163,8 @@ class ObjectMap:
         self.voxel_size = float(cfg.voxel_size)
         self.K = int(cfg.slots_per_voxel)
         self.device = getattr(cfg, "device", "cpu") or "cpu"
-        self._work = None  # per-pixel work arrays of the compiled back-projection, reused
+        # The threads of the per-pixel stage (this one and threads - 1 workers, started on first use).
+        self._team = ThreadTeam(cfg.threads or default_threads())
         self.clear()
 
     # ------------------------------------------------------------------ storage
@@ -339,27 +349,29 @@ class ObjectMap:
         if labels.shape != depth.shape:
             raise ValueError(f"label image {labels.shape} does not match depth {depth.shape}")
         H, W = depth.shape
-        d = depth[::stride, ::stride] if stride > 1 else depth
-        flat = np.ascontiguousarray(d, dtype=np.float32).reshape(-1)
-        n_valid = int(np.count_nonzero(flat > 0))
-        if n_valid < max(1, int(getattr(self.cfg, "min_valid_pixels", 1)) // (stride * stride)):
-            return IntegrationStats(rejected="few_valid_depth", stride=stride, points=n_valid)
-        rx, ry = _rays(intrinsics, stride)
+        d = np.ascontiguousarray(depth[::stride, ::stride] if stride > 1 else depth, dtype=np.float32)
+        flat = d.reshape(-1)
+        min_valid = max(1, int(getattr(self.cfg, "min_valid_pixels", 1)) // (stride * stride))
         scale = 1.0 / self.voxel_size
         if HAVE_NUMBA:
             M = np.asarray(pose[:3, :3], np.float64) * scale
             t = np.asarray(pose[:3, 3], np.float64) * scale
-            size = len(flat)
-            if self._work is None or len(self._work[0]) < size:
-                self._work = (np.empty(size, np.int32), np.empty(size, np.int32), np.empty(size, np.int32), np.empty(size, np.int64))
-            wx, wy, wz, wi = self._work
-            fbounds = np.empty((2, 3), np.float64)  # per axis, the smallest and largest coordinate
-            k, lo, hi = backproject_bounds_kernel(flat, rx, ry, M, t, wx, wy, wz, wi, fbounds)
-            cx, cy, cz, valid = wx[:k], wy[:k], wz[:k], wi[:k]
-            if not (np.isfinite(lo) and np.isfinite(hi)) or max(-lo, hi) > MAX_COORD - 8:
-                return IntegrationStats(rejected="out_of_range", stride=stride, points=len(valid))
-            bounds = np.floor(fbounds).astype(np.int64)  # those of the voxel coordinates
-            return self._finish_frame((cx, cy, cz), valid, stride, W, rgb, labels, stamp, observations, bounds)
+            lab = labels[::stride, ::stride] if stride > 1 else labels
+            rxs, rys = _ray_axes(intrinsics, stride)
+            dv = depth_voxels(self._team, d, rxs, rys, M, t, np.ascontiguousarray(lab).reshape(-1), min_valid, MAX_COORD - 8, MAX_DENSE_BLOCK_CELLS)
+            if dv.status in ("few_valid_depth", "out_of_range"):
+                return IntegrationStats(rejected=dv.status, stride=stride, points=dv.points)
+            if dv.status == "ok":
+                fv = FrameVoxels.from_depth(dv)
+                colors = rgb[::stride, ::stride] if stride > 1 else rgb
+                frame_colors = gather_rows_kernel(np.ascontiguousarray(colors, dtype=np.uint8).reshape(-1, 3), fv.rep)
+                stats = IntegrationStats(points=dv.points, stride=stride, voxels=len(fv))
+                return self._integrate_voxels(fv, frame_colors, fv.label, stamp, observations, stats)
+            # "too_large": a block grid beyond the dense limit takes the general path below
+        n_valid = int(np.count_nonzero(flat > 0))
+        if n_valid < min_valid:
+            return IntegrationStats(rejected="few_valid_depth", stride=stride, points=n_valid)
+        rx, ry = _rays(intrinsics, stride)
         valid = np.flatnonzero(flat > 0)
         z = flat[valid]
         x = rx[valid]
@@ -385,14 +397,14 @@ class ObjectMap:
             coords[i] = w
         return self._finish_frame(coords, valid, stride, W, rgb, labels, stamp, observations)
 
-    def _finish_frame(self, coords, valid, stride, W, rgb, labels, stamp, observations, bounds=None) -> IntegrationStats:
+    def _finish_frame(self, coords, valid, stride, W, rgb, labels, stamp, observations) -> IntegrationStats:
         if stride > 1:  # pixel index in the full image
             w = (W + stride - 1) // stride
             pix = (valid // w) * stride * W + (valid % w) * stride
         else:
             pix = valid
         stats = IntegrationStats(points=len(valid), stride=stride)
-        return self._integrate_coords(coords, rgb.reshape(-1, 3), labels.reshape(-1), pix, stamp, observations, stats, bounds)
+        return self._integrate_coords(coords, rgb.reshape(-1, 3), labels.reshape(-1), pix, stamp, observations, stats)
 
     def integrate_points(
         self,
@@ -419,12 +431,10 @@ class ObjectMap:
         coords = np.ascontiguousarray(coords.T.astype(np.int32))
         return self._integrate_coords(coords, np.asarray(colors), np.asarray(labels), np.arange(len(points)), stamp, observations, stats)
 
-    def _integrate_coords(self, coords, colors, labels, pix, stamp, observations, stats, bounds=None) -> IntegrationStats:
+    def _integrate_coords(self, coords, colors, labels, pix, stamp, observations, stats) -> IntegrationStats:
         """``coords``: (3, N) int32 voxel coordinates of the frame's points; ``colors`` and ``labels``
-        indexed by ``pix`` (the points' pixels); ``bounds``: optional (2, 3) per-axis minima and
-        maxima of ``coords``."""
-        cfg = self.cfg
-        fv = FrameVoxels(coords, labels=labels, pix=pix, bounds=bounds)
+        indexed by ``pix`` (the points' pixels)."""
+        fv = FrameVoxels(coords, labels=labels, pix=pix)
         V = len(fv)
         stats.voxels = V
         # Per frame voxel, one representative point (the last one written) gives its colour and
@@ -439,14 +449,23 @@ class ObjectMap:
                 rep[fv.point_voxel] = pix
             frame_colors = colors[rep]
         vlabel = fv.label if fv.label is not None else labels[rep].astype(np.int64)
+        return self._integrate_voxels(fv, frame_colors, vlabel, stamp, observations, stats)
 
-        # The frame's blocks in the map; the map rows of its voxels (-1: new).
-        fblock_num = self._blocks.find(fv.blocks)
+    def _integrate_voxels(self, fv: FrameVoxels, frame_colors, vlabel, stamp, observations, stats) -> IntegrationStats:
+        """Fuse the frame's distinct voxels: ``frame_colors`` (V, 3) uint8 and ``vlabel`` (V,)
+        their colour and majority label."""
+        cfg = self.cfg
+        V = len(fv)
+
+        # 3-D segments: DBSCAN of each mask's voxels (all masks at once). Meanwhile, on a worker
+        # thread: the frame's blocks in the map and the map rows of its voxels (-1: new).
         vb, vo = fv.voxel_block, fv.voxel_offset
-        rows = self._rows_of_blocks(fblock_num[vb], vo)
 
-        # 3-D segments: DBSCAN of each mask's voxels (all masks at once).
-        seg = self._segments(fv, vlabel)
+        def map_rows():
+            fblock_num = self._blocks.find(fv.blocks)
+            return fblock_num, self._rows_of_blocks(fblock_num[vb], vo)
+
+        seg, (fblock_num, rows) = self._segments(fv, vlabel, beside=map_rows)
         n_seg = int(seg.max()) + 1 if V else 0
         stats.segments = n_seg
         if n_seg == 0:
@@ -662,19 +681,22 @@ class ObjectMap:
             oid = self._alias[oid]
         return oid
 
-    def _segments(self, fv: FrameVoxels, vlabel: np.ndarray) -> np.ndarray:
+    def _segments(self, fv: FrameVoxels, vlabel: np.ndarray, beside=lambda: None):
         """Per frame voxel, its 3-D segment (-1: none): DBSCAN within each mask's voxels, parts
-        smaller than ``min_segment_voxels`` dropped as noise."""
+        smaller than ``min_segment_voxels`` dropped as noise. ``beside``: Python work that a
+        worker thread does while the compiled DBSCAN runs (in turn with one thread). Returns
+        (segments, beside's result)."""
         cfg = self.cfg
         V = len(vlabel)
         labelled = vlabel > 0
         if not labelled.any():
-            return np.full(V, -1, np.int64)
+            return np.full(V, -1, np.int64), beside()
         if getattr(cfg, "dbscan_split", True) and HAVE_NUMBA:
-            return dbscan_padded(
+            args = dbscan_padded_args(
                 fv.voxel, fv._vlut, fv.block_neighbours(), vlabel, neighbour_offsets(cfg.dbscan_eps_voxels),
                 int(cfg.dbscan_min_samples), int(cfg.min_segment_voxels),
             )
+            return self._team.beside(dbscan_padded_kernel, args, beside)
         if getattr(cfg, "dbscan_split", True):
             members = np.flatnonzero(labelled)
             sub = np.full(V, -1, np.int64)
@@ -694,7 +716,7 @@ class ObjectMap:
         remap = np.full(len(size), -1, np.int64)
         remap[big] = np.arange(int(big.sum()))
         seg[keep] = remap[seg[keep]]
-        return seg
+        return seg, beside()
 
     def _associate(self, rows: np.ndarray, seg: np.ndarray, seg_size: np.ndarray, seg_label: np.ndarray) -> np.ndarray:
         """Target object per segment (-1: a new object), decided against the map before this frame.

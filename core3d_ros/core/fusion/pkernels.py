@@ -229,17 +229,23 @@ def _dbscan_padded(voxel, vlut, nbr, labels, offsets, min_samples, min_size):
 dbscan_padded_kernel = _sjit(_dbscan_padded)
 
 
-def dbscan_padded(voxel, vlut, nbr, labels, offsets, min_samples, min_size):
-    """:func:`_dbscan`'s arguments and result, run by :func:`_dbscan_padded`: ``vlut`` may
-    already hold the absent block (length at least (B + 1) * 512, as
-    :func:`_dedupe_bounded` makes it); otherwise a padded copy is made."""
+def dbscan_padded_args(voxel, vlut, nbr, labels, offsets, min_samples, min_size) -> tuple:
+    """:func:`_dbscan`'s arguments as :func:`_dbscan_padded` takes them: ``vlut`` may already
+    hold the absent block (length at least (B + 1) * 512, as :func:`.pixels.depth_voxels` makes
+    it); otherwise a padded copy is made."""
     B = nbr.shape[0]
     if vlut.shape[0] < (B + 1) * 512:
         padded = np.full((B + 1) * 512, -1, np.int32)
         padded[: B * 512] = vlut[: B * 512]
         vlut = padded
     nbr = np.where(nbr >= 0, nbr, B)
-    return dbscan_padded_kernel(voxel, vlut, nbr, labels, offsets, min_samples, min_size)
+    return voxel, vlut, nbr, labels, offsets, min_samples, min_size
+
+
+def dbscan_padded(voxel, vlut, nbr, labels, offsets, min_samples, min_size):
+    """:func:`_dbscan`'s arguments and result, run by :func:`_dbscan_padded` (see
+    :func:`dbscan_padded_args`)."""
+    return dbscan_padded_kernel(*dbscan_padded_args(voxel, vlut, nbr, labels, offsets, min_samples, min_size))
 
 
 def _pair_codes(rows, ids):
@@ -274,138 +280,6 @@ def _pair_codes(rows, ids):
 pair_codes_kernel = _sjit(_pair_codes)
 
 
-def _backproject_bounds(depth_flat, rx, ry, M, t, cx, cy, cz, index, fbounds):
-    """:func:`.kernels._backproject` (same outputs, same arithmetic) that also writes the
-    smallest and largest world coordinate per axis (voxel units, before flooring) into
-    ``fbounds`` ((2, 3) float64: row 0 the minima, row 1 the maxima); the overall smallest and
-    largest it returns are their minimum and maximum, so it tracks no more than the reference.
-    Floored, they are the per-axis bounds of the voxel coordinates (flooring is monotonic), so
-    that the deduplication needs no pass of its own to find the frame's block bounding box."""
-    size = depth_flat.shape[0]
-    m00, m01, m02 = np.float32(M[0, 0]), np.float32(M[0, 1]), np.float32(M[0, 2])
-    m10, m11, m12 = np.float32(M[1, 0]), np.float32(M[1, 1]), np.float32(M[1, 2])
-    m20, m21, m22 = np.float32(M[2, 0]), np.float32(M[2, 1]), np.float32(M[2, 2])
-    t0, t1, t2 = np.float32(t[0]), np.float32(t[1]), np.float32(t[2])
-    l0 = l1 = l2 = np.float32(np.inf)
-    h0 = h1 = h2 = np.float32(-np.inf)
-    k = 0
-    for i in range(size):
-        z = depth_flat[i]
-        if z > 0:
-            x = rx[i] * z
-            y = ry[i] * z
-            w0 = m00 * x + m01 * y + m02 * z + t0
-            w1 = m10 * x + m11 * y + m12 * z + t1
-            w2 = m20 * x + m21 * y + m22 * z + t2
-            l0 = min(l0, w0)
-            h0 = max(h0, w0)
-            l1 = min(l1, w1)
-            h1 = max(h1, w1)
-            l2 = min(l2, w2)
-            h2 = max(h2, w2)
-            cx[k] = np.int32(np.floor(w0))
-            cy[k] = np.int32(np.floor(w1))
-            cz[k] = np.int32(np.floor(w2))
-            index[k] = i
-            k += 1
-    fbounds[0, 0] = l0
-    fbounds[0, 1] = l1
-    fbounds[0, 2] = l2
-    fbounds[1, 0] = h0
-    fbounds[1, 1] = h1
-    fbounds[1, 2] = h2
-    return k, min(l0, min(l1, l2)), max(h0, max(h1, h2))
-
-
-backproject_bounds_kernel = _sjit(_backproject_bounds)
-
-
-def _dedupe_bounded(cx, cy, cz, ibounds, max_cells, label_flat, pix):
-    """:func:`.kernels._dedupe` (same contract, identical outputs except that ``vlut`` has one
-    more block, all -1, after the frame's blocks: the absent block of :func:`_dbscan_padded`) given the points' voxel
-    coordinate bounds (``ibounds``, (2, 3): minima, maxima; from :func:`_backproject_bounds`):
-    no bounds pass; the block pass skips points in the same block as the point before; the
-    voxel pass looks a voxel up only when the point's voxel differs from the point before's
-    (neighbouring pixels mostly share a voxel); per-voxel arrays are not zero-filled."""
-    n = cx.shape[0]
-    lo = np.empty(3, np.int64)
-    hi = np.empty(3, np.int64)
-    for a in range(3):
-        if n == 0:
-            lo[a] = 0
-            hi[a] = 0
-        else:
-            lo[a] = ibounds[0, a] >> 3
-            hi[a] = ibounds[1, a] >> 3
-    dims = hi - lo + 1
-    cells = dims[0] * dims[1] * dims[2]
-    empty = np.zeros(0, np.int64)
-    if cells > max_cells:
-        return False, np.zeros((0, 3), np.int32), empty, empty, empty, empty, empty, np.zeros(0, np.int32), lo, dims
-    s0 = dims[1] * dims[2]
-    s1 = dims[2]
-    cell_block = np.full(cells, -1, np.int32)
-    all_blocks = np.empty((min(n, cells), 3), np.int32)
-    nb = 0
-    prev = np.int64(-1)
-    for i in range(n):
-        bx = cx[i] >> 3
-        by = cy[i] >> 3
-        bz = cz[i] >> 3
-        c = (bx - lo[0]) * s0 + (by - lo[1]) * s1 + (bz - lo[2])
-        if c == prev:
-            continue
-        prev = c
-        if cell_block[c] < 0:
-            cell_block[c] = nb
-            all_blocks[nb, 0] = bx
-            all_blocks[nb, 1] = by
-            all_blocks[nb, 2] = bz
-            nb += 1
-    blocks = all_blocks[:nb].copy()
-    vlut = np.full((nb + 1) * 512, -1, np.int32)  # one more block of -1: see _dbscan_padded
-    m = min(n, nb * 512)
-    voxel = np.empty(m, np.int64)
-    rep = np.empty(m, np.int64)
-    cand = np.empty(m, np.int64)
-    votes = np.empty(m, np.int64)
-    nv = 0
-    px = np.int32(0)
-    py = np.int32(0)
-    pz = np.int32(0)
-    v = -1
-    for i in range(n):
-        x = cx[i]
-        y = cy[i]
-        z = cz[i]
-        if v < 0 or x != px or y != py or z != pz:
-            px = x
-            py = y
-            pz = z
-            c = ((x >> 3) - lo[0]) * s0 + ((y >> 3) - lo[1]) * s1 + ((z >> 3) - lo[2])
-            cell = (np.int64(cell_block[c]) << 9) | ((x & 7) << 6) | ((y & 7) << 3) | (z & 7)
-            v = vlut[cell]
-            if v < 0:
-                v = nv
-                vlut[cell] = nv
-                voxel[nv] = cell
-                votes[nv] = 0
-                nv += 1
-        rep[v] = i
-        lab = np.int64(label_flat[pix[i]])
-        if votes[v] == 0:
-            cand[v] = lab
-            votes[v] = 1
-        elif cand[v] == lab:
-            votes[v] += 1
-        else:
-            votes[v] -= 1
-    return True, blocks, voxel[:nv].copy(), cand[:nv].copy(), empty, rep[:nv].copy(), cell_block.astype(np.int64), vlut, lo, dims
-
-
-dedupe_bounded_kernel = _sjit(_dedupe_bounded)
-
-
 def _gather_colors(colors, pix, rep):
     """``colors[pix[rep]]`` for (N, 3) uint8 colours: each voxel's representative pixel's colour."""
     V = rep.shape[0]
@@ -419,3 +293,18 @@ def _gather_colors(colors, pix, rep):
 
 
 gather_colors_kernel = _sjit(_gather_colors)
+
+
+def _gather_rows(colors, rows):
+    """``colors[rows]`` for (N, 3) uint8 colours."""
+    V = rows.shape[0]
+    out = np.empty((V, 3), np.uint8)
+    for v in range(V):
+        p = rows[v]
+        out[v, 0] = colors[p, 0]
+        out[v, 1] = colors[p, 1]
+        out[v, 2] = colors[p, 2]
+    return out
+
+
+gather_rows_kernel = _sjit(_gather_rows)

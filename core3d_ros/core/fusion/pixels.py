@@ -1,0 +1,388 @@
+"""The per-pixel stage of fusing a depth frame, on several threads: valid pixels -> the
+frame's distinct voxels, each with its last pixel and the majority label of its pixels. The
+result is identical to the one-thread reference (:func:`.kernels._backproject` then
+:func:`.kernels._dedupe`): same voxels, same order, same labels.
+
+A 640x480 frame has 300 k pixels but only ~20 k distinct voxels at 2.5 cm, so this stage is
+most of a frame's fusion time. The frame's blocks (8^3 voxels) are indexed in a dense grid over
+the view frustum's bounding box, and each grid cell belongs to one of T threads (a hash of the
+cell). Two compiled passes on T threads, then a merge:
+
+1. ``_keys`` (row range k): each pixel with depth becomes a key (grid cell << 9 | the voxel's
+   offset in its block), appended with the pixel's index to the list of the thread that owns
+   its block.
+2. ``_voxels`` (thread o): over its own pixels, in pixel order, its blocks and voxels numbered
+   in order of first appearance, and each voxel's last pixel and the Boyer-Moore majority of
+   its labels. Every pixel of a voxel is seen by one thread, in order, so these are the
+   one-thread pass's.
+3. ``_merge`` (one thread): blocks and voxels renumbered by first pixel, which is the
+   one-thread numbering, and the frame's voxel table.
+
+The passes release the interpreter lock and run on ordinary Python threads (:class:`ThreadTeam`):
+no OpenMP pool spinning between frames beside the rest of the process.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from .kernels import HAVE_NUMBA
+
+if HAVE_NUMBA:
+    import numba
+
+
+def _sjit(fn, fastmath=True):
+    if not HAVE_NUMBA:
+        return None
+    return numba.njit(cache=True, nogil=True, fastmath=fastmath)(fn)
+
+
+def _chunk(n, k, T):
+    """Pixel range k of T equal parts of n."""
+    step = (n + T - 1) // T
+    a = min(n, k * step)
+    return a, min(n, a + step)
+
+
+if HAVE_NUMBA:
+    _chunk = numba.njit(cache=True, nogil=True, inline="always")(_chunk)
+
+
+def _owner(c, T):
+    """The thread that owns grid cell c: a multiplicative hash of c onto 0..T-1 (neighbouring
+    blocks go to different threads, so each gets a share of any view)."""
+    return np.int64((((c * np.int64(2654435761)) & np.int64(0xFFFFFFFF)) * T) >> 32)
+
+
+if HAVE_NUMBA:
+    _owner = numba.njit(cache=True, nogil=True, inline="always")(_owner)
+
+
+def _keys(k, T, depth, rxs, rys, M, t, lo, dims, keys, lkey, lpix, counts):
+    """Pass 1 for row range k of T of the (h, w) depth image. First, branch-free (it
+    vectorises): ``keys[i]`` (i = row * w + column) = grid cell << 9 | offset of the pixel's
+    voxel in its block, -1 without depth. Then each pixel with depth, as its key and index, is
+    appended to the list of the thread that owns its block: ``lkey[o, k, :counts[k, o]]``,
+    ``lpix[o, k, :counts[k, o]]``, in pixel order. A point outside the grid (the grid holds the
+    whole view frustum, so only a numerical slip could do this) makes ``counts[k, 0]`` -1 and
+    the caller takes the general path."""
+    h, w = depth.shape
+    a, b = _chunk(h, k, T)
+    m00, m01, m02 = np.float32(M[0, 0]), np.float32(M[0, 1]), np.float32(M[0, 2])
+    m10, m11, m12 = np.float32(M[1, 0]), np.float32(M[1, 1]), np.float32(M[1, 2])
+    m20, m21, m22 = np.float32(M[2, 0]), np.float32(M[2, 1]), np.float32(M[2, 2])
+    t0, t1, t2 = np.float32(t[0]), np.float32(t[1]), np.float32(t[2])
+    lo0, lo1, lo2 = np.int32(lo[0]), np.int32(lo[1]), np.int32(lo[2])
+    d0, d1, d2 = np.uint32(dims[0]), np.uint32(dims[1]), np.uint32(dims[2])
+    s0 = np.int32(dims[1] * dims[2])
+    s1 = np.int32(dims[2])
+    bad = False
+    for r in range(a, b):
+        ry = rys[r]
+        base = r * w
+        for u in range(w):
+            z = depth[r, u]
+            x = rxs[u] * z
+            y = ry * z
+            c0 = np.int32(np.floor(m00 * x + m01 * y + m02 * z + t0))
+            c1 = np.int32(np.floor(m10 * x + m11 * y + m12 * z + t1))
+            c2 = np.int32(np.floor(m20 * x + m21 * y + m22 * z + t2))
+            r0 = (c0 >> 3) - lo0
+            r1 = (c1 >> 3) - lo1
+            r2 = (c2 >> 3) - lo2
+            ok = z > 0
+            bad |= ok & ((np.uint32(r0) >= d0) | (np.uint32(r1) >= d1) | (np.uint32(r2) >= d2))
+            key = ((r0 * s0 + r1 * s1 + r2) << 9) | ((c0 & 7) << 6) | ((c1 & 7) << 3) | (c2 & 7)
+            keys[base + u] = key if ok else np.int32(-1)
+    if bad:
+        counts[k, 0] = -1
+        return
+    cnt = np.zeros(T, np.int64)
+    prev = np.int32(-1)
+    o = 0
+    n = np.int64(0)  # the current owner's count, kept in a register while the block stays
+    for i in range(a * w, b * w):
+        key = keys[i]
+        if key < 0:
+            continue
+        c = key >> 9
+        if c != prev:
+            cnt[o] = n
+            prev = c
+            o = _owner(c, T)
+            n = cnt[o]
+        lkey[o, k, n] = key
+        lpix[o, k, n] = i
+        n += 1
+    cnt[o] = n
+    for q in range(T):
+        counts[k, q] = cnt[q]
+
+
+def _voxels(o, T, lkey, lpix, counts, label_flat, cell_local, bfirst, bcell, first, vcell, cand, rep, votes, vlut, nbv):
+    """Pass 2 for thread o of T, over its pixels (from every row range, in pixel order): its
+    blocks, numbered in order of first appearance among them (``cell_local[c]``, a cell only
+    this thread writes; ``bfirst``/``bcell``: each block's first pixel and grid cell), then
+    its voxels, likewise (``first``, ``rep``: first and last pixel; ``vcell``: local block << 9
+    | offset; ``cand``: the Boyer-Moore majority of the voxel's labels). ``nbv[o]`` = (blocks,
+    voxels). A voxel is looked up only when the key changes (neighbouring pixels mostly share
+    one) and its vote stays in registers until then. ``votes`` and ``vlut`` are work rows; a
+    ``vlut`` row too short for the thread's blocks returns voxels = -1 (the caller grows it)."""
+    nb = 0
+    prevc = -1
+    for k in range(T):
+        for j in range(counts[k, o]):
+            c = lkey[o, k, j] >> 9
+            if c != prevc:
+                prevc = c
+                if cell_local[c] < 0:
+                    cell_local[c] = nb
+                    bfirst[o, nb] = lpix[o, k, j]
+                    bcell[o, nb] = c
+                    nb += 1
+    nbv[o, 0] = nb
+    if nb * 512 > vlut.shape[1]:
+        nbv[o, 1] = -1
+        return
+    vlut[o, : nb * 512] = -1
+    nv = 0
+    prev = -1
+    v = -1
+    c_cand = np.int32(0)
+    c_votes = np.int32(0)
+    last = 0
+    for k in range(T):
+        for j in range(counts[k, o]):
+            key = lkey[o, k, j]
+            i = lpix[o, k, j]
+            if key != prev:
+                if v >= 0:  # write back the voxel left
+                    cand[o, v] = c_cand
+                    votes[o, v] = c_votes
+                    rep[o, v] = last
+                prev = key
+                cell = (np.int64(cell_local[key >> 9]) << 9) | (key & 511)
+                v = vlut[o, cell]
+                if v < 0:
+                    v = nv
+                    vlut[o, cell] = nv
+                    vcell[o, nv] = cell
+                    first[o, nv] = i
+                    c_cand = np.int32(0)
+                    c_votes = np.int32(0)
+                    nv += 1
+                else:
+                    c_cand = cand[o, v]
+                    c_votes = votes[o, v]
+            lab = np.int32(label_flat[i])
+            zero = c_votes == 0
+            c_cand = lab if zero else c_cand
+            c_votes = 1 if zero else (c_votes + 1 if c_cand == lab else c_votes - 1)
+            last = i
+    if v >= 0:
+        cand[o, v] = c_cand
+        rep[o, v] = last
+    nbv[o, 1] = nv
+
+
+def _merge(T, lo, dims, cell_local, bfirst, bcell, first, vcell, cand, rep, nbv):
+    """The threads' blocks and voxels in order of first pixel (the one-thread numbering):
+    block coordinates, per grid cell its block (``cell_local`` becomes the global table), the
+    voxels' cells (block << 9 | offset), labels, last pixels and the voxel table (with one
+    more block of -1 after the last: the absent block of dbscan_padded)."""
+    s0 = dims[1] * dims[2]
+    s1 = dims[2]
+    B = 0
+    V = 0
+    for o in range(T):
+        B += nbv[o, 0]
+        V += nbv[o, 1]
+    blocks = np.empty((B, 3), np.int32)
+    gblock = np.empty((T, bfirst.shape[1]), np.int64)
+    head = np.zeros(T, np.int64)
+    for g in range(B):
+        best = -1
+        for o in range(T):
+            if head[o] < nbv[o, 0] and (best < 0 or bfirst[o, head[o]] < bfirst[best, head[best]]):
+                best = o
+        j = head[best]
+        head[best] += 1
+        c = bcell[best, j]
+        gblock[best, j] = g
+        cell_local[c] = g
+        blocks[g, 0] = c // s0 + lo[0]
+        blocks[g, 1] = (c % s0) // s1 + lo[1]
+        blocks[g, 2] = c % s1 + lo[2]
+    vlut = np.full((B + 1) * 512, -1, np.int32)
+    voxel = np.empty(V, np.int64)
+    label = np.empty(V, np.int64)
+    last = np.empty(V, np.int64)
+    head[:] = 0
+    for g in range(V):
+        best = -1
+        for o in range(T):
+            if head[o] < nbv[o, 1] and (best < 0 or first[o, head[o]] < first[best, head[best]]):
+                best = o
+        j = head[best]
+        head[best] += 1
+        lc = vcell[best, j]
+        cell = (gblock[best, lc >> 9] << 9) | (lc & 511)
+        voxel[g] = cell
+        label[g] = cand[best, j]
+        last[g] = rep[best, j]
+        vlut[cell] = g
+    return blocks, voxel, label, last, vlut
+
+
+keys_kernel = _sjit(_keys, fastmath=False)  # IEEE arithmetic, as kernels.backproject_kernel: the same voxels
+voxels_kernel = _sjit(_voxels)
+merge_kernel = _sjit(_merge)
+
+
+def default_threads() -> int:
+    """The cores this process may use, at most 4 (the stage is memory-bound beyond that)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        n = os.cpu_count() or 1
+    return max(1, min(4, n))
+
+
+class ThreadTeam:
+    """Runs a compiled pass ``fn(k, T, *args)`` for k = 0..T-1: k = 0 on the calling thread,
+    the others on T - 1 worker threads (started on first use)."""
+
+    def __init__(self, threads: int):
+        self.threads = max(1, int(threads))
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._scratch: dict[str, np.ndarray] = {}
+        self.vlut_row = 512 * 256  # per-thread voxel table of the per-pixel stage (grown as needed)
+
+    def scratch(self, name: str, shape: tuple, dtype=np.int32) -> np.ndarray:
+        """A work array kept between frames (uninitialised): fresh arrays of a frame's size
+        would cost their page faults on every frame. One team serves one map at a time."""
+        size = int(np.prod(shape))
+        buf = self._scratch.get(name)
+        if buf is None or buf.size < size or buf.dtype != np.dtype(dtype):
+            buf = self._scratch[name] = np.empty(size + size // 4 + 1, dtype)
+        return buf[:size].reshape(shape)
+
+    def _workers(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="core3d-fusion")
+            return self._pool
+
+    def run(self, fn, *args) -> None:
+        T = self.threads
+        if T == 1:
+            fn(0, 1, *args)
+            return
+        pool = self._workers()
+        futures = [pool.submit(fn, k, T, *args) for k in range(1, T)]
+        try:
+            fn(0, T, *args)
+        finally:
+            for f in futures:
+                f.result()
+
+    def beside(self, compiled, args: tuple, side, side_args: tuple = ()):
+        """``compiled(*args)`` on this thread and ``side(*side_args)`` on a worker at the same
+        time; returns both results. ``compiled`` must be a compiled call that releases the
+        interpreter lock at once (the side work, Python, runs meanwhile). One thread: in turn."""
+        if self.threads == 1:
+            return compiled(*args), side(*side_args)
+        future = self._workers().submit(side, *side_args)
+        try:
+            out = compiled(*args)
+        finally:
+            side_out = future.result()
+        return out, side_out
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
+class DepthVoxels:
+    """The outcome of :func:`depth_voxels`: ``status`` is "ok", "few_valid_depth",
+    "out_of_range" or "too_large" (the frustum's block grid exceeds the dense limit: use the
+    general path). When "ok": ``points`` valid pixels; ``lo``/``dims`` the block grid;
+    ``cell_block``, ``blocks``, ``voxel``, ``label``, ``rep`` (each voxel's last pixel, an index
+    into the flattened image) and ``vlut`` as :class:`.blocks.FrameVoxels` holds them."""
+
+    __slots__ = ("status", "points", "lo", "dims", "cell_block", "blocks", "voxel", "label", "rep", "vlut")
+
+    def __init__(self, status: str, points: int = 0):
+        self.status = status
+        self.points = points
+
+
+MAX_GRID_CELLS = 1 << 22  # keys are int32: cell << 9 | offset
+
+
+def frustum_grid(M, t, zmax: float, rxs: np.ndarray, rys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Block grid (lowest block, blocks per axis) holding every point the camera can see up to
+    depth ``zmax``: the bounding box of the view pyramid (its apex and far corners) in voxel
+    units (``M``, ``t``: camera to world, scaled), widened by a voxel against rounding."""
+    corners = np.array(
+        [[0.0, 0.0, 0.0]] + [[x * zmax, y * zmax, zmax] for x in (rxs.min(), rxs.max()) for y in (rys.min(), rys.max())]
+    )
+    world = corners @ np.asarray(M, np.float64).T + np.asarray(t, np.float64)
+    lo = np.floor(world.min(axis=0)).astype(np.int64) - 1
+    hi = np.floor(world.max(axis=0)).astype(np.int64) + 1
+    return lo >> 3, (hi >> 3) - (lo >> 3) + 1
+
+
+def depth_voxels(team: ThreadTeam, depth, rxs, rys, M, t, label_flat, min_valid: int, max_coord: int, max_cells: int) -> DepthVoxels:
+    """The per-pixel stage of a frame. ``depth``: (h, w) float32 metres, 0 = invalid;
+    ``rxs``/``rys``: (u - cx) / fx per column and (v - cy) / fy per row (float32); a pixel's
+    voxel is floor(M @ (rx z, ry z, z) + t) (M and t: camera to world in voxel units);
+    ``label_flat``: the (h * w) label image."""
+    T = team.threads
+    zmax = float(depth.max()) if depth.size else 0.0
+    if not np.isfinite(zmax):
+        return DepthVoxels("out_of_range")
+    if zmax <= 0:
+        return DepthVoxels("few_valid_depth")
+    lo, dims = frustum_grid(M, t, zmax, rxs, rys)
+    if max(-lo.min(), (lo + dims).max()) * 8 > max_coord:
+        return DepthVoxels("out_of_range")
+    if int(np.prod(dims)) > min(max_cells, MAX_GRID_CELLS):
+        return DepthVoxels("too_large")
+    h = depth.shape[0]
+    step = ((h + T - 1) // T) * depth.shape[1]  # pixels of one row range
+    keys = team.scratch("keys", (depth.size,))
+    lkey = team.scratch("lkey", (T, T, step))
+    lpix = team.scratch("lpix", (T, T, step))
+    counts = np.empty((T, T), np.int64)
+    team.run(keys_kernel, depth, rxs, rys, M, t, lo, dims, keys, lkey, lpix, counts)
+    if (counts < 0).any():  # pragma: no cover - the grid holds the frustum
+        return DepthVoxels("too_large")
+    n = int(counts.sum())
+    if n < max(1, min_valid):
+        return DepthVoxels("few_valid_depth", n)
+    cells = int(np.prod(dims))
+    cap = max(1, int(counts.sum(axis=0).max()))  # the most pixels one thread has
+    work = [team.scratch(name, (T, cap)) for name in ("bfirst", "bcell", "first", "vcell", "cand", "rep", "votes")]
+    nbv = np.zeros((T, 2), np.int64)
+    vlut_row = team.vlut_row
+    while True:
+        cell_local = np.full(cells, -1, np.int32)
+        vlut = team.scratch("vlut", (T, vlut_row))
+        team.run(voxels_kernel, lkey, lpix, counts, label_flat, cell_local, *work, vlut, nbv)
+        if (nbv[:, 1] >= 0).all():
+            break
+        # rare: a thread met more blocks than a row holds
+        vlut_row = team.vlut_row = 512 * (int(nbv[:, 0].max()) * 5 // 4 + 1)
+    out = DepthVoxels("ok", n)
+    bfirst, bcell, first, vcell, cand, rep, _ = work
+    out.blocks, out.voxel, out.label, out.rep, out.vlut = merge_kernel(T, lo, dims, cell_local, bfirst, bcell, first, vcell, cand, rep, nbv)
+    out.lo, out.dims, out.cell_block = lo, dims, cell_local
+    return out
