@@ -727,6 +727,28 @@ def test_depth_voxels_refusals():
 
 
 @needs_numba
+def test_map_neighbour_rows_kernel_equals_lookup():
+    """The hidden-side join's neighbour rows by block arithmetic = ObjectMap.lookup of the
+    neighbours' coordinates, across block boundaries and where the map has nothing."""
+    from core3d_ros.core.fusion.object_map import _BLOCK_STEPS
+    from core3d_ros.core.fusion.pkernels import map_neighbour_rows_kernel
+
+    rng = np.random.default_rng(4)
+    omap = ObjectMap(FusionConfig(voxel_size=0.05, min_segment_voxels=1))
+    pts = rng.uniform(-0.6, 0.6, size=(3000, 3))
+    omap.integrate(pts, np.zeros((3000, 3), np.uint8), [np.ones(3000, bool)], stamp=0.0)
+    assert omap.num_voxels > 500
+    frame = np.unique(np.floor(rng.uniform(-0.9, 0.9, size=(2000, 3)) / 0.05).astype(np.int32), axis=0)
+    fv = FrameVoxels(np.ascontiguousarray(frame.T), compiled=True)
+    offs = np.array([[1, 0, 0], [0, -2, 0], [0, 0, 8], [-8, 0, 0], [3, -1, 2]], np.int64)
+    map_nbr = omap._blocks.find((fv.blocks[:, None, :] + _BLOCK_STEPS[None]).reshape(-1, 3)).reshape(len(fv.blocks), 27)
+    got = map_neighbour_rows_kernel(fv.voxel, map_nbr, omap._btable, offs)
+    coords = fv.voxel_coords()
+    want = omap.lookup(pack((coords[:, None, :] + offs[None]).reshape(-1, 3))).reshape(len(coords), len(offs))
+    assert np.array_equal(got, want) and (want >= 0).sum() > 100 and (want < 0).sum() > 100
+
+
+@needs_numba
 def test_gather_colors_kernel_equals_fancy_indexing():
     from core3d_ros.core.fusion.pkernels import gather_colors_kernel
 

@@ -47,7 +47,7 @@ from ..objects import MapSnapshot, ObjectInfo, OrientedBox
 from .blocks import BLOCK_VOXELS, MAX_DENSE_BLOCK_CELLS, BlockHash, FrameVoxels, block_offsets
 from .kernels import HAVE_NUMBA, backproject_kernel, overlaps_kernel, vote_kernel
 from .pixels import ThreadTeam, default_threads, depth_voxels
-from .pkernels import dbscan_padded_args, dbscan_padded_kernel, gather_colors_kernel, gather_rows_kernel, pair_codes_kernel
+from .pkernels import dbscan_padded_args, dbscan_padded_kernel, gather_colors_kernel, gather_rows_kernel, map_neighbour_rows_kernel, pair_codes_kernel
 from .split import label_dbscan, neighbour_offsets
 from .voxels import key_centers, pack, unpack, voxel_coords
 
@@ -600,30 +600,36 @@ class ObjectMap:
             return
         r = int(self.cfg.hidden_side_voxels)
         in_check = np.isin(seg, check)
-        if r <= 8:
-            # A voxel within r <= 8 voxels of it lies in its block or one of the 26 around it:
-            # only voxels of frame blocks with a map block around them can meet an object. While
-            # the camera explores, most new space has none, and this spares its look-ups.
-            has = np.zeros(len(fv.blocks), bool)
-            has[fv.voxel_block[in_check]] = True
-            ub = np.flatnonzero(has)
-            around = (fv.blocks[ub][:, None, :] + _BLOCK_STEPS[None]).reshape(-1, 3)
-            near_map = np.zeros(len(fv.blocks), bool)
-            near_map[ub] = (self._blocks.find(around) >= 0).reshape(len(ub), 27).any(axis=1)
-            in_check &= near_map[fv.voxel_block]
-            if not in_check.any():
-                return
-        coords = fv.voxel_coords()[in_check]
-        vseg = seg[in_check]
         # Along the axes only (6 r voxels, not (2r+1)^3): a face within r voxels of the other
         # is met along the axis nearest its normal.
         steps = np.arange(1, r + 1)
         offs = np.concatenate([np.eye(3, dtype=np.int64)[None] * k for k in np.r_[steps, -steps]]).reshape(-1, 3)
-        near = (coords[:, None, :] + offs[None, :, :]).reshape(-1, 3)
-        if near.min() < -MAX_COORD // 2 or near.max() > MAX_COORD // 2:
-            return
-        nrows = self.lookup(pack(near))
-        src = np.repeat(np.arange(len(coords)), len(offs))
+        if r <= 8 and HAVE_NUMBA:
+            # A voxel within r <= 8 voxels of another lies in its block or one of the 26 around
+            # it: the map blocks around the frame blocks of the segments' voxels, found once,
+            # give every neighbour's map row by block arithmetic. While the camera explores,
+            # most new space has no map block around it and is skipped.
+            has = np.zeros(len(fv.blocks), bool)
+            has[fv.voxel_block[in_check]] = True
+            ub = np.flatnonzero(has)
+            around = self._blocks.find((fv.blocks[ub][:, None, :] + _BLOCK_STEPS[None]).reshape(-1, 3)).reshape(len(ub), 27)
+            map_nbr = np.full((len(fv.blocks), 27), -1, np.int64)
+            map_nbr[ub] = around
+            in_check &= (map_nbr >= 0).any(axis=1)[fv.voxel_block]
+            if not in_check.any():
+                return
+            vseg = seg[in_check]
+            nrows = map_neighbour_rows_kernel(fv.voxel[in_check], map_nbr, self._btable, offs).reshape(-1)
+            n_src = len(vseg)
+        else:
+            coords = fv.voxel_coords()[in_check]
+            vseg = seg[in_check]
+            near = (coords[:, None, :] + offs[None, :, :]).reshape(-1, 3)
+            if near.min() < -MAX_COORD // 2 or near.max() > MAX_COORD // 2:
+                return
+            nrows = self.lookup(pack(near))
+            n_src = len(coords)
+        src = np.repeat(np.arange(n_src), len(offs))
         hit = nrows >= 0
         src, nrows = src[hit], nrows[hit]
         own = self.owner[nrows].astype(np.int64)

@@ -308,3 +308,31 @@ def _gather_rows(colors, rows):
 
 
 gather_rows_kernel = _sjit(_gather_rows)
+
+
+def _map_neighbour_rows(cells, map_nbr, btable, offsets):
+    """(M, K) map row of the voxel at each of the K offsets (components in [-8, 8]) from each
+    frame voxel (``cells``: frame block << 9 | offset), -1 where the map has none;
+    ``map_nbr``: (B, 27) map block number of each frame block's neighbouring blocks (column
+    (sx+1)*9 + (sy+1)*3 + (sz+1)), -1 where the map has none; ``btable``: (map blocks, 512)
+    rows."""
+    M = cells.shape[0]
+    K = offsets.shape[0]
+    out = np.empty((M, K), np.int64)
+    for i in range(M):
+        cell = cells[i]
+        fb = cell >> 9
+        o = cell & 511
+        ox = o >> 6
+        oy = (o >> 3) & 7
+        oz = o & 7
+        for j in range(K):
+            lx = ox + offsets[j, 0]
+            ly = oy + offsets[j, 1]
+            lz = oz + offsets[j, 2]
+            mb = map_nbr[fb, ((lx >> 3) + 1) * 9 + ((ly >> 3) + 1) * 3 + ((lz >> 3) + 1)]
+            out[i, j] = btable[mb, ((lx & 7) << 6) | ((ly & 7) << 3) | (lz & 7)] if mb >= 0 else -1
+    return out
+
+
+map_neighbour_rows_kernel = _sjit(_map_neighbour_rows)
