@@ -167,6 +167,11 @@ class ObjectMap:
         self._team = ThreadTeam(cfg.threads or default_threads())
         self.clear()
 
+    @property
+    def threads(self) -> int:
+        """Threads of the per-pixel stage (``fusion.threads``, 0 resolved to the cores)."""
+        return self._team.threads
+
     # ------------------------------------------------------------------ storage
     def clear(self) -> None:
         self._blocks = BlockHash(self.device)
