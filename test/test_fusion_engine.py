@@ -749,6 +749,37 @@ def test_map_neighbour_rows_kernel_equals_lookup():
 
 
 @needs_numba
+@pytest.mark.parametrize("T", [1, 2, 3])
+def test_vote_in_ranges_equals_one_pass(T):
+    """Voting the rows in T ranges (a team's threads) leaves the map arrays as one pass does
+    and gives the same gained, lost and owner-change lists, concatenated in range order."""
+    rng = np.random.default_rng(T)
+    n, K, R = 400, 4, 300
+    ids = np.where(rng.random((n, K)) < 0.5, rng.integers(0, 6, size=(n, K)), -1).astype(np.int32)
+    hits = rng.integers(0, 4, size=(n, K)).astype(np.int32)
+    owner = rng.integers(-1, 6, size=n).astype(np.int32)
+    colors = rng.random((n, 3)).astype(np.float32) * 255
+    color_n = rng.integers(0, 30, size=n).astype(np.int32)
+    rows = rng.choice(n, size=R, replace=False).astype(np.int64)
+    oid = rng.integers(0, 8, size=R).astype(np.int32)
+    fc = rng.integers(0, 256, size=(R, 3)).astype(np.uint8)
+    a = [x.copy() for x in (ids, hits, owner, colors, color_n)]
+    b = [x.copy() for x in (ids, hits, owner, colors, color_n)]
+    want = kernels.vote_kernel(rows, oid, *a, fc, 20)
+    out = (np.empty(R, np.int64),) + tuple(np.empty(R, np.int32) for _ in range(4))
+    counts = np.zeros((T, 3), np.int64)
+    for k in range(T):
+        kernels.vote_part_kernel(k, T, rows, oid, *b, fc, 20, *out, counts)
+    step = (R + T - 1) // T
+    got = [np.concatenate([out[i][k * step : k * step + counts[k, col]] for k in range(T)]) for i, col in enumerate((0, 0, 1, 2, 2))]
+    for x, y in zip(a, b):
+        assert np.array_equal(x, y)
+    for x, y in zip(want, got):
+        assert np.array_equal(x, y)
+    assert len(want[0]) > 10 and len(want[2]) > 0 and len(want[3]) > 10
+
+
+@needs_numba
 def test_gather_colors_kernel_equals_fancy_indexing():
     from core3d_ros.core.fusion.pkernels import gather_colors_kernel
 

@@ -227,21 +227,16 @@ if HAVE_NUMBA:
 dbscan_kernel = _jit(_dbscan)
 
 
-def _vote(rows, oid, ids, hits, owner, colors, color_n, frame_colors, max_weight):
-    """Slot voting, owner update and colour blending of the given voxel rows (one id each);
-    same rules as ``ObjectMap._vote``. Returns (gained rows, gained ids, lost ids, old owners,
-    new owners) where the last two list only rows whose owner changed."""
-    R = rows.shape[0]
+def _vote_range(a, b, rows, oid, ids, hits, owner, colors, color_n, frame_colors, max_weight, g_rows, g_ids, lost, o_old, o_new):
+    """Slot voting, owner update and colour blending of rows[a:b] (one id each); same rules
+    as ``ObjectMap._vote``. Writes the gained rows and ids, lost ids, and old and new owners
+    of rows whose owner changed from position a of the output arrays on; returns the three
+    counts. Rows are distinct, so ranges of them can be voted on at the same time."""
     K = ids.shape[1]
-    g_rows = np.empty(R, np.int64)
-    g_ids = np.empty(R, np.int32)
-    lost = np.empty(R, np.int32)
-    o_old = np.empty(R, np.int32)
-    o_new = np.empty(R, np.int32)
-    ng = 0
-    nl = 0
-    no = 0
-    for i in range(R):
+    ng = a
+    nl = a
+    no = a
+    for i in range(a, b):
         r = rows[i]
         o = oid[i]
         slot = -1
@@ -287,10 +282,39 @@ def _vote(rows, oid, ids, hits, owner, colors, color_n, frame_colors, max_weight
         for c in range(3):
             colors[r, c] += (np.float32(frame_colors[i, c]) - colors[r, c]) / np.float32(n + 1)
         color_n[r] += 1
+    return ng - a, nl - a, no - a
+
+
+def _vote(rows, oid, ids, hits, owner, colors, color_n, frame_colors, max_weight):
+    """All rows in one range (see :func:`_vote_range`). Returns (gained rows, gained ids, lost
+    ids, old owners, new owners) where the last two list only rows whose owner changed."""
+    R = rows.shape[0]
+    g_rows = np.empty(R, np.int64)
+    g_ids = np.empty(R, np.int32)
+    lost = np.empty(R, np.int32)
+    o_old = np.empty(R, np.int32)
+    o_new = np.empty(R, np.int32)
+    ng, nl, no = _vote_range(0, R, rows, oid, ids, hits, owner, colors, color_n, frame_colors, max_weight, g_rows, g_ids, lost, o_old, o_new)
     return g_rows[:ng].copy(), g_ids[:ng].copy(), lost[:nl].copy(), o_old[:no].copy(), o_new[:no].copy()
 
 
+def _vote_part(k, T, rows, oid, ids, hits, owner, colors, color_n, frame_colors, max_weight, g_rows, g_ids, lost, o_old, o_new, counts):
+    """Range k of T of the rows (thread k of a team): :func:`_vote_range`, its counts in
+    ``counts[k]``."""
+    R = rows.shape[0]
+    step = (R + T - 1) // T
+    a = min(R, k * step)
+    b = min(R, a + step)
+    ng, nl, no = _vote_range(a, b, rows, oid, ids, hits, owner, colors, color_n, frame_colors, max_weight, g_rows, g_ids, lost, o_old, o_new)
+    counts[k, 0] = ng
+    counts[k, 1] = nl
+    counts[k, 2] = no
+
+
+if HAVE_NUMBA:
+    _vote_range = numba.njit(cache=True, nogil=True, fastmath=True)(_vote_range)
 vote_kernel = _jit(_vote)
+vote_part_kernel = _jit(_vote_part)
 
 
 def _overlaps(rows, seg, ids, n_seg, compact):

@@ -45,7 +45,7 @@ import numpy as np
 from ...config import FusionConfig
 from ..objects import MapSnapshot, ObjectInfo, OrientedBox
 from .blocks import BLOCK_VOXELS, MAX_DENSE_BLOCK_CELLS, BlockHash, FrameVoxels, block_offsets
-from .kernels import HAVE_NUMBA, backproject_kernel, overlaps_kernel, vote_kernel
+from .kernels import HAVE_NUMBA, backproject_kernel, overlaps_kernel, vote_kernel, vote_part_kernel
 from .pixels import ThreadTeam, default_threads, depth_voxels
 from .pkernels import dbscan_padded_args, dbscan_padded_kernel, gather_colors_kernel, gather_rows_kernel, map_neighbour_rows_kernel, pair_codes_kernel
 from .split import label_dbscan, neighbour_offsets
@@ -877,9 +877,21 @@ class ObjectMap:
 
     def _vote_compiled(self, rows: np.ndarray, oid: np.ndarray, colors: np.ndarray, max_weight: int = 20) -> None:
         """``_vote`` and ``_blend_colors`` in one compiled pass over the rows."""
-        g_rows, g_ids, lost, o_old, o_new = vote_kernel(
-            rows, oid, self.ids, self.hits, self.owner, self.colors, self.color_n, np.ascontiguousarray(colors, np.uint8), max_weight
-        )
+        args = (rows, oid, self.ids, self.hits, self.owner, self.colors, self.color_n, np.ascontiguousarray(colors, np.uint8), max_weight)
+        T = self._team.threads
+        if T == 1 or len(rows) < 4096:
+            g_rows, g_ids, lost, o_old, o_new = vote_kernel(*args)
+        else:  # the rows are distinct: ranges of them are voted on by the team at once
+            R = len(rows)
+            out = (np.empty(R, np.int64),) + tuple(np.empty(R, np.int32) for _ in range(4))
+            counts = np.zeros((T, 3), np.int64)
+            self._team.run(vote_part_kernel, *args, *out, counts)
+            step = (R + T - 1) // T
+            starts = [min(R, k * step) for k in range(T)]
+            pick = lambda a, col: np.concatenate([a[s : s + int(counts[k, col])] for k, s in enumerate(starts)])
+            g_rows, g_ids = pick(out[0], 0), pick(out[1], 0)
+            lost = pick(out[2], 1)
+            o_old, o_new = pick(out[3], 2), pick(out[4], 2)
         if len(lost):
             gone, n_lost = np.unique(lost, return_counts=True)
             for old, n in zip(gone.tolist(), n_lost.tolist()):
