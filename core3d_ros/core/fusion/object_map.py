@@ -149,7 +149,7 @@ class ObjectMap:
     def __init__(self, cfg: FusionConfig):
         if cfg.voxel_size <= 0:
             raise ValueError("fusion.voxel_size must be positive")
-        for name in ("pixel_stride", "co_mask_votes", "min_valid_pixels", "min_segment_voxels", "merge_interval"):
+        for name in ("pixel_stride", "co_mask_votes", "min_valid_pixels", "min_segment_voxels", "merge_interval", "threads"):
             if getattr(cfg, name) < 0:
                 raise ValueError(f"fusion.{name} must be >= 0, got {getattr(cfg, name)}")
         if cfg.slots_per_voxel < 1:

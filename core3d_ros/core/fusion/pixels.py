@@ -189,11 +189,12 @@ def _voxels(o, T, lkey, lpix, counts, label_flat, cell_local, bfirst, bcell, fir
     nbv[o, 1] = nv
 
 
-def _merge(T, lo, dims, cell_local, bfirst, bcell, first, vcell, cand, rep, nbv):
+def _merge(T, lo, dims, cell_local, bfirst, bcell, first, vcell, cand, rep, nbv, vlut):
     """The threads' blocks and voxels in order of first pixel (the one-thread numbering):
     block coordinates, per grid cell its block (``cell_local`` becomes the global table), the
     voxels' cells (block << 9 | offset), labels, last pixels and the voxel table (with one
-    more block of -1 after the last: the absent block of dbscan_padded)."""
+    more block of -1 after the last: the absent block of dbscan_padded; ``vlut`` is a work array
+    of at least (blocks + 1) * 512 entries, filled here)."""
     s0 = dims[1] * dims[2]
     s1 = dims[2]
     B = 0
@@ -217,7 +218,8 @@ def _merge(T, lo, dims, cell_local, bfirst, bcell, first, vcell, cand, rep, nbv)
         blocks[g, 0] = c // s0 + lo[0]
         blocks[g, 1] = (c % s0) // s1 + lo[1]
         blocks[g, 2] = c % s1 + lo[2]
-    vlut = np.full((B + 1) * 512, -1, np.int32)
+    vlut = vlut[: (B + 1) * 512]
+    vlut[:] = -1
     voxel = np.empty(V, np.int64)
     label = np.empty(V, np.int64)
     last = np.empty(V, np.int64)
@@ -344,7 +346,8 @@ def depth_voxels(team: ThreadTeam, depth, rxs, rys, M, t, label_flat, min_valid:
     """The per-pixel stage of a frame. ``depth``: (h, w) float32 metres, 0 = invalid;
     ``rxs``/``rys``: (u - cx) / fx per column and (v - cy) / fy per row (float32); a pixel's
     voxel is floor(M @ (rx z, ry z, z) + t) (M and t: camera to world in voxel units);
-    ``label_flat``: the (h * w) label image."""
+    ``label_flat``: the (h * w) label image. The result's tables (``cell_block``, ``vlut``) are
+    the team's work arrays: valid until its next frame."""
     T = team.threads
     zmax = float(depth.max()) if depth.size else 0.0
     if not np.isfinite(zmax):
@@ -374,7 +377,8 @@ def depth_voxels(team: ThreadTeam, depth, rxs, rys, M, t, label_flat, min_valid:
     nbv = np.zeros((T, 2), np.int64)
     vlut_row = team.vlut_row
     while True:
-        cell_local = np.full(cells, -1, np.int32)
+        cell_local = team.scratch("cells", (cells,))
+        cell_local.fill(-1)
         vlut = team.scratch("vlut", (T, vlut_row))
         team.run(voxels_kernel, lkey, lpix, counts, label_flat, cell_local, *work, vlut, nbv)
         if (nbv[:, 1] >= 0).all():
@@ -383,6 +387,7 @@ def depth_voxels(team: ThreadTeam, depth, rxs, rys, M, t, label_flat, min_valid:
         vlut_row = team.vlut_row = 512 * (int(nbv[:, 0].max()) * 5 // 4 + 1)
     out = DepthVoxels("ok", n)
     bfirst, bcell, first, vcell, cand, rep, _ = work
-    out.blocks, out.voxel, out.label, out.rep, out.vlut = merge_kernel(T, lo, dims, cell_local, bfirst, bcell, first, vcell, cand, rep, nbv)
+    table = team.scratch("vlut_frame", ((int(nbv[:, 0].sum()) + 1) * 512,))
+    out.blocks, out.voxel, out.label, out.rep, out.vlut = merge_kernel(T, lo, dims, cell_local, bfirst, bcell, first, vcell, cand, rep, nbv, table)
     out.lo, out.dims, out.cell_block = lo, dims, cell_local
     return out
