@@ -198,3 +198,25 @@ def test_an_entry_point_ends_with_its_code_while_a_model_call_is_still_running(b
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert r.returncode == 3, r.stderr
     assert ("still busy: core3d_perception" in r.stderr) == busy, r.stderr
+
+
+def test_idle_fusion_workers_are_no_work_in_flight():
+    # The fusion engine's worker threads wait between frames; at exit they are idle, so the
+    # entry point ends normally (interpreter shutdown, atexit handlers) with its code.
+    code = (
+        "import sys\n"
+        "import numpy as np\n"
+        "from core3d_ros.config import FusionConfig\n"
+        "from core3d_ros.core.camera import CameraIntrinsics\n"
+        "from core3d_ros.core.fusion.object_map import ObjectMap\n"
+        "from core3d_ros.ros.runner import exit_now_if_busy\n"
+        "m = ObjectMap(FusionConfig(threads=2, min_segment_voxels=1))\n"
+        "K = CameraIntrinsics(fx=60.0, fy=60.0, cx=32.0, cy=24.0, width=64, height=48)\n"
+        "s = m.integrate_frame(np.full((48, 64), 2.0, np.float32), K, np.eye(4), np.zeros((48, 64, 3), np.uint8), np.ones((48, 64), np.uint16), 0.0)\n"
+        "assert s.voxels > 0 and m.num_voxels > 0, s\n"
+        "import atexit; atexit.register(lambda: print('atexit ran'))\n"
+        "sys.exit(exit_now_if_busy(3))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 3, r.stderr
+    assert "still busy" not in r.stderr and "atexit ran" in r.stdout, (r.stdout, r.stderr)

@@ -25,7 +25,9 @@ def exit_now_if_busy(code: int) -> int:
     down under it and C++ aborts the process (SIGABRT instead of the exit code), so end the
     process at once, output flushed. Returns ``code`` when no such thread is left. Only for a
     process's entry point: it never returns into a caller when it exits."""
-    busy = [t for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive()]
+    # Threads that mark themselves idle (the fusion engine's workers waiting for a frame) are
+    # no work in flight.
+    busy = [t for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive() and not getattr(t, "idle", False)]
     if busy:
         print(f"ending with {len(busy)} thread(s) still busy: {', '.join(t.name for t in busy)[:200]}", file=sys.stderr)
         sys.stdout.flush()

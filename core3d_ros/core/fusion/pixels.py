@@ -24,8 +24,8 @@ no OpenMP pool spinning between frames beside the rest of the process.
 from __future__ import annotations
 
 import os
+import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -254,13 +254,65 @@ def default_threads() -> int:
     return max(1, min(4, n))
 
 
+class _Worker(threading.Thread):
+    """One thread of a team: runs the calls it is handed, in turn. A daemon thread, and marked
+    ``idle`` while it waits, so that it neither holds up interpreter exit nor counts as busy
+    work at a node's exit (:func:`core3d_ros.ros.runner.exit_now_if_busy`)."""
+
+    def __init__(self, name: str):
+        super().__init__(name=name, daemon=True)
+        self.idle = True
+        self._tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self.start()
+
+    def submit(self, fn, *args) -> "_Call":
+        call = _Call()
+        self._tasks.put((fn, args, call))
+        return call
+
+    def stop(self) -> None:
+        self._tasks.put(None)
+
+    def run(self) -> None:
+        while True:
+            task = self._tasks.get()
+            if task is None:
+                return
+            fn, args, call = task
+            self.idle = False
+            try:
+                call.value = fn(*args)
+            except BaseException as e:  # handed to the caller
+                call.error = e
+            finally:
+                self.idle = True
+                call.done.set()
+                # hold nothing of a finished call (its arguments would keep a map alive)
+                task = fn = args = call = None
+
+
+class _Call:
+    __slots__ = ("value", "error", "done")
+
+    def __init__(self):
+        self.value = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+    def result(self):
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
 class ThreadTeam:
     """Runs a compiled pass ``fn(k, T, *args)`` for k = 0..T-1: k = 0 on the calling thread,
     the others on T - 1 worker threads (started on first use)."""
 
     def __init__(self, threads: int):
         self.threads = max(1, int(threads))
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: list[_Worker] | None = None
         self._lock = threading.Lock()
         self._scratch: dict[str, np.ndarray] = {}
         self.vlut_row = 512 * 256  # per-thread voxel table of the per-pixel stage (grown as needed)
@@ -274,10 +326,10 @@ class ThreadTeam:
             buf = self._scratch[name] = np.empty(size + size // 4 + 1, dtype)
         return buf[:size].reshape(shape)
 
-    def _workers(self) -> ThreadPoolExecutor:
+    def _workers(self) -> list[_Worker]:
         with self._lock:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="core3d-fusion")
+                self._pool = [_Worker(f"core3d-fusion-{k}") for k in range(1, self.threads)]
             return self._pool
 
     def run(self, fn, *args) -> None:
@@ -285,13 +337,12 @@ class ThreadTeam:
         if T == 1:
             fn(0, 1, *args)
             return
-        pool = self._workers()
-        futures = [pool.submit(fn, k, T, *args) for k in range(1, T)]
+        calls = [w.submit(fn, k, T, *args) for k, w in enumerate(self._workers(), start=1)]
         try:
             fn(0, T, *args)
         finally:
-            for f in futures:
-                f.result()
+            for c in calls:
+                c.result()
 
     def beside(self, compiled, args: tuple, side, side_args: tuple = ()):
         """``compiled(*args)`` on this thread and ``side(*side_args)`` on a worker at the same
@@ -299,17 +350,21 @@ class ThreadTeam:
         interpreter lock at once (the side work, Python, runs meanwhile). One thread: in turn."""
         if self.threads == 1:
             return compiled(*args), side(*side_args)
-        future = self._workers().submit(side, *side_args)
+        call = self._workers()[0].submit(side, *side_args)
         try:
             out = compiled(*args)
         finally:
-            side_out = future.result()
+            side_out = call.result()
         return out, side_out
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        with self._lock:
+            pool, self._pool = self._pool, None
+        for w in pool or ():
+            w.stop()
+
+    def __del__(self):
+        self.close()
 
 
 class DepthVoxels:
