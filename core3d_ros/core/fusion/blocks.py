@@ -254,11 +254,11 @@ class BlockHash:
             return np.full(len(blocks), -1, np.int64)
         buf, found = self._map.find(self._tensor(blocks.astype(np.int32)))
         found = found.cpu().numpy().astype(bool)
-        values = self._map.value_tensor()
         out = np.full(len(blocks), -1, np.int64)
         if found.any():
-            idx = buf.cpu().numpy().astype(np.int64)[found]
-            out[found] = values[self._o3c.Tensor.from_numpy(idx).to(self.device)].cpu().numpy()[:, 0]
+            values = self._map.value_tensor()  # (capacity, 1) block numbers, by buffer index
+            values = values.numpy() if self.device.get_type() == self._o3c.Device.DeviceType.CPU else values.cpu().numpy()
+            out[found] = values[buf.cpu().numpy()[found], 0]
         return out
 
     def insert(self, blocks: np.ndarray) -> np.ndarray:
