@@ -215,7 +215,7 @@ def test_geometric_config_validation():
     with pytest.raises(ValueError, match="concave_deg"):
         GeometricSegmenter(GeometricSegmenterConfig(cluster_eps=[0.05, 0.02], concave_deg=[60.0]))
     with pytest.raises(ValueError, match="pixel_stride"):
-        GeometricSegmenter(GeometricSegmenterConfig(pixel_stride=0))
+        GeometricSegmenter(GeometricSegmenterConfig(pixel_stride=-1))
 
 
 def test_registry_builds_both():

@@ -6,7 +6,8 @@ coarse-to-fine mask hierarchy in the same form a SAM-family generator would.
 
 Method (all in the camera frame, on a strided pixel grid, vectorised numpy + OpenCV):
 
-1. **Organised point cloud.** Every ``pixel_stride``-th pixel is back-projected. Neighbouring grid
+1. **Organised point cloud.** Every ``pixel_stride``-th pixel (0: the stride that keeps a grid at least
+   320 pixels wide) is back-projected. Neighbouring grid
    pixels are neighbouring surface samples, so no k-d tree is needed anywhere.
 2. **Normals** from central differences of the organised cloud (``normal_radius`` grid pixels
    either side, cross product), oriented towards the camera and averaged over the same
@@ -101,7 +102,7 @@ class GeometricSegmenter:
         if depth.ndim != 2:
             raise ValueError(f"depth must be an HxW image, got shape {depth.shape}")
         H, W = depth.shape
-        s = cfg.pixel_stride
+        s = working_stride(cfg, W)
         intr = frame.intrinsics
 
         z = np.array(depth[::s, ::s], dtype=np.float32)
@@ -128,8 +129,8 @@ class GeometricSegmenter:
         masks: list[Mask2D] = []
         previous: list[np.ndarray] = []
         for level, (eps, concave) in enumerate(zip(cfg.cluster_eps, cfg.concave_deg)):
-            labels = self._regions(pairs, valid, plane_lab, n_planes, eps, concave, min_grid_px)
-            masks.extend(self._emit(labels, valid, n_planes, level, previous, min_grid_px, (H, W)))
+            labels = self._regions(pairs, valid, plane_lab, n_planes, eps, concave, min_grid_px, s)
+            masks.extend(self._emit(labels, valid, n_planes, level, previous, min_grid_px, (H, W), s))
             previous.append(labels)
         return masks
 
@@ -224,7 +225,7 @@ class GeometricSegmenter:
         return labels, n_planes
 
     # ------------------------------------------------------------------ regions
-    def _regions(self, pairs: "_PairGeometry", valid, plane_lab, n_planes, eps, concave_deg, min_grid_px):
+    def _regions(self, pairs: "_PairGeometry", valid, plane_lab, n_planes, eps, concave_deg, min_grid_px, s):
         h, w = valid.shape
         rest = valid & (plane_lab == 0)
         boundary = np.zeros((h, w), dtype=bool)
@@ -256,7 +257,7 @@ class GeometricSegmenter:
 
         labels = _grow(labels, valid, links, steps=2 * self.cfg.normal_radius + 1)
         labels = self._join_planes(labels, pairs, n_planes, eps)
-        return self._fill_holes(labels, valid)
+        return self._fill_holes(labels, valid, s)
 
     def _join_planes(self, labels, pairs: "_PairGeometry", n_planes, eps):
         """A plane takes in the regions it meets along a convex edge.
@@ -308,9 +309,10 @@ class GeometricSegmenter:
         remap[regions] = best[regions]
         return remap[labels]
 
-    def _fill_holes(self, labels, valid):
-        """Invalid-depth pixels within hole_fill_px of a region take the nearest region's label."""
-        radius = self.cfg.hole_fill_px / self.cfg.pixel_stride
+    def _fill_holes(self, labels, valid, s):
+        """Invalid-depth pixels within hole_fill_px of a region take the nearest region's label
+        (``s``: the grid's stride)."""
+        radius = self.cfg.hole_fill_px / s
         if radius <= 0:
             return labels
         holes = ~valid
@@ -325,9 +327,8 @@ class GeometricSegmenter:
         return labels
 
     # ------------------------------------------------------------------ output
-    def _emit(self, labels, valid, n_planes, level, previous, min_grid_px, full_shape):
+    def _emit(self, labels, valid, n_planes, level, previous, min_grid_px, full_shape, s):
         cfg = self.cfg
-        s = cfg.pixel_stride
         H, W = full_shape
         n_lab = int(labels.max())
         if n_lab == 0:
@@ -462,12 +463,23 @@ def _fit_plane(points: np.ndarray) -> tuple[np.ndarray, float]:
     return n.astype(np.float32), d
 
 
+WORKING_WIDTH = 320  # pixels across the grid the segmenter works on, with pixel_stride 0
+
+
+def working_stride(cfg: GeometricSegmenterConfig, width: int) -> int:
+    """The grid's stride for an image ``width`` pixels wide: ``pixel_stride``, or with 0 the
+    largest that keeps the grid at least WORKING_WIDTH wide (2 for 640x480, 1 for 320x240). The
+    thresholds in grid pixels (``normal_radius``, the normals' support) were set on such a grid;
+    on a coarser one small things vanish and normals smooth over creases."""
+    return cfg.pixel_stride if cfg.pixel_stride > 0 else max(1, width // WORKING_WIDTH)
+
+
 def _validate(cfg: GeometricSegmenterConfig) -> None:
     def bad(name: str, why: str) -> ValueError:
         return ValueError(f"segmenter.geometric.{name}: {why}")
 
-    if cfg.pixel_stride < 1:
-        raise bad("pixel_stride", f"must be >= 1, got {cfg.pixel_stride}")
+    if cfg.pixel_stride < 0:
+        raise bad("pixel_stride", f"must be >= 0 (0: auto), got {cfg.pixel_stride}")
     if cfg.normal_radius < 1:
         raise bad("normal_radius", f"must be >= 1, got {cfg.normal_radius}")
     if not cfg.cluster_eps:
