@@ -189,6 +189,20 @@ def _voxels(o, T, lkey, lpix, counts, label_flat, cell_local, bfirst, bcell, fir
     nbv[o, 1] = nv
 
 
+def _earliest(T, head, count, first):
+    """Of T lists sorted by first pixel (``first[o, :count[o]]``, next unread at ``head[o]``),
+    the one whose next entry comes first."""
+    best = -1
+    for o in range(T):
+        if head[o] < count[o] and (best < 0 or first[o, head[o]] < first[best, head[best]]):
+            best = o
+    return best
+
+
+if HAVE_NUMBA:
+    _earliest = numba.njit(cache=True, nogil=True, inline="always")(_earliest)
+
+
 def _merge(T, lo, dims, cell_local, bfirst, bcell, first, vcell, cand, rep, nbv, vlut):
     """The threads' blocks and voxels in order of first pixel (the one-thread numbering):
     block coordinates, per grid cell its block (``cell_local`` becomes the global table), the
@@ -206,10 +220,7 @@ def _merge(T, lo, dims, cell_local, bfirst, bcell, first, vcell, cand, rep, nbv,
     gblock = np.empty((T, bfirst.shape[1]), np.int64)
     head = np.zeros(T, np.int64)
     for g in range(B):
-        best = -1
-        for o in range(T):
-            if head[o] < nbv[o, 0] and (best < 0 or bfirst[o, head[o]] < bfirst[best, head[best]]):
-                best = o
+        best = _earliest(T, head, nbv[:, 0], bfirst)
         j = head[best]
         head[best] += 1
         c = bcell[best, j]
@@ -225,10 +236,7 @@ def _merge(T, lo, dims, cell_local, bfirst, bcell, first, vcell, cand, rep, nbv,
     last = np.empty(V, np.int64)
     head[:] = 0
     for g in range(V):
-        best = -1
-        for o in range(T):
-            if head[o] < nbv[o, 1] and (best < 0 or first[o, head[o]] < first[best, head[best]]):
-                best = o
+        best = _earliest(T, head, nbv[:, 1], first)
         j = head[best]
         head[best] += 1
         lc = vcell[best, j]
