@@ -451,7 +451,7 @@ def test_fast_dbscan_equals_reference_kernel(seed, min_samples, eps):
     nbr = fv.block_neighbours()
     for min_size in (1, 4):
         ref = kernels.dbscan_kernel(fv.voxel, fv._vlut, nbr, labels, off, min_samples, min_size)
-        ours = pkernels.dbscan_kernel(fv.voxel, fv._vlut, nbr, labels, off, min_samples, min_size)
+        ours = pkernels.dbscan_padded(fv.voxel, fv._vlut, nbr, labels, off, min_samples, min_size)
         assert np.array_equal(ref, ours)
         assert ref.max() >= 1  # the case has several segments
 
@@ -467,12 +467,12 @@ def test_fast_dbscan_hand_case():
     fv = FrameVoxels(pts, compiled=True)
     labels = np.ones(len(fv), np.int64)
     args = (fv.voxel, fv._vlut, fv.block_neighbours(), labels, neighbour_offsets(1.0), 3, 1)
-    ref, ours = kernels.dbscan_kernel(*args), pkernels.dbscan_kernel(*args)
+    ref, ours = kernels.dbscan_kernel(*args), pkernels.dbscan_padded(*args)
     assert np.array_equal(ref, ours)
     seg = dict(zip(fv.voxel_coords()[:, 0].tolist(), ours.tolist()))
     assert seg == {6: 0, 7: 0, 8: 0, 0: 1, 1: 1, 2: 1, 3: 1}
     # min_size 4 drops the three-voxel run.
-    ours = pkernels.dbscan_kernel(*args[:-1], 4)
+    ours = pkernels.dbscan_padded(*args[:-1], 4)
     assert dict(zip(fv.voxel_coords()[:, 0].tolist(), ours.tolist())) == {6: -1, 7: -1, 8: -1, 0: 0, 1: 0, 2: 0, 3: 0}
 
 
@@ -783,15 +783,15 @@ def test_vote_in_ranges_equals_one_pass(T):
 
 
 @needs_numba
-def test_gather_colors_kernel_equals_fancy_indexing():
-    from core3d_ros.core.fusion.pkernels import gather_colors_kernel
+def test_gather_rows_kernel_equals_fancy_indexing():
+    from core3d_ros.core.fusion.pkernels import gather_rows_kernel
 
     rng = np.random.default_rng(2)
     colors = rng.integers(0, 256, size=(500, 3)).astype(np.uint8)
     pix = rng.integers(0, 500, size=300).astype(np.int64)
     rep = rng.integers(0, 300, size=100).astype(np.int64)
-    assert np.array_equal(gather_colors_kernel(colors, pix, rep), colors[pix[rep]])
-    assert gather_colors_kernel(colors, pix, rep[:0]).shape == (0, 3)
+    assert np.array_equal(gather_rows_kernel(colors, pix[rep]), colors[pix[rep]])
+    assert gather_rows_kernel(colors, pix[rep[:0]]).shape == (0, 3)
 
 
 # ------------------------------------------------------------------ branch-free DBSCAN = reference
@@ -800,7 +800,7 @@ def test_gather_colors_kernel_equals_fancy_indexing():
 @needs_numba
 @pytest.mark.parametrize("seed,min_samples,eps", [(0, 1, 1.75), (1, 3, 1.75), (2, 5, 1.75), (3, 3, 2.5), (4, 4, 1.0), (5, 3, 1.75)])
 def test_padded_dbscan_equals_reference_kernels(seed, min_samples, eps):
-    """Same segment of every voxel as kernels.dbscan_kernel and pkernels.dbscan_kernel, with the
+    """Same segment of every voxel as kernels.dbscan_kernel, with the
     voxel table padded (as the per-pixel stage makes it) and with an unpadded one (copied)."""
     from core3d_ros.core.fusion import pkernels
 
@@ -815,7 +815,6 @@ def test_padded_dbscan_equals_reference_kernels(seed, min_samples, eps):
     nbr = plain.block_neighbours()
     for min_size in (1, 4):
         ref = kernels.dbscan_kernel(plain.voxel, plain._vlut, nbr, labels, off, min_samples, min_size)
-        assert np.array_equal(ref, pkernels.dbscan_kernel(plain.voxel, plain._vlut, nbr, labels, off, min_samples, min_size))
         assert np.array_equal(ref, pkernels.dbscan_padded(plain.voxel, plain._vlut, nbr, labels, off, min_samples, min_size))
         assert np.array_equal(ref, pkernels.dbscan_padded(plain.voxel, padded_vlut, nbr, labels, off, min_samples, min_size))
         assert ref.max() >= 1

@@ -47,7 +47,7 @@ from ..objects import MapSnapshot, ObjectInfo, OrientedBox
 from .blocks import BLOCK_VOXELS, MAX_DENSE_BLOCK_CELLS, BlockHash, FrameVoxels, block_offsets
 from .kernels import HAVE_NUMBA, backproject_kernel, overlaps_kernel, vote_kernel, vote_part_kernel
 from .pixels import ThreadTeam, default_threads, depth_voxels
-from .pkernels import dbscan_padded_args, dbscan_padded_kernel, gather_colors_kernel, gather_rows_kernel, map_neighbour_rows_kernel, pair_codes_kernel
+from .pkernels import dbscan_padded_args, dbscan_padded_kernel, gather_rows_kernel, map_neighbour_rows_kernel, pair_codes_kernel
 from .split import label_dbscan, neighbour_offsets
 from .voxels import key_centers, pack, unpack, voxel_coords
 
@@ -112,8 +112,8 @@ def _rays(intr, stride: int) -> tuple[np.ndarray, np.ndarray]:
     key = (intr.width, intr.height, intr.fx, intr.fy, intr.cx, intr.cy, stride)
     r = _RAYS.get(key)
     if r is None:
-        v, u = np.mgrid[0 : intr.height : stride, 0 : intr.width : stride]
-        r = (((u - intr.cx) / intr.fx).astype(np.float32).reshape(-1), ((v - intr.cy) / intr.fy).astype(np.float32).reshape(-1))
+        rx, ry = _ray_axes(intr, stride)
+        r = (np.tile(rx, len(ry)), np.repeat(ry, len(rx)))
         if len(_RAYS) > 8:
             _RAYS.clear()
         _RAYS[key] = r
@@ -121,8 +121,8 @@ def _rays(intr, stride: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _ray_axes(intr, stride: int) -> tuple[np.ndarray, np.ndarray]:
-    """(u - cx) / fx per sampled column and (v - cy) / fy per sampled row, float32: the values
-    of :func:`_rays`, one per column and row."""
+    """(u - cx) / fx per sampled column and (v - cy) / fy per sampled row, float32 (what
+    :func:`_rays` repeats per pixel)."""
     rx = ((np.arange(0, intr.width, stride) - intr.cx) / intr.fx).astype(np.float32)
     ry = ((np.arange(0, intr.height, stride) - intr.cy) / intr.fy).astype(np.float32)
     return rx, ry
@@ -384,7 +384,6 @@ class ObjectMap:
         y = ry[valid]
         y *= z
         # World coordinates in voxel units, one contiguous row per axis (3 multiply-adds each).
-        scale = 1.0 / self.voxel_size
         R = np.asarray(pose[:3, :3], np.float64) * scale
         t = np.asarray(pose[:3, 3], np.float64) * scale
         coords = np.empty((3, len(valid)), np.int32)
@@ -444,14 +443,14 @@ class ObjectMap:
         stats.voxels = V
         # Per frame voxel, one representative point (the last one written) gives its colour and
         # label: the points of one voxel lie on the same bit of surface.
-        if fv.rep is not None and HAVE_NUMBA and colors.dtype == np.uint8 and colors.ndim == 2 and colors.shape[1] == 3:
-            frame_colors = gather_colors_kernel(np.ascontiguousarray(colors), pix, fv.rep)  # colors[pix[fv.rep]]
+        if fv.rep is not None:
+            rep = pix[fv.rep]
         else:
-            if fv.rep is not None:
-                rep = pix[fv.rep]
-            else:
-                rep = np.empty(V, np.int64)
-                rep[fv.point_voxel] = pix
+            rep = np.empty(V, np.int64)
+            rep[fv.point_voxel] = pix
+        if HAVE_NUMBA and colors.dtype == np.uint8 and colors.ndim == 2 and colors.shape[1] == 3:
+            frame_colors = gather_rows_kernel(np.ascontiguousarray(colors), rep)
+        else:
             frame_colors = colors[rep]
         vlabel = fv.label if fv.label is not None else labels[rep].astype(np.int64)
         return self._integrate_voxels(fv, frame_colors, vlabel, stamp, observations, stats)

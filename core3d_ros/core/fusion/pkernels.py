@@ -1,9 +1,10 @@
 """Faster compiled kernels of the fusion engine, with results identical to the reference
 kernels in :mod:`.kernels` (tested against them on hand-made and real frames).
 
-- ``dbscan_kernel``: the frame's DBSCAN split (see :func:`.kernels._dbscan`) with its union-find
-  resolving each voxel's root once, and border voxels settled by looking only at the few voxels
-  that are not core (the reference rescans every voxel's neighbours).
+- ``dbscan_padded_kernel``: the frame's DBSCAN split (see :func:`.kernels._dbscan`) with a
+  branch-free neighbour search, its union-find resolving each voxel's root once, and border
+  voxels settled by looking only at the few voxels that are not core (the reference rescans
+  every voxel's neighbours).
 - ``block_neighbours_kernel``: the 27 neighbouring blocks of each frame block
   (:meth:`.blocks.FrameVoxels.block_neighbours` without numpy temporaries).
 - ``pair_codes_kernel``: the object pairs that share voxels, for the merge pass.
@@ -52,7 +53,7 @@ block_neighbours_kernel = _sjit(_block_neighbours)
 def _clusters(voxel, vlut, nbr, labels, offsets, delta, nbtab, degree, min_samples, min_size):
     """The DBSCAN split after its neighbour table (``nbtab``: (V, K) neighbour voxel or -1;
     ``degree``: neighbours per voxel): core voxels, their union-find, border voxels and the
-    segment numbers, as :func:`_dbscan` and :func:`_dbscan_padded` share them."""
+    segment numbers of :func:`_dbscan_padded`."""
     V = voxel.shape[0]
     K = offsets.shape[0]
     parent = np.arange(V)
@@ -143,56 +144,13 @@ def _clusters(voxel, vlut, nbr, labels, offsets, delta, nbtab, degree, min_sampl
 _cluster_stage = _sjit(_clusters) or _clusters
 
 
-def _dbscan(voxel, vlut, nbr, labels, offsets, min_samples, min_size):
-    """Same contract and result as :func:`.kernels._dbscan` (the reference), faster: the
-    neighbour table is written only for labelled voxels (no (V, K) fill), a neighbour inside
-    the voxel's own block (most of them) is found at a fixed cell distance without the
-    block-neighbour table, and the loops after the first skip unlabelled voxels."""
-    V = voxel.shape[0]
-    K = offsets.shape[0]
-    nbtab = np.empty((V, K), np.int32)
-    degree = np.zeros(V, np.int32)
-    delta = np.empty(K, np.int64)
-    for j in range(K):
-        delta[j] = offsets[j, 0] * 64 + offsets[j, 1] * 8 + offsets[j, 2]
-    for v in range(V):
-        lab = labels[v]
-        if lab <= 0:
-            continue
-        cell = voxel[v]
-        vb = cell >> 9
-        o = cell & 511
-        ox = o >> 6
-        oy = (o >> 3) & 7
-        oz = o & 7
-        for j in range(K):
-            lx = ox + offsets[j, 0]
-            ly = oy + offsets[j, 1]
-            lz = oz + offsets[j, 2]
-            if (lx | ly | lz) & ~7 == 0:  # inside the same block
-                u = vlut[cell + delta[j]]
-            else:
-                b = nbr[vb, ((lx >> 3) + 1) * 9 + ((ly >> 3) + 1) * 3 + ((lz >> 3) + 1)]
-                u = vlut[(b << 9) | ((lx & 7) << 6) | ((ly & 7) << 3) | (lz & 7)] if b >= 0 else -1
-            if u >= 0 and labels[u] == lab:
-                nbtab[v, j] = u
-                degree[v] += 1
-                degree[u] += 1
-            else:
-                nbtab[v, j] = -1
-    return _cluster_stage(voxel, vlut, nbr, labels, offsets, delta, nbtab, degree, min_samples, min_size)
-
-
-dbscan_kernel = _sjit(_dbscan)
-
-
 def _dbscan_padded(voxel, vlut, nbr, labels, offsets, min_samples, min_size):
-    """:func:`_dbscan` (same result) with a branch-free neighbour search: ``vlut`` carries one
-    more block of -1 after the frame's B blocks (the "absent" block) and ``nbr`` names block B
-    where a neighbouring block is absent (no -1), so every neighbour look-up is the same few
-    loads, with no test of whether it leaves the voxel's block or finds a voxel (those branches
-    go either way at random on a surface and cost most of the reference's time). Offsets must
-    lie in [-8, 8]. See :func:`dbscan_padded`."""
+    """:func:`.kernels._dbscan` (same result) with a branch-free neighbour search: ``vlut``
+    carries one more block of -1 after the frame's B blocks (the "absent" block) and ``nbr``
+    names block B where a neighbouring block is absent (no -1), so every neighbour look-up is
+    the same few loads, with no test of whether it leaves the voxel's block or finds a voxel
+    (those branches go either way at random on a surface and cost most of the reference's
+    time). Offsets must lie in [-8, 8]. See :func:`dbscan_padded`."""
     V = voxel.shape[0]
     K = offsets.shape[0]
     nbtab = np.empty((V, K), np.int32)
@@ -230,7 +188,7 @@ dbscan_padded_kernel = _sjit(_dbscan_padded)
 
 
 def dbscan_padded_args(voxel, vlut, nbr, labels, offsets, min_samples, min_size) -> tuple:
-    """:func:`_dbscan`'s arguments as :func:`_dbscan_padded` takes them: ``vlut`` may already
+    """:func:`.kernels._dbscan`'s arguments as :func:`_dbscan_padded` takes them: ``vlut`` may already
     hold the absent block (length at least (B + 1) * 512, as :func:`.pixels.depth_voxels` makes
     it); otherwise a padded copy is made."""
     B = nbr.shape[0]
@@ -243,7 +201,7 @@ def dbscan_padded_args(voxel, vlut, nbr, labels, offsets, min_samples, min_size)
 
 
 def dbscan_padded(voxel, vlut, nbr, labels, offsets, min_samples, min_size):
-    """:func:`_dbscan`'s arguments and result, run by :func:`_dbscan_padded` (see
+    """:func:`.kernels._dbscan`'s arguments and result, run by :func:`_dbscan_padded` (see
     :func:`dbscan_padded_args`)."""
     return dbscan_padded_kernel(*dbscan_padded_args(voxel, vlut, nbr, labels, offsets, min_samples, min_size))
 
@@ -278,21 +236,6 @@ def _pair_codes(rows, ids):
 
 
 pair_codes_kernel = _sjit(_pair_codes)
-
-
-def _gather_colors(colors, pix, rep):
-    """``colors[pix[rep]]`` for (N, 3) uint8 colours: each voxel's representative pixel's colour."""
-    V = rep.shape[0]
-    out = np.empty((V, 3), np.uint8)
-    for v in range(V):
-        p = pix[rep[v]]
-        out[v, 0] = colors[p, 0]
-        out[v, 1] = colors[p, 1]
-        out[v, 2] = colors[p, 2]
-    return out
-
-
-gather_colors_kernel = _sjit(_gather_colors)
 
 
 def _gather_rows(colors, rows):
