@@ -666,7 +666,11 @@ def test_publishing_does_not_hold_up_the_worker(ros_context, monkeypatch) -> Non
     """Fault 3: the worker waited for publishing and snapshots (same lock) and frames were
     dropped from the work queue with an idle worker. A real Mapper, with the part of snapshot
     building that runs outside the fusion lock made slow, every frame fused, the timer
-    publishing all the time: the 4-slot queue must drop nothing."""
+    publishing all the time: the queue must drop nothing.
+
+    With the fault the worker fused about one frame per 0.3 s build, so 30 frames in one second
+    overflow 8 slots many times over; without it, the 8 slots (0.27 s at 30 Hz) absorb a slow
+    frame on a loaded machine (a TSDF hash-map growth takes 60+ ms here)."""
     from core3d_ros.core.fusion.object_map import ObjectMap
 
     real_finish = ObjectMap.finish_snapshot
@@ -678,15 +682,17 @@ def test_publishing_does_not_hold_up_the_worker(ros_context, monkeypatch) -> Non
         return real_finish(self, *args, **kwargs)
 
     monkeypatch.setattr(ObjectMap, "finish_snapshot", slow_finish)
-    cfg = make_config(publish_period=0.05, work_queue=4)
+    cfg = make_config(publish_period=0.05, work_queue=8)
     cfg.embed.name = "none"
     cfg.keyframes.enabled = False  # every frame goes through fusion
     node = MappingNode(cfg, engine_factory=lambda c, m: FakeEngine(), context=ros_context)
     h = Harness(ros_context, node)
     try:
         h.subscribe(ObjectArray, "core3d/objects")
-        n = 30
-        for k in range(n):
+        h.send(0.5)  # first frame alone: the map's first allocations are not what is tested
+        assert wait_for(settled(node, 1), 30), node.counters()
+        n = 1 + 30
+        for k in range(n - 1):
             h.send(1.0 + k / 30)
             time.sleep(1 / 30)
         assert wait_for(settled(node, n), 30), node.counters()
