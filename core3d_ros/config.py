@@ -335,6 +335,7 @@ class RosConfig:
     max_pinned_frames: int = _p(4, "frames perception claimed, kept beyond the buffer until their observation is fused", (1, INT_MAX))
     publish_period: float = _p(1.0, "seconds between map publications", (0.001, INF))
     publish_points: bool = _p(True, "publish the map point cloud on core3d/cloud")
+    cloud_max_points: int = _p(500_000, "most points in one core3d/cloud message: a bigger map is thinned evenly (every 2nd, 4th, ... voxel of each object)", (1, INT_MAX))
     publish_surface: bool = _p(True, "publish changed TSDF blocks as markers on core3d/surface (needs geometry.enabled)")
     marker_style: str = _p("line_list", "object boxes in core3d/markers: line_list (wire frame) | cube")
     map_path: str = _p("", "load this map at start-up when set (relative: inside maps_dir)")

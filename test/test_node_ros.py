@@ -416,3 +416,37 @@ def test_object_messages_convert_only_what_changed() -> None:
     b2 = SimpleNamespace(id=2)  # object 2 changed (a new ObjectInfo), 1 left, 3 appeared
     assert msgs.update([b2, c]) == (["msg2", "msg3"], ["msg2", "msg3"], [1])
     assert built == [1, 2, 2, 3]
+
+
+def test_map_cloud_rebuilds_changed_objects_and_stays_under_its_bound(monkeypatch) -> None:
+    """core3d/cloud: unchanged objects are not rebuilt, an unchanged map publishes nothing,
+    and a map beyond ``max_points`` voxels is thinned evenly to at most that many."""
+    from core3d_ros.core.objects import ObjectInfo, OrientedBox
+    from core3d_ros.ros.publishing import MapCloud
+
+    built: list[int] = []
+    real = conv.object_cloud
+    monkeypatch.setattr(conv, "object_cloud", lambda obj, step=1: built.append(obj.id) or real(obj, step))
+
+    def obj(i: int, n: int) -> ObjectInfo:
+        pts = (np.arange(3 * n, dtype=np.float32).reshape(n, 3) + 1000 * i) * 0.01
+        return ObjectInfo(i, pts, np.zeros((n, 3), np.uint8), OrientedBox.from_points(pts), 1, 0.0, 0.0)
+
+    a, b = obj(1, 40), obj(2, 20)
+    cloud = MapCloud(max_points=100)
+    rec = cloud.update([a, b])
+    assert len(rec) == 60 and cloud.step == 1 and built == [1, 2]
+    np.testing.assert_array_equal(rec["x"][:40], a.points[:, 0])
+    assert np.all(rec["rgb"][40:] == conv.object_cloud(b)["rgb"][0])
+    built.clear()
+    assert cloud.update([a, b]) is None and built == []  # nothing changed: the latched cloud stands
+    b2 = obj(2, 30)
+    rec = cloud.update([a, b2])
+    assert len(rec) == 70 and built == [2]  # only the changed object
+    assert len(cloud.update([b2])) == 30  # one left
+    big = obj(3, 250)  # 280 voxels in all, over a bound of 100: every 4th voxel of each
+    rec = cloud.update([b2, big])
+    assert cloud.step == 4 and len(rec) == len(b2.points[::4]) + len(big.points[::4]) <= 100
+    np.testing.assert_array_equal(rec["y"][-len(big.points[::4]):], big.points[::4, 1])
+    msg = conv.records_to_cloud(rec, frame_id="map")
+    assert msg.width == len(rec) and msg.is_dense and len(msg.data) == 16 * len(rec)

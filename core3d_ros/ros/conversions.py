@@ -520,6 +520,12 @@ def points_to_cloud(
         if len(c) != n:
             raise ValueError(f"{len(c)} colours for {n} points")
         rec["rgb"] = (c[:, 0] << 16) | (c[:, 1] << 8) | c[:, 2]
+    return records_to_cloud(rec, frame_id=frame_id, stamp=stamp)
+
+
+def records_to_cloud(rec: np.ndarray, *, frame_id: str = "", stamp: Time | float = 0.0) -> PointCloud2:
+    """(N,) CLOUD_DTYPE records -> unorganised PointCloud2 (x, y, z, rgb)."""
+    n = len(rec)
     msg = PointCloud2()
     msg.header = make_header(frame_id, stamp)
     msg.height, msg.width = 1, n
@@ -527,7 +533,7 @@ def points_to_cloud(
     msg.is_bigendian = False
     msg.point_step = CLOUD_DTYPE.itemsize
     msg.row_step = CLOUD_DTYPE.itemsize * n
-    msg.is_dense = bool(np.all(np.isfinite(pts)))
+    msg.is_dense = bool(all(np.isfinite(rec[axis]).all() for axis in ("x", "y", "z")))
     msg.data = rec.tobytes()
     return msg
 
@@ -557,15 +563,25 @@ def cloud_to_arrays(msg: PointCloud2) -> tuple[np.ndarray, np.ndarray | None]:
     return pts, rgb
 
 
-def snapshot_to_cloud(snapshot: MapSnapshot, *, frame_id: str, stamp: Time | float = 0.0) -> PointCloud2:
-    """All objects' voxel centres, coloured by instance (deterministic colour per id)."""
-    objs = [o for o in snapshot.objects if len(o.points)]
-    if not objs:
-        return points_to_cloud(np.zeros((0, 3), np.float32), frame_id=frame_id, stamp=stamp)
-    points = np.concatenate([np.asarray(o.points, np.float32).reshape(-1, 3) for o in objs])
-    palette = np.array([instance_color(o.id) for o in objs], dtype=np.uint8)
-    colors = np.repeat(palette, [len(o.points) for o in objs], axis=0)
-    return points_to_cloud(points, colors, frame_id=frame_id, stamp=stamp)
+def snapshot_to_cloud(snapshot: MapSnapshot, *, frame_id: str, stamp: Time | float = 0.0, step: int = 1) -> PointCloud2:
+    """All objects' voxel centres (every ``step``-th of each), coloured by instance (a
+    deterministic colour per id)."""
+    return records_to_cloud(cloud_records([object_cloud(o, step) for o in snapshot.objects]), frame_id=frame_id, stamp=stamp)
+
+
+def object_cloud(obj: ObjectInfo, step: int = 1) -> np.ndarray:
+    """Every ``step``-th voxel centre of one object, in its instance colour, as CLOUD_DTYPE records."""
+    pts = np.asarray(obj.points, np.float32).reshape(-1, 3)[::step]
+    rec = np.empty(len(pts), CLOUD_DTYPE)
+    rec["x"], rec["y"], rec["z"] = pts[:, 0], pts[:, 1], pts[:, 2]
+    r, g, b = instance_color(obj.id)
+    rec["rgb"] = (r << 16) | (g << 8) | b
+    return rec
+
+
+def cloud_records(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """The records of several objects, in order, as one array."""
+    return np.concatenate(parts) if len(parts) else np.zeros(0, CLOUD_DTYPE)
 
 
 # --------------------------------------------------------------------------- objects

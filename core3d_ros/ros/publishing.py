@@ -11,6 +11,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -93,6 +94,35 @@ class ObjectMessages:
         self._cache = {}
 
 
+class MapCloud:
+    """The records of core3d/cloud, kept from one publication to the next. An object's records
+    are rebuilt when it changed; a map of more than ``max_points`` voxels is thinned to every
+    2nd, 4th, ... voxel of each object, and all records are rebuilt only when that step changes
+    (the map doubled or halved). A publication costs the changed objects and one copy of at
+    most ``max_points`` records, whatever the map's size."""
+
+    def __init__(self, max_points: int):
+        self.max_points = max(1, int(max_points))
+        self.step = 1
+        self._records = ObjectMessages(lambda obj: conv.object_cloud(obj, self.step))
+        self._published = False
+
+    def update(self, objects: list[ObjectInfo]) -> np.ndarray | None:
+        """Every object's records in snapshot order; None when nothing changed since the last call."""
+        total = sum(obj.num_voxels for obj in objects)
+        step = 1
+        while total > step * self.max_points:
+            step *= 2
+        if step != self.step:
+            self.step = step
+            self._records.clear()
+        every, changed, removed = self._records.update(objects)
+        if self._published and not changed and not removed:
+            return None
+        self._published = True
+        return conv.cloud_records(every)
+
+
 class MapPublisher:
     """Owns the output publishers; ``report()`` gives the values /diagnostics shows."""
 
@@ -119,6 +149,7 @@ class MapPublisher:
         self._query_hits: list[tuple[ObjectInfo, float]] | None = None  # of the last query, not yet published
         self._object_msgs = ObjectMessages(conv.object_to_msg)
         self._marker_msgs = ObjectMessages(self._markers_of)
+        self._cloud = MapCloud(ros.cloud_max_points)
         self._marker_subscribers = 0  # a new one gets every marker (DELETEALL first), the rest changes
 
     @property
@@ -146,7 +177,9 @@ class MapPublisher:
             self.objects_pub.publish(self._ObjectArray(header=header, objects=msgs))
         self._publish_markers(snap, header)
         if self.cloud_pub is not None and self.cloud_pub.get_subscription_count():
-            self.cloud_pub.publish(conv.snapshot_to_cloud(snap, frame_id=ros.map_frame, stamp=stamp))
+            records = self._cloud.update(snap.objects)
+            if records is not None:  # unchanged: the latched message stands
+                self.cloud_pub.publish(conv.records_to_cloud(records, frame_id=ros.map_frame, stamp=stamp))
         self.publish_surface(stamp)
         self._publish_pending_query_markers()
         self.diagnostics_pub.publish(self.diagnostics(stamp))
