@@ -655,6 +655,7 @@ REDKITCHEN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "7
 @pytest.mark.skipif(not REDKITCHEN.is_dir(), reason="needs ../shared/data/7scenes-redkitchen (the real RGB-D sequence)")
 def test_threaded_depth_voxels_equal_reference_on_real_frames():
     from core3d_ros.core.datasets import iter_frames, open_dataset
+    from core3d_ros.core.fusion import pkernels
     from core3d_ros.core.fusion.object_map import _ray_axes
     from core3d_ros.core.fusion.pixels import ThreadTeam, depth_voxels
 
@@ -672,6 +673,10 @@ def test_threaded_depth_voxels_equal_reference_on_real_frames():
                 assert got.status == "ok" and got.points == n
                 assert np.array_equal(got.blocks, blocks) and np.array_equal(got.voxel, vox)
                 assert np.array_equal(got.label, vlabel) and np.array_equal(got.rep, rep)
+                # the DBSCAN split on the team: the reference kernel's segments
+                fv = FrameVoxels.from_depth(got)
+                args = (fv.voxel, fv._vlut, fv.block_neighbours(), fv.label.astype(np.int64), neighbour_offsets(1.75), 3, 15)
+                assert np.array_equal(pkernels.dbscan_padded(*args, team=team), kernels.dbscan_kernel(*args))
     finally:
         team.close()
 
@@ -801,8 +806,10 @@ def test_gather_rows_kernel_equals_fancy_indexing():
 @pytest.mark.parametrize("seed,min_samples,eps", [(0, 1, 1.75), (1, 3, 1.75), (2, 5, 1.75), (3, 3, 2.5), (4, 4, 1.0), (5, 3, 1.75)])
 def test_padded_dbscan_equals_reference_kernels(seed, min_samples, eps):
     """Same segment of every voxel as kernels.dbscan_kernel, with the
-    voxel table padded (as the per-pixel stage makes it) and with an unpadded one (copied)."""
+    voxel table padded (as the per-pixel stage makes it) and with an unpadded one (copied), on
+    one to three threads."""
     from core3d_ros.core.fusion import pkernels
+    from core3d_ros.core.fusion.pixels import ThreadTeam
 
     rng = np.random.default_rng(seed)
     pts = np.unique(rng.integers(-6, 12, size=(9000, 3)), axis=0)
@@ -813,11 +820,16 @@ def test_padded_dbscan_equals_reference_kernels(seed, min_samples, eps):
     labels = rng.integers(0, 4, size=len(plain)).astype(np.int64)
     off = neighbour_offsets(eps)
     nbr = plain.block_neighbours()
+    teams = [ThreadTeam(t) for t in (1, 2, 3)]
     for min_size in (1, 4):
         ref = kernels.dbscan_kernel(plain.voxel, plain._vlut, nbr, labels, off, min_samples, min_size)
         assert np.array_equal(ref, pkernels.dbscan_padded(plain.voxel, plain._vlut, nbr, labels, off, min_samples, min_size))
-        assert np.array_equal(ref, pkernels.dbscan_padded(plain.voxel, padded_vlut, nbr, labels, off, min_samples, min_size))
+        for team in teams:  # the neighbour search in parts, the clusters beside other work
+            got, side = pkernels.dbscan_padded(plain.voxel, padded_vlut, nbr, labels, off, min_samples, min_size, team=team, beside=lambda: "side")
+            assert np.array_equal(ref, got) and side == "side", team.threads
         assert ref.max() >= 1
+    for team in teams:
+        team.close()
 
 
 @needs_numba

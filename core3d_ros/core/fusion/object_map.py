@@ -47,7 +47,7 @@ from ..objects import MapSnapshot, ObjectInfo, OrientedBox
 from .blocks import BLOCK_VOXELS, MAX_DENSE_BLOCK_CELLS, BlockHash, FrameVoxels, block_offsets
 from .kernels import HAVE_NUMBA, backproject_kernel, overlaps_kernel, vote_kernel, vote_part_kernel
 from .pixels import ThreadTeam, default_threads, depth_voxels
-from .pkernels import dbscan_padded_args, dbscan_padded_kernel, gather_rows_kernel, map_neighbour_rows_kernel, pair_codes_kernel
+from .pkernels import dbscan_padded, gather_rows_kernel, map_neighbour_rows_kernel, pair_codes_kernel
 from .split import label_dbscan, neighbour_offsets
 from .voxels import key_centers, pack, unpack, voxel_coords
 
@@ -694,19 +694,18 @@ class ObjectMap:
     def _segments(self, fv: FrameVoxels, vlabel: np.ndarray, beside=lambda: None):
         """Per frame voxel, its 3-D segment (-1: none): DBSCAN within each mask's voxels, parts
         smaller than ``min_segment_voxels`` dropped as noise. ``beside``: Python work that a
-        worker thread does while the compiled DBSCAN runs (in turn with one thread). Returns
-        (segments, beside's result)."""
+        worker thread does while the compiled clustering runs (in turn with one thread).
+        Returns (segments, beside's result)."""
         cfg = self.cfg
         V = len(vlabel)
         labelled = vlabel > 0
         if not labelled.any():
             return np.full(V, -1, np.int64), beside()
         if getattr(cfg, "dbscan_split", True) and HAVE_NUMBA:
-            args = dbscan_padded_args(
+            return dbscan_padded(
                 fv.voxel, fv._vlut, fv.block_neighbours(), vlabel, neighbour_offsets(cfg.dbscan_eps_voxels),
-                int(cfg.dbscan_min_samples), int(cfg.min_segment_voxels),
+                int(cfg.dbscan_min_samples), int(cfg.min_segment_voxels), team=self._team, beside=beside,
             )
-            return self._team.beside(dbscan_padded_kernel, args, beside)
         if getattr(cfg, "dbscan_split", True):
             members = np.flatnonzero(labelled)
             sub = np.full(V, -1, np.int64)

@@ -1,10 +1,10 @@
 """Faster compiled kernels of the fusion engine, with results identical to the reference
 kernels in :mod:`.kernels` (tested against them on hand-made and real frames).
 
-- ``dbscan_padded_kernel``: the frame's DBSCAN split (see :func:`.kernels._dbscan`) with a
-  branch-free neighbour search, its union-find resolving each voxel's root once, and border
-  voxels settled by looking only at the few voxels that are not core (the reference rescans
-  every voxel's neighbours).
+- ``dbscan_padded``: the frame's DBSCAN split (see :func:`.kernels._dbscan`) with a
+  branch-free neighbour search on several threads, its union-find resolving each voxel's root
+  once, and border voxels settled by looking only at the few voxels that are not core (the
+  reference rescans every voxel's neighbours).
 - ``block_neighbours_kernel``: the 27 neighbouring blocks of each frame block
   (:meth:`.blocks.FrameVoxels.block_neighbours` without numpy temporaries).
 - ``pair_codes_kernel``: the object pairs that share voxels, for the merge pass.
@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .kernels import HAVE_NUMBA
+from .pixels import ThreadTeam, _chunk
 
 if HAVE_NUMBA:
     import numba
@@ -51,9 +52,9 @@ block_neighbours_kernel = _sjit(_block_neighbours)
 
 
 def _clusters(voxel, vlut, nbr, labels, offsets, delta, nbtab, degree, min_samples, min_size):
-    """The DBSCAN split after its neighbour table (``nbtab``: (V, K) neighbour voxel or -1;
-    ``degree``: neighbours per voxel): core voxels, their union-find, border voxels and the
-    segment numbers of :func:`_dbscan_padded`."""
+    """The DBSCAN split after its neighbour search (``nbtab``: (V, K) neighbour voxel or -1;
+    ``degree``: neighbours per voxel; ``delta[j]``: offset j in a block's voxel table): core
+    voxels, their union-find, border voxels and the segment numbers of :func:`dbscan_padded`."""
     V = voxel.shape[0]
     K = offsets.shape[0]
     parent = np.arange(V)
@@ -141,26 +142,24 @@ def _clusters(voxel, vlut, nbr, labels, offsets, delta, nbtab, degree, min_sampl
     return out
 
 
-_cluster_stage = _sjit(_clusters) or _clusters
+cluster_kernel = _sjit(_clusters)
 
 
-def _dbscan_padded(voxel, vlut, nbr, labels, offsets, min_samples, min_size):
-    """:func:`.kernels._dbscan` (same result) with a branch-free neighbour search: ``vlut``
-    carries one more block of -1 after the frame's B blocks (the "absent" block) and ``nbr``
-    names block B where a neighbouring block is absent (no -1), so every neighbour look-up is
-    the same few loads, with no test of whether it leaves the voxel's block or finds a voxel
-    (those branches go either way at random on a surface and cost most of the reference's
-    time). Offsets must lie in [-8, 8]. See :func:`dbscan_padded`."""
+def _neighbours(k, T, voxel, vlut, nbr, labels, offsets, nbtab, degrees):
+    """Part k of T of the DBSCAN split's neighbour search, branch-free: ``vlut`` carries one
+    more block of -1 after the frame's B blocks (the "absent" block) and ``nbr`` names block B
+    where a neighbouring block is absent (no -1), so every look-up is the same few loads, with
+    no test of whether it leaves the voxel's block or finds a voxel (those branches go either
+    way at random on a surface and cost most of the reference's time). For the voxels of range
+    k: ``nbtab[v, j]``, the neighbour at offset j with v's label (or -1); each pair found counts
+    for both ends in this part's own row ``degrees[k]`` (summed over the parts by the caller),
+    so no two threads write one array. Offsets must lie in [-8, 8]."""
     V = voxel.shape[0]
     K = offsets.shape[0]
-    nbtab = np.empty((V, K), np.int32)
-    degree = np.zeros(V, np.int32)
-    delta = np.empty(K, np.int64)
-    for j in range(K):
-        delta[j] = offsets[j, 0] * 64 + offsets[j, 1] * 8 + offsets[j, 2]
-    if V == 0:
-        return np.zeros(0, np.int64)
-    for v in range(V):
+    a, b = _chunk(V, k, T)
+    degree = degrees[k]
+    degree[:] = 0
+    for v in range(a, b):
         lab = labels[v]
         if lab <= 0:
             continue
@@ -174,36 +173,46 @@ def _dbscan_padded(voxel, vlut, nbr, labels, offsets, min_samples, min_size):
             lx = ox + offsets[j, 0]
             ly = oy + offsets[j, 1]
             lz = oz + offsets[j, 2]
-            b = nbr[vb, ((lx >> 3) + 1) * 9 + ((ly >> 3) + 1) * 3 + ((lz >> 3) + 1)]
-            u = vlut[(b << 9) | ((lx & 7) << 6) | ((ly & 7) << 3) | (lz & 7)]
+            bb = nbr[vb, ((lx >> 3) + 1) * 9 + ((ly >> 3) + 1) * 3 + ((lz >> 3) + 1)]
+            u = vlut[(bb << 9) | ((lx & 7) << 6) | ((ly & 7) << 3) | (lz & 7)]
             uu = max(u, 0)
             m = (u >= 0) & (labels[uu] == lab)
             nbtab[v, j] = u if m else -1
             degree[v] += m
             degree[uu] += m  # adds 0 to voxel 0 when there is no neighbour
-    return _cluster_stage(voxel, vlut, nbr, labels, offsets, delta, nbtab, degree, min_samples, min_size)
 
 
-dbscan_padded_kernel = _sjit(_dbscan_padded)
+neighbours_kernel = _sjit(_neighbours)
 
 
-def dbscan_padded_args(voxel, vlut, nbr, labels, offsets, min_samples, min_size) -> tuple:
-    """:func:`.kernels._dbscan`'s arguments as :func:`_dbscan_padded` takes them: ``vlut`` may already
-    hold the absent block (length at least (B + 1) * 512, as :func:`.pixels.depth_voxels` makes
-    it); otherwise a padded copy is made."""
+def dbscan_padded(voxel, vlut, nbr, labels, offsets, min_samples, min_size, team: ThreadTeam | None = None, beside=None):
+    """:func:`.kernels._dbscan`'s arguments and result (the same segments, numbering included).
+    The neighbour search runs on the ``team``'s threads (one part of the voxels each); the
+    clusters (union-find, border voxels, numbering) on this thread while a worker runs
+    ``beside()`` (Python). Returns the segments, or (segments, beside's result) when ``beside``
+    is given. Without a team: one thread, in turn. ``vlut`` may hold the absent block (length
+    at least (B + 1) * 512, as :func:`.pixels.depth_voxels` makes it); otherwise a padded copy
+    is made."""
     B = nbr.shape[0]
-    if vlut.shape[0] < (B + 1) * 512:
+    if vlut.shape[0] < (B + 1) * 512:  # depth_voxels makes it with the absent block; else a copy
         padded = np.full((B + 1) * 512, -1, np.int32)
         padded[: B * 512] = vlut[: B * 512]
         vlut = padded
     nbr = np.where(nbr >= 0, nbr, B)
-    return voxel, vlut, nbr, labels, offsets, min_samples, min_size
-
-
-def dbscan_padded(voxel, vlut, nbr, labels, offsets, min_samples, min_size):
-    """:func:`.kernels._dbscan`'s arguments and result, run by :func:`_dbscan_padded` (see
-    :func:`dbscan_padded_args`)."""
-    return dbscan_padded_kernel(*dbscan_padded_args(voxel, vlut, nbr, labels, offsets, min_samples, min_size))
+    team = team or ThreadTeam(1)
+    V, K = voxel.shape[0], offsets.shape[0]
+    side = beside or (lambda: None)
+    if V == 0:
+        out = (np.zeros(0, np.int64), side())
+    else:
+        nbtab = team.scratch("dbscan_nbtab", (V, K))
+        degrees = team.scratch("dbscan_degrees", (team.threads, V))
+        team.run(neighbours_kernel, voxel, vlut, nbr, labels, offsets, nbtab, degrees)
+        degree = degrees[0] if team.threads == 1 else degrees.sum(axis=0, dtype=np.int32)
+        delta = (offsets[:, 0] * 64 + offsets[:, 1] * 8 + offsets[:, 2]).astype(np.int64)
+        args = (voxel, vlut, nbr, labels, offsets, delta, nbtab, degree, min_samples, min_size)
+        out = team.beside(cluster_kernel, args, side)
+    return out if beside is not None else out[0]
 
 
 def _pair_codes(rows, ids):
