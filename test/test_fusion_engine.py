@@ -845,3 +845,36 @@ def test_padded_dbscan_hand_case():
     assert dict(zip(fv.voxel_coords()[:, 0].tolist(), seg.tolist())) == {6: 0, 7: 0, 8: 0, 9: 0, 0: 1, 1: 1, 2: 1, 3: 1, 12: -1}
     empty = np.zeros(0, np.int64)
     assert len(pkernels.dbscan_padded(empty, np.full(512, -1, np.int32), np.zeros((0, 27), np.int64), empty, neighbour_offsets(1.75), 3, 1)) == 0
+
+
+@needs_numba
+def test_warm_up_reaches_every_kernel():
+    """After warm_up, fusing a room (associations, hidden sides, votes, merge passes) compiles
+    nothing more: a first real frame must not pay a kernel's compilation (0.2-0.7 s each on a
+    cold cache). In a fresh process, so that other tests' frames do not count."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+from core3d_ros.config import FusionConfig
+from core3d_ros.core.datasets.synthetic import make_scene
+from core3d_ros.core.fusion import object_map as om
+
+def compiled():
+    return {f"{n}.{k}": len(v.signatures) for n, m in list(sys.modules.items()) if n.startswith("core3d_ros")
+            for k, v in vars(m).items() if hasattr(v, "signatures") and hasattr(v, "py_func")}
+
+om.warm_up(FusionConfig())
+before = compiled()
+scene = make_scene(seed=1, num_frames=24)
+omap = om.ObjectMap(FusionConfig(merge_interval=4))
+for i in range(len(scene)):
+    f = scene[i]
+    omap.integrate_frame(f.depth, f.intrinsics, f.pose, f.rgb, f.instance_ids.astype("uint16"), float(i))
+assert omap.frames == 24 and omap.num_voxels > 0
+print(sorted(k for k, v in compiled().items() if v != before.get(k, 0)))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout[-2000:]
