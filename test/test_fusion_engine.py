@@ -616,7 +616,8 @@ def _depth_image(rng, h, w, holes=0.3):
 def test_threaded_depth_voxels_equal_reference(seed, threads):
     """Same blocks, voxels (and their order), last pixels, majority labels and voxel table as the
     one-thread reference, for any number of threads."""
-    from core3d_ros.core.fusion.pixels import ThreadTeam, depth_voxels
+    from core3d_ros.core.fusion.pixels import depth_voxels
+    from core3d_ros.core.fusion.team import ThreadTeam
 
     rng = np.random.default_rng(seed)
     h, w = (48, 64) if seed % 2 else (120, 160)
@@ -630,12 +631,12 @@ def test_threaded_depth_voxels_equal_reference(seed, threads):
     labels[: h // 2, : w // 2] = 2  # a large region of one label, as masks give
     team = ThreadTeam(threads)
     if seed == 0:
-        team.vlut_row = 512  # one block per thread's voxel table: the stage must grow it and redo the pass
+        team.sizes["vlut_row"] = 512  # one block per thread's voxel table: the stage must grow it and redo the pass
     try:
         got = depth_voxels(team, depth, rxs, rys, M, t, labels.reshape(-1), 1, (1 << 20) - 9, 1 << 22)
     finally:
         team.close()
-    assert seed != 0 or team.vlut_row > 512
+    assert seed != 0 or team.sizes["vlut_row"] > 512
     n, blocks, vox, vlabel, rep, vlut = _reference_depth_voxels(depth, rxs, rys, M, t, labels)
     assert got.status == "ok" and got.points == n == int(np.count_nonzero(depth > 0))
     assert np.array_equal(got.blocks, blocks)
@@ -657,7 +658,8 @@ def test_threaded_depth_voxels_equal_reference_on_real_frames():
     from core3d_ros.core.datasets import iter_frames, open_dataset
     from core3d_ros.core.fusion import pkernels
     from core3d_ros.core.fusion.object_map import _ray_axes
-    from core3d_ros.core.fusion.pixels import ThreadTeam, depth_voxels
+    from core3d_ros.core.fusion.pixels import depth_voxels
+    from core3d_ros.core.fusion.team import ThreadTeam
 
     frames = list(iter_frames(open_dataset(str(REDKITCHEN), max_frames=40), []))[::8]
     team = ThreadTeam(2)
@@ -704,7 +706,8 @@ def test_fusion_threads_give_the_same_map():
 def test_depth_voxels_hand_case():
     """Four pixels of a 1x4 image, identity pose, 1 m voxels: pixel 0 and 3 at voxel (0, 0, 2),
     pixel 1 without depth, pixel 2 at voxel (9, 0, 2) (another block). Labels 1, 5, 2, 1."""
-    from core3d_ros.core.fusion.pixels import ThreadTeam, depth_voxels
+    from core3d_ros.core.fusion.pixels import depth_voxels
+    from core3d_ros.core.fusion.team import ThreadTeam
 
     depth = np.array([[2.5, 0.0, 2.5, 2.5]], np.float32)
     rxs = np.array([0.1, 0.0, 3.7, 0.2], np.float32)  # x = rx * z: 0.25, -, 9.25, 0.5
@@ -720,7 +723,8 @@ def test_depth_voxels_hand_case():
 
 @needs_numba
 def test_depth_voxels_refusals():
-    from core3d_ros.core.fusion.pixels import ThreadTeam, depth_voxels
+    from core3d_ros.core.fusion.pixels import depth_voxels
+    from core3d_ros.core.fusion.team import ThreadTeam
 
     team = ThreadTeam(2)
     rxs, rys, lab = np.zeros(4, np.float32), np.zeros(1, np.float32), np.zeros(4, np.uint16)
@@ -809,7 +813,7 @@ def test_padded_dbscan_equals_reference_kernels(seed, min_samples, eps):
     voxel table padded (as the per-pixel stage makes it) and with an unpadded one (copied), on
     one to three threads."""
     from core3d_ros.core.fusion import pkernels
-    from core3d_ros.core.fusion.pixels import ThreadTeam
+    from core3d_ros.core.fusion.team import ThreadTeam
 
     rng = np.random.default_rng(seed)
     pts = np.unique(rng.integers(-6, 12, size=(9000, 3)), axis=0)

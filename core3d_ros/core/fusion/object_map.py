@@ -46,9 +46,10 @@ from ...config import FusionConfig
 from ..objects import MapSnapshot, ObjectInfo, OrientedBox
 from .blocks import BLOCK_VOXELS, MAX_DENSE_BLOCK_CELLS, BlockHash, FrameVoxels, block_offsets
 from .kernels import HAVE_NUMBA, backproject_kernel, overlaps_kernel, vote_kernel, vote_part_kernel
-from .pixels import ThreadTeam, default_threads, depth_voxels
+from .pixels import depth_voxels
 from .pkernels import dbscan_padded, gather_rows_kernel, map_neighbour_rows_kernel, pair_codes_kernel
 from .split import label_dbscan, neighbour_offsets
+from .team import ThreadTeam, default_threads
 from .voxels import key_centers, pack, unpack, voxel_coords
 
 MAX_COORD = (1 << 20) - 1  # packable voxel coordinate range (21 bits per axis)

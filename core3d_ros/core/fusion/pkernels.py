@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .kernels import HAVE_NUMBA
-from .pixels import ThreadTeam, _chunk
+from .team import ThreadTeam, chunk
 
 if HAVE_NUMBA:
     import numba
@@ -156,7 +156,7 @@ def _neighbours(k, T, voxel, vlut, nbr, labels, offsets, nbtab, degrees):
     so no two threads write one array. Offsets must lie in [-8, 8]."""
     V = voxel.shape[0]
     K = offsets.shape[0]
-    a, b = _chunk(V, k, T)
+    a, b = chunk(V, k, T)
     degree = degrees[k]
     degree[:] = 0
     for v in range(a, b):
