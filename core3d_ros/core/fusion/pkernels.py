@@ -2,9 +2,10 @@
 kernels in :mod:`.kernels` (tested against them on hand-made and real frames).
 
 - ``dbscan_padded``: the frame's DBSCAN split (see :func:`.kernels._dbscan`) with a
-  branch-free neighbour search on several threads, its union-find resolving each voxel's root
-  once, and border voxels settled by looking only at the few voxels that are not core (the
-  reference rescans every voxel's neighbours).
+  branch-free neighbour search on several threads that packs each voxel's neighbours, a
+  union-find over only those, resolving each voxel's root once, and border voxels settled by
+  looking only at the few voxels that are not core (the reference rescans every voxel's
+  neighbours).
 - ``block_neighbours_kernel``: the 27 neighbouring blocks of each frame block
   (:meth:`.blocks.FrameVoxels.block_neighbours` without numpy temporaries).
 - ``pair_codes_kernel``: the object pairs that share voxels, for the merge pass.
