@@ -722,6 +722,47 @@ def test_depth_voxels_hand_case():
 
 
 @needs_numba
+def test_depth_voxels_votes_runs_as_their_pixels():
+    """Runs of pixels with one label are voted on at once: for label sequences with runs
+    longer, as long as and shorter than the votes against them, interrupted by pixels without
+    depth and by another voxel, the label is the pixel-by-pixel Boyer-Moore candidate."""
+    from core3d_ros.core.fusion.pixels import depth_voxels
+    from core3d_ros.core.fusion.team import ThreadTeam
+
+    def boyer_moore(seq):
+        cand, votes = 0, 0
+        for x in seq:
+            if votes == 0:
+                cand, votes = x, 1
+            else:
+                votes += 1 if x == cand else -1
+        return cand
+
+    rng = np.random.default_rng(7)
+    cases = [[1, 1, 1, 2, 2, 2], [1, 1, 2, 2, 2], [1, 1, 1, 2, 2, 3], [2, 1, 1, 3, 3, 3, 3, 1], [4] * 5 + [5] * 9 + [4] * 3]
+    cases += [rng.choice([1, 2, 3], size=int(rng.integers(1, 30)), p=[0.5, 0.3, 0.2]).tolist() for _ in range(200)]
+    cases += [np.repeat(rng.integers(1, 4, 8), rng.integers(1, 6, 8)).tolist() for _ in range(200)]
+    teams = [ThreadTeam(1), ThreadTeam(2)]
+    for seq in cases:
+        n = len(seq)
+        # pixels of one voxel (x = 0.5), one in four without depth, every fifth in another voxel
+        depth = np.full((1, 2 * n), 2.5, np.float32)
+        depth[0, 3::4] = 0.0
+        rxs = np.full(2 * n, 0.2, np.float32)
+        rxs[4::5] = 3.7
+        mine = np.flatnonzero((depth[0] > 0) & (rxs == np.float32(0.2)))[:n]
+        labels = np.full(2 * n, 9, np.uint16)
+        labels[mine] = seq
+        for team in teams:
+            got = depth_voxels(team, depth, rxs, np.zeros(1, np.float32), np.eye(3), np.zeros(3), labels, 1, (1 << 20) - 9, 1 << 22)
+            vox = int(np.flatnonzero(got.voxel == ((0 << 6) | 2))[0])  # voxel (0, 0, 2) of block 0
+            own = labels[(depth[0] > 0) & (rxs == np.float32(0.2))]
+            assert got.label[vox] == boyer_moore(own.tolist()), (seq, team.threads)
+    for team in teams:
+        team.close()
+
+
+@needs_numba
 def test_depth_voxels_refusals():
     from core3d_ros.core.fusion.pixels import depth_voxels
     from core3d_ros.core.fusion.team import ThreadTeam
