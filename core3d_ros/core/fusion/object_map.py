@@ -47,7 +47,7 @@ from ..objects import MapSnapshot, ObjectInfo, OrientedBox
 from .blocks import BLOCK_VOXELS, MAX_DENSE_BLOCK_CELLS, BlockHash, FrameVoxels, block_offsets
 from .kernels import HAVE_NUMBA, backproject_kernel, overlaps_kernel, vote_kernel, vote_part_kernel
 from .pixels import depth_voxels
-from .pkernels import dbscan_padded, gather_rows_kernel, map_neighbour_rows_kernel, pair_codes_kernel
+from .pkernels import dbscan_padded, gather_rows_kernel, map_neighbour_rows_kernel, pair_codes_kernel, voxel_rows_kernel
 from .split import label_dbscan, neighbour_offsets
 from .team import ThreadTeam, default_threads
 from .voxels import key_centers, pack, unpack, voxel_coords
@@ -468,6 +468,8 @@ class ObjectMap:
 
         def map_rows():
             fblock_num = self._blocks.find(fv.blocks)
+            if HAVE_NUMBA:  # compiled: no (V,) temporaries, and it leaves the interpreter lock
+                return fblock_num, voxel_rows_kernel(fblock_num, vb, vo, self._btable)
             return fblock_num, self._rows_of_blocks(fblock_num[vb], vo)
 
         seg, (fblock_num, rows) = self._segments(fv, vlabel, beside=map_rows)

@@ -270,6 +270,20 @@ def _gather_rows(colors, rows):
 gather_rows_kernel = _sjit(_gather_rows)
 
 
+def _voxel_rows(block_number, voxel_block, voxel_offset, btable):
+    """Map row of each frame voxel: ``btable[block_number[voxel_block[v]], voxel_offset[v]]``,
+    -1 where its block is not in the map (``block_number`` -1)."""
+    V = voxel_block.shape[0]
+    out = np.empty(V, np.int64)
+    for v in range(V):
+        b = block_number[voxel_block[v]]
+        out[v] = btable[b, voxel_offset[v]] if b >= 0 else -1
+    return out
+
+
+voxel_rows_kernel = _sjit(_voxel_rows)
+
+
 def _map_neighbour_rows(cells, map_nbr, btable, offsets):
     """(M, K) map row of the voxel at each of the K offsets (components in [-8, 8]) from each
     frame voxel (``cells``: frame block << 9 | offset), -1 where the map has none;
