@@ -97,9 +97,10 @@ class ObjectMessages:
 class MapCloud:
     """The records of core3d/cloud, kept from one publication to the next. An object's records
     are rebuilt when it changed; a map of more than ``max_points`` voxels is thinned to every
-    2nd, 4th, ... voxel of each object, and all records are rebuilt only when that step changes
-    (the map doubled or halved). A publication costs the changed objects and one copy of at
-    most ``max_points`` records, whatever the map's size."""
+    2nd, 4th, ... voxel of each object (at most ``max_points`` in all, unless the map has more
+    objects than that: one each), and all records are rebuilt only when that step changes (the
+    map doubled or halved). A publication costs the changed objects and one copy of the
+    records, whatever the map's size."""
 
     def __init__(self, max_points: int):
         self.max_points = max(1, int(max_points))
@@ -109,9 +110,9 @@ class MapCloud:
 
     def update(self, objects: list[ObjectInfo]) -> np.ndarray | None:
         """Every object's records in snapshot order; None when nothing changed since the last call."""
-        total = sum(obj.num_voxels for obj in objects)
+        sizes = [obj.num_voxels for obj in objects]
         step = 1
-        while total > step * self.max_points:
+        while sum((n + step - 1) // step for n in sizes) > self.max_points and step < max(sizes, default=1):
             step *= 2
         if step != self.step:
             self.step = step
