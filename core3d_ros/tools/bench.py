@@ -112,7 +112,7 @@ def bench_fusion(
     omap = ObjectMap(cfg.fusion)
     peer = Open3DTSDF(cfg.fusion.voxel_size, cfg.depth.max_depth)
     seg_ms, ours_ms, peer_ms, strides, points_n, masks_n = [], [], [], [], [], []
-    ours_cpu, peer_cpu = [], []  # process CPU time: Open3D integrates on every core, we on one
+    ours_cpu, peer_cpu = [], []  # process CPU time (all threads): the work done, whatever the cores used
     # Warm-up outside the timing, for both: loads our compiled kernels (numba cache) and
     # Open3D's first allocations; neither map keeps anything from it.
     # warm_up also compiles the merge pass's kernels, which a single frame does not reach (the
