@@ -58,7 +58,14 @@ def _env() -> dict[str, str]:
 
 
 def ros2(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
-    return subprocess.run(["ros2", *args], env=_env(), capture_output=True, text=True, timeout=timeout)
+    """Run the ros2 command. Without the daemon each call discovers the graph anew within its
+    spin time, which a loaded machine can overrun ("Node not found"): such a call is repeated,
+    three times at most; any other failure is returned as it is."""
+    for _ in range(3):
+        r = subprocess.run(["ros2", *args], env=_env(), capture_output=True, text=True, timeout=timeout)
+        if not (r.returncode != 0 and "--no-daemon" in args and "Node not found" in r.stderr):
+            return r
+    return r
 
 
 class Launch:
