@@ -52,11 +52,27 @@ def _block_neighbours(blocks, cell_block, lo, dims):
 block_neighbours_kernel = _sjit(_block_neighbours)
 
 
-def _clusters(voxel, vlut, nbr, labels, offsets, delta, nbtab, nboff, nfwd, degree, min_samples, min_size):
+def _step(cell, dx, dy, dz):
+    """The voxel at offset (dx, dy, dz), each in [-8, 8], from ``cell`` (block << 9 | offset
+    in the block): (column of its block among the 27 around the cell's block, as
+    ``block_neighbours`` numbers them, (sx+1)*9 + (sy+1)*3 + (sz+1); its offset in that block)."""
+    o = cell & 511
+    lx = (o >> 6) + dx
+    ly = ((o >> 3) & 7) + dy
+    lz = (o & 7) + dz
+    return ((lx >> 3) + 1) * 9 + ((ly >> 3) + 1) * 3 + ((lz >> 3) + 1), ((lx & 7) << 6) | ((ly & 7) << 3) | (lz & 7)
+
+
+if HAVE_NUMBA:
+    _step = numba.njit(cache=True, nogil=True, inline="always")(_step)
+
+
+def _clusters(voxel, vlut, nbr, labels, offsets, nbtab, nboff, nfwd, degree, min_samples, min_size):
     """The DBSCAN split after its neighbour search (``nbtab[v, :nfwd[v]]``: v's neighbours at
     the forward offsets, in offset order, and ``nboff`` their offsets' numbers; ``degree``:
-    neighbours per voxel; ``delta[j]``: offset j in a block's voxel table): core voxels, their
-    union-find, border voxels and the segment numbers of :func:`dbscan_padded`."""
+    neighbours per voxel; ``vlut`` and ``nbr`` padded with the absent block, as
+    :func:`_neighbours` takes them): core voxels, their union-find, border voxels and the
+    segment numbers of :func:`dbscan_padded`."""
     V = voxel.shape[0]
     K = offsets.shape[0]
     parent = np.arange(V)
@@ -106,20 +122,9 @@ def _clusters(voxel, vlut, nbr, labels, offsets, delta, nbtab, nboff, nfwd, degr
                 best = u
                 break
         cell = voxel[x]
-        vb = cell >> 9
-        o = cell & 511
-        ox = o >> 6
-        oy = (o >> 3) & 7
-        oz = o & 7
-        for j in range(K):
-            lx = ox - offsets[j, 0]
-            ly = oy - offsets[j, 1]
-            lz = oz - offsets[j, 2]
-            if (lx | ly | lz) & ~7 == 0:
-                u = vlut[cell - delta[j]]
-            else:
-                b = nbr[vb, ((lx >> 3) + 1) * 9 + ((ly >> 3) + 1) * 3 + ((lz >> 3) + 1)]
-                u = vlut[(b << 9) | ((lx & 7) << 6) | ((ly & 7) << 3) | (lz & 7)] if b >= 0 else -1
+        for j in range(K):  # the voxels that have x at offset j: x - offset j
+            col, off = _step(cell, -offsets[j, 0], -offsets[j, 1], -offsets[j, 2])
+            u = vlut[(nbr[cell >> 9, col] << 9) | off]
             if u >= 0 and core[u] and labels[u] == lab:
                 kk = np.int64(u) * K + j
                 if kk < key:
@@ -168,16 +173,9 @@ def _neighbours(k, T, voxel, vlut, nbr, labels, offsets, nbtab, nboff, nfwd, deg
         if lab > 0:
             cell = voxel[v]
             vb = cell >> 9
-            o = cell & 511
-            ox = o >> 6
-            oy = (o >> 3) & 7
-            oz = o & 7
             for j in range(K):
-                lx = ox + offsets[j, 0]
-                ly = oy + offsets[j, 1]
-                lz = oz + offsets[j, 2]
-                bb = nbr[vb, ((lx >> 3) + 1) * 9 + ((ly >> 3) + 1) * 3 + ((lz >> 3) + 1)]
-                u = vlut[(bb << 9) | ((lx & 7) << 6) | ((ly & 7) << 3) | (lz & 7)]
+                col, off = _step(cell, offsets[j, 0], offsets[j, 1], offsets[j, 2])
+                u = vlut[(nbr[vb, col] << 9) | off]
                 uu = max(u, 0)
                 m = (u >= 0) & (labels[uu] == lab)
                 nbtab[v, n] = uu  # kept only when m (n moves on): no branch
@@ -217,8 +215,7 @@ def dbscan_padded(voxel, vlut, nbr, labels, offsets, min_samples, min_size, team
         degrees = team.scratch("dbscan_degrees", (team.threads, V))
         team.run(neighbours_kernel, voxel, vlut, nbr, labels, offsets, nbtab, nboff, nfwd, degrees)
         degree = degrees[0] if team.threads == 1 else degrees.sum(axis=0, dtype=np.int32)
-        delta = (offsets[:, 0] * 64 + offsets[:, 1] * 8 + offsets[:, 2]).astype(np.int64)
-        args = (voxel, vlut, nbr, labels, offsets, delta, nbtab, nboff, nfwd, degree, min_samples, min_size)
+        args = (voxel, vlut, nbr, labels, offsets, nbtab, nboff, nfwd, degree, min_samples, min_size)
         out = team.beside(cluster_kernel, args, side)
     return out if beside is not None else out[0]
 
@@ -295,17 +292,10 @@ def _map_neighbour_rows(cells, map_nbr, btable, offsets):
     out = np.empty((M, K), np.int64)
     for i in range(M):
         cell = cells[i]
-        fb = cell >> 9
-        o = cell & 511
-        ox = o >> 6
-        oy = (o >> 3) & 7
-        oz = o & 7
         for j in range(K):
-            lx = ox + offsets[j, 0]
-            ly = oy + offsets[j, 1]
-            lz = oz + offsets[j, 2]
-            mb = map_nbr[fb, ((lx >> 3) + 1) * 9 + ((ly >> 3) + 1) * 3 + ((lz >> 3) + 1)]
-            out[i, j] = btable[mb, ((lx & 7) << 6) | ((ly & 7) << 3) | (lz & 7)] if mb >= 0 else -1
+            col, off = _step(cell, offsets[j, 0], offsets[j, 1], offsets[j, 2])
+            mb = map_nbr[cell >> 9, col]
+            out[i, j] = btable[mb, off] if mb >= 0 else -1
     return out
 
 
