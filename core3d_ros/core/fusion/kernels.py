@@ -24,6 +24,17 @@ def _jit(fn, fastmath=True):
     return numba.njit(cache=True, nogil=True, fastmath=fastmath)(fn)
 
 
+def chunk(n, k, T):
+    """Range k of T equal parts of 0..n (rows, pixels, voxels or rows of the map): (start, stop)."""
+    step = (n + T - 1) // T
+    a = min(n, k * step)
+    return a, min(n, a + step)
+
+
+if HAVE_NUMBA:
+    chunk = numba.njit(cache=True, nogil=True, inline="always")(chunk)
+
+
 def _backproject(depth_flat, rx, ry, M, t, cx, cy, cz, index):
     """Valid pixels of a (sub-sampled, flattened) depth image -> voxel coordinates (world / voxel
     size, floored) as three int32 rows, the pixels' indices, and the smallest and largest
@@ -301,10 +312,7 @@ def _vote(rows, oid, ids, hits, owner, colors, color_n, frame_colors, max_weight
 def _vote_part(k, T, rows, oid, ids, hits, owner, colors, color_n, frame_colors, max_weight, g_rows, g_ids, lost, o_old, o_new, counts):
     """Range k of T of the rows (thread k of a team): :func:`_vote_range`, its counts in
     ``counts[k]``."""
-    R = rows.shape[0]
-    step = (R + T - 1) // T
-    a = min(R, k * step)
-    b = min(R, a + step)
+    a, b = chunk(rows.shape[0], k, T)
     ng, nl, no = _vote_range(a, b, rows, oid, ids, hits, owner, colors, color_n, frame_colors, max_weight, g_rows, g_ids, lost, o_old, o_new)
     counts[k, 0] = ng
     counts[k, 1] = nl

@@ -45,7 +45,7 @@ import numpy as np
 from ...config import FusionConfig
 from ..objects import MapSnapshot, ObjectInfo, OrientedBox
 from .blocks import BLOCK_VOXELS, MAX_DENSE_BLOCK_CELLS, BlockHash, FrameVoxels, block_offsets
-from .kernels import HAVE_NUMBA, backproject_kernel, overlaps_kernel, vote_kernel, vote_part_kernel
+from .kernels import HAVE_NUMBA, backproject_kernel, chunk, overlaps_kernel, vote_kernel, vote_part_kernel
 from .pixels import depth_voxels
 from .pkernels import dbscan_padded, gather_rows_kernel, map_neighbour_rows_kernel, pair_codes_kernel, voxel_rows_kernel
 from .split import label_dbscan, neighbour_offsets
@@ -887,8 +887,7 @@ class ObjectMap:
             out = (np.empty(R, np.int64),) + tuple(np.empty(R, np.int32) for _ in range(4))
             counts = np.zeros((T, 3), np.int64)
             self._team.run(vote_part_kernel, *args, *out, counts)
-            step = (R + T - 1) // T
-            starts = [min(R, k * step) for k in range(T)]
+            starts = [chunk(R, k, T)[0] for k in range(T)]
             pick = lambda a, col: np.concatenate([a[s : s + int(counts[k, col])] for k, s in enumerate(starts)])
             g_rows, g_ids = pick(out[0], 0), pick(out[1], 0)
             lost = pick(out[2], 1)

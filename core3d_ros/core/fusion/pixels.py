@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels import HAVE_NUMBA
-from .team import ThreadTeam, chunk
+from .kernels import HAVE_NUMBA, chunk
+from .team import ThreadTeam
 
 if HAVE_NUMBA:
     import numba

@@ -14,22 +14,6 @@ import threading
 
 import numpy as np
 
-from .kernels import HAVE_NUMBA
-
-if HAVE_NUMBA:
-    import numba
-
-
-def chunk(n, k, T):
-    """Range k of T equal parts of 0..n (rows, pixels or voxels): (start, stop)."""
-    step = (n + T - 1) // T
-    a = min(n, k * step)
-    return a, min(n, a + step)
-
-
-if HAVE_NUMBA:
-    chunk = numba.njit(cache=True, nogil=True, inline="always")(chunk)
-
 
 def default_threads() -> int:
     """The cores this process may use, at most 4 (the stage is memory-bound beyond that)."""
