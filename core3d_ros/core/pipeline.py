@@ -208,8 +208,9 @@ class Mapper:
         """A private copy of what a map file holds (voxel arrays and object states), and its
         version, so that compression and disk writes happen outside the fusion lock.
 
-        Taken under the fusion lock; costs one memory copy of the voxel arrays, no scan. The
-        copy shares the engine's indexes with the live map: it serves ``save_map`` only.
+        Taken under the fusion lock; costs one memory copy of the voxel arrays, no scan. It
+        serves ``save_map`` only: it keeps no per-object row index (``member_rows`` finds
+        nothing in it), so nothing done through it can reach the live map's index.
         """
         with self._lock:
             m = self.map
@@ -218,7 +219,7 @@ class Mapper:
             frozen.__dict__.update(m.__dict__)
             frozen.keys, frozen.ids, frozen.hits = m.keys[:n].copy(), m.ids[:n].copy(), m.hits[:n].copy()
             frozen.colors, frozen.color_n = m.colors[:n].copy(), m.color_n[:n].copy()
-            frozen._row = {}
+            frozen._rows = {}
             # ObjectState fields are replaced, never mutated in place: a shallow copy is a copy
             frozen.objects = {oid: dataclasses.replace(st) for oid, st in m.objects.items()}
             frozen._snapshot = None

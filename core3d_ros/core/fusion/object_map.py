@@ -234,13 +234,6 @@ class ObjectMap:
         self.color_n = grown(self.color_n, 0)
         self.owner = grown(self.owner, -1)
 
-    def reserve(self, voxels: int) -> None:
-        """Allocate room for ``voxels`` voxel rows now (and their blocks, assuming surfaces fill
-        at least 32 of a block's 512 voxels), so that growing the map later copies nothing."""
-        voxels = min(int(voxels), int(self.cfg.max_voxels))
-        self._grow(voxels)
-        self._grow_blocks(max(256, voxels // 32))
-
     def _grow_blocks(self, need: int) -> None:
         cap = len(self._btable)
         if need <= cap:
@@ -641,9 +634,7 @@ class ObjectMap:
         src, nrows = src[hit], nrows[hit]
         own = self.owner[nrows].astype(np.int64)
         # Candidates: objects no segment of this frame went to, other than the segment's own.
-        seen = np.zeros(self.next_id + 1, bool)
-        seen[targets[targets >= 0]] = True
-        ok = (own >= 0) & ~seen[np.maximum(own, 0)]
+        ok = (own >= 0) & ~np.isin(own, targets[targets >= 0])  # the frame's objects, not every id issued
         src, nrows, own = src[ok], nrows[ok], own[ok]
         if len(own) == 0:
             return
@@ -943,10 +934,10 @@ class ObjectMap:
         if len(codes) == 0:
             return 0
         a_ids, b_ids = codes >> 32, codes & 0xFFFFFFFF
+        # Sizes by position among the ids present (never a table as long as the ids ever issued).
         present = np.unique(np.concatenate([a_ids, b_ids]))
-        lut = np.zeros(int(present[-1]) + 1, np.float64)
-        lut[present] = [self.objects[o].num_voxels if o in self.objects else 0 for o in present.tolist()]
-        sa, sb = lut[a_ids], lut[b_ids]
+        size = np.array([self.objects[o].num_voxels if o in self.objects else 0 for o in present.tolist()], np.float64)
+        sa, sb = size[np.searchsorted(present, a_ids)], size[np.searchsorted(present, b_ids)]
         # A pair can only pass if the smaller holds more than gamma of the larger.
         keep = (np.minimum(sa, sb) > self.cfg.gamma * np.maximum(sa, sb)) & (np.minimum(sa, sb) > 0)
         a_ids, b_ids, sa, sb = a_ids[keep], b_ids[keep], sa[keep], sb[keep]
@@ -964,8 +955,9 @@ class ObjectMap:
             idx = order[s0:e0]
             o = int(small[idx[0]])
             ids_o = self.ids[self.member_rows(o)]
-            counts = np.bincount(ids_o[ids_o >= 0], minlength=self.next_id + 1)
-            inter[idx] = counts[other[idx]]
+            seen, counts = np.unique(ids_o[ids_o >= 0], return_counts=True)  # the object's size, not next_id
+            at = np.minimum(np.searchsorted(seen, other[idx]), len(seen) - 1)
+            inter[idx] = np.where(seen[at] == other[idx], counts[at], 0)
         iov_ab, iov_ba = inter / np.maximum(sa, 1), inter / np.maximum(sb, 1)
         ok = balanced(iov_ab, iov_ba, self.cfg.gamma, self.cfg.delta)
         cand = [(float(min(x, y)), int(a), int(b)) for x, y, a, b in zip(iov_ab[ok], iov_ba[ok], a_ids[ok], b_ids[ok])]
