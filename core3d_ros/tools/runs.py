@@ -87,3 +87,42 @@ def evaluate_mapper(mapper: Mapper, frames: list[Frame], ignore_classes=("floor"
     return {"all_instances": everything.to_dict(), "objects_only": objects_only.to_dict()}
 
 
+
+
+SUMMARY_METRICS = ("mean_iou_gt", "mean_iou_matched", "ap", "precision", "recall", "num_pred", "over_segmented", "under_segmented")
+
+
+def evaluate_seeds(
+    base,
+    segmenters: Iterable[str],
+    seeds: Iterable[int],
+    frames: int,
+    progress: Callable[[str], Callable[[Iterable], Iterable]] | None = None,
+) -> dict:
+    """Map the synthetic room once per seed and segmenter (every frame fused) and evaluate it.
+
+    Returns ``{"seeds": [...], "segmenters": {name: {"per_seed": {seed: metrics}, "mean":
+    {part: {metric: mean over seeds}}}}}``; quality targets are judged on the mean.
+    """
+    import numpy as np
+
+    from ..config import with_overrides
+    from ..core.datasets import make_scene
+
+    seeds = list(seeds)
+    report: dict = {"seeds": seeds, "frames": frames, "segmenters": {}}
+    for name in segmenters:
+        cfg = with_overrides(base, segmenter={"name": name}, keyframes={"enabled": False})
+        per_seed = {}
+        for seed in seeds:
+            scene = make_scene(seed=seed, num_frames=frames)
+            mapper = Mapper(cfg)
+            summary = map_frames(mapper, scene, progress(f"{name} seed {seed}") if progress else None)
+            metrics = evaluate_mapper(mapper, [scene[i] for i in range(len(scene))])
+            per_seed[seed] = {"run": summary.to_dict(), "objects_in_scene": len(scene.instances), **metrics}
+        mean = {
+            part: {k: float(np.mean([per_seed[s][part][k] for s in seeds])) for k in SUMMARY_METRICS}
+            for part in ("all_instances", "objects_only")
+        }
+        report["segmenters"][name] = {"per_seed": per_seed, "mean": mean}
+    return report
