@@ -36,6 +36,7 @@ from ..config import MapperConfig
 from ..core.frame import Frame
 from ..core.mappaths import MapPathPolicy
 from ..core.worker import Worker, WorkerStats
+from ..progress import Progress
 from .frames import REJECTED, reason_of
 from .inputs import SyncedInputs
 from .late_fusion import LateFusion
@@ -94,7 +95,17 @@ class MappingNode(Node):
         self._warned: set[str] = set()
         self._errors: Counter = Counter()  # unexpected exceptions per callback
 
-        self.mapper = (mapper_factory or _default_mapper)(self.cfg)
+        # ---- the slow part of start-up, each phase announced in the log (with 'still ...'
+        # lines every 5 s): a first run compiles the fusion kernels, a model can take minutes
+        startup = Progress("start-up", emit=self.get_logger().info)
+        if mapper_factory is None:
+            from ..core.fusion.object_map import warm_up
+
+            with startup.phase("compiling the fusion kernels (numba; loaded from its cache after the first run)"):
+                warm_up(self.cfg.fusion)  # the Mapper would do it too, unannounced
+        segmenter = f"segmenter '{self.cfg.segmenter.name}', " if ros.perception == "inline" else ""
+        with startup.phase(f"building the mapper ({segmenter}encoder '{self.cfg.embed.name}')"):
+            self.mapper = (mapper_factory or _default_mapper)(self.cfg)
 
         # ---- outputs and services (the timer and service callbacks run beside the worker)
         self._publisher = MapPublisher(self, self.cfg, self.mapper, self._report)
@@ -111,7 +122,8 @@ class MappingNode(Node):
             callback_group=ReentrantCallbackGroup(),
         )
         if ros.map_path:
-            self._map_services.load_startup_map(ros.map_path)
+            with startup.phase(f"loading the map {ros.map_path}"):
+                self._map_services.load_startup_map(ros.map_path)
 
         # ---- inputs (QoS per input; compressed transports subscribe to <topic>/compressed[Depth])
         self._inputs = SyncedInputs(
