@@ -325,6 +325,7 @@ class RosConfig:
     sync_queue: int = _p(30, "messages kept per input while synchronising", (1, INT_MAX))
     max_pose_age: float = _p(0.2, "seconds between image stamp and nearest pose", (0.0, INF))
     work_queue: int = _p(4, "bounded queue between callbacks and the mapping worker", (1, INT_MAX))
+    service_queue: int = _p(100, "requests each service keeps while its callbacks are busy (DDS keep-last depth; beyond it the oldest are lost)", (1, 100_000))
     # Where the models run: in_process (a perception node in the mapping node's process, linked
     # by the core3d/observations topic), external (a perception node elsewhere, e.g. a GPU box),
     # inline (the mapping worker runs them itself and waits for them; offline-style runs).

@@ -798,3 +798,29 @@ def test_map_file_with_nan_times_is_refused_and_the_node_keeps_answering(ros_con
         assert not node.counters().errors
     finally:
         h.close()
+
+
+class SlowEngine(FakeEngine):
+    def answer(self, *args: Any, **kw: Any) -> Any:
+        time.sleep(0.02)
+        return super().answer(*args, **kw)
+
+
+def test_a_burst_of_queries_is_answered_whole(ros_context) -> None:
+    """A planner that falls behind sends its queries in a burst. The default service QoS kept
+    10 requests and lost the oldest of a burst of 40 without a word; ros.service_queue (100)
+    keeps them all."""
+    node = MappingNode(make_config(), mapper_factory=FakeMapper, engine_factory=lambda cfg, m: SlowEngine(), context=ros_context)
+    h = Harness(ros_context, node)
+    try:
+        h.send(1.0)
+        assert wait_for(lambda: node.counters().processed == 1, 10), node.counters()
+        # the client's own response queue must hold the burst's answers too
+        client = h.peer.create_client(Query, "core3d/query", qos_profile=QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+        assert client.wait_for_service(timeout_sec=10)
+        futures = [client.call_async(Query.Request(text=f"red mug {k}")) for k in range(40)]
+        wait_for(lambda: all(f.done() for f in futures), 20)
+        answered = sum(f.done() and f.result().success for f in futures)
+        assert answered == 40, f"{answered} of 40 queries answered"
+    finally:
+        h.close()

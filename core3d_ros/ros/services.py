@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_srvs.srv import Trigger
 
 from ..config import ConfigError, MapperConfig
@@ -90,8 +91,14 @@ class MapServices:
             (LoadMap, "load_map", self._on_load_map),
             (Trigger, "clear_map", self._on_clear_map),
         ]
+        # The default service QoS keeps 10 requests: a burst of more (a planner falling behind,
+        # a load bench) lost the oldest without a word. ros.service_queue sets the depth.
+        qos = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=cfg.ros.service_queue,
+            reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE,
+        )
         self.services = [
-            node.create_service(srv, f"core3d/{name}", guard(name, fn), callback_group=callback_group)
+            node.create_service(srv, f"core3d/{name}", guard(name, fn), qos_profile=qos, callback_group=callback_group)
             for srv, name, fn in served
         ]
 
