@@ -190,36 +190,31 @@ def _answer_dict(answer, by_id) -> dict:
 
 def cmd_eval(args) -> int:
     from .core.datasets import make_scene
-    from .core.pipeline import Mapper
-    from .config import with_overrides
-    from .tools.runs import evaluate_mapper, map_frames
+    from .tools.runs import evaluate_seeds
 
     base = load_config(args.config)
-    scene = make_scene(seed=args.seed, num_frames=args.frames)
     if args.ablation:
+        scene = make_scene(seed=args.seed or 0, num_frames=args.frames)
         from .tools.ablation import markdown_table, run_ablation
 
         segmenters = args.segmenters or ["geometric"]
         results = {name: run_ablation(scene, base, name, _progress) for name in segmenters}
         print(markdown_table(results))
         if args.json:
-            _write_json(args.json, {"scene": {"seed": args.seed, "frames": len(scene)}, "ablation": results})
+            _write_json(args.json, {"scene": {"seed": args.seed or 0, "frames": len(scene)}, "ablation": results})
         return 0
-    frames = [scene[i] for i in range(len(scene))]
-    report = {"scene": {"seed": args.seed, "frames": len(frames), "objects": len(scene.instances)}, "segmenters": {}}
-    for name in args.segmenters or ["oracle", "geometric"]:
-        cfg = with_overrides(base, segmenter={"name": name}, keyframes={"enabled": False})
-        mapper = Mapper(cfg)
-        summary = map_frames(mapper, scene, _progress(name))
-        metrics = evaluate_mapper(mapper, frames)
-        report["segmenters"][name] = {"run": summary.to_dict(), **metrics}
-        for part in ("all_instances", "objects_only"):
-            m = metrics[part]
-            print(
-                f"{name:10s} {part:14s} gt {m['num_gt']:3d} pred {m['num_pred']:3d}  "
-                f"mean IoU (all GT) {m['mean_iou_gt']:.3f}  matched {m['mean_iou_matched']:.3f}  "
-                f"AP@0.5 {m['ap']:.3f}  over-seg {m['over_segmented']}  under-seg {m['under_segmented']}"
-            )
+    seeds = [args.seed] if args.seed is not None else args.seeds
+    report = evaluate_seeds(base, args.segmenters or ["oracle", "geometric"], seeds, args.frames, _progress)
+    for name, r in report["segmenters"].items():
+        rows = [(str(s), r["per_seed"][s]) for s in seeds] + ([(f"mean {seeds[0]}-{seeds[-1]}", r["mean"])] if len(seeds) > 1 else [])
+        for label, m in rows:
+            for part in ("all_instances", "objects_only"):
+                p = m[part]
+                print(
+                    f"{name:10s} seed {label:9s} {part:14s} pred {p['num_pred']:5.1f}  mean IoU (all GT) {p['mean_iou_gt']:.3f}  "
+                    f"matched {p['mean_iou_matched']:.3f}  AP@0.5 {p['ap']:.3f}  precision {p['precision']:.3f}  "
+                    f"over-seg {p['over_segmented']:.1f}  under-seg {p['under_segmented']:.1f}"
+                )
     if args.json:
         _write_json(args.json, report)
     return 0
@@ -236,11 +231,15 @@ def cmd_bench(args) -> int:
             if args.stride < 0:
                 raise SystemExit("core3d bench fusion: --stride must be >= 0 (0 = automatic)")
             cfg = dataclasses.replace(cfg, fusion=dataclasses.replace(cfg.fusion, pixel_stride=args.stride))
-        result = bench_fusion(args.data, frames=args.frames, voxel=args.voxel, cfg=cfg, progress=_progress("fusion"))
+        runs = args.runs if args.runs is not None else 5
+        if runs < 1:
+            raise SystemExit("core3d bench fusion: --runs must be >= 1")
+        result = bench_fusion(args.data, frames=args.frames, voxel=args.voxel, cfg=cfg, runs=runs, progress=_progress("segment"))
         print(
-            f"ours {result['ours_ms_per_frame']:.1f} ms/frame, Open3D {result['open3d_ms_per_frame']:.1f} ms/frame, "
-            f"ratio {result['ratio']:.2f} (CPU time {result['cpu_ratio']:.2f}); first quarter {result['ms_first_quarter']:.1f}, "
-            f"last quarter {result['ms_last_quarter']:.1f}; {result['objects']} objects; peak RSS {result['peak_rss_mb']:.0f} MB"
+            f"median of {result['runs']} runs: ours {result['ours_ms_per_frame']:.2f} ms/frame, Open3D "
+            f"{result['open3d_ms_per_frame']:.2f} ms/frame, ratio {result['ratio']:.2f} (runs {result['ratio_best_run']:.2f}-"
+            f"{result['ratio_worst_run']:.2f}; CPU time {result['cpu_ratio']:.2f}); worst frame ours {result['ours_worst_frame_ms']:.1f} ms, "
+            f"Open3D {result['open3d_worst_frame_ms']:.1f} ms; {result['objects']} objects; peak RSS {result['peak_rss_mb']:.0f} MB"
         )
     elif args.what == "scale":
         from .tools.bench import bench_scale
@@ -249,10 +248,11 @@ def cmd_bench(args) -> int:
         if args.voxels < 1 or voxel <= 0:
             raise SystemExit("core3d bench scale: --voxels and --voxel must be positive")
         result = bench_scale(args.voxels, voxel_size=voxel, cfg=_config(args), progress=_progress("scale"))
-        t = result["tenths"]
+        t, w = result["tenths"], result["tenths_worst"]
         print(
-            f"{result['voxels']} voxels, {result['bytes_per_voxel']:.0f} bytes/voxel; last/first tenth: "
-            + ", ".join(f"{k} {t[k][0]:.1f} -> {t[k][-1]:.1f} ms" for k in t)
+            f"{result['voxels']} voxels, {result['bytes_per_voxel']:.0f} bytes/voxel; first -> last tenth, mean (worst): "
+            + ", ".join(f"{k} {t[k][0]:.1f} ({w[k][0]:.0f}) -> {t[k][-1]:.1f} ({w[k][-1]:.0f}) ms" for k in t)
+            + "; worst call anywhere: " + ", ".join(f"{k} {v:.0f} ms" for k, v in result["worst_ms"].items())
         )
     elif args.what == "semantics":
         from .tools.bench import bench_semantics
@@ -282,8 +282,10 @@ def cmd_bench(args) -> int:
         )
         print(
             f"online: {result['frames_integrated']}/{result['frames_published']} frames integrated, "
-            f"{result['keyframes_inferred']} keyframes inferred ({result['keyframe_inference_s']:.1f} s each), "
-            f"{result['keyframes_dropped']} dropped; staleness p95 {result['staleness_s_p95']:.2f} s; "
+            f"{result['keyframes_inferred']} keyframes inferred (inference p50 {result['keyframe_inference_s_p50']:.1f} s, "
+            f"p95 {result['keyframe_inference_s_p95']:.1f} s over {result['keyframe_inference_over']}), "
+            f"{result['keyframes_dropped']} dropped; staleness p50 {result['staleness_s_p50']:.2f} s, "
+            f"p95 {result['staleness_s_p95']:.2f} s with {result['late_drops']} late drops (target 0) included; "
             f"{result['observation_bytes_per_keyframe']:.0f} bytes/keyframe; query p99 {result['query_p99_ms_during_mapping']:.1f} ms",
             file=sys.stderr,
         )
@@ -321,12 +323,16 @@ def _stress_bench(args) -> dict:
         )
     elif args.what == "load":
         r = stress.bench_load(
-            qps=args.qps or 50.0, frames=args.frames or 300, rate=args.rate or 10.0, data=args.data,
-            **graph, **common,
+            qps=args.qps or 50.0, frames=args.frames or 300, rate=args.rate or 15.0, data=args.data or stress.AUTO,
+            width=640, height=480, voxel=args.voxel, **graph, **common,
         )
-        q = r["query_ms"]
+        q, w = r["query_ms"], r["while_mapping"]
         print(
-            f"load ({args.perception}): {r['queries']} queries, p50 {q['p50']:.1f} ms, p99 {q['p99']:.1f} ms; frames lost "
+            f"load ({args.perception}; {r['source']}; {r['image_size'][0]}x{r['image_size'][1]} at {r['rate_hz']:g} Hz): "
+            f"while mapping {w['scheduled']} queries due at {r['qps_target']:g}/s, {w['answered']} answered "
+            f"({w['qps_achieved']:.1f}/s achieved), {w['timed_out']} timed out; from scheduled send (open loop, "
+            f"timeouts at {r['query_timeout_s']:g} s): p50 {q['p50']:.1f} ms, p99 {q['p99']:.1f} ms, max {q['max']:.1f} ms "
+            f"(from actual send: p99 {r['query_ms_from_send']['p99']:.1f} ms); frames lost "
             f"{r['frames_lost_without_queries']} without queries, {r['frames_lost_with_queries']} with"
         )
     else:
@@ -385,7 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="3-D instance metrics on the synthetic room")
     e.add_argument("--segmenters", nargs="+", default=None, help="default: oracle geometric (with --ablation: geometric)")
     e.add_argument("--ablation", action="store_true", help="switch each component off in turn and tabulate the metrics")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3], help="scenes evaluated; the mean over them is reported (targets are judged on it)")
+    e.add_argument("--seed", type=int, default=None, help="one seed only (the ablation's scene; default 0 there)")
     e.add_argument("--frames", type=int, default=60)
     e.add_argument("--config")
     e.add_argument("--json", help="write the report here")
@@ -398,16 +405,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--frames", type=int, default=None)
     b.add_argument("--voxel", type=float, default=None)
     b.add_argument("--stride", type=int, default=None, help="fusion: pixel stride (overrides fusion.pixel_stride; 1 = every pixel)")
+    b.add_argument("--runs", type=int, default=None, help="fusion: whole runs, alternating which side goes first (default 5); the median is reported")
     b.add_argument("--objects", type=int, nargs="+", default=[1000, 10000])
     b.add_argument("--repeats", type=int, default=None, help="default 200; 40 with --llm-delay-ms")
     b.add_argument("--llm-delay-ms", type=float, default=None, help="query: time the model steps against the test chat server replying after this delay")
     b.add_argument("--segmenter", help="override segmenter.name")
     b.add_argument("--encoder", help="online: override embed.name")
     b.add_argument("--random-weights", action="store_true", help="online: the named architectures with random weights, loaded from checkpoints")
-    b.add_argument("--rate", type=float, default=None, help="soak/load: frames per second; fuzz: sets per second")
+    b.add_argument("--rate", type=float, default=None, help="soak/load: frames per second (load default 15); fuzz: sets per second")
     b.add_argument("--sets", type=int, default=10000, help="fuzz: malformed message sets")
     b.add_argument("--classes", nargs="+", default=None, help="fuzz: only these malformation classes")
-    b.add_argument("--qps", type=float, default=None, help="load: queries per second while mapping (default 50); online: default 10")
+    b.add_argument("--qps", type=float, default=None, help="load: queries per second while mapping, sent on a fixed schedule (open loop; default 50); online: default 10")
     b.add_argument(
         "--perception", choices=("process", "in_process"), default="process",
         help="soak/fuzz/load: the perception node in a process of its own (as the launch file starts it) or in the mapping node's",

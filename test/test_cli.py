@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from core3d_ros.cli import main
+from core3d_ros.config import MapperConfig
 
 
 @pytest.fixture(scope="module")
@@ -39,23 +40,56 @@ def test_query_on_damaged_map_is_a_clear_error(tmp_path, capsys):
     assert "map file" in capsys.readouterr().err
 
 
-def test_eval_reports_metrics(tmp_path):
+def test_eval_reports_each_seed_and_their_mean(tmp_path):
     out = tmp_path / "eval.json"
-    assert main(["eval", "--segmenters", "oracle", "--frames", "16", "--json", str(out)]) == 0
+    assert main(["eval", "--segmenters", "oracle", "--frames", "16", "--seeds", "0", "1", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
-    m = report["segmenters"]["oracle"]["all_instances"]
-    assert 0.0 <= m["mean_iou_gt"] <= 1.0 and m["num_gt"] > 5
+    r = report["segmenters"]["oracle"]
+    assert report["seeds"] == [0, 1] and set(r["per_seed"]) == {"0", "1"}
+    for part in ("all_instances", "objects_only"):
+        per_seed = [r["per_seed"][s][part] for s in ("0", "1")]
+        assert all(m["num_gt"] > 5 for m in per_seed)
+        # perfect masks on 16 frames: every seed maps its instances well
+        assert all(m["mean_iou_gt"] > 0.8 for m in per_seed), [m["mean_iou_gt"] for m in per_seed]
+        for key in ("mean_iou_gt", "ap", "precision", "num_pred"):
+            assert r["mean"][part][key] == pytest.approx(np.mean([m[key] for m in per_seed]))
+    assert report["segmenters"]["oracle"]["per_seed"]["0"] != report["segmenters"]["oracle"]["per_seed"]["1"]
 
 
 def test_bench_fusion_json_has_the_agreed_fields(tmp_path):
     out = tmp_path / "bench.json"
-    assert main(["bench", "fusion", "--data", "synthetic", "--frames", "6", "--json", str(out)]) == 0
+    assert main(["bench", "fusion", "--data", "synthetic", "--frames", "6", "--runs", "3", "--json", str(out)]) == 0
     r = json.loads(out.read_text())
     for key in ("ours_ms_per_frame", "open3d_ms_per_frame", "ratio", "frames", "ms_first_quarter",
-                "ms_last_quarter", "peak_rss_mb", "objects"):
+                "ms_last_quarter", "peak_rss_mb", "objects", "ratio_worst_run", "threads", "what_each_side_computes"):
         assert key in r
     assert r["frames"] == 6 and r["ours_ms_per_frame"] > 0 and r["open3d_ms_per_frame"] > 0
     assert np.isclose(r["ratio"], r["ours_ms_per_frame"] / r["open3d_ms_per_frame"])
+    # three whole runs, alternating which side goes first; the figure is their median
+    assert [p["first"] for p in r["per_run"]] == ["ours", "open3d", "ours"]
+    assert r["ours_ms_per_frame"] == pytest.approx(np.median([p["ours"]["ms_per_frame"] for p in r["per_run"]]))
+    assert r["ratio_worst_run"] == pytest.approx(max(r["ratios"])) and len(r["ratios"]) == 3
+    # the peer is set up as the node's geometry layer, not with Open3D's defaults
+    g = MapperConfig().geometry
+    assert r["open3d_settings"]["trunc_voxels"] == g.trunc_voxels == r["node_geometry_settings"]["trunc_voxels"]
+    assert r["open3d_settings"]["block_count_initial"] == g.block_count
+    assert r["open3d_settings"]["depth_max"] == MapperConfig().depth.max_depth
+
+
+def test_fusion_peer_fills_the_blocks_of_the_nodes_truncation_band():
+    """Open3D's default band (8 voxels) touches more blocks than the node's (4): the peer must
+    use the node's, or it does more work than the node's geometry layer does."""
+    from core3d_ros.config import with_overrides
+    from core3d_ros.core.datasets import make_scene
+    from core3d_ros.tools.bench import Open3DTSDF
+
+    frame = make_scene(seed=0, num_frames=2)[0]
+    blocks = {}
+    for trunc in (4.0, 8.0):
+        peer = Open3DTSDF.like_node(with_overrides(MapperConfig(), geometry={"trunc_voxels": trunc}, fusion={"voxel_size": 0.01}))
+        peer.integrate(peer.prepare(frame))
+        blocks[trunc] = peer.num_blocks
+    assert 0 < blocks[4.0] < blocks[8.0]
 
 
 def test_bench_query_json(tmp_path):

@@ -31,6 +31,12 @@ def test_online_bench_small(tmp_path) -> None:
     assert r["observations_fused"] + sum(int(v) for v in rejected.values()) == r["keyframes_inferred"], r
     assert r["observation_bytes_per_keyframe"] > 0
     assert math.isfinite(r["staleness_s_p95"]) and r["staleness_s_p95"] >= r["staleness_s_p50"] >= 0
+    # no observation dropped as late at this rate; late drops would be in the staleness figures
+    assert r["late_drops"] == 0 and "observations_rejected_late" not in rejected, r
+    assert r["staleness_samples"] == r["observations_fused"] + r["late_drops"], r
+    # inference timed on every keyframe (masks or none), not the last one only
+    assert r["keyframes_timed"] >= r["keyframes_inferred"] and r["keyframe_inference_over"] == "all keyframes", r
+    assert r["keyframe_inference_s_max"] >= r["keyframe_inference_s_p95"] >= r["keyframe_inference_s_p50"] > 0, r
     assert r["queries_during_mapping"] > 0 and r["queries_failed"] == 0
     assert not r["errors"]["mapping"] and not r["errors"]["perception"], r["errors"]
 

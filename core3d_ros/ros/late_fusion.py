@@ -6,13 +6,23 @@ Every synced frame is buffered (``ros.frame_buffer`` frames; a frame that percep
 matched with its own frame by stamp, and fused under the map lock, which is held only while
 fusing. An observation whose frame has left the buffer is counted as ``late`` and dropped; a
 malformed one is counted by reason (``size_mismatch``, ``bad_labels``, ``bad_embedding``, ...) and
-never fused. Staleness is the time from a frame's arrival to the fusion of its masks.
+never fused.
+
+Staleness is the time from a frame's arrival to the fusion of its masks. Observations dropped as
+``late`` are in the distribution too, not left out: a late observation's staleness is taken as
+the time from its frame's arrival (remembered here for the last ``ARRIVALS_KEPT`` frames, after
+the frame itself has left the buffer) or, when that is not known, from its header stamp (the
+node's clock), to the moment it was dropped: a lower bound of what its staleness would have been,
+since it was never fused. ``/diagnostics`` gives ``staleness_s_p50``/``_p95``/``_max`` over the
+last ``STALENESS_WINDOW`` samples (``staleness_samples`` of them), and beside them
+``staleness_late_drops``: every late drop since start (the same count as
+``observations_rejected_late``, published even when 0).
 """
 from __future__ import annotations
 
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
@@ -30,7 +40,8 @@ if TYPE_CHECKING:
 
     from ..config import RosConfig
 
-STALENESS_WINDOW = 256  # recent staleness samples kept for the percentiles
+STALENESS_WINDOW = 256  # recent staleness samples kept for the percentiles (late drops included)
+ARRIVALS_KEPT = 4096  # frames whose arrival time is remembered (a late drop's staleness starts there)
 
 
 class LateFusion:
@@ -50,6 +61,8 @@ class LateFusion:
         self._counts: Counter = Counter()
         self._rejected: Counter = Counter()
         self._staleness: deque[float] = deque(maxlen=STALENESS_WINDOW)
+        self._late_drops = 0
+        self._arrivals: OrderedDict[float, float] = OrderedDict()  # stamp -> time.monotonic(), bounded
         self._waiting: dict[float, Any] = {}  # observations that arrived before their frame
         self._dim: int | None = mapper.encoder.dim if mapper.encoder is not None else None
         self._worker: Worker[Any] = Worker(self._fuse, capacity=16, name="core3d_late_fusion", on_error=self._on_error)
@@ -65,7 +78,12 @@ class LateFusion:
         """Check a synced frame, integrate it into the TSDF and buffer it (FrameError rejects it)."""
         frame = self.mapper.integrate_geometry(frame)  # FrameError: refused, nothing buffered
         self.buffer.add(frame)
+        arrived = self.buffer.arrived(frame.stamp)
         with self._lock:
+            if arrived is not None:
+                self._arrivals[float(frame.stamp)] = arrived
+                while len(self._arrivals) > ARRIVALS_KEPT:
+                    self._arrivals.popitem(last=False)
             ready = [s for s in self._waiting if s <= frame.stamp + self.buffer.tolerance]
             retry = [self._waiting.pop(s) for s in ready]  # their frame is here, or never will be
         for msg in retry:
@@ -97,6 +115,8 @@ class LateFusion:
             newest = self.buffer.newest()
             if why == "unknown_stamp" and (newest is None or stamp > newest) and self._wait(stamp, msg):
                 return  # perception was faster than this node's own frame: fused when it arrives
+            if why == "late":
+                self._late(stamp)
             self._reject(why, f"no buffered frame at {stamp:.3f} s")
             return
         if obs.labels.shape != frame.shape:
@@ -108,6 +128,29 @@ class LateFusion:
             self._counts["observations_fused"] += 1
             if arrived is not None:
                 self._staleness.append(time.monotonic() - arrived)
+
+    def _late(self, stamp: float) -> None:
+        """A late drop enters the staleness distribution (see the module docstring) and the
+        ``staleness_late_drops`` counter: from its frame's arrival if remembered, otherwise from
+        its stamp on this node's clock, to now (a lower bound: it was never fused)."""
+        now = time.monotonic()
+        with self._lock:
+            arrived = self._arrival_of(stamp)
+        if arrived is not None:
+            staleness = now - arrived
+        else:
+            staleness = self.node.get_clock().now().nanoseconds * 1e-9 - stamp
+        with self._lock:
+            self._late_drops += 1
+            self._staleness.append(max(0.0, staleness))
+
+    def _arrival_of(self, stamp: float) -> float | None:
+        """The remembered arrival of the frame of ``stamp`` (within the buffer's tolerance); under the lock."""
+        hit = self._arrivals.get(stamp)
+        if hit is not None:
+            return hit
+        tol = self.buffer.tolerance
+        return next((t for s, t in self._arrivals.items() if abs(s - stamp) <= tol), None)
 
     def _wait(self, stamp: float, msg: Any) -> bool:
         with self._lock:
@@ -139,10 +182,13 @@ class LateFusion:
         with self._lock:
             out: dict[str, Any] = dict(self._counts)
             out.update({f"observations_rejected_{k}": v for k, v in sorted(self._rejected.items())})
+            out["staleness_late_drops"] = self._late_drops  # in the distribution below, not left out
+            out["staleness_samples"] = len(self._staleness)
             if self._staleness:
                 s = np.asarray(self._staleness)
                 out["staleness_s_p50"] = f"{np.percentile(s, 50):.3f}"
                 out["staleness_s_p95"] = f"{np.percentile(s, 95):.3f}"
+                out["staleness_s_max"] = f"{s.max():.3f}"
         out["frames_buffered"] = len(self.buffer)
         return out
 

@@ -20,9 +20,10 @@ import os
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from typing import Any, Callable
 
+import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
@@ -31,6 +32,7 @@ from std_msgs.msg import Header
 from ..config import MapperConfig
 from ..core.perception import Perception
 from ..core.worker import Worker
+from ..progress import Progress
 from . import conversions as conv
 from .frames import REJECTED, reason_of
 from .inputs import SyncedInputs
@@ -40,6 +42,12 @@ from .runner import exit_now_if_busy, run_nodes
 from .sync import Rejected, SyncedSet
 
 NODE_NAME = "core3d_perception"
+# Per-keyframe inference times kept for the percentiles in /diagnostics (inference_ms_p50/_p95/
+# _max over the last INFERENCE_WINDOW keyframes; inference_count: every keyframe timed since
+# start). Large enough that a `core3d bench online` run (<= 400 frames by default) is all in it.
+INFERENCE_WINDOW = 2048
+
+
 class PerceptionNode(Node):
     """See the module docstring. ``perception_factory(cfg)`` builds the Perception (tests)."""
 
@@ -61,9 +69,16 @@ class PerceptionNode(Node):
         self._rejected: Counter = Counter()
         self._warned: set[str] = set()
         self._last_ms: dict[str, float] = {}
+        self._inference_ms: deque[float] = deque(maxlen=INFERENCE_WINDOW)  # every keyframe's, masks or none
+        self._inferences = 0
         limit_model_threads(self.cfg.ros.perception_threads)
         # Every back-end is built now: a bad name, checkpoint or device stops the node here.
-        self.perception = (perception_factory or Perception)(self.cfg)
+        # Loading a model can take minutes: the phase is announced, with 'still ...' lines.
+        startup = Progress("start-up", emit=self.get_logger().info)
+        with startup.phase(
+            f"loading the perception models (segmenter '{self.cfg.segmenter.name}', encoder '{self.cfg.embed.name}')"
+        ):
+            self.perception = (perception_factory or Perception)(self.cfg)
 
         self.observations_pub = self.create_publisher(ObservationMsg, OBSERVATIONS_TOPIC, OBSERVATION_QOS)
         self.claims_pub = self.create_publisher(Header, CLAIMS_TOPIC, OBSERVATION_QOS)
@@ -103,6 +118,8 @@ class PerceptionNode(Node):
         obs = self.perception.infer(frame)
         with self._lock:
             self._last_ms = dict(self.perception.timings_ms, handle=(time.perf_counter() - t0) * 1e3)
+            self._inference_ms.append(float(self.perception.timings_ms.get("total", 0.0)))
+            self._inferences += 1
         if not obs.masks:  # nothing to fuse; the claimed frame leaves the mapping node's buffer in time
             self._count("keyframes_without_masks")
             self._count("frames")
@@ -148,7 +165,8 @@ class PerceptionNode(Node):
         out["observation_subscribers"] = self.observations_pub.get_subscription_count()
         with self._lock:
             out["worker_errors"] = w.errors
-            out.update({f"time_{k}_ms": round(v, 1) for k, v in self._last_ms.items()})
+            out.update({f"time_{k}_ms": round(v, 1) for k, v in self._last_ms.items()})  # the last keyframe's
+            out.update(inference_stats(self._inference_ms, self._inferences))
         return out
 
     def publish_diagnostics(self) -> None:
@@ -167,6 +185,19 @@ class PerceptionNode(Node):
     def destroy_node(self) -> None:
         self._worker.stop()
         super().destroy_node()
+
+
+def inference_stats(window: Any, count: int) -> dict[str, Any]:
+    """/diagnostics' keyframe inference figures: ``inference_count`` (keyframes timed since
+    start), ``inference_window`` (how many of the last ones the percentiles cover) and
+    ``inference_ms_p50``/``_p95``/``_max`` over them (absent before the first keyframe)."""
+    out: dict[str, Any] = {"inference_count": int(count), "inference_window": len(window)}
+    if len(window):
+        ms = np.asarray(window, dtype=float)
+        out["inference_ms_p50"] = round(float(np.percentile(ms, 50)), 1)
+        out["inference_ms_p95"] = round(float(np.percentile(ms, 95)), 1)
+        out["inference_ms_max"] = round(float(ms.max()), 1)
+    return out
 
 
 def limit_model_threads(threads: int) -> int:
