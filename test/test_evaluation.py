@@ -208,5 +208,19 @@ def test_ablation_switches_one_component_per_variant_and_tabulates():
         m = row["objects_only"]
         assert 0.0 <= m["mean_iou_gt"] <= 1.0 and 0.0 <= m["precision"] <= 1.0
         assert row["colour_top1"] is None or 0.0 <= row["colour_top1"] <= 1.0
+    # Oracle masks on 5 frames (deterministic; measured: objects mean IoU 0.712, precision 1.0,
+    # all instances 0.683, colour cosine 0.973).
+    full = res["full"]
+    assert full["objects_only"]["mean_iou_gt"] >= 0.65 and full["objects_only"]["precision"] == 1.0, full
+    assert full["all_instances"]["mean_iou_gt"] >= 0.6 and full["colour_cosine"] > 0.95, full
+    # The oracle's masks do not come from a generator's granularity levels: those variants map
+    # exactly what the full method maps.
+    assert res["no_progressive_coarse"] == full and res["no_progressive_fine"] == full
+    # The surroundings term acts on embeddings only: the same instances, other embeddings.
+    geometry = ("objects_only", "all_instances")
+    assert all(res["no_surroundings"][p] == full[p] for p in geometry)
+    assert res["no_surroundings"]["colour_cosine"] != full["colour_cosine"]
+    # Known-only IoV is what lets a view that extends an object find it (measured 0.712 -> 0.393).
+    assert res["no_known_only"]["objects_only"]["mean_iou_gt"] < full["objects_only"]["mean_iou_gt"] - 0.15
     table = markdown_table({"oracle": res})
     assert table.count("\n| ") == len(v) + 1 and "no_balance" in table

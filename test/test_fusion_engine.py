@@ -221,25 +221,47 @@ def test_compiled_dedupe_matches_array_code():
 @needs_numba
 @pytest.mark.parametrize("min_samples", [1, 3, 5])
 def test_compiled_dbscan_matches_array_code_and_sklearn(min_samples):
+    # sparse enough (a sixth of a 16^3 box, 2 x 2 x 2 blocks) for several clusters per label,
+    # border points, and (min_samples 5) border points next to core points of two clusters
     rng = np.random.default_rng(1)
-    pts = np.unique(rng.integers(0, 14, size=(900, 3)), axis=0).T.astype(np.int32)
+    pts = np.unique(rng.integers(0, 16, size=(700, 3)), axis=0).T.astype(np.int32)
     fv = FrameVoxels(pts, compiled=True)
-    labels = np.where(fv.voxel_coords()[:, 0] < 7, 1, 2).astype(np.int64)
+    labels = np.where(fv.voxel_coords()[:, 0] < 8, 1, 2).astype(np.int64)
     off = neighbour_offsets(1.75)
     ours = kernels.dbscan_kernel(fv.voxel, fv._vlut, fv.block_neighbours(), labels, off, min_samples, 1)
     ref_arr = label_dbscan(fv.neighbours(off), labels, min_samples)
     assert np.array_equal(ours < 0, ref_arr < 0)
-    coords = fv.voxel_coords()
+    coords = fv.voxel_coords().astype(np.float64)
+    n_border = 0
     for lab in (1, 2):
         sel = labels == lab
-        sk = DBSCAN(eps=1.75 + 1e-6, min_samples=min_samples).fit_predict(coords[sel])
-        assert np.array_equal(ours[sel] < 0, sk < 0)
-        core = ours[sel] >= 0
-        # Same number of clusters; with min_samples 1 the very same partition.
-        assert len(set(ours[sel][core])) == len(set(sk[core]))
-        if min_samples == 1:
-            pairs = set(zip(ours[sel].tolist(), sk.tolist()))
-            assert len(pairs) == len(set(sk.tolist()))
+        n_border += _assert_same_dbscan(ours[sel], coords[sel], 1.75 + 1e-6, min_samples)
+        _assert_same_dbscan(ref_arr[sel], coords[sel], 1.75 + 1e-6, min_samples)  # the array code too
+    # min_samples 1: every point is a core point, so the partitions are identical; otherwise
+    # the case has border points, which exercise DBSCAN's choice rule.
+    assert (n_border == 0) if min_samples == 1 else (n_border > 0)
+
+
+def _assert_same_dbscan(ours, points, eps, min_samples):
+    """``ours`` (labels, -1 = noise) is a DBSCAN clustering of ``points``: the same core points as
+    scikit-learn's, grouped into the same clusters (up to the numbering), the same noise, and
+    every border point in a cluster that has a core point within eps of it (DBSCAN leaves the
+    choice among those clusters to the visiting order). Returns the number of border points."""
+    ref = DBSCAN(eps=eps, min_samples=min_samples).fit(points)
+    sk = ref.labels_
+    core = np.zeros(len(points), bool)
+    core[ref.core_sample_indices_] = True
+    assert np.array_equal(ours < 0, sk < 0), "noise differs"
+    pairs = set(zip(ours[core].tolist(), sk[core].tolist()))  # core points: a bijection of clusters
+    assert len(pairs) == len(set(ours[core].tolist())) == len(set(sk[core].tolist())), "core partition differs"
+    assert set(ours[ours >= 0].tolist()) == set(ours[core].tolist()), "a cluster without a core point"
+    border = np.flatnonzero((ours >= 0) & ~core)
+    if len(border):
+        d = np.linalg.norm(points[border, None, :] - points[None, core, :], axis=-1)
+        for i, row in zip(border, d):
+            allowed = set(ours[core][row <= eps].tolist())
+            assert ours[i] in allowed, f"border point {i} in cluster {ours[i]}, not one of {allowed}"
+    return len(border)
 
 
 @needs_numba

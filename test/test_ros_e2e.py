@@ -160,12 +160,25 @@ def test_mapping_node_end_to_end(ros_context: Any, tmp_path: Path) -> None:
         published = objects[-1].objects
         assert objects[-1].header.frame_id == "map"
 
-        # the ROS path (conversions, sync, worker) reproduces the in-process map
-        assert abs(len(published) - len(ref.objects)) <= max(2, len(ref.objects) // 10), (len(published), len(ref.objects))
-        cents = np.array([[o.centroid.x, o.centroid.y, o.centroid.z] for o in published])
+        # the ROS path (conversions, sync, worker) reproduces the in-process map: the same
+        # objects, ids, voxel and observation counts, centroids and boxes (the voxel sets and
+        # their colours are compared through the saved map below)
+        pub_by_id = {o.id: o for o in published}
+        assert sorted(pub_by_id) == sorted(o.id for o in ref.objects), (sorted(pub_by_id), [o.id for o in ref.objects])
         for o in ref.objects:
-            if o.num_voxels >= 50:
-                assert np.min(np.linalg.norm(cents - o.centroid, axis=1)) < 0.02, (o.id, o.centroid)
+            p = pub_by_id[o.id]
+            assert (p.num_voxels, p.num_observations) == (o.num_voxels, o.num_observations), o.id
+            np.testing.assert_allclose([p.centroid.x, p.centroid.y, p.centroid.z], o.centroid, atol=1e-6, err_msg=str(o.id))
+            np.testing.assert_allclose(
+                [p.box_pose.position.x, p.box_pose.position.y, p.box_pose.position.z], o.box.center, atol=1e-6, err_msg=str(o.id)
+            )
+            np.testing.assert_allclose([p.box_size.x, p.box_size.y, p.box_size.z], o.box.extent, atol=1e-6, err_msg=str(o.id))
+            # A snapshot rebuilds only objects whose voxels, observations or embeddings changed, so
+            # a published mean colour may lag colour updates of unlabelled views (measured: 6e-4
+            # on one object, the same lag as in process with a snapshot after every frame); the
+            # voxel colours themselves are compared exactly on the saved map below.
+            np.testing.assert_allclose([p.color.r, p.color.g, p.color.b], o.mean_color, atol=0.01, err_msg=str(o.id))
+        cents = np.array([[o.centroid.x, o.centroid.y, o.centroid.z] for o in published])
 
         # ground truth: every furniture object has a published object at its visible centroid
         names = {o.id: o.class_name for o in scene.objects}
@@ -188,6 +201,21 @@ def test_mapping_node_end_to_end(ros_context: Any, tmp_path: Path) -> None:
         resp = call(SaveMap, "core3d/save_map", SaveMap.Request(path=str(tmp_path / "map")))
         assert resp.success, resp.message
         assert Path(resp.path).exists()
+        # the node's map, voxel by voxel: every object owns the very voxels it owns in process
+        from core3d_ros.core.mapio import load_map
+
+        node_map = load_map(resp.path, cfg.fusion)
+        assert node_map.num_voxels == reference.map.num_voxels
+        ours, theirs = node_map.instance_voxels(), reference.map.instance_voxels()
+        assert sorted(ours) == sorted(theirs) == sorted(pub_by_id)
+        for oid in theirs:
+            assert np.array_equal(ours[oid], theirs[oid]), (oid, len(ours[oid]), len(theirs[oid]))
+        fresh = {o.id: o for o in node_map.snapshot().objects}
+        for o in reference.map.snapshot().objects:  # voxel colours too, voxel by voxel
+            a, b = fresh[o.id], o
+            ia, ib = np.lexsort(a.points.T), np.lexsort(b.points.T)
+            assert np.array_equal(a.points[ia], b.points[ib]) and np.array_equal(a.colors[ia], b.colors[ib]), o.id
+            assert a.num_observations == b.num_observations, o.id
         resp_clear = call(Trigger, "core3d/clear_map", Trigger.Request())
         assert resp_clear.success, resp_clear.message
         assert wait_for(lambda: objects and len(objects[-1].objects) == 0, 5)

@@ -40,7 +40,11 @@ def test_soak_small(tmp_path) -> None:
         assert n["rejected"] == 0, n  # complete valid sets are never rejected
     _no_errors(r)
     assert r["node_alive_at_end"] and r["node_exit_code"] == 0 and r["exceptions_ok"]
-    assert isinstance(r["rss_growth_last_over_second"], float) and isinstance(r["rss_ok"], bool)
+    # The memory figures follow their definitions (their size is for the full bench to judge):
+    # growth of the last sample over the second, and rss_ok exactly when it is at most 10 %.
+    second, last = r["rss_mb"][1]["rss_mb"], r["rss_mb"][-1]["rss_mb"]
+    assert r["rss_growth_last_over_second"] == pytest.approx((last - second) / second), r["rss_mb"]
+    assert r["rss_ok"] is (r["rss_growth_last_over_second"] <= 0.10), r["rss_mb"]
 
 
 CLASSES = [c for c in stress.MALFORMED if c not in stress.KNOWN_OPEN]
@@ -86,7 +90,12 @@ def test_load_small(tmp_path) -> None:
         assert p["node_alive_at_end"] and p["node_exit_code"] == 0
         assert p["exceptions"]["log_error_lines"] == 0 and p["exceptions"]["rejected_error"] == 0, p["exceptions"]
     assert r["phases"]["with_queries"]["queries"] >= r["queries"]  # the node counted them
-    assert isinstance(r["drops_ok"], bool) and isinstance(r["query_p99_ok"], bool)
+    # The verdicts follow their definitions (timings are for the full bench to judge): frames lost
+    # (dropped or rejected) in each phase, no more with queries than without; p99 within 50 ms.
+    lost = {ph: r["phases"][ph]["dropped"] + r["phases"][ph]["rejected"] for ph in ("without_queries", "with_queries")}
+    assert (r["frames_lost_without_queries"], r["frames_lost_with_queries"]) == (lost["without_queries"], lost["with_queries"])
+    assert r["drops_ok"] is (lost["with_queries"] <= lost["without_queries"]), lost
+    assert r["query_p99_ok"] is (r["query_ms"]["p99"] <= 50.0), r["query_ms"]
 
 
 def test_kill_during_save_map_keeps_the_previous_file(tmp_path) -> None:
