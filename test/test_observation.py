@@ -6,7 +6,7 @@ import pytest
 
 from core3d_ros.config import MapperConfig
 from core3d_ros.core.camera import CameraIntrinsics
-from core3d_ros.core.framebuffer import FrameBuffer
+from core3d_ros.core.mapping.framebuffer import FrameBuffer
 from core3d_ros.core.frame import Frame
 from core3d_ros.core.observation import (
     Observation,

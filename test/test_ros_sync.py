@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from core3d_ros.core.frame import FrameError
-from core3d_ros.ros.sync import ApproximateTimeSync, check_pose_age
+from core3d_ros.core.mapping.frames import check_pose_age
+from core3d_ros.ros.sync import ApproximateTimeSync
 
 KEYS = ["color", "depth", "camera_info", "pose"]
 

@@ -39,7 +39,8 @@ from ..core.worker import Worker, WorkerStats
 from ..progress import Progress
 from .frames import REJECTED, reason_of
 from .inputs import SyncedInputs
-from .late_fusion import LateFusion
+from .late_fusion import LateFusionLink
+from .rejects import RejectLog
 from .params import declare_config, validate_node_config
 from .protocols import FrameMapper, QueryAnswerer
 from .publishing import MappingReport, MapPublisher, NodeCounters
@@ -79,7 +80,7 @@ class MappingNode(Node):
         super().__init__(node_name, **node_kwargs)
         # set first: destroy_node must work on a node whose __init__ raised (a ConfigError)
         self._worker: Worker[SyncedSet] | None = None  # started last, once everything else stands
-        self._late: LateFusion | None = None
+        self._late: LateFusionLink | None = None
 
         # ---- configuration: YAML (optional) -> declared parameters -> MapperConfig
         self.cfg = declare_config(self, config, config_file)
@@ -89,10 +90,9 @@ class MappingNode(Node):
         # ---- counters of this node (the worker, services and publisher count their own)
         self._lock = threading.Lock()
         self._received: Counter = Counter()
-        self._rejected: Counter = Counter()
+        self._rejects = RejectLog(self.get_logger(), "frame")
         self._counts: Counter = Counter()  # processed, keyframes
         self._timings: dict[str, float] = {}
-        self._warned: set[str] = set()
         self._errors: Counter = Counter()  # unexpected exceptions per callback
 
         # ---- the slow part of start-up, each phase announced in the log (with 'still ...'
@@ -137,7 +137,7 @@ class MappingNode(Node):
         )
         self._sync, self._frames = self._inputs.sync, self._inputs.frames
         if ros.perception != "inline":  # masks and embeddings arrive from a perception node
-            self._late = LateFusion(self, ros, self.mapper, self._first_time)
+            self._late = LateFusionLink(self, ros, self.mapper)
         self._timer = self.create_timer(
             ros.publish_period,
             self._guard("publish_map", self._publisher.publish_map),
@@ -200,20 +200,8 @@ class MappingNode(Node):
         assert self._worker is not None  # no callback runs before __init__ has finished
         self._worker.put(synced)
 
-    def _first_time(self, key: str) -> bool:
-        with self._lock:
-            first = key not in self._warned
-            self._warned.add(key)
-        return first
-
     def _count_reject(self, reason: str, detail: str) -> None:
-        with self._lock:
-            self._rejected[reason] += 1
-        if self._first_time(reason):  # log each reason once loudly, then only at DEBUG
-            log = self.get_logger().error if reason == "error" else self.get_logger().warning
-            log(f"frame rejected ({reason}): {detail} (further ones are counted in /diagnostics)")
-        else:
-            self.get_logger().debug(f"frame rejected ({reason}): {detail}")
+        self._rejects(reason, detail)
 
     def _on_worker_error(self, error: Exception, trace: str) -> None:
         self._count_reject("error", f"{type(error).__name__}: {error}\n{trace}")  # the worker goes on
@@ -227,8 +215,9 @@ class MappingNode(Node):
         try:
             frame = self.build_frame(synced)
             convert_ms = (time.perf_counter() - t0) * 1e3
+            stats = None
             if self._late is not None:  # TSDF + frame buffer; observations are fused when they come
-                stats = self._late.add_frame(frame)
+                self._late.add_frame(frame)
             else:
                 stats = self.mapper.process(frame)  # the mapper locks fusion only, not this call
         except REJECTED as e:
@@ -256,7 +245,7 @@ class MappingNode(Node):
                 processed=self._counts["processed"],
                 keyframes=self._counts["keyframes"],
                 dropped=work.dropped,
-                rejected=dict(self._rejected),
+                rejected=self._rejects.counts(),
                 queue_length=work.waiting,
                 objects=objects,
                 timings_ms=dict(self._timings),

@@ -36,6 +36,7 @@ from ..progress import Progress
 from . import conversions as conv
 from .frames import REJECTED, reason_of
 from .inputs import SyncedInputs
+from .rejects import RejectLog
 from .observation_msgs import CLAIMS_TOPIC, OBSERVATION_QOS, OBSERVATIONS_TOPIC, observation_to_msg
 from .params import declare_config
 from .runner import exit_now_if_busy, run_nodes
@@ -66,8 +67,7 @@ class PerceptionNode(Node):
         self.cfg = declare_config(self, config, config_file)
         self._lock = threading.Lock()
         self._counts: Counter = Counter()
-        self._rejected: Counter = Counter()
-        self._warned: set[str] = set()
+        self._reject = RejectLog(self.get_logger(), "frame")
         self._last_ms: dict[str, float] = {}
         self._inference_ms: deque[float] = deque(maxlen=INFERENCE_WINDOW)  # every keyframe's, masks or none
         self._inferences = 0
@@ -147,20 +147,11 @@ class PerceptionNode(Node):
         with self._lock:
             self._counts[key] += n
 
-    def _reject(self, reason: str, detail: str) -> None:
-        with self._lock:
-            self._rejected[reason] += 1
-            first = reason not in self._warned
-            self._warned.add(reason)
-        if first:
-            log = self.get_logger().error if reason == "error" else self.get_logger().warning
-            log(f"frame rejected ({reason}): {detail} (further ones are counted in /diagnostics)")
-
     def counters(self) -> dict[str, Any]:
         w = self._worker.stats()
         with self._lock:
             out: dict[str, Any] = dict(self._counts)
-            out.update({f"rejected_{k}": v for k, v in self._rejected.items()})
+            out.update({f"rejected_{k}": v for k, v in self._reject.counts().items()})
             out["keyframes_dropped"] = w.dropped  # frames never considered: newer ones replaced them while busy
         out["observation_subscribers"] = self.observations_pub.get_subscription_count()
         with self._lock:

@@ -40,7 +40,6 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..core.frame import FrameError
 
 
 @dataclass
@@ -290,10 +289,3 @@ class ApproximateTimeSync:
 
 
 # --------------------------------------------------------------------------- pose checks
-
-
-def check_pose_age(image_stamp: float, pose_stamp: float, max_age: float) -> None:
-    """Raise FrameError('stale_pose') when the pose is farther than ``max_age`` seconds from the image."""
-    gap = abs(float(image_stamp) - float(pose_stamp))
-    if not gap <= max_age:
-        raise FrameError("stale_pose", f"pose is {gap:.3f} s from the image (max_pose_age {max_age} s)")

@@ -16,7 +16,7 @@ import threading
 import time
 from collections import OrderedDict
 
-from .frame import Frame
+from ..frame import Frame
 
 
 class FrameBuffer:
