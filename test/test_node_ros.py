@@ -422,11 +422,12 @@ def test_map_cloud_rebuilds_changed_objects_and_stays_under_its_bound(monkeypatc
     """core3d/cloud: unchanged objects are not rebuilt, an unchanged map publishes nothing,
     and a map beyond ``max_points`` voxels is thinned evenly to at most that many."""
     from core3d_ros.core.objects import ObjectInfo, OrientedBox
+    from core3d_ros.ros import publishing
     from core3d_ros.ros.publishing import MapCloud
 
     built: list[int] = []
     real = conv.object_cloud
-    monkeypatch.setattr(conv, "object_cloud", lambda obj, step=1: built.append(obj.id) or real(obj, step))
+    monkeypatch.setattr(publishing, "object_cloud", lambda obj, step=1: built.append(obj.id) or real(obj, step))
 
     def obj(i: int, n: int) -> ObjectInfo:
         pts = (np.arange(3 * n, dtype=np.float32).reshape(n, 3) + 1000 * i) * 0.01
