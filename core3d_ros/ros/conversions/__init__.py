@@ -35,8 +35,7 @@ from .markers import (
 )
 from .objects import object_to_msg, snapshot_to_object_array
 from .poses import (
-    box_pose, matrix_to_pose, matrix_to_quaternion, matrix_to_transform, pose_message_to_matrix, pose_to_matrix,
-    quaternion_to_matrix, transform_to_matrix,
+    box_pose, matrix_to_pose, matrix_to_transform, pose_message_to_matrix, pose_to_matrix, transform_to_matrix,
 )
 from .query import fill_query_stages
 
@@ -54,7 +53,7 @@ __all__ = [
     "box_corners", "delete_all_marker", "delete_object_markers", "object_markers", "query_markers",
     "snapshot_to_markers",
     "object_to_msg", "snapshot_to_object_array",
-    "box_pose", "matrix_to_pose", "matrix_to_quaternion", "matrix_to_transform", "pose_message_to_matrix",
-    "pose_to_matrix", "quaternion_to_matrix", "transform_to_matrix",
+    "box_pose", "matrix_to_pose", "matrix_to_transform", "pose_message_to_matrix", "pose_to_matrix",
+    "transform_to_matrix",
     "fill_query_stages",
 ]
