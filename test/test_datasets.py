@@ -245,6 +245,9 @@ def test_associate_one_to_one():
 def test_quaternion_pose_roundtrip():
     T = pose_matrix(3)
     np.testing.assert_allclose(quaternion_pose(T[:3, 3], rotation_to_quaternion(T[:3, :3])), T, atol=1e-12)
+    for q in ([0, 0, 0, 0], [np.nan, 0, 0, 1]):
+        with pytest.raises(ValueError):  # the TUM reader marks such a pose unusable
+            quaternion_pose(T[:3, 3], q)
 
 
 def test_tum(tmp_path):

@@ -378,6 +378,20 @@ def test_tf_from_the_future_is_refused(ctx, tf2_ros) -> None:
         rig.close()
 
 
+def test_tf_with_a_zero_or_nan_quaternion_is_a_bad_transform(tf2_ros) -> None:
+    """A transform from the TF buffer that is no rigid motion is refused as ``bad_transform``."""
+    from core3d_ros.core.frame import FrameError
+    from core3d_ros.ros.tf import TfLookup
+
+    lookup = TfLookup.__new__(TfLookup)  # the buffer stands in for tf2's, no node needed
+    lookup._tf2, lookup.timeout = tf2_ros, None
+    for q in ((0.0, 0.0, 0.0, 0.0), (math.nan, 0.0, 0.0, 1.0)):
+        lookup.buffer = SimpleNamespace(lookup_transform=lambda *a, q=q, **k: _tf("map", "cam", 1.0, q=q))
+        with pytest.raises(FrameError) as err:
+            lookup.matrix("map", "cam", None)
+        assert err.value.reason == "bad_transform" and "quaternion" in str(err.value)
+
+
 def test_base_pose_composed_with_the_static_extrinsic_from_tf(ctx, tf2_ros) -> None:
     s = math.sqrt(0.5)
     rig = Rig(ctx, config(base_frame="base_link", tf_timeout=0.5))
@@ -422,11 +436,12 @@ def test_map_cloud_rebuilds_changed_objects_and_stays_under_its_bound(monkeypatc
     """core3d/cloud: unchanged objects are not rebuilt, an unchanged map publishes nothing,
     and a map beyond ``max_points`` voxels is thinned evenly to at most that many."""
     from core3d_ros.core.objects import ObjectInfo, OrientedBox
+    from core3d_ros.ros import publishing
     from core3d_ros.ros.publishing import MapCloud
 
     built: list[int] = []
     real = conv.object_cloud
-    monkeypatch.setattr(conv, "object_cloud", lambda obj, step=1: built.append(obj.id) or real(obj, step))
+    monkeypatch.setattr(publishing, "object_cloud", lambda obj, step=1: built.append(obj.id) or real(obj, step))
 
     def obj(i: int, n: int) -> ObjectInfo:
         pts = (np.arange(3 * n, dtype=np.float32).reshape(n, 3) + 1000 * i) * 0.01

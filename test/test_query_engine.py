@@ -30,7 +30,7 @@ def make_object(oid, parts, rgb=(128, 128, 128), embedding=None, label="") -> Ob
         parts = [parts]
     pts = np.concatenate([box_points(lo, hi) for lo, hi in parts])
     cols = np.tile(np.array(rgb, np.uint8), (len(pts), 1))
-    return ObjectInfo(oid, pts, cols, OrientedBox.from_points(pts), 3, 0.0, 1.0, embedding=embedding, label=label)
+    return ObjectInfo(oid, pts, cols, OrientedBox.from_points(pts, up=np.array([0.0, 0.0, 1.0])), 3, 0.0, 1.0, embedding=embedding, label=label)
 
 
 def table(oid=1, x=0.0, y=0.0, w=1.2, d=0.8, h=0.75, **kw) -> ObjectInfo:

@@ -35,7 +35,7 @@ def make_object(oid, parts, rgb=(128, 128, 128), embedding=None, label="", yaw=0
         pts = ((pts - c) @ R.T + c).astype(np.float32)
     cols = np.tile(np.array(rgb, np.uint8), (len(pts), 1))
     return ObjectInfo(
-        id=oid, points=pts, colors=cols, box=OrientedBox.from_points(pts), num_observations=3,
+        id=oid, points=pts, colors=cols, box=OrientedBox.from_points(pts, up=np.array([0.0, 0.0, 1.0])), num_observations=3,
         first_seen=0.0, last_seen=1.0, embedding=embedding, label=label,
     )
 

@@ -15,6 +15,7 @@ from visualization_msgs.msg import Marker  # noqa: E402
 
 from core3d_ros.core.camera import CameraIntrinsics, decode_depth  # noqa: E402
 from core3d_ros.core.objects import MapSnapshot, ObjectInfo, OrientedBox  # noqa: E402
+from core3d_ros.core.transforms import quaternion_matrix  # noqa: E402
 from core3d_ros.ros import conversions as conv  # noqa: E402
 
 RNG = np.random.default_rng(0)
@@ -194,7 +195,7 @@ def _random_pose() -> np.ndarray:
     q = RNG.normal(size=4)
     q /= np.linalg.norm(q)
     T = np.eye(4)
-    T[:3, :3] = conv.quaternion_to_matrix(*q)
+    T[:3, :3] = quaternion_matrix(*q)
     T[:3, 3] = RNG.normal(size=3)
     return T
 
@@ -225,8 +226,12 @@ def test_quaternion_normalised() -> None:
 def test_bad_quaternion_rejected(q: tuple[float, float, float, float]) -> None:
     ps = PoseStamped()
     ps.pose.orientation = Quaternion(x=q[0], y=q[1], z=q[2], w=q[3])
-    with pytest.raises(conv.PoseError):
+    with pytest.raises(conv.PoseError, match="quaternion"):
         conv.pose_message_to_matrix(ps)
+    ts = TransformStamped()
+    ts.transform.rotation = Quaternion(x=q[0], y=q[1], z=q[2], w=q[3])
+    with pytest.raises(conv.PoseError, match="quaternion"):
+        conv.pose_message_to_matrix(ts)
 
 
 def test_nan_position_rejected() -> None:

@@ -11,6 +11,8 @@ from core3d_ros.core.transforms import (
     camera_pose,
     check_rigid,
     invert,
+    pose_matrix,
+    quaternion_from_matrix,
     quaternion_matrix,
     xyzquat_to_matrix,
 )
@@ -28,6 +30,27 @@ def test_optical_quaternion_is_the_rep103_rotation():
 def test_yaw_quaternion():
     s = math.sqrt(0.5)
     np.testing.assert_allclose(quaternion_matrix(0, 0, s, s), [[0, -1, 0], [1, 0, 0], [0, 0, 1]], atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "q", [(0.1, 0.2, 0.3, 0.9), (0.9, 0.1, -0.2, 0.05), (0.1, -0.95, 0.2, -0.1), (0.05, 0.1, 0.97, 0.02)]
+)
+def test_quaternion_from_matrix_inverts_quaternion_matrix(q):
+    """Each branch of Shepperd's method (trace > 0, then the largest diagonal entry x, y or z)
+    gives back the unit quaternion, signed so that w >= 0."""
+    q = np.asarray(q) / np.linalg.norm(q)
+    q = q if q[3] >= 0 else -q
+    np.testing.assert_allclose(quaternion_from_matrix(quaternion_matrix(*q)), q, atol=1e-12)
+
+
+def test_pose_matrix_is_the_seven_number_transform():
+    np.testing.assert_array_equal(pose_matrix([1, 2, 3], (0, 0, 0, 2.0)), xyzquat_to_matrix([1, 2, 3, 0, 0, 0, 1]))
+    with pytest.raises(TransformError, match="translation"):
+        pose_matrix([math.nan, 0, 0], (0, 0, 0, 1))
+    with pytest.raises(TransformError, match="zero"):
+        pose_matrix([0, 0, 0], (0, 0, 0, 0))
+    with pytest.raises(TransformError, match="3 numbers"):
+        pose_matrix([0, 0], (0, 0, 0, 1))
 
 
 def test_base_pose_composed_with_the_extrinsic():

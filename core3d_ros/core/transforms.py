@@ -9,6 +9,7 @@ REP 103: z forward, x right, y down.
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -34,17 +35,49 @@ def quaternion_matrix(x: float, y: float, z: float, w: float) -> np.ndarray:
     )
 
 
+def quaternion_from_matrix(R: np.ndarray) -> tuple[float, float, float, float]:
+    """Unit quaternion (x, y, z, w) of a 3x3 rotation matrix, w >= 0 (Shepperd's method)."""
+    R = np.asarray(R, dtype=np.float64)
+    tr = R[0, 0] + R[1, 1] + R[2, 2]
+    if tr > 0:
+        s = math.sqrt(tr + 1.0) * 2
+        w, x, y, z = 0.25 * s, (R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s
+    elif R[0, 0] > R[1, 1] and R[0, 0] > R[2, 2]:
+        s = math.sqrt(1.0 + R[0, 0] - R[1, 1] - R[2, 2]) * 2
+        w, x, y, z = (R[2, 1] - R[1, 2]) / s, 0.25 * s, (R[0, 1] + R[1, 0]) / s, (R[0, 2] + R[2, 0]) / s
+    elif R[1, 1] > R[2, 2]:
+        s = math.sqrt(1.0 + R[1, 1] - R[0, 0] - R[2, 2]) * 2
+        w, x, y, z = (R[0, 2] - R[2, 0]) / s, (R[0, 1] + R[1, 0]) / s, 0.25 * s, (R[1, 2] + R[2, 1]) / s
+    else:
+        s = math.sqrt(1.0 + R[2, 2] - R[0, 0] - R[1, 1]) * 2
+        w, x, y, z = (R[1, 0] - R[0, 1]) / s, (R[0, 2] + R[2, 0]) / s, (R[1, 2] + R[2, 1]) / s, 0.25 * s
+    q = np.array([x, y, z, w])
+    q /= np.linalg.norm(q)
+    if q[3] < 0:
+        q = -q
+    return float(q[0]), float(q[1]), float(q[2]), float(q[3])
+
+
+def pose_matrix(translation: Sequence[float], quaternion: Sequence[float]) -> np.ndarray:
+    """4x4 transform from a translation (x, y, z) and a quaternion (x, y, z, w), normalised;
+    TransformError when the translation is not finite or the quaternion is zero or not finite."""
+    t = np.asarray(list(translation), dtype=np.float64)
+    if t.shape != (3,):
+        raise TransformError(f"expected a translation of 3 numbers, got {t.size}")
+    if not np.all(np.isfinite(t)):
+        raise TransformError(f"translation {t.tolist()} is not finite")
+    T = np.eye(4)
+    T[:3, :3] = quaternion_matrix(*quaternion)
+    T[:3, 3] = t
+    return T
+
+
 def xyzquat_to_matrix(values: Sequence[float]) -> np.ndarray:
     """4x4 transform from 7 numbers: x y z (metres) qx qy qz qw."""
     v = np.asarray(list(values), dtype=np.float64)
     if v.shape != (7,):
         raise TransformError(f"expected 7 numbers (x y z qx qy qz qw), got {v.size}")
-    if not np.all(np.isfinite(v[:3])):
-        raise TransformError(f"translation {v[:3].tolist()} is not finite")
-    T = np.eye(4)
-    T[:3, :3] = quaternion_matrix(*v[3:])
-    T[:3, 3] = v[:3]
-    return T
+    return pose_matrix(v[:3], v[3:])
 
 
 def check_rigid(T: np.ndarray, tol: float = 1e-4) -> np.ndarray:

@@ -1,7 +1,7 @@
 """ROS 2 adapters of core3d (rclpy): message conversion, topic sync, the mapping node, the player.
 
-- ``conversions``: sensor_msgs/Image, CameraInfo, poses <-> numpy / core types (no cv_bridge);
-  map snapshots -> core3d/ObjectArray, MarkerArray, PointCloud2.
+- ``conversions``: messages <-> numpy / core types, one module per message family (images,
+  compressed, camera_info, poses, clouds, markers, objects, query; no cv_bridge).
 - ``sync``: approximate-time synchroniser with per-reason accounting (no message_filters);
   TF pose look-up when tf2_ros is installed.
 - ``node``: ``MappingNode`` and the ``main`` entry point (``python -m core3d_ros.ros.node``),

@@ -27,7 +27,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from ..config import ConfigError, MapperConfig, RosConfig
 from ..core.transforms import TransformError, xyzquat_to_matrix
-from . import conversions as conv
+from .conversions.headers import to_seconds
 from .frames import FrameAssembler
 from .sync import ApproximateTimeSync, Rejected, SyncedSet
 from .tf import StaticExtrinsic, TfLookup, TfPoseLookup
@@ -157,6 +157,6 @@ class SyncedInputs:
     def _callback(self, key: str) -> Callable[[Any], None]:
         def callback(msg: Any) -> None:
             self._on_message(key)
-            self.sync.add(key, msg, conv.to_seconds(msg.header.stamp))
+            self.sync.add(key, msg, to_seconds(msg.header.stamp))
 
         return callback

@@ -11,7 +11,8 @@ import numpy as np
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from ..core.observation import MaskRecord, Observation, ObservationError, decode_labels, encode_labels
-from . import conversions as conv
+from .conversions.headers import make_header, to_seconds
+from .conversions.poses import matrix_to_pose, pose_to_matrix
 
 MAX_SIDE = 16384  # pixels; larger label images are refused before decoding
 
@@ -31,8 +32,8 @@ def observation_to_msg(obs: Observation, *, frame_id: str, inference_ms: float =
     from sensor_msgs.msg import RegionOfInterest
 
     msg = ObservationMsg()
-    msg.header = conv.make_header(frame_id, obs.stamp)
-    msg.pose = conv.matrix_to_pose(obs.pose)
+    msg.header = make_header(frame_id, obs.stamp)
+    msg.pose = matrix_to_pose(obs.pose)
     msg.frame_index = int(obs.frame_index) & 0xFFFFFFFF
     msg.height, msg.width = (int(v) for v in obs.labels.shape)
     msg.labels_png = encode_labels(obs.labels)
@@ -61,7 +62,7 @@ def msg_to_observation(msg: Any, frame_shape: tuple[int, int] | None = None, dim
         raise ObservationError("size_mismatch", f"observation is {w}x{h}, the frame {frame_shape[1]}x{frame_shape[0]}")
     labels = decode_labels(bytes(msg.labels_png), (h, w))
     try:
-        pose = conv.pose_to_matrix(msg.pose)
+        pose = pose_to_matrix(msg.pose)
     except Exception as e:  # non-finite or non-unit quaternion
         raise ObservationError("bad_pose", f"observation pose: {e}") from None
     records = []
@@ -82,7 +83,7 @@ def msg_to_observation(msg: Any, frame_shape: tuple[int, int] | None = None, dim
             )
         )
     obs = Observation(
-        stamp=conv.to_seconds(msg.header.stamp),
+        stamp=to_seconds(msg.header.stamp),
         frame_index=int(msg.frame_index),
         pose=pose,
         labels=labels,

@@ -33,7 +33,7 @@ from ..config import MapperConfig
 from ..core.perception import Perception
 from ..core.worker import Worker
 from ..progress import Progress
-from . import conversions as conv
+from .conversions.headers import make_header
 from .frames import REJECTED, reason_of
 from .inputs import SyncedInputs
 from .rejects import RejectLog
@@ -170,7 +170,7 @@ class PerceptionNode(Node):
             status.message = "inferring" if c.get("keyframes") else "waiting for keyframes"
         status.values = [KeyValue(key=k, value=str(v)) for k, v in sorted(c.items())]
         self.diagnostics_pub.publish(
-            DiagnosticArray(header=conv.make_header("", self.get_clock().now().to_msg()), status=[status])
+            DiagnosticArray(header=make_header("", self.get_clock().now().to_msg()), status=[status])
         )
 
     def destroy_node(self) -> None:

@@ -20,7 +20,10 @@ from visualization_msgs.msg import MarkerArray
 
 from ..config import MapperConfig
 from ..core.objects import ObjectInfo
-from . import conversions as conv
+from .conversions.clouds import cloud_records, object_cloud, records_to_cloud
+from .conversions.headers import make_header
+from .conversions.markers import delete_all_marker, delete_object_markers, object_markers, query_markers
+from .conversions.objects import object_to_msg
 from .protocols import MapView
 from .surface_msgs import surface_markers
 from .sync import SyncStats
@@ -105,7 +108,7 @@ class MapCloud:
     def __init__(self, max_points: int):
         self.max_points = max(1, int(max_points))
         self.step = 1
-        self._records = ObjectMessages(lambda obj: conv.object_cloud(obj, self.step))
+        self._records = ObjectMessages(lambda obj: object_cloud(obj, self.step))
         self._published = False
 
     def update(self, objects: list[ObjectInfo]) -> np.ndarray | None:
@@ -121,7 +124,7 @@ class MapCloud:
         if self._published and not changed and not removed:
             return None
         self._published = True
-        return conv.cloud_records(every)
+        return cloud_records(every)
 
 
 class MapPublisher:
@@ -148,7 +151,7 @@ class MapPublisher:
         self._objects = 0  # in the last published snapshot
         self._surface_reset = True  # the next surface publication starts with a DELETEALL
         self._query_hits: list[tuple[ObjectInfo, float]] | None = None  # of the last query, not yet published
-        self._object_msgs = ObjectMessages(conv.object_to_msg)
+        self._object_msgs = ObjectMessages(object_to_msg)
         self._marker_msgs = ObjectMessages(self._markers_of)
         self._cloud = MapCloud(ros.cloud_max_points)
         self._marker_subscribers = 0  # a new one gets every marker (DELETEALL first), the rest changes
@@ -172,7 +175,7 @@ class MapPublisher:
         snap = self.mapper.snapshot(wait=False)
         with self._lock:
             self._objects = len(snap.objects)
-        header = conv.make_header(ros.map_frame, stamp)
+        header = make_header(ros.map_frame, stamp)
         if self.objects_pub.get_subscription_count():
             msgs, _, _ = self._object_msgs.update(snap.objects)
             self.objects_pub.publish(self._ObjectArray(header=header, objects=msgs))
@@ -180,13 +183,13 @@ class MapPublisher:
         if self.cloud_pub is not None and self.cloud_pub.get_subscription_count():
             records = self._cloud.update(snap.objects)
             if records is not None:  # unchanged: the latched message stands
-                self.cloud_pub.publish(conv.records_to_cloud(records, frame_id=ros.map_frame, stamp=stamp))
+                self.cloud_pub.publish(records_to_cloud(records, frame_id=ros.map_frame, stamp=stamp))
         self.publish_surface(stamp)
         self._publish_pending_query_markers()
         self.diagnostics_pub.publish(self.diagnostics(stamp))
 
     def _markers_of(self, obj: ObjectInfo) -> list[Any]:
-        return conv.object_markers(obj, conv.make_header(self.cfg.ros.map_frame, self._now()), style=self.cfg.ros.marker_style)
+        return object_markers(obj, make_header(self.cfg.ros.map_frame, self._now()), style=self.cfg.ros.marker_style)
 
     def _publish_markers(self, snap: Any, header: Any) -> None:
         """Boxes and labels of the objects that changed, DELETE for those that left; all of
@@ -197,9 +200,9 @@ class MapPublisher:
             return
         per_object, changed, removed = self._marker_msgs.update(snap.objects)
         if joined:
-            markers = [conv.delete_all_marker(header)] + [m for ms in per_object for m in ms]
+            markers = [delete_all_marker(header)] + [m for ms in per_object for m in ms]
         else:
-            markers = [m for oid in removed for m in conv.delete_object_markers(oid, header)] + [m for ms in changed for m in ms]
+            markers = [m for oid in removed for m in delete_object_markers(oid, header)] + [m for ms in changed for m in ms]
             if not markers:
                 return
         self.markers_pub.publish(MarkerArray(markers=markers))
@@ -214,7 +217,7 @@ class MapPublisher:
         with self._lock:
             hits, self._query_hits = self._query_hits, None
         if hits is not None:
-            self.query_markers_pub.publish(conv.query_markers(hits, frame_id=self.cfg.ros.map_frame, stamp=self._now()))
+            self.query_markers_pub.publish(query_markers(hits, frame_id=self.cfg.ros.map_frame, stamp=self._now()))
 
     def publish_surface(self, stamp: Any) -> None:
         """The TSDF blocks changed since the last publication (none of the rest of the map).
@@ -270,4 +273,4 @@ class MapPublisher:
         values.update({f"sync_out_of_order_{k}": v for k, v in sorted(sync.out_of_order.items())})
         values.update({f"time_{k}_ms": f"{v:.1f}" for k, v in c.timings_ms.items()})
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-        return DiagnosticArray(header=conv.make_header("", stamp), status=[status])
+        return DiagnosticArray(header=make_header("", stamp), status=[status])

@@ -24,7 +24,10 @@ from std_srvs.srv import Trigger
 from ..config import ConfigError, MapperConfig
 from ..core.mappaths import MapPathError, MapPathPolicy
 from ..core.objects import ObjectInfo
-from . import conversions as conv
+from .conversions.clouds import points_to_cloud
+from .conversions.images import rgb_to_image
+from .conversions.objects import object_to_msg
+from .conversions.query import fill_query_stages
 from .protocols import FrameMapper, MapStore, QueryAnswerer
 
 Guard = Callable[[str, Callable[..., Any]], Callable[..., Any]]
@@ -180,7 +183,7 @@ class MapServices:
             if obj is None:
                 continue
             r = self._QueryResult()
-            r.object = conv.object_to_msg(obj)
+            r.object = object_to_msg(obj)
             if getattr(hit, "label", ""):
                 r.object.label = str(hit.label)
             r.score = float(hit.score)
@@ -188,12 +191,12 @@ class MapServices:
             r.relation_score = float(hit.relation_score if hit.relation_score is not None else 1.0)
             stamp = self._now()
             if req.include_points:
-                r.points = conv.points_to_cloud(obj.points, obj.colors, frame_id=map_frame, stamp=stamp)
+                r.points = points_to_cloud(obj.points, obj.colors, frame_id=map_frame, stamp=stamp)
             if req.include_best_view and obj.best_view is not None:
-                r.best_view = conv.rgb_to_image(obj.best_view, stamp=stamp, frame_id=f"core3d_object_{obj.id}")
+                r.best_view = rgb_to_image(obj.best_view, stamp=stamp, frame_id=f"core3d_object_{obj.id}")
             resp.results.append(r)
             hits.append((obj, float(hit.score)))
-        conv.fill_query_stages(resp, answer, hits[0][0] if hits else None, stamp=self._now())
+        fill_query_stages(resp, answer, hits[0][0] if hits else None, stamp=self._now())
         resp.success = True
         resp.message = str(answer.message or "") or f"{len(resp.results)} result(s)"
         self._on_query_hits(hits)
@@ -209,9 +212,9 @@ class MapServices:
             resp.message = f"no object with id {req.id} (the map has {len(snap.objects)} objects)"
             return resp
         resp.success, resp.message = True, ""
-        resp.object = conv.object_to_msg(obj)
+        resp.object = object_to_msg(obj)
         if req.include_points:
-            resp.points = conv.points_to_cloud(obj.points, obj.colors, frame_id=self.cfg.ros.map_frame, stamp=self._now())
+            resp.points = points_to_cloud(obj.points, obj.colors, frame_id=self.cfg.ros.map_frame, stamp=self._now())
         return resp
 
     # ------------------------------------------------------------------ map files

@@ -1300,7 +1300,9 @@ def bench_kill(
     tag = f"stress_kill_{os.getpid()}"
     results: list[dict] = []
     # 1. map a scene and save it
-    node = NodeProcess(wd, domain, {"keyframes.enabled": "false"}, config=config, name="node_mapper")
+    # inline: the frames' masks are fused before the node reports them processed, so the map
+    # saved next holds them (with a perception node they could still be on their way)
+    node = NodeProcess(wd, domain, {"keyframes.enabled": "false", "ros.perception": "inline"}, config=config, name="node_mapper")
     peer = Peer(domain)
     try:
         if not peer.wait_for_services(90.0):

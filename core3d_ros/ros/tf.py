@@ -23,7 +23,8 @@ import numpy as np
 
 from ..config import ConfigError
 from ..core.frame import FrameError
-from ..core.transforms import TransformError, check_rigid, quaternion_matrix
+from .conversions.errors import PoseError
+from .conversions.poses import transform_to_matrix
 
 TF_REASONS = ("no_transform", "tf_extrapolation", "tf_loop", "tf_error", "bad_transform")
 
@@ -43,15 +44,6 @@ def _import_tf2() -> Any:
             "'pose'/'odometry' with ros.camera_extrinsic"
         ) from e
     return tf2_ros
-
-
-def transform_msg_to_matrix(transform: Any) -> np.ndarray:
-    """geometry_msgs/Transform -> 4x4; TransformError when not a finite rigid motion."""
-    t, q = transform.translation, transform.rotation
-    T = np.eye(4)
-    T[:3, :3] = quaternion_matrix(q.x, q.y, q.z, q.w)
-    T[:3, 3] = [t.x, t.y, t.z]
-    return check_rigid(T)
 
 
 class TfLookup:
@@ -84,8 +76,8 @@ class TfLookup:
         except tf2.TransformException as e:  # e.g. a loop in the tree
             raise FrameError("tf_error", f"{what}: {type(e).__name__}: {e}") from None
         try:
-            return transform_msg_to_matrix(tf.transform)
-        except TransformError as e:
+            return transform_to_matrix(tf.transform)
+        except PoseError as e:
             raise FrameError("bad_transform", f"{what}: {e}") from None
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from ...config import DepthConfig
 from ..camera import CameraIntrinsics, DepthError, decode_depth
 from ..frame import Frame
+from ..transforms import pose_matrix
 
 FORMATS = ("7scenes", "3dmatch", "tum", "replica", "scannet", "synthetic")
 
@@ -189,23 +190,9 @@ def checked_pose(pose: np.ndarray, path: str | Path, tol: float = 1e-2) -> np.nd
 
 
 def quaternion_pose(t: Sequence[float], q_xyzw: Sequence[float]) -> np.ndarray:
-    """4x4 transform from a translation and a quaternion (x, y, z, w)."""
-    x, y, z, w = (float(v) for v in q_xyzw)
-    n = np.sqrt(x * x + y * y + z * z + w * w)
-    if not np.isfinite(n) or n < 1e-9:
-        raise ValueError("degenerate quaternion")
-    x, y, z, w = x / n, y / n, z / n, w / n
-    R = np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-        ]
-    )
-    T = np.eye(4)
-    T[:3, :3] = R
-    T[:3, 3] = np.asarray(t, dtype=np.float64)
-    return T
+    """4x4 transform from a translation and a quaternion (x, y, z, w); TransformError (a
+    ValueError) when either is not finite or the quaternion is zero."""
+    return pose_matrix(t, q_xyzw)
 
 
 # --------------------------------------------------------------------------------------------
