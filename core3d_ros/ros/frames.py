@@ -17,15 +17,19 @@ from ..config import MapperConfig, RosConfig
 from ..core.camera import DepthError
 from ..core.frame import Frame, FrameError
 from ..core.mapping.frames import FrameBuilder, SensorInputs
-from . import conversions as conv
+from .conversions.camera_info import camera_info_distortion, camera_info_to_intrinsics
+from .conversions.compressed import compressed_depth_to_raw, compressed_to_rgb
+from .conversions.errors import CameraInfoError, ImageError, PoseError
+from .conversions.images import image_to_depth_raw, image_to_instances, image_to_rgb
+from .conversions.poses import pose_message_to_matrix
 from .sync import SyncedSet
 
 # Exceptions raised while turning messages into a Frame -> rejection reason.
 CONVERSION_REASONS: tuple[tuple[type, str], ...] = (
-    (conv.ImageError, "bad_image"),
+    (ImageError, "bad_image"),
     (DepthError, "bad_depth"),
-    (conv.CameraInfoError, "bad_camera_info"),
-    (conv.PoseError, "bad_pose"),
+    (CameraInfoError, "bad_camera_info"),
+    (PoseError, "bad_pose"),
 )
 REJECTED = (FrameError, *(t for t, _ in CONVERSION_REASONS))
 
@@ -40,13 +44,13 @@ def sensor_inputs(synced: SyncedSet, ros: RosConfig) -> SensorInputs:
     """Convert the set's messages (ImageError / CameraInfoError / PoseError on malformed ones)."""
     color_msg = synced.messages["color"]
     depth_msg = synced.messages["depth"]
-    rgb = conv.compressed_to_rgb(color_msg) if ros.color_transport == "compressed" else conv.image_to_rgb(color_msg)
+    rgb = compressed_to_rgb(color_msg) if ros.color_transport == "compressed" else image_to_rgb(color_msg)
     if ros.depth_transport == "compressedDepth":
-        raw, depth_encoding = conv.compressed_depth_to_raw(depth_msg)
+        raw, depth_encoding = compressed_depth_to_raw(depth_msg)
     else:
-        raw, depth_encoding = conv.image_to_depth_raw(depth_msg), depth_msg.encoding
+        raw, depth_encoding = image_to_depth_raw(depth_msg), depth_msg.encoding
     info_msg = synced.messages["camera_info"]
-    model, coeffs = conv.camera_info_distortion(info_msg)
+    model, coeffs = camera_info_distortion(info_msg)
     instance_msg = synced.messages.get("instances")
     pose_msg = synced.messages.get("pose")
     return SensorInputs(
@@ -54,14 +58,14 @@ def sensor_inputs(synced: SyncedSet, ros: RosConfig) -> SensorInputs:
         rgb=rgb,
         depth=raw,
         depth_encoding=depth_encoding,
-        intrinsics=conv.camera_info_to_intrinsics(info_msg),
+        intrinsics=camera_info_to_intrinsics(info_msg),
         distortion_model=model,
         distortion=np.asarray(coeffs, np.float64),
         camera_frame=color_msg.header.frame_id,
-        pose=conv.pose_message_to_matrix(pose_msg) if pose_msg is not None else None,
+        pose=pose_message_to_matrix(pose_msg) if pose_msg is not None else None,
         pose_frame=pose_msg.header.frame_id if pose_msg is not None else "",
         pose_stamp=synced.stamps.get("pose"),
-        instances=conv.image_to_instances(instance_msg) if instance_msg is not None else None,
+        instances=image_to_instances(instance_msg) if instance_msg is not None else None,
         source_stamp=color_msg.header.stamp,
     )
 
@@ -76,6 +80,7 @@ class FrameAssembler:
 
     def __init__(self, cfg: MapperConfig, tf_pose: Any = None, extrinsic_tf: Any = None):
         self.ros = cfg.ros
+        self.tf_pose, self.extrinsic_tf = tf_pose, extrinsic_tf
         camera_pose = (lambda s: tf_pose.lookup(s.camera_frame, s.source_stamp)) if tf_pose is not None else None
         self.builder = FrameBuilder(cfg, camera_pose=camera_pose, extrinsic=extrinsic_tf.lookup if extrinsic_tf is not None else None)
 
