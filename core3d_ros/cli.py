@@ -116,21 +116,20 @@ def cmd_query(args) -> int:
     from .core.retrieval.parser import QueryError
 
     cfg = load_config(args.config)
-    mapper = Mapper(cfg, segment=False)
-    mapper.load(args.map)
-    engine = QueryEngine(cfg.retrieval, encoder=mapper.encoder)
     if args.llm_url or args.llm_model:
-        import dataclasses
-
+        llm = dataclasses.replace(
+            cfg.retrieval.llm, enabled=True,
+            base_url=args.llm_url or cfg.retrieval.llm.base_url, model=args.llm_model or cfg.retrieval.llm.model,
+        )
         try:
-            llm = dataclasses.replace(
-                cfg.retrieval.llm, enabled=True,
-                base_url=args.llm_url or cfg.retrieval.llm.base_url, model=args.llm_model or cfg.retrieval.llm.model,
-            )
+            llm.check()
         except ConfigError as e:
             print(f"bad --llm-url / --llm-model: {e}", file=sys.stderr)
             return 2
         cfg.retrieval.llm = llm
+    mapper = Mapper(cfg, segment=False)
+    mapper.load(args.map)
+    engine = QueryEngine(cfg.retrieval, encoder=mapper.encoder)
     if cfg.retrieval.llm.enabled:
         from .core.retrieval.llm import LlmRetriever
 
