@@ -112,7 +112,7 @@ def _map_one(args, cfg: MapperConfig, kind: str, sequence: str | None, out: Path
 
 def cmd_query(args) -> int:
     from .core.pipeline import Mapper
-    from .core.retrieval.engine import QueryEngine
+    from .core.retrieval.answerers import make_answerer
     from .core.retrieval.parser import QueryError
 
     cfg = load_config(args.config)
@@ -129,11 +129,7 @@ def cmd_query(args) -> int:
         cfg.retrieval.llm = llm
     mapper = Mapper(cfg, segment=False)
     mapper.load(args.map)
-    engine = QueryEngine(cfg.retrieval, encoder=mapper.encoder)
-    if cfg.retrieval.llm.enabled:
-        from .core.retrieval.llm import LlmRetriever
-
-        engine = LlmRetriever(engine, cfg.retrieval.llm)
+    engine = make_answerer(cfg.retrieval, mapper.encoder)
     try:
         answer = engine.answer(mapper.snapshot(), args.text, top_k=args.top_k)
     except QueryError as e:

@@ -1,4 +1,5 @@
-"""One registry type for everything chosen by name: segmenters, encoders, dataset readers.
+"""One registry type for everything chosen by name: segmenters, encoders, dataset readers,
+query answerers.
 
     SEGMENTERS = Registry("segmenter", "segmenter.name")      # in segment/base.py
 
