@@ -112,29 +112,24 @@ def _map_one(args, cfg: MapperConfig, kind: str, sequence: str | None, out: Path
 
 def cmd_query(args) -> int:
     from .core.pipeline import Mapper
-    from .core.retrieval.engine import QueryEngine
+    from .core.retrieval.answerers import make_answerer
     from .core.retrieval.parser import QueryError
 
     cfg = load_config(args.config)
-    mapper = Mapper(cfg, segment=False)
-    mapper.load(args.map)
-    engine = QueryEngine(cfg.retrieval, encoder=mapper.encoder)
     if args.llm_url or args.llm_model:
-        import dataclasses
-
+        llm = dataclasses.replace(
+            cfg.retrieval.llm, enabled=True,
+            base_url=args.llm_url or cfg.retrieval.llm.base_url, model=args.llm_model or cfg.retrieval.llm.model,
+        )
         try:
-            llm = dataclasses.replace(
-                cfg.retrieval.llm, enabled=True,
-                base_url=args.llm_url or cfg.retrieval.llm.base_url, model=args.llm_model or cfg.retrieval.llm.model,
-            )
+            llm.check()
         except ConfigError as e:
             print(f"bad --llm-url / --llm-model: {e}", file=sys.stderr)
             return 2
         cfg.retrieval.llm = llm
-    if cfg.retrieval.llm.enabled:
-        from .core.retrieval.llm import LlmRetriever
-
-        engine = LlmRetriever(engine, cfg.retrieval.llm)
+    mapper = Mapper(cfg, segment=False)
+    mapper.load(args.map)
+    engine = make_answerer(cfg.retrieval, mapper.encoder)
     try:
         answer = engine.answer(mapper.snapshot(), args.text, top_k=args.top_k)
     except QueryError as e:

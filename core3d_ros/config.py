@@ -3,6 +3,10 @@
 Every tunable number lives here with its default. The tree loads from YAML (either a plain
 nested mapping, or a ROS 2 parameters file ``<node>: ros__parameters: {...}``), and flattens to
 dotted names (``fusion.voxel_size``) that map one to one onto ROS parameters.
+
+``validate`` is the one check of values: each field's range or allowed values (declared with the
+field) and the rules between fields. Loading runs it, and so do the nodes on their parameters,
+so a bad value fails at start-up in one line naming the parameter, in the same words everywhere.
 """
 from __future__ import annotations
 
@@ -18,22 +22,31 @@ INF = float("inf")
 INT_MAX = 2**31 - 1
 
 
-def _p(default: Any, description: str, value_range: tuple[Any, Any] | None = None) -> Any:
-    """A config field with its ROS parameter description (and range, inclusive) as metadata.
+def _p(
+    default: Any,
+    description: str,
+    value_range: tuple[Any, Any] | None = None,
+    *,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
+    """A config field with its ROS parameter description, and its range (inclusive) or the
+    values it may take, as metadata.
 
-    ``ros2 param describe`` shows both; the node declares them in its ParameterDescriptors.
-    List defaults are copied per instance.
+    ``validate`` enforces range and choices; ``ros2 param describe`` shows them (the nodes
+    declare them in their ParameterDescriptors). List defaults are copied per instance.
     """
     meta: dict[str, Any] = {"description": description}
     if value_range is not None:
         meta["range"] = value_range
+    if choices is not None:
+        meta["choices"] = tuple(choices)
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
 def describe(cfg_cls: type, dotted: str) -> dict[str, Any]:
-    """Metadata (description, range) of the field at dotted name ``dotted`` under ``cfg_cls``."""
+    """Metadata (description, range, choices) of the field at dotted name ``dotted`` under ``cfg_cls``."""
     cls = cfg_cls
     *parents, leaf = dotted.split(".")
     hints_cls = cls
@@ -191,7 +204,7 @@ class EmbedConfig:
     sur_scale: float = _p(3.0, "box scale of the surroundings crop", (1.0, INF))
     alpha_global: float = _p(0.0, "OpenInsGaussian global-context blend; 0 disables", (0.0, 1.0))
     crop_size: int = _p(224, "CLIP input size (pixels)", (1, INT_MAX))
-    resize_mode: str = _p("pad", "crop -> model input: pad (letterbox) | squash | center_crop")
+    resize_mode: str = _p("pad", "crop -> model input: pad (letterbox) | squash | center_crop", choices=("pad", "squash", "center_crop"))
     half_precision: bool = _p(True, "fp16 weights and inputs on CUDA (CPU always runs fp32)")
     text_cache_size: int = _p(1024, "text embeddings remembered (LRU)", (0, INT_MAX))
     allow_random_weights: bool = _p(False, "open_clip without weights (timing only; never semantic)")
@@ -216,68 +229,36 @@ class LlmConfig:
     model: str = _p("", "model name as the server knows it (parse and decide steps)")
     vlm_model: str = _p("", "model for the image steps (verify, orientation); empty: `model`")
     api_key_env: str = _p("CORE3D_LLM_API_KEY", "NAME of the environment variable holding the key (unset: no key)")
-    call_timeout: float = _p(10.0, "seconds for one HTTP call")
-    query_budget: float = _p(20.0, "seconds for all steps of one query; later steps are skipped")
-    max_retries: int = _p(0, "extra attempts after a connection error, timeout or HTTP 5xx")
-    max_connections: int = _p(8, "concurrent HTTP connections to the endpoint (several queries at once)")
+    call_timeout: float = _p(10.0, "seconds for one HTTP call", (0.001, 3600.0))
+    query_budget: float = _p(20.0, "seconds for all steps of one query; later steps are skipped", (0.001, 3600.0))
+    max_retries: int = _p(0, "extra attempts after a connection error, timeout or HTTP 5xx", (0, 10))
+    max_connections: int = _p(8, "concurrent HTTP connections to the endpoint (several queries at once)", (1, 256))
     # Queries running model steps at once; more are answered rule-based at once (stated), so slow
     # model calls never hold all of the node's executor threads (ros main: 4).
-    max_concurrent_queries: int = _p(2, "queries running model steps at once; more are answered rule-based at once (stated), so slow model calls never hold all of the node's executor threads")
-    response_format: str = _p("json_object", "json_object | json_schema | none (what the server is asked for)")
-    temperature: float = _p(0.0, "sampling temperature of the model's replies")
-    max_tokens: int = _p(512, "tokens the model may write per reply")
-    max_reply_bytes: int = _p(1000000, "a longer HTTP body is a failed step")
+    max_concurrent_queries: int = _p(2, "queries running model steps at once; more are answered rule-based at once (stated), so slow model calls never hold all of the node's executor threads", (1, 256))
+    response_format: str = _p("json_object", "json_object | json_schema | none (what the server is asked for)", choices=("json_object", "json_schema", "none"))
+    temperature: float = _p(0.0, "sampling temperature of the model's replies", (0.0, 2.0))
+    max_tokens: int = _p(512, "tokens the model may write per reply", (1, 1 << 20))
+    max_reply_bytes: int = _p(1000000, "a longer HTTP body is a failed step", (1024, 1 << 30))
     # The four steps, each optional.
     parse: bool = _p(True, "LLM parses the query into target, attributes, relations, orientation")
     verify: bool = _p(True, "VLM checks the top candidates on their best views (box drawn)")
     orientation: bool = _p(True, "VLM picks each candidate's facing direction on a yaw grid (\"facing the TV\")")
     decide: bool = _p(True, "LLM picks the answer among the candidates and says why")
     # Bounded context: what one query may send, whatever the size of the map.
-    candidates: int = _p(5, "top-K candidates sent to the model")
-    anchors: int = _p(3, "anchor objects sent per relation / orientation anchor")
-    image_size: int = _p(256, "longest side of an image part, pixels")
-    image_format: str = _p("jpeg", "jpeg | png")
-    yaw_bins: int = _p(8, "yaw grid of the orientation step (bin 0 follows a horizontal axis of the object box)")
-    verify_weight: float = _p(0.7, "verification: score x ((1 - w) + w x model confidence)")
-    orientation_floor: float = _p(0.1, "orientation: score x (floor + (1 - floor) x facing)")
-
-    def __post_init__(self) -> None:
-        if self.enabled:  # a bad endpoint setting fails at start-up, naming the parameter
-            self.check()
+    candidates: int = _p(5, "top-K candidates sent to the model", (1, 32))
+    anchors: int = _p(3, "anchor objects sent per relation / orientation anchor", (1, 16))
+    image_size: int = _p(256, "longest side of an image part, pixels", (32, 2048))
+    image_format: str = _p("jpeg", "jpeg | png", choices=("jpeg", "png"))
+    yaw_bins: int = _p(8, "yaw grid of the orientation step (bin 0 follows a horizontal axis of the object box)", (4, 36))
+    verify_weight: float = _p(0.7, "verification: score x ((1 - w) + w x model confidence)", (0.0, 1.0))
+    orientation_floor: float = _p(0.1, "orientation: score x (floor + (1 - floor) x facing)", (0.0, 1.0))
 
     def check(self, prefix: str = "retrieval.llm") -> None:
-        """Raise ConfigError naming the first bad parameter (whether enabled or not)."""
-        from urllib.parse import urlsplit
-
-        url = self.base_url.strip()
-        if not url:
-            raise ConfigError(f"{prefix}.base_url: empty; set the endpoint, e.g. http://127.0.0.1:8000/v1")
-        try:
-            u = urlsplit(url)
-            host = u.hostname
-        except ValueError as e:
-            raise ConfigError(f"{prefix}.base_url: {url!r} is not a URL ({e})") from None
-        if u.scheme not in ("http", "https") or not host:
-            raise ConfigError(f"{prefix}.base_url: {url!r} must be an http:// or https:// URL with a host")
-        if not self.model.strip():
-            raise ConfigError(f"{prefix}.model: empty; set the model name the server serves")
-        ranges = {
-            "call_timeout": (1e-3, 3600.0), "query_budget": (1e-3, 3600.0), "max_retries": (0, 10),
-            "max_connections": (1, 256), "max_concurrent_queries": (1, 256), "max_tokens": (1, 1 << 20), "max_reply_bytes": (1024, 1 << 30),
-            "candidates": (1, 32), "anchors": (1, 16), "image_size": (32, 2048), "yaw_bins": (4, 36),
-            "verify_weight": (0.0, 1.0), "orientation_floor": (0.0, 1.0), "temperature": (0.0, 2.0),
-        }
-        for name, (lo, hi) in ranges.items():
-            v = getattr(self, name)
-            if not lo <= v <= hi:  # NaN fails too
-                raise ConfigError(f"{prefix}.{name}: {v!r} is out of range [{lo}, {hi}]")
-        if self.response_format not in ("json_object", "json_schema", "none"):
-            raise ConfigError(f"{prefix}.response_format: {self.response_format!r}; expected json_object, json_schema or none")
-        if self.image_format not in ("jpeg", "png"):
-            raise ConfigError(f"{prefix}.image_format: {self.image_format!r}; expected jpeg or png")
-        k = self.api_key_env
-        if k and not (k.isascii() and k.replace("_", "a").isalnum() and not k[0].isdigit()):
-            raise ConfigError(f"{prefix}.api_key_env: {self.api_key_env!r} is not an environment variable name")
+        """Raise ConfigError naming the first bad parameter of this section, its endpoint
+        included (whether enabled or not): what the model steps need before their first call."""
+        _check_leaves(self, prefix + ".")
+        _check_llm_endpoint(self, prefix)
 
 
 @dataclass
@@ -309,6 +290,10 @@ class RetrievalConfig:
     llm: LlmConfig = field(default_factory=LlmConfig)  # optional LLM / VLM steps (off by default)
 
 
+# QoS profiles of an input subscription (ros.color_qos, ...); see RosConfig.
+QOS_PROFILES = ("default", "sensor_data", "reliable", "best_effort", "system_default")
+
+
 @dataclass
 class RosConfig:
     color_topic: str = _p("camera/color/image_raw", "colour image topic (sensor_msgs/Image; with color_transport compressed: <topic>/compressed)")
@@ -316,10 +301,10 @@ class RosConfig:
     info_topic: str = _p("camera/color/camera_info", "camera info topic of the colour camera (sensor_msgs/CameraInfo)")
     pose_topic: str = _p("camera/pose", "pose topic (pose_type pose: PoseStamped, odometry: nav_msgs/Odometry)")
     instance_topic: str = _p("", "optional per-pixel instance ids (32SC1/16UC1, 0 = none) for the oracle segmenter; empty: not subscribed")
-    pose_type: str = _p("pose", "pose (PoseStamped) | odometry | tf")
+    pose_type: str = _p("pose", "pose (PoseStamped) | odometry | tf", choices=("pose", "odometry", "tf"))
     map_frame: str = _p("map", "fixed frame of the map (REP 105); poses and TF are expressed in it")
     camera_frame: str = _p("", "for pose_type=tf; empty: the image header's frame_id")
-    qos_reliability: str = _p("best_effort", "best_effort | reliable")
+    qos_reliability: str = _p("best_effort", "best_effort | reliable", choices=("best_effort", "reliable"))
     qos_depth: int = _p(10, "queue depth of the input subscriptions (the default QoS profile)", (1, INT_MAX))
     sync_slop: float = _p(0.05, "seconds: approximate-time sync tolerance between colour and the other inputs", (0.0, INF))
     sync_queue: int = _p(30, "messages kept per input while synchronising", (1, INT_MAX))
@@ -329,7 +314,7 @@ class RosConfig:
     # Where the models run: in_process (a perception node in the mapping node's process, linked
     # by the core3d/observations topic), external (a perception node elsewhere, e.g. a GPU box),
     # inline (the mapping worker runs them itself and waits for them; offline-style runs).
-    perception: str = _p("in_process", "where the models run: in_process (a perception node in this process, linked by core3d/observations) | external (a perception node elsewhere) | inline (the mapping worker runs them and waits)")
+    perception: str = _p("in_process", "where the models run: in_process (a perception node in this process, linked by core3d/observations) | external (a perception node elsewhere) | inline (the mapping worker runs them and waits)", choices=("in_process", "external", "inline"))
     perception_nice: int = _p(10, "a perception node in its own process lowers its OS priority by this much, so that mapping and queries get the CPU first (0: unchanged)", (0, 19))
     perception_threads: int = _p(0, "CPU threads of the models (torch) in a perception node; 0: all cores but one, which is left to mapping", (0, 1024))
     frame_buffer: int = _p(60, "frames kept by stamp for observations that arrive later", (1, INT_MAX))
@@ -338,7 +323,7 @@ class RosConfig:
     publish_points: bool = _p(True, "publish the map point cloud on core3d/cloud")
     cloud_max_points: int = _p(500_000, "most points in one core3d/cloud message: a bigger map is thinned evenly (every 2nd, 4th, ... voxel of each object)", (1, INT_MAX))
     publish_surface: bool = _p(True, "publish changed TSDF blocks as markers on core3d/surface (needs geometry.enabled)")
-    marker_style: str = _p("line_list", "object boxes in core3d/markers: line_list (wire frame) | cube")
+    marker_style: str = _p("line_list", "object boxes in core3d/markers: line_list (wire frame) | cube", choices=("line_list", "cube"))
     map_path: str = _p("", "load this map at start-up when set (relative: inside maps_dir)")
     # Map files are read and written only inside this directory (created when needed); a
     # relative path in save_map / load_map / map_path resolves inside it.
@@ -351,14 +336,14 @@ class RosConfig:
     camera_extrinsic: list[float] = _p([], "pose of the camera optical frame in the pose input's frame: x y z qx qy qz qw (metres, unit quaternion); empty: identity (the pose input is the camera optical frame's)")
     tf_timeout: float = _p(0.05, "seconds to wait for a TF at the image stamp before the frame is refused (no_transform)", (0.0, 10.0))
     # Compressed inputs (image_transport names: <topic>/compressed, <topic>/compressedDepth).
-    color_transport: str = _p("raw", "raw (sensor_msgs/Image on color_topic) | compressed (sensor_msgs/CompressedImage on color_topic/compressed)")
-    depth_transport: str = _p("raw", "raw (sensor_msgs/Image on depth_topic) | compressedDepth (sensor_msgs/CompressedImage on depth_topic/compressedDepth)")
+    color_transport: str = _p("raw", "raw (sensor_msgs/Image on color_topic) | compressed (sensor_msgs/CompressedImage on color_topic/compressed)", choices=("raw", "compressed"))
+    depth_transport: str = _p("raw", "raw (sensor_msgs/Image on depth_topic) | compressedDepth (sensor_msgs/CompressedImage on depth_topic/compressedDepth)", choices=("raw", "compressedDepth"))
     # QoS per input: default (qos_reliability, qos_depth, volatile; best_effort = sensor data) |
     # sensor_data | reliable | best_effort | system_default.
-    color_qos: str = _p("default", "QoS of the colour subscription: default | sensor_data | reliable | best_effort | system_default")
-    depth_qos: str = _p("default", "QoS of the depth subscription (as color_qos)")
-    info_qos: str = _p("default", "QoS of the camera info subscription (as color_qos)")
-    pose_qos: str = _p("default", "QoS of the pose / odometry subscription (as color_qos)")
+    color_qos: str = _p("default", "QoS of the colour subscription: default | sensor_data | reliable | best_effort | system_default", choices=QOS_PROFILES)
+    depth_qos: str = _p("default", "QoS of the depth subscription (as color_qos)", choices=QOS_PROFILES)
+    info_qos: str = _p("default", "QoS of the camera info subscription (as color_qos)", choices=QOS_PROFILES)
+    pose_qos: str = _p("default", "QoS of the pose / odometry subscription (as color_qos)", choices=QOS_PROFILES)
 
 
 @dataclass
@@ -374,7 +359,115 @@ class MapperConfig:
 
 
 class ConfigError(ValueError):
-    """A configuration value is unknown or has the wrong type."""
+    """A configuration value is unknown, has the wrong type or cannot be run with. The message
+    is one line naming the parameter."""
+
+
+# ---------------------------------------------------------------------------------- validation
+
+
+def validate(cfg: MapperConfig) -> MapperConfig:
+    """Return ``cfg`` if every value can be run with; else raise ConfigError, one line naming the
+    first bad parameter (``fusion.voxel_size must be in [0.0001, 10.0], got 0.0``).
+
+    Ranges and choices come from the fields' metadata (``_p``); the rules between fields follow.
+    ``from_dict`` and ``load_config`` call it, and so do the nodes on their parameters, so the
+    ``core3d`` command and every node refuse a value in the same words.
+    """
+    _check_leaves(cfg, "")
+    _check_devices(cfg)
+    _check_ros(cfg.ros)
+    if cfg.retrieval.llm.enabled:
+        _check_llm_endpoint(cfg.retrieval.llm, "retrieval.llm")
+    return cfg
+
+
+def _check_value(name: str, value: Any, meta: dict[str, Any]) -> None:
+    lo_hi = meta.get("range")
+    if lo_hi is not None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name} must be a number, got {value!r}")
+        lo, hi = lo_hi
+        if not lo <= value <= hi:  # NaN fails too
+            bound = f">= {lo!r}" if hi in (INF, INT_MAX) else f"in [{lo!r}, {hi!r}]"
+            raise ConfigError(f"{name} must be {bound}, got {value!r}")
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{name} must be one of {' | '.join(choices)}, got {value!r}")
+
+
+def _check_leaves(section: Any, prefix: str) -> None:
+    """Range and choices of every leaf under ``section`` (list items one by one)."""
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        name = prefix + f.name
+        if dataclasses.is_dataclass(value):
+            _check_leaves(value, name + ".")
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                _check_value(f"{name}[{i}]", item, f.metadata)
+        else:
+            _check_value(name, value, f.metadata)
+
+
+def _is_device(name: str, auto: bool) -> bool:
+    d = str(name).lower()
+    return d in ("cpu", "cuda") or (auto and d == "auto") or (d.startswith("cuda:") and d[5:].isdigit())
+
+
+def _check_devices(cfg: MapperConfig) -> None:
+    # Open3D devices; the torch devices of the models (segmenter.device, embed.device) are
+    # checked by their back-ends, which know what this machine has.
+    if not _is_device(cfg.fusion.device, auto=False):
+        raise ConfigError(f"fusion.device must be cpu, cuda or cuda:N, got {cfg.fusion.device!r}")
+    if not _is_device(cfg.geometry.device, auto=True):
+        raise ConfigError(f"geometry.device must be auto, cpu or cuda[:N], got {cfg.geometry.device!r}")
+
+
+def _check_ros(ros: RosConfig) -> None:
+    for name in ("color_topic", "depth_topic", "info_topic", "map_frame", "maps_dir"):
+        if not getattr(ros, name):
+            raise ConfigError(f"ros.{name} must not be empty")
+    if ros.pose_type != "tf" and not ros.pose_topic:
+        raise ConfigError("ros.pose_topic must not be empty unless ros.pose_type is 'tf'")
+    if ros.camera_extrinsic:
+        from .core.transforms import TransformError, xyzquat_to_matrix
+
+        try:
+            xyzquat_to_matrix(ros.camera_extrinsic)
+        except TransformError as e:
+            raise ConfigError(f"ros.camera_extrinsic: {e}") from None
+    if ros.base_frame and ros.camera_extrinsic:
+        raise ConfigError("ros.base_frame and ros.camera_extrinsic are exclusive: the extrinsic comes from TF or from the parameter")
+    if ros.pose_type == "tf" and (ros.base_frame or ros.camera_extrinsic):
+        raise ConfigError(
+            "ros.base_frame / ros.camera_extrinsic apply to pose and odometry inputs; with ros.pose_type 'tf' "
+            "the whole chain map_frame <- camera comes from TF"
+        )
+
+
+def _check_llm_endpoint(llm: LlmConfig, prefix: str) -> None:
+    """What the model steps need to make their first call: an http(s) URL, a model, a key name."""
+    from urllib.parse import urlsplit
+
+    url = llm.base_url.strip()
+    if not url:
+        raise ConfigError(f"{prefix}.base_url: empty; set the endpoint, e.g. http://127.0.0.1:8000/v1")
+    try:
+        u = urlsplit(url)
+        host = u.hostname
+    except ValueError as e:
+        raise ConfigError(f"{prefix}.base_url: {url!r} is not a URL ({e})") from None
+    if u.scheme not in ("http", "https") or not host:
+        raise ConfigError(f"{prefix}.base_url: {url!r} must be an http:// or https:// URL with a host")
+    if not llm.model.strip():
+        raise ConfigError(f"{prefix}.model: empty; set the model name the server serves")
+    k = llm.api_key_env
+    if k and not (k.isascii() and k.replace("_", "a").isalnum() and not k[0].isdigit()):
+        raise ConfigError(f"{prefix}.api_key_env: {k!r} is not an environment variable name")
+
+
+# ---------------------------------------------------------------------------------- loading
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -425,12 +518,14 @@ def _from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
 
 
 def from_dict(data: dict[str, Any]) -> MapperConfig:
-    """Build a MapperConfig from a nested mapping; missing keys keep their defaults."""
-    return _from_dict(MapperConfig, data or {})
+    """Build a MapperConfig from a nested mapping; missing keys keep their defaults. An unknown
+    key, a wrong type or a value ``validate`` refuses raises ConfigError naming the parameter."""
+    return validate(_from_dict(MapperConfig, data or {}))
 
 
 def load_config(path: str | Path | None) -> MapperConfig:
-    """Load YAML: a nested mapping, or a ROS 2 parameters file (first node's ros__parameters)."""
+    """Load YAML: a nested mapping, or a ROS 2 parameters file (first node's ros__parameters).
+    The result is validated (``validate``): a bad value fails here, naming the parameter."""
     if path is None:
         return MapperConfig()
     with open(path, encoding="utf-8") as f:

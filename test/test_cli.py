@@ -130,3 +130,13 @@ def test_write_ply_of_an_empty_snapshot(tmp_path):
     path = write_ply(MapSnapshot(), tmp_path / "e.ply")
     data = open(path, "rb").read()
     assert data.startswith(b"ply\n") and data.endswith(b"end_header\n") and b"element vertex 0\n" in data
+
+
+def test_map_refuses_an_out_of_range_config_in_one_line(tmp_path, capsys):
+    """The command checks a --config file as the node checks its parameters (config.validate)."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("fusion:\n  voxel_size: 0\n")
+    out = tmp_path / "out"
+    assert main(["map", "synthetic", "--frames", "2", "--config", str(bad), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.splitlines() == ["core3d: fusion.voxel_size must be in [0.0001, 10.0], got 0.0"]
+    assert not out.exists()  # refused before anything was mapped

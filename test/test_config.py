@@ -22,12 +22,15 @@ import pytest
 import yaml
 
 from core3d_ros.config import (
+    INF,
     ConfigError,
     MapperConfig,
+    describe,
     flatten,
     from_dict,
     load_config,
     unflatten,
+    validate,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -258,6 +261,79 @@ def test_plain_and_ros_layouts_load_alike(tmp_path):
     assert a == b
     assert a.fusion.voxel_size == 0.04 and a.ros.map_frame == "world"
     assert load_config(None) == MapperConfig()
+
+
+# ------------------------------------------------------------------ validation: ranges, choices, rules
+
+
+def test_defaults_are_valid_and_within_their_own_choices():
+    assert validate(MapperConfig()) == MapperConfig()
+    for key, value in flatten(MapperConfig()).items():
+        choices = describe(MapperConfig, key).get("choices")
+        assert choices is None or value in choices, key
+
+
+def _below(lo):
+    return lo - 1 if isinstance(lo, int) else lo - abs(lo) - 1.0
+
+
+def test_every_declared_range_and_choice_is_enforced_in_one_line_naming_the_parameter():
+    checked = 0
+    for key, value in flatten(MapperConfig()).items():
+        meta = describe(MapperConfig, key)
+        bad = []
+        if "range" in meta:
+            lo, hi = meta["range"]
+            bad += [_below(lo), float("nan")] if isinstance(value, float) else [_below(lo)]
+            if hi not in (INF, 2**31 - 1):
+                bad.append(hi + 1)
+        if "choices" in meta:
+            bad.append("no-such-" + value)
+        for v in bad:
+            with pytest.raises(ConfigError) as info:
+                from_dict(unflatten({key: v}))
+            message = str(info.value)
+            assert message.startswith(f"{key} must be ") and "\n" not in message, message
+            checked += 1
+    assert checked > 150
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"fusion": {"voxel_size": 0}}, "fusion.voxel_size must be in [0.0001, 10.0], got 0.0"),
+        ({"fusion": {"merge_interval": -1}}, "fusion.merge_interval must be >= 0, got -1"),
+        ({"depth": {"max_depth": float("nan")}}, "depth.max_depth must be >= 0.0, got nan"),
+        ({"ros": {"pose_type": "gps"}}, "ros.pose_type must be one of pose | odometry | tf, got 'gps'"),
+        ({"ros": {"depth_qos": "fast"}}, "ros.depth_qos must be one of default | sensor_data | reliable | best_effort | system_default, got 'fast'"),
+        ({"embed": {"resize_mode": "stretch"}}, "embed.resize_mode must be one of pad | squash | center_crop, got 'stretch'"),
+        # the model steps' ranges hold whether they are enabled or not (the node declares them)
+        ({"retrieval": {"llm": {"candidates": 0}}}, "retrieval.llm.candidates must be in [1, 32], got 0"),
+        ({"fusion": {"device": "gpu"}}, "fusion.device must be cpu, cuda or cuda:N, got 'gpu'"),
+        ({"geometry": {"device": "cuda:x"}}, "geometry.device must be auto, cpu or cuda[:N], got 'cuda:x'"),
+        ({"ros": {"maps_dir": ""}}, "ros.maps_dir must not be empty"),
+        ({"ros": {"pose_topic": ""}}, "ros.pose_topic must not be empty unless ros.pose_type is 'tf'"),
+        ({"ros": {"camera_extrinsic": [1.0, 2.0]}}, "ros.camera_extrinsic: expected 7 numbers (x y z qx qy qz qw), got 2"),
+        (
+            {"ros": {"base_frame": "base_link", "camera_extrinsic": [0.0] * 6 + [1.0]}},
+            "ros.base_frame and ros.camera_extrinsic are exclusive: the extrinsic comes from TF or from the parameter",
+        ),
+        ({"retrieval": {"llm": {"enabled": True, "model": "m"}}}, "retrieval.llm.base_url: empty; set the endpoint, e.g. http://127.0.0.1:8000/v1"),
+    ],
+)
+def test_bad_values_fail_in_one_line_naming_the_parameter(data, message, tmp_path):
+    with pytest.raises(ConfigError) as info:
+        from_dict(data)
+    assert str(info.value) == message
+    path = tmp_path / "bad.yaml"  # a file says the same (what `core3d map --config` reads)
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == message
+
+
+def test_a_disabled_llm_endpoint_is_not_checked():
+    assert from_dict({"retrieval": {"llm": {"enabled": False, "base_url": "nonsense"}}}).retrieval.llm.base_url == "nonsense"
 
 
 # ------------------------------------------------------------------ flatten / unflatten

@@ -35,15 +35,41 @@ def _cuda_available() -> bool:
 
 
 def test_registry_lists_known_names_for_an_unknown_one():
-    loads = []
-    reg: Registry = Registry("widget", "widget.name", load=lambda: loads.append(1))
-    reg.register("b")(lambda: "B")
+    reg: Registry = Registry("widget", "widget.name")
+    reg.register("b", colour="blue")(lambda: "B")
     reg.register("a")(lambda: "A")
     assert reg.create("a") == "A"
-    assert reg.names() == ["a", "b"] and loads == [1]  # built-ins load once
+    assert reg.names() == ["a", "b"] and reg.info("b") == {"colour": "blue"}
     with pytest.raises(BackendError, match=r"unknown widget 'c' \(parameter widget\.name\); available: \['a', 'b'\]"):
         reg.get("c")
     assert issubclass(BackendError, ConfigError)
+    # names the caller handles itself are listed; the error type is the registry's
+    reg = Registry("widget", "--kind", error=KeyError, also=("auto",))
+    reg.register("a")(lambda: "A")
+    with pytest.raises(KeyError, match=r"available: \['auto', 'a'\]"):
+        reg.info("z")
+
+
+def test_back_end_modules_register_themselves_without_their_base_importing_them():
+    """Each registry's base module imports no back-end: the package __init__ does (no import circle)."""
+    import ast
+
+    for base, backends in {
+        "segment/base.py": {"geometric", "oracle", "sam", "semantic_sam"},
+        "embed/base.py": {"clip"},
+        "datasets/base.py": {"replica", "scannet", "sevenscenes", "synthetic", "threedmatch", "tum"},
+    }.items():
+        tree = ast.parse((ROOT / "core3d_ros" / "core" / base).read_text())
+        imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 1 for a in n.names}
+        imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 1 and n.module}
+        assert not imported & backends, (base, imported & backends)
+    from core3d_ros.core.datasets.base import DATASETS
+    from core3d_ros.core.embed.base import available_encoders
+    from core3d_ros.core.segment.base import available_segmenters
+
+    assert available_segmenters() == ["geometric", "oracle", "sam", "semantic_sam"]
+    assert available_encoders() == ["none", "mean_color", "open_clip"]
+    assert DATASETS.names() == ["3dmatch", "7scenes", "replica", "scannet", "synthetic", "tum"]
 
 
 # ------------------------------------------------------------------ each back-end parameter

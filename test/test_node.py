@@ -283,6 +283,27 @@ def test_bad_parameter_values_fail_at_start_up(ros_context) -> None:
         )
 
 
+@pytest.mark.parametrize(
+    "name, value",
+    [("fusion.voxel_size", 0.0), ("ros.work_queue", 0), ("ros.pose_type", "gps"), ("retrieval.llm.candidates", 40)],
+)
+def test_bad_parameters_are_refused_in_the_words_of_the_core3d_command(ros_context, tmp_path, capsys, name, value) -> None:
+    """One validation (config.validate): a node parameter and `core3d map --config` give one line, the same."""
+    import yaml
+
+    from core3d_ros.cli import main
+    from core3d_ros.config import unflatten
+
+    with pytest.raises(ConfigError) as info:
+        MappingNode(mapper_factory=FakeMapper, context=ros_context, parameter_overrides=[Parameter(name, value=value)])
+    node_message = str(info.value)
+    assert node_message.startswith(f"{name} must be ") and "\n" not in node_message
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(unflatten({name: value})))
+    assert main(["map", "synthetic", "--frames", "2", "--config", str(bad), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"core3d: {node_message}"]
+
+
 def test_tf_pose_needs_tf2(ros_context) -> None:
     try:
         import tf2_ros  # noqa: F401

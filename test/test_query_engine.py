@@ -399,3 +399,26 @@ def test_random_queries_give_answers_or_query_errors():
             assert isinstance(a, QueryAnswer)
             for h in a.results:
                 assert np.isfinite(h.score) and 0.0 <= h.relation_score <= 1.0
+
+
+def test_make_answerer_builds_the_configured_answerer_by_name():
+    """The `core3d query` command and the mapping node build their answerer in one place."""
+    import dataclasses
+
+    from core3d_ros.config import ConfigError, LlmConfig
+    from core3d_ros.core.registry import BackendError
+    from core3d_ros.core.retrieval.answerers import ANSWERERS, make_answerer
+    from core3d_ros.core.retrieval.llm import LlmRetriever
+
+    enc = FakeTextEncoder(8)
+    rules = make_answerer(RetrievalConfig(), enc)
+    assert type(rules) is QueryEngine and rules.encoder is enc
+    llm = LlmConfig(enabled=True, base_url="http://127.0.0.1:9/v1", model="m")
+    retriever = make_answerer(RetrievalConfig(llm=llm), enc)
+    assert isinstance(retriever, LlmRetriever) and retriever.engine.encoder is enc and retriever.cfg is llm
+    assert type(make_answerer(RetrievalConfig(llm=llm), enc, name="rules")) is QueryEngine
+    assert ANSWERERS.names() == ["llm", "rules"]
+    with pytest.raises(BackendError, match=r"unknown answerer 'oracle'.*\['llm', 'rules'\]"):
+        make_answerer(RetrievalConfig(), enc, name="oracle")
+    with pytest.raises(ConfigError, match=r"retrieval\.llm\.base_url"):  # the model steps check their section
+        make_answerer(RetrievalConfig(llm=dataclasses.replace(llm, base_url="ftp://x")), enc)

@@ -1,19 +1,21 @@
-"""One registry type for everything chosen by name in config (segmenters, encoders, dataset readers).
+"""One registry type for everything chosen by name: segmenters, encoders, dataset readers,
+query answerers.
 
-    SEGMENTERS = Registry("segmenter", "segmenter.name", load=_import_builtin_segmenters)
+    SEGMENTERS = Registry("segmenter", "segmenter.name")      # in segment/base.py
 
-    @SEGMENTERS.register("geometric")
+    @SEGMENTERS.register("geometric")                         # in segment/geometric.py
     def _make(cfg): ...
 
     SEGMENTERS.create("geometric", cfg)   # unknown names raise BackendError listing the known ones
 
-``load`` imports the modules whose import registers the built-in entries; it runs once, on the
-first look-up, so that heavy optional packages are imported only when a back-end is built.
+A back-end registers itself when its module is imported; the package's ``__init__`` imports its
+back-ends, so the module holding the registry imports none of them. Back-ends import their heavy
+packages (torch, open_clip, segment_anything) only when built. ``register`` may keep facts
+about an entry beside its factory (a dataset reader's ``detect`` predicate); ``info`` returns them.
 """
 from __future__ import annotations
 
-import threading
-from typing import Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, Sequence, TypeVar
 
 from ..config import ConfigError
 
@@ -27,46 +29,42 @@ class BackendError(ConfigError, RuntimeError):
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str, param: str, load: Callable[[], None] | None = None):
+    def __init__(
+        self, kind: str, param: str, *, error: type[Exception] = BackendError, also: Sequence[str] = ()
+    ):
         self.kind = kind  # "segmenter", "encoder", ...
-        self.param = param  # the config parameter that names an entry
-        self._load = load
-        self._loaded = load is None
-        self._lock = threading.Lock()
+        self.param = param  # the parameter that names an entry
+        self.error = error  # raised for an unknown name
+        self.also = tuple(also)  # names the caller handles itself ("none", "auto"), listed as available
         self._factories: dict[str, T] = {}
+        self._info: dict[str, dict[str, Any]] = {}
 
-    def register(self, name: str) -> Callable[[T], T]:
+    def register(self, name: str, **info: Any) -> Callable[[T], T]:
         def wrap(factory: T) -> T:
             self._factories[name] = factory
+            self._info[name] = info
             return factory
 
         return wrap
 
-    def _ensure_loaded(self) -> None:
-        if self._loaded:
-            return
-        with self._lock:
-            if not self._loaded:
-                assert self._load is not None
-                self._load()
-                self._loaded = True
-
     def names(self) -> list[str]:
-        self._ensure_loaded()
         return sorted(self._factories)
 
     def __contains__(self, name: str) -> bool:
-        self._ensure_loaded()
         return name in self._factories
 
     def get(self, name: str) -> T:
-        self._ensure_loaded()
         try:
             return self._factories[name]
         except KeyError:
-            raise BackendError(
-                f"unknown {self.kind} {name!r} (parameter {self.param}); available: {self.names()}"
+            raise self.error(
+                f"unknown {self.kind} {name!r} (parameter {self.param}); available: {[*self.also, *self.names()]}"
             ) from None
+
+    def info(self, name: str) -> dict[str, Any]:
+        """What was registered beside the factory of ``name``."""
+        self.get(name)
+        return self._info[name]
 
     def create(self, name: str, *args, **kwargs):
         return self.get(name)(*args, **kwargs)

@@ -25,58 +25,13 @@ from rclpy.qos import (
 )
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from ..config import ConfigError, MapperConfig, RosConfig
-from ..core.transforms import TransformError, xyzquat_to_matrix
+from ..config import MapperConfig, RosConfig
 from .conversions.headers import to_seconds
 from .frames import FrameAssembler
 from .sync import ApproximateTimeSync, Rejected, SyncedSet
 from .tf import StaticExtrinsic, TfLookup, TfPoseLookup
 
-POSE_TYPES = ("pose", "odometry", "tf")
 QOS_RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
-QOS_PROFILES = ("default", "sensor_data", "reliable", "best_effort", "system_default")
-COLOR_TRANSPORTS = ("raw", "compressed")
-DEPTH_TRANSPORTS = ("raw", "compressedDepth")
-
-
-def validate_inputs(ros: RosConfig) -> None:
-    """Reject input settings a node cannot run with (ConfigError names the parameter)."""
-    if ros.pose_type not in POSE_TYPES:
-        raise ConfigError(f"ros.pose_type must be one of {POSE_TYPES}, got {ros.pose_type!r}")
-    if ros.qos_reliability not in QOS_RELIABILITY:
-        raise ConfigError(f"ros.qos_reliability must be one of {sorted(QOS_RELIABILITY)}, got {ros.qos_reliability!r}")
-    for name in ("qos_depth", "sync_queue"):
-        if getattr(ros, name) < 1:
-            raise ConfigError(f"ros.{name} must be >= 1, got {getattr(ros, name)}")
-    for name in ("sync_slop", "max_pose_age"):
-        if not getattr(ros, name) >= 0:
-            raise ConfigError(f"ros.{name} must be >= 0, got {getattr(ros, name)}")
-    for name in ("color_topic", "depth_topic", "info_topic", "map_frame"):
-        if not getattr(ros, name):
-            raise ConfigError(f"ros.{name} must not be empty")
-    if ros.pose_type != "tf" and not ros.pose_topic:
-        raise ConfigError("ros.pose_topic must not be empty unless ros.pose_type is 'tf'")
-    for name in ("color_qos", "depth_qos", "info_qos", "pose_qos"):
-        if getattr(ros, name) not in QOS_PROFILES:
-            raise ConfigError(f"ros.{name} must be one of {QOS_PROFILES}, got {getattr(ros, name)!r}")
-    if ros.color_transport not in COLOR_TRANSPORTS:
-        raise ConfigError(f"ros.color_transport must be one of {COLOR_TRANSPORTS}, got {ros.color_transport!r}")
-    if ros.depth_transport not in DEPTH_TRANSPORTS:
-        raise ConfigError(f"ros.depth_transport must be one of {DEPTH_TRANSPORTS}, got {ros.depth_transport!r}")
-    if not ros.tf_timeout >= 0:
-        raise ConfigError(f"ros.tf_timeout must be >= 0, got {ros.tf_timeout}")
-    if ros.camera_extrinsic:
-        try:
-            xyzquat_to_matrix(ros.camera_extrinsic)
-        except TransformError as e:
-            raise ConfigError(f"ros.camera_extrinsic: {e}") from None
-    if ros.base_frame and ros.camera_extrinsic:
-        raise ConfigError("ros.base_frame and ros.camera_extrinsic are exclusive: the extrinsic comes from TF or from the parameter")
-    if ros.pose_type == "tf" and (ros.base_frame or ros.camera_extrinsic):
-        raise ConfigError(
-            "ros.base_frame / ros.camera_extrinsic apply to pose and odometry inputs; with ros.pose_type 'tf' "
-            "the whole chain map_frame <- camera comes from TF"
-        )
 
 
 def input_qos(ros: RosConfig, profile: str) -> QoSProfile:
@@ -110,8 +65,7 @@ class SyncedInputs:
         callback_group: Any = None,
         guard: Callable[[str, Callable[..., Any]], Callable[..., Any]] = _no_guard,
     ):
-        ros = cfg.ros
-        validate_inputs(ros)
+        ros = cfg.ros  # validated with the rest of cfg (config.validate) when it was loaded
         color = (CompressedImage, f"{ros.color_topic}/compressed") if ros.color_transport == "compressed" else (Image, ros.color_topic)
         depth = (
             (CompressedImage, f"{ros.depth_topic}/compressedDepth")

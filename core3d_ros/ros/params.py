@@ -2,9 +2,10 @@
 
 Shared by every core3d node, so ``ros2 param`` shows the same names everywhere
 (``fusion.voxel_size``, ``segmenter.name``, ...). Each descriptor carries the field's
-description and range (config.py field metadata), so ``ros2 param describe`` explains it; a
-value outside the range (or of the wrong type) fails at start-up with a ConfigError naming the
-parameter. ``validate_node_config`` adds the checks of values the mapping node cannot run with.
+description and its range or choices (config.py field metadata), so ``ros2 param describe``
+explains it. The values are checked by ``config.validate``, as ``core3d map --config`` checks a
+file: a bad one fails at start-up with the same one-line ConfigError naming the parameter.
+``validate_node_config`` adds what only the mapping node needs.
 """
 from __future__ import annotations
 
@@ -18,8 +19,7 @@ from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValu
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from ..config import ConfigError, MapperConfig, RosConfig, describe, flatten, from_dict, load_config, unflatten
-from .inputs import validate_inputs
+from ..config import ConfigError, MapperConfig, describe, flatten, from_dict, load_config, unflatten
 
 _EMPTY_LIST_TYPES = {
     str: Parameter.Type.STRING_ARRAY,
@@ -47,7 +47,7 @@ def first_line(error: Exception) -> str:
 
 
 def descriptor(name: str, hint: Any) -> ParameterDescriptor:
-    """Read-only ParameterDescriptor of config leaf ``name``: description and range from config.py."""
+    """Read-only ParameterDescriptor of config leaf ``name``: description, range and choices from config.py."""
     meta = describe(MapperConfig, name)
     text = meta.get("description") or f"core3d config '{name}'"
     desc = ParameterDescriptor(description=f"{text} (read at start-up)", read_only=True)
@@ -60,14 +60,31 @@ def descriptor(name: str, hint: Any) -> ParameterDescriptor:
         lo, hi = (int(v) for v in lo_hi)
         desc.integer_range = [IntegerRange(from_value=lo, to_value=hi, step=1)]
         desc.additional_constraints = f"{lo} <= value <= {hi}"
+    if meta.get("choices"):
+        desc.additional_constraints = "one of: " + " | ".join(meta["choices"])
     return desc
+
+
+def _has_range(desc: ParameterDescriptor) -> bool:
+    return bool(desc.floating_point_range or desc.integer_range)
+
+
+def _without_range(desc: ParameterDescriptor) -> ParameterDescriptor:
+    """``desc`` without its range, and not yet read-only: a ranged parameter is declared with
+    it, so that ``config.validate`` reports a value out of range (rclpy's refusal would come in
+    other words), and gets ``desc`` once its value has passed."""
+    return ParameterDescriptor(
+        description=desc.description, additional_constraints=desc.additional_constraints, dynamic_typing=desc.dynamic_typing
+    )
 
 
 def declare_config(node: Node, base: MapperConfig | None = None, config_file: str | None = None) -> MapperConfig:
     """Declare ``config_file`` and one read-only parameter per config leaf; read them back.
 
     Defaults come from ``config_file`` (the parameter, or the argument) when set, else from
-    ``base``; ``--ros-args -p`` / ``--params-file`` values override both. Raises ConfigError.
+    ``base``; ``--ros-args -p`` / ``--params-file`` values override both. The values are
+    validated as ``load_config`` validates a file (ConfigError, one line naming the parameter);
+    then each parameter gets its whole descriptor (range, read-only).
     """
     cf = node.declare_parameter(
         "config_file",
@@ -77,18 +94,19 @@ def declare_config(node: Node, base: MapperConfig | None = None, config_file: st
     base = load_config(cf) if cf else (base if base is not None else MapperConfig())
     flat = flatten(base)
     hints = flat_hints(MapperConfig)
+    ranged: dict[str, ParameterDescriptor] = {}
     for name, default in flat.items():
         hint = hints[name]
         item = typing.get_args(hint)[0] if typing.get_origin(hint) is list else None
         desc = descriptor(name, hint)
+        if hint is float or item is float:
+            desc.dynamic_typing = True  # accept 1 as well as 1.0; from_dict checks the type
+        by_type = item is not None and not default and not desc.dynamic_typing  # an empty list has no type
+        if _has_range(desc):
+            ranged[name] = desc
+            desc = _without_range(desc)
         try:
-            if hint is float or item is float:
-                desc.dynamic_typing = True  # accept 1 as well as 1.0; from_dict checks the type
-                node.declare_parameter(name, default, desc)
-            elif item is not None and not default:
-                node.declare_parameter(name, _EMPTY_LIST_TYPES[item], desc)
-            else:
-                node.declare_parameter(name, default, desc)
+            node.declare_parameter(name, _EMPTY_LIST_TYPES[item] if by_type else default, desc)
         except (InvalidParameterValueException, InvalidParameterTypeException) as e:
             raise ConfigError(f"{name}: {first_line(e)}") from None
     values: dict[str, Any] = {}
@@ -100,34 +118,18 @@ def declare_config(node: Node, base: MapperConfig | None = None, config_file: st
         elif isinstance(value, (array.array, tuple)):
             value = list(value)
         values[name] = value
-    return from_dict(unflatten(values))
+    cfg = from_dict(unflatten(values))  # validated, in the words of `core3d map --config`
+    for name, desc in ranged.items():
+        desc.type = node.describe_parameter(name).type
+        node.set_descriptor(name, desc)
+    return cfg
 
 
 # ---------------------------------------------------------------------- the mapping node
 
-PERCEPTION_MODES = ("in_process", "external", "inline")
-
-
-def validate_ros_config(ros: RosConfig) -> None:
-    """Reject RosConfig values the mapping node cannot run with (ConfigError names the parameter)."""
-    validate_inputs(ros)
-    if ros.work_queue < 1:
-        raise ConfigError(f"ros.work_queue must be >= 1, got {ros.work_queue}")
-    if not ros.publish_period > 0:
-        raise ConfigError(f"ros.publish_period must be > 0, got {ros.publish_period}")
-    if ros.marker_style not in ("line_list", "cube"):
-        raise ConfigError(f"ros.marker_style must be 'line_list' or 'cube', got {ros.marker_style!r}")
-    if not ros.maps_dir:
-        raise ConfigError("ros.maps_dir must not be empty")
-    if ros.perception not in PERCEPTION_MODES:
-        raise ConfigError(f"ros.perception must be one of {PERCEPTION_MODES}, got {ros.perception!r}")
-    for name in ("frame_buffer", "max_pinned_frames"):
-        if getattr(ros, name) < 1:
-            raise ConfigError(f"ros.{name} must be >= 1, got {getattr(ros, name)}")
-
 
 def validate_node_config(cfg: MapperConfig) -> None:
-    validate_ros_config(cfg.ros)
+    """What the mapping node needs beyond ``config.validate`` (ConfigError names the parameter)."""
     if cfg.segmenter.name == "oracle" and not cfg.ros.instance_topic:
         raise ConfigError(
             "segmenter.name 'oracle' needs ground-truth instance ids: set ros.instance_topic "

@@ -301,12 +301,7 @@ class MapServices:
 
 
 def default_engine(cfg: MapperConfig, mapper: FrameMapper) -> QueryAnswerer:
-    """The real query engine over ``mapper``'s encoder, with the model steps when enabled."""
-    from ..core.retrieval.engine import QueryEngine
+    """The configured answerer (rule-based, or with the model steps) over ``mapper``'s encoder."""
+    from ..core.retrieval.answerers import make_answerer
 
-    engine = QueryEngine(cfg.retrieval, encoder=mapper.encoder)
-    if not cfg.retrieval.llm.enabled:
-        return engine
-    from ..core.retrieval.llm import LlmRetriever  # model steps, rule-based fallback
-
-    return LlmRetriever(engine, cfg.retrieval.llm)
+    return make_answerer(cfg.retrieval, mapper.encoder)

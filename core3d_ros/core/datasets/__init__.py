@@ -1,5 +1,8 @@
-"""RGB-D sequence readers (7-Scenes, 3DMatch, TUM RGB-D, Replica, ScanNet) and the synthetic room."""
-from .base import Dataset, DatasetError, FolderDataset, detect_format, iter_frames, open_dataset
+"""RGB-D sequence readers (7-Scenes, 3DMatch, TUM RGB-D, Replica, ScanNet) and the synthetic room.
+
+Importing the package registers every reader with ``open_dataset`` (base.py).
+"""
+from .base import Dataset, DatasetError, FolderDataset, detect_format, iter_frames, open_dataset, register_dataset
 from .replica import Replica
 from .scannet import ScanNet
 from .sevenscenes import SevenScenes
@@ -23,4 +26,5 @@ __all__ = [
     "list_sequences",
     "make_scene",
     "open_dataset",
+    "register_dataset",
 ]

@@ -1,4 +1,5 @@
-"""Common interface of RGB-D sequence readers, shared file helpers and format detection.
+"""Common interface of RGB-D sequence readers, shared file helpers, and the registry of formats
+that picks a reader by name or by detection (``open_dataset``).
 
 Every reader yields :class:`~core3d_ros.core.frame.Frame` objects in the project conventions:
 colour HxWx3 uint8 RGB, depth HxW float32 metres (0 = invalid) decoded with
@@ -8,6 +9,9 @@ axes, ``stamp`` in seconds and ``index`` = position in the (strided, truncated) 
 A damaged or missing file of one frame raises :class:`DatasetError` naming the file, so callers
 can skip the frame and count it (see :func:`iter_frames`). A folder that matches no known
 format also raises :class:`DatasetError`.
+
+Each reader registers itself (``register_dataset``) with a ``detect(path)`` predicate; the
+package's ``__init__`` imports the readers, so this module imports none of them.
 
 Integer depth units per metre are a property of each format (7-Scenes and ScanNet millimetres,
 TUM 5000, Replica 6553.5), so readers take only ``min_depth``/``max_depth`` from the
@@ -25,9 +29,8 @@ import numpy as np
 from ...config import DepthConfig
 from ..camera import CameraIntrinsics, DepthError, decode_depth
 from ..frame import Frame
+from ..registry import Registry
 from ..transforms import pose_matrix
-
-FORMATS = ("7scenes", "3dmatch", "tum", "replica", "scannet", "synthetic")
 
 
 class DatasetError(ValueError):
@@ -308,53 +311,42 @@ class FolderDataset:
 
 
 # --------------------------------------------------------------------------------------------
-# Format detection and the single entry point.
+# The formats by name, detection and the single entry point.
+
+DatasetFactory = Callable[..., Dataset]  # (path, depth=, max_frames=, stride=[, sequence=]) -> Dataset
+
+DATASETS: Registry[DatasetFactory] = Registry("dataset kind", "--kind", error=DatasetError, also=("auto",))
 
 
-def _synthetic_seed(path: str) -> int | None:
-    """'synthetic' or 'synthetic:SEED' -> seed; anything else -> None."""
-    text = str(path)
-    if text == "synthetic":
-        return 0
-    if text.startswith("synthetic:"):
-        try:
-            return int(text.split(":", 1)[1])
-        except ValueError:
-            raise DatasetError(f"synthetic scene seed must be an integer: {text!r}") from None
-    return None
+def register_dataset(
+    name: str, *, detect: Callable[[Path], bool], order: int, layout: str = "", sequences: bool = False
+) -> Callable[[DatasetFactory], DatasetFactory]:
+    """Register a reader (a class or function taking ``path, depth=, max_frames=, stride=``).
+
+    ``detect(path)`` says whether ``path`` holds this format; detection tries the readers by
+    ``order``, lowest first. ``layout`` describes the folder for the error when none matches.
+    ``sequences``: the reader also takes ``sequence=`` (one sequence of a scene folder).
+    """
+    return DATASETS.register(name, detect=detect, order=order, layout=layout, sequences=sequences)
+
+
+def _by_order() -> list[str]:
+    return sorted(DATASETS.names(), key=lambda name: DATASETS.info(name)["order"])
 
 
 def detect_format(path: str | Path) -> str:
-    """Name of the dataset format of a folder: 7scenes | tum | replica | scannet (or synthetic)."""
-    from .replica import is_replica
-    from .scannet import is_scannet
-    from .sevenscenes import is_sevenscenes
-    from .threedmatch import is_threedmatch
-    from .tum import is_tum
-
-    if _synthetic_seed(str(path)) is not None and not Path(path).exists():
-        return "synthetic"
+    """Name of the dataset format at ``path`` (see ``DATASETS``: 7scenes, tum, ..., synthetic)."""
     p = Path(path)
+    for name in _by_order():
+        if DATASETS.info(name)["detect"](p):
+            return name
     if not p.exists():
         raise DatasetError(f"dataset path does not exist: {p}", p)
     if not p.is_dir():
         raise DatasetError(f"dataset path is not a folder: {p}", p)
-    detectors: list[tuple[str, Callable[[Path], bool]]] = [
-        ("tum", is_tum),
-        ("replica", is_replica),
-        ("scannet", is_scannet),
-        ("7scenes", is_sevenscenes),
-        ("3dmatch", is_threedmatch),
-    ]
-    for kind, test in detectors:
-        if test(p):
-            return kind
-    raise DatasetError(
-        f"{p} matches no known dataset format: expected 7-Scenes (frame-NNNNNN.depth.png + "
-        "camera-intrinsics.txt), 3DMatch (camera-intrinsics.txt + seq-NN/frame-NNNNNN.*), TUM RGB-D (rgb.txt, depth.txt, groundtruth.txt), Replica as rendered "
-        "by NICE-SLAM (results/, traj.txt) or a ScanNet export (color/, depth/, pose/, intrinsic/)",
-        p,
-    )
+    layouts = [DATASETS.info(name)["layout"] for name in _by_order() if DATASETS.info(name)["layout"]]
+    expected = ", ".join(layouts[:-1]) + f" or {layouts[-1]}" if len(layouts) > 1 else "".join(layouts)
+    raise DatasetError(f"{p} matches no known dataset format: expected {expected}", p)
 
 
 def open_dataset(
@@ -365,40 +357,20 @@ def open_dataset(
     stride: int = 1,
     sequence: str | None = None,
 ) -> Dataset:
-    """Open an RGB-D sequence folder.
+    """Open an RGB-D sequence.
 
-    ``sequence`` picks one ``seq-NN`` folder of a 3DMatch (or 7-Scenes) scene folder; a scene
-    with several sequences and none chosen is a DatasetError naming them.
-
-    ``kind`` is ``auto`` (detect), ``7scenes``, ``tum``, ``replica``, ``scannet`` or ``synthetic``
-    (``path`` then is ``synthetic`` or ``synthetic:SEED``; the camera loop is always complete:
-    ``max_frames`` sets its number of frames, 60 // ``stride`` by default). For folders, ``stride``
-    keeps every n-th frame, then ``max_frames`` truncates.
+    ``kind`` is ``auto`` (detect) or a registered name: ``7scenes``, ``3dmatch``, ``tum``,
+    ``replica``, ``scannet`` or ``synthetic`` (``path`` then is ``synthetic`` or
+    ``synthetic:SEED``); an unknown one is a DatasetError listing them. ``stride`` keeps every
+    n-th frame, then ``max_frames`` truncates. ``sequence`` picks one ``seq-NN`` folder of a
+    3DMatch (or 7-Scenes) scene folder; a scene with several sequences and none chosen is a
+    DatasetError naming them.
     """
     if kind == "auto":
         kind = detect_format(path)
-    if kind == "synthetic":
-        from .synthetic import make_scene
-
-        seed = _synthetic_seed(str(path))
-        if stride < 1:
-            raise ValueError(f"stride must be >= 1, got {stride}")
-        n = max(1, 60 // int(stride)) if max_frames is None else int(max_frames)
-        return make_scene(seed=seed or 0, num_frames=n, depth=depth)
-    if sequence is not None and kind != "3dmatch":
+    reader = DATASETS.get(kind)
+    if sequence is None:
+        return reader(path, depth=depth, max_frames=max_frames, stride=stride)
+    if not DATASETS.info(kind)["sequences"]:
         raise DatasetError(f"a sequence ({sequence!r}) can only be chosen in a 3DMatch scene folder, not in a {kind} dataset")
-    if kind == "3dmatch":
-        from .threedmatch import ThreeDMatch
-
-        return ThreeDMatch(path, depth=depth, max_frames=max_frames, stride=stride, sequence=sequence)
-    if kind == "7scenes":
-        from .sevenscenes import SevenScenes as cls
-    elif kind == "tum":
-        from .tum import TUMRGBD as cls
-    elif kind == "replica":
-        from .replica import Replica as cls
-    elif kind == "scannet":
-        from .scannet import ScanNet as cls
-    else:
-        raise DatasetError(f"unknown dataset kind {kind!r}; expected auto or one of {FORMATS}")
-    return cls(path, depth=depth, max_frames=max_frames, stride=stride)
+    return reader(path, depth=depth, max_frames=max_frames, stride=stride, sequence=sequence)

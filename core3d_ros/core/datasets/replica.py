@@ -24,7 +24,7 @@ import numpy as np
 
 from ...config import DepthConfig
 from ..camera import CameraIntrinsics
-from .base import DatasetError, FolderDataset, FrameRecord, read_numbers
+from .base import DatasetError, FolderDataset, FrameRecord, read_numbers, register_dataset
 
 DEFAULT_CAMERA = {"w": 1200, "h": 680, "fx": 600.0, "fy": 600.0, "cx": 599.5, "cy": 339.5, "scale": 6553.5}
 _DEPTH_RE = re.compile(r"^depth(\d+)\.png$")
@@ -59,6 +59,7 @@ def read_cam_params(root: Path) -> tuple[dict, Path | None]:
     return dict(DEFAULT_CAMERA), None
 
 
+@register_dataset("replica", detect=is_replica, order=2, layout="Replica as rendered by NICE-SLAM (results/, traj.txt)")
 class Replica(FolderDataset):
     kind = "replica"
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from ...config import DepthConfig
 from ..camera import CameraIntrinsics
-from .base import DatasetError, FolderDataset, FrameRecord, image_size, read_color, read_numbers
+from .base import DatasetError, FolderDataset, FrameRecord, image_size, read_color, read_numbers, register_dataset
 
 _NUM_RE = re.compile(r"^(\d+)\.png$")
 
@@ -41,6 +41,7 @@ def _read_k(path: Path) -> np.ndarray:
     raise DatasetError(f"expected a 4x4 or 3x3 intrinsic matrix, found {values.size} numbers: {path}", path)
 
 
+@register_dataset("scannet", detect=is_scannet, order=3, layout="a ScanNet export (color/, depth/, pose/, intrinsic/)")
 class ScanNet(FolderDataset):
     kind = "scannet"
     depth_scale = 1000.0

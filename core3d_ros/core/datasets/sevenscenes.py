@@ -19,7 +19,7 @@ import numpy as np
 
 from ...config import DepthConfig
 from ..camera import CameraIntrinsics
-from .base import DatasetError, FolderDataset, FrameRecord, read_matrix
+from .base import DatasetError, FolderDataset, FrameRecord, read_matrix, register_dataset
 
 _DEPTH_RE = re.compile(r"^frame-(\d+)\.depth\.png$")
 DEFAULT_K = np.array([[585.0, 0.0, 320.0], [0.0, 585.0, 240.0], [0.0, 0.0, 1.0]])
@@ -29,6 +29,7 @@ def is_sevenscenes(path: Path) -> bool:
     return path.is_dir() and any(path.glob("frame-*.depth.png"))
 
 
+@register_dataset("7scenes", detect=is_sevenscenes, order=4, layout="7-Scenes (frame-NNNNNN.depth.png + camera-intrinsics.txt)")
 class SevenScenes(FolderDataset):
     kind = "7scenes"
     depth_scale = 1000.0

@@ -14,12 +14,14 @@ frame depends only on the seed and its index, so random access is reproducible.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from ...config import DepthConfig
 from ..camera import CameraIntrinsics, decode_depth
 from ..frame import Frame
+from .base import DatasetError, register_dataset
 
 # Class colours (RGB). Fixed per class so colour words in queries stay meaningful.
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -404,3 +406,32 @@ def make_scene(
 ) -> SyntheticScene:
     """Build the synthetic room for ``seed``; ``noise`` is the depth noise std in metres."""
     return SyntheticScene(seed=seed, num_frames=num_frames, width=width, height=height, noise=noise, depth=depth)
+
+
+def synthetic_seed(path: str) -> int | None:
+    """'synthetic' or 'synthetic:SEED' -> seed; anything else -> None."""
+    text = str(path)
+    if text == "synthetic":
+        return 0
+    if text.startswith("synthetic:"):
+        try:
+            return int(text.split(":", 1)[1])
+        except ValueError:
+            raise DatasetError(f"synthetic scene seed must be an integer: {text!r}") from None
+    return None
+
+
+def _is_synthetic(path: Path) -> bool:
+    return synthetic_seed(str(path)) is not None and not path.exists()
+
+
+@register_dataset("synthetic", detect=_is_synthetic, order=0)
+def open_synthetic(
+    path: str | Path, depth: DepthConfig | None = None, max_frames: int | None = None, stride: int = 1
+) -> SyntheticScene:
+    """The room of ``synthetic[:SEED]`` as a dataset. The camera loop is always complete:
+    ``max_frames`` sets its number of frames, 60 // ``stride`` by default."""
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    n = max(1, 60 // int(stride)) if max_frames is None else int(max_frames)
+    return make_scene(seed=synthetic_seed(str(path)) or 0, num_frames=n, depth=depth)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ...config import DepthConfig
 from ..camera import CameraIntrinsics
-from .base import DatasetError, read_matrix
+from .base import DatasetError, read_matrix, register_dataset
 from .sevenscenes import SevenScenes
 
 
@@ -34,6 +34,7 @@ def is_threedmatch(path: Path) -> bool:
     return bool(list_sequences(path))
 
 
+@register_dataset("3dmatch", detect=is_threedmatch, order=5, layout="3DMatch (camera-intrinsics.txt + seq-NN/frame-NNNNNN.*)", sequences=True)
 class ThreeDMatch(SevenScenes):
     kind = "3dmatch"
 

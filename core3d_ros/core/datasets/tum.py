@@ -25,7 +25,7 @@ import numpy as np
 
 from ...config import DepthConfig
 from ..camera import CameraIntrinsics
-from .base import DatasetError, FolderDataset, FrameRecord, quaternion_pose, read_numbers
+from .base import DatasetError, FolderDataset, FrameRecord, quaternion_pose, read_numbers, register_dataset
 
 CAMERA_FILES = ("camera.txt", "intrinsics.txt", "calibration.txt", "camera-intrinsics.txt")
 DEFAULT_INTRINSICS = (525.0, 525.0, 319.5, 239.5)
@@ -114,6 +114,7 @@ def read_camera_file(path: Path) -> tuple[float, float, float, float]:
     raise DatasetError(f"camera file must hold 'fx fy cx cy' or a 3x3 matrix: {path}", path)
 
 
+@register_dataset("tum", detect=is_tum, order=1, layout="TUM RGB-D (rgb.txt, depth.txt, groundtruth.txt)")
 class TUMRGBD(FolderDataset):
     kind = "tum"
     depth_scale = 5000.0

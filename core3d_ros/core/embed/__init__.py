@@ -1,8 +1,8 @@
 """Image/text encoders, context-aware crops and label guesses.
 
-Importing this package does not import torch or open_clip; they load when an open_clip encoder
-is built.
+Importing this package registers the built-in encoders (open_clip: torch loads only when built).
 """
+from . import clip  # noqa: F401  (registers open_clip)
 from .base import (
     BaseEncoder,
     Encoder,

@@ -211,12 +211,9 @@ class MeanColorEncoder(BaseEncoder):
 EncoderFactory = Callable[[EmbedConfig], Encoder]
 
 
-def _load_builtin() -> None:
-    # Importing registers the factory; the heavy imports (torch, open_clip) happen on build.
-    from . import clip  # noqa: F401
-
-
-ENCODERS: Registry[EncoderFactory] = Registry("encoder", "embed.name", load=_load_builtin)
+# The back-ends register themselves here; the package's __init__ imports them. "none" (no
+# encoder) is make_encoder's own.
+ENCODERS: Registry[EncoderFactory] = Registry("encoder", "embed.name", error=EncoderError, also=("none",))
 register_encoder = ENCODERS.register
 
 
@@ -233,6 +230,4 @@ def make_encoder(cfg: EmbedConfig) -> Encoder | None:
     """Build the encoder named by ``embed.name``; None for ``none``."""
     if cfg.name in ("", "none"):
         return None
-    if cfg.name not in ENCODERS:
-        raise EncoderError(f"unknown encoder {cfg.name!r} (parameter embed.name); available: {available_encoders()}")
     return ENCODERS.create(cfg.name, cfg)

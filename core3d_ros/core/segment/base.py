@@ -47,13 +47,8 @@ class Segmenter(Protocol):
 SegmenterFactory = Callable[[SegmenterConfig], Segmenter]
 
 
-def _load_builtin() -> None:
-    # Importing the modules registers their factories; the model back-ends import their heavy
-    # packages only when built.
-    from . import geometric, oracle, sam, semantic_sam  # noqa: F401
-
-
-SEGMENTERS: Registry[SegmenterFactory] = Registry("segmenter", "segmenter.name", load=_load_builtin)
+# The back-ends register themselves here; the package's __init__ imports them.
+SEGMENTERS: Registry[SegmenterFactory] = Registry("segmenter", "segmenter.name")
 register_segmenter = SEGMENTERS.register
 
 
