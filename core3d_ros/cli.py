@@ -222,7 +222,7 @@ def cmd_eval(args) -> int:
 
 def cmd_bench(args) -> int:
     if args.what == "fusion":
-        from .tools.bench import bench_fusion
+        from .tools.bench.fusion import bench_fusion
 
         if not args.data:
             raise SystemExit("core3d bench fusion needs --data DIR (a dataset folder)")
@@ -242,7 +242,7 @@ def cmd_bench(args) -> int:
             f"Open3D {result['open3d_worst_frame_ms']:.1f} ms; {result['objects']} objects; peak RSS {result['peak_rss_mb']:.0f} MB"
         )
     elif args.what == "scale":
-        from .tools.bench import bench_scale
+        from .tools.bench.scale import bench_scale
 
         voxel = args.voxel if args.voxel is not None else 0.01
         if args.voxels < 1 or voxel <= 0:
@@ -255,11 +255,11 @@ def cmd_bench(args) -> int:
             + "; worst call anywhere: " + ", ".join(f"{k} {v:.0f} ms" for k, v in result["worst_ms"].items())
         )
     elif args.what == "semantics":
-        from .tools.bench import bench_semantics
+        from .tools.bench.semantics import bench_semantics
 
         result = bench_semantics(cfg=_config(args), data=args.data, repeats=args.repeats or 200)
     elif args.llm_delay_ms is not None:
-        from .tools.query_bench import bench_query_llm
+        from .tools.bench.query import bench_query_llm
 
         result = bench_query_llm(args.objects, delay_ms=args.llm_delay_ms, repeats=args.repeats or 40, cfg=_config(args).retrieval)
         for n, r in result["objects"].items():
@@ -290,7 +290,7 @@ def cmd_bench(args) -> int:
             file=sys.stderr,
         )
     else:
-        from .tools.query_bench import bench_query
+        from .tools.bench.query import bench_query
 
         result = bench_query(args.objects, repeats=args.repeats or 200)
     _write_json(args.json, result)

@@ -19,7 +19,7 @@ from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
 from core3d_ros.config import ConfigError, MapperConfig  # noqa: E402
-from core3d_ros.tools.query_bench import FakeTextEncoder, random_snapshot  # noqa: E402
+from core3d_ros.tools.bench.query import FakeTextEncoder, random_snapshot  # noqa: E402
 from core3d_ros.core.retrieval.chat_server import Behaviour, ChatServer, candidate_ids  # noqa: E402
 from core3d_ros.ros.node import MappingNode  # noqa: E402
 

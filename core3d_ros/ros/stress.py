@@ -423,7 +423,7 @@ def _exceptions(node: NodeProcess, peer: Peer) -> dict:
 
 
 def _machine() -> dict:
-    from ..tools.bench import machine_info
+    from ..tools.bench.common import machine_info
 
     return machine_info()
 
