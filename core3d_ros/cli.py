@@ -273,7 +273,7 @@ def cmd_bench(args) -> int:
     elif args.what in STRESS_BENCHES:
         result = _stress_bench(args)
     elif args.what == "online":
-        from .ros.online import bench_online
+        from .tools.bench.online import bench_online
 
         result = bench_online(
             data=args.data, frames=args.frames or 400, rate=args.rate or 15.0, segmenter=args.segmenter,
@@ -301,13 +301,13 @@ STRESS_BENCHES = ("soak", "fuzz", "load", "kill")
 
 
 def _stress_bench(args) -> dict:
-    """soak / fuzz / load / kill: the mapping node in its own process (core3d_ros.ros.stress)."""
-    from .ros import stress
+    """soak / fuzz / load / kill: the mapping node in its own process (core3d_ros.tools.bench)."""
+    from .tools.bench import fuzz, kill, load, soak
 
     common = {"config": args.config, "workdir": args.workdir}
     graph = {"perception": args.perception}
     if args.what == "soak":
-        r = stress.bench_soak(frames=args.frames or 10000, rate=args.rate or 20.0, data=args.data, **graph, **common)
+        r = soak.bench_soak(frames=args.frames or 10000, rate=args.rate or 20.0, data=args.data, **graph, **common)
         growth = r["rss_growth_last_over_second"]
         print(
             f"soak: {r['frames_published']} frames, {r['node']['mapped']} mapped, {r['node']['dropped']} dropped; "
@@ -315,15 +315,15 @@ def _stress_bench(args) -> dict:
             f"({growth * 100:+.1f} %); {r['exceptions']['log_error_lines']} error lines"
         )
     elif args.what == "fuzz":
-        r = stress.bench_fuzz(sets=args.sets, rate=args.rate or 100.0, classes=args.classes, **graph, **common)
+        r = fuzz.bench_fuzz(sets=args.sets, rate=args.rate or 100.0, classes=args.classes, **graph, **common)
         print(
             f"fuzz: {r['sets_sent']} malformed sets, {r['mapped_malformed']} mapped; rejected "
             + ", ".join(f"{k} {v}" for k, v in r["rejected_by_reason"].items())
             + f"; all services answered: {r['all_services_answered']}"
         )
     elif args.what == "load":
-        r = stress.bench_load(
-            qps=args.qps or 50.0, frames=args.frames or 300, rate=args.rate or 15.0, data=args.data or stress.AUTO,
+        r = load.bench_load(
+            qps=args.qps or 50.0, frames=args.frames or 300, rate=args.rate or 15.0, data=args.data or load.AUTO,
             width=640, height=480, voxel=args.voxel, **graph, **common,
         )
         q, w = r["query_ms"], r["while_mapping"]
@@ -336,7 +336,7 @@ def _stress_bench(args) -> dict:
             f"{r['frames_lost_without_queries']} without queries, {r['frames_lost_with_queries']} with"
         )
     else:
-        r = stress.bench_kill(trials=args.trials, frames=args.frames or 60, data=args.data, **common)
+        r = kill.bench_kill(trials=args.trials, frames=args.frames or 60, data=args.data, **common)
         print(
             f"kill: {len(r['trials'])} trials, {r['killed_mid_write']} killed mid-write; all load: {r['all_load']}; "
             f"previous intact: {r['previous_intact_when_killed_mid_write']}; temporary files left: {r['temp_files_left']}"
