@@ -59,7 +59,7 @@ def _config(args) -> MapperConfig:
 
 # ---------------------------------------------------------------------------------- commands
 def cmd_demo(args) -> int:
-    from .ros.demo import run_demo
+    from .tools.demo import run_demo
 
     return run_demo(out=args.out, frames=args.frames, seed=args.seed, config=args.config)
 
@@ -345,7 +345,7 @@ def _stress_bench(args) -> dict:
 
 
 def cmd_play(args) -> int:
-    from .ros.player import main as player_main
+    from .tools.player import main as player_main
 
     return player_main(args.player_args)
 

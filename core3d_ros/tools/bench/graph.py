@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ...ros.demo import _Diagnostics, _node_command
+from ..nodes import Diagnostics, node_command
 
 SERVICES = ("query", "get_object", "save_map", "load_map", "clear_map")
 _ERROR_LINE = re.compile(r"\[ERROR\]|Traceback \(most recent call last\)")
@@ -81,7 +81,7 @@ class NodeProcess:
             HOME=str(self.workdir),
             ROS_HOME=str(self.workdir / ".ros"),
         )
-        cmd = _node_command(str(Path(config).resolve()) if config else None, {**BENCH_OVERRIDES, **(overrides or {})})
+        cmd = node_command(str(Path(config).resolve()) if config else None, {**BENCH_OVERRIDES, **(overrides or {})})
         cmd[cmd.index("core3d_ros.ros.node")] = module  # the perception node: core3d_ros.ros.perception_node
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir)
@@ -177,7 +177,7 @@ class MappingGraph:
         return codes[0]
 
 
-class DiagnosticsListener(_Diagnostics):
+class DiagnosticsListener(Diagnostics):
     """The node's latest /diagnostics values, with a count of messages seen (to wait for fresh)."""
 
     def __init__(self, node: Any):

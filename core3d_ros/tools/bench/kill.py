@@ -53,7 +53,7 @@ def bench_kill(
     measured save time of the source map.
     """
     from ...core.mapio import load_map
-    from ...ros.player import publish_dataset
+    from ..player import publish_dataset
 
     cfg = load_config(config)
     frame_pool, source_desc = frames_pool(data, frames, seed, width, height, cfg)

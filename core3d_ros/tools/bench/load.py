@@ -68,7 +68,7 @@ def bench_load(
     when that folder exists, else the synthetic room, which ``source`` then says. ``voxel``
     overrides fusion.voxel_size in the nodes. Latencies are timed from each query's scheduled
     send to its response, timeouts counted at ``query_timeout`` (see open_loop_stats)."""
-    from ...ros.player import publish_dataset
+    from ..player import publish_dataset
 
     cfg = load_config(config)
     fallback = ""

@@ -135,7 +135,7 @@ def bench_online(
     domain_id: int | None = None,
     settle_s: float = 120.0,
 ) -> dict:
-    from ...ros.player import publish_dataset
+    from ..player import publish_dataset
     from .open_loop import QueryClient
 
     base = load_config(config)  # checked first: a bad file fails before anything starts

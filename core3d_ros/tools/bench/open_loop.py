@@ -8,7 +8,7 @@ import threading
 import time
 from typing import Any, Callable, Sequence
 
-from ...ros.demo import QUERIES
+from ..nodes import QUERIES
 from .common import percentile
 from .graph import Peer
 

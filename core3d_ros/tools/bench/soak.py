@@ -49,7 +49,7 @@ def bench_soak(
 ) -> dict:
     """``frames`` valid frames at ``rate`` Hz through the graph (``perception``: see
     MappingGraph); the mapping node's RSS at each tenth."""
-    from ...ros.player import publish_dataset
+    from ..player import publish_dataset
 
     if frames < 10:
         raise ValueError(f"soak needs at least 10 frames (one per tenth), got {frames}")
