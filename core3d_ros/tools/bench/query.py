@@ -251,7 +251,7 @@ def bench_query_llm(
 ) -> dict:
     """Overhead core3d adds to a query with all model steps on, beyond the model server's time.
 
-    The test chat server (chat_server.py, auto replies, every reply delayed by ``delay_ms``) runs
+    The test chat server (tools/chat_server.py, auto replies, every reply delayed by ``delay_ms``) runs
     in its own process, so that its threads do not share this interpreter's lock. For each query,
     ``overhead = wall time of LlmRetriever.answer - sum of the server's own time per request``
     (the server measures each request from its handler starting to the last byte written and
@@ -277,7 +277,7 @@ def bench_query_llm(
     root = str(Path(__file__).resolve().parents[3])  # the folder that holds core3d_ros: the server runs this code
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "core3d_ros.core.retrieval.chat_server", "--delay-ms", str(float(delay_ms))],
+        [sys.executable, "-m", "core3d_ros.tools.chat_server", "--delay-ms", str(float(delay_ms))],
         stdout=subprocess.PIPE, text=True, env=env,
     )
     out: dict[str, Any] = {
