@@ -59,7 +59,7 @@ def _config(args) -> MapperConfig:
 
 # ---------------------------------------------------------------------------------- commands
 def cmd_demo(args) -> int:
-    from .ros.demo import run_demo
+    from .tools.demo import run_demo
 
     return run_demo(out=args.out, frames=args.frames, seed=args.seed, config=args.config)
 
@@ -217,7 +217,7 @@ def cmd_eval(args) -> int:
 
 def cmd_bench(args) -> int:
     if args.what == "fusion":
-        from .tools.bench import bench_fusion
+        from .tools.bench.fusion import bench_fusion
 
         if not args.data:
             raise SystemExit("core3d bench fusion needs --data DIR (a dataset folder)")
@@ -237,7 +237,7 @@ def cmd_bench(args) -> int:
             f"Open3D {result['open3d_worst_frame_ms']:.1f} ms; {result['objects']} objects; peak RSS {result['peak_rss_mb']:.0f} MB"
         )
     elif args.what == "scale":
-        from .tools.bench import bench_scale
+        from .tools.bench.scale import bench_scale
 
         voxel = args.voxel if args.voxel is not None else 0.01
         if args.voxels < 1 or voxel <= 0:
@@ -250,11 +250,11 @@ def cmd_bench(args) -> int:
             + "; worst call anywhere: " + ", ".join(f"{k} {v:.0f} ms" for k, v in result["worst_ms"].items())
         )
     elif args.what == "semantics":
-        from .tools.bench import bench_semantics
+        from .tools.bench.semantics import bench_semantics
 
         result = bench_semantics(cfg=_config(args), data=args.data, repeats=args.repeats or 200)
     elif args.llm_delay_ms is not None:
-        from .tools.query_bench import bench_query_llm
+        from .tools.bench.query import bench_query_llm
 
         result = bench_query_llm(args.objects, delay_ms=args.llm_delay_ms, repeats=args.repeats or 40, cfg=_config(args).retrieval)
         for n, r in result["objects"].items():
@@ -268,7 +268,7 @@ def cmd_bench(args) -> int:
     elif args.what in STRESS_BENCHES:
         result = _stress_bench(args)
     elif args.what == "online":
-        from .ros.online import bench_online
+        from .tools.bench.online import bench_online
 
         result = bench_online(
             data=args.data, frames=args.frames or 400, rate=args.rate or 15.0, segmenter=args.segmenter,
@@ -285,7 +285,7 @@ def cmd_bench(args) -> int:
             file=sys.stderr,
         )
     else:
-        from .tools.query_bench import bench_query
+        from .tools.bench.query import bench_query
 
         result = bench_query(args.objects, repeats=args.repeats or 200)
     _write_json(args.json, result)
@@ -296,13 +296,13 @@ STRESS_BENCHES = ("soak", "fuzz", "load", "kill")
 
 
 def _stress_bench(args) -> dict:
-    """soak / fuzz / load / kill: the mapping node in its own process (core3d_ros.ros.stress)."""
-    from .ros import stress
+    """soak / fuzz / load / kill: the mapping node in its own process (core3d_ros.tools.bench)."""
+    from .tools.bench import fuzz, kill, load, soak
 
     common = {"config": args.config, "workdir": args.workdir}
     graph = {"perception": args.perception}
     if args.what == "soak":
-        r = stress.bench_soak(frames=args.frames or 10000, rate=args.rate or 20.0, data=args.data, **graph, **common)
+        r = soak.bench_soak(frames=args.frames or 10000, rate=args.rate or 20.0, data=args.data, **graph, **common)
         growth = r["rss_growth_last_over_second"]
         print(
             f"soak: {r['frames_published']} frames, {r['node']['mapped']} mapped, {r['node']['dropped']} dropped; "
@@ -310,15 +310,15 @@ def _stress_bench(args) -> dict:
             f"({growth * 100:+.1f} %); {r['exceptions']['log_error_lines']} error lines"
         )
     elif args.what == "fuzz":
-        r = stress.bench_fuzz(sets=args.sets, rate=args.rate or 100.0, classes=args.classes, **graph, **common)
+        r = fuzz.bench_fuzz(sets=args.sets, rate=args.rate or 100.0, classes=args.classes, **graph, **common)
         print(
             f"fuzz: {r['sets_sent']} malformed sets, {r['mapped_malformed']} mapped; rejected "
             + ", ".join(f"{k} {v}" for k, v in r["rejected_by_reason"].items())
             + f"; all services answered: {r['all_services_answered']}"
         )
     elif args.what == "load":
-        r = stress.bench_load(
-            qps=args.qps or 50.0, frames=args.frames or 300, rate=args.rate or 15.0, data=args.data or stress.AUTO,
+        r = load.bench_load(
+            qps=args.qps or 50.0, frames=args.frames or 300, rate=args.rate or 15.0, data=args.data or load.AUTO,
             width=640, height=480, voxel=args.voxel, **graph, **common,
         )
         q, w = r["query_ms"], r["while_mapping"]
@@ -331,7 +331,7 @@ def _stress_bench(args) -> dict:
             f"{r['frames_lost_without_queries']} without queries, {r['frames_lost_with_queries']} with"
         )
     else:
-        r = stress.bench_kill(trials=args.trials, frames=args.frames or 60, data=args.data, **common)
+        r = kill.bench_kill(trials=args.trials, frames=args.frames or 60, data=args.data, **common)
         print(
             f"kill: {len(r['trials'])} trials, {r['killed_mid_write']} killed mid-write; all load: {r['all_load']}; "
             f"previous intact: {r['previous_intact_when_killed_mid_write']}; temporary files left: {r['temp_files_left']}"
@@ -340,7 +340,7 @@ def _stress_bench(args) -> dict:
 
 
 def cmd_play(args) -> int:
-    from .ros.player import main as player_main
+    from .tools.player import main as player_main
 
     return player_main(args.player_args)
 

@@ -81,7 +81,7 @@ def test_fusion_peer_fills_the_blocks_of_the_nodes_truncation_band():
     use the node's, or it does more work than the node's geometry layer does."""
     from core3d_ros.config import with_overrides
     from core3d_ros.core.datasets import make_scene
-    from core3d_ros.tools.bench import Open3DTSDF
+    from core3d_ros.tools.bench.fusion import Open3DTSDF
 
     frame = make_scene(seed=0, num_frames=2)[0]
     blocks = {}

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from core3d_ros.cli import main
-from core3d_ros.core.retrieval.chat_server import Behaviour, ChatServer, candidate_ids
+from core3d_ros.tools.chat_server import Behaviour, ChatServer, candidate_ids
 
 
 def strict_json(text: str):

@@ -19,8 +19,8 @@ import pytest
 from core3d_ros.config import ConfigError, LlmConfig, RetrievalConfig, from_dict
 from core3d_ros.core.objects import MapSnapshot, ObjectInfo, OrientedBox
 from core3d_ros.core.retrieval import QueryError
-from core3d_ros.tools.query_bench import FakeTextEncoder, random_snapshot
-from core3d_ros.core.retrieval.chat_server import Behaviour, ChatServer, candidate_ids, image_urls, user_text
+from core3d_ros.tools.bench.query import FakeTextEncoder, random_snapshot
+from core3d_ros.tools.chat_server import Behaviour, ChatServer, candidate_ids, image_urls, user_text
 from core3d_ros.core.retrieval.engine import QueryEngine
 from core3d_ros.core.retrieval.llm import (
     PARSE_SCHEMA,

@@ -1,5 +1,5 @@
-"""The open-loop query schedule of ``core3d bench load`` (stress.run_open_loop and
-stress.open_loop_stats), against fake servers in this process: no ROS needed.
+"""The open-loop query schedule of ``core3d bench load`` (open_loop.run_open_loop and
+open_loop.open_loop_stats), against fake servers in this process: no ROS needed.
 
 Query k is due at t0 + k / qps whether or not the earlier ones were answered, and is timed
 from then; a query not answered within the timeout counts at the timeout. A server stall of
@@ -18,8 +18,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from core3d_ros.ros import stress
-from core3d_ros.ros.stress import QueryRecord, open_loop_stats, run_open_loop
+from core3d_ros.tools.bench import load
+from core3d_ros.tools.bench.open_loop import QueryRecord, open_loop_stats, run_open_loop
 
 
 class FakeServer:
@@ -167,4 +167,4 @@ def test_bad_arguments() -> None:
 
 def test_the_default_data_is_the_shared_7scenes_folder_beside_the_repository() -> None:
     repo = Path(__file__).resolve().parents[1]
-    assert stress.SHARED_7SCENES == repo.parent / "shared" / "data" / "7scenes-redkitchen"
+    assert load.SHARED_7SCENES == repo.parent / "shared" / "data" / "7scenes-redkitchen"

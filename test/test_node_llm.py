@@ -19,8 +19,8 @@ from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
 from core3d_ros.config import ConfigError, MapperConfig  # noqa: E402
-from core3d_ros.tools.query_bench import FakeTextEncoder, random_snapshot  # noqa: E402
-from core3d_ros.core.retrieval.chat_server import Behaviour, ChatServer, candidate_ids  # noqa: E402
+from core3d_ros.tools.bench.query import FakeTextEncoder, random_snapshot  # noqa: E402
+from core3d_ros.tools.chat_server import Behaviour, ChatServer, candidate_ids  # noqa: E402
 from core3d_ros.ros.node import MappingNode  # noqa: E402
 
 DOMAIN_ID = 200 + os.getpid() % 30  # own range (test_node.py uses 100-199): no cross-talk

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("rclpy")
 pytest.importorskip("core3d.msg", reason="core3d.msg is not built: run scripts/setup.sh and use scripts/in-env")
 
-from core3d_ros.ros.online import bench_online  # noqa: E402
+from core3d_ros.tools.bench.online import bench_online  # noqa: E402
 
 DOMAIN_ID = 150 + os.getpid() % 40
 
@@ -44,7 +44,7 @@ def test_online_bench_small(tmp_path) -> None:
 def test_stand_in_segmenter_pays_the_model_and_hands_on_the_stand_in_masks() -> None:
     from core3d_ros.core.datasets import make_scene
     from core3d_ros.core.segment.base import Mask2D
-    from core3d_ros.ros.online import StandInSegmenter
+    from core3d_ros.tools.bench.online import StandInSegmenter
 
     frame = make_scene(seed=0, num_frames=1, width=64, height=48)[0]
     calls = []

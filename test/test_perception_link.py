@@ -95,7 +95,7 @@ def test_observations_fused_late_land_on_their_own_voxels(ros_context: Any, tmp_
 
     from core3d_ros.core.datasets.synthetic import make_scene
     from core3d_ros.core.pipeline import Mapper
-    from core3d_ros.ros.player import publish_dataset
+    from core3d_ros.tools.player import publish_dataset
 
     ros = RosConfig()
     ros.qos_reliability, ros.qos_depth, ros.work_queue, ros.publish_period = "reliable", 50, 64, 0.5

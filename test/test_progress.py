@@ -77,7 +77,7 @@ class FakeDiagnostics:
 
 
 def _wait(diag: FakeDiagnostics, published: int, timeout: float, spin=lambda: time.sleep(0.01)) -> float:
-    from core3d_ros.ros.demo import _wait_until_mapped
+    from core3d_ros.tools.demo import _wait_until_mapped
 
     with Progress("demo", Lines(), every=0).phase("waiting for the node to map every frame") as p:
         t0 = time.monotonic()

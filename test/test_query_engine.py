@@ -12,7 +12,7 @@ import pytest
 from core3d_ros.config import RetrievalConfig
 from core3d_ros.core.objects import MapSnapshot
 from core3d_ros.core.retrieval import QueryAnswer, QueryEngine, QueryError, QueryHit
-from core3d_ros.tools.query_bench import FakeTextEncoder, bench_query, random_snapshot
+from core3d_ros.tools.bench.query import FakeTextEncoder, bench_query, random_snapshot
 
 from core3d_ros.core.objects import ObjectInfo, OrientedBox
 
@@ -351,7 +351,7 @@ def test_query_latency_at_10k_objects_with_cached_text():
         a = eng.answer(snap, "the mug on the table")
         times.append(time.perf_counter() - t)
     assert a.semantic and len(a.results) == 5
-    # generous bound for a shared CI machine; bench.py reports the real p50/p99
+    # generous bound for a shared CI machine; core3d bench query reports the real p50/p99
     assert np.median(times) < 0.05
 
 

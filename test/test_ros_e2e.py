@@ -1,7 +1,7 @@
 """End to end over real ROS 2 topics: the mapping node in its own process, fed by the player.
 
 The node runs the real Mapper with the oracle segmenter on a synthetic room replayed by
-``core3d_ros.ros.player``; the test checks the published map against ground truth and against
+``core3d_ros.tools.player``; the test checks the published map against ground truth and against
 the same Mapper run in-process on the same frames, then exercises the services. A second test
 writes the replay to a rosbag2 folder and reads it back.
 """
@@ -84,7 +84,7 @@ def test_mapping_node_end_to_end(ros_context: Any, tmp_path: Path) -> None:
 
     from core3d_ros.core.datasets.synthetic import make_scene
     from core3d_ros.core.pipeline import Mapper
-    from core3d_ros.ros.player import publish_dataset
+    from core3d_ros.tools.player import publish_dataset
 
     ros = ros_config()
     params = {
@@ -267,7 +267,7 @@ def test_player_writes_a_bag(tmp_path: Path) -> None:
 
     from core3d_ros.core.datasets.synthetic import make_scene
     from core3d_ros.ros import conversions as conv
-    from core3d_ros.ros.player import publish_dataset
+    from core3d_ros.tools.player import publish_dataset
 
     scene = make_scene(seed=1, num_frames=4, width=64, height=48)
     ros = ros_config()

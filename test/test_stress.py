@@ -14,7 +14,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("core3d.srv", reason="core3d interfaces not built (run scripts/setup.sh, then scripts/in-env)")
 
-from core3d_ros.ros import stress  # noqa: E402
+from core3d_ros.tools.bench import fuzz, kill, load, soak  # noqa: E402
 
 DOMAIN_ID = 200 + os.getpid() % 33  # test_node uses 100-199, test_ros_e2e 1-99
 
@@ -25,7 +25,7 @@ def _no_errors(result: dict) -> None:
 
 
 def test_soak_small(tmp_path) -> None:
-    r = stress.bench_soak(
+    r = soak.bench_soak(
         frames=60, rate=20.0, pool=20, width=160, height=120, workdir=str(tmp_path), progress=False, domain_id=DOMAIN_ID
     )
     assert r["frames_published"] == 60 and r["settled"], r["node"]
@@ -47,12 +47,12 @@ def test_soak_small(tmp_path) -> None:
     assert r["rss_ok"] is (r["rss_growth_last_over_second"] <= 0.10), r["rss_mb"]
 
 
-CLASSES = [c for c in stress.MALFORMED if c not in stress.KNOWN_OPEN]
+CLASSES = [c for c in fuzz.MALFORMED if c not in fuzz.KNOWN_OPEN]
 SERVICES_OK = ("query", "get_object", "save_map", "load_map", "clear_map")
 
 
 def test_fuzz_small(tmp_path) -> None:
-    r = stress.bench_fuzz(sets=100, rate=100.0, classes=CLASSES, workdir=str(tmp_path), progress=False, domain_id=DOMAIN_ID)
+    r = fuzz.bench_fuzz(sets=100, rate=100.0, classes=CLASSES, workdir=str(tmp_path), progress=False, domain_id=DOMAIN_ID)
     assert r["sets_sent"] == 100 and sum(r["sets_by_class"].values()) == 100
     assert r["settled"] and r["colour_received"] == 100
     assert r["mapped_malformed"] == 0, r
@@ -67,7 +67,7 @@ def test_fuzz_small(tmp_path) -> None:
 
 
 def test_fuzz_pose_in_wrong_frame_is_not_mapped(tmp_path) -> None:
-    r = stress.bench_fuzz(
+    r = fuzz.bench_fuzz(
         sets=5, rate=50.0, classes=["pose_wrong_frame"], valid_after=0, workdir=str(tmp_path), progress=False,
         domain_id=DOMAIN_ID,
     )
@@ -76,7 +76,7 @@ def test_fuzz_pose_in_wrong_frame_is_not_mapped(tmp_path) -> None:
 
 
 def test_load_small(tmp_path) -> None:
-    r = stress.bench_load(
+    r = load.bench_load(
         qps=50.0, frames=30, rate=10.0, pool=15, width=160, height=120, idle_s=2.0, workdir=str(tmp_path), progress=False,
         domain_id=DOMAIN_ID,
     )
@@ -99,7 +99,7 @@ def test_load_small(tmp_path) -> None:
 
 
 def test_kill_during_save_map_keeps_the_previous_file(tmp_path) -> None:
-    r = stress.bench_kill(trials=2, frames=20, workdir=str(tmp_path), progress=False, domain_id=DOMAIN_ID)
+    r = kill.bench_kill(trials=2, frames=20, workdir=str(tmp_path), progress=False, domain_id=DOMAIN_ID)
     assert len(r["trials"]) == 2 and r["map_voxels"] > 0
     assert r["killed_mid_write"] >= 1, r["trials"]  # trial 0 waits for the temporary file
     for t in r["trials"]:

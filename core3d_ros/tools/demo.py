@@ -20,8 +20,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -31,55 +29,10 @@ import numpy as np
 
 from ..config import MapperConfig, load_config
 from ..progress import Phase, Progress
+from .nodes import QUERIES, Diagnostics, node_command
 
-QUERIES = [
-    "the largest object",
-    "the red object",
-    "the yellow thing on the biggest object",
-    "the smallest blue object",
-    "the object closest to me",
-]
 BAD_QUERIES = ["", "the " * 200, "!!!???"]
-
-
 NODE_START_TIMEOUT = 180.0  # s; a first run compiles the fusion kernels on a busy 2-core machine
-NODE_NAMES = ("core3d_mapping", "core3d_perception")  # the node process runs both by default
-
-
-def _node_command(cfg_path: str | None, overrides: dict[str, str]) -> list[str]:
-    cmd = [sys.executable, "-m", "core3d_ros.ros.node"]
-    if cfg_path:
-        cmd += ["--config", cfg_path]
-    # warnings only, except the nodes' own INFO lines: their start-up phases and summaries
-    cmd += ["--ros-args", "--log-level", "warn"]
-    cmd += [arg for name in NODE_NAMES for arg in ("--log-level", f"{name}:=info")]
-    for k, v in overrides.items():
-        cmd += ["-p", f"{k}:={v}"]
-    return cmd
-
-
-class _Diagnostics:
-    """Latest key/values of the node's /diagnostics."""
-
-    def __init__(self, node):
-        from diagnostic_msgs.msg import DiagnosticArray
-
-        self.values: dict[str, str] = {}
-        self._lock = threading.Lock()
-        node.create_subscription(DiagnosticArray, "/diagnostics", self._cb, 10)
-
-    def _cb(self, msg) -> None:
-        for status in msg.status:
-            if status.name.startswith("core3d_mapping"):
-                with self._lock:
-                    self.values = {kv.key: kv.value for kv in status.values}
-
-    def get(self, key: str, default: int = 0) -> int:
-        with self._lock:
-            try:
-                return int(float(self.values.get(key, default)))
-            except ValueError:
-                return default
 
 
 def _call(node, client, request, timeout: float = 30.0):
@@ -126,7 +79,7 @@ def _wait_for_subscribers(
 
 
 def _wait_until_mapped(
-    spin: Callable[[], None], diag: _Diagnostics, published: int, phase: Phase, timeout: float, quiet: float = 3.0
+    spin: Callable[[], None], diag: Diagnostics, published: int, phase: Phase, timeout: float, quiet: float = 3.0
 ) -> None:
     """Spin until the node has accounted for every published frame (mapped, dropped or rejected)
     and its work queue is empty. Frames that never reached the node (published before its
@@ -165,8 +118,8 @@ def run_demo(out: str = "out/demo", frames: int = 48, seed: int = 0, config: str
 
         from ..core.datasets import make_scene
         from ..core.mapio import load_map
-        from ..tools.runs import evaluate_mapper
-        from ..tools.viz import write_ply, write_topdown_png
+        from .runs import evaluate_mapper
+        from .viz import write_ply, write_topdown_png
         from .player import FrameMessages, publish_dataset
 
     cfg: MapperConfig = load_config(config)
@@ -186,7 +139,7 @@ def run_demo(out: str = "out/demo", frames: int = 48, seed: int = 0, config: str
         "ros.maps_dir": str(out_dir),  # save_map writes only inside the maps directory
     }
     progress.say("starting the mapping node")
-    node_proc = subprocess.Popen(_node_command(config, overrides), env=env)
+    node_proc = subprocess.Popen(node_command(config, overrides), env=env)
     print(f"started the mapping node (pid {node_proc.pid}); segmenter '{cfg.segmenter.name}', encoder '{cfg.embed.name}'")
 
     rclpy.init()
@@ -194,7 +147,7 @@ def run_demo(out: str = "out/demo", frames: int = 48, seed: int = 0, config: str
     try:
         from core3d.srv import Query, SaveMap
 
-        diag = _Diagnostics(node)
+        diag = Diagnostics(node)
         save = node.create_client(SaveMap, "core3d/save_map")
         query = node.create_client(Query, "core3d/query")
         _wait_for_node(node_proc, query, progress)

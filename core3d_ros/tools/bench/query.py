@@ -1,4 +1,4 @@
-"""Query latency benchmark: ``core3d bench query --objects 1000 10000 --json OUT``.
+"""``core3d bench query``: query latency (``core3d bench query --objects 1000 10000 --json OUT``).
 
 Builds random MapSnapshots (random unit embeddings, a share of them near the text embeddings of
 "mug" / "table" / ... with mugs placed on tables, so relation checks do real work) and measures
@@ -18,13 +18,14 @@ from __future__ import annotations
 import time
 import zlib
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from ..config import RetrievalConfig
-from ..core.objects import MapSnapshot, ObjectInfo, OrientedBox
-from ..core.retrieval.engine import QueryEngine
+from ...config import RetrievalConfig
+from ...core.objects import MapSnapshot, ObjectInfo, OrientedBox
+from ...core.retrieval.engine import QueryEngine
 
 DEFAULT_QUERIES = (
     "the mug on the table",
@@ -250,7 +251,7 @@ def bench_query_llm(
 ) -> dict:
     """Overhead core3d adds to a query with all model steps on, beyond the model server's time.
 
-    The test chat server (chat_server.py, auto replies, every reply delayed by ``delay_ms``) runs
+    The test chat server (tools/chat_server.py, auto replies, every reply delayed by ``delay_ms``) runs
     in its own process, so that its threads do not share this interpreter's lock. For each query,
     ``overhead = wall time of LlmRetriever.answer - sum of the server's own time per request``
     (the server measures each request from its handler starting to the last byte written and
@@ -269,14 +270,14 @@ def bench_query_llm(
 
     import httpx
 
-    from ..core.retrieval.llm import LlmRetriever
+    from ...core.retrieval.llm import LlmRetriever
 
     base = cfg or RetrievalConfig()
     env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    root = str(Path(__file__).resolve().parents[3])  # the folder that holds core3d_ros: the server runs this code
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "core3d_ros.core.retrieval.chat_server", "--delay-ms", str(float(delay_ms))],
+        [sys.executable, "-m", "core3d_ros.tools.chat_server", "--delay-ms", str(float(delay_ms))],
         stdout=subprocess.PIPE, text=True, env=env,
     )
     out: dict[str, Any] = {

@@ -34,17 +34,10 @@ from typing import Any
 
 import yaml
 
-from ..config import MapperConfig, from_dict, load_config
-from .stress import (
-    MappingGraph,
-    Peer,
-    _frames_pool,
-    _Looped,
-    _machine,
-    _workdir,
-    percentile,
-    pick_domain_id,
-)
+from ...config import MapperConfig, from_dict, load_config
+from .common import machine_info, percentile
+from .frames import Looped, frames_pool
+from .graph import MappingGraph, Peer, bench_workdir, pick_domain_id
 
 NODES = ("core3d_mapping", "core3d_perception")
 MODEL_SEGMENTERS = ("sam", "semantic_sam")
@@ -66,13 +59,13 @@ class StandInSegmenter:
 
 
 def _stand_in_perception(config_file: str | None) -> list:
-    """The perception node of ``python -m core3d_ros.ros.online``: as core3d-perception-node,
+    """The perception node of ``python -m core3d_ros.tools.bench.online``: as core3d-perception-node,
     with the configured model segmenter wrapped in StandInSegmenter."""
     import dataclasses
 
-    from ..core.perception import Perception
-    from ..core.segment.base import make_segmenter
-    from .perception_node import own_process
+    from ...core.perception import Perception
+    from ...core.segment.base import make_segmenter
+    from ...ros.perception_node import own_process
 
     def build(cfg: MapperConfig) -> Perception:
         geometric = make_segmenter(dataclasses.replace(cfg.segmenter, name="geometric"))
@@ -142,11 +135,11 @@ def bench_online(
     domain_id: int | None = None,
     settle_s: float = 120.0,
 ) -> dict:
-    from .player import publish_dataset
-    from .stress import QueryClient
+    from ..player import publish_dataset
+    from .open_loop import QueryClient
 
     base = load_config(config)  # checked first: a bad file fails before anything starts
-    wd, own = _workdir(workdir, "online")
+    wd, own = bench_workdir(workdir, "online")
     tree: dict[str, Any] = {"segmenter": {}, "embed": {}, "ros": {"perception": "external"}}
     if segmenter:
         tree["segmenter"]["name"] = segmenter
@@ -170,12 +163,12 @@ def bench_online(
     cfg_path = wd / "online.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg_dict))
 
-    frame_pool, source = _frames_pool(data, min(frames, 400), 0, width, height, cfg)
+    frame_pool, source = frames_pool(data, min(frames, 400), 0, width, height, cfg)
     domain = domain_id if domain_id is not None else pick_domain_id()
     stand_in = random_weights and cfg.segmenter.name in MODEL_SEGMENTERS
     graph = MappingGraph(
         wd, domain, config=str(cfg_path), name="mapping",
-        perception_module="core3d_ros.ros.online" if stand_in else "core3d_ros.ros.perception_node",
+        perception_module="core3d_ros.tools.bench.online" if stand_in else "core3d_ros.ros.perception_node",
     )
     mapping, perception = graph.mapping, graph.perception
     peer = Peer(domain)
@@ -195,7 +188,7 @@ def bench_online(
             raise RuntimeError("the query client process did not start")
         t_start = time.monotonic()
         result = publish_dataset(
-            _Looped(frame_pool, frames), rate, cfg.ros, reliable=True, context=peer.ctx,
+            Looped(frame_pool, frames), rate, cfg.ros, reliable=True, context=peer.ctx,
             wait_for_subscribers=60.0, progress=progress, node_name="core3d_online_player",
         )
         t_end_publish = time.monotonic()
@@ -266,7 +259,7 @@ def bench_online(
             "query_ms_in_node_p99": diag.get("core3d_mapping", "query_ms_p99", float("nan")),
             "queries_failed": len(failures),
             "errors": {"mapping": mapping.errors()[:5], "perception": perception.errors()[:5]},
-            "machine": _machine(),
+            "machine": machine_info(),
         })
     finally:
         if client is not None:
@@ -284,6 +277,6 @@ def bench_online(
 if __name__ == "__main__":  # the benchmark's perception node (StandInSegmenter)
     import sys
 
-    from .runner import exit_now_if_busy, run_nodes
+    from ...ros.runner import exit_now_if_busy, run_nodes
 
     sys.exit(exit_now_if_busy(run_nodes(None, prog="core3d_perception", build=_stand_in_perception)))

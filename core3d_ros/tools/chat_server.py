@@ -11,13 +11,15 @@ given), ``garbage`` (a body that is not JSON), ``http`` (an error status), ``han
 read, never answer until the server stops), ``refusal`` (message.refusal set), ``huge`` (a
 content of ``size`` bytes), ``close`` (drop the connection). ``delay_s`` waits before answering.
 
-The step of a request is read from the first line of its system message ("core3d step: NAME",
-see llm.py); ``auto_reply`` answers each step plausibly (the rule-based parse of the request,
-high confidence for the first candidate, yaw bin 0, the first candidate chosen).
+The step of a request (parse, verify, orientation, decide: see core/retrieval/llm.py) is read
+from what any model server receives: the name of its JSON schema (``core3d_NAME``) when
+``retrieval.llm.response_format`` is json_schema, else the keys of the request's JSON (the
+user message's first text). ``auto_reply`` answers each step plausibly (the rule-based parse
+of the request, high confidence for the first candidate, yaw bin 0, the first candidate chosen).
 
 ``GET /stats`` returns the server's own time per request (from its handler starting to the last
 byte written), which the query benchmark subtracts from the client's wall time.
-``python -m core3d_ros.core.retrieval.chat_server --delay-ms 200`` serves auto replies (prints
+``python -m core3d_ros.tools.chat_server --delay-ms 200`` serves auto replies (prints
 the port on the first line).
 """
 from __future__ import annotations
@@ -45,14 +47,37 @@ class Behaviour:
     size: int = 10 << 20  # for mode huge: bytes of content
 
 
+STEPS = ("parse", "verify", "orientation", "decide")
+# the keys of each step's request JSON beside "request" (llm.py): parse has none
+_STEP_KEYS = (("candidates", "decide"), ("faces", "orientation"), ("target", "verify"))
+
+
 def step_of(body: dict) -> str:
+    """The core3d step a request serves ("" if none): its JSON schema's name, else its request
+    JSON's keys (see the module doc)."""
     try:
-        msgs = body.get("messages") or []
-        sys_msg = next(m for m in msgs if m.get("role") == "system")
-        first = str(sys_msg.get("content", "")).splitlines()[0]
-    except (StopIteration, AttributeError, IndexError, TypeError):
+        rf = body.get("response_format") or {}
+        name = str((rf.get("json_schema") or {}).get("name", "")) if rf.get("type") == "json_schema" else ""
+    except AttributeError:
+        name = ""
+    if name.startswith("core3d_") and name[len("core3d_"):] in STEPS:
+        return name[len("core3d_"):]
+    request = _request_json(body)
+    if "request" not in request:
         return ""
-    return first.split(":", 1)[1].strip() if first.startswith("core3d step:") else ""
+    return next((step for key, step in _STEP_KEYS if key in request), "parse")
+
+
+def _request_json(body: dict) -> dict:
+    """The JSON object of the first user message's first text ({} if there is none)."""
+    try:
+        msg = next(m for m in body.get("messages") or [] if m.get("role") == "user")
+        c = msg.get("content")
+        text = c if isinstance(c, str) else next(p.get("text", "") for p in c if isinstance(p, dict) and p.get("type") == "text")
+        data = json.loads(text)
+    except (StopIteration, AttributeError, TypeError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def user_text(body: dict) -> str:
@@ -93,8 +118,8 @@ def candidate_ids(body: dict) -> list[int]:
 def auto_reply(step: str, body: dict) -> dict:
     """A plausible reply for each core3d step (see module doc)."""
     if step == "parse":
-        from .llm import split_facing
-        from .parser import QueryError, parse_query
+        from ..core.retrieval.llm import split_facing
+        from ..core.retrieval.parser import QueryError, parse_query
 
         try:
             req = json.loads(user_text(body))["request"]

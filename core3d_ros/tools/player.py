@@ -41,7 +41,7 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from ..config import RosConfig
 from ..core.frame import Frame
-from . import conversions as conv
+from ..ros import conversions as conv
 
 DEFAULT_CAMERA_FRAME = "camera_color_optical_frame"
 DEPTH_ENCODINGS = ("32FC1", "16UC1")
@@ -319,7 +319,7 @@ def publish_dataset(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m core3d_ros.ros.player DATASET [--rate HZ] [--bag PATH] [--loop] ...``"""
+    """``python -m core3d_ros.tools.player DATASET [--rate HZ] [--bag PATH] [--loop] ...``"""
     from ..config import load_config
     from ..core.datasets import open_dataset
 

@@ -1,0 +1,266 @@
+"""``core3d bench fusion``: our fusion stage against Open3D's TSDF integration, set up as the
+node's geometry layer, on the same frames at the same voxel size.
+
+Timings are wall-clock per call (``time.perf_counter``), taken side by side in one run on the
+same inputs, alternating frame by frame so that machine noise hits both.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Callable
+
+import numpy as np
+
+from ...config import MapperConfig
+from ...core.datasets import iter_frames, open_dataset
+from ...core.frame import Frame
+from ...core.fusion.object_map import ObjectMap, warm_up
+from ...core.pipeline import fuse_frame, label_image
+from ...core.segment.base import make_segmenter
+from ...core.segment.progressive import progressive_merge
+from .common import machine_info, peak_rss_mb
+
+
+def _stats(ms: list[float]) -> dict:
+    a = np.asarray(ms, dtype=np.float64)
+    q = max(1, len(a) // 4)
+    return {
+        "ms_per_frame": float(a.mean()),
+        "ms_median": float(np.median(a)),
+        "ms_p90": float(np.percentile(a, 90)),
+        "ms_max": float(a.max()),
+        "ms_first_quarter": float(a[:q].mean()),
+        "ms_last_quarter": float(a[-q:].mean()),
+    }
+
+
+class Open3DTSDF:
+    """Open3D's VoxelBlockGrid TSDF integration (the peer we compare with), set up as the node's
+    geometry layer is: the same truncation band, depth scale, depth range, initial block count
+    and device (``like_node``). Its input is Open3D's native one (uint16 millimetres, uint8
+    colour), built outside the timing by :meth:`prepare`."""
+
+    def __init__(
+        self,
+        voxel_size: float,
+        depth_max: float,
+        trunc_voxels: float,
+        block_count: int,
+        device: str = "cpu",
+        block_resolution: int = 8,
+    ):
+        import open3d as o3d
+        import open3d.core as o3c
+
+        from ...core.geometry import DEPTH_SCALE, _device
+
+        self.o3d, self.o3c = o3d, o3c
+        self.device = _device(device)
+        self.voxel_size = float(voxel_size)
+        self.depth_max = float(depth_max)
+        self.depth_scale = DEPTH_SCALE
+        self.trunc_voxels = float(trunc_voxels)
+        self.block_count = int(block_count)
+        self.block_resolution = int(block_resolution)
+        self.vbg = o3d.t.geometry.VoxelBlockGrid(
+            attr_names=("tsdf", "weight", "color"),
+            attr_dtypes=(o3c.float32, o3c.float32, o3c.float32),
+            attr_channels=((1), (1), (3)),
+            voxel_size=self.voxel_size,
+            block_resolution=self.block_resolution,
+            block_count=self.block_count,
+            device=self.device,
+        )
+
+    @classmethod
+    def like_node(cls, cfg: MapperConfig) -> "Open3DTSDF":
+        """The geometry layer's settings (``geometry.*``, ``depth.max_depth``) at the object
+        map's voxel size."""
+        g = cfg.geometry
+        return cls(cfg.fusion.voxel_size, cfg.depth.max_depth, g.trunc_voxels, g.block_count, g.device)
+
+    def settings(self) -> dict:
+        return {
+            "voxel_size": self.voxel_size,
+            "trunc_voxels": self.trunc_voxels,
+            "depth_scale": self.depth_scale,
+            "depth_max": self.depth_max,
+            "block_resolution": self.block_resolution,
+            "block_count_initial": self.block_count,
+            "device": str(self.device),
+            "attributes": "tsdf, weight, color (float32)",
+        }
+
+    def prepare(self, frame: Frame):
+        o3c, o3d = self.o3c, self.o3d
+        depth_mm = np.round(np.nan_to_num(frame.depth, nan=0.0, posinf=0.0) * self.depth_scale)
+        return (
+            o3d.t.geometry.Image(o3c.Tensor(np.clip(depth_mm, 0, 65535).astype(np.uint16)).to(self.device)),
+            o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(frame.rgb)).to(self.device)),
+            o3c.Tensor(frame.intrinsics.matrix, o3c.float64),
+            o3c.Tensor(np.linalg.inv(frame.pose), o3c.float64),
+        )
+
+    def integrate(self, prepared) -> None:
+        depth, color, K, extrinsic = prepared
+        args = (K, extrinsic, self.depth_scale, self.depth_max, self.trunc_voxels)
+        blocks = self.vbg.compute_unique_block_coordinates(depth, *args)
+        self.vbg.integrate(blocks, depth, color, *args)
+
+    @property
+    def num_blocks(self) -> int:
+        return int(self.vbg.hashmap().size())
+
+
+def bench_fusion(
+    data: str,
+    frames: int | None = None,
+    voxel: float | None = None,
+    cfg: MapperConfig | None = None,
+    runs: int = 5,
+    progress: Callable | None = None,
+) -> dict:
+    """Our fusion stage (geometric segmenter's masks) vs Open3D's TSDF integration set up as
+    the node's geometry layer, on the same frames at the same voxel size.
+
+    ``runs`` whole runs, each into a fresh map on both sides, frames interleaved one by one, and
+    which side goes first alternates from run to run; the figures are the median over runs of
+    each run's mean, beside the worst run and the worst single frame. ``ours`` is the fusion
+    stage alone (back-projection, voxel hashing, DBSCAN split, association, voting, merging)
+    from the label image, which the perception node sends; the masks are computed once, before
+    the timed runs (their time is ``segment_ms_per_frame``).
+    """
+    from ...core.geometry import DEPTH_SCALE
+
+    cfg = cfg or MapperConfig()
+    if voxel is not None:
+        cfg = replace(cfg, fusion=replace(cfg.fusion, voxel_size=voxel))
+    runs = max(1, int(runs))
+    dataset = open_dataset(data, depth=cfg.depth, max_frames=frames)
+    errors: list = []
+    loaded = list(iter_frames(dataset, errors))  # decode outside the timed region
+    if not loaded:
+        raise ValueError(f"no readable frames in {data}")
+    segmenter = make_segmenter(cfg.segmenter)
+    inputs, seg_ms = [], []
+    for frame in progress(loaded) if progress else loaded:
+        t0 = time.perf_counter()
+        masks = progressive_merge(segmenter.segment(frame), cfg.segmenter.progressive)
+        # the fusion stage's input is the label image, painted here as the perception node does
+        inputs.append((frame, masks, label_image(masks, frame.depth.shape)))
+        seg_ms.append((time.perf_counter() - t0) * 1e3)
+    # Warm-up outside the timing, for both: our compiled kernels (numba cache, the merge pass's
+    # too, which one frame does not reach) and Open3D's first allocations.
+    warm_up(cfg.fusion)
+    frame, masks, labels = inputs[0]
+    fuse_frame(ObjectMap(cfg.fusion), frame, masks, labels=labels)
+    scratch = Open3DTSDF.like_node(cfg)
+    scratch.integrate(scratch.prepare(frame))
+
+    per_run: list[dict] = []
+    for r in range(runs):
+        omap, peer = ObjectMap(cfg.fusion), Open3DTSDF.like_node(cfg)
+        ours_ms, peer_ms, ours_cpu, peer_cpu, strides, points_n = [], [], [], [], [], []
+
+        def ours(frame, masks, labels):
+            t, c = time.perf_counter(), time.process_time()
+            fused = fuse_frame(omap, frame, masks, labels=labels)
+            ours_ms.append((time.perf_counter() - t) * 1e3)
+            ours_cpu.append((time.process_time() - c) * 1e3)
+            strides.append(fused.stride)
+            points_n.append(fused.points)
+
+        def theirs(frame, masks, labels):
+            prepared = peer.prepare(frame)  # Open3D's input format, built outside its timing
+            t, c = time.perf_counter(), time.process_time()
+            peer.integrate(prepared)
+            peer_ms.append((time.perf_counter() - t) * 1e3)
+            peer_cpu.append((time.process_time() - c) * 1e3)
+
+        order = (ours, theirs) if r % 2 == 0 else (theirs, ours)
+        for item in inputs:
+            for side in order:
+                side(*item)
+        per_run.append({
+            "first": "ours" if r % 2 == 0 else "open3d",
+            "ours": _stats(ours_ms),
+            "open3d": _stats(peer_ms),
+            "ratio": float(np.mean(ours_ms) / np.mean(peer_ms)),
+            "ratio_of_frame_medians": float(np.median(ours_ms) / np.median(peer_ms)),
+            "cpu_ratio": float(np.mean(ours_cpu) / max(np.mean(peer_cpu), 1e-9)),
+            "ours_cpu_ms_per_frame": float(np.mean(ours_cpu)),
+            "open3d_cpu_ms_per_frame": float(np.mean(peer_cpu)),
+        })
+    ratios = [p["ratio"] for p in per_run]
+    ours_mean = float(np.median([p["ours"]["ms_per_frame"] for p in per_run]))
+    peer_mean = float(np.median([p["open3d"]["ms_per_frame"] for p in per_run]))
+    quarter = max(1, len(points_n) // 4)
+    snap = omap.snapshot(up=cfg.retrieval.up_axis)
+    import os
+
+    return {
+        "benchmark": "fusion",
+        "data": str(data),
+        "frames": len(loaded),
+        "frames_unreadable": len(errors),
+        "runs": runs,
+        "image_size": [loaded[0].intrinsics.width, loaded[0].intrinsics.height],
+        "voxel_size": cfg.fusion.voxel_size,
+        "pixel_stride": cfg.fusion.pixel_stride,
+        "pixel_stride_mean": float(np.mean(strides)),
+        "segmenter": cfg.segmenter.name,
+        # the figures: median over runs of each run's mean (ratio: median of the runs' ratios)
+        "ours_ms_per_frame": ours_mean,
+        "open3d_ms_per_frame": peer_mean,
+        "ratio": ours_mean / peer_mean,
+        "ratio_median_of_runs": float(np.median(ratios)),
+        "ratio_worst_run": float(max(ratios)),
+        "ratio_best_run": float(min(ratios)),
+        "ratios": ratios,
+        # the typical frame, without growth spikes (Open3D's hash map rehashes as it grows from
+        # geometry.block_count, as the node's does; ours doubles its arrays)
+        "ratio_of_frame_medians": float(np.median([p["ratio_of_frame_medians"] for p in per_run])),
+        "cpu_ratio": float(np.median([p["cpu_ratio"] for p in per_run])),
+        "ours_cpu_ms_per_frame": float(np.median([p["ours_cpu_ms_per_frame"] for p in per_run])),
+        "open3d_cpu_ms_per_frame": float(np.median([p["open3d_cpu_ms_per_frame"] for p in per_run])),
+        "ours_worst_frame_ms": float(max(p["ours"]["ms_max"] for p in per_run)),
+        "open3d_worst_frame_ms": float(max(p["open3d"]["ms_max"] for p in per_run)),
+        "ms_first_quarter": float(np.median([p["ours"]["ms_first_quarter"] for p in per_run])),
+        "ms_last_quarter": float(np.median([p["ours"]["ms_last_quarter"] for p in per_run])),
+        "per_run": per_run,
+        "segment_ms_per_frame": float(np.mean(seg_ms)),
+        "what_each_side_computes": {
+            "ours": "the fusion stage from the label image: back-projection of every "
+            f"{cfg.fusion.pixel_stride or 'auto'}-th pixel, voxel hashing, DBSCAN split, association, "
+            "votes and the merge pass every fusion.merge_interval frames (the TSDF is not included)",
+            "open3d": "VoxelBlockGrid.compute_unique_block_coordinates + integrate (TSDF, weight, colour) "
+            "of every pixel, from uint16 millimetres",
+        },
+        "threads": {
+            "ours": f"fusion.threads={cfg.fusion.threads} (used: {omap.threads}) for the compiled passes; the rest in one Python thread",
+            "open3d": "OpenMP, all cores",
+            "cpus": os.cpu_count(),
+        },
+        "open3d_settings": peer.settings(),
+        "node_geometry_settings": {
+            "trunc_voxels": cfg.geometry.trunc_voxels,
+            "depth_scale": DEPTH_SCALE,
+            "depth_max": cfg.depth.max_depth,
+            "depth_min": cfg.depth.min_depth,
+            "block_count": cfg.geometry.block_count,
+            "device": cfg.geometry.device,
+        },
+        "depth_range_note": f"depth outside [{cfg.depth.min_depth}, {cfg.depth.max_depth}] m is zeroed when frames are decoded, for both sides",
+        "fusion_input": "label image, as the perception node sends it",
+        # scene content per quarter (last run), to tell map growth from busier views
+        "points_first_quarter": float(np.mean(points_n[:quarter])),
+        "points_last_quarter": float(np.mean(points_n[-quarter:])),
+        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_note": "whole process: all decoded frames are held in memory",
+        "ours_map_mb": omap.memory_bytes() / 2**20,
+        "objects": len(snap.objects),
+        "map_voxels": omap.num_voxels,
+        "open3d_blocks": peer.num_blocks,
+        "machine": machine_info(),
+    }
