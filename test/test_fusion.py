@@ -7,6 +7,7 @@ from core3d_ros.config import FusionConfig
 from core3d_ros.core.fusion.object_map import ObjectMap
 from core3d_ros.core.fusion.split import grid_dbscan, neighbour_table, split_segments
 from core3d_ros.core.fusion.voxels import key_centers, pack, unpack, voxel_keys
+from fusion_reference import array_vote
 
 VS = 0.05
 
@@ -159,8 +160,8 @@ def test_merge_pass_merges_balanced_duplicates_only():
     omap.objects[dup] = ObjectState(id=dup, num_observations=1)
     omap.objects[small] = ObjectState(id=small, num_observations=1)
     omap.next_id += 2
-    omap._vote(rows[: int(0.9 * len(rows))], dup)
-    omap._vote(rows[-20:], small)
+    array_vote(omap, rows[: int(0.9 * len(rows))], dup)
+    array_vote(omap, rows[-20:], small)
     merged = omap.merge_objects()
     assert merged == 1
     assert dup not in omap.objects or 1 not in omap.objects

@@ -13,14 +13,13 @@ from core3d_ros.core.frame import Frame, FrameError
 from core3d_ros.core.fusion import kernels
 from core3d_ros.core.fusion.blocks import FrameVoxels
 from core3d_ros.core.fusion.object_map import ObjectMap
-from core3d_ros.core.fusion.split import label_dbscan, neighbour_offsets
+from core3d_ros.core.fusion.split import neighbour_offsets
 from core3d_ros.core.fusion.voxels import pack
 from core3d_ros.core.pipeline import Mapper, label_image
 from core3d_ros.config import with_overrides
 from core3d_ros.tools.runs import map_frames
 from core3d_ros.core.segment.base import Mask2D
-
-needs_numba = pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba is not installed")
+from fusion_reference import array_blend_colors, array_vote
 
 
 def cfg(**kw):
@@ -74,11 +73,12 @@ def test_slot_replacement_rule():
 
     omap.objects[other] = ObjectState(id=other, num_observations=1)
     omap.next_id += 1
-    omap._vote(rows[:2], other)  # one hit each: replaced
+    vote = lambda r, oid: omap._vote(r, np.full(len(r), oid, np.int32), np.zeros((len(r), 3), np.uint8))
+    vote(rows[:2], other)  # one hit each: replaced
     assert list(omap.ids[rows, 0]) == [other, other, first, first]
     assert omap.objects[first].num_voxels == 2 and omap.objects[other].num_voxels == 2
-    omap._vote(rows[2:], first)  # now two hits
-    omap._vote(rows[2:], other)  # loses a hit, keeps its id
+    vote(rows[2:], first)  # now two hits
+    vote(rows[2:], other)  # loses a hit, keeps its id
     assert list(omap.ids[rows, 0]) == [other, other, first, first]
     assert list(omap.hits[rows, 0]) == [1, 1, 1, 1]
 
@@ -200,7 +200,6 @@ def _frame_coords(seed=0, n=20000):
     return rng.integers(-40, 40, size=(3, n)).astype(np.int32)
 
 
-@needs_numba
 def test_compiled_dedupe_matches_array_code():
     coords = _frame_coords()
     a, b = FrameVoxels(coords, compiled=False), FrameVoxels(coords, compiled=True)
@@ -218,9 +217,8 @@ def test_compiled_dedupe_matches_array_code():
     assert np.array_equal(kb[b.find(rep_coords)], kb)
 
 
-@needs_numba
 @pytest.mark.parametrize("min_samples", [1, 3, 5])
-def test_compiled_dbscan_matches_array_code_and_sklearn(min_samples):
+def test_reference_dbscan_kernel_matches_sklearn(min_samples):
     # sparse enough (a sixth of a 16^3 box, 2 x 2 x 2 blocks) for several clusters per label,
     # border points, and (min_samples 5) border points next to core points of two clusters
     rng = np.random.default_rng(1)
@@ -229,14 +227,11 @@ def test_compiled_dbscan_matches_array_code_and_sklearn(min_samples):
     labels = np.where(fv.voxel_coords()[:, 0] < 8, 1, 2).astype(np.int64)
     off = neighbour_offsets(1.75)
     ours = kernels.dbscan_kernel(fv.voxel, fv._vlut, fv.block_neighbours(), labels, off, min_samples, 1)
-    ref_arr = label_dbscan(fv.neighbours(off), labels, min_samples)
-    assert np.array_equal(ours < 0, ref_arr < 0)
     coords = fv.voxel_coords().astype(np.float64)
     n_border = 0
     for lab in (1, 2):
         sel = labels == lab
         n_border += _assert_same_dbscan(ours[sel], coords[sel], 1.75 + 1e-6, min_samples)
-        _assert_same_dbscan(ref_arr[sel], coords[sel], 1.75 + 1e-6, min_samples)  # the array code too
     # min_samples 1: every point is a core point, so the partitions are identical; otherwise
     # the case has border points, which exercise DBSCAN's choice rule.
     assert (n_border == 0) if min_samples == 1 else (n_border > 0)
@@ -264,7 +259,6 @@ def _assert_same_dbscan(ours, points, eps, min_samples):
     return len(border)
 
 
-@needs_numba
 def test_compiled_vote_matches_array_vote():
     rng = np.random.default_rng(2)
     maps = [ObjectMap(cfg(slots_per_voxel=3)) for _ in range(2)]
@@ -280,9 +274,9 @@ def test_compiled_vote_matches_array_vote():
         r = rng.permutation(rows)[:30]
         t = rng.integers(1, maps[0].next_id, size=30).astype(np.int32)
         col = rng.integers(0, 255, size=(30, 3)).astype(np.uint8)
-        maps[0]._vote(r, t)
-        maps[0]._blend_colors(r, col)
-        maps[1]._vote_compiled(r, t, col)
+        array_vote(maps[0], r, t)
+        array_blend_colors(maps[0], r, col)
+        maps[1]._vote(r, t, col)
     a, b = maps
     assert np.array_equal(a.ids, b.ids) and np.array_equal(a.hits, b.hits)
     assert np.array_equal(a.owner, b.owner) and np.allclose(a.colors, b.colors)
@@ -339,7 +333,7 @@ def test_merge_pass_only_looks_at_what_was_touched():
     dup = omap.next_id
     omap.objects[dup] = ObjectState(id=dup, num_observations=1)
     omap.next_id += 1
-    omap._vote(rows, dup)  # a duplicate, made outside a frame: nothing touched
+    array_vote(omap, rows, dup)  # a duplicate, made outside a frame: nothing touched
     assert omap.merge_objects() == 0 and len(omap.objects) == 2
     fuse(omap, [line(0, 3)])  # a frame touches three of its voxels
     assert omap.merge_objects() == 1 and len(omap.objects) == 1
@@ -457,7 +451,6 @@ def test_cuda_device_works_or_is_refused_with_the_parameter_name():
 # ------------------------------------------------------------------ faster kernels = reference kernels
 
 
-@needs_numba
 @pytest.mark.parametrize("seed,min_samples,eps", [(0, 1, 1.75), (1, 3, 1.75), (2, 5, 1.75), (3, 3, 2.5), (4, 4, 1.0)])
 def test_fast_dbscan_equals_reference_kernel(seed, min_samples, eps):
     """Same segment of every voxel (numbering included) as kernels.dbscan_kernel, on sparse
@@ -478,7 +471,6 @@ def test_fast_dbscan_equals_reference_kernel(seed, min_samples, eps):
         assert ref.max() >= 1  # the case has several segments
 
 
-@needs_numba
 def test_fast_dbscan_hand_case():
     """Two runs of voxels along x, 6-neighbourhood, min_samples 3: inner voxels are core, the
     ends are border voxels of their run; segments are numbered in order of first voxel."""
@@ -498,32 +490,25 @@ def test_fast_dbscan_hand_case():
     assert dict(zip(fv.voxel_coords()[:, 0].tolist(), ours.tolist())) == {6: -1, 7: -1, 8: -1, 0: 0, 1: 0, 2: 0, 3: 0}
 
 
-@needs_numba
-def test_block_neighbours_kernel_equals_array_code():
+def test_block_neighbours_kernel_equals_the_general_path():
+    """The frame's block grid (compiled) and the general path (sorted block keys) name the same
+    neighbouring block at every column, or none."""
     coords = _frame_coords(5, 5000)
-    fv = FrameVoxels(coords, compiled=True)
-    from core3d_ros.core.fusion import pkernels
+    fast, general = FrameVoxels(coords, compiled=True), FrameVoxels(coords, compiled=False)
+    assert fast._grid and not general._grid
+    a, b = fast.block_neighbours(), general.block_neighbours()
+    assert a.shape == b.shape == (len(fast.blocks), 27) and (a < 0).any() and (a >= 0).any()
+    # the same block coordinates, numbered differently: compare the neighbours' coordinates
+    order = np.lexsort(fast.blocks.T[::-1])
+    assert np.array_equal(fast.blocks[order], general.blocks)
 
-    fast = pkernels.block_neighbours_kernel(fv.blocks, fv._cell_block, fv._lo, fv._dims)
-    fv._grid = True
-    nb = len(fv.blocks)
-    saved = pkernels.block_neighbours_kernel
-    try:
-        pkernels.block_neighbours_kernel = None  # force the array code
-        import core3d_ros.core.fusion.kernels as k
-
-        have, k.HAVE_NUMBA = k.HAVE_NUMBA, False
-        try:
-            ref = fv.block_neighbours()
-        finally:
-            k.HAVE_NUMBA = have
-    finally:
-        pkernels.block_neighbours_kernel = saved
-    assert fast.shape == ref.shape == (nb, 27) and np.array_equal(fast, ref)
+    def coords_of(nb, blocks):
+        return np.where(nb[..., None] >= 0, blocks[np.maximum(nb, 0)], -(1 << 30))
+    assert np.array_equal(coords_of(a, fast.blocks)[order], coords_of(b, general.blocks))
 
 
-@needs_numba
 def test_pair_codes_kernel_equals_array_code():
+    """The merge pass's object pairs = those of every two slots of each row, in array code."""
     from core3d_ros.core.fusion import pkernels
 
     rng = np.random.default_rng(6)
@@ -632,7 +617,6 @@ def _depth_image(rng, h, w, holes=0.3):
     return d.astype(np.float32)
 
 
-@needs_numba
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("seed", range(4))
 def test_threaded_depth_voxels_equal_reference(seed, threads):
@@ -674,7 +658,6 @@ def test_threaded_depth_voxels_equal_reference(seed, threads):
 REDKITCHEN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "7scenes-redkitchen"
 
 
-@needs_numba
 @pytest.mark.skipif(not REDKITCHEN.is_dir(), reason="needs ../shared/data/7scenes-redkitchen (the real RGB-D sequence)")
 def test_threaded_depth_voxels_equal_reference_on_real_frames():
     from core3d_ros.core.datasets import iter_frames, open_dataset
@@ -724,7 +707,6 @@ def test_fusion_threads_give_the_same_map():
     assert maps[0].num_voxels > 0
 
 
-@needs_numba
 def test_depth_voxels_hand_case():
     """Four pixels of a 1x4 image, identity pose, 1 m voxels: pixel 0 and 3 at voxel (0, 0, 2),
     pixel 1 without depth, pixel 2 at voxel (9, 0, 2) (another block). Labels 1, 5, 2, 1."""
@@ -743,7 +725,6 @@ def test_depth_voxels_hand_case():
         assert got.rep.tolist() == [3, 2] and got.label.tolist() == [1, 2]
 
 
-@needs_numba
 def test_depth_voxels_votes_runs_as_their_pixels():
     """Runs of pixels with one label are voted on at once: for label sequences with runs
     longer, as long as and shorter than the votes against them, interrupted by pixels without
@@ -784,7 +765,6 @@ def test_depth_voxels_votes_runs_as_their_pixels():
         team.close()
 
 
-@needs_numba
 def test_depth_voxels_refusals():
     from core3d_ros.core.fusion.pixels import depth_voxels
     from core3d_ros.core.fusion.team import ThreadTeam
@@ -801,7 +781,6 @@ def test_depth_voxels_refusals():
     team.close()
 
 
-@needs_numba
 def test_map_neighbour_rows_kernel_equals_lookup():
     """The hidden-side join's neighbour rows by block arithmetic = ObjectMap.lookup of the
     neighbours' coordinates, across block boundaries and where the map has nothing."""
@@ -823,7 +802,6 @@ def test_map_neighbour_rows_kernel_equals_lookup():
     assert np.array_equal(got, want) and (want >= 0).sum() > 100 and (want < 0).sum() > 100
 
 
-@needs_numba
 @pytest.mark.parametrize("T", [1, 2, 3])
 def test_vote_in_ranges_equals_one_pass(T):
     """Voting the rows in T ranges (a team's threads) leaves the map arrays as one pass does
@@ -854,7 +832,6 @@ def test_vote_in_ranges_equals_one_pass(T):
     assert len(want[0]) > 10 and len(want[2]) > 0 and len(want[3]) > 10
 
 
-@needs_numba
 def test_gather_rows_kernel_equals_fancy_indexing():
     from core3d_ros.core.fusion.pkernels import gather_rows_kernel
 
@@ -869,7 +846,6 @@ def test_gather_rows_kernel_equals_fancy_indexing():
 # ------------------------------------------------------------------ branch-free DBSCAN = reference
 
 
-@needs_numba
 @pytest.mark.parametrize("seed,min_samples,eps", [(0, 1, 1.75), (1, 3, 1.75), (2, 5, 1.75), (3, 3, 2.5), (4, 4, 1.0), (5, 3, 1.75)])
 def test_padded_dbscan_equals_reference_kernels(seed, min_samples, eps):
     """Same segment of every voxel as kernels.dbscan_kernel, with the
@@ -899,7 +875,6 @@ def test_padded_dbscan_equals_reference_kernels(seed, min_samples, eps):
         team.close()
 
 
-@needs_numba
 def test_padded_dbscan_hand_case():
     """As test_fast_dbscan_hand_case, across a block boundary (x = 6..9) and with a gap."""
     from core3d_ros.core.fusion import pkernels
@@ -914,7 +889,6 @@ def test_padded_dbscan_hand_case():
     assert len(pkernels.dbscan_padded(empty, np.full(512, -1, np.int32), np.zeros((0, 27), np.int64), empty, neighbour_offsets(1.75), 3, 1)) == 0
 
 
-@needs_numba
 def test_warm_up_reaches_every_kernel():
     """After warm_up, fusing a room (associations, hidden sides, votes, merge passes) compiles
     nothing more: a first real frame must not pay a kernel's compilation (0.2-0.7 s each on a
@@ -947,7 +921,6 @@ print(sorted(k for k, v in compiled().items() if v != before.get(k, 0)))
     assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout[-2000:]
 
 
-@needs_numba
 def test_voxel_rows_kernel_equals_array_code():
     """The map row of each frame voxel, compiled, equals the numpy gather it replaces (absent
     blocks give -1)."""

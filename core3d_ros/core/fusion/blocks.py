@@ -1,13 +1,19 @@
 """Per-frame voxel deduplication through 8x8x8 blocks, without sorting and without a per-pixel hash.
 
 A depth frame's 300 k pixels fall into ~10 k distinct voxels but only a few hundred distinct
-blocks of 8^3 voxels. ``FrameVoxels`` finds them with array operations only:
+blocks of 8^3 voxels. ``FrameVoxels`` finds them in one compiled pass over the points
+(:func:`.kernels.dedupe_kernel`; depth images take the threaded per-pixel stage of
+:mod:`.pixels` instead):
 
 1. per point, voxel coordinates -> block coordinates (``>> 3``) and the offset inside the block;
 2. the frame's blocks are indexed in a dense grid over the frame's own block bounding box (a few
-   thousand cells for a camera frustum), so the distinct blocks come from one ``bincount``;
-3. per point, ``frame_block * 512 + offset`` indexes a dense (blocks x 512) table, so the distinct
-   voxels and their point counts come from one more ``bincount``.
+   thousand cells for a camera frustum);
+3. per point, ``frame_block * 512 + offset`` indexes a dense (blocks x 512) table of the frame's
+   voxels.
+
+A frame whose block bounding box exceeds ``MAX_DENSE_BLOCK_CELLS`` (points spread over a huge
+box, never a camera frustum) takes the general path: sorted block keys (``np.unique``), then the
+same (blocks x 512) table.
 
 Everything after this step works per voxel (~10-60 k), not per pixel. Only the frame's blocks are
 looked up in the persistent map (:class:`BlockHash`).
@@ -18,7 +24,7 @@ import numpy as np
 
 BLOCK = 8
 BLOCK_VOXELS = BLOCK**3
-MAX_DENSE_BLOCK_CELLS = 1 << 22  # frame block grids larger than this fall back to np.unique
+MAX_DENSE_BLOCK_CELLS = 1 << 22  # frame block grids larger than this take the general path (np.unique)
 
 
 def block_offsets(coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -43,11 +49,12 @@ def offset_coords(offsets: np.ndarray) -> np.ndarray:
 
 
 class FrameVoxels:
-    """The distinct voxels of one frame and, per point, which of them it falls in.
+    """The distinct voxels of one frame and, per voxel, a representative point.
 
     Attributes: ``blocks`` (B, 3) int32 block coordinates; ``voxel`` (V,) cell indices
-    ``frame_block * 512 + offset`` in increasing order; ``point_voxel`` (N,) index into ``voxel``;
-    ``counts`` (V,) points per voxel.
+    ``frame_block * 512 + offset``; ``rep`` (V,) the last point of each voxel and ``label``
+    (V,) the majority label of its points (compiled path), or ``point_voxel`` (N,) index into
+    ``voxel`` and ``counts`` (V,) points per voxel (general path, voxels in increasing order).
     """
 
     def __init__(
@@ -58,29 +65,28 @@ class FrameVoxels:
         pix: np.ndarray | None = None,
     ):
         """``coords``: (3, N) int32 voxel coordinates (one row per axis, contiguous).
-        ``compiled``: use the numba kernel when available (same result, voxels in order of
-        first appearance instead of increasing order). Depth images take
-        :meth:`from_depth` instead (the threaded per-pixel stage)."""
+        ``compiled``: the compiled pass (voxels in order of first appearance) where the frame's
+        block grid is small enough; False: the general path always (tests compare the two).
+        Depth images take :meth:`from_depth` instead (the threaded per-pixel stage)."""
         if not isinstance(coords, tuple):
             coords = np.ascontiguousarray(coords, dtype=np.int32)
         n = len(coords[0])
         self.rep = None  # per voxel, its last point (set by the compiled path)
         self.label = None  # per voxel, the majority label of its points (compiled path)
         if compiled and n:
-            from .kernels import HAVE_NUMBA, dedupe_kernel
+            from .kernels import dedupe_kernel
 
-            if HAVE_NUMBA:
-                cx, cy, cz = (np.ascontiguousarray(c, dtype=np.int32) for c in coords)
-                if labels is None:
-                    labels, pix = np.zeros(1, np.int64), np.zeros(n, np.int64)
-                ok, blocks, voxel, vlabel, counts, rep, cell_block, vlut, lo, dims = dedupe_kernel(cx, cy, cz, MAX_DENSE_BLOCK_CELLS, labels, pix)
-                if ok:
-                    self.blocks, self.voxel, self.rep, self.label = blocks, voxel, rep, vlabel
-                    self.point_voxel = self.counts = None  # not made by the compiled path
-                    self._cell_block, self._vlut, self._lo, self._dims = cell_block, vlut, lo, dims
-                    self._strides = np.array([dims[1] * dims[2], dims[2], 1], np.int64)
-                    self._grid = True
-                    return
+            cx, cy, cz = (np.ascontiguousarray(c, dtype=np.int32) for c in coords)
+            if labels is None:
+                labels, pix = np.zeros(1, np.int64), np.zeros(n, np.int64)
+            ok, blocks, voxel, vlabel, counts, rep, cell_block, vlut, lo, dims = dedupe_kernel(cx, cy, cz, MAX_DENSE_BLOCK_CELLS, labels, pix)
+            if ok:
+                self.blocks, self.voxel, self.rep, self.label = blocks, voxel, rep, vlabel
+                self.point_voxel = self.counts = None  # not made by the compiled path
+                self._cell_block, self._vlut, self._lo, self._dims = cell_block, vlut, lo, dims
+                self._strides = np.array([dims[1] * dims[2], dims[2], 1], np.int64)
+                self._grid = True
+                return
             coords = np.stack([np.asarray(c, np.int32) for c in coords])
         if n == 0:
             self.blocks = np.zeros((0, 3), np.int32)
@@ -94,37 +100,17 @@ class FrameVoxels:
             self._grid = True
             self._vlut = np.zeros(0, np.int64)
             return
+        # The general path: the frame's blocks by sorting their keys.
         bx, by, bz = coords[0] >> 3, coords[1] >> 3, coords[2] >> 3
         off = (coords[0] & 7) << 6
         off |= (coords[1] & 7) << 3
         off |= coords[2] & 7
-        lo = np.array([bx.min(), by.min(), bz.min()], np.int64)
-        hi = np.array([bx.max(), by.max(), bz.max()], np.int64)
-        dims = hi - lo + 1
-        cells = int(np.prod(dims))
-        self._lo, self._dims = lo, dims
-        if cells <= MAX_DENSE_BLOCK_CELLS:
-            strides = np.array([dims[1] * dims[2], dims[2], 1], np.int64)
-            cell = bx - np.int32(lo[0])
-            cell *= np.int32(strides[0])
-            t = by - np.int32(lo[1])
-            t *= np.int32(strides[1])
-            cell += t
-            cell += bz
-            cell -= np.int32(lo[2])
-            occupied = np.flatnonzero(np.bincount(cell, minlength=cells))
-            cell_block = np.full(cells, -1, np.int32)
-            cell_block[occupied] = np.arange(len(occupied), dtype=np.int32)
-            point_block = cell_block[cell]
-            self.blocks = (np.stack(np.unravel_index(occupied, tuple(dims)), axis=1) + lo).astype(np.int32)
-            self._cell_block, self._strides, self._grid = cell_block, strides, True
-        else:  # a frame spread over a huge box (never a camera frustum): sort the block keys
-            bc = np.stack([bx, by, bz], axis=1)
-            keys = _block_keys(bc)
-            ukeys, first, point_block = np.unique(keys, return_index=True, return_inverse=True)
-            point_block = point_block.reshape(-1).astype(np.int32)
-            self.blocks = bc[first].astype(np.int32)
-            self._ukeys, self._grid = ukeys, False
+        bc = np.stack([bx, by, bz], axis=1)
+        keys = _block_keys(bc)
+        ukeys, first, point_block = np.unique(keys, return_index=True, return_inverse=True)
+        point_block = point_block.reshape(-1).astype(np.int32)
+        self.blocks = bc[first].astype(np.int32)
+        self._ukeys, self._grid = ukeys, False
         nb = len(self.blocks)
         point_block <<= 9
         point_block |= off
@@ -183,45 +169,19 @@ class FrameVoxels:
     def block_neighbours(self) -> np.ndarray:
         """(B, 27) frame-block index of each frame block's 27 neighbouring blocks (shift
         (sx, sy, sz) in {-1, 0, 1}^3 at column (sx+1)*9 + (sy+1)*3 + (sz+1)); -1 where absent."""
-        nb = len(self.blocks)
-        if self._grid and nb:
-            from .kernels import HAVE_NUMBA
+        if len(self.blocks) == 0:
+            return np.zeros((0, 27), np.int64)
+        if self._grid:
+            from .pkernels import block_neighbours_kernel
 
-            if HAVE_NUMBA:
-                from .pkernels import block_neighbours_kernel
-
-                return block_neighbours_kernel(self.blocks, self._cell_block, self._lo, self._dims)
+            return block_neighbours_kernel(self.blocks, self._cell_block, self._lo, self._dims)
         shifts = np.stack(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1], indexing="ij"), axis=-1).reshape(-1, 3)
         b = (self.blocks[:, None, :].astype(np.int64) + shifts[None]).reshape(-1, 3)
-        if self._grid:
-            rel = b - self._lo
-            inside = ((rel >= 0) & (rel < self._dims)).all(axis=1)
-            cell = np.where(inside, rel[:, 0] * self._strides[0] + rel[:, 1] * self._strides[1] + rel[:, 2], 0)
-            out = np.where(inside, self._cell_block[cell], -1)
-        else:
-            keys = _block_keys(b)
-            pos = np.searchsorted(self._ukeys, keys)
-            pos[pos >= len(self._ukeys)] = 0
-            out = np.where(self._ukeys[pos] == keys, pos, -1)
-        return out.reshape(nb, 27).astype(np.int64)
-
-    def neighbours(self, offsets: np.ndarray, members: np.ndarray | None = None) -> np.ndarray:
-        """(M, K) index of the neighbour of each voxel in ``members`` (default: all) at each of
-        the K integer offsets (each component in [-8, 8]); -1 where absent. Lookups go through
-        the frame's block table, one gather per offset: no search, no hash."""
-        vox = self.voxel if members is None else self.voxel[members]
-        vb = vox >> 9
-        o = vox & (BLOCK_VOXELS - 1)
-        ox, oy, oz = o >> 6, (o >> 3) & 7, o & 7
-        nbr = self.block_neighbours()
-        table = np.empty((len(vox), len(offsets)), np.int64)
-        for j, (dx, dy, dz) in enumerate(np.asarray(offsets, np.int64).tolist()):
-            lx, ly, lz = ox + dx, oy + dy, oz + dz
-            col = ((lx >> 3) + 1) * 9 + ((ly >> 3) + 1) * 3 + ((lz >> 3) + 1)
-            b = nbr[vb, col]
-            cell = (b << 9) | ((lx & 7) << 6) | ((ly & 7) << 3) | (lz & 7)
-            table[:, j] = np.where(b >= 0, self._vlut[np.where(b >= 0, cell, 0)], -1)
-        return table
+        keys = _block_keys(b)
+        pos = np.searchsorted(self._ukeys, keys)
+        pos[pos >= len(self._ukeys)] = 0
+        out = np.where(self._ukeys[pos] == keys, pos, -1)
+        return out.reshape(len(self.blocks), 27).astype(np.int64)
 
 
 class BlockHash:

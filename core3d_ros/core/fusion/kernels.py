@@ -1,26 +1,17 @@
 """Compiled per-pixel and per-voxel loops of the fusion engine (numba), with the same results
-as the array code in :mod:`.blocks` and :mod:`.split` (tested against it).
+as the array code in :mod:`.blocks` (tested against it).
 
 A numpy pipeline makes ~50 passes over a frame's 300 k pixels (back-projection, block and voxel
 indices, two bincounts, gathers); these kernels make two, and run the frame's DBSCAN as one
-union-find over the 13 half-neighbourhood offsets. When numba is missing the engine uses the
-array code.
+union-find over the 13 half-neighbourhood offsets.
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
-
-try:
-    import numba
-
-    HAVE_NUMBA = True
-except ImportError:  # pragma: no cover - numba is a pinned dependency
-    HAVE_NUMBA = False
 
 
 def _jit(fn, fastmath=True):
-    if not HAVE_NUMBA:
-        return None
     return numba.njit(cache=True, nogil=True, fastmath=fastmath)(fn)
 
 
@@ -31,8 +22,7 @@ def chunk(n, k, T):
     return a, min(n, a + step)
 
 
-if HAVE_NUMBA:
-    chunk = numba.njit(cache=True, nogil=True, inline="always")(chunk)
+chunk = numba.njit(cache=True, nogil=True, inline="always")(chunk)
 
 
 def _backproject(depth_flat, rx, ry, M, t, cx, cy, cz, index):
@@ -233,8 +223,7 @@ def _dbscan(voxel, vlut, nbr, labels, offsets, min_samples, min_size):
 # floors the same value and puts a point in the same voxel.
 backproject_kernel = _jit(_backproject, fastmath=False)
 dedupe_kernel = _jit(_dedupe)
-if HAVE_NUMBA:
-    _find_root = numba.njit(cache=True, nogil=True)(_find_root)
+_find_root = numba.njit(cache=True, nogil=True)(_find_root)
 dbscan_kernel = _jit(_dbscan)
 
 
@@ -319,8 +308,7 @@ def _vote_part(k, T, rows, oid, ids, hits, owner, colors, color_n, frame_colors,
     counts[k, 2] = no
 
 
-if HAVE_NUMBA:
-    _vote_range = numba.njit(cache=True, nogil=True, fastmath=True)(_vote_range)
+_vote_range = numba.njit(cache=True, nogil=True, fastmath=True)(_vote_range)
 vote_kernel = _jit(_vote)
 vote_part_kernel = _jit(_vote_part)
 

@@ -45,10 +45,10 @@ import numpy as np
 from ...config import FusionConfig
 from ..objects import MapSnapshot, ObjectInfo, OrientedBox
 from .blocks import BLOCK_VOXELS, MAX_DENSE_BLOCK_CELLS, BlockHash, FrameVoxels, block_offsets
-from .kernels import HAVE_NUMBA, backproject_kernel, chunk, overlaps_kernel, vote_kernel, vote_part_kernel
+from .kernels import backproject_kernel, chunk, overlaps_kernel, vote_kernel, vote_part_kernel
 from .pixels import depth_voxels
 from .pkernels import dbscan_padded, gather_rows_kernel, map_neighbour_rows_kernel, pair_codes_kernel, voxel_rows_kernel
-from .split import label_dbscan, neighbour_offsets
+from .split import neighbour_offsets
 from .team import ThreadTeam, default_threads
 from .voxels import key_centers, pack, unpack, voxel_coords
 
@@ -352,21 +352,21 @@ class ObjectMap:
         flat = d.reshape(-1)
         min_valid = max(1, int(getattr(self.cfg, "min_valid_pixels", 1)) // (stride * stride))
         scale = 1.0 / self.voxel_size
-        if HAVE_NUMBA:
-            M = np.asarray(pose[:3, :3], np.float64) * scale
-            t = np.asarray(pose[:3, 3], np.float64) * scale
-            lab = labels[::stride, ::stride] if stride > 1 else labels
-            rxs, rys = _ray_axes(intrinsics, stride)
-            dv = depth_voxels(self._team, d, rxs, rys, M, t, np.ascontiguousarray(lab).reshape(-1), min_valid, MAX_COORD - 8, MAX_DENSE_BLOCK_CELLS)
-            if dv.status in ("few_valid_depth", "out_of_range"):
-                return IntegrationStats(rejected=dv.status, stride=stride, points=dv.points)
-            if dv.status == "ok":
-                fv = FrameVoxels.from_depth(dv)
-                colors = rgb[::stride, ::stride] if stride > 1 else rgb
-                frame_colors = gather_rows_kernel(np.ascontiguousarray(colors, dtype=np.uint8).reshape(-1, 3), fv.rep)
-                stats = IntegrationStats(points=dv.points, stride=stride, voxels=len(fv))
-                return self._integrate_voxels(fv, frame_colors, fv.label, stamp, observations, stats)
-            # "too_large": a block grid beyond the dense limit takes the general path below
+        M = np.asarray(pose[:3, :3], np.float64) * scale
+        t = np.asarray(pose[:3, 3], np.float64) * scale
+        lab = labels[::stride, ::stride] if stride > 1 else labels
+        rxs, rys = _ray_axes(intrinsics, stride)
+        dv = depth_voxels(self._team, d, rxs, rys, M, t, np.ascontiguousarray(lab).reshape(-1), min_valid, MAX_COORD - 8, MAX_DENSE_BLOCK_CELLS)
+        if dv.status in ("few_valid_depth", "out_of_range"):
+            return IntegrationStats(rejected=dv.status, stride=stride, points=dv.points)
+        if dv.status == "ok":
+            fv = FrameVoxels.from_depth(dv)
+            colors = rgb[::stride, ::stride] if stride > 1 else rgb
+            frame_colors = gather_rows_kernel(np.ascontiguousarray(colors, dtype=np.uint8).reshape(-1, 3), fv.rep)
+            stats = IntegrationStats(points=dv.points, stride=stride, voxels=len(fv))
+            return self._integrate_voxels(fv, frame_colors, fv.label, stamp, observations, stats)
+        # "too_large": a view frustum whose block grid exceeds the dense limit takes the general
+        # path: back-projection with array code, then the points' own blocks (FrameVoxels).
         n_valid = int(np.count_nonzero(flat > 0))
         if n_valid < min_valid:
             return IntegrationStats(rejected="few_valid_depth", stride=stride, points=n_valid)
@@ -442,7 +442,7 @@ class ObjectMap:
         else:
             rep = np.empty(V, np.int64)
             rep[fv.point_voxel] = pix
-        if HAVE_NUMBA and colors.dtype == np.uint8 and colors.ndim == 2 and colors.shape[1] == 3:
+        if colors.dtype == np.uint8 and colors.ndim == 2 and colors.shape[1] == 3:
             frame_colors = gather_rows_kernel(np.ascontiguousarray(colors), rep)
         else:
             frame_colors = colors[rep]
@@ -461,9 +461,8 @@ class ObjectMap:
 
         def map_rows():
             fblock_num = self._blocks.find(fv.blocks)
-            if HAVE_NUMBA:  # compiled: no (V,) temporaries, and it leaves the interpreter lock
-                return fblock_num, voxel_rows_kernel(fblock_num, vb, vo, self._btable)
-            return fblock_num, self._rows_of_blocks(fblock_num[vb], vo)
+            # compiled: no (V,) temporaries, and it leaves the interpreter lock
+            return fblock_num, voxel_rows_kernel(fblock_num, vb, vo, self._btable)
 
         seg, (fblock_num, rows) = self._segments(fv, vlabel, beside=map_rows)
         n_seg = int(seg.max()) + 1 if V else 0
@@ -513,11 +512,7 @@ class ObjectMap:
         ok = sv[rows[sv] >= 0]
         r = rows[ok]
         t = targets[seg[ok]].astype(np.int32)
-        if HAVE_NUMBA:
-            self._vote_compiled(r, t, frame_colors[ok])
-        else:
-            self._vote(r, t)
-            self._blend_colors(r, frame_colors[ok])
+        self._vote(r, t, frame_colors[ok])
         self._merge_touched.append(r)
 
         if cfg.co_mask_votes > 0:
@@ -604,7 +599,7 @@ class ObjectMap:
         # is met along the axis nearest its normal.
         steps = np.arange(1, r + 1)
         offs = np.concatenate([np.eye(3, dtype=np.int64)[None] * k for k in np.r_[steps, -steps]]).reshape(-1, 3)
-        if r <= 8 and HAVE_NUMBA:
+        if r <= 8:
             # A voxel within r <= 8 voxels of another lies in its block or one of the 26 around
             # it: the map blocks around the frame blocks of the segments' voxels, found once,
             # give every neighbour's map row by block arithmetic. While the camera explores,
@@ -621,7 +616,7 @@ class ObjectMap:
             vseg = seg[in_check]
             nrows = map_neighbour_rows_kernel(fv.voxel[in_check], map_nbr, self._btable, offs).reshape(-1)
             n_src = len(vseg)
-        else:
+        else:  # farther than the blocks around (the configuration bounds r at 8): look the neighbours up
             coords = fv.voxel_coords()[in_check]
             vseg = seg[in_check]
             near = (coords[:, None, :] + offs[None, :, :]).reshape(-1, 3)
@@ -695,21 +690,13 @@ class ObjectMap:
         labelled = vlabel > 0
         if not labelled.any():
             return np.full(V, -1, np.int64), beside()
-        if getattr(cfg, "dbscan_split", True) and HAVE_NUMBA:
+        if getattr(cfg, "dbscan_split", True):
             return dbscan_padded(
                 fv.voxel, fv._vlut, fv.block_neighbours(), vlabel, neighbour_offsets(cfg.dbscan_eps_voxels),
                 int(cfg.dbscan_min_samples), int(cfg.min_segment_voxels), team=self._team, beside=beside,
             )
-        if getattr(cfg, "dbscan_split", True):
-            members = np.flatnonzero(labelled)
-            sub = np.full(V, -1, np.int64)
-            sub[members] = np.arange(len(members))
-            nb = fv.neighbours(neighbour_offsets(cfg.dbscan_eps_voxels), members)
-            nb = np.where(nb >= 0, sub[np.maximum(nb, 0)], -1)
-            comp = np.full(V, -1, np.int64)
-            comp[members] = label_dbscan(nb, vlabel[members], cfg.dbscan_min_samples)
-        else:
-            comp = np.where(labelled, vlabel, -1)
+        # Without the split: one segment per mask (those of at least min_segment_voxels voxels).
+        comp = np.where(labelled, vlabel, -1)
         keep = comp >= 0
         _, dense = np.unique(comp[keep], return_inverse=True)
         seg = np.full(V, -1, np.int64)
@@ -741,43 +728,21 @@ class ObjectMap:
         known = rows >= 0
         if not known.any():
             return targets
-        if HAVE_NUMBA:
-            if len(self._compact) < self.next_id + 1:
-                self._compact = np.full(2 * (self.next_id + 1), -1, np.int64)
-            objs, visible, inter = overlaps_kernel(rows, seg, self.ids, n_seg, self._compact)
-            n_obj = len(objs)
-            sk = seg[known]
-            slot = None
-        else:
-            objs, visible, inter, sk, slot = self._overlaps_array(rows, seg, n_seg)
-            n_obj = len(objs)
+        if len(self._compact) < self.next_id + 1:
+            self._compact = np.full(2 * (self.next_id + 1), -1, np.int64)
+        objs, visible, inter = overlaps_kernel(rows, seg, self.ids, n_seg, self._compact)
+        n_obj = len(objs)
+        sk = seg[known]
         # A segment's voxels that the map has never seen say nothing for or against an object:
         # a view that extends a known object into new space must still find it. So the segment
         # side of the test counts the segment's known voxels only.
         if self.cfg.iov_known_only:
             seg_size = np.bincount(sk[sk >= 0], minlength=n_seg)
         inside = inter > gamma * seg_size[:, None]
-        targets = self._choose(targets, inter, inside, visible, objs, seg_size, seg_label, n_seg, n_obj, rows, known, slot)
+        targets = self._choose(targets, inter, inside, visible, objs, seg_size, seg_label, n_seg, n_obj, rows, known)
         return targets
 
-    def _overlaps_array(self, rows, seg, n_seg):
-        known = rows >= 0
-        slot = self.ids[rows[known]]  # (M, K)
-        valid = slot >= 0
-        present = np.zeros(self.next_id + 1, bool)
-        present[slot[valid]] = True
-        objs = np.flatnonzero(present)
-        n_obj = len(objs)
-        compact = np.full(self.next_id + 1, -1, np.int64)
-        compact[objs] = np.arange(n_obj)
-        cslot = np.where(valid, compact[np.maximum(slot, 0)], -1)
-        visible = np.bincount(cslot[valid], minlength=n_obj).astype(np.float64)
-        sk = seg[known]
-        pair = np.where(valid & (sk[:, None] >= 0), sk[:, None] * n_obj + cslot, -1)
-        inter = np.bincount(pair[pair >= 0], minlength=n_seg * n_obj).reshape(n_seg, n_obj).astype(np.float64)
-        return objs, visible, inter, sk, slot
-
-    def _choose(self, targets, inter, inside, visible, objs, seg_size, seg_label, n_seg, n_obj, rows, known, slot):
+    def _choose(self, targets, inter, inside, visible, objs, seg_size, seg_label, n_seg, n_obj, rows, known):
         gamma, delta = self.cfg.gamma, self.cfg.delta
         # Per mask (dense over the masks present): union of its inside segments per object.
         masks, seg_mask = np.unique(seg_label, return_inverse=True)
@@ -800,6 +765,7 @@ class ObjectMap:
             # share of it, whose union passes the balanced test against the segment: the
             # segmenter saw them as one thing, so they are merged and the segment joins them.
             contained = (inter > gamma * visible[None, :]) & (inter >= share * seg_size[:, None])
+            slot = None  # the slots of the frame's known voxels, read once when needed
             for s in np.flatnonzero(contained.sum(axis=1) >= 2).tolist():
                 group = objs[contained[s]]
                 in_union = float(inter[s, contained[s]].sum())
@@ -827,48 +793,12 @@ class ObjectMap:
                 st.best_view_quality = o.view_quality
                 st.best_view = o.view_crop
 
-    def _vote(self, rows: np.ndarray, oid) -> None:
-        """Add one observation of object ``oid[i]`` (or one id for all) to each row's slots."""
-        rows = np.asarray(rows, np.int64)
-        if len(rows) == 0:
-            return
-        oid = np.broadcast_to(np.asarray(oid, np.int32), rows.shape)
-        ids = self.ids[rows]
-        hits = self.hits[rows]
-        match = ids == oid[:, None]
-        has = match.any(axis=1)
-        # 1. Rows that already hold oid: one more hit.
-        r = np.flatnonzero(has)
-        self.hits[rows[r], match[r].argmax(axis=1)] += 1
-        # 2. Rows with a free slot: take it.
-        free = (ids < 0) & ~has[:, None]
-        fr = np.flatnonzero(free.any(axis=1))
-        j = free[fr].argmax(axis=1)
-        self.ids[rows[fr], j] = oid[fr]
-        self.hits[rows[fr], j] = 1
-        gained_rows, gained_ids = [rows[fr]], [oid[fr]]
-        # 3. Full rows: the weakest slot loses a hit, or is replaced when it had one.
-        r = np.flatnonzero(~has & ~free.any(axis=1))
-        if len(r):
-            j = hits[r].argmin(axis=1)
-            replace = hits[r, j] <= 1
-            rr, jj = rows[r[replace]], j[replace]
-            lost, n_lost = np.unique(self.ids[rr, jj], return_counts=True)
-            for old, n in zip(lost.tolist(), n_lost.tolist()):
-                self.objects[old].num_voxels -= n
-                self._dirty.add(old)
-                self._lost.add(old)
-            self.ids[rr, jj] = oid[r[replace]]
-            self.hits[rr, jj] = 1
-            gained_rows.append(rr)
-            gained_ids.append(oid[r[replace]])
-            keep = r[~replace]
-            self.hits[rows[keep], j[~replace]] -= 1
-        self._add_rows(np.concatenate(gained_ids), np.concatenate(gained_rows))
-        self._update_owner(rows)
-
-    def _vote_compiled(self, rows: np.ndarray, oid: np.ndarray, colors: np.ndarray, max_weight: int = 20) -> None:
-        """``_vote`` and ``_blend_colors`` in one compiled pass over the rows."""
+    def _vote(self, rows: np.ndarray, oid: np.ndarray, colors: np.ndarray, max_weight: int = 20) -> None:
+        """Add one observation of object ``oid[i]`` to the slots of ``rows[i]`` (distinct rows)
+        and blend ``colors[i]`` into its colour, in one compiled pass (on the team's threads
+        for many rows). A row that holds ``oid`` gains a hit; else it takes a free slot; else
+        its weakest slot is replaced when it had one hit, and loses a hit otherwise. Owners
+        follow the slots."""
         args = (rows, oid, self.ids, self.hits, self.owner, self.colors, self.color_n, np.ascontiguousarray(colors, np.uint8), max_weight)
         T = self._team.threads
         if T == 1 or len(rows) < 4096:
@@ -893,11 +823,6 @@ class ObjectMap:
         if len(o_old):
             self._dirty.update(np.unique(np.concatenate([o_old, o_new])).tolist())
 
-    def _blend_colors(self, rows: np.ndarray, colors: np.ndarray, max_weight: int = 20) -> None:
-        n = np.minimum(self.color_n[rows], max_weight).astype(np.float32)
-        self.colors[rows] += (colors.astype(np.float32) - self.colors[rows]) / (n + 1)[:, None]
-        self.color_n[rows] += 1
-
     def _drop_empty(self) -> None:
         """Remove objects left without voxels; only objects that lost voxels (or were created
         this frame) can have emptied."""
@@ -919,18 +844,7 @@ class ObjectMap:
         if not touched:
             return 0
         rows = np.concatenate(touched)  # duplicates only repeat pair codes, removed below
-        if HAVE_NUMBA:  # one pass over the rows, no (rows, K) temporaries
-            codes = np.unique(pair_codes_kernel(rows, self.ids))
-        else:
-            ids = self.ids[rows]
-            ids = ids[(ids >= 0).sum(axis=1) >= 2]  # only voxels holding two ids pair objects
-            pairs = []
-            for i in range(self.K):
-                for j in range(i + 1, self.K):
-                    a, b = ids[:, i], ids[:, j]
-                    ok = (a >= 0) & (b >= 0)
-                    pairs.append((np.minimum(a[ok], b[ok]).astype(np.int64) << 32) | np.maximum(a[ok], b[ok]).astype(np.int64))
-            codes = np.unique(np.concatenate(pairs)) if pairs else np.zeros(0, np.int64)
+        codes = np.unique(pair_codes_kernel(rows, self.ids))  # one pass over the rows, no (rows, K) temporaries
         if len(codes) == 0:
             return 0
         a_ids, b_ids = codes >> 32, codes & 0xFFFFFFFF
@@ -1142,7 +1056,7 @@ def warm_up(cfg: FusionConfig | None = None) -> None:
     synthetic room, with the production argument types, reach every kernel: the per-pixel
     stage, the DBSCAN split, association, the hidden-side join, votes and the merge pass."""
     global _WARM
-    if _WARM or not HAVE_NUMBA:
+    if _WARM:
         return
     from dataclasses import replace
 

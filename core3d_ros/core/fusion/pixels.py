@@ -23,18 +23,14 @@ no OpenMP pool spinning between frames beside the rest of the process.
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 
-from .kernels import HAVE_NUMBA, chunk
+from .kernels import chunk
 from .team import ThreadTeam
-
-if HAVE_NUMBA:
-    import numba
 
 
 def _sjit(fn, fastmath=True):
-    if not HAVE_NUMBA:
-        return None
     return numba.njit(cache=True, nogil=True, fastmath=fastmath)(fn)
 
 
@@ -44,8 +40,7 @@ def _owner(c, T):
     return np.int64((((c * np.int64(2654435761)) & np.int64(0xFFFFFFFF)) * T) >> 32)
 
 
-if HAVE_NUMBA:
-    _owner = numba.njit(cache=True, nogil=True, inline="always")(_owner)
+_owner = numba.njit(cache=True, nogil=True, inline="always")(_owner)
 
 
 def _keys(k, T, depth, rxs, rys, M, t, lo, dims, label_flat, keys, runs, counts):
@@ -215,8 +210,7 @@ def _earliest(T, head, count, first):
     return best
 
 
-if HAVE_NUMBA:
-    _earliest = numba.njit(cache=True, nogil=True, inline="always")(_earliest)
+_earliest = numba.njit(cache=True, nogil=True, inline="always")(_earliest)
 
 
 def _merge(T, lo, dims, cell_local, bfirst, bcell, first, vcell, cand, rep, nbv, vlut):

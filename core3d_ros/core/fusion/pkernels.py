@@ -12,18 +12,14 @@ kernels in :mod:`.kernels` (tested against them on hand-made and real frames).
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 
-from .kernels import HAVE_NUMBA, chunk
+from .kernels import chunk
 from .team import ThreadTeam
-
-if HAVE_NUMBA:
-    import numba
 
 
 def _sjit(fn):
-    if not HAVE_NUMBA:
-        return None
     return numba.njit(cache=True, nogil=True, fastmath=True)(fn)
 
 
@@ -63,8 +59,7 @@ def _step(cell, dx, dy, dz):
     return ((lx >> 3) + 1) * 9 + ((ly >> 3) + 1) * 3 + ((lz >> 3) + 1), ((lx & 7) << 6) | ((ly & 7) << 3) | (lz & 7)
 
 
-if HAVE_NUMBA:
-    _step = numba.njit(cache=True, nogil=True, inline="always")(_step)
+_step = numba.njit(cache=True, nogil=True, inline="always")(_step)
 
 
 def _clusters(voxel, vlut, nbr, labels, offsets, nbtab, nboff, nfwd, degree, min_samples, min_size):

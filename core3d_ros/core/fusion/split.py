@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from scipy.sparse import coo_matrix, csr_matrix
+from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from .voxels import pack, unpack
@@ -123,31 +123,3 @@ def split_segments(
     ends = np.append(starts[1:], len(lab))
     return [(int(gid[s]), mem[s:e]) for s, e in zip(starts, ends) if e - s >= min_size]
 
-
-def label_dbscan(neighbours: np.ndarray, labels: np.ndarray, min_samples: int) -> np.ndarray:
-    """DBSCAN of each label's voxels at once (labels > 0; 0 = unlabelled, never clustered).
-
-    ``neighbours``: (V, M) index of each voxel's neighbour at the M half-neighbourhood offsets
-    (-1: absent); only neighbours with the same label count. Returns per voxel a cluster number
-    (unique over all labels) or -1 (noise, or unlabelled).
-    """
-    n = len(labels)
-    lab = np.asarray(labels)
-    rows, cols = np.nonzero(neighbours >= 0)
-    cols = neighbours[rows, cols]
-    same = (lab[rows] == lab[cols]) & (lab[rows] > 0)
-    rows, cols = rows[same], cols[same]
-    degree = np.bincount(rows, minlength=n) + np.bincount(cols, minlength=n)
-    core = (degree + 1 >= min_samples) & (lab > 0)  # the point itself counts, as in scikit-learn
-    cc = core[rows] & core[cols]
-    # rows come from np.nonzero, so they are sorted: the CSR structure needs no sort.
-    indptr = np.zeros(n + 1, np.int64)
-    np.cumsum(np.bincount(rows[cc], minlength=n), out=indptr[1:])
-    graph = csr_matrix((np.ones(int(cc.sum()), np.int8), cols[cc].astype(np.int32), indptr), shape=(n, n))
-    _, comp = connected_components(graph, directed=False)
-    out = np.where(core, comp, -1)
-    src = np.concatenate([rows, cols])
-    dst = np.concatenate([cols, rows])
-    attach = ~core[src] & core[dst]
-    out[src[attach]] = out[dst[attach]]
-    return out
