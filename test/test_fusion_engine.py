@@ -19,7 +19,7 @@ from core3d_ros.core.pipeline import Mapper, label_image
 from core3d_ros.config import with_overrides
 from core3d_ros.tools.runs import map_frames
 from core3d_ros.core.segment.base import Mask2D
-from fusion_reference import array_blend_colors, array_vote
+from fusion_reference import array_blend_colors, array_vote, backproject_kernel, dbscan_kernel
 
 
 def cfg(**kw):
@@ -226,7 +226,7 @@ def test_reference_dbscan_kernel_matches_sklearn(min_samples):
     fv = FrameVoxels(pts, compiled=True)
     labels = np.where(fv.voxel_coords()[:, 0] < 8, 1, 2).astype(np.int64)
     off = neighbour_offsets(1.75)
-    ours = kernels.dbscan_kernel(fv.voxel, fv._vlut, fv.block_neighbours(), labels, off, min_samples, 1)
+    ours = dbscan_kernel(fv.voxel, fv._vlut, fv.block_neighbours(), labels, off, min_samples, 1)
     coords = fv.voxel_coords().astype(np.float64)
     n_border = 0
     for lab in (1, 2):
@@ -453,7 +453,7 @@ def test_cuda_device_works_or_is_refused_with_the_parameter_name():
 
 @pytest.mark.parametrize("seed,min_samples,eps", [(0, 1, 1.75), (1, 3, 1.75), (2, 5, 1.75), (3, 3, 2.5), (4, 4, 1.0)])
 def test_fast_dbscan_equals_reference_kernel(seed, min_samples, eps):
-    """Same segment of every voxel (numbering included) as kernels.dbscan_kernel, on sparse
+    """Same segment of every voxel (numbering included) as the reference dbscan_kernel, on sparse
     random voxels with three labels and unlabelled ones, where border voxels are common."""
     from core3d_ros.core.fusion import pkernels
 
@@ -465,7 +465,7 @@ def test_fast_dbscan_equals_reference_kernel(seed, min_samples, eps):
     off = neighbour_offsets(eps)
     nbr = fv.block_neighbours()
     for min_size in (1, 4):
-        ref = kernels.dbscan_kernel(fv.voxel, fv._vlut, nbr, labels, off, min_samples, min_size)
+        ref = dbscan_kernel(fv.voxel, fv._vlut, nbr, labels, off, min_samples, min_size)
         ours = pkernels.dbscan_padded(fv.voxel, fv._vlut, nbr, labels, off, min_samples, min_size)
         assert np.array_equal(ref, ours)
         assert ref.max() >= 1  # the case has several segments
@@ -481,7 +481,7 @@ def test_fast_dbscan_hand_case():
     fv = FrameVoxels(pts, compiled=True)
     labels = np.ones(len(fv), np.int64)
     args = (fv.voxel, fv._vlut, fv.block_neighbours(), labels, neighbour_offsets(1.0), 3, 1)
-    ref, ours = kernels.dbscan_kernel(*args), pkernels.dbscan_padded(*args)
+    ref, ours = dbscan_kernel(*args), pkernels.dbscan_padded(*args)
     assert np.array_equal(ref, ours)
     seg = dict(zip(fv.voxel_coords()[:, 0].tolist(), ours.tolist()))
     assert seg == {6: 0, 7: 0, 8: 0, 0: 1, 1: 1, 2: 1, 3: 1}
@@ -601,7 +601,7 @@ def _reference_depth_voxels(depth, rxs, rys, M, t, labels):
     rx, ry = np.tile(rxs, h), np.repeat(rys, w)
     flat = depth.reshape(-1)
     work = [np.empty(flat.size, np.int32) for _ in range(3)] + [np.empty(flat.size, np.int64)]
-    k, _, _ = kernels.backproject_kernel(flat, rx, ry, M, t, *work)
+    k, _, _ = backproject_kernel(flat, rx, ry, M, t, *work)
     cx, cy, cz, valid = (a[:k] for a in work)
     ok, blocks, voxel, vlabel, _, rep, _, vlut, _, _ = kernels.dedupe_kernel(cx, cy, cz, 1 << 22, labels.reshape(-1), valid)
     assert ok
@@ -683,7 +683,7 @@ def test_threaded_depth_voxels_equal_reference_on_real_frames():
                 # the DBSCAN split on the team: the reference kernel's segments
                 fv = FrameVoxels.from_depth(got)
                 args = (fv.voxel, fv._vlut, fv.block_neighbours(), fv.label.astype(np.int64), neighbour_offsets(1.75), 3, 15)
-                assert np.array_equal(pkernels.dbscan_padded(*args, team=team), kernels.dbscan_kernel(*args))
+                assert np.array_equal(pkernels.dbscan_padded(*args, team=team), dbscan_kernel(*args))
     finally:
         team.close()
 
@@ -790,7 +790,7 @@ def test_map_neighbour_rows_kernel_equals_lookup():
     rng = np.random.default_rng(4)
     omap = ObjectMap(FusionConfig(voxel_size=0.05, min_segment_voxels=1))
     pts = rng.uniform(-0.6, 0.6, size=(3000, 3))
-    omap.integrate(pts, np.zeros((3000, 3), np.uint8), [np.ones(3000, bool)], stamp=0.0)
+    omap.integrate_points(pts, np.zeros((3000, 3), np.uint8), np.ones(3000, np.int32), 0.0)
     assert omap.num_voxels > 500
     frame = np.unique(np.floor(rng.uniform(-0.9, 0.9, size=(2000, 3)) / 0.05).astype(np.int32), axis=0)
     fv = FrameVoxels(np.ascontiguousarray(frame.T), compiled=True)
@@ -848,7 +848,7 @@ def test_gather_rows_kernel_equals_fancy_indexing():
 
 @pytest.mark.parametrize("seed,min_samples,eps", [(0, 1, 1.75), (1, 3, 1.75), (2, 5, 1.75), (3, 3, 2.5), (4, 4, 1.0), (5, 3, 1.75)])
 def test_padded_dbscan_equals_reference_kernels(seed, min_samples, eps):
-    """Same segment of every voxel as kernels.dbscan_kernel, with the
+    """Same segment of every voxel as the reference dbscan_kernel, with the
     voxel table padded (as the per-pixel stage makes it) and with an unpadded one (copied), on
     one to three threads."""
     from core3d_ros.core.fusion import pkernels
@@ -865,7 +865,7 @@ def test_padded_dbscan_equals_reference_kernels(seed, min_samples, eps):
     nbr = plain.block_neighbours()
     teams = [ThreadTeam(t) for t in (1, 2, 3)]
     for min_size in (1, 4):
-        ref = kernels.dbscan_kernel(plain.voxel, plain._vlut, nbr, labels, off, min_samples, min_size)
+        ref = dbscan_kernel(plain.voxel, plain._vlut, nbr, labels, off, min_samples, min_size)
         assert np.array_equal(ref, pkernels.dbscan_padded(plain.voxel, plain._vlut, nbr, labels, off, min_samples, min_size))
         for team in teams:  # the neighbour search in parts, the clusters beside other work
             got, side = pkernels.dbscan_padded(plain.voxel, padded_vlut, nbr, labels, off, min_samples, min_size, team=team, beside=lambda: "side")

@@ -45,7 +45,7 @@ import numpy as np
 from ...config import FusionConfig
 from ..objects import MapSnapshot, ObjectInfo, OrientedBox
 from .blocks import BLOCK_VOXELS, MAX_DENSE_BLOCK_CELLS, BlockHash, FrameVoxels, block_offsets
-from .kernels import backproject_kernel, chunk, overlaps_kernel, vote_kernel, vote_part_kernel
+from .kernels import chunk, overlaps_kernel, vote_kernel, vote_part_kernel
 from .pixels import depth_voxels
 from .pkernels import dbscan_padded, gather_rows_kernel, map_neighbour_rows_kernel, pair_codes_kernel, voxel_rows_kernel
 from .split import neighbour_offsets
@@ -315,22 +315,6 @@ class ObjectMap:
             self._dirty.update(np.unique(np.concatenate([old[changed], new[changed]])).tolist())
 
     # ------------------------------------------------------------------ integration
-    def integrate(
-        self,
-        points: np.ndarray,
-        colors: np.ndarray,
-        masks: list[np.ndarray],
-        stamp: float,
-        observations: list[SegmentObservation] | None = None,
-    ) -> IntegrationStats:
-        """Fuse one frame given as points and per-point boolean masks (painted in list order,
-        larger masks first, so that a smaller mask lying on a larger one stays visible)."""
-        labels = np.zeros(len(points), np.int32)
-        order = sorted(range(len(masks)), key=lambda i: -int(np.count_nonzero(masks[i])))
-        for i in order:
-            labels[np.asarray(masks[i], bool)] = i + 1
-        return self.integrate_points(points, colors, labels, stamp, observations)
-
     def integrate_frame(
         self,
         depth: np.ndarray,
@@ -412,8 +396,10 @@ class ObjectMap:
         stamp: float,
         observations: list[SegmentObservation] | None = None,
     ) -> IntegrationStats:
-        """Fuse one frame: (N, 3) world points, (N, 3) uint8 colours, (N,) labels (0 = no mask,
-        i = mask i, whose observation is ``observations[i - 1]``)."""
+        """Fuse one frame given as points: (N, 3) world points, (N, 3) uint8 colours, (N,) labels
+        (0 = no mask, i = mask i, whose observation is ``observations[i - 1]``). The point-level
+        entry, used by the tests and for offline point clouds; depth images take
+        :meth:`integrate_frame`."""
         points = np.asarray(points)
         stats = IntegrationStats(points=len(points))
         if len(points) == 0:

@@ -1,7 +1,8 @@
 """The per-pixel stage of fusing a depth frame, on several threads: valid pixels -> the
 frame's distinct voxels, each with its last pixel and the majority label of its pixels. The
-result is identical to the one-thread reference (:func:`.kernels._backproject` then
-:func:`.kernels._dedupe`): same voxels, same order, same labels.
+result is identical to a one-thread pass over the pixels in order (back-projection, then
+:func:`.kernels.dedupe_kernel`; the tests hold that reference): same voxels, same order, same
+labels.
 
 A 640x480 frame has 300 k pixels but only ~20 k distinct voxels at 2.5 cm, so this stage is
 most of a frame's fusion time. The frame's blocks (8^3 voxels) are indexed in a dense grid over
@@ -258,7 +259,7 @@ def _merge(T, lo, dims, cell_local, bfirst, bcell, first, vcell, cand, rep, nbv,
     return blocks, voxel, label, last, vlut
 
 
-keys_kernel = _sjit(_keys, fastmath=False)  # IEEE arithmetic, as kernels.backproject_kernel: the same voxels
+keys_kernel = _sjit(_keys, fastmath=False)  # IEEE arithmetic, no fused multiply-adds: every path floors the same value
 voxels_kernel = _sjit(_voxels)
 merge_kernel = _sjit(_merge)
 

@@ -1,11 +1,10 @@
-"""Faster compiled kernels of the fusion engine, with results identical to the reference
-kernels in :mod:`.kernels` (tested against them on hand-made and real frames).
+"""Faster compiled kernels of the fusion engine (tested on hand-made and real frames against
+plain reference kernels that the tests hold, and against scikit-learn's DBSCAN).
 
-- ``dbscan_padded``: the frame's DBSCAN split (see :func:`.kernels._dbscan`) with a
-  branch-free neighbour search on several threads that packs each voxel's neighbours, a
-  union-find over only those, resolving each voxel's root once, and border voxels settled by
-  looking only at the few voxels that are not core (the reference rescans every voxel's
-  neighbours).
+- ``dbscan_padded``: the frame's DBSCAN split with a branch-free neighbour search on several
+  threads that packs each voxel's neighbours, a union-find over only those, resolving each
+  voxel's root once, and border voxels settled by looking only at the few voxels that are not
+  core (a plain DBSCAN rescans every voxel's neighbours).
 - ``block_neighbours_kernel``: the 27 neighbouring blocks of each frame block
   (:meth:`.blocks.FrameVoxels.block_neighbours` without numpy temporaries).
 - ``pair_codes_kernel``: the object pairs that share voxels, for the merge pass.
@@ -100,8 +99,8 @@ def _clusters(voxel, vlut, nbr, labels, offsets, nbtab, nboff, nfwd, degree, min
         if core[v]:
             p = parent[v]
             out[v] = v if p == v else out[p]
-    # Border points: not core, within eps of a core point -> that core point's cluster. The
-    # reference loop (v ascending, then offset j) gives a border voxel x the cluster of the
+    # Border points: not core, within eps of a core point -> that core point's cluster. A plain
+    # loop over the pairs (v ascending, then offset j) gives a border voxel x the cluster of the
     # first pair it meets: (c, j) with c core and x its neighbour at offset j, or (x, j) with
     # x's neighbour at offset j core. So: the core neighbour with the smallest c * K + j.
     for x in range(V):
@@ -151,7 +150,7 @@ def _neighbours(k, T, voxel, vlut, nbr, labels, offsets, nbtab, nboff, nfwd, deg
     more block of -1 after the frame's B blocks (the "absent" block) and ``nbr`` names block B
     where a neighbouring block is absent (no -1), so every look-up is the same few loads, with
     no test of whether it leaves the voxel's block or finds a voxel (those branches go either
-    way at random on a surface and cost most of the reference's time). For the voxels of range
+    way at random on a surface and cost most of a plain search's time). For the voxels of range
     k: its neighbours with v's label at the (forward) offsets, packed in offset order into
     ``nbtab[v, :nfwd[v]]`` with the offsets' numbers in ``nboff`` (so the clustering visits
     only the neighbours there are, about 4 of 13 on a surface); each pair found counts for both
@@ -185,7 +184,15 @@ neighbours_kernel = _sjit(_neighbours)
 
 
 def dbscan_padded(voxel, vlut, nbr, labels, offsets, min_samples, min_size, team: ThreadTeam | None = None, beside=None):
-    """:func:`.kernels._dbscan`'s arguments and result (the same segments, numbering included).
+    """DBSCAN of each label's voxels at once (``labels`` > 0; 0: unlabelled, never clustered),
+    neighbours within ``offsets`` (the half-neighbourhood of :func:`.split.neighbour_offsets`)
+    through the frame's block table (``voxel``: block << 9 | offset; ``vlut``: voxel of each
+    cell; ``nbr``: (B, 27) neighbouring blocks, -1 where absent); a voxel is core with at least
+    ``min_samples`` voxels of its label within eps, itself included, as in scikit-learn. Returns
+    per voxel its segment: clusters of at least ``min_size`` voxels, numbered 0, 1, ... in
+    order of their first voxel, or -1 (noise, small cluster, unlabelled). A border voxel joins
+    the cluster of the core neighbour met first in a scan of the neighbour pairs (voxel v
+    ascending, then offset j from v).
     The neighbour search runs on the ``team``'s threads (one part of the voxels each); the
     clusters (union-find, border voxels, numbering) on this thread while a worker runs
     ``beside()`` (Python). Returns the segments, or (segments, beside's result) when ``beside``
