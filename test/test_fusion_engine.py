@@ -11,9 +11,9 @@ from core3d_ros.core.camera import CameraIntrinsics
 from core3d_ros.core.datasets import make_scene
 from core3d_ros.core.frame import Frame, FrameError
 from core3d_ros.core.fusion import kernels
-from core3d_ros.core.fusion.blocks import FrameVoxels
+from core3d_ros.core.fusion.blocks import FrameVoxels, dedupe_kernel
 from core3d_ros.core.fusion.object_map import ObjectMap
-from core3d_ros.core.fusion.split import neighbour_offsets
+from core3d_ros.core.fusion.pkernels import neighbour_offsets
 from core3d_ros.core.fusion.voxels import pack
 from core3d_ros.core.pipeline import Mapper, label_image
 from core3d_ros.config import with_overrides
@@ -509,8 +509,6 @@ def test_block_neighbours_kernel_equals_the_general_path():
 
 def test_pair_codes_kernel_equals_array_code():
     """The merge pass's object pairs = those of every two slots of each row, in array code."""
-    from core3d_ros.core.fusion import pkernels
-
     rng = np.random.default_rng(6)
     ids = rng.integers(-1, 9, size=(300, 4)).astype(np.int32)
     ids[rng.random((300, 4)) < 0.4] = -1
@@ -522,7 +520,7 @@ def test_pair_codes_kernel_equals_array_code():
             a, b = sub[:, i], sub[:, j]
             ok = (a >= 0) & (b >= 0)
             ref.append((np.minimum(a[ok], b[ok]).astype(np.int64) << 32) | np.maximum(a[ok], b[ok]).astype(np.int64))
-    assert np.array_equal(np.unique(pkernels.pair_codes_kernel(rows, ids)), np.unique(np.concatenate(ref)))
+    assert np.array_equal(np.unique(kernels.pair_codes_kernel(rows, ids)), np.unique(np.concatenate(ref)))
 
 
 # ------------------------------------------------------------------ label image in, masks not painted
@@ -603,7 +601,7 @@ def _reference_depth_voxels(depth, rxs, rys, M, t, labels):
     work = [np.empty(flat.size, np.int32) for _ in range(3)] + [np.empty(flat.size, np.int64)]
     k, _, _ = backproject_kernel(flat, rx, ry, M, t, *work)
     cx, cy, cz, valid = (a[:k] for a in work)
-    ok, blocks, voxel, vlabel, _, rep, _, vlut, _, _ = kernels.dedupe_kernel(cx, cy, cz, 1 << 22, labels.reshape(-1), valid)
+    ok, blocks, voxel, vlabel, _, rep, _, vlut, _, _ = dedupe_kernel(cx, cy, cz, 1 << 22, labels.reshape(-1), valid)
     assert ok
     return k, blocks, voxel, vlabel, valid[rep], vlut
 
@@ -785,7 +783,7 @@ def test_map_neighbour_rows_kernel_equals_lookup():
     """The hidden-side join's neighbour rows by block arithmetic = ObjectMap.lookup of the
     neighbours' coordinates, across block boundaries and where the map has nothing."""
     from core3d_ros.core.fusion.object_map import _BLOCK_STEPS
-    from core3d_ros.core.fusion.pkernels import map_neighbour_rows_kernel
+    from core3d_ros.core.fusion.kernels import map_neighbour_rows_kernel
 
     rng = np.random.default_rng(4)
     omap = ObjectMap(FusionConfig(voxel_size=0.05, min_segment_voxels=1))
@@ -833,7 +831,7 @@ def test_vote_in_ranges_equals_one_pass(T):
 
 
 def test_gather_rows_kernel_equals_fancy_indexing():
-    from core3d_ros.core.fusion.pkernels import gather_rows_kernel
+    from core3d_ros.core.fusion.blocks import gather_rows_kernel
 
     rng = np.random.default_rng(2)
     colors = rng.integers(0, 256, size=(500, 3)).astype(np.uint8)
@@ -924,12 +922,10 @@ print(sorted(k for k, v in compiled().items() if v != before.get(k, 0)))
 def test_voxel_rows_kernel_equals_array_code():
     """The map row of each frame voxel, compiled, equals the numpy gather it replaces (absent
     blocks give -1)."""
-    from core3d_ros.core.fusion import pkernels
-
     rng = np.random.default_rng(3)
     btable = rng.integers(-1, 10_000, size=(50, 512)).astype(np.int32)
     block_number = rng.integers(-1, 50, size=30)
     vb, vo = rng.integers(0, 30, size=4000), rng.integers(0, 512, size=4000)
     want = np.where(block_number[vb] >= 0, btable[np.maximum(block_number[vb], 0), vo], -1)
-    got = pkernels.voxel_rows_kernel(block_number, vb, vo, btable)
+    got = kernels.voxel_rows_kernel(block_number, vb, vo, btable)
     assert got.dtype == np.int64 and np.array_equal(got, want) and (got == -1).any() and (got >= 0).any()

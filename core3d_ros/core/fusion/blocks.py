@@ -20,6 +20,7 @@ looked up in the persistent map (:class:`BlockHash`).
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 BLOCK = 8
@@ -74,8 +75,6 @@ class FrameVoxels:
         self.rep = None  # per voxel, its last point (set by the compiled path)
         self.label = None  # per voxel, the majority label of its points (compiled path)
         if compiled and n:
-            from .kernels import dedupe_kernel
-
             cx, cy, cz = (np.ascontiguousarray(c, dtype=np.int32) for c in coords)
             if labels is None:
                 labels, pix = np.zeros(1, np.int64), np.zeros(n, np.int64)
@@ -172,8 +171,6 @@ class FrameVoxels:
         if len(self.blocks) == 0:
             return np.zeros((0, 27), np.int64)
         if self._grid:
-            from .pkernels import block_neighbours_kernel
-
             return block_neighbours_kernel(self.blocks, self._cell_block, self._lo, self._dims)
         shifts = np.stack(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1], indexing="ij"), axis=-1).reshape(-1, 3)
         b = (self.blocks[:, None, :].astype(np.int64) + shifts[None]).reshape(-1, 3)
@@ -182,6 +179,146 @@ class FrameVoxels:
         pos[pos >= len(self._ukeys)] = 0
         out = np.where(self._ukeys[pos] == keys, pos, -1)
         return out.reshape(len(self.blocks), 27).astype(np.int64)
+
+
+# ------------------------------------------------------------------ compiled passes over a frame's voxels
+
+
+def _jit(fn):
+    return numba.njit(cache=True, nogil=True, fastmath=True)(fn)
+
+
+def _dedupe(cx, cy, cz, max_cells, label_flat, pix):
+    """The frame's distinct blocks and voxels (see :class:`FrameVoxels`), in order of
+    first appearance; per voxel its last point (``rep``) and the majority label of its points
+    (``label_flat[pix[i]]`` per point i; Boyer-Moore vote, so a voxel on a mask boundary takes
+    the label most of its pixels carry). Per-point voxel indices and counts
+    are not made (empty arrays): the engine needs only ``rep``. Returns (ok, blocks, voxel, point_voxel, counts, rep, cell_block, vlut, lo, dims);
+    ok=False when the block bounding box exceeds ``max_cells``."""
+    n = cx.shape[0]
+    lo = np.empty(3, np.int64)
+    hi = np.empty(3, np.int64)
+    for a in range(3):
+        lo[a] = 1 << 40
+        hi[a] = -(1 << 40)
+    for i in range(n):
+        bx = cx[i] >> 3
+        by = cy[i] >> 3
+        bz = cz[i] >> 3
+        lo[0] = min(lo[0], bx)
+        hi[0] = max(hi[0], bx)
+        lo[1] = min(lo[1], by)
+        hi[1] = max(hi[1], by)
+        lo[2] = min(lo[2], bz)
+        hi[2] = max(hi[2], bz)
+    dims = hi - lo + 1
+    if n == 0:
+        dims[:] = 1
+        lo[:] = 0
+    cells = dims[0] * dims[1] * dims[2]
+    empty = np.zeros(0, np.int64)
+    if cells > max_cells:
+        return False, np.zeros((0, 3), np.int32), empty, empty, empty, empty, empty, np.zeros(0, np.int32), lo, dims
+    s0 = dims[1] * dims[2]
+    s1 = dims[2]
+    cell_block = np.full(cells, -1, np.int32)
+    all_blocks = np.empty((min(n, cells), 3), np.int32)
+    nb = 0
+    for i in range(n):
+        bx = cx[i] >> 3
+        by = cy[i] >> 3
+        bz = cz[i] >> 3
+        c = (bx - lo[0]) * s0 + (by - lo[1]) * s1 + (bz - lo[2])
+        if cell_block[c] < 0:
+            cell_block[c] = nb
+            all_blocks[nb, 0] = bx
+            all_blocks[nb, 1] = by
+            all_blocks[nb, 2] = bz
+            nb += 1
+    blocks = all_blocks[:nb].copy()
+    vlut = np.full(nb * 512, -1, np.int32)
+    voxel = np.empty(min(n, nb * 512), np.int64)
+    rep = np.empty(min(n, nb * 512), np.int64)
+    cand = np.zeros(min(n, nb * 512), np.int64)
+    votes = np.zeros(min(n, nb * 512), np.int64)
+    nv = 0
+    for i in range(n):
+        c = ((cx[i] >> 3) - lo[0]) * s0 + ((cy[i] >> 3) - lo[1]) * s1 + ((cz[i] >> 3) - lo[2])
+        cell = (np.int64(cell_block[c]) << 9) | ((cx[i] & 7) << 6) | ((cy[i] & 7) << 3) | (cz[i] & 7)
+        v = vlut[cell]
+        if v < 0:
+            v = nv
+            vlut[cell] = nv
+            voxel[nv] = cell
+            nv += 1
+        rep[v] = i
+        lab = np.int64(label_flat[pix[i]])
+        if votes[v] == 0:
+            cand[v] = lab
+            votes[v] = 1
+        elif cand[v] == lab:
+            votes[v] += 1
+        else:
+            votes[v] -= 1
+    return True, blocks, voxel[:nv].copy(), cand[:nv].copy(), empty, rep[:nv].copy(), cell_block.astype(np.int64), vlut, lo, dims
+
+
+dedupe_kernel = _jit(_dedupe)
+
+
+def _block_neighbours(blocks, cell_block, lo, dims):
+    """(B, 27) frame-block index of each block's neighbours (column (sx+1)*9 + (sy+1)*3 + (sz+1)),
+    -1 where absent, for the frame's block grid (:meth:`FrameVoxels.block_neighbours`)."""
+    B = blocks.shape[0]
+    out = np.empty((B, 27), np.int64)
+    s0 = dims[1] * dims[2]
+    s1 = dims[2]
+    for b in range(B):
+        for sx in range(-1, 2):
+            rx = blocks[b, 0] + sx - lo[0]
+            for sy in range(-1, 2):
+                ry = blocks[b, 1] + sy - lo[1]
+                for sz in range(-1, 2):
+                    rz = blocks[b, 2] + sz - lo[2]
+                    col = (sx + 1) * 9 + (sy + 1) * 3 + (sz + 1)
+                    if 0 <= rx < dims[0] and 0 <= ry < dims[1] and 0 <= rz < dims[2]:
+                        out[b, col] = cell_block[rx * s0 + ry * s1 + rz]
+                    else:
+                        out[b, col] = -1
+    return out
+
+
+block_neighbours_kernel = _jit(_block_neighbours)
+
+
+def block_step(cell, dx, dy, dz):
+    """The voxel at offset (dx, dy, dz), each in [-8, 8], from ``cell`` (block << 9 | offset
+    in the block): (column of its block among the 27 around the cell's block, as
+    ``block_neighbours`` numbers them, (sx+1)*9 + (sy+1)*3 + (sz+1); its offset in that block)."""
+    o = cell & 511
+    lx = (o >> 6) + dx
+    ly = ((o >> 3) & 7) + dy
+    lz = (o & 7) + dz
+    return ((lx >> 3) + 1) * 9 + ((ly >> 3) + 1) * 3 + ((lz >> 3) + 1), ((lx & 7) << 6) | ((ly & 7) << 3) | (lz & 7)
+
+
+block_step = numba.njit(cache=True, nogil=True, inline="always")(block_step)
+
+
+def _gather_rows(colors, rows):
+    """``colors[rows]`` for (N, 3) uint8 colours: the frame voxels' colours from their
+    representative pixels (``rep``), without numpy's fancy-indexing temporaries."""
+    V = rows.shape[0]
+    out = np.empty((V, 3), np.uint8)
+    for v in range(V):
+        p = rows[v]
+        out[v, 0] = colors[p, 0]
+        out[v, 1] = colors[p, 1]
+        out[v, 2] = colors[p, 2]
+    return out
+
+
+gather_rows_kernel = _jit(_gather_rows)
 
 
 class BlockHash:

@@ -1,107 +1,26 @@
-"""Compiled per-point and per-voxel loops of the fusion engine (numba): the frame's voxels
-from its points (``dedupe_kernel``, the same voxels as the general path of
-:class:`.blocks.FrameVoxels`), the overlap counts of association and the slot votes (the same
-result as the array vote the tests hold as its oracle).
+"""Compiled passes over the map's voxel rows (numba), each one loop where array code would make
+several passes with (rows, slots) temporaries:
 
-A numpy pipeline makes ~50 passes over a frame's points (block and voxel indices, two
-bincounts, gathers); these loops make one or two.
+- ``voxel_rows_kernel``: the map row of each frame voxel, through the block table;
+- ``overlaps_kernel``: association's counts, each object's visible part and the (segments x
+  objects) intersections;
+- ``vote_kernel`` / ``vote_part_kernel``: the slot votes, owners and colours of a frame's rows,
+  in one range or in the team's ranges (the same result as the array vote the tests hold as
+  its oracle);
+- ``map_neighbour_rows_kernel``: the map rows next to frame voxels, for the hidden-side join;
+- ``pair_codes_kernel``: the object pairs that share voxels, for the merge pass.
 """
 from __future__ import annotations
 
 import numba
 import numpy as np
 
+from .blocks import block_step
+from .team import chunk
+
 
 def _jit(fn, fastmath=True):
     return numba.njit(cache=True, nogil=True, fastmath=fastmath)(fn)
-
-
-def chunk(n, k, T):
-    """Range k of T equal parts of 0..n (rows, pixels, voxels or rows of the map): (start, stop)."""
-    step = (n + T - 1) // T
-    a = min(n, k * step)
-    return a, min(n, a + step)
-
-
-chunk = numba.njit(cache=True, nogil=True, inline="always")(chunk)
-
-
-def _dedupe(cx, cy, cz, max_cells, label_flat, pix):
-    """The frame's distinct blocks and voxels (see :class:`.blocks.FrameVoxels`), in order of
-    first appearance; per voxel its last point (``rep``) and the majority label of its points
-    (``label_flat[pix[i]]`` per point i; Boyer-Moore vote, so a voxel on a mask boundary takes
-    the label most of its pixels carry). Per-point voxel indices and counts
-    are not made (empty arrays): the engine needs only ``rep``. Returns (ok, blocks, voxel, point_voxel, counts, rep, cell_block, vlut, lo, dims);
-    ok=False when the block bounding box exceeds ``max_cells``."""
-    n = cx.shape[0]
-    lo = np.empty(3, np.int64)
-    hi = np.empty(3, np.int64)
-    for a in range(3):
-        lo[a] = 1 << 40
-        hi[a] = -(1 << 40)
-    for i in range(n):
-        bx = cx[i] >> 3
-        by = cy[i] >> 3
-        bz = cz[i] >> 3
-        lo[0] = min(lo[0], bx)
-        hi[0] = max(hi[0], bx)
-        lo[1] = min(lo[1], by)
-        hi[1] = max(hi[1], by)
-        lo[2] = min(lo[2], bz)
-        hi[2] = max(hi[2], bz)
-    dims = hi - lo + 1
-    if n == 0:
-        dims[:] = 1
-        lo[:] = 0
-    cells = dims[0] * dims[1] * dims[2]
-    empty = np.zeros(0, np.int64)
-    if cells > max_cells:
-        return False, np.zeros((0, 3), np.int32), empty, empty, empty, empty, empty, np.zeros(0, np.int32), lo, dims
-    s0 = dims[1] * dims[2]
-    s1 = dims[2]
-    cell_block = np.full(cells, -1, np.int32)
-    all_blocks = np.empty((min(n, cells), 3), np.int32)
-    nb = 0
-    for i in range(n):
-        bx = cx[i] >> 3
-        by = cy[i] >> 3
-        bz = cz[i] >> 3
-        c = (bx - lo[0]) * s0 + (by - lo[1]) * s1 + (bz - lo[2])
-        if cell_block[c] < 0:
-            cell_block[c] = nb
-            all_blocks[nb, 0] = bx
-            all_blocks[nb, 1] = by
-            all_blocks[nb, 2] = bz
-            nb += 1
-    blocks = all_blocks[:nb].copy()
-    vlut = np.full(nb * 512, -1, np.int32)
-    voxel = np.empty(min(n, nb * 512), np.int64)
-    rep = np.empty(min(n, nb * 512), np.int64)
-    cand = np.zeros(min(n, nb * 512), np.int64)
-    votes = np.zeros(min(n, nb * 512), np.int64)
-    nv = 0
-    for i in range(n):
-        c = ((cx[i] >> 3) - lo[0]) * s0 + ((cy[i] >> 3) - lo[1]) * s1 + ((cz[i] >> 3) - lo[2])
-        cell = (np.int64(cell_block[c]) << 9) | ((cx[i] & 7) << 6) | ((cy[i] & 7) << 3) | (cz[i] & 7)
-        v = vlut[cell]
-        if v < 0:
-            v = nv
-            vlut[cell] = nv
-            voxel[nv] = cell
-            nv += 1
-        rep[v] = i
-        lab = np.int64(label_flat[pix[i]])
-        if votes[v] == 0:
-            cand[v] = lab
-            votes[v] = 1
-        elif cand[v] == lab:
-            votes[v] += 1
-        else:
-            votes[v] -= 1
-    return True, blocks, voxel[:nv].copy(), cand[:nv].copy(), empty, rep[:nv].copy(), cell_block.astype(np.int64), vlut, lo, dims
-
-
-dedupe_kernel = _jit(_dedupe)
 
 
 def _vote_range(a, b, rows, oid, ids, hits, owner, colors, color_n, frame_colors, max_weight, g_rows, g_ids, lost, o_old, o_new):
@@ -227,3 +146,70 @@ def _overlaps(rows, seg, ids, n_seg, compact):
 
 
 overlaps_kernel = _jit(_overlaps)
+
+
+def _pair_codes(rows, ids):
+    """For the given voxel rows (repeats allowed), ``min(a, b) << 32 | max(a, b)`` for every
+    two ids held in one row's slots, in a (not deduplicated) int64 array."""
+    K = ids.shape[1]
+    n = 0
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        m = 0
+        for j in range(K):
+            if ids[r, j] >= 0:
+                m += 1
+        n += m * (m - 1) // 2
+    out = np.empty(n, np.int64)
+    n = 0
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        for j in range(K):
+            a = ids[r, j]
+            if a < 0:
+                continue
+            for k in range(j + 1, K):
+                b = ids[r, k]
+                if b < 0:
+                    continue
+                out[n] = (np.int64(min(a, b)) << 32) | np.int64(max(a, b))
+                n += 1
+    return out
+
+
+pair_codes_kernel = _jit(_pair_codes)
+
+
+def _voxel_rows(block_number, voxel_block, voxel_offset, btable):
+    """Map row of each frame voxel: ``btable[block_number[voxel_block[v]], voxel_offset[v]]``,
+    -1 where its block is not in the map (``block_number`` -1)."""
+    V = voxel_block.shape[0]
+    out = np.empty(V, np.int64)
+    for v in range(V):
+        b = block_number[voxel_block[v]]
+        out[v] = btable[b, voxel_offset[v]] if b >= 0 else -1
+    return out
+
+
+voxel_rows_kernel = _jit(_voxel_rows)
+
+
+def _map_neighbour_rows(cells, map_nbr, btable, offsets):
+    """(M, K) map row of the voxel at each of the K offsets (components in [-8, 8]) from each
+    frame voxel (``cells``: frame block << 9 | offset), -1 where the map has none;
+    ``map_nbr``: (B, 27) map block number of each frame block's neighbouring blocks (column
+    (sx+1)*9 + (sy+1)*3 + (sz+1)), -1 where the map has none; ``btable``: (map blocks, 512)
+    rows."""
+    M = cells.shape[0]
+    K = offsets.shape[0]
+    out = np.empty((M, K), np.int64)
+    for i in range(M):
+        cell = cells[i]
+        for j in range(K):
+            col, off = block_step(cell, offsets[j, 0], offsets[j, 1], offsets[j, 2])
+            mb = map_nbr[cell >> 9, col]
+            out[i, j] = btable[mb, off] if mb >= 0 else -1
+    return out
+
+
+map_neighbour_rows_kernel = _jit(_map_neighbour_rows)

@@ -27,8 +27,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .kernels import chunk
-from .team import ThreadTeam
+from .team import ThreadTeam, chunk
 
 
 def _sjit(fn, fastmath=True):
