@@ -6,7 +6,7 @@ from sklearn.cluster import DBSCAN
 from core3d_ros.config import FusionConfig
 from core3d_ros.core.fusion.object_map import ObjectMap
 from core3d_ros.core.fusion.blocks import FrameVoxels
-from core3d_ros.core.fusion.pkernels import dbscan_padded, neighbour_offsets
+from core3d_ros.core.fusion.dbscan import dbscan_padded, neighbour_offsets
 from core3d_ros.core.fusion.voxels import pack, unpack, voxel_keys
 from fusion_reference import array_vote
 

@@ -10,10 +10,10 @@ from core3d_ros.config import FusionConfig, MapperConfig
 from core3d_ros.core.camera import CameraIntrinsics
 from core3d_ros.core.datasets import make_scene
 from core3d_ros.core.frame import Frame, FrameError
-from core3d_ros.core.fusion import kernels
+from core3d_ros.core.fusion import map_kernels
 from core3d_ros.core.fusion.blocks import FrameVoxels, dedupe_kernel
 from core3d_ros.core.fusion.object_map import ObjectMap
-from core3d_ros.core.fusion.pkernels import neighbour_offsets
+from core3d_ros.core.fusion.dbscan import neighbour_offsets
 from core3d_ros.core.fusion.voxels import pack
 from core3d_ros.core.pipeline import Mapper, label_image
 from core3d_ros.config import with_overrides
@@ -455,7 +455,7 @@ def test_cuda_device_works_or_is_refused_with_the_parameter_name():
 def test_fast_dbscan_equals_reference_kernel(seed, min_samples, eps):
     """Same segment of every voxel (numbering included) as the reference dbscan_kernel, on sparse
     random voxels with three labels and unlabelled ones, where border voxels are common."""
-    from core3d_ros.core.fusion import pkernels
+    from core3d_ros.core.fusion import dbscan
 
     rng = np.random.default_rng(seed)
     pts = np.unique(rng.integers(-6, 12, size=(9000, 3)), axis=0)
@@ -466,7 +466,7 @@ def test_fast_dbscan_equals_reference_kernel(seed, min_samples, eps):
     nbr = fv.block_neighbours()
     for min_size in (1, 4):
         ref = dbscan_kernel(fv.voxel, fv._vlut, nbr, labels, off, min_samples, min_size)
-        ours = pkernels.dbscan_padded(fv.voxel, fv._vlut, nbr, labels, off, min_samples, min_size)
+        ours = dbscan.dbscan_padded(fv.voxel, fv._vlut, nbr, labels, off, min_samples, min_size)
         assert np.array_equal(ref, ours)
         assert ref.max() >= 1  # the case has several segments
 
@@ -474,19 +474,19 @@ def test_fast_dbscan_equals_reference_kernel(seed, min_samples, eps):
 def test_fast_dbscan_hand_case():
     """Two runs of voxels along x, 6-neighbourhood, min_samples 3: inner voxels are core, the
     ends are border voxels of their run; segments are numbered in order of first voxel."""
-    from core3d_ros.core.fusion import pkernels
+    from core3d_ros.core.fusion import dbscan
 
     xs = [6, 7, 8, 0, 1, 2, 3]
     pts = np.stack([np.array(xs), np.zeros(7, int), np.zeros(7, int)]).astype(np.int32)
     fv = FrameVoxels(pts, compiled=True)
     labels = np.ones(len(fv), np.int64)
     args = (fv.voxel, fv._vlut, fv.block_neighbours(), labels, neighbour_offsets(1.0), 3, 1)
-    ref, ours = dbscan_kernel(*args), pkernels.dbscan_padded(*args)
+    ref, ours = dbscan_kernel(*args), dbscan.dbscan_padded(*args)
     assert np.array_equal(ref, ours)
     seg = dict(zip(fv.voxel_coords()[:, 0].tolist(), ours.tolist()))
     assert seg == {6: 0, 7: 0, 8: 0, 0: 1, 1: 1, 2: 1, 3: 1}
     # min_size 4 drops the three-voxel run.
-    ours = pkernels.dbscan_padded(*args[:-1], 4)
+    ours = dbscan.dbscan_padded(*args[:-1], 4)
     assert dict(zip(fv.voxel_coords()[:, 0].tolist(), ours.tolist())) == {6: -1, 7: -1, 8: -1, 0: 0, 1: 0, 2: 0, 3: 0}
 
 
@@ -520,7 +520,7 @@ def test_pair_codes_kernel_equals_array_code():
             a, b = sub[:, i], sub[:, j]
             ok = (a >= 0) & (b >= 0)
             ref.append((np.minimum(a[ok], b[ok]).astype(np.int64) << 32) | np.maximum(a[ok], b[ok]).astype(np.int64))
-    assert np.array_equal(np.unique(kernels.pair_codes_kernel(rows, ids)), np.unique(np.concatenate(ref)))
+    assert np.array_equal(np.unique(map_kernels.pair_codes_kernel(rows, ids)), np.unique(np.concatenate(ref)))
 
 
 # ------------------------------------------------------------------ label image in, masks not painted
@@ -621,7 +621,7 @@ def test_threaded_depth_voxels_equal_reference(seed, threads):
     """Same blocks, voxels (and their order), last pixels, majority labels and voxel table as the
     one-thread reference, for any number of threads."""
     from core3d_ros.core.fusion.pixels import depth_voxels
-    from core3d_ros.core.fusion.team import ThreadTeam
+    from core3d_ros.core.fusion.threads import ThreadTeam
 
     rng = np.random.default_rng(seed)
     h, w = (48, 64) if seed % 2 else (120, 160)
@@ -659,10 +659,10 @@ REDKITCHEN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "7
 @pytest.mark.skipif(not REDKITCHEN.is_dir(), reason="needs ../shared/data/7scenes-redkitchen (the real RGB-D sequence)")
 def test_threaded_depth_voxels_equal_reference_on_real_frames():
     from core3d_ros.core.datasets import iter_frames, open_dataset
-    from core3d_ros.core.fusion import pkernels
+    from core3d_ros.core.fusion import dbscan
     from core3d_ros.core.fusion.object_map import _ray_axes
     from core3d_ros.core.fusion.pixels import depth_voxels
-    from core3d_ros.core.fusion.team import ThreadTeam
+    from core3d_ros.core.fusion.threads import ThreadTeam
 
     frames = list(iter_frames(open_dataset(str(REDKITCHEN), max_frames=40), []))[::8]
     team = ThreadTeam(2)
@@ -681,7 +681,7 @@ def test_threaded_depth_voxels_equal_reference_on_real_frames():
                 # the DBSCAN split on the team: the reference kernel's segments
                 fv = FrameVoxels.from_depth(got)
                 args = (fv.voxel, fv._vlut, fv.block_neighbours(), fv.label.astype(np.int64), neighbour_offsets(1.75), 3, 15)
-                assert np.array_equal(pkernels.dbscan_padded(*args, team=team), dbscan_kernel(*args))
+                assert np.array_equal(dbscan.dbscan_padded(*args, team=team), dbscan_kernel(*args))
     finally:
         team.close()
 
@@ -709,7 +709,7 @@ def test_depth_voxels_hand_case():
     """Four pixels of a 1x4 image, identity pose, 1 m voxels: pixel 0 and 3 at voxel (0, 0, 2),
     pixel 1 without depth, pixel 2 at voxel (9, 0, 2) (another block). Labels 1, 5, 2, 1."""
     from core3d_ros.core.fusion.pixels import depth_voxels
-    from core3d_ros.core.fusion.team import ThreadTeam
+    from core3d_ros.core.fusion.threads import ThreadTeam
 
     depth = np.array([[2.5, 0.0, 2.5, 2.5]], np.float32)
     rxs = np.array([0.1, 0.0, 3.7, 0.2], np.float32)  # x = rx * z: 0.25, -, 9.25, 0.5
@@ -728,7 +728,7 @@ def test_depth_voxels_votes_runs_as_their_pixels():
     longer, as long as and shorter than the votes against them, interrupted by pixels without
     depth and by another voxel, the label is the pixel-by-pixel Boyer-Moore candidate."""
     from core3d_ros.core.fusion.pixels import depth_voxels
-    from core3d_ros.core.fusion.team import ThreadTeam
+    from core3d_ros.core.fusion.threads import ThreadTeam
 
     def boyer_moore(seq):
         cand, votes = 0, 0
@@ -765,7 +765,7 @@ def test_depth_voxels_votes_runs_as_their_pixels():
 
 def test_depth_voxels_refusals():
     from core3d_ros.core.fusion.pixels import depth_voxels
-    from core3d_ros.core.fusion.team import ThreadTeam
+    from core3d_ros.core.fusion.threads import ThreadTeam
 
     team = ThreadTeam(2)
     rxs, rys, lab = np.zeros(4, np.float32), np.zeros(1, np.float32), np.zeros(4, np.uint16)
@@ -783,7 +783,7 @@ def test_map_neighbour_rows_kernel_equals_lookup():
     """The hidden-side join's neighbour rows by block arithmetic = ObjectMap.lookup of the
     neighbours' coordinates, across block boundaries and where the map has nothing."""
     from core3d_ros.core.fusion.object_map import _BLOCK_STEPS
-    from core3d_ros.core.fusion.kernels import map_neighbour_rows_kernel
+    from core3d_ros.core.fusion.map_kernels import map_neighbour_rows_kernel
 
     rng = np.random.default_rng(4)
     omap = ObjectMap(FusionConfig(voxel_size=0.05, min_segment_voxels=1))
@@ -816,11 +816,11 @@ def test_vote_in_ranges_equals_one_pass(T):
     fc = rng.integers(0, 256, size=(R, 3)).astype(np.uint8)
     a = [x.copy() for x in (ids, hits, owner, colors, color_n)]
     b = [x.copy() for x in (ids, hits, owner, colors, color_n)]
-    want = kernels.vote_kernel(rows, oid, *a, fc, 20)
+    want = map_kernels.vote_kernel(rows, oid, *a, fc, 20)
     out = (np.empty(R, np.int64),) + tuple(np.empty(R, np.int32) for _ in range(4))
     counts = np.zeros((T, 3), np.int64)
     for k in range(T):
-        kernels.vote_part_kernel(k, T, rows, oid, *b, fc, 20, *out, counts)
+        map_kernels.vote_part_kernel(k, T, rows, oid, *b, fc, 20, *out, counts)
     step = (R + T - 1) // T
     got = [np.concatenate([out[i][k * step : k * step + counts[k, col]] for k in range(T)]) for i, col in enumerate((0, 0, 1, 2, 2))]
     for x, y in zip(a, b):
@@ -849,8 +849,8 @@ def test_padded_dbscan_equals_reference_kernels(seed, min_samples, eps):
     """Same segment of every voxel as the reference dbscan_kernel, with the
     voxel table padded (as the per-pixel stage makes it) and with an unpadded one (copied), on
     one to three threads."""
-    from core3d_ros.core.fusion import pkernels
-    from core3d_ros.core.fusion.team import ThreadTeam
+    from core3d_ros.core.fusion import dbscan
+    from core3d_ros.core.fusion.threads import ThreadTeam
 
     rng = np.random.default_rng(seed)
     pts = np.unique(rng.integers(-6, 12, size=(9000, 3)), axis=0)
@@ -864,9 +864,9 @@ def test_padded_dbscan_equals_reference_kernels(seed, min_samples, eps):
     teams = [ThreadTeam(t) for t in (1, 2, 3)]
     for min_size in (1, 4):
         ref = dbscan_kernel(plain.voxel, plain._vlut, nbr, labels, off, min_samples, min_size)
-        assert np.array_equal(ref, pkernels.dbscan_padded(plain.voxel, plain._vlut, nbr, labels, off, min_samples, min_size))
+        assert np.array_equal(ref, dbscan.dbscan_padded(plain.voxel, plain._vlut, nbr, labels, off, min_samples, min_size))
         for team in teams:  # the neighbour search in parts, the clusters beside other work
-            got, side = pkernels.dbscan_padded(plain.voxel, padded_vlut, nbr, labels, off, min_samples, min_size, team=team, beside=lambda: "side")
+            got, side = dbscan.dbscan_padded(plain.voxel, padded_vlut, nbr, labels, off, min_samples, min_size, team=team, beside=lambda: "side")
             assert np.array_equal(ref, got) and side == "side", team.threads
         assert ref.max() >= 1
     for team in teams:
@@ -875,16 +875,16 @@ def test_padded_dbscan_equals_reference_kernels(seed, min_samples, eps):
 
 def test_padded_dbscan_hand_case():
     """As test_fast_dbscan_hand_case, across a block boundary (x = 6..9) and with a gap."""
-    from core3d_ros.core.fusion import pkernels
+    from core3d_ros.core.fusion import dbscan
 
     xs = [6, 7, 8, 9, 0, 1, 2, 3, 12]
     pts = np.stack([np.array(xs), np.zeros(9, int), np.zeros(9, int)]).astype(np.int32)
     fv = FrameVoxels(pts, compiled=True)
     labels = np.ones(len(fv), np.int64)
-    seg = pkernels.dbscan_padded(fv.voxel, fv._vlut, fv.block_neighbours(), labels, neighbour_offsets(1.0), 3, 1)
+    seg = dbscan.dbscan_padded(fv.voxel, fv._vlut, fv.block_neighbours(), labels, neighbour_offsets(1.0), 3, 1)
     assert dict(zip(fv.voxel_coords()[:, 0].tolist(), seg.tolist())) == {6: 0, 7: 0, 8: 0, 9: 0, 0: 1, 1: 1, 2: 1, 3: 1, 12: -1}
     empty = np.zeros(0, np.int64)
-    assert len(pkernels.dbscan_padded(empty, np.full(512, -1, np.int32), np.zeros((0, 27), np.int64), empty, neighbour_offsets(1.75), 3, 1)) == 0
+    assert len(dbscan.dbscan_padded(empty, np.full(512, -1, np.int32), np.zeros((0, 27), np.int64), empty, neighbour_offsets(1.75), 3, 1)) == 0
 
 
 def test_warm_up_reaches_every_kernel():
@@ -927,5 +927,5 @@ def test_voxel_rows_kernel_equals_array_code():
     block_number = rng.integers(-1, 50, size=30)
     vb, vo = rng.integers(0, 30, size=4000), rng.integers(0, 512, size=4000)
     want = np.where(block_number[vb] >= 0, btable[np.maximum(block_number[vb], 0), vo], -1)
-    got = kernels.voxel_rows_kernel(block_number, vb, vo, btable)
+    got = map_kernels.voxel_rows_kernel(block_number, vb, vo, btable)
     assert got.dtype == np.int64 and np.array_equal(got, want) and (got == -1).any() and (got >= 0).any()

@@ -1091,7 +1091,7 @@ class QueryClient:
 
 def _load_threads(cfg: MapperConfig, perception: str, client_max_in_flight: int) -> dict:
     """Cores and threads of the run, as configured (0 in the config: the default rule)."""
-    from ..core.fusion.team import default_threads
+    from ..core.fusion.threads import default_threads
 
     try:
         usable = len(os.sched_getaffinity(0))

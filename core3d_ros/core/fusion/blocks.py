@@ -2,8 +2,8 @@
 
 A depth frame's 300 k pixels fall into ~10 k distinct voxels but only a few hundred distinct
 blocks of 8^3 voxels. ``FrameVoxels`` finds them in one compiled pass over the points
-(:func:`.kernels.dedupe_kernel`; depth images take the threaded per-pixel stage of
-:mod:`.pixels` instead):
+(``dedupe_kernel``, below with the other compiled passes over a frame's voxels; depth images
+take the threaded per-pixel stage of :mod:`.pixels` instead):
 
 1. per point, voxel coordinates -> block coordinates (``>> 3``) and the offset inside the block;
 2. the frame's blocks are indexed in a dense grid over the frame's own block bounding box (a few

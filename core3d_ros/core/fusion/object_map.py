@@ -45,10 +45,10 @@ import numpy as np
 from ...config import FusionConfig
 from ..objects import MapSnapshot, ObjectInfo, OrientedBox
 from .blocks import BLOCK_VOXELS, MAX_DENSE_BLOCK_CELLS, BlockHash, FrameVoxels, block_offsets, gather_rows_kernel
-from .kernels import map_neighbour_rows_kernel, overlaps_kernel, pair_codes_kernel, vote_kernel, vote_part_kernel, voxel_rows_kernel
+from .map_kernels import map_neighbour_rows_kernel, overlaps_kernel, pair_codes_kernel, vote_kernel, vote_part_kernel, voxel_rows_kernel
 from .pixels import depth_voxels
-from .pkernels import dbscan_padded, neighbour_offsets
-from .team import ThreadTeam, chunk, default_threads
+from .dbscan import dbscan_padded, neighbour_offsets
+from .threads import ThreadTeam, chunk, default_threads
 from .voxels import key_centers, pack, unpack, voxel_coords
 
 MAX_COORD = (1 << 20) - 1  # packable voxel coordinate range (21 bits per axis)

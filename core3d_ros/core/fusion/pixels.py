@@ -1,7 +1,7 @@
 """The per-pixel stage of fusing a depth frame, on several threads: valid pixels -> the
 frame's distinct voxels, each with its last pixel and the majority label of its pixels. The
 result is identical to a one-thread pass over the pixels in order (back-projection, then
-:func:`.kernels.dedupe_kernel`; the tests hold that reference): same voxels, same order, same
+:func:`.blocks.dedupe_kernel`; the tests hold that reference): same voxels, same order, same
 labels.
 
 A 640x480 frame has 300 k pixels but only ~20 k distinct voxels at 2.5 cm, so this stage is
@@ -19,7 +19,7 @@ cell). Two compiled passes on T threads, then a merge:
 3. ``_merge`` (one thread): blocks and voxels renumbered by first pixel, which is the
    one-thread numbering, and the frame's voxel table.
 
-The passes release the interpreter lock and run on ordinary Python threads (:class:`.team.ThreadTeam`):
+The passes release the interpreter lock and run on ordinary Python threads (:class:`.threads.ThreadTeam`):
 no OpenMP pool spinning between frames beside the rest of the process.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .team import ThreadTeam, chunk
+from .threads import ThreadTeam, chunk
 
 
 def _sjit(fn, fastmath=True):

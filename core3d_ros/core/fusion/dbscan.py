@@ -17,7 +17,7 @@ import numba
 import numpy as np
 
 from .blocks import block_step
-from .team import ThreadTeam, chunk
+from .threads import ThreadTeam, chunk
 
 
 def _sjit(fn):

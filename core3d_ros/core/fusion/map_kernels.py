@@ -16,7 +16,7 @@ import numba
 import numpy as np
 
 from .blocks import block_step
-from .team import chunk
+from .threads import chunk
 
 
 def _jit(fn, fastmath=True):
