@@ -888,30 +888,37 @@ def test_padded_dbscan_hand_case():
 
 
 def test_warm_up_reaches_every_kernel():
-    """After warm_up, fusing a room (associations, hidden sides, votes, merge passes) compiles
-    nothing more: a first real frame must not pay a kernel's compilation (0.2-0.7 s each on a
-    cold cache). In a fresh process, so that other tests' frames do not count."""
+    """After warm_up, fusing a room (associations, hidden sides, votes in one range and in the
+    team's ranges, merge passes) compiles nothing more: a first real frame must not pay a
+    kernel's compilation (0.2-0.7 s each on a cold cache). warm_up makes its own frames: fusion
+    does not import the datasets. In a fresh process, so that other tests' frames do not
+    count."""
     import subprocess
     import sys
 
     code = """
 import sys
 from core3d_ros.config import FusionConfig
-from core3d_ros.core.datasets.synthetic import make_scene
 from core3d_ros.core.fusion import object_map as om
 
 def compiled():
     return {f"{n}.{k}": len(v.signatures) for n, m in list(sys.modules.items()) if n.startswith("core3d_ros")
             for k, v in vars(m).items() if hasattr(v, "signatures") and hasattr(v, "py_func")}
 
-om.warm_up(FusionConfig())
+om.warm_up(FusionConfig(threads=2))
+assert not [n for n in sys.modules if n.startswith("core3d_ros.core.datasets")], "warm_up imported the datasets"
 before = compiled()
+from core3d_ros.core.datasets.synthetic import make_scene
 scene = make_scene(seed=1, num_frames=24)
-omap = om.ObjectMap(FusionConfig(merge_interval=4))
+omap = om.ObjectMap(FusionConfig(merge_interval=4, threads=2))
 for i in range(len(scene)):
     f = scene[i]
     omap.integrate_frame(f.depth, f.intrinsics, f.pose, f.rgb, f.instance_ids.astype("uint16"), float(i))
-assert omap.frames == 24 and omap.num_voxels > 0
+f = scene[0]
+depth = f.depth.copy()
+depth[:, 24:] = 0  # a view with few voxels: the votes in one range
+s = omap.integrate_frame(depth, f.intrinsics, f.pose, f.rgb, f.instance_ids.astype("uint16"), 24.0)
+assert omap.frames == 25 and omap.num_voxels > 0 and 0 < s.voxels < 4096, s
 print(sorted(k for k, v in compiled().items() if v != before.get(k, 0)))
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

@@ -1037,21 +1037,19 @@ _WARM = False
 
 def warm_up(cfg: FusionConfig | None = None) -> None:
     """Compile (or load from numba's cache) the engine's kernels once per process, so that no
-    real frame pays it (a cold cache costs 0.2-0.7 s per kernel). A few small frames of the
-    synthetic room, with the production argument types, reach every kernel: the per-pixel
-    stage, the DBSCAN split, association, the hidden-side join, votes and the merge pass."""
+    real frame pays it (a cold cache costs 0.2-0.7 s per kernel). A few small ray-cast views of
+    a room corner (:mod:`.warmup`), with the production argument types, reach every kernel that
+    ``cfg`` uses: the per-pixel stage, the DBSCAN split, association, the hidden-side join,
+    votes (on ``cfg``'s threads) and the merge pass."""
     global _WARM
     if _WARM:
         return
     from dataclasses import replace
 
-    from ..datasets.synthetic import make_scene
+    from .warmup import VOXEL_SIZE, warm_up_frames
 
     base = cfg or FusionConfig()
-    c = replace(base, device="cpu", merge_interval=1, co_mask_votes=1)
-    scene = make_scene(seed=0, num_frames=12, width=96, height=72)
-    omap = ObjectMap(c)
-    for i in range(0, len(scene), 3):
-        f = scene[i]
-        omap.integrate_frame(f.depth, f.intrinsics, f.pose, f.rgb, f.instance_ids.astype(np.uint16), float(i))
+    omap = ObjectMap(replace(base, device="cpu", voxel_size=VOXEL_SIZE, merge_interval=1, co_mask_votes=1))
+    for i, f in enumerate(warm_up_frames()):
+        omap.integrate_frame(f.depth, f.intrinsics, f.pose, f.rgb, f.labels, float(i))
     _WARM = True
