@@ -418,7 +418,7 @@ def test_default_thresholds_can_act():
     assert f.delta < 1 - f.gamma
     assert SegmenterConfig().pred_iou_thresh < ProgressiveConfig().tau_cer
     # The balance test at the defaults rejects an unbalanced pair both of whose IoVs pass gamma.
-    from core3d_ros.core.fusion.object_map import balanced
+    from core3d_ros.core.fusion.association import balanced
 
     assert not balanced(0.95, 0.55, f.gamma, f.delta) and balanced(0.8, 0.7, f.gamma, f.delta)
     # tau_cer removes a mask the generator kept.
@@ -660,7 +660,7 @@ REDKITCHEN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "7
 def test_threaded_depth_voxels_equal_reference_on_real_frames():
     from core3d_ros.core.datasets import iter_frames, open_dataset
     from core3d_ros.core.fusion import dbscan
-    from core3d_ros.core.fusion.object_map import _ray_axes
+    from core3d_ros.core.fusion.integration import _ray_axes
     from core3d_ros.core.fusion.pixels import depth_voxels
     from core3d_ros.core.fusion.threads import ThreadTeam
 
@@ -782,7 +782,7 @@ def test_depth_voxels_refusals():
 def test_map_neighbour_rows_kernel_equals_lookup():
     """The hidden-side join's neighbour rows by block arithmetic = ObjectMap.lookup of the
     neighbours' coordinates, across block boundaries and where the map has nothing."""
-    from core3d_ros.core.fusion.object_map import _BLOCK_STEPS
+    from core3d_ros.core.fusion.association import _BLOCK_STEPS
     from core3d_ros.core.fusion.map_kernels import map_neighbour_rows_kernel
 
     rng = np.random.default_rng(4)
