@@ -1,12 +1,14 @@
-"""Fusion core: grid DBSCAN against scikit-learn, association, balance test, merging, bounds."""
+"""Fusion core: the DBSCAN split against scikit-learn, association, balance test, merging, bounds."""
 import numpy as np
 import pytest
 from sklearn.cluster import DBSCAN
 
 from core3d_ros.config import FusionConfig
 from core3d_ros.core.fusion.object_map import ObjectMap
-from core3d_ros.core.fusion.split import grid_dbscan, neighbour_table, split_segments
-from core3d_ros.core.fusion.voxels import key_centers, pack, unpack, voxel_keys
+from core3d_ros.core.fusion.blocks import FrameVoxels
+from core3d_ros.core.fusion.dbscan import dbscan_padded, neighbour_offsets
+from core3d_ros.core.fusion.voxels import pack, unpack, voxel_keys
+from fusion_reference import array_vote
 
 VS = 0.05
 
@@ -27,7 +29,8 @@ def box_surface(lo, hi, step=VS / 2):
 
 
 def integrate(omap, parts, stamp=0.0):
-    """One frame whose visible points are the union of parts, one mask per part."""
+    """One frame whose visible points are the union of parts, one mask per part (labels painted
+    larger masks first, so that a smaller mask lying on a larger one stays visible)."""
     pts = np.concatenate(parts)
     sizes = [len(p) for p in parts]
     masks, start = [], 0
@@ -36,8 +39,11 @@ def integrate(omap, parts, stamp=0.0):
         m[start : start + n] = True
         masks.append(m)
         start += n
+    labels = np.zeros(len(pts), np.int32)
+    for i in sorted(range(len(masks)), key=lambda i: -int(np.count_nonzero(masks[i]))):
+        labels[masks[i]] = i + 1
     colors = np.full((len(pts), 3), 128, np.uint8)
-    return omap.integrate(pts, colors, masks, stamp)
+    return omap.integrate_points(pts, colors, labels, stamp)
 
 
 def cfg(**kw):
@@ -79,14 +85,21 @@ def assert_same_dbscan(ours, points, eps, min_samples):
     return len(border)
 
 
+def dbscan_split(coords, labels, eps, min_samples, min_size=1):
+    """The engine's DBSCAN split of (N, 3) distinct voxel coordinates, one label each; returns
+    the voxel coordinates in the frame's order and their segments."""
+    fv = FrameVoxels(np.ascontiguousarray(np.asarray(coords).T, dtype=np.int32))
+    seg = dbscan_padded(fv.voxel, fv._vlut, fv.block_neighbours(), np.asarray(labels, np.int64)[fv.rep],
+                        neighbour_offsets(eps), min_samples, min_size)
+    return fv.voxel_coords(), seg
+
+
 @pytest.mark.parametrize("eps,min_samples", [(1.0, 1), (1.75, 1), (1.0, 3), (1.75, 3), (1.75, 4), (1.75, 6), (2.5, 6)])
-def test_grid_dbscan_matches_sklearn(eps, min_samples):
+def test_dbscan_split_matches_sklearn(eps, min_samples):
     rng = np.random.default_rng(0)
     coords = np.unique(rng.integers(0, 14, size=(700, 3)), axis=0)
-    keys = np.sort(pack(coords))
-    members = np.arange(len(keys))
-    ours = grid_dbscan(neighbour_table(keys, eps), members, np.zeros(len(keys), np.int64), min_samples)
-    n_border = assert_same_dbscan(ours, key_centers(keys, VS).astype(np.float64), eps * VS + 1e-6, min_samples)
+    vox, ours = dbscan_split(coords, np.ones(len(coords)), eps, min_samples)
+    n_border = assert_same_dbscan(ours, ((vox + 0.5) * VS).astype(np.float64), eps * VS + 1e-6, min_samples)
     if min_samples == 1:
         assert n_border == 0  # every point is a core point: identical partitions
     else:
@@ -98,10 +111,9 @@ def test_split_separates_blobs_and_drops_small():
     b = voxel_keys(box_surface([1, 0, 0], [1.3, 0.3, 0.3]), VS)
     speck = voxel_keys(np.array([[3.0, 3.0, 3.0]]), VS)
     keys = np.unique(np.concatenate([a, b, speck]))
-    group = np.arange(len(keys))
-    parts = split_segments(keys, [group], 1.75, 1, 5)
-    assert len(parts) == 2
-    assert sorted(len(p) for _, p in parts) == sorted([len(np.unique(a)), len(np.unique(b))])
+    _, seg = dbscan_split(unpack(keys), np.ones(len(keys)), 1.75, 1, min_size=5)
+    assert seg.max() == 1 and (seg == -1).sum() == 1  # two parts, the speck dropped
+    assert sorted(np.bincount(seg[seg >= 0]).tolist()) == sorted([len(np.unique(a)), len(np.unique(b))])
 
 
 def test_same_object_over_frames_is_one_instance():
@@ -159,8 +171,8 @@ def test_merge_pass_merges_balanced_duplicates_only():
     omap.objects[dup] = ObjectState(id=dup, num_observations=1)
     omap.objects[small] = ObjectState(id=small, num_observations=1)
     omap.next_id += 2
-    omap._vote(rows[: int(0.9 * len(rows))], dup)
-    omap._vote(rows[-20:], small)
+    array_vote(omap, rows[: int(0.9 * len(rows))], dup)
+    array_vote(omap, rows[-20:], small)
     merged = omap.merge_objects()
     assert merged == 1
     assert dup not in omap.objects or 1 not in omap.objects

@@ -10,17 +10,16 @@ from core3d_ros.config import FusionConfig, MapperConfig
 from core3d_ros.core.camera import CameraIntrinsics
 from core3d_ros.core.datasets import make_scene
 from core3d_ros.core.frame import Frame, FrameError
-from core3d_ros.core.fusion import kernels
-from core3d_ros.core.fusion.blocks import FrameVoxels
+from core3d_ros.core.fusion import map_kernels
+from core3d_ros.core.fusion.blocks import FrameVoxels, dedupe_kernel
 from core3d_ros.core.fusion.object_map import ObjectMap
-from core3d_ros.core.fusion.split import label_dbscan, neighbour_offsets
+from core3d_ros.core.fusion.dbscan import neighbour_offsets
 from core3d_ros.core.fusion.voxels import pack
 from core3d_ros.core.pipeline import Mapper, label_image
 from core3d_ros.config import with_overrides
 from core3d_ros.tools.runs import map_frames
 from core3d_ros.core.segment.base import Mask2D
-
-needs_numba = pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba is not installed")
+from fusion_reference import array_blend_colors, array_vote, backproject_kernel, dbscan_kernel
 
 
 def cfg(**kw):
@@ -74,11 +73,12 @@ def test_slot_replacement_rule():
 
     omap.objects[other] = ObjectState(id=other, num_observations=1)
     omap.next_id += 1
-    omap._vote(rows[:2], other)  # one hit each: replaced
+    vote = lambda r, oid: omap._vote(r, np.full(len(r), oid, np.int32), np.zeros((len(r), 3), np.uint8))
+    vote(rows[:2], other)  # one hit each: replaced
     assert list(omap.ids[rows, 0]) == [other, other, first, first]
     assert omap.objects[first].num_voxels == 2 and omap.objects[other].num_voxels == 2
-    omap._vote(rows[2:], first)  # now two hits
-    omap._vote(rows[2:], other)  # loses a hit, keeps its id
+    vote(rows[2:], first)  # now two hits
+    vote(rows[2:], other)  # loses a hit, keeps its id
     assert list(omap.ids[rows, 0]) == [other, other, first, first]
     assert list(omap.hits[rows, 0]) == [1, 1, 1, 1]
 
@@ -200,7 +200,6 @@ def _frame_coords(seed=0, n=20000):
     return rng.integers(-40, 40, size=(3, n)).astype(np.int32)
 
 
-@needs_numba
 def test_compiled_dedupe_matches_array_code():
     coords = _frame_coords()
     a, b = FrameVoxels(coords, compiled=False), FrameVoxels(coords, compiled=True)
@@ -218,9 +217,8 @@ def test_compiled_dedupe_matches_array_code():
     assert np.array_equal(kb[b.find(rep_coords)], kb)
 
 
-@needs_numba
 @pytest.mark.parametrize("min_samples", [1, 3, 5])
-def test_compiled_dbscan_matches_array_code_and_sklearn(min_samples):
+def test_reference_dbscan_kernel_matches_sklearn(min_samples):
     # sparse enough (a sixth of a 16^3 box, 2 x 2 x 2 blocks) for several clusters per label,
     # border points, and (min_samples 5) border points next to core points of two clusters
     rng = np.random.default_rng(1)
@@ -228,15 +226,12 @@ def test_compiled_dbscan_matches_array_code_and_sklearn(min_samples):
     fv = FrameVoxels(pts, compiled=True)
     labels = np.where(fv.voxel_coords()[:, 0] < 8, 1, 2).astype(np.int64)
     off = neighbour_offsets(1.75)
-    ours = kernels.dbscan_kernel(fv.voxel, fv._vlut, fv.block_neighbours(), labels, off, min_samples, 1)
-    ref_arr = label_dbscan(fv.neighbours(off), labels, min_samples)
-    assert np.array_equal(ours < 0, ref_arr < 0)
+    ours = dbscan_kernel(fv.voxel, fv._vlut, fv.block_neighbours(), labels, off, min_samples, 1)
     coords = fv.voxel_coords().astype(np.float64)
     n_border = 0
     for lab in (1, 2):
         sel = labels == lab
         n_border += _assert_same_dbscan(ours[sel], coords[sel], 1.75 + 1e-6, min_samples)
-        _assert_same_dbscan(ref_arr[sel], coords[sel], 1.75 + 1e-6, min_samples)  # the array code too
     # min_samples 1: every point is a core point, so the partitions are identical; otherwise
     # the case has border points, which exercise DBSCAN's choice rule.
     assert (n_border == 0) if min_samples == 1 else (n_border > 0)
@@ -264,7 +259,6 @@ def _assert_same_dbscan(ours, points, eps, min_samples):
     return len(border)
 
 
-@needs_numba
 def test_compiled_vote_matches_array_vote():
     rng = np.random.default_rng(2)
     maps = [ObjectMap(cfg(slots_per_voxel=3)) for _ in range(2)]
@@ -280,9 +274,9 @@ def test_compiled_vote_matches_array_vote():
         r = rng.permutation(rows)[:30]
         t = rng.integers(1, maps[0].next_id, size=30).astype(np.int32)
         col = rng.integers(0, 255, size=(30, 3)).astype(np.uint8)
-        maps[0]._vote(r, t)
-        maps[0]._blend_colors(r, col)
-        maps[1]._vote_compiled(r, t, col)
+        array_vote(maps[0], r, t)
+        array_blend_colors(maps[0], r, col)
+        maps[1]._vote(r, t, col)
     a, b = maps
     assert np.array_equal(a.ids, b.ids) and np.array_equal(a.hits, b.hits)
     assert np.array_equal(a.owner, b.owner) and np.allclose(a.colors, b.colors)
@@ -339,7 +333,7 @@ def test_merge_pass_only_looks_at_what_was_touched():
     dup = omap.next_id
     omap.objects[dup] = ObjectState(id=dup, num_observations=1)
     omap.next_id += 1
-    omap._vote(rows, dup)  # a duplicate, made outside a frame: nothing touched
+    array_vote(omap, rows, dup)  # a duplicate, made outside a frame: nothing touched
     assert omap.merge_objects() == 0 and len(omap.objects) == 2
     fuse(omap, [line(0, 3)])  # a frame touches three of its voxels
     assert omap.merge_objects() == 1 and len(omap.objects) == 1
@@ -424,7 +418,7 @@ def test_default_thresholds_can_act():
     assert f.delta < 1 - f.gamma
     assert SegmenterConfig().pred_iou_thresh < ProgressiveConfig().tau_cer
     # The balance test at the defaults rejects an unbalanced pair both of whose IoVs pass gamma.
-    from core3d_ros.core.fusion.object_map import balanced
+    from core3d_ros.core.fusion.association import balanced
 
     assert not balanced(0.95, 0.55, f.gamma, f.delta) and balanced(0.8, 0.7, f.gamma, f.delta)
     # tau_cer removes a mask the generator kept.
@@ -457,12 +451,11 @@ def test_cuda_device_works_or_is_refused_with_the_parameter_name():
 # ------------------------------------------------------------------ faster kernels = reference kernels
 
 
-@needs_numba
 @pytest.mark.parametrize("seed,min_samples,eps", [(0, 1, 1.75), (1, 3, 1.75), (2, 5, 1.75), (3, 3, 2.5), (4, 4, 1.0)])
 def test_fast_dbscan_equals_reference_kernel(seed, min_samples, eps):
-    """Same segment of every voxel (numbering included) as kernels.dbscan_kernel, on sparse
+    """Same segment of every voxel (numbering included) as the reference dbscan_kernel, on sparse
     random voxels with three labels and unlabelled ones, where border voxels are common."""
-    from core3d_ros.core.fusion import pkernels
+    from core3d_ros.core.fusion import dbscan
 
     rng = np.random.default_rng(seed)
     pts = np.unique(rng.integers(-6, 12, size=(9000, 3)), axis=0)
@@ -472,60 +465,50 @@ def test_fast_dbscan_equals_reference_kernel(seed, min_samples, eps):
     off = neighbour_offsets(eps)
     nbr = fv.block_neighbours()
     for min_size in (1, 4):
-        ref = kernels.dbscan_kernel(fv.voxel, fv._vlut, nbr, labels, off, min_samples, min_size)
-        ours = pkernels.dbscan_padded(fv.voxel, fv._vlut, nbr, labels, off, min_samples, min_size)
+        ref = dbscan_kernel(fv.voxel, fv._vlut, nbr, labels, off, min_samples, min_size)
+        ours = dbscan.dbscan_padded(fv.voxel, fv._vlut, nbr, labels, off, min_samples, min_size)
         assert np.array_equal(ref, ours)
         assert ref.max() >= 1  # the case has several segments
 
 
-@needs_numba
 def test_fast_dbscan_hand_case():
     """Two runs of voxels along x, 6-neighbourhood, min_samples 3: inner voxels are core, the
     ends are border voxels of their run; segments are numbered in order of first voxel."""
-    from core3d_ros.core.fusion import pkernels
+    from core3d_ros.core.fusion import dbscan
 
     xs = [6, 7, 8, 0, 1, 2, 3]
     pts = np.stack([np.array(xs), np.zeros(7, int), np.zeros(7, int)]).astype(np.int32)
     fv = FrameVoxels(pts, compiled=True)
     labels = np.ones(len(fv), np.int64)
     args = (fv.voxel, fv._vlut, fv.block_neighbours(), labels, neighbour_offsets(1.0), 3, 1)
-    ref, ours = kernels.dbscan_kernel(*args), pkernels.dbscan_padded(*args)
+    ref, ours = dbscan_kernel(*args), dbscan.dbscan_padded(*args)
     assert np.array_equal(ref, ours)
     seg = dict(zip(fv.voxel_coords()[:, 0].tolist(), ours.tolist()))
     assert seg == {6: 0, 7: 0, 8: 0, 0: 1, 1: 1, 2: 1, 3: 1}
     # min_size 4 drops the three-voxel run.
-    ours = pkernels.dbscan_padded(*args[:-1], 4)
+    ours = dbscan.dbscan_padded(*args[:-1], 4)
     assert dict(zip(fv.voxel_coords()[:, 0].tolist(), ours.tolist())) == {6: -1, 7: -1, 8: -1, 0: 0, 1: 0, 2: 0, 3: 0}
 
 
-@needs_numba
-def test_block_neighbours_kernel_equals_array_code():
+def test_block_neighbours_kernel_equals_the_general_path():
+    """The frame's block grid (compiled) and the general path (sorted block keys) name the same
+    neighbouring block at every column, or none."""
     coords = _frame_coords(5, 5000)
-    fv = FrameVoxels(coords, compiled=True)
-    from core3d_ros.core.fusion import pkernels
+    fast, general = FrameVoxels(coords, compiled=True), FrameVoxels(coords, compiled=False)
+    assert fast._grid and not general._grid
+    a, b = fast.block_neighbours(), general.block_neighbours()
+    assert a.shape == b.shape == (len(fast.blocks), 27) and (a < 0).any() and (a >= 0).any()
+    # the same block coordinates, numbered differently: compare the neighbours' coordinates
+    order = np.lexsort(fast.blocks.T[::-1])
+    assert np.array_equal(fast.blocks[order], general.blocks)
 
-    fast = pkernels.block_neighbours_kernel(fv.blocks, fv._cell_block, fv._lo, fv._dims)
-    fv._grid = True
-    nb = len(fv.blocks)
-    saved = pkernels.block_neighbours_kernel
-    try:
-        pkernels.block_neighbours_kernel = None  # force the array code
-        import core3d_ros.core.fusion.kernels as k
-
-        have, k.HAVE_NUMBA = k.HAVE_NUMBA, False
-        try:
-            ref = fv.block_neighbours()
-        finally:
-            k.HAVE_NUMBA = have
-    finally:
-        pkernels.block_neighbours_kernel = saved
-    assert fast.shape == ref.shape == (nb, 27) and np.array_equal(fast, ref)
+    def coords_of(nb, blocks):
+        return np.where(nb[..., None] >= 0, blocks[np.maximum(nb, 0)], -(1 << 30))
+    assert np.array_equal(coords_of(a, fast.blocks)[order], coords_of(b, general.blocks))
 
 
-@needs_numba
 def test_pair_codes_kernel_equals_array_code():
-    from core3d_ros.core.fusion import pkernels
-
+    """The merge pass's object pairs = those of every two slots of each row, in array code."""
     rng = np.random.default_rng(6)
     ids = rng.integers(-1, 9, size=(300, 4)).astype(np.int32)
     ids[rng.random((300, 4)) < 0.4] = -1
@@ -537,7 +520,7 @@ def test_pair_codes_kernel_equals_array_code():
             a, b = sub[:, i], sub[:, j]
             ok = (a >= 0) & (b >= 0)
             ref.append((np.minimum(a[ok], b[ok]).astype(np.int64) << 32) | np.maximum(a[ok], b[ok]).astype(np.int64))
-    assert np.array_equal(np.unique(pkernels.pair_codes_kernel(rows, ids)), np.unique(np.concatenate(ref)))
+    assert np.array_equal(np.unique(map_kernels.pair_codes_kernel(rows, ids)), np.unique(np.concatenate(ref)))
 
 
 # ------------------------------------------------------------------ label image in, masks not painted
@@ -616,9 +599,9 @@ def _reference_depth_voxels(depth, rxs, rys, M, t, labels):
     rx, ry = np.tile(rxs, h), np.repeat(rys, w)
     flat = depth.reshape(-1)
     work = [np.empty(flat.size, np.int32) for _ in range(3)] + [np.empty(flat.size, np.int64)]
-    k, _, _ = kernels.backproject_kernel(flat, rx, ry, M, t, *work)
+    k, _, _ = backproject_kernel(flat, rx, ry, M, t, *work)
     cx, cy, cz, valid = (a[:k] for a in work)
-    ok, blocks, voxel, vlabel, _, rep, _, vlut, _, _ = kernels.dedupe_kernel(cx, cy, cz, 1 << 22, labels.reshape(-1), valid)
+    ok, blocks, voxel, vlabel, _, rep, _, vlut, _, _ = dedupe_kernel(cx, cy, cz, 1 << 22, labels.reshape(-1), valid)
     assert ok
     return k, blocks, voxel, vlabel, valid[rep], vlut
 
@@ -632,14 +615,13 @@ def _depth_image(rng, h, w, holes=0.3):
     return d.astype(np.float32)
 
 
-@needs_numba
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("seed", range(4))
 def test_threaded_depth_voxels_equal_reference(seed, threads):
     """Same blocks, voxels (and their order), last pixels, majority labels and voxel table as the
     one-thread reference, for any number of threads."""
     from core3d_ros.core.fusion.pixels import depth_voxels
-    from core3d_ros.core.fusion.team import ThreadTeam
+    from core3d_ros.core.fusion.threads import ThreadTeam
 
     rng = np.random.default_rng(seed)
     h, w = (48, 64) if seed % 2 else (120, 160)
@@ -674,14 +656,13 @@ def test_threaded_depth_voxels_equal_reference(seed, threads):
 REDKITCHEN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "7scenes-redkitchen"
 
 
-@needs_numba
 @pytest.mark.skipif(not REDKITCHEN.is_dir(), reason="needs ../shared/data/7scenes-redkitchen (the real RGB-D sequence)")
 def test_threaded_depth_voxels_equal_reference_on_real_frames():
     from core3d_ros.core.datasets import iter_frames, open_dataset
-    from core3d_ros.core.fusion import pkernels
-    from core3d_ros.core.fusion.object_map import _ray_axes
+    from core3d_ros.core.fusion import dbscan
+    from core3d_ros.core.fusion.integration import _ray_axes
     from core3d_ros.core.fusion.pixels import depth_voxels
-    from core3d_ros.core.fusion.team import ThreadTeam
+    from core3d_ros.core.fusion.threads import ThreadTeam
 
     frames = list(iter_frames(open_dataset(str(REDKITCHEN), max_frames=40), []))[::8]
     team = ThreadTeam(2)
@@ -700,7 +681,7 @@ def test_threaded_depth_voxels_equal_reference_on_real_frames():
                 # the DBSCAN split on the team: the reference kernel's segments
                 fv = FrameVoxels.from_depth(got)
                 args = (fv.voxel, fv._vlut, fv.block_neighbours(), fv.label.astype(np.int64), neighbour_offsets(1.75), 3, 15)
-                assert np.array_equal(pkernels.dbscan_padded(*args, team=team), kernels.dbscan_kernel(*args))
+                assert np.array_equal(dbscan.dbscan_padded(*args, team=team), dbscan_kernel(*args))
     finally:
         team.close()
 
@@ -724,12 +705,11 @@ def test_fusion_threads_give_the_same_map():
     assert maps[0].num_voxels > 0
 
 
-@needs_numba
 def test_depth_voxels_hand_case():
     """Four pixels of a 1x4 image, identity pose, 1 m voxels: pixel 0 and 3 at voxel (0, 0, 2),
     pixel 1 without depth, pixel 2 at voxel (9, 0, 2) (another block). Labels 1, 5, 2, 1."""
     from core3d_ros.core.fusion.pixels import depth_voxels
-    from core3d_ros.core.fusion.team import ThreadTeam
+    from core3d_ros.core.fusion.threads import ThreadTeam
 
     depth = np.array([[2.5, 0.0, 2.5, 2.5]], np.float32)
     rxs = np.array([0.1, 0.0, 3.7, 0.2], np.float32)  # x = rx * z: 0.25, -, 9.25, 0.5
@@ -743,13 +723,12 @@ def test_depth_voxels_hand_case():
         assert got.rep.tolist() == [3, 2] and got.label.tolist() == [1, 2]
 
 
-@needs_numba
 def test_depth_voxels_votes_runs_as_their_pixels():
     """Runs of pixels with one label are voted on at once: for label sequences with runs
     longer, as long as and shorter than the votes against them, interrupted by pixels without
     depth and by another voxel, the label is the pixel-by-pixel Boyer-Moore candidate."""
     from core3d_ros.core.fusion.pixels import depth_voxels
-    from core3d_ros.core.fusion.team import ThreadTeam
+    from core3d_ros.core.fusion.threads import ThreadTeam
 
     def boyer_moore(seq):
         cand, votes = 0, 0
@@ -784,10 +763,9 @@ def test_depth_voxels_votes_runs_as_their_pixels():
         team.close()
 
 
-@needs_numba
 def test_depth_voxels_refusals():
     from core3d_ros.core.fusion.pixels import depth_voxels
-    from core3d_ros.core.fusion.team import ThreadTeam
+    from core3d_ros.core.fusion.threads import ThreadTeam
 
     team = ThreadTeam(2)
     rxs, rys, lab = np.zeros(4, np.float32), np.zeros(1, np.float32), np.zeros(4, np.uint16)
@@ -801,17 +779,16 @@ def test_depth_voxels_refusals():
     team.close()
 
 
-@needs_numba
 def test_map_neighbour_rows_kernel_equals_lookup():
     """The hidden-side join's neighbour rows by block arithmetic = ObjectMap.lookup of the
     neighbours' coordinates, across block boundaries and where the map has nothing."""
-    from core3d_ros.core.fusion.object_map import _BLOCK_STEPS
-    from core3d_ros.core.fusion.pkernels import map_neighbour_rows_kernel
+    from core3d_ros.core.fusion.association import _BLOCK_STEPS
+    from core3d_ros.core.fusion.map_kernels import map_neighbour_rows_kernel
 
     rng = np.random.default_rng(4)
     omap = ObjectMap(FusionConfig(voxel_size=0.05, min_segment_voxels=1))
     pts = rng.uniform(-0.6, 0.6, size=(3000, 3))
-    omap.integrate(pts, np.zeros((3000, 3), np.uint8), [np.ones(3000, bool)], stamp=0.0)
+    omap.integrate_points(pts, np.zeros((3000, 3), np.uint8), np.ones(3000, np.int32), 0.0)
     assert omap.num_voxels > 500
     frame = np.unique(np.floor(rng.uniform(-0.9, 0.9, size=(2000, 3)) / 0.05).astype(np.int32), axis=0)
     fv = FrameVoxels(np.ascontiguousarray(frame.T), compiled=True)
@@ -823,7 +800,6 @@ def test_map_neighbour_rows_kernel_equals_lookup():
     assert np.array_equal(got, want) and (want >= 0).sum() > 100 and (want < 0).sum() > 100
 
 
-@needs_numba
 @pytest.mark.parametrize("T", [1, 2, 3])
 def test_vote_in_ranges_equals_one_pass(T):
     """Voting the rows in T ranges (a team's threads) leaves the map arrays as one pass does
@@ -840,11 +816,11 @@ def test_vote_in_ranges_equals_one_pass(T):
     fc = rng.integers(0, 256, size=(R, 3)).astype(np.uint8)
     a = [x.copy() for x in (ids, hits, owner, colors, color_n)]
     b = [x.copy() for x in (ids, hits, owner, colors, color_n)]
-    want = kernels.vote_kernel(rows, oid, *a, fc, 20)
+    want = map_kernels.vote_kernel(rows, oid, *a, fc, 20)
     out = (np.empty(R, np.int64),) + tuple(np.empty(R, np.int32) for _ in range(4))
     counts = np.zeros((T, 3), np.int64)
     for k in range(T):
-        kernels.vote_part_kernel(k, T, rows, oid, *b, fc, 20, *out, counts)
+        map_kernels.vote_part_kernel(k, T, rows, oid, *b, fc, 20, *out, counts)
     step = (R + T - 1) // T
     got = [np.concatenate([out[i][k * step : k * step + counts[k, col]] for k in range(T)]) for i, col in enumerate((0, 0, 1, 2, 2))]
     for x, y in zip(a, b):
@@ -854,9 +830,8 @@ def test_vote_in_ranges_equals_one_pass(T):
     assert len(want[0]) > 10 and len(want[2]) > 0 and len(want[3]) > 10
 
 
-@needs_numba
 def test_gather_rows_kernel_equals_fancy_indexing():
-    from core3d_ros.core.fusion.pkernels import gather_rows_kernel
+    from core3d_ros.core.fusion.blocks import gather_rows_kernel
 
     rng = np.random.default_rng(2)
     colors = rng.integers(0, 256, size=(500, 3)).astype(np.uint8)
@@ -869,14 +844,13 @@ def test_gather_rows_kernel_equals_fancy_indexing():
 # ------------------------------------------------------------------ branch-free DBSCAN = reference
 
 
-@needs_numba
 @pytest.mark.parametrize("seed,min_samples,eps", [(0, 1, 1.75), (1, 3, 1.75), (2, 5, 1.75), (3, 3, 2.5), (4, 4, 1.0), (5, 3, 1.75)])
 def test_padded_dbscan_equals_reference_kernels(seed, min_samples, eps):
-    """Same segment of every voxel as kernels.dbscan_kernel, with the
+    """Same segment of every voxel as the reference dbscan_kernel, with the
     voxel table padded (as the per-pixel stage makes it) and with an unpadded one (copied), on
     one to three threads."""
-    from core3d_ros.core.fusion import pkernels
-    from core3d_ros.core.fusion.team import ThreadTeam
+    from core3d_ros.core.fusion import dbscan
+    from core3d_ros.core.fusion.threads import ThreadTeam
 
     rng = np.random.default_rng(seed)
     pts = np.unique(rng.integers(-6, 12, size=(9000, 3)), axis=0)
@@ -889,57 +863,62 @@ def test_padded_dbscan_equals_reference_kernels(seed, min_samples, eps):
     nbr = plain.block_neighbours()
     teams = [ThreadTeam(t) for t in (1, 2, 3)]
     for min_size in (1, 4):
-        ref = kernels.dbscan_kernel(plain.voxel, plain._vlut, nbr, labels, off, min_samples, min_size)
-        assert np.array_equal(ref, pkernels.dbscan_padded(plain.voxel, plain._vlut, nbr, labels, off, min_samples, min_size))
+        ref = dbscan_kernel(plain.voxel, plain._vlut, nbr, labels, off, min_samples, min_size)
+        assert np.array_equal(ref, dbscan.dbscan_padded(plain.voxel, plain._vlut, nbr, labels, off, min_samples, min_size))
         for team in teams:  # the neighbour search in parts, the clusters beside other work
-            got, side = pkernels.dbscan_padded(plain.voxel, padded_vlut, nbr, labels, off, min_samples, min_size, team=team, beside=lambda: "side")
+            got, side = dbscan.dbscan_padded(plain.voxel, padded_vlut, nbr, labels, off, min_samples, min_size, team=team, beside=lambda: "side")
             assert np.array_equal(ref, got) and side == "side", team.threads
         assert ref.max() >= 1
     for team in teams:
         team.close()
 
 
-@needs_numba
 def test_padded_dbscan_hand_case():
     """As test_fast_dbscan_hand_case, across a block boundary (x = 6..9) and with a gap."""
-    from core3d_ros.core.fusion import pkernels
+    from core3d_ros.core.fusion import dbscan
 
     xs = [6, 7, 8, 9, 0, 1, 2, 3, 12]
     pts = np.stack([np.array(xs), np.zeros(9, int), np.zeros(9, int)]).astype(np.int32)
     fv = FrameVoxels(pts, compiled=True)
     labels = np.ones(len(fv), np.int64)
-    seg = pkernels.dbscan_padded(fv.voxel, fv._vlut, fv.block_neighbours(), labels, neighbour_offsets(1.0), 3, 1)
+    seg = dbscan.dbscan_padded(fv.voxel, fv._vlut, fv.block_neighbours(), labels, neighbour_offsets(1.0), 3, 1)
     assert dict(zip(fv.voxel_coords()[:, 0].tolist(), seg.tolist())) == {6: 0, 7: 0, 8: 0, 9: 0, 0: 1, 1: 1, 2: 1, 3: 1, 12: -1}
     empty = np.zeros(0, np.int64)
-    assert len(pkernels.dbscan_padded(empty, np.full(512, -1, np.int32), np.zeros((0, 27), np.int64), empty, neighbour_offsets(1.75), 3, 1)) == 0
+    assert len(dbscan.dbscan_padded(empty, np.full(512, -1, np.int32), np.zeros((0, 27), np.int64), empty, neighbour_offsets(1.75), 3, 1)) == 0
 
 
-@needs_numba
 def test_warm_up_reaches_every_kernel():
-    """After warm_up, fusing a room (associations, hidden sides, votes, merge passes) compiles
-    nothing more: a first real frame must not pay a kernel's compilation (0.2-0.7 s each on a
-    cold cache). In a fresh process, so that other tests' frames do not count."""
+    """After warm_up, fusing a room (associations, hidden sides, votes in one range and in the
+    team's ranges, merge passes) compiles nothing more: a first real frame must not pay a
+    kernel's compilation (0.2-0.7 s each on a cold cache). warm_up makes its own frames: fusion
+    does not import the datasets. In a fresh process, so that other tests' frames do not
+    count."""
     import subprocess
     import sys
 
     code = """
 import sys
 from core3d_ros.config import FusionConfig
-from core3d_ros.core.datasets.synthetic import make_scene
 from core3d_ros.core.fusion import object_map as om
 
 def compiled():
     return {f"{n}.{k}": len(v.signatures) for n, m in list(sys.modules.items()) if n.startswith("core3d_ros")
             for k, v in vars(m).items() if hasattr(v, "signatures") and hasattr(v, "py_func")}
 
-om.warm_up(FusionConfig())
+om.warm_up(FusionConfig(threads=2))
+assert not [n for n in sys.modules if n.startswith("core3d_ros.core.datasets")], "warm_up imported the datasets"
 before = compiled()
+from core3d_ros.core.datasets.synthetic import make_scene
 scene = make_scene(seed=1, num_frames=24)
-omap = om.ObjectMap(FusionConfig(merge_interval=4))
+omap = om.ObjectMap(FusionConfig(merge_interval=4, threads=2))
 for i in range(len(scene)):
     f = scene[i]
     omap.integrate_frame(f.depth, f.intrinsics, f.pose, f.rgb, f.instance_ids.astype("uint16"), float(i))
-assert omap.frames == 24 and omap.num_voxels > 0
+f = scene[0]
+depth = f.depth.copy()
+depth[:, 24:] = 0  # a view with few voxels: the votes in one range
+s = omap.integrate_frame(depth, f.intrinsics, f.pose, f.rgb, f.instance_ids.astype("uint16"), 24.0)
+assert omap.frames == 25 and omap.num_voxels > 0 and 0 < s.voxels < 4096, s
 print(sorted(k for k, v in compiled().items() if v != before.get(k, 0)))
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -947,16 +926,13 @@ print(sorted(k for k, v in compiled().items() if v != before.get(k, 0)))
     assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout[-2000:]
 
 
-@needs_numba
 def test_voxel_rows_kernel_equals_array_code():
     """The map row of each frame voxel, compiled, equals the numpy gather it replaces (absent
     blocks give -1)."""
-    from core3d_ros.core.fusion import pkernels
-
     rng = np.random.default_rng(3)
     btable = rng.integers(-1, 10_000, size=(50, 512)).astype(np.int32)
     block_number = rng.integers(-1, 50, size=30)
     vb, vo = rng.integers(0, 30, size=4000), rng.integers(0, 512, size=4000)
     want = np.where(block_number[vb] >= 0, btable[np.maximum(block_number[vb], 0), vo], -1)
-    got = pkernels.voxel_rows_kernel(block_number, vb, vo, btable)
+    got = map_kernels.voxel_rows_kernel(block_number, vb, vo, btable)
     assert got.dtype == np.int64 and np.array_equal(got, want) and (got == -1).any() and (got >= 0).any()

@@ -8,6 +8,7 @@ from core3d_ros.core.datasets import make_scene
 from core3d_ros.core.fusion.object_map import ObjectMap, ObjectState
 from core3d_ros.core.fusion.voxels import pack
 from core3d_ros.core.pipeline import Mapper
+from fusion_reference import array_vote
 from test_fusion_engine import cfg, fuse, line
 
 
@@ -46,7 +47,7 @@ def test_the_merge_pass_allocates_by_what_it_touched_not_by_the_ids_ever_issued(
     dup = omap.next_id
     omap.objects[dup] = ObjectState(id=dup, num_observations=1)
     omap.next_id += 1
-    omap._vote(rows, dup)
+    array_vote(omap, rows, dup)
     fuse(omap, [line(0, 3)])  # touches the duplicated voxels
     tracemalloc.start()
     try:

@@ -1,24 +1,31 @@
 """Per-frame voxel deduplication through 8x8x8 blocks, without sorting and without a per-pixel hash.
 
 A depth frame's 300 k pixels fall into ~10 k distinct voxels but only a few hundred distinct
-blocks of 8^3 voxels. ``FrameVoxels`` finds them with array operations only:
+blocks of 8^3 voxels. ``FrameVoxels`` finds them in one compiled pass over the points
+(``dedupe_kernel``, below with the other compiled passes over a frame's voxels; depth images
+take the threaded per-pixel stage of :mod:`.pixels` instead):
 
 1. per point, voxel coordinates -> block coordinates (``>> 3``) and the offset inside the block;
 2. the frame's blocks are indexed in a dense grid over the frame's own block bounding box (a few
-   thousand cells for a camera frustum), so the distinct blocks come from one ``bincount``;
-3. per point, ``frame_block * 512 + offset`` indexes a dense (blocks x 512) table, so the distinct
-   voxels and their point counts come from one more ``bincount``.
+   thousand cells for a camera frustum);
+3. per point, ``frame_block * 512 + offset`` indexes a dense (blocks x 512) table of the frame's
+   voxels.
+
+A frame whose block bounding box exceeds ``MAX_DENSE_BLOCK_CELLS`` (points spread over a huge
+box, never a camera frustum) takes the general path: sorted block keys (``np.unique``), then the
+same (blocks x 512) table.
 
 Everything after this step works per voxel (~10-60 k), not per pixel. Only the frame's blocks are
 looked up in the persistent map (:class:`BlockHash`).
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 BLOCK = 8
 BLOCK_VOXELS = BLOCK**3
-MAX_DENSE_BLOCK_CELLS = 1 << 22  # frame block grids larger than this fall back to np.unique
+MAX_DENSE_BLOCK_CELLS = 1 << 22  # frame block grids larger than this take the general path (np.unique)
 
 
 def block_offsets(coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -43,11 +50,12 @@ def offset_coords(offsets: np.ndarray) -> np.ndarray:
 
 
 class FrameVoxels:
-    """The distinct voxels of one frame and, per point, which of them it falls in.
+    """The distinct voxels of one frame and, per voxel, a representative point.
 
     Attributes: ``blocks`` (B, 3) int32 block coordinates; ``voxel`` (V,) cell indices
-    ``frame_block * 512 + offset`` in increasing order; ``point_voxel`` (N,) index into ``voxel``;
-    ``counts`` (V,) points per voxel.
+    ``frame_block * 512 + offset``; ``rep`` (V,) the last point of each voxel and ``label``
+    (V,) the majority label of its points (compiled path), or ``point_voxel`` (N,) index into
+    ``voxel`` and ``counts`` (V,) points per voxel (general path, voxels in increasing order).
     """
 
     def __init__(
@@ -58,29 +66,26 @@ class FrameVoxels:
         pix: np.ndarray | None = None,
     ):
         """``coords``: (3, N) int32 voxel coordinates (one row per axis, contiguous).
-        ``compiled``: use the numba kernel when available (same result, voxels in order of
-        first appearance instead of increasing order). Depth images take
-        :meth:`from_depth` instead (the threaded per-pixel stage)."""
+        ``compiled``: the compiled pass (voxels in order of first appearance) where the frame's
+        block grid is small enough; False: the general path always (tests compare the two).
+        Depth images take :meth:`from_depth` instead (the threaded per-pixel stage)."""
         if not isinstance(coords, tuple):
             coords = np.ascontiguousarray(coords, dtype=np.int32)
         n = len(coords[0])
         self.rep = None  # per voxel, its last point (set by the compiled path)
         self.label = None  # per voxel, the majority label of its points (compiled path)
         if compiled and n:
-            from .kernels import HAVE_NUMBA, dedupe_kernel
-
-            if HAVE_NUMBA:
-                cx, cy, cz = (np.ascontiguousarray(c, dtype=np.int32) for c in coords)
-                if labels is None:
-                    labels, pix = np.zeros(1, np.int64), np.zeros(n, np.int64)
-                ok, blocks, voxel, vlabel, counts, rep, cell_block, vlut, lo, dims = dedupe_kernel(cx, cy, cz, MAX_DENSE_BLOCK_CELLS, labels, pix)
-                if ok:
-                    self.blocks, self.voxel, self.rep, self.label = blocks, voxel, rep, vlabel
-                    self.point_voxel = self.counts = None  # not made by the compiled path
-                    self._cell_block, self._vlut, self._lo, self._dims = cell_block, vlut, lo, dims
-                    self._strides = np.array([dims[1] * dims[2], dims[2], 1], np.int64)
-                    self._grid = True
-                    return
+            cx, cy, cz = (np.ascontiguousarray(c, dtype=np.int32) for c in coords)
+            if labels is None:
+                labels, pix = np.zeros(1, np.int64), np.zeros(n, np.int64)
+            ok, blocks, voxel, vlabel, counts, rep, cell_block, vlut, lo, dims = dedupe_kernel(cx, cy, cz, MAX_DENSE_BLOCK_CELLS, labels, pix)
+            if ok:
+                self.blocks, self.voxel, self.rep, self.label = blocks, voxel, rep, vlabel
+                self.point_voxel = self.counts = None  # not made by the compiled path
+                self._cell_block, self._vlut, self._lo, self._dims = cell_block, vlut, lo, dims
+                self._strides = np.array([dims[1] * dims[2], dims[2], 1], np.int64)
+                self._grid = True
+                return
             coords = np.stack([np.asarray(c, np.int32) for c in coords])
         if n == 0:
             self.blocks = np.zeros((0, 3), np.int32)
@@ -94,37 +99,17 @@ class FrameVoxels:
             self._grid = True
             self._vlut = np.zeros(0, np.int64)
             return
+        # The general path: the frame's blocks by sorting their keys.
         bx, by, bz = coords[0] >> 3, coords[1] >> 3, coords[2] >> 3
         off = (coords[0] & 7) << 6
         off |= (coords[1] & 7) << 3
         off |= coords[2] & 7
-        lo = np.array([bx.min(), by.min(), bz.min()], np.int64)
-        hi = np.array([bx.max(), by.max(), bz.max()], np.int64)
-        dims = hi - lo + 1
-        cells = int(np.prod(dims))
-        self._lo, self._dims = lo, dims
-        if cells <= MAX_DENSE_BLOCK_CELLS:
-            strides = np.array([dims[1] * dims[2], dims[2], 1], np.int64)
-            cell = bx - np.int32(lo[0])
-            cell *= np.int32(strides[0])
-            t = by - np.int32(lo[1])
-            t *= np.int32(strides[1])
-            cell += t
-            cell += bz
-            cell -= np.int32(lo[2])
-            occupied = np.flatnonzero(np.bincount(cell, minlength=cells))
-            cell_block = np.full(cells, -1, np.int32)
-            cell_block[occupied] = np.arange(len(occupied), dtype=np.int32)
-            point_block = cell_block[cell]
-            self.blocks = (np.stack(np.unravel_index(occupied, tuple(dims)), axis=1) + lo).astype(np.int32)
-            self._cell_block, self._strides, self._grid = cell_block, strides, True
-        else:  # a frame spread over a huge box (never a camera frustum): sort the block keys
-            bc = np.stack([bx, by, bz], axis=1)
-            keys = _block_keys(bc)
-            ukeys, first, point_block = np.unique(keys, return_index=True, return_inverse=True)
-            point_block = point_block.reshape(-1).astype(np.int32)
-            self.blocks = bc[first].astype(np.int32)
-            self._ukeys, self._grid = ukeys, False
+        bc = np.stack([bx, by, bz], axis=1)
+        keys = _block_keys(bc)
+        ukeys, first, point_block = np.unique(keys, return_index=True, return_inverse=True)
+        point_block = point_block.reshape(-1).astype(np.int32)
+        self.blocks = bc[first].astype(np.int32)
+        self._ukeys, self._grid = ukeys, False
         nb = len(self.blocks)
         point_block <<= 9
         point_block |= off
@@ -183,45 +168,157 @@ class FrameVoxels:
     def block_neighbours(self) -> np.ndarray:
         """(B, 27) frame-block index of each frame block's 27 neighbouring blocks (shift
         (sx, sy, sz) in {-1, 0, 1}^3 at column (sx+1)*9 + (sy+1)*3 + (sz+1)); -1 where absent."""
-        nb = len(self.blocks)
-        if self._grid and nb:
-            from .kernels import HAVE_NUMBA
-
-            if HAVE_NUMBA:
-                from .pkernels import block_neighbours_kernel
-
-                return block_neighbours_kernel(self.blocks, self._cell_block, self._lo, self._dims)
+        if len(self.blocks) == 0:
+            return np.zeros((0, 27), np.int64)
+        if self._grid:
+            return block_neighbours_kernel(self.blocks, self._cell_block, self._lo, self._dims)
         shifts = np.stack(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1], indexing="ij"), axis=-1).reshape(-1, 3)
         b = (self.blocks[:, None, :].astype(np.int64) + shifts[None]).reshape(-1, 3)
-        if self._grid:
-            rel = b - self._lo
-            inside = ((rel >= 0) & (rel < self._dims)).all(axis=1)
-            cell = np.where(inside, rel[:, 0] * self._strides[0] + rel[:, 1] * self._strides[1] + rel[:, 2], 0)
-            out = np.where(inside, self._cell_block[cell], -1)
-        else:
-            keys = _block_keys(b)
-            pos = np.searchsorted(self._ukeys, keys)
-            pos[pos >= len(self._ukeys)] = 0
-            out = np.where(self._ukeys[pos] == keys, pos, -1)
-        return out.reshape(nb, 27).astype(np.int64)
+        keys = _block_keys(b)
+        pos = np.searchsorted(self._ukeys, keys)
+        pos[pos >= len(self._ukeys)] = 0
+        out = np.where(self._ukeys[pos] == keys, pos, -1)
+        return out.reshape(len(self.blocks), 27).astype(np.int64)
 
-    def neighbours(self, offsets: np.ndarray, members: np.ndarray | None = None) -> np.ndarray:
-        """(M, K) index of the neighbour of each voxel in ``members`` (default: all) at each of
-        the K integer offsets (each component in [-8, 8]); -1 where absent. Lookups go through
-        the frame's block table, one gather per offset: no search, no hash."""
-        vox = self.voxel if members is None else self.voxel[members]
-        vb = vox >> 9
-        o = vox & (BLOCK_VOXELS - 1)
-        ox, oy, oz = o >> 6, (o >> 3) & 7, o & 7
-        nbr = self.block_neighbours()
-        table = np.empty((len(vox), len(offsets)), np.int64)
-        for j, (dx, dy, dz) in enumerate(np.asarray(offsets, np.int64).tolist()):
-            lx, ly, lz = ox + dx, oy + dy, oz + dz
-            col = ((lx >> 3) + 1) * 9 + ((ly >> 3) + 1) * 3 + ((lz >> 3) + 1)
-            b = nbr[vb, col]
-            cell = (b << 9) | ((lx & 7) << 6) | ((ly & 7) << 3) | (lz & 7)
-            table[:, j] = np.where(b >= 0, self._vlut[np.where(b >= 0, cell, 0)], -1)
-        return table
+
+# ------------------------------------------------------------------ compiled passes over a frame's voxels
+
+
+def _jit(fn):
+    return numba.njit(cache=True, nogil=True, fastmath=True)(fn)
+
+
+def _dedupe(cx, cy, cz, max_cells, label_flat, pix):
+    """The frame's distinct blocks and voxels (see :class:`FrameVoxels`), in order of
+    first appearance; per voxel its last point (``rep``) and the majority label of its points
+    (``label_flat[pix[i]]`` per point i; Boyer-Moore vote, so a voxel on a mask boundary takes
+    the label most of its pixels carry). Per-point voxel indices and counts
+    are not made (empty arrays): the engine needs only ``rep``. Returns (ok, blocks, voxel, point_voxel, counts, rep, cell_block, vlut, lo, dims);
+    ok=False when the block bounding box exceeds ``max_cells``."""
+    n = cx.shape[0]
+    lo = np.empty(3, np.int64)
+    hi = np.empty(3, np.int64)
+    for a in range(3):
+        lo[a] = 1 << 40
+        hi[a] = -(1 << 40)
+    for i in range(n):
+        bx = cx[i] >> 3
+        by = cy[i] >> 3
+        bz = cz[i] >> 3
+        lo[0] = min(lo[0], bx)
+        hi[0] = max(hi[0], bx)
+        lo[1] = min(lo[1], by)
+        hi[1] = max(hi[1], by)
+        lo[2] = min(lo[2], bz)
+        hi[2] = max(hi[2], bz)
+    dims = hi - lo + 1
+    if n == 0:
+        dims[:] = 1
+        lo[:] = 0
+    cells = dims[0] * dims[1] * dims[2]
+    empty = np.zeros(0, np.int64)
+    if cells > max_cells:
+        return False, np.zeros((0, 3), np.int32), empty, empty, empty, empty, empty, np.zeros(0, np.int32), lo, dims
+    s0 = dims[1] * dims[2]
+    s1 = dims[2]
+    cell_block = np.full(cells, -1, np.int32)
+    all_blocks = np.empty((min(n, cells), 3), np.int32)
+    nb = 0
+    for i in range(n):
+        bx = cx[i] >> 3
+        by = cy[i] >> 3
+        bz = cz[i] >> 3
+        c = (bx - lo[0]) * s0 + (by - lo[1]) * s1 + (bz - lo[2])
+        if cell_block[c] < 0:
+            cell_block[c] = nb
+            all_blocks[nb, 0] = bx
+            all_blocks[nb, 1] = by
+            all_blocks[nb, 2] = bz
+            nb += 1
+    blocks = all_blocks[:nb].copy()
+    vlut = np.full(nb * 512, -1, np.int32)
+    voxel = np.empty(min(n, nb * 512), np.int64)
+    rep = np.empty(min(n, nb * 512), np.int64)
+    cand = np.zeros(min(n, nb * 512), np.int64)
+    votes = np.zeros(min(n, nb * 512), np.int64)
+    nv = 0
+    for i in range(n):
+        c = ((cx[i] >> 3) - lo[0]) * s0 + ((cy[i] >> 3) - lo[1]) * s1 + ((cz[i] >> 3) - lo[2])
+        cell = (np.int64(cell_block[c]) << 9) | ((cx[i] & 7) << 6) | ((cy[i] & 7) << 3) | (cz[i] & 7)
+        v = vlut[cell]
+        if v < 0:
+            v = nv
+            vlut[cell] = nv
+            voxel[nv] = cell
+            nv += 1
+        rep[v] = i
+        lab = np.int64(label_flat[pix[i]])
+        if votes[v] == 0:
+            cand[v] = lab
+            votes[v] = 1
+        elif cand[v] == lab:
+            votes[v] += 1
+        else:
+            votes[v] -= 1
+    return True, blocks, voxel[:nv].copy(), cand[:nv].copy(), empty, rep[:nv].copy(), cell_block.astype(np.int64), vlut, lo, dims
+
+
+dedupe_kernel = _jit(_dedupe)
+
+
+def _block_neighbours(blocks, cell_block, lo, dims):
+    """(B, 27) frame-block index of each block's neighbours (column (sx+1)*9 + (sy+1)*3 + (sz+1)),
+    -1 where absent, for the frame's block grid (:meth:`FrameVoxels.block_neighbours`)."""
+    B = blocks.shape[0]
+    out = np.empty((B, 27), np.int64)
+    s0 = dims[1] * dims[2]
+    s1 = dims[2]
+    for b in range(B):
+        for sx in range(-1, 2):
+            rx = blocks[b, 0] + sx - lo[0]
+            for sy in range(-1, 2):
+                ry = blocks[b, 1] + sy - lo[1]
+                for sz in range(-1, 2):
+                    rz = blocks[b, 2] + sz - lo[2]
+                    col = (sx + 1) * 9 + (sy + 1) * 3 + (sz + 1)
+                    if 0 <= rx < dims[0] and 0 <= ry < dims[1] and 0 <= rz < dims[2]:
+                        out[b, col] = cell_block[rx * s0 + ry * s1 + rz]
+                    else:
+                        out[b, col] = -1
+    return out
+
+
+block_neighbours_kernel = _jit(_block_neighbours)
+
+
+def block_step(cell, dx, dy, dz):
+    """The voxel at offset (dx, dy, dz), each in [-8, 8], from ``cell`` (block << 9 | offset
+    in the block): (column of its block among the 27 around the cell's block, as
+    ``block_neighbours`` numbers them, (sx+1)*9 + (sy+1)*3 + (sz+1); its offset in that block)."""
+    o = cell & 511
+    lx = (o >> 6) + dx
+    ly = ((o >> 3) & 7) + dy
+    lz = (o & 7) + dz
+    return ((lx >> 3) + 1) * 9 + ((ly >> 3) + 1) * 3 + ((lz >> 3) + 1), ((lx & 7) << 6) | ((ly & 7) << 3) | (lz & 7)
+
+
+block_step = numba.njit(cache=True, nogil=True, inline="always")(block_step)
+
+
+def _gather_rows(colors, rows):
+    """``colors[rows]`` for (N, 3) uint8 colours: the frame voxels' colours from their
+    representative pixels (``rep``), without numpy's fancy-indexing temporaries."""
+    V = rows.shape[0]
+    out = np.empty((V, 3), np.uint8)
+    for v in range(V):
+        p = rows[v]
+        out[v, 0] = colors[p, 0]
+        out[v, 1] = colors[p, 1]
+        out[v, 2] = colors[p, 2]
+    return out
+
+
+gather_rows_kernel = _jit(_gather_rows)
 
 
 class BlockHash:

@@ -1,7 +1,8 @@
 """The per-pixel stage of fusing a depth frame, on several threads: valid pixels -> the
 frame's distinct voxels, each with its last pixel and the majority label of its pixels. The
-result is identical to the one-thread reference (:func:`.kernels._backproject` then
-:func:`.kernels._dedupe`): same voxels, same order, same labels.
+result is identical to a one-thread pass over the pixels in order (back-projection, then
+:func:`.blocks.dedupe_kernel`; the tests hold that reference): same voxels, same order, same
+labels.
 
 A 640x480 frame has 300 k pixels but only ~20 k distinct voxels at 2.5 cm, so this stage is
 most of a frame's fusion time. The frame's blocks (8^3 voxels) are indexed in a dense grid over
@@ -18,23 +19,18 @@ cell). Two compiled passes on T threads, then a merge:
 3. ``_merge`` (one thread): blocks and voxels renumbered by first pixel, which is the
    one-thread numbering, and the frame's voxel table.
 
-The passes release the interpreter lock and run on ordinary Python threads (:class:`.team.ThreadTeam`):
+The passes release the interpreter lock and run on ordinary Python threads (:class:`.threads.ThreadTeam`):
 no OpenMP pool spinning between frames beside the rest of the process.
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 
-from .kernels import HAVE_NUMBA, chunk
-from .team import ThreadTeam
-
-if HAVE_NUMBA:
-    import numba
+from .threads import ThreadTeam, chunk
 
 
 def _sjit(fn, fastmath=True):
-    if not HAVE_NUMBA:
-        return None
     return numba.njit(cache=True, nogil=True, fastmath=fastmath)(fn)
 
 
@@ -44,8 +40,7 @@ def _owner(c, T):
     return np.int64((((c * np.int64(2654435761)) & np.int64(0xFFFFFFFF)) * T) >> 32)
 
 
-if HAVE_NUMBA:
-    _owner = numba.njit(cache=True, nogil=True, inline="always")(_owner)
+_owner = numba.njit(cache=True, nogil=True, inline="always")(_owner)
 
 
 def _keys(k, T, depth, rxs, rys, M, t, lo, dims, label_flat, keys, runs, counts):
@@ -215,8 +210,7 @@ def _earliest(T, head, count, first):
     return best
 
 
-if HAVE_NUMBA:
-    _earliest = numba.njit(cache=True, nogil=True, inline="always")(_earliest)
+_earliest = numba.njit(cache=True, nogil=True, inline="always")(_earliest)
 
 
 def _merge(T, lo, dims, cell_local, bfirst, bcell, first, vcell, cand, rep, nbv, vlut):
@@ -264,7 +258,7 @@ def _merge(T, lo, dims, cell_local, bfirst, bcell, first, vcell, cand, rep, nbv,
     return blocks, voxel, label, last, vlut
 
 
-keys_kernel = _sjit(_keys, fastmath=False)  # IEEE arithmetic, as kernels.backproject_kernel: the same voxels
+keys_kernel = _sjit(_keys, fastmath=False)  # IEEE arithmetic, no fused multiply-adds: every path floors the same value
 voxels_kernel = _sjit(_voxels)
 merge_kernel = _sjit(_merge)
 

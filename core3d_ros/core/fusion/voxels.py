@@ -6,6 +6,7 @@ import numpy as np
 _BITS = 21
 _OFFSET = 1 << (_BITS - 1)
 _MASK = (1 << _BITS) - 1
+MAX_COORD = _OFFSET - 1  # packable voxel coordinate range (21 bits per axis: -MAX_COORD - 1 .. MAX_COORD)
 
 
 def voxel_coords(points: np.ndarray, voxel_size: float) -> np.ndarray:

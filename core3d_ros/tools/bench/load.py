@@ -21,7 +21,7 @@ AUTO = "auto"  # bench_load's data: the shared 7-Scenes frames when present, els
 
 def _load_threads(cfg: MapperConfig, perception: str, client_max_in_flight: int) -> dict:
     """Cores and threads of the run, as configured (0 in the config: the default rule)."""
-    from ...core.fusion.team import default_threads
+    from ...core.fusion.threads import default_threads
 
     try:
         usable = len(os.sched_getaffinity(0))

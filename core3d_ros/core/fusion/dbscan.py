@@ -1,70 +1,39 @@
-"""Faster compiled kernels of the fusion engine, with results identical to the reference
-kernels in :mod:`.kernels` (tested against them on hand-made and real frames).
+"""The DBSCAN split of masks' 3-D voxels (CORE-3D step 1): each mask's voxels in a frame are
+clustered by DBSCAN, so that objects touching in the image but not in space separate.
 
-- ``dbscan_padded``: the frame's DBSCAN split (see :func:`.kernels._dbscan`) with a
-  branch-free neighbour search on several threads that packs each voxel's neighbours, a
-  union-find over only those, resolving each voxel's root once, and border voxels settled by
-  looking only at the few voxels that are not core (the reference rescans every voxel's
-  neighbours).
-- ``block_neighbours_kernel``: the 27 neighbouring blocks of each frame block
-  (:meth:`.blocks.FrameVoxels.block_neighbours` without numpy temporaries).
-- ``pair_codes_kernel``: the object pairs that share voxels, for the merge pass.
+The points clustered are voxel centres, so DBSCAN's eps-neighbourhood is a fixed set of integer
+voxel offsets (``neighbour_offsets``), looked up through the frame's block table.
+``dbscan_padded`` clusters all masks at once: a branch-free neighbour search on the team's
+threads that packs each voxel's neighbours, a union-find over only those, resolving each voxel's
+root once, and border voxels settled by looking only at the few voxels that are not core (a
+plain DBSCAN rescans every voxel's neighbours). Tested against scikit-learn's DBSCAN and,
+numbering included, against a plain reference kernel that the tests hold.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
+import numba
 import numpy as np
 
-from .kernels import HAVE_NUMBA, chunk
-from .team import ThreadTeam
-
-if HAVE_NUMBA:
-    import numba
+from .blocks import block_step
+from .threads import ThreadTeam, chunk
 
 
 def _sjit(fn):
-    if not HAVE_NUMBA:
-        return None
     return numba.njit(cache=True, nogil=True, fastmath=True)(fn)
 
 
-def _block_neighbours(blocks, cell_block, lo, dims):
-    """(B, 27) frame-block index of each block's neighbours (column (sx+1)*9 + (sy+1)*3 + (sz+1)),
-    -1 where absent; as :meth:`.blocks.FrameVoxels.block_neighbours`."""
-    B = blocks.shape[0]
-    out = np.empty((B, 27), np.int64)
-    s0 = dims[1] * dims[2]
-    s1 = dims[2]
-    for b in range(B):
-        for sx in range(-1, 2):
-            rx = blocks[b, 0] + sx - lo[0]
-            for sy in range(-1, 2):
-                ry = blocks[b, 1] + sy - lo[1]
-                for sz in range(-1, 2):
-                    rz = blocks[b, 2] + sz - lo[2]
-                    col = (sx + 1) * 9 + (sy + 1) * 3 + (sz + 1)
-                    if 0 <= rx < dims[0] and 0 <= ry < dims[1] and 0 <= rz < dims[2]:
-                        out[b, col] = cell_block[rx * s0 + ry * s1 + rz]
-                    else:
-                        out[b, col] = -1
-    return out
-
-
-block_neighbours_kernel = _sjit(_block_neighbours)
-
-
-def _step(cell, dx, dy, dz):
-    """The voxel at offset (dx, dy, dz), each in [-8, 8], from ``cell`` (block << 9 | offset
-    in the block): (column of its block among the 27 around the cell's block, as
-    ``block_neighbours`` numbers them, (sx+1)*9 + (sy+1)*3 + (sz+1); its offset in that block)."""
-    o = cell & 511
-    lx = (o >> 6) + dx
-    ly = ((o >> 3) & 7) + dy
-    lz = (o & 7) + dz
-    return ((lx >> 3) + 1) * 9 + ((ly >> 3) + 1) * 3 + ((lz >> 3) + 1), ((lx & 7) << 6) | ((ly & 7) << 3) | (lz & 7)
-
-
-if HAVE_NUMBA:
-    _step = numba.njit(cache=True, nogil=True, inline="always")(_step)
+@lru_cache(maxsize=8)
+def neighbour_offsets(eps_voxels: float) -> np.ndarray:
+    """Half of the integer offsets within Euclidean distance eps_voxels: one of each pair
+    (o, -o), which is all a symmetric neighbourhood needs."""
+    r = int(np.floor(eps_voxels))
+    g = np.arange(-r, r + 1)
+    off = np.stack(np.meshgrid(g, g, g, indexing="ij"), axis=-1).reshape(-1, 3)
+    norm = np.linalg.norm(off, axis=1)
+    positive = np.array([tuple(o) > (0, 0, 0) for o in off])
+    return off[(norm > 0) & (norm <= eps_voxels + 1e-9) & positive]
 
 
 def _clusters(voxel, vlut, nbr, labels, offsets, nbtab, nboff, nfwd, degree, min_samples, min_size):
@@ -105,8 +74,8 @@ def _clusters(voxel, vlut, nbr, labels, offsets, nbtab, nboff, nfwd, degree, min
         if core[v]:
             p = parent[v]
             out[v] = v if p == v else out[p]
-    # Border points: not core, within eps of a core point -> that core point's cluster. The
-    # reference loop (v ascending, then offset j) gives a border voxel x the cluster of the
+    # Border points: not core, within eps of a core point -> that core point's cluster. A plain
+    # loop over the pairs (v ascending, then offset j) gives a border voxel x the cluster of the
     # first pair it meets: (c, j) with c core and x its neighbour at offset j, or (x, j) with
     # x's neighbour at offset j core. So: the core neighbour with the smallest c * K + j.
     for x in range(V):
@@ -123,7 +92,7 @@ def _clusters(voxel, vlut, nbr, labels, offsets, nbtab, nboff, nfwd, degree, min
                 break
         cell = voxel[x]
         for j in range(K):  # the voxels that have x at offset j: x - offset j
-            col, off = _step(cell, -offsets[j, 0], -offsets[j, 1], -offsets[j, 2])
+            col, off = block_step(cell, -offsets[j, 0], -offsets[j, 1], -offsets[j, 2])
             u = vlut[(nbr[cell >> 9, col] << 9) | off]
             if u >= 0 and core[u] and labels[u] == lab:
                 kk = np.int64(u) * K + j
@@ -156,7 +125,7 @@ def _neighbours(k, T, voxel, vlut, nbr, labels, offsets, nbtab, nboff, nfwd, deg
     more block of -1 after the frame's B blocks (the "absent" block) and ``nbr`` names block B
     where a neighbouring block is absent (no -1), so every look-up is the same few loads, with
     no test of whether it leaves the voxel's block or finds a voxel (those branches go either
-    way at random on a surface and cost most of the reference's time). For the voxels of range
+    way at random on a surface and cost most of a plain search's time). For the voxels of range
     k: its neighbours with v's label at the (forward) offsets, packed in offset order into
     ``nbtab[v, :nfwd[v]]`` with the offsets' numbers in ``nboff`` (so the clustering visits
     only the neighbours there are, about 4 of 13 on a surface); each pair found counts for both
@@ -174,7 +143,7 @@ def _neighbours(k, T, voxel, vlut, nbr, labels, offsets, nbtab, nboff, nfwd, deg
             cell = voxel[v]
             vb = cell >> 9
             for j in range(K):
-                col, off = _step(cell, offsets[j, 0], offsets[j, 1], offsets[j, 2])
+                col, off = block_step(cell, offsets[j, 0], offsets[j, 1], offsets[j, 2])
                 u = vlut[(nbr[vb, col] << 9) | off]
                 uu = max(u, 0)
                 m = (u >= 0) & (labels[uu] == lab)
@@ -190,7 +159,15 @@ neighbours_kernel = _sjit(_neighbours)
 
 
 def dbscan_padded(voxel, vlut, nbr, labels, offsets, min_samples, min_size, team: ThreadTeam | None = None, beside=None):
-    """:func:`.kernels._dbscan`'s arguments and result (the same segments, numbering included).
+    """DBSCAN of each label's voxels at once (``labels`` > 0; 0: unlabelled, never clustered),
+    neighbours within ``offsets`` (the half-neighbourhood of :func:`neighbour_offsets`)
+    through the frame's block table (``voxel``: block << 9 | offset; ``vlut``: voxel of each
+    cell; ``nbr``: (B, 27) neighbouring blocks, -1 where absent); a voxel is core with at least
+    ``min_samples`` voxels of its label within eps, itself included, as in scikit-learn. Returns
+    per voxel its segment: clusters of at least ``min_size`` voxels, numbered 0, 1, ... in
+    order of their first voxel, or -1 (noise, small cluster, unlabelled). A border voxel joins
+    the cluster of the core neighbour met first in a scan of the neighbour pairs (voxel v
+    ascending, then offset j from v).
     The neighbour search runs on the ``team``'s threads (one part of the voxels each); the
     clusters (union-find, border voxels, numbering) on this thread while a worker runs
     ``beside()`` (Python). Returns the segments, or (segments, beside's result) when ``beside``
@@ -218,85 +195,3 @@ def dbscan_padded(voxel, vlut, nbr, labels, offsets, min_samples, min_size, team
         args = (voxel, vlut, nbr, labels, offsets, nbtab, nboff, nfwd, degree, min_samples, min_size)
         out = team.beside(cluster_kernel, args, side)
     return out if beside is not None else out[0]
-
-
-def _pair_codes(rows, ids):
-    """For the given voxel rows (repeats allowed), ``min(a, b) << 32 | max(a, b)`` for every
-    two ids held in one row's slots, in a (not deduplicated) int64 array."""
-    K = ids.shape[1]
-    n = 0
-    for i in range(rows.shape[0]):
-        r = rows[i]
-        m = 0
-        for j in range(K):
-            if ids[r, j] >= 0:
-                m += 1
-        n += m * (m - 1) // 2
-    out = np.empty(n, np.int64)
-    n = 0
-    for i in range(rows.shape[0]):
-        r = rows[i]
-        for j in range(K):
-            a = ids[r, j]
-            if a < 0:
-                continue
-            for k in range(j + 1, K):
-                b = ids[r, k]
-                if b < 0:
-                    continue
-                out[n] = (np.int64(min(a, b)) << 32) | np.int64(max(a, b))
-                n += 1
-    return out
-
-
-pair_codes_kernel = _sjit(_pair_codes)
-
-
-def _gather_rows(colors, rows):
-    """``colors[rows]`` for (N, 3) uint8 colours."""
-    V = rows.shape[0]
-    out = np.empty((V, 3), np.uint8)
-    for v in range(V):
-        p = rows[v]
-        out[v, 0] = colors[p, 0]
-        out[v, 1] = colors[p, 1]
-        out[v, 2] = colors[p, 2]
-    return out
-
-
-gather_rows_kernel = _sjit(_gather_rows)
-
-
-def _voxel_rows(block_number, voxel_block, voxel_offset, btable):
-    """Map row of each frame voxel: ``btable[block_number[voxel_block[v]], voxel_offset[v]]``,
-    -1 where its block is not in the map (``block_number`` -1)."""
-    V = voxel_block.shape[0]
-    out = np.empty(V, np.int64)
-    for v in range(V):
-        b = block_number[voxel_block[v]]
-        out[v] = btable[b, voxel_offset[v]] if b >= 0 else -1
-    return out
-
-
-voxel_rows_kernel = _sjit(_voxel_rows)
-
-
-def _map_neighbour_rows(cells, map_nbr, btable, offsets):
-    """(M, K) map row of the voxel at each of the K offsets (components in [-8, 8]) from each
-    frame voxel (``cells``: frame block << 9 | offset), -1 where the map has none;
-    ``map_nbr``: (B, 27) map block number of each frame block's neighbouring blocks (column
-    (sx+1)*9 + (sy+1)*3 + (sz+1)), -1 where the map has none; ``btable``: (map blocks, 512)
-    rows."""
-    M = cells.shape[0]
-    K = offsets.shape[0]
-    out = np.empty((M, K), np.int64)
-    for i in range(M):
-        cell = cells[i]
-        for j in range(K):
-            col, off = _step(cell, offsets[j, 0], offsets[j, 1], offsets[j, 2])
-            mb = map_nbr[cell >> 9, col]
-            out[i, j] = btable[mb, off] if mb >= 0 else -1
-    return out
-
-
-map_neighbour_rows_kernel = _sjit(_map_neighbour_rows)

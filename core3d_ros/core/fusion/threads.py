@@ -1,5 +1,6 @@
 """The fusion engine's threads: a small team that runs a compiled pass on T threads at once
-(``ThreadTeam.run``), or one compiled call beside Python work (``ThreadTeam.beside``).
+(``ThreadTeam.run``), or one compiled call beside Python work (``ThreadTeam.beside``); a pass
+takes its part of the work with ``chunk``.
 
 The passes release the interpreter lock and run on ordinary Python threads: no OpenMP pool
 spinning between frames beside the rest of the process. A hand-off to a worker costs 60-85 us
@@ -12,6 +13,7 @@ import os
 import queue
 import threading
 
+import numba
 import numpy as np
 
 
@@ -22,6 +24,16 @@ def default_threads() -> int:
     except (AttributeError, OSError):  # pragma: no cover - not Linux
         n = os.cpu_count() or 1
     return max(1, min(4, n))
+
+
+def chunk(n, k, T):
+    """Range k of T equal parts of 0..n (rows, pixels, voxels or rows of the map): (start, stop)."""
+    step = (n + T - 1) // T
+    a = min(n, k * step)
+    return a, min(n, a + step)
+
+
+chunk = numba.njit(cache=True, nogil=True, inline="always")(chunk)
 
 
 class _Worker(threading.Thread):
