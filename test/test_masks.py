@@ -1,0 +1,65 @@
+"""One label image from the masks of a frame (core3d_ros/core/masks.py)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core3d_ros.core.masks import label_boxes, paint_largest_first
+
+
+def _random_masks(rng, shape, n):
+    out = []
+    for _ in range(n):
+        m = np.zeros(shape, bool)
+        y, x = rng.integers(0, shape[0] - 2), rng.integers(0, shape[1] - 2)
+        m[y : y + rng.integers(1, 30), x : x + rng.integers(1, 30)] = True
+        m &= rng.random(shape) < 0.9  # ragged edges, holes
+        out.append(m)
+    return out
+
+
+def test_painting_is_largest_first_with_ties_in_list_order():
+    rng = np.random.default_rng(3)
+    shape = (40, 50)
+    masks = _random_masks(rng, shape, 25) + [np.zeros(shape, bool)]
+    masks.append(masks[4].copy())  # the same area as masks[4]: painted after it, so it wins
+    labels = paint_largest_first(masks, shape)
+    # by hand: each pixel holds the smallest mask covering it, the later one among equals
+    area = [int(m.sum()) for m in masks]
+    want = np.zeros(shape, np.uint16)
+    for y in range(shape[0]):
+        for x in range(shape[1]):
+            cover = [i for i, m in enumerate(masks) if m[y, x]]
+            if cover:
+                want[y, x] = min(cover, key=lambda i: (area[i], -i)) + 1
+    assert labels.dtype == np.uint16 and np.array_equal(labels, want)
+    assert np.array_equal(paint_largest_first(masks, shape, areas=area), labels)
+
+
+def test_painting_per_point_labels():
+    """Masks may be one value per point (the engine's point path), any integer dtype."""
+    masks = [np.array([1, 1, 1, 0, 0], np.uint8), np.array([0, 1, 0, 0, 1], bool)]
+    labels = paint_largest_first(masks, (5,), np.int32)
+    assert labels.dtype == np.int32 and labels.tolist() == [1, 2, 1, 0, 2]
+
+
+def test_too_many_masks_for_the_label_type():
+    with pytest.raises(ValueError, match="exceed"):
+        paint_largest_first([np.ones(2, bool)] * 256, (2,), np.uint8)
+
+
+def test_label_boxes_in_one_pass_equal_the_boxes_label_by_label():
+    rng = np.random.default_rng(5)
+    shape = (60, 80)
+    masks = _random_masks(rng, shape, 30)
+    labels = paint_largest_first(masks, shape)
+    labels[labels == 7] = 0  # a label with nothing left
+    boxes = label_boxes(labels, len(masks) + 2)  # and two labels no mask has
+    assert len(boxes) == len(masks) + 2
+    for i, box in enumerate(boxes):
+        ys, xs = np.nonzero(labels == i + 1)
+        want = None if len(ys) == 0 else (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+        assert box == want, i
+    assert boxes[6] is None and boxes[-1] is None
+    assert label_boxes(labels, 0) == []
+
