@@ -1,10 +1,12 @@
-"""One label image from the masks of a frame (core3d_ros/core/masks.py)."""
+"""One label image from the masks of a frame (core3d_ros/core/masks.py) and the area and box a
+Mask2D computes once."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from core3d_ros.core.masks import label_boxes, paint_largest_first
+from core3d_ros.core.segment.base import Mask2D, mask_bbox
 
 
 def _random_masks(rng, shape, n):
@@ -63,3 +65,47 @@ def test_label_boxes_in_one_pass_equal_the_boxes_label_by_label():
     assert boxes[6] is None and boxes[-1] is None
     assert label_boxes(labels, 0) == []
 
+
+def test_mask2d_area_and_box_are_computed_once_and_follow_a_new_mask():
+    m = np.zeros((20, 30), bool)
+    m[3:7, 10:25] = True
+    mk = Mask2D(m, 0.9)
+    assert mk.area == 60 and mk.box == (10, 3, 25, 7) == mask_bbox(m)
+    m2 = np.zeros((20, 30), bool)
+    assert mk._box[0] is m and mk.box is mk._box[1]  # cached against the array it was taken from
+    mk.mask = m2  # a new array: recomputed
+    assert mk.area == 0 and mk.box is None
+    assert Mask2D(np.array([[0, 3], [0, 0]], np.uint8)).box == (1, 0, 2, 1)
+
+
+def test_each_box_is_computed_once_through_perception(monkeypatch):
+    """The progressive merge, the five crops, the view quality and the best-view crop all read
+    the box of a Mask2D: it is computed once per mask, and the record's box comes from the
+    label image in one pass."""
+    from core3d_ros.config import MapperConfig, with_overrides
+    from core3d_ros.core.datasets import make_scene
+    from core3d_ros.core.perception import Perception
+    from core3d_ros.core.segment import base
+
+    frame = make_scene(seed=0, num_frames=2)[0]
+    h, w = frame.shape
+    masks = [np.zeros((h, w), bool) for _ in range(4)]
+    masks[0][150:, :] = True  # the floor
+    masks[1][10:60, 20:90] = True
+    masks[2][30:40, 100:150] = True
+    masks[3][100:130, 150:200] = True
+
+    class Fixed:
+        name = "fixed"
+
+        def segment(self, frame):
+            return [Mask2D(m.copy(), 0.9, level=i % 2) for i, m in enumerate(masks)]
+
+    cfg = with_overrides(MapperConfig(), embed={"name": "mean_color"}, keyframes={"enabled": False})
+    perception = Perception(cfg, segmenter=Fixed())
+    calls = []
+    real = base.tight_box
+    monkeypatch.setattr(base, "tight_box", lambda m: calls.append(1) or real(m))
+    obs = perception.infer(frame)
+    assert len(obs.masks) == 4 and len(calls) == 4
+    assert sorted(r.box for r in obs.masks) == [(0, 150, w, h), (20, 10, 90, 60), (100, 30, 150, 40), (150, 100, 200, 130)]
