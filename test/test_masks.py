@@ -36,6 +36,10 @@ def test_painting_is_largest_first_with_ties_in_list_order():
                 want[y, x] = min(cover, key=lambda i: (area[i], -i)) + 1
     assert labels.dtype == np.uint16 and np.array_equal(labels, want)
     assert np.array_equal(paint_largest_first(masks, shape, areas=area), labels)
+    boxes = [Mask2D(m).box for m in masks]  # painted inside their boxes: the same image
+    assert boxes[-2] is None and np.array_equal(paint_largest_first(masks, shape, areas=area, boxes=boxes), labels)
+    with pytest.raises(ValueError, match="shape"):
+        paint_largest_first([np.ones((4, 4), bool)], (5, 5), boxes=[(0, 0, 4, 4)])
 
 
 def test_painting_per_point_labels():

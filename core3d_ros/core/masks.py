@@ -1,6 +1,7 @@
 """Masks of one frame as one label image: painted largest first, boxes in one pass.
 
-    labels = paint_largest_first([m.mask for m in masks], shape, areas=[m.area for m in masks])
+    labels = paint_largest_first([m.mask for m in masks], shape, areas=[m.area for m in masks],
+                                 boxes=[m.box for m in masks])
     boxes = label_boxes(labels, len(masks))     # boxes[i]: what is left of masks[i], or None
 
 Several masks of one frame overlap (a cup on a table): painting the larger masks first keeps
@@ -21,19 +22,28 @@ def paint_largest_first(
     shape: tuple[int, ...],
     dtype=np.uint16,
     areas: Sequence[int] | None = None,
+    boxes: Sequence[Box | None] | None = None,
 ) -> np.ndarray:
     """A label array of ``shape`` (0 = no mask, i = ``masks[i - 1]``): masks painted by
     decreasing area (equal areas in list order), so a smaller mask lying on a larger one keeps
     its pixels. ``masks`` are boolean (or 0/1) arrays of ``shape``: HxW images, or one value
-    per point. ``areas``: their pixel counts, when already known. ValueError when there are
-    more masks than ``dtype`` can number."""
+    per point. ``areas``: their pixel counts, when already known; ``boxes`` (HxW masks only):
+    their tight boxes (None: empty), when already known, so that each is painted inside its
+    box. ValueError when there are more masks than ``dtype`` can number."""
     if len(masks) > np.iinfo(dtype).max:
         raise ValueError(f"{len(masks)} masks exceed the range of a {np.dtype(dtype).name} label image")
     if areas is None:
         areas = [int(np.count_nonzero(m)) for m in masks]
     labels = np.zeros(shape, dtype)
     for i in sorted(range(len(masks)), key=lambda i: -int(areas[i])):
-        labels[np.asarray(masks[i], bool)] = i + 1
+        mask = np.asarray(masks[i], bool)
+        if boxes is None:
+            labels[mask] = i + 1
+        elif boxes[i] is not None:
+            if mask.shape != labels.shape:
+                raise ValueError(f"mask {i} has shape {mask.shape}, the label image {labels.shape}")
+            x0, y0, x1, y1 = boxes[i]
+            labels[y0:y1, x0:x1][mask[y0:y1, x0:x1]] = i + 1
     return labels
 
 

@@ -65,7 +65,9 @@ class Observation:
         if len(masks) > MAX_LABELS:
             raise ObservationError("too_many_masks", f"{len(masks)} masks exceed {MAX_LABELS}")
         shape = masks[0].mask.shape if masks else (0, 0)
-        labels = paint_largest_first([m.mask for m in masks], shape, np.uint16, areas=[m.area for m in masks])
+        labels = paint_largest_first(
+            [m.mask for m in masks], shape, np.uint16, areas=[m.area for m in masks], boxes=[m.box for m in masks]
+        )
         boxes = label_boxes(labels, len(masks))  # what is left of each mask, all in one pass
         records = []
         for i, m in enumerate(masks):

@@ -309,7 +309,9 @@ def geometry_path(map_path: str | os.PathLike) -> str:
 def label_image(masks: list[Mask2D], shape: tuple[int, int]) -> np.ndarray:
     """One uint16 label image from 2-D masks (0 = no mask, i = ``masks[i - 1]``). Larger masks
     are painted first, so that a small mask lying on a larger one stays visible."""
-    return paint_largest_first([m.mask for m in masks], shape, np.uint16, areas=[m.area for m in masks])
+    return paint_largest_first(
+        [m.mask for m in masks], shape, np.uint16, areas=[m.area for m in masks], boxes=[m.box for m in masks]
+    )
 
 
 def fuse_frame(
