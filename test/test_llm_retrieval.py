@@ -1,4 +1,4 @@
-"""The model steps of retrieval (core3d_ros/core/retrieval/llm.py) against a real HTTP server.
+"""The model steps of retrieval (core3d_ros/core/retrieval/llm/) against a real HTTP server.
 
 Every test talks to chat_server.ChatServer on 127.0.0.1 (a real ThreadingHTTPServer speaking the
 chat-completions protocol) through the real httpx client: good replies, every failure the
@@ -23,8 +23,11 @@ from core3d_ros.tools.bench.query import FakeTextEncoder, random_snapshot
 from core3d_ros.tools.chat_server import Behaviour, ChatServer, candidate_ids, image_urls, user_text
 from core3d_ros.core.retrieval.engine import QueryEngine
 from core3d_ros.core.retrieval.llm import (
+    DECIDE_SCHEMA,
+    ORIENTATION_SCHEMA,
     PARSE_SCHEMA,
     STEPS,
+    VERIFY_SCHEMA,
     LlmRetriever,
     StepFailed,
     parsed_from_reply,
@@ -406,6 +409,26 @@ def test_parse_reply_schema() -> None:
     p, _ = parsed_from_reply({**good, "relations": [{"relation": "between", "anchors": [{"noun": "sofa", "attributes": []}]}]}, "q")
     assert len(p.clauses[0].anchors) == 2
     assert schema_errors(good, PARSE_SCHEMA) == []
+
+
+def test_reply_types_are_stricter_than_json_schema() -> None:
+    """An integer is an int (not a bool, not 2.0), a number is finite; a huge integer is a value
+    like any other (not an OverflowError); what a reply breaks is told in a few short lines."""
+    ok_verify = {"candidates": [{"id": 1, "confidence": 0.5}, {"id": 2, "confidence": 1}]}
+    assert schema_errors(ok_verify, VERIFY_SCHEMA) == []
+    for bad in (True, 2.0, "2", None):
+        assert schema_errors({"candidates": [{"id": bad, "confidence": 0.5}]}, VERIFY_SCHEMA), bad
+    for bad in (float("nan"), float("inf"), True, 1.5, -0.1, 10**400):
+        assert schema_errors({"candidates": [{"id": 1, "confidence": bad}]}, VERIFY_SCHEMA), bad
+    assert schema_errors({"orientations": [{"id": 1, "yaw_bin": 3.0}]}, ORIENTATION_SCHEMA)
+    assert schema_errors({"orientations": [{"id": 1, "yaw_bin": None}]}, ORIENTATION_SCHEMA) == []
+    assert schema_errors({"id": 10**400, "reason": ""}, DECIDE_SCHEMA) == []  # not offered: the step says so
+    assert schema_errors({"id": 3, "reason": 10**400}, DECIDE_SCHEMA)
+    errs = schema_errors({"target": "x" * 100_000, "attributes": ["y" * 100_000] * 7, "relations": 10**400, "facing": None,
+                          **{"k" * 1000 + str(i): 0 for i in range(50)}}, PARSE_SCHEMA)
+    assert 1 <= len(errs) <= 5 and all(len(e) < 200 for e in errs), errs
+    with pytest.raises(StepFailed, match="does not fit the parse schema"):
+        parsed_from_reply({"target": "mug", "attributes": [], "relations": [], "facing": None, "why": "x"}, "q")
 
 
 def test_reply_content_extraction() -> None:

@@ -6,8 +6,8 @@
     obs.validate(frame_shape=(h, w), dim=512)   # ObservationError(reason) before any fusion
 
 The masks of one keyframe become one uint16 label image (0 = no mask, i = the i-th record), not
-one dense boolean image per mask: painted largest first, so a small mask lying on a large one
-(a cup on a table) keeps its pixels. Embeddings travel as float16.
+one dense boolean image per mask: painted largest first (``masks.paint_largest_first``), so a
+small mask lying on a large one (a cup on a table) keeps its pixels. Embeddings travel as float16.
 """
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ from typing import Sequence
 
 import cv2
 import numpy as np
+
+from .masks import label_boxes, paint_largest_first
+from .segment.base import Mask2D
 
 MAX_LABELS = 65535
 
@@ -53,7 +56,7 @@ class Observation:
         stamp: float,
         frame_index: int,
         pose: np.ndarray,
-        masks: Sequence,  # Mask2D: .mask (HxW bool), .score, .level
+        masks: Sequence[Mask2D],
         embeddings: np.ndarray | None = None,  # (N, D), one row per mask
         view_qualities: Sequence[float] | None = None,
         view_crops: Sequence[np.ndarray | None] | None = None,
@@ -62,16 +65,15 @@ class Observation:
         if len(masks) > MAX_LABELS:
             raise ObservationError("too_many_masks", f"{len(masks)} masks exceed {MAX_LABELS}")
         shape = masks[0].mask.shape if masks else (0, 0)
-        labels = np.zeros(shape, np.uint16)
-        order = sorted(range(len(masks)), key=lambda i: -int(np.count_nonzero(masks[i].mask)))
-        for i in order:  # largest first: smaller masks on top keep their pixels
-            labels[masks[i].mask] = i + 1
+        labels = paint_largest_first(
+            [m.mask for m in masks], shape, np.uint16, areas=[m.area for m in masks], boxes=[m.box for m in masks]
+        )
+        boxes = label_boxes(labels, len(masks))  # what is left of each mask, all in one pass
         records = []
         for i, m in enumerate(masks):
-            ys, xs = np.nonzero(labels == i + 1)
-            if len(ys) == 0:  # entirely covered by smaller masks: nothing of it is left
+            box = boxes[i]
+            if box is None:  # entirely covered by smaller masks: nothing of it is left
                 continue
-            box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
             emb = None if embeddings is None else np.asarray(embeddings[i], np.float16)
             jpeg = b""
             crop = None if view_crops is None else view_crops[i]

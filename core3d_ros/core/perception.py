@@ -65,14 +65,14 @@ def describe_masks(rgb: np.ndarray, masks: list[Mask2D], encoder=None, embed_cfg
     """Per mask: its context-aware embedding (one batched encoder call; None without an
     encoder), its view quality and the crop of its box (best views; None for an empty mask)."""
     from .embed.crops import embed_masks, view_quality
-    from .segment.base import mask_bbox
 
     embeddings = embed_masks(encoder, rgb, masks, embed_cfg) if encoder is not None and masks else None
-    qualities = [view_quality(m.mask, m.mask.shape) for m in masks]
+    qualities = [view_quality(m, m.mask.shape) for m in masks]
     crops = []
     for m in masks:
-        if m.mask.any():
-            x0, y0, x1, y1 = mask_bbox(m.mask)
+        box = m.box  # the box the merge and the crops used
+        if box is not None:
+            x0, y0, x1, y1 = box
             crops.append(np.ascontiguousarray(rgb[y0:y1, x0:x1]))
         else:
             crops.append(None)

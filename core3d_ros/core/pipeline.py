@@ -26,6 +26,7 @@ from .camera import sampling_stride
 from .fusion.object_map import IntegrationStats, ObjectMap, SegmentObservation, warm_up
 from .frame import Frame, FrameError
 from .mapio import load_map, save_map
+from .masks import paint_largest_first
 from .objects import MapSnapshot
 from .observation import Observation
 from .perception import Perception, describe_masks
@@ -308,13 +309,9 @@ def geometry_path(map_path: str | os.PathLike) -> str:
 def label_image(masks: list[Mask2D], shape: tuple[int, int]) -> np.ndarray:
     """One uint16 label image from 2-D masks (0 = no mask, i = ``masks[i - 1]``). Larger masks
     are painted first, so that a small mask lying on a larger one stays visible."""
-    if len(masks) > np.iinfo(np.uint16).max:
-        raise ValueError(f"{len(masks)} masks exceed the label image's range")
-    labels = np.zeros(shape, np.uint16)
-    order = sorted(range(len(masks)), key=lambda i: -int(np.count_nonzero(masks[i].mask)))
-    for i in order:
-        np.copyto(labels, np.uint16(i + 1), where=np.asarray(masks[i].mask, bool))
-    return labels
+    return paint_largest_first(
+        [m.mask for m in masks], shape, np.uint16, areas=[m.area for m in masks], boxes=[m.box for m in masks]
+    )
 
 
 def fuse_frame(

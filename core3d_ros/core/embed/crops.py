@@ -68,12 +68,20 @@ def scale_box(box: Box, scale: float, width: int, height: int) -> Box:
     return nx0, ny0, nx1, ny1
 
 
-def crop_boxes(mask: np.ndarray, cfg: EmbedConfig | None = None) -> dict[str, Box]:
-    """The five crop boxes of one mask, by kind."""
+def _known_box(m) -> Box | None:
+    """The box a Mask2D already holds (computed once per mask); None for a bare array."""
+    return m.box if isinstance(m, Mask2D) else None
+
+
+def crop_boxes(mask, cfg: EmbedConfig | None = None, box: Box | None = None) -> dict[str, Box]:
+    """The five crop boxes of one mask (array or Mask2D), by kind. ``box``: the mask's tight
+    box, when already known."""
     cfg = cfg or EmbedConfig()
+    box = box or _known_box(mask)
     mask = _as_mask(mask)
     h, w = mask.shape
-    box = mask_bbox(mask)
+    if box is None:
+        box = mask_bbox(mask)
     return {
         "mask": box,
         "bbox": box,
@@ -103,7 +111,7 @@ def extract_crops(
         mask = _as_mask(m)
         if mask.shape != (h, w):
             raise ValueError(f"mask {i} has shape {mask.shape}, image is {(h, w)}")
-        boxes = crop_boxes(mask, cfg)
+        boxes = crop_boxes(mask, cfg, _known_box(m))
         x0, y0, x1, y1 = boxes["mask"]
         crops.append(rgb[y0:y1, x0:x1] * mask[y0:y1, x0:x1, None])  # uint8 * bool: zero outside
         crops.append(rgb[y0:y1, x0:x1])
@@ -176,11 +184,11 @@ def view_quality(
     h, w = int(image_shape[0]), int(image_shape[1])
     if m.shape != (h, w):
         raise ValueError(f"mask shape {m.shape} does not match image shape {(h, w)}")
-    area = int(np.count_nonzero(m))
+    area = mask.area if isinstance(mask, Mask2D) else int(np.count_nonzero(m))
     if area == 0:
         return 0.0
     size = min(1.0, math.sqrt(area / (full_size_fraction * h * w)))
-    x0, y0, x1, y1 = mask_bbox(m)
+    x0, y0, x1, y1 = _known_box(mask) or mask_bbox(m)
     sub = m[y0:y1, x0:x1]
     cx = x0 + float(sub.sum(axis=0) @ np.arange(x1 - x0)) / area
     cy = y0 + float(sub.sum(axis=1) @ np.arange(y1 - y0)) / area

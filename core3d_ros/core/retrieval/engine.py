@@ -72,7 +72,7 @@ class QueryHit:
 
 @dataclass
 class QueryStage:
-    """One optional model step of a query (see llm.py): what ran, and how it ended."""
+    """One optional model step of a query (see llm/retriever.py): what ran, and how it ended."""
 
     name: str  # parse | verify | orientation | decide
     status: str  # ok | failed | skipped

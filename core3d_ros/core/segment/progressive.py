@@ -23,7 +23,7 @@ import numpy as np
 
 from ...config import ProgressiveConfig
 from ..frame import Frame
-from .base import Mask2D, Segmenter, mask_bbox
+from .base import Mask2D, Segmenter
 
 
 def progressive_merge(
@@ -43,7 +43,7 @@ def progressive_merge(
             shape = mask.shape
         elif mask.shape != shape:
             raise ValueError(f"masks of different shapes: {shape} and {mask.shape}")
-        area = int(np.count_nonzero(mask))
+        area = m.area
         if area == 0 or area < cfg.min_mask_pixels:
             continue
         candidates.append((m, mask, area))
@@ -52,7 +52,7 @@ def progressive_merge(
     if not candidates:
         return []
 
-    boxes = [mask_bbox(mask) for _, mask, _ in candidates]
+    boxes = [m.box for m, _, _ in candidates]  # computed once; crops and perception reuse them
 
     def order_key(i: int):
         m, mask, area = candidates[i]
