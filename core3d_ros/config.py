@@ -222,7 +222,7 @@ class KeyframeConfig:
 class LlmConfig:
     """Optional LLM / VLM steps of retrieval through an OpenAI-compatible chat-completions
     endpoint (vLLM, llama.cpp server, Ollama, ...). Any failed step falls back to the rule-based
-    answer; see core3d_ros/core/retrieval/llm.py."""
+    answer; see core3d_ros/core/retrieval/llm/."""
 
     enabled: bool = _p(False, "false: rule-based retrieval only")
     base_url: str = _p("", "e.g. http://127.0.0.1:8000/v1 (the part before /chat/completions)")

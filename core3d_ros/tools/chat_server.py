@@ -11,7 +11,7 @@ given), ``garbage`` (a body that is not JSON), ``http`` (an error status), ``han
 read, never answer until the server stops), ``refusal`` (message.refusal set), ``huge`` (a
 content of ``size`` bytes), ``close`` (drop the connection). ``delay_s`` waits before answering.
 
-The step of a request (parse, verify, orientation, decide: see core/retrieval/llm.py) is read
+The step of a request (parse, verify, orientation, decide: see core/retrieval/llm/) is read
 from what any model server receives: the name of its JSON schema (``core3d_NAME``) when
 ``retrieval.llm.response_format`` is json_schema, else the keys of the request's JSON (the
 user message's first text). ``auto_reply`` answers each step plausibly (the rule-based parse
