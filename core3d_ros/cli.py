@@ -87,7 +87,7 @@ def cmd_map(args) -> int:
 
 def _map_one(args, cfg: MapperConfig, kind: str, sequence: str | None, out: Path) -> int:
     from .core.datasets import open_dataset
-    from .core.pipeline import Mapper
+    from .core.mapper import Mapper
     from .tools.runs import map_frames, write_outputs
 
     extra = {"sequence": sequence} if sequence is not None else {}
@@ -111,7 +111,7 @@ def _map_one(args, cfg: MapperConfig, kind: str, sequence: str | None, out: Path
 
 
 def cmd_query(args) -> int:
-    from .core.pipeline import Mapper
+    from .core.mapper import Mapper
     from .core.retrieval.answerers import make_answerer
     from .core.retrieval.parser import QueryError
 

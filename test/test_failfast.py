@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from core3d_ros.config import ConfigError, MapperConfig, load_config
-from core3d_ros.core.pipeline import Mapper
+from core3d_ros.core.mapper import Mapper
 from core3d_ros.core.registry import BackendError, Registry
 from core3d_ros.config import with_overrides
 

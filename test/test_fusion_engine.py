@@ -15,7 +15,7 @@ from core3d_ros.core.fusion.blocks import FrameVoxels, dedupe_kernel
 from core3d_ros.core.fusion.object_map import ObjectMap
 from core3d_ros.core.fusion.dbscan import neighbour_offsets
 from core3d_ros.core.fusion.voxels import pack
-from core3d_ros.core.pipeline import Mapper, label_image
+from core3d_ros.core.mapper import Mapper, label_image
 from core3d_ros.config import with_overrides
 from core3d_ros.tools.runs import map_frames
 from core3d_ros.core.segment.base import Mask2D
@@ -540,10 +540,10 @@ def test_observation_labels_equal_the_painted_record_masks():
     from dataclasses import replace as dc_replace
 
     from core3d_ros.core.observation import Observation
-    from core3d_ros.core.pipeline import observation_labels
+    from core3d_ros.core.mapper import observation_labels
 
     rng = np.random.default_rng(3)
-    for trial in range(20):
+    for _ in range(20):
         masks = _random_masks(rng, (30, 40), int(rng.integers(0, 8)))
         obs = Observation.from_masks(0.0, 0, np.eye(4), masks) if masks else None
         if obs is None:
@@ -572,7 +572,7 @@ def _map_state(omap):
 
 
 def test_fuse_frame_from_the_label_image_equals_fusing_the_masks():
-    from core3d_ros.core.pipeline import fuse_frame
+    from core3d_ros.core.mapper import fuse_frame
 
     scene = make_scene(seed=5, num_frames=6)
     rng = np.random.default_rng(0)
@@ -689,7 +689,7 @@ def test_threaded_depth_voxels_equal_reference_on_real_frames():
 def test_fusion_threads_give_the_same_map():
     """One thread or three: the same map, frame by frame (the per-pixel stage and the
     block look-up beside the DBSCAN split run on the workers)."""
-    from core3d_ros.core.pipeline import fuse_frame
+    from core3d_ros.core.mapper import fuse_frame
 
     scene = make_scene(seed=3, num_frames=8)
     maps = [ObjectMap(FusionConfig(threads=n, merge_interval=3)) for n in (1, 3)]

@@ -7,7 +7,7 @@ from core3d_ros.config import MapperConfig, with_overrides
 from core3d_ros.core.datasets import make_scene
 from core3d_ros.core.fusion.object_map import ObjectMap, ObjectState
 from core3d_ros.core.fusion.voxels import pack
-from core3d_ros.core.pipeline import Mapper
+from core3d_ros.core.mapper import Mapper
 from fusion_reference import array_vote
 from test_fusion_engine import cfg, fuse, line
 

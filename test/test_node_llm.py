@@ -8,7 +8,6 @@ import threading
 import time
 from typing import Any
 
-import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")

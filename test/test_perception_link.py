@@ -94,7 +94,7 @@ def test_observations_fused_late_land_on_their_own_voxels(ros_context: Any, tmp_
     from rclpy.executors import SingleThreadedExecutor
 
     from core3d_ros.core.datasets.synthetic import make_scene
-    from core3d_ros.core.pipeline import Mapper
+    from core3d_ros.core.mapper import Mapper
     from core3d_ros.tools.player import publish_dataset
 
     ros = RosConfig()

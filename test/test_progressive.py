@@ -132,7 +132,7 @@ def test_many_masks_vga_is_fast():
     rng = np.random.default_rng(0)
     h, w = 480, 640
     masks = []
-    for i in range(100):
+    for _ in range(100):
         m = np.zeros((h, w), bool)
         y, x = rng.integers(0, h - 20), rng.integers(0, w - 20)
         m[y : y + rng.integers(20, 200), x : x + rng.integers(20, 200)] = True

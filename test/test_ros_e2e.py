@@ -83,7 +83,7 @@ def test_mapping_node_end_to_end(ros_context: Any, tmp_path: Path) -> None:
     from std_srvs.srv import Trigger
 
     from core3d_ros.core.datasets.synthetic import make_scene
-    from core3d_ros.core.pipeline import Mapper
+    from core3d_ros.core.mapper import Mapper
     from core3d_ros.tools.player import publish_dataset
 
     ros = ros_config()

@@ -11,7 +11,6 @@ tolerance for the pose topic. Where the streams are regular, both agree (the tes
 """
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 import pytest

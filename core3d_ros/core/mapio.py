@@ -101,7 +101,7 @@ def load_map(path: str | os.PathLike, cfg: FusionConfig) -> ObjectMap:
         if "pickle" in str(e):  # numpy's hint to unpickle: never for a map file
             raise MapFileError(f"{path} is not a core3d map file (it holds pickled objects, refused)") from None
         raise MapFileError(f"cannot read map file {path}: {e}") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as e:
+    except (OSError, zipfile.BadZipFile, EOFError, KeyError) as e:
         raise MapFileError(f"cannot read map file {path}: {e}") from None
 
 

@@ -52,7 +52,7 @@ NODE_NAME = "core3d_mapping"
 
 
 def _default_mapper(cfg: MapperConfig) -> FrameMapper:
-    from ..core.pipeline import Mapper
+    from ..core.mapper import Mapper
 
     # Only the inline mode runs models in this node; otherwise the perception node does.
     return Mapper(cfg, segment=cfg.ros.perception == "inline")

@@ -1,6 +1,6 @@
 """What the mapping node's parts need from the mapper and the query engine (structural types).
 
-``core.pipeline.Mapper`` and ``core.retrieval`` (QueryEngine, LlmRetriever) satisfy them; tests
+``core.mapper.Mapper`` and ``core.retrieval`` (QueryEngine, LlmRetriever) satisfy them; tests
 pass small fakes that implement only what their test touches. Each part names the narrowest
 protocol it uses: publishing reads a ``MapView``, the services also save, load and clear a
 ``MapStore``, the worker and late fusion map frames into a ``FrameMapper``.
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 class SurfaceLayer(Protocol):
-    """The TSDF geometry layer (core.geometry.GeometryLayer) as the surface publication reads it."""
+    """The TSDF geometry layer (core.tsdf.GeometryLayer) as the surface publication reads it."""
 
     voxel_size: float
 
@@ -29,7 +29,7 @@ class SurfaceLayer(Protocol):
 
 
 class FrameResult(Protocol):
-    """What mapping one frame reports (core.pipeline.FrameStats)."""
+    """What mapping one frame reports (core.mapper.FrameStats)."""
 
     keyframe: bool
     timings_ms: dict[str, float]

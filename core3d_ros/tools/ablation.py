@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 
 from ..config import MapperConfig, with_overrides
-from ..core.pipeline import Mapper
+from ..core.mapper import Mapper
 from .runs import evaluate_mapper, map_frames
 
 METRICS = ("mean_iou_gt", "ap", "precision", "recall", "over_segmented", "under_segmented", "num_pred")

@@ -209,7 +209,7 @@ def run_demo(out: str = "out/demo", frames: int = 48, seed: int = 0, config: str
             print(f"  {shown!r} -> {'error: ' + r.message if not r.success else 'accepted'}")
 
         from ..core.fusion.object_map import warm_up
-        from ..core.pipeline import Mapper
+        from ..core.mapper import Mapper
 
         with progress.phase("loading the fusion kernels in this process (numba; compiled on a first run)"):
             warm_up(cfg.fusion)

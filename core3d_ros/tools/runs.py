@@ -10,7 +10,7 @@ from typing import Callable, Iterable
 
 from ..core.datasets import Dataset, DatasetError
 from ..core.frame import Frame, FrameError
-from ..core.pipeline import Mapper
+from ..core.mapper import Mapper
 from .viz import write_ply, write_topdown_png
 
 

@@ -166,7 +166,7 @@ class VoxelStore:
 
     # ------------------------------------------------------------------ construction from arrays
     @classmethod
-    def from_arrays(cls, cfg: FusionConfig, keys, ids, hits, colors, color_n, states: list[ObjectState], next_id: int, frames: int) -> "ObjectMap":
+    def from_arrays(cls, cfg: FusionConfig, keys, ids, hits, colors, color_n, states: list[ObjectState], next_id: int, frames: int) -> "VoxelStore":
         """A map holding the given voxel rows and objects (used by the map-file loader; the
         arrays are validated there)."""
         omap = cls(cfg)

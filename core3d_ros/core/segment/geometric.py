@@ -145,10 +145,10 @@ class GeometricSegmenter:
         if h <= 2 * k or w <= 2 * k:
             return N, has
         c = (slice(k, h - k), slice(k, w - k))
-        r, l = (slice(k, h - k), slice(2 * k, None)), (slice(k, h - k), slice(None, w - 2 * k))
+        right, left = (slice(k, h - k), slice(2 * k, None)), (slice(k, h - k), slice(None, w - 2 * k))
         d, u = (slice(2 * k, None), slice(k, w - k)), (slice(None, h - 2 * k), slice(k, w - k))
-        ok = valid[c] & valid[r] & valid[l] & valid[d] & valid[u]
-        dx = [A[r] - A[l] for A in P]
+        ok = valid[c] & valid[right] & valid[left] & valid[d] & valid[u]
+        dx = [A[right] - A[left] for A in P]
         dy = [A[d] - A[u] for A in P]
         # A difference that spans a step the coarse level calls a discontinuity is no surface.
         max_len = (2 * k) * (np.float32(self.cfg.cluster_eps[0]) * Z[c] + noise[c])

@@ -16,7 +16,7 @@ from ...config import MapperConfig
 from ...core.datasets import iter_frames, open_dataset
 from ...core.frame import Frame
 from ...core.fusion.object_map import ObjectMap, warm_up
-from ...core.pipeline import fuse_frame, label_image
+from ...core.mapper import fuse_frame, label_image
 from ...core.segment.base import make_segmenter
 from ...core.segment.progressive import progressive_merge
 from .common import machine_info, peak_rss_mb
@@ -53,7 +53,7 @@ class Open3DTSDF:
         import open3d as o3d
         import open3d.core as o3c
 
-        from ...core.geometry import DEPTH_SCALE, _device
+        from ...core.tsdf import DEPTH_SCALE, _device
 
         self.o3d, self.o3c = o3d, o3c
         self.device = _device(device)
@@ -113,6 +113,46 @@ class Open3DTSDF:
         return int(self.vbg.hashmap().size())
 
 
+class _Run:
+    """One timed run: our fusion stage and Open3D's integration, each into its own fresh map."""
+
+    def __init__(self, omap: ObjectMap, peer: Open3DTSDF):
+        self.omap, self.peer = omap, peer
+        self.ours_ms: list[float] = []
+        self.peer_ms: list[float] = []
+        self.ours_cpu: list[float] = []
+        self.peer_cpu: list[float] = []
+        self.strides: list[int] = []
+        self.points: list[int] = []
+
+    def ours(self, frame: Frame, masks, labels) -> None:
+        t, c = time.perf_counter(), time.process_time()
+        fused = fuse_frame(self.omap, frame, masks, labels=labels)
+        self.ours_ms.append((time.perf_counter() - t) * 1e3)
+        self.ours_cpu.append((time.process_time() - c) * 1e3)
+        self.strides.append(fused.stride)
+        self.points.append(fused.points)
+
+    def theirs(self, frame: Frame, masks, labels) -> None:
+        prepared = self.peer.prepare(frame)  # Open3D's input format, built outside its timing
+        t, c = time.perf_counter(), time.process_time()
+        self.peer.integrate(prepared)
+        self.peer_ms.append((time.perf_counter() - t) * 1e3)
+        self.peer_cpu.append((time.process_time() - c) * 1e3)
+
+    def figures(self) -> dict:
+        ours, theirs = np.asarray(self.ours_ms), np.asarray(self.peer_ms)
+        return {
+            "ours": _stats(self.ours_ms),
+            "open3d": _stats(self.peer_ms),
+            "ratio": float(ours.mean() / theirs.mean()),
+            "ratio_of_frame_medians": float(np.median(ours) / np.median(theirs)),
+            "cpu_ratio": float(np.mean(self.ours_cpu) / max(np.mean(self.peer_cpu), 1e-9)),
+            "ours_cpu_ms_per_frame": float(np.mean(self.ours_cpu)),
+            "open3d_cpu_ms_per_frame": float(np.mean(self.peer_cpu)),
+        }
+
+
 def bench_fusion(
     data: str,
     frames: int | None = None,
@@ -131,7 +171,7 @@ def bench_fusion(
     from the label image, which the perception node sends; the masks are computed once, before
     the timed runs (their time is ``segment_ms_per_frame``).
     """
-    from ...core.geometry import DEPTH_SCALE
+    from ...core.tsdf import DEPTH_SCALE
 
     cfg = cfg or MapperConfig()
     if voxel is not None:
@@ -161,37 +201,13 @@ def bench_fusion(
     per_run: list[dict] = []
     for r in range(runs):
         omap, peer = ObjectMap(cfg.fusion), Open3DTSDF.like_node(cfg)
-        ours_ms, peer_ms, ours_cpu, peer_cpu, strides, points_n = [], [], [], [], [], []
-
-        def ours(frame, masks, labels):
-            t, c = time.perf_counter(), time.process_time()
-            fused = fuse_frame(omap, frame, masks, labels=labels)
-            ours_ms.append((time.perf_counter() - t) * 1e3)
-            ours_cpu.append((time.process_time() - c) * 1e3)
-            strides.append(fused.stride)
-            points_n.append(fused.points)
-
-        def theirs(frame, masks, labels):
-            prepared = peer.prepare(frame)  # Open3D's input format, built outside its timing
-            t, c = time.perf_counter(), time.process_time()
-            peer.integrate(prepared)
-            peer_ms.append((time.perf_counter() - t) * 1e3)
-            peer_cpu.append((time.process_time() - c) * 1e3)
-
-        order = (ours, theirs) if r % 2 == 0 else (theirs, ours)
+        run = _Run(omap, peer)
+        order = (run.ours, run.theirs) if r % 2 == 0 else (run.theirs, run.ours)
         for item in inputs:
             for side in order:
                 side(*item)
-        per_run.append({
-            "first": "ours" if r % 2 == 0 else "open3d",
-            "ours": _stats(ours_ms),
-            "open3d": _stats(peer_ms),
-            "ratio": float(np.mean(ours_ms) / np.mean(peer_ms)),
-            "ratio_of_frame_medians": float(np.median(ours_ms) / np.median(peer_ms)),
-            "cpu_ratio": float(np.mean(ours_cpu) / max(np.mean(peer_cpu), 1e-9)),
-            "ours_cpu_ms_per_frame": float(np.mean(ours_cpu)),
-            "open3d_cpu_ms_per_frame": float(np.mean(peer_cpu)),
-        })
+        per_run.append({"first": "ours" if r % 2 == 0 else "open3d", **run.figures()})
+    strides, points_n = run.strides, run.points
     ratios = [p["ratio"] for p in per_run]
     ours_mean = float(np.median([p["ours"]["ms_per_frame"] for p in per_run]))
     peer_mean = float(np.median([p["open3d"]["ms_per_frame"] for p in per_run]))

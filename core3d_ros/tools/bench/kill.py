@@ -109,7 +109,7 @@ def bench_kill(
             t0 = time.perf_counter()
             temp_seen = False
             if mode == "on_temp_file":
-                for attempt in range(5):
+                for attempt in range(5):  # noqa: B007 (the count is read after the loop)
                     deadline = t0 + max(10.0, 5 * save_s)
                     while time.perf_counter() < deadline and not future.done():
                         if _temp_files(target):

@@ -99,7 +99,7 @@ def bench_load(
                 if not client.wait_ready():
                     raise RuntimeError("the query client process did not start")
             result = publish_dataset(
-                Looped(frame_pool, frames, lambda i: first_frame.append(time.monotonic()) if i == 0 else None),
+                Looped(frame_pool, frames, lambda i, first=first_frame: first.append(time.monotonic()) if i == 0 else None),
                 rate, cfg.ros, reliable=True, context=peer.ctx,
                 wait_for_subscribers=30.0, progress=progress, node_name="core3d_stress_player",
             )

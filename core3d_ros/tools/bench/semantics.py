@@ -10,7 +10,7 @@ import numpy as np
 from ...config import MapperConfig
 from ...core.datasets import open_dataset
 from ...core.fusion.object_map import ObjectMap
-from ...core.pipeline import fuse_frame
+from ...core.mapper import fuse_frame
 from ...core.segment.base import make_segmenter
 from ...core.segment.progressive import progressive_merge
 from .common import machine_info, peak_rss_mb
@@ -74,7 +74,7 @@ def bench_semantics(cfg: MapperConfig | None = None, data: str | None = None, re
         if name == "oracle" and frame.instance_ids is None:
             continue
         seg = make_segmenter(replace(cfg.segmenter, name=name))
-        ms, masks = _time_ms(lambda: seg.segment(frame), repeats)
+        ms, masks = _time_ms(lambda seg=seg: seg.segment(frame), repeats)
         out["mask_generation_ms"][name] = {"ms": ms, "masks": len(masks)}
         masks_by_backend[name] = masks
 

@@ -6,7 +6,7 @@ from core3d_ros.config import MapperConfig
 from core3d_ros.core.camera import sampling_stride
 from core3d_ros.core.datasets import make_scene
 from core3d_ros.core.frame import FrameError
-from core3d_ros.core.pipeline import Mapper
+from core3d_ros.core.mapper import Mapper
 from core3d_ros.core.segment.base import Mask2D
 from core3d_ros.config import with_overrides
 from core3d_ros.tools.runs import evaluate_mapper, map_frames

@@ -82,7 +82,7 @@ class Mapper:
         g = self.cfg.geometry
         if not g.enabled:
             return None
-        from .geometry import GeometryError, GeometryLayer
+        from .tsdf import GeometryError, GeometryLayer
         from .registry import BackendError
 
         try:
@@ -274,7 +274,7 @@ class Mapper:
     def load(self, path: str) -> None:
         """Load a map (and its TSDF when saved with one); both are validated before either is
         swapped in, so a damaged file leaves the current map as it was."""
-        from .geometry import GeometryError, GeometryLayer
+        from .tsdf import GeometryError, GeometryLayer
         from .mapio import MapFileError
 
         new = load_map(path, self.cfg.fusion)  # validated before anything changes

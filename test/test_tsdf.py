@@ -9,7 +9,7 @@ import open3d.core as o3c  # noqa: E402
 
 from core3d_ros.core.camera import backproject  # noqa: E402
 from core3d_ros.core.datasets import make_scene  # noqa: E402
-from core3d_ros.core.geometry import GeometryError, GeometryLayer  # noqa: E402
+from core3d_ros.core.tsdf import GeometryError, GeometryLayer  # noqa: E402
 
 VOXEL = 0.05
 
@@ -145,7 +145,7 @@ def test_cuda_device_without_cuda_is_a_clear_error():
 
 def test_mapper_saves_and_loads_its_tsdf_beside_the_map(scene, tmp_path):
     from core3d_ros.config import MapperConfig
-    from core3d_ros.core.pipeline import Mapper, geometry_path
+    from core3d_ros.core.mapper import Mapper, geometry_path
 
     cfg = MapperConfig()
     cfg.fusion.voxel_size = VOXEL
