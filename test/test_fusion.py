@@ -4,6 +4,7 @@ import pytest
 from sklearn.cluster import DBSCAN
 
 from core3d_ros.config import FusionConfig
+from core3d_ros.core.masks import paint_largest_first
 from core3d_ros.core.fusion.object_map import ObjectMap
 from core3d_ros.core.fusion.blocks import FrameVoxels
 from core3d_ros.core.fusion.dbscan import dbscan_padded, neighbour_offsets
@@ -39,9 +40,7 @@ def integrate(omap, parts, stamp=0.0):
         m[start : start + n] = True
         masks.append(m)
         start += n
-    labels = np.zeros(len(pts), np.int32)
-    for i in sorted(range(len(masks)), key=lambda i: -int(np.count_nonzero(masks[i]))):
-        labels[masks[i]] = i + 1
+    labels = paint_largest_first(masks, (len(pts),), np.int32)
     colors = np.full((len(pts), 3), 128, np.uint8)
     return omap.integrate_points(pts, colors, labels, stamp)
 
