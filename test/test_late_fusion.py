@@ -101,9 +101,10 @@ def test_an_observation_faster_than_its_frame_waits_for_it(scene_frame) -> None:
     ready = late.add_frame(_frame(scene_frame, 2.0))  # its frame arrives: handed back to be offered
     assert ready == [(2.0, obs)]
     assert late.offer(*ready[0]) == (FUSED, "") and mapper.fused == [2.0]
-    # a second early one beyond max_pinned (1) does not wait: unknown stamp, counted
-    assert late.offer(5.0, _obs(scene_frame, 5.0)) == (WAITING, "")
-    assert late.offer(6.0, _obs(scene_frame, 6.0))[0] == "unknown_stamp"
+    # early ones wait as long as the frame buffer has room for them (4 here); one more is refused
+    for s in (5.0, 6.0, 7.0, 8.0):
+        assert late.offer(s, _obs(scene_frame, s)) == (WAITING, "")
+    assert late.offer(9.0, _obs(scene_frame, 9.0))[0] == "unknown_stamp"
     assert late.counters()["observations_rejected_unknown_stamp"] == 1
 
 

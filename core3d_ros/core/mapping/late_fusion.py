@@ -10,7 +10,8 @@ Every frame is integrated into the geometry layer and buffered (``frame_buffer``
 claimed frame is kept until its observation arrives, up to ``max_pinned``). An observation is
 matched with its frame by stamp and fused (the mapper holds its lock while fusing only). One
 whose frame has left the buffer is rejected as ``late``; one that arrives before its frame
-waits for it (up to ``max_pinned``); a malformed one is rejected by reason (``size_mismatch``,
+waits for it (as many as the frame buffer holds: perception can run several frames ahead of a
+busy mapping worker); a malformed one is rejected by reason (``size_mismatch``,
 ``bad_embedding``, ...) and never fused.
 
 Staleness is the time from a frame's arrival to the fusion of its masks. Observations rejected
@@ -135,7 +136,7 @@ class LateFusion:
 
     def _wait(self, stamp: float, obs: Observation) -> bool:
         with self._lock:
-            if stamp not in self._waiting and len(self._waiting) >= self.buffer.max_pinned:
+            if stamp not in self._waiting and len(self._waiting) >= self.buffer.capacity:
                 return False
             self._waiting[stamp] = obs
             return True
