@@ -15,7 +15,7 @@ from ..core.mapping.late_fusion import FUSED, WAITING, LateFusion
 from ..core.observation import ObservationError
 from ..core.worker import Worker
 from .conversions.headers import to_seconds
-from .observation_msgs import CLAIMS_TOPIC, OBSERVATION_QOS, OBSERVATIONS_TOPIC, msg_to_observation
+from .conversions.observations import CLAIMS_TOPIC, OBSERVATION_QOS, OBSERVATIONS_TOPIC, msg_to_observation
 from .rejects import RejectLog
 
 if TYPE_CHECKING:

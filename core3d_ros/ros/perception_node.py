@@ -37,7 +37,7 @@ from .conversions.headers import make_header
 from .frames import REJECTED, reason_of
 from .inputs import SyncedInputs
 from .rejects import RejectLog
-from .observation_msgs import CLAIMS_TOPIC, OBSERVATION_QOS, OBSERVATIONS_TOPIC, observation_to_msg
+from .conversions.observations import CLAIMS_TOPIC, OBSERVATION_QOS, OBSERVATIONS_TOPIC, observation_to_msg
 from .params import declare_config
 from .runner import exit_now_if_busy, run_nodes
 from .sync import Rejected, SyncedSet

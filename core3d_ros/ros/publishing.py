@@ -25,7 +25,7 @@ from .conversions.headers import make_header
 from .conversions.markers import delete_all_marker, delete_object_markers, object_markers, query_markers
 from .conversions.objects import object_to_msg
 from .protocols import MapView
-from .surface_msgs import surface_markers
+from .conversions.surface import surface_markers
 from .sync import SyncStats
 
 MAP_QOS = QoSProfile(

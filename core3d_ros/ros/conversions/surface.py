@@ -12,8 +12,8 @@ from geometry_msgs.msg import Point
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
-from .conversions.headers import make_header
-from .conversions.markers import delete_all_marker
+from .headers import make_header
+from .markers import delete_all_marker
 
 NAMESPACE = "core3d_surface"
 

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from ..core.observation import MaskRecord, Observation, ObservationError, decode_labels, encode_labels
-from .conversions.headers import make_header, to_seconds
-from .conversions.poses import matrix_to_pose, pose_to_matrix
+from ...core.observation import MaskRecord, Observation, ObservationError, decode_labels, encode_labels
+from .headers import make_header, to_seconds
+from .poses import matrix_to_pose, pose_to_matrix
 
 MAX_SIDE = 16384  # pixels; larger label images are refused before decoding
 
