@@ -18,7 +18,7 @@ RGB = np.full((H, W, 3), 128, np.uint8)
 
 
 def cfg(**kw):
-    base = dict(voxel_size=0.05, merge_interval=0, min_object_observations=1, min_valid_pixels=10)
+    base = dict(voxel_size=0.05, merge_interval=0, min_object_observations=1, min_valid_pixels=10, free_interval=1)
     base.update(kw)
     return FusionConfig(**base)
 
@@ -193,3 +193,9 @@ def test_a_thin_pole_in_front_of_a_wall_does_not_erode():
         assert s.cleared_voxels == 0
     pole = [o for o, k in omap.instance_voxels().items() if np.median(unpack(k)[:, 2]) < 60]
     assert pole
+
+
+def test_evidence_is_looked_for_every_free_interval_frames():
+    omap = mapped(free_interval=2)  # 3 frames fused: the next is the 4th
+    looked = [fuse(omap, *frame(box=False)).free_voxels > 0 for _ in range(4)]
+    assert looked == [True, False, True, False]
