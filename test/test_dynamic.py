@@ -33,9 +33,8 @@ def test_a_change_naming_nothing_is_refused():
 
 @pytest.fixture(scope="module")
 def runs():
-    """The dynamic evaluation on a 30-frame flight, oracle masks, with and without free space
-    (looked for in every frame: at the default, every 4th, 30 frames give too few looks at the
-    sofa; the 60-frame evaluation runs the default)."""
+    """The dynamic evaluation on a 30-frame flight, oracle masks, with and without free space,
+    looked for in every frame (the 60-frame evaluation runs the default, every 2nd)."""
     out = {}
     for free_space in (True, False):
         base = with_overrides(MapperConfig(), fusion={"free_space": free_space, "free_interval": 1})
