@@ -64,3 +64,22 @@ def test_clearing_takes_nothing_from_static_objects(runs):
     assert on.keys() == off.keys() and len(on) >= 10
     for g in on:
         assert on[g]["changed"] >= off[g]["changed"] - 0.01, (g, on[g], off[g])
+
+
+def test_the_mapper_reports_what_free_space_removed():
+    from core3d_ros.core.mapper import Mapper
+    from core3d_ros.tools.dynamic import _Pass
+
+    cfg = with_overrides(MapperConfig(), segmenter={"name": "oracle"}, keyframes={"enabled": False}, fusion={"free_interval": 1})
+    before = make_scene(seed=0, num_frames=30)
+    after = make_scene(seed=0, num_frames=30, remove=["sofa"], move={"mug": (-0.6, 0.0, 0.0)})
+    mapper = Mapper(cfg)
+    first = [mapper.process(f) for f in _Pass(before, 0)]
+    assert sum(s.cleared_voxels for s in first) == 0 and not any(s.removed_objects for s in first)
+    ids = {o.id for o in mapper.snapshot().objects}
+    second = [mapper.process(f) for f in _Pass(after, 1)]
+    removed = {o for s in second for o in s.removed_objects}
+    assert sum(s.cleared_voxels for s in second) > 1000
+    left = {o.id for o in mapper.snapshot().objects}
+    # What was reported removed and was in the map before has left the snapshot.
+    assert removed & ids and not (removed & left)
