@@ -83,3 +83,18 @@ def test_the_mapper_reports_what_free_space_removed():
     left = {o.id for o in mapper.snapshot().objects}
     # What was reported removed and was in the map before has left the snapshot.
     assert removed & ids and not (removed & left)
+
+
+def test_the_command(tmp_path):
+    import json
+
+    from core3d_ros.cli import main
+
+    out = tmp_path / "dynamic.json"
+    assert main(["eval", "--dynamic", "--segmenters", "oracle", "--frames", "8", "--seeds", "0", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["remove"] == ["sofa"] and report["move"] == {"mug": [-0.6, 0.0, 0.0]}
+    assert len(report["segmenters"]["oracle"]["per_seed"]["0"]["passes"]) == 2
+    for bad in (["--move", "mug=1,2"], ["--move", "mug=a,b,c"], ["--remove", "unicorn"], ["--passes", "1"]):
+        with pytest.raises(SystemExit):
+            main(["eval", "--dynamic", "--segmenters", "oracle", "--frames", "4", "--seeds", "0", *bad])
