@@ -104,6 +104,18 @@ class FusionConfig:
     # A camera that moved further than this (metres) since the previous frame is refused once
     # (a tracking jump); the next frame from the new place is accepted. 0 disables.
     max_pose_jump: float = _p(10.0, "metres: a camera that jumped further since the previous frame is refused once; 0 disables", (0.0, INF))
+    # Free-space evidence (core/fusion/free_space.py): a voxel whose whole image footprint has
+    # valid depth beyond it by more than max(free_margin_voxels voxels, free_margin_quadratic * z^2)
+    # was seen through; seen through often enough (relative to its hits), it is cleared, and an
+    # object that lost free_object_fraction of its voxels so is removed.
+    free_space: bool = _p(True, "clear voxels that depth frames see through, and objects that lose most of their voxels so (off: the map only grows)")
+    free_interval: int = _p(2, "free space: look for evidence in every n-th fused depth frame (1: every frame; each look costs about 2 ms at 640x480)", (1, INT_MAX))
+    free_margin_voxels: float = _p(2.0, "free space: depth must lie beyond a voxel by at least this many voxels", (0.0, INF))
+    free_margin_quadratic: float = _p(0.005, "free space: ... and by at least this times depth^2 (metres per squared metre, the depth noise)", (0.0, INF))
+    free_min_observations: int = _p(3, "free space: frames that must see through a voxel (since it was last seen occupied) before it is cleared", (1, INT_MAX))
+    free_ratio: float = _p(0.5, "free space: ... and at least this many per hit of the voxel (hits counted up to free_hits_cap; a look counts for free_interval frames)", (0.0, INF))
+    free_hits_cap: int = _p(10, "free space: hits beyond this do not make a voxel harder to clear", (0, INT_MAX))
+    free_object_fraction: float = _p(0.5, "free space: an object whose cleared voxels reach this share of those it had is removed whole", (0.0, 1.0))
 
 
 @dataclass

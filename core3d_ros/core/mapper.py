@@ -43,6 +43,8 @@ class FrameStats:
     associated: int = 0
     merged: int = 0
     dropped_voxels: int = 0
+    cleared_voxels: int = 0  # voxels emptied because frames saw through them (fusion.free_space)
+    removed_objects: list[int] = field(default_factory=list)  # objects removed by that clearing
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -167,6 +169,7 @@ class Mapper:
             ist = fuse_frame(self.map, frame, masks, observations)
         stats.segments, stats.created, stats.associated = ist.segments, ist.created, ist.associated
         stats.merged, stats.dropped_voxels = ist.merged, ist.dropped_voxels
+        stats.cleared_voxels, stats.removed_objects = ist.cleared_voxels, list(ist.removed_objects)
         stats.timings_ms["total"] = (time.perf_counter() - t_start) * 1e3
         return stats
 
@@ -197,6 +200,7 @@ class Mapper:
             raise FrameError(ist.rejected, "the fusion engine refused the frame; the map is unchanged")
         stats.segments, stats.created, stats.associated = ist.segments, ist.created, ist.associated
         stats.merged, stats.dropped_voxels = ist.merged, ist.dropped_voxels
+        stats.cleared_voxels, stats.removed_objects = ist.cleared_voxels, list(ist.removed_objects)
         stats.timings_ms["total"] = (time.perf_counter() - t_start) * 1e3
         return stats
 

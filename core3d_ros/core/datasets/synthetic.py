@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -234,6 +235,28 @@ def _trajectory(rng: np.random.Generator, num_frames: int, room: tuple[float, fl
     return poses
 
 
+def _changed(objects: list[SceneObject], remove: Iterable[str], move: Mapping[str, Sequence[float]]) -> list[SceneObject]:
+    """``objects`` without the classes named in ``remove``, and those named in ``move`` shifted
+    by their (x, y, z) offset in metres (same ids)."""
+    names = {o.class_name for o in objects}
+    remove = set(remove)
+    unknown = sorted((remove | set(move)) - names)
+    if unknown:
+        raise ValueError(f"no object of class {unknown} in this scene (it has {sorted(names)})")
+    out = []
+    for o in objects:
+        if o.class_name in remove:
+            continue
+        if o.class_name in move:
+            off = np.asarray(move[o.class_name], float)
+            if off.shape != (3,) or not np.all(np.isfinite(off)):
+                raise ValueError(f"move offset of {o.class_name} must be 3 finite numbers, got {move[o.class_name]!r}")
+            parts = [Primitive(p.kind, tuple(np.add(p.center, off).tolist()), p.size) for p in o.parts]
+            o = _make_object(o.id, o.class_name, parts, o.supported_by)
+        out.append(o)
+    return out
+
+
 class SyntheticScene:
     """A rendered synthetic room; implements the Dataset protocol (frames rendered on access)."""
 
@@ -245,6 +268,8 @@ class SyntheticScene:
         height: int = 240,
         noise: float = 0.0,
         depth: DepthConfig | None = None,
+        remove: Iterable[str] = (),
+        move: Mapping[str, Sequence[float]] | None = None,
     ):
         if num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
@@ -261,6 +286,9 @@ class SyntheticScene:
 
         rng = np.random.default_rng(self.seed)
         self.room_size, self.structures, self.objects = _layout(rng)
+        # The same room with objects taken away or moved (the layout and the trajectory draw
+        # the same numbers, so both scenes share every other object and every pose).
+        self.objects = _changed(self.objects, remove, move or {})
         self.instances: list[SceneObject] = [*self.structures, *self.objects]
         self.instance_classes: dict[int, str] = {o.id: o.class_name for o in self.instances}
         self.poses = _trajectory(rng, int(num_frames), self.room_size)
@@ -403,9 +431,13 @@ def make_scene(
     noise: float = 0.0,
     *,
     depth: DepthConfig | None = None,
+    remove: Iterable[str] = (),
+    move: Mapping[str, Sequence[float]] | None = None,
 ) -> SyntheticScene:
-    """Build the synthetic room for ``seed``; ``noise`` is the depth noise std in metres."""
-    return SyntheticScene(seed=seed, num_frames=num_frames, width=width, height=height, noise=noise, depth=depth)
+    """Build the synthetic room for ``seed``; ``noise`` is the depth noise std in metres.
+    ``remove``: class names of objects taken out of the room; ``move``: class name -> (x, y, z)
+    offset in metres (the room after a change, seen along the same trajectory)."""
+    return SyntheticScene(seed=seed, num_frames=num_frames, width=width, height=height, noise=noise, depth=depth, remove=remove, move=move)
 
 
 def synthetic_seed(path: str) -> int | None:

@@ -78,7 +78,9 @@ class FrameIntegration:
             colors = rgb[::stride, ::stride] if stride > 1 else rgb
             frame_colors = gather_rows_kernel(np.ascontiguousarray(colors, dtype=np.uint8).reshape(-1, 3), fv.rep)
             stats = IntegrationStats(points=dv.points, stride=stride, voxels=len(fv))
-            return self._integrate_voxels(fv, frame_colors, fv.label, stamp, observations, stats)
+            stats = self._integrate_voxels(fv, frame_colors, fv.label, stamp, observations, stats)
+            self._free_space(d, intrinsics, pose, stride, stats)
+            return stats
         # "too_large": a view frustum whose block grid exceeds the dense limit takes the general
         # path: back-projection with array code, then the points' own blocks (FrameVoxels).
         n_valid = int(np.count_nonzero(flat > 0))
@@ -107,7 +109,9 @@ class FrameIntegration:
                 return IntegrationStats(rejected="out_of_range", stride=stride, points=len(valid))
             np.floor(w, out=w)
             coords[i] = w
-        return self._finish_frame(coords, valid, stride, W, rgb, labels, stamp, observations)
+        stats = self._finish_frame(coords, valid, stride, W, rgb, labels, stamp, observations)
+        self._free_space(d, intrinsics, pose, stride, stats)
+        return stats
 
     def _finish_frame(self, coords, valid, stride, W, rgb, labels, stamp, observations) -> IntegrationStats:
         if stride > 1:  # pixel index in the full image
@@ -181,6 +185,7 @@ class FrameIntegration:
             return fblock_num, voxel_rows_kernel(fblock_num, vb, vo, self._btable)
 
         seg, (fblock_num, rows) = self._segments(fv, vlabel, beside=map_rows)
+        self.free[rows[rows >= 0]] = 0  # seen occupied: free-space evidence starts again
         n_seg = int(seg.max()) + 1 if V else 0
         stats.segments = n_seg
         if n_seg == 0:

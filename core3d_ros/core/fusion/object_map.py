@@ -7,6 +7,7 @@ working on the same state (listed in :meth:`ObjectMap.clear` and :class:`~.stora
     integration.py  FrameIntegration: fusing one frame (depth image or point cloud), votes
     association.py  Association: segments against objects (IoV, balanced test), hidden sides
     merging.py      Merging: the merge pass, co-mask evidence, unions found by association
+    free_space.py   FreeSpace: voxels a depth frame sees through, cleared; objects that leave
     snapshot.py     Snapshots: the map read out, rebuilt per changed object
     records.py      ObjectState, SegmentObservation, IntegrationStats
 
@@ -57,6 +58,7 @@ import numpy as np
 from ...config import FusionConfig
 from ..objects import MapSnapshot, ObjectInfo
 from .association import Association
+from .free_space import FreeSpace
 from .integration import FrameIntegration
 from .merging import Merging
 from .records import IntegrationStats, ObjectState, SegmentObservation
@@ -67,7 +69,7 @@ from .threads import ThreadTeam, default_threads
 __all__ = ["IntegrationStats", "ObjectMap", "ObjectState", "SegmentObservation", "warm_up"]
 
 
-class ObjectMap(VoxelStore, FrameIntegration, Association, Merging, Snapshots):
+class ObjectMap(VoxelStore, FrameIntegration, FreeSpace, Association, Merging, Snapshots):
     """The fusion map (see the module's overview): its roles are the bases it is made of, one
     file each; the state they share is set up by :meth:`clear`."""
 

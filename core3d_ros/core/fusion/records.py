@@ -14,6 +14,7 @@ class ObjectState:
 
     id: int
     num_voxels: int = 0  # rows whose slots hold this id
+    cleared_voxels: int = 0  # rows it lost because frames saw through them (free_space.py)
     num_observations: int = 0
     first_seen: float = 0.0
     last_seen: float = 0.0
@@ -60,3 +61,7 @@ class IntegrationStats:
     stride: int = 0  # pixel stride they were sampled with
     voxels: int = 0  # distinct voxels of the frame
     rejected: str = ""  # reason code when the frame was refused (the map is then unchanged)
+    free_voxels: int = 0  # map voxels the frame saw through (free-space evidence)
+    cleared_voxels: int = 0  # voxels emptied because frames saw through them often enough
+    removed_objects: list[int] = field(default_factory=list)  # objects removed by that clearing
+    free_skipped: str = ""  # reason code when the frame gave no free-space evidence

@@ -40,6 +40,7 @@ class VoxelStore:
         self.colors = np.zeros((cap, 3), np.float32)
         self.color_n = np.zeros(cap, np.int32)
         self.owner = np.full(cap, -1, np.int32)
+        self.free = np.zeros(cap, np.int16)  # frames that saw through the voxel since it was last seen occupied
         self.objects: dict[int, ObjectState] = {}
         self._rows: dict[int, _Rows] = {}
         self.next_id = 1
@@ -50,7 +51,7 @@ class VoxelStore:
 
     def memory_bytes(self) -> int:
         """Memory held by the map: voxel arrays, block table and hash, object states."""
-        arrays = sum(a.nbytes for a in (self.keys, self.ids, self.hits, self.colors, self.color_n, self.owner))
+        arrays = sum(a.nbytes for a in (self.keys, self.ids, self.hits, self.colors, self.color_n, self.owner, self.free))
         index = self._btable.nbytes + self._blocks.memory_bytes()
         rows = sum(c.nbytes for r in self._rows.values() for c in r.chunks)
         objects = sum(
@@ -76,6 +77,7 @@ class VoxelStore:
         self.colors = grown(self.colors, 0)
         self.color_n = grown(self.color_n, 0)
         self.owner = grown(self.owner, -1)
+        self.free = grown(self.free, 0)
 
     def _grow_blocks(self, need: int) -> None:
         cap = len(self._btable)
