@@ -200,7 +200,12 @@ class QueryNode(Node):
             with self._lock:
                 self._counts["state_failures"] += 1
             return
-        self.mirror.apply_state(msg_to_map_version(resp.state))
+        outcome = self.mirror.apply_state(msg_to_map_version(resp.state))
+        if outcome == "applied":  # the first state and each resync: rare, worth a line
+            st = resp.state
+            self.get_logger().info(
+                f"map state applied: {st.map_id} generation {st.generation} seq {st.seq}, {len(st.objects)} objects"
+            )
 
     def _tick(self) -> None:
         self._ask_state_if_needed()
