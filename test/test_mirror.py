@@ -146,3 +146,18 @@ def test_the_pending_buffer_is_bounded() -> None:
         m.offer(change(seq, [obj(seq)]))
     s = m.stats()
     assert s.pending == 3 and s.rejected == {"pending_overflow": 2}
+
+
+def test_a_change_newer_than_the_state_asked_after_it_is_dropped() -> None:
+    m = started(0)
+    m.offer(change(1, [obj(1)]))
+    assert m.offer(change(9, [obj(9)])) == "waiting"  # forged or stray: the map is at 1
+    mark = m.mark()
+    assert m.offer(change(3, [obj(3)])) == "waiting"  # arrived after the request: kept
+    assert m.apply_state(state(2, [obj(1), obj(2)]), mark) == "applied"
+    assert ids(m) == [1, 2, 3] and m.stats().seq == 3
+    assert m.stats().rejected == {"ahead_of_state": 1} and not m.needs_state
+    m.offer(change(5, [obj(5)]))  # a real gap
+    mark = m.mark()
+    assert m.apply_state(state(3, [obj(1), obj(2), obj(3)]), mark) == "stale"
+    assert not m.needs_state and m.stats().rejected == {"ahead_of_state": 2}

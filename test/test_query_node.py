@@ -246,6 +246,16 @@ def test_the_query_node_answers_as_the_mapping_node_does(graph: Graph) -> None:
     assert values["objects"] == str(len(ids)) and float(values["mirror_age_s"]) >= 0
     assert int(values["queries"]) == 1 + 24 + len(QUERIES)
 
+    # the mapping node goes away: the query node keeps answering from its last state and says so
+    graph.executor.remove_node(mapping)
+    mapping.destroy_node()
+    graph.mapping = None
+    assert wait_for(lambda: graph.query.map_updates.get_publisher_count() == 0, 10)
+    status = graph.query.diagnostics().status[0]
+    assert "no mapping node" in status.message and "objects as of" in status.message, status.message
+    resp = graph.call(Query, "core3d/query", Query.Request(text="the red mug"))
+    assert resp.success and len(resp.results) > 0
+
 
 def test_a_dropped_update_resyncs_and_bad_updates_are_counted_never_applied(graph: Graph) -> None:
     mapping = graph.start_mapping()

@@ -91,6 +91,7 @@ class QueryNode(Node):
         self._query_ms: deque[float] = deque(maxlen=QUERY_WINDOW)
         self._state_future: Any = None
         self._state_asked_at = 0.0
+        self._state_mark: int | None = None  # MapMirror.mark() when the state was asked for
         qos = service_qos(self.cfg.ros.service_queue)
         services = ReentrantCallbackGroup()
         self._stream_group = MutuallyExclusiveCallbackGroup()  # updates and states apply one at a time
@@ -150,6 +151,7 @@ class QueryNode(Node):
             "updates_applied": s.applied,
             "states_applied": s.states,
             "pending_updates": s.pending,
+            "stream_publishers": self.map_updates.get_publisher_count(),
         }
         values.update({k: v for k, v in sorted(counts.items())})
         if recent:
@@ -188,6 +190,7 @@ class QueryNode(Node):
             if not self.state_client.service_is_ready():
                 return  # asked again on the next tick
             self._state_asked_at = now
+            self._state_mark = self.mirror.mark()
             self._counts["state_requests"] += 1
             self._state_future = self.state_client.call_async(self._GetMapState.Request())
         self._state_future.add_done_callback(self._guard("map_state", self._on_state))
@@ -200,7 +203,9 @@ class QueryNode(Node):
             with self._lock:
                 self._counts["state_failures"] += 1
             return
-        outcome = self.mirror.apply_state(msg_to_map_version(resp.state))
+        with self._lock:
+            mark = self._state_mark
+        outcome = self.mirror.apply_state(msg_to_map_version(resp.state), mark)
         if outcome == "applied":  # the first state and each resync: rare, worth a line
             st = resp.state
             self.get_logger().info(
@@ -216,6 +221,12 @@ class QueryNode(Node):
         status = DiagnosticStatus(name=f"{self.get_name()}: query", hardware_id=self.get_fully_qualified_name())
         if values["seq"] == "":
             status.level, status.message = DiagnosticStatus.WARN, NO_MAP_YET
+        elif not values["stream_publishers"]:
+            status.level = DiagnosticStatus.WARN
+            status.message = (
+                f"no mapping node on core3d/map_updates: serving {values['objects']} objects as of "
+                f"{values['mirror_age_s']} s ago"
+            )
         else:
             status.level, status.message = DiagnosticStatus.OK, f"serving {values['objects']} objects"
         if any(k.startswith("errors_") for k in values):

@@ -100,7 +100,8 @@ class MapMirror:
         self._generation: int | None = None
         self._seq = 0
         self._meta = MapVersion("", 0, 0, True)  # stamp, voxel size, frames, viewpoint of the table
-        self._pending: dict[tuple[int, int], MapVersion] = {}
+        self._pending: dict[tuple[int, int], tuple[int, MapVersion]] = {}  # (gen, seq) -> (arrival, change)
+        self._arrivals = 0  # changes offered so far: marks when a state was asked for
         self._needs_state = True
         self._resyncs: dict[str, int] = {"first": 1}
         self._rejected: dict[str, int] = {}
@@ -126,6 +127,14 @@ class MapMirror:
                 objects = [self._table[k] for k in sorted(self._table)]
                 self._snapshot = MapSnapshot(objects=objects, voxel_size=m.voxel_size, stamp=m.stamp, frames=m.frames)
             return self._snapshot
+
+    def mark(self) -> int:
+        """Call when asking for a full state; hand the value to ``apply_state``. A change that
+        arrived before the request and is newer than the state it brought cannot have come from
+        that map's publisher (a forgery or a stray): it is dropped, counted ``ahead_of_state``,
+        instead of holding the mirror in a loop of state requests."""
+        with self._lock:
+            return self._arrivals
 
     @property
     def viewpoint(self) -> np.ndarray | None:
@@ -156,6 +165,7 @@ class MapMirror:
         if v.full:
             return self.apply_state(v)
         with self._lock:
+            self._arrivals += 1
             bad = self._check(v)
             if bad:
                 return self._reject(bad)
@@ -165,7 +175,7 @@ class MapMirror:
                 return self._reject("unknown_generation")
             if v.generation > self._generation:
                 return self._wait(v, "new_generation")
-            if v.seq == self._seq or (v.generation, v.seq) in self._pending:
+            if v.seq == self._seq or (int(v.generation), int(v.seq)) in self._pending:
                 return self._reject("duplicate")
             if v.seq < self._seq:
                 return self._reject("out_of_order")
@@ -175,19 +185,25 @@ class MapMirror:
             self._drain()
             return "applied"
 
-    def apply_state(self, v: MapVersion) -> str:
-        """Take a full state. Returns ``applied``, ``stale`` (the table is newer: ignored) or the
-        reason it was rejected."""
+    def apply_state(self, v: MapVersion, mark: int | None = None) -> str:
+        """Take a full state (``mark``: ``mark()``'s value when it was asked for). Returns
+        ``applied``, ``stale`` (the table is as new or newer: ignored) or the reason it was
+        rejected."""
         with self._lock:
             bad = self._check(v)
             if bad:
                 return self._reject(bad)
-            if self._generation is not None:
-                if v.generation < self._generation:
-                    return self._reject("unknown_generation")
-                if v.generation == self._generation and v.seq <= self._seq:
-                    self._needs_state = self._gap_left()
-                    return "stale"
+            if self._generation is not None and v.generation < self._generation:
+                return self._reject("unknown_generation")
+            if mark is not None:
+                for key, (arrival, _) in list(self._pending.items()):
+                    if arrival <= mark and key > (int(v.generation), int(v.seq)):
+                        del self._pending[key]
+                        self._reject("ahead_of_state")
+            if self._generation is not None and v.generation == self._generation and v.seq <= self._seq:
+                self._drain()
+                self._needs_state = self._gap_left()
+                return "stale"
             self._table = {int(o.id): o for o in v.objects}
             self._map_id, self._generation, self._seq = v.map_id, int(v.generation), int(v.seq)
             self._meta = v
@@ -207,7 +223,7 @@ class MapMirror:
         if len(self._pending) >= self._max_pending:
             self._pending.pop(min(self._pending))
             self._rejected["pending_overflow"] = self._rejected.get("pending_overflow", 0) + 1
-        self._pending[(int(v.generation), int(v.seq))] = v
+        self._pending[(int(v.generation), int(v.seq))] = (self._arrivals, v)
         if reason is not None and not self._needs_state:
             self._resyncs[reason] = self._resyncs.get(reason, 0) + 1
         self._needs_state = True
@@ -261,7 +277,7 @@ class MapMirror:
             if gen < self._generation or (gen == self._generation and seq <= self._seq):
                 del self._pending[key]  # covered by the state (or older): nothing to apply
             elif gen == self._generation and seq == self._seq + 1:
-                self._apply(self._pending.pop(key))
+                self._apply(self._pending.pop(key)[1])
         if self._gap_left() and not self._needs_state:
             self._resyncs["gap"] = self._resyncs.get("gap", 0) + 1
             self._needs_state = True

@@ -320,6 +320,8 @@ class Peer:
             "sync_dropped": d.prefixed("sync_dropped_"),
             "objects": d.get("objects"),
             "queries": d.get("queries"),
+            # the map stream (core3d/map_updates): versions sent, objects in them, bytes (estimated)
+            "stream": d.prefixed("stream_"),
         }
 
     def close(self) -> None:

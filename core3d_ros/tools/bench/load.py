@@ -122,6 +122,7 @@ def bench_load(
                 wait_for_subscribers=30.0, progress=progress, node_name="core3d_stress_player",
             )
             settled = peer.wait_settled(result.frames, 60.0 + frames * 0.1)
+            phase_mapping_s = time.monotonic() - first_frame[0]
             if with_queries:  # "while mapping": from the first frame sent until all are mapped
                 mapping_start, mapping_end = first_frame[0], time.monotonic()
             if client is not None:
@@ -138,6 +139,7 @@ def bench_load(
                 # more colour frames than sent: another publisher on this ROS_DOMAIN_ID
                 "foreign_frames": max(counters["received"] - result.frames, 0),
                 "settled": settled,
+                "mapping_s": phase_mapping_s,
                 **counters,
                 "exceptions": errors_seen(node, peer),
                 "node_alive_at_end": node.alive(),
@@ -187,6 +189,8 @@ def bench_load(
         "while_mapping": {k: v for k, v in during.items() if k not in ("ms", "ms_from_send")},
         "idle": {k: v for k, v in idle.items() if k not in ("ms", "ms_from_send")},
         "query_p99_ok": bool(during["ms"]["p99"] <= 50.0),
+        # the map stream while mapping (the run without queries): estimated bytes per second
+        "stream_bytes_per_s": base["stream"].get("bytes_sent", 0) / base["mapping_s"] if base.get("stream") else None,
         "phases": phases,
         "frames_lost_without_queries": lost_base,
         "frames_lost_with_queries": lost_loaded,
