@@ -8,6 +8,7 @@ its sample, never all its voxels beyond one strided view.
 """
 from __future__ import annotations
 
+import array
 import math
 from typing import Any, Iterable
 
@@ -27,6 +28,12 @@ def sample_rows(n: int, max_sample: int) -> slice:
     return slice(0, n, step)
 
 
+def _packed(values: np.ndarray, typecode: str, dtype: Any) -> array.array:
+    """A numpy array as the array.array a message's sequence field holds, copied as bytes (the
+    generated setter would convert a numpy array element by element)."""
+    return array.array(typecode, np.ascontiguousarray(values, dtype=dtype).tobytes())
+
+
 def object_state_to_msg(obj: ObjectInfo, max_sample: int) -> Any:
     """ObjectInfo -> core3d/ObjectState (embedding as fp16, at most ``max_sample`` voxels)."""
     m = _core3d_msg()
@@ -34,10 +41,10 @@ def object_state_to_msg(obj: ObjectInfo, max_sample: int) -> Any:
     msg.object = object_to_msg(obj)
     if obj.embedding is not None:
         e = np.asarray(obj.embedding, dtype=np.float32).reshape(-1)
-        msg.embedding_fp16 = e.astype(np.float16).view(np.uint16)
+        msg.embedding_fp16 = _packed(e.astype(np.float16).view(np.uint16), "H", np.uint16)
     rows = sample_rows(len(obj.points), max_sample)
-    msg.sample_points = np.ascontiguousarray(np.asarray(obj.points, dtype=np.float32)[rows]).reshape(-1)
-    msg.sample_colors = np.ascontiguousarray(np.asarray(obj.colors, dtype=np.uint8).reshape(-1, 3)[rows]).reshape(-1)
+    msg.sample_points = _packed(np.asarray(obj.points, dtype=np.float32)[rows], "f", np.float32)
+    msg.sample_colors = _packed(np.asarray(obj.colors, dtype=np.uint8).reshape(-1, 3)[rows], "B", np.uint8)
     return msg
 
 

@@ -227,6 +227,28 @@ class DiagnosticsListener(Diagnostics):
         return False
 
 
+class QueryDiagnostics:
+    """The query node's latest /diagnostics values (core3d_query: query_ms_p50/p99 inside the
+    node, the mirror's counters)."""
+
+    def __init__(self, node: Any):
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        self._lock = threading.Lock()
+        self.values: dict[str, str] = {}
+        node.create_subscription(DiagnosticArray, "/diagnostics", self._cb, 10)
+
+    def _cb(self, msg: Any) -> None:
+        for status in msg.status:
+            if status.name.startswith("core3d_query"):
+                with self._lock:
+                    self.values = {kv.key: kv.value for kv in status.values}
+
+    def all(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self.values)
+
+
 class Peer:
     """This process's side of the graph: one rclpy context and node, spun by a background
     executor; the node's diagnostics and a client for each of its services (``client_depth``:
@@ -244,6 +266,7 @@ class Peer:
         rclpy.init(context=self.ctx, domain_id=domain_id)
         self.node = rclpy.create_node(f"{name}_{os.getpid()}", context=self.ctx)
         self.diag = DiagnosticsListener(self.node)
+        self.query_diag = QueryDiagnostics(self.node)
         types = {"query": Query, "get_object": GetObject, "save_map": SaveMap, "load_map": LoadMap, "clear_map": Trigger}
         self.types = types
         # clients made before spinning: destroying or creating them while the executor spins races

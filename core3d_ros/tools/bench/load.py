@@ -143,6 +143,7 @@ def bench_load(
                 **counters,
                 "exceptions": errors_seen(node, peer),
                 "node_alive_at_end": node.alive(),
+                "query_node": peer.query_diag.all() if query_node else None,  # its /diagnostics at the end
             }
         finally:
             if client is not None:
