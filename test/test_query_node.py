@@ -22,8 +22,9 @@ from core3d.srv import GetObject, Query  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import PoseStamped  # noqa: E402
 from rclpy.executors import MultiThreadedExecutor  # noqa: E402
-from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
+from visualization_msgs.msg import MarkerArray  # noqa: E402
 
 from core3d_ros.config import MapperConfig  # noqa: E402
 from core3d_ros.core.camera import CameraIntrinsics  # noqa: E402
@@ -232,6 +233,13 @@ def test_the_query_node_answers_as_the_mapping_node_does(graph: Graph) -> None:
     assert wait_for(graph.in_step, 10), (graph.query.mirror.stats(), mapping._stream.seq)
     ids = [o.id for o in graph.query.mirror.snapshot().objects]
     assert ids == [o.id for o in mapping.mapper.snapshot().objects] and len(ids) > 5
+    markers: list = []
+    graph.peer.create_subscription(
+        MarkerArray, "core3d/query_markers", markers.append,
+        QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL),
+    )
+    # only the query node has answered so far: these hits are its own
+    assert wait_for(lambda: any(mk.ns.startswith("core3d_query") for m in markers for mk in m.markers), 10)
     for text in QUERIES:
         same_answer(
             graph.call(Query, "core3d/query", Query.Request(text=text, top_k=5)),

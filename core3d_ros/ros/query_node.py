@@ -13,6 +13,7 @@ mapping node's last camera pose as the viewpoint; the services have the mapping 
 and names, so planners see no difference. What the stream does not carry: best-view crops
 (results have none) and all of an object's voxels (``include_points`` returns its sample).
 
+``core3d/query_markers``: the last query's hits, with the next tick (as the mapping node does).
 /diagnostics: the mirror's sequence, objects, age (seconds since it last changed), updates and
 states applied, rejects and resyncs by reason, queries and their time in the node.
 
@@ -33,15 +34,18 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
+from visualization_msgs.msg import MarkerArray
 
 from ..config import MapperConfig
 from ..core.mapping.mirror import MapMirror
 from .conversions.clouds import points_to_cloud
 from .conversions.headers import make_header
 from .conversions.map_stream import msg_to_map_version
+from .conversions.markers import query_markers
 from .conversions.objects import object_to_msg
 from .map_stream import STREAM_QOS
 from .params import declare_config
+from .publishing import MAP_QOS
 from .runner import exit_now_if_busy, run_nodes
 from .services import QUERY_WINDOW, fill_query_response, query_error_types, service_qos
 
@@ -108,6 +112,10 @@ class QueryNode(Node):
             ),
         ]
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        # the last query's hits for RViz, as the mapping node publishes its own: with the next
+        # tick, so that a planner asking 50 queries a second does not pay for 50 marker arrays
+        self.query_markers_pub = self.create_publisher(MarkerArray, "core3d/query_markers", MAP_QOS)
+        self._query_hits: list | None = None
         self._timer = self.create_timer(
             self.cfg.ros.publish_period, self._guard("tick", self._tick), callback_group=MutuallyExclusiveCallbackGroup()
         )
@@ -214,6 +222,10 @@ class QueryNode(Node):
 
     def _tick(self) -> None:
         self._ask_state_if_needed()
+        with self._lock:
+            hits, self._query_hits = self._query_hits, None
+        if hits is not None:
+            self.query_markers_pub.publish(query_markers(hits, frame_id=self.cfg.ros.map_frame, stamp=self._now()))
         self.diagnostics_pub.publish(self.diagnostics())
 
     def diagnostics(self) -> DiagnosticArray:
@@ -260,7 +272,9 @@ class QueryNode(Node):
         except self._query_errors as e:
             resp.success, resp.message = False, str(e) or type(e).__name__
             return resp
-        fill_query_response(req, resp, answer, snap, self._QueryResult, self.cfg.ros.map_frame, self._now)
+        hits = fill_query_response(req, resp, answer, snap, self._QueryResult, self.cfg.ros.map_frame, self._now)
+        with self._lock:
+            self._query_hits = hits
         return resp
 
     def _on_get_object(self, req: Any, resp: Any) -> Any:
