@@ -238,8 +238,13 @@ def test_the_query_node_answers_as_the_mapping_node_does(graph: Graph) -> None:
         MarkerArray, "core3d/query_markers", markers.append,
         QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL),
     )
-    # only the query node has answered so far: these hits are its own
-    assert wait_for(lambda: any(mk.ns.startswith("core3d_query") for m in markers for mk in m.markers), 10)
+    # only the query node has answered so far: the hits of this query are its own
+    hit = graph.call(Query, "core3d/query", Query.Request(text="the red mug", top_k=3))
+    assert hit.success and len(hit.results) > 0, hit.message
+    ids_hit = {r.object.id for r in hit.results}
+    assert wait_for(
+        lambda: any(mk.ns.startswith("core3d_query") and mk.id in ids_hit for m in markers for mk in m.markers), 10
+    ), [[(mk.ns, mk.id) for mk in m.markers] for m in markers]
     for text in QUERIES:
         same_answer(
             graph.call(Query, "core3d/query", Query.Request(text=text, top_k=5)),
@@ -252,7 +257,7 @@ def test_the_query_node_answers_as_the_mapping_node_does(graph: Graph) -> None:
     assert s.rejected == {} and s.applied >= 3 and s.states == 1
     values = {kv.key: kv.value for kv in graph.query.diagnostics().status[0].values}
     assert values["objects"] == str(len(ids)) and float(values["mirror_age_s"]) >= 0
-    assert int(values["queries"]) == 1 + 24 + len(QUERIES)
+    assert int(values["queries"]) == 1 + 24 + 1 + len(QUERIES)
 
     # the mapping node goes away: the query node keeps answering from its last state and says so
     graph.executor.remove_node(mapping)
