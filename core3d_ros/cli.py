@@ -344,11 +344,11 @@ def _stress_bench(args) -> dict:
     elif args.what == "load":
         r = load.bench_load(
             qps=args.qps or 50.0, frames=args.frames or 300, rate=args.rate or 15.0, data=args.data or load.AUTO,
-            width=640, height=480, voxel=args.voxel, **graph, **common,
+            width=640, height=480, voxel=args.voxel, query_node=args.query_node, **graph, **common,
         )
         q, w = r["query_ms"], r["while_mapping"]
         print(
-            f"load ({args.perception}; {r['source']}; {r['image_size'][0]}x{r['image_size'][1]} at {r['rate_hz']:g} Hz): "
+            f"load ({args.perception}{', query node' if args.query_node else ''}; {r['source']}; {r['image_size'][0]}x{r['image_size'][1]} at {r['rate_hz']:g} Hz): "
             f"while mapping {w['scheduled']} queries due at {r['qps_target']:g}/s, {w['answered']} answered "
             f"({w['qps_achieved']:.1f}/s achieved), {w['timed_out']} timed out; from scheduled send (open loop, "
             f"timeouts at {r['query_timeout_s']:g} s): p50 {q['p50']:.1f} ms, p99 {q['p99']:.1f} ms, max {q['max']:.1f} ms "
@@ -443,6 +443,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--perception", choices=("process", "in_process"), default="process",
         help="soak/fuzz/load: the perception node in a process of its own (as the launch file starts it) or in the mapping node's",
+    )
+    b.add_argument(
+        "--query-node", action="store_true",
+        help="load: queries go to core3d-query-node in a process of its own (from the map stream), as the launch file starts it",
     )
     b.add_argument("--trials", type=int, default=7, help="kill: save_map calls killed")
     b.add_argument("--workdir", help="soak/fuzz/load/kill: keep node logs and maps here (default: a removed temp dir)")

@@ -335,6 +335,10 @@ class RosConfig:
     publish_points: bool = _p(True, "publish the map point cloud on core3d/cloud")
     cloud_max_points: int = _p(500_000, "most points in one core3d/cloud message: a bigger map is thinned evenly (every 2nd, 4th, ... voxel of each object)", (1, INT_MAX))
     publish_surface: bool = _p(True, "publish changed TSDF blocks as markers on core3d/surface (needs geometry.enabled)")
+    # The map stream (core3d/map_updates, core3d/get_map_state) that query nodes mirror.
+    publish_map_updates: bool = _p(True, "publish what changed at each map publication on core3d/map_updates and serve the full state on core3d/get_map_state (what core3d-query-node mirrors)")
+    stream_voxel_sample: int = _p(2000, "most voxel centres per object in the map stream, for a query node's spatial relations (every k-th voxel of a bigger object)", (1, INT_MAX))
+    query_namespace: str = _p("core3d", "namespace of this mapping node's query and get_object services: core3d (core3d/query) | core3d/mapping (core3d/mapping/query, when a query node serves core3d/query)", choices=("core3d", "core3d/mapping"))
     marker_style: str = _p("line_list", "object boxes in core3d/markers: line_list (wire frame) | cube", choices=("line_list", "cube"))
     map_path: str = _p("", "load this map at start-up when set (relative: inside maps_dir)")
     # Map files are read and written only inside this directory (created when needed); a

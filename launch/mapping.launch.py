@@ -6,6 +6,13 @@
     ros2 launch core3d mapping.launch.py perception:=in_process   # one process for both nodes
     ros2 launch core3d mapping.launch.py perception:=false   # perception runs elsewhere:
         # on the GPU machine: ros2 run core3d perception_node --config my.yaml
+    ros2 launch core3d mapping.launch.py query_node:=false   # the mapping node answers core3d/query itself
+
+By default a query node (core3d-query-node) in a process of its own answers core3d/query and
+core3d/get_object from a mirror of the mapping node's map stream, so that no query waits on the
+mapping process's interpreter lock; the mapping node's own query services then move to
+core3d/mapping/query and core3d/mapping/get_object (kept for comparison and as a fallback), and
+it keeps save_map, load_map, clear_map and get_map_state.
 
 Parameters come from share/core3d/config/mapping.yaml unless `config` names another file; the
 node's topics are relative, so a `namespace` (or remappings) places it next to a camera driver.
@@ -42,11 +49,17 @@ def _core3d_nodes(context, *args, **kwargs):
         emulate_tty=True,
         arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level")],
     )
+    query_node = LaunchConfiguration("query_node").perform(context).strip().lower()
+    if query_node not in ("true", "false"):
+        raise ValueError(f"launch argument query_node must be true or false, got {query_node!r}")
+    mapping = {**common, "ros.perception": modes[perception]}
+    if query_node == "true":  # the query node takes core3d/query; the mapping node's moves aside
+        mapping.update({"ros.query_namespace": "core3d/mapping", "ros.publish_map_updates": True})
     nodes = [
         Node(
             executable="mapping_node",
             name="core3d_mapping",
-            parameters=[{**common, "ros.perception": modes[perception]}],
+            parameters=[mapping],
             **node,
         )
     ]
@@ -68,12 +81,26 @@ def _core3d_nodes(context, *args, **kwargs):
         )
         nodes.append(perception_node)
         nodes.append(RegisterEventHandler(OnProcessExit(target_action=perception_node, on_exit=_stop_on_configuration_error)))
+    if query_node == "true":
+        # Its own process, restarted if it dies (it resyncs from core3d/get_map_state); a
+        # configuration error ends the launch, as for the perception node.
+        query = Node(
+            executable="query_node",
+            name="core3d_query",
+            parameters=[common],
+            respawn=True,
+            respawn_delay=2.0,
+            **node,
+        )
+        nodes.append(query)
+        nodes.append(RegisterEventHandler(OnProcessExit(target_action=query, on_exit=_stop_on_configuration_error)))
     return nodes
 
 
 def _stop_on_configuration_error(event, context):
     if event.returncode == 2:
-        return [EmitEvent(event=Shutdown(reason="core3d_perception: configuration error (see its line above)"))]
+        name = event.action.name if hasattr(event.action, "name") else "a core3d node"
+        return [EmitEvent(event=Shutdown(reason=f"{name}: configuration error (see its line above)"))]
     return None
 
 
@@ -105,6 +132,12 @@ def generate_launch_description() -> LaunchDescription:
                 default_value="true",
                 description="true: start the perception node (segmenter + CLIP) in a process of its own, restarted if it dies; "
                 "in_process: run it in the mapping node's process; false: take core3d/observations from a perception node elsewhere",
+            ),
+            DeclareLaunchArgument(
+                "query_node",
+                default_value="true",
+                description="true: a query node in a process of its own answers core3d/query and core3d/get_object from the "
+                "map stream (the mapping node's move to core3d/mapping/); false: the mapping node answers them itself",
             ),
             DeclareLaunchArgument(
                 "device",

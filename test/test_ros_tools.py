@@ -23,6 +23,7 @@ import pytest
 DOMAIN_ID = 216 + os.getpid() % 16  # test_node_ros uses 200-215, test_node 100-199, e2e 1-99
 NAMESPACE = f"core3d_test_{os.getpid()}"
 NODE = f"/{NAMESPACE}/core3d_mapping"
+QUERY_NODE = f"/{NAMESPACE}/core3d_query"
 DISCOVERY = ["--no-daemon", "--spin-time", "3"]
 
 
@@ -121,6 +122,11 @@ def launched(tmp_path_factory):
     if "mapping: colour" not in launch.output():
         launch.kill()
         pytest.fail(f"the node did not start within 90 s:\n{launch.output()}")
+    while time.monotonic() < deadline + 30 and "map state applied" not in launch.output():
+        time.sleep(0.5)  # the query node has mirrored the map: it answers from now on
+    if "map state applied" not in launch.output():
+        launch.kill()
+        pytest.fail(f"the query node got no map state:\n{launch.output()}")
     yield launch
     launch.kill()
 
@@ -128,7 +134,7 @@ def launched(tmp_path_factory):
 def test_launch_arguments_are_listed() -> None:
     r = ros2("launch", "core3d", "mapping.launch.py", "--show-args")
     assert r.returncode == 0, r.stderr
-    for arg in ("config", "use_sim_time", "namespace", "log_level", "perception", "device", "rviz"):
+    for arg in ("config", "use_sim_time", "namespace", "log_level", "perception", "query_node", "device", "rviz"):
         assert f"'{arg}'" in r.stdout
 
 
@@ -161,6 +167,30 @@ def test_a_killed_perception_node_is_restarted_and_mapping_keeps_serving(tmp_pat
         while time.monotonic() < deadline and len(re.findall(started, launch.output())) < 2:
             time.sleep(0.5)
         assert len(re.findall(started, launch.output())) == 2, launch.output()[-3000:]  # started again
+        r = ros2("service", "call", f"/{ns}/core3d/query", "core3d/srv/Query", "{text: 'a chair'}")
+        assert r.returncode == 0 and "success=True" in r.stdout, r.stdout + r.stderr
+        assert not re.search(r"mapping_node-\d+\]: process has", launch.output()), launch.output()[-3000:]
+    finally:
+        assert launch.ctrl_c() == 0, launch.output()[-3000:]
+
+
+def test_a_killed_query_node_is_restarted_and_mirrors_the_map_again(tmp_path: Path) -> None:
+    ns = f"{NAMESPACE}_query_respawn"
+    launch = Launch(tmp_path / "launch.log", f"namespace:={ns}", "perception:=in_process")
+    try:
+        deadline = time.monotonic() + 120
+        started = r"\[query_node-\d+\]: process started with pid \[(\d+)\]"
+        while time.monotonic() < deadline and not (
+            "map state applied" in launch.output() and re.search(started, launch.output())
+        ):
+            time.sleep(0.5)
+        assert "map state applied" in launch.output(), launch.output()[-3000:]
+        os.kill(int(re.search(started, launch.output()).group(1)), signal.SIGKILL)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and launch.output().count("map state applied") < 2:
+            time.sleep(0.5)
+        assert len(re.findall(started, launch.output())) == 2, launch.output()[-3000:]  # started again
+        assert launch.output().count("map state applied") >= 2, launch.output()[-3000:]  # and resynced
         r = ros2("service", "call", f"/{ns}/core3d/query", "core3d/srv/Query", "{text: 'a chair'}")
         assert r.returncode == 0 and "success=True" in r.stdout, r.stdout + r.stderr
         assert not re.search(r"mapping_node-\d+\]: process has", launch.output()), launch.output()[-3000:]
@@ -201,8 +231,20 @@ def test_node_and_graph_in_the_namespace(launched: Launch) -> None:
     assert info.returncode == 0, info.stderr
     for name in ("core3d/objects", "core3d/markers", "core3d/cloud", "core3d/query_markers"):
         assert f"/{NAMESPACE}/{name}" in info.stdout, info.stdout
-    for name in ("core3d/query", "core3d/get_object", "core3d/save_map", "core3d/load_map", "core3d/clear_map"):
+    # query_node:=true (the default): the mapping node's own query services move to core3d/mapping/
+    for name in (
+        "core3d/mapping/query", "core3d/mapping/get_object", "core3d/save_map", "core3d/load_map", "core3d/clear_map",
+        "core3d/get_map_state", "core3d/map_updates",
+    ):
         assert f"/{NAMESPACE}/{name}" in info.stdout, info.stdout
+    assert f"/{NAMESPACE}/core3d/query:" not in info.stdout, info.stdout
+    for _ in range(3):  # as above: discovery may take more than one spin
+        query = ros2("node", "info", QUERY_NODE, *DISCOVERY)
+        if query.returncode == 0:
+            break
+    assert query.returncode == 0, query.stderr
+    for name in ("core3d/query", "core3d/get_object", "core3d/map_updates", "core3d/get_map_state"):
+        assert f"/{NAMESPACE}/{name}" in query.stdout, query.stdout
     for name in ("camera/color/image_raw", "camera/depth/image_raw", "camera/color/camera_info", "camera/pose"):
         assert f"/{NAMESPACE}/{name}" in info.stdout  # relative inputs follow the namespace
 
@@ -211,8 +253,10 @@ def test_every_service_answers(launched: Launch, tmp_path: Path) -> None:
     ns = f"/{NAMESPACE}/core3d"
     path = tmp_path / "map.npz"
     calls = [
-        ("query", "core3d/srv/Query", "{text: 'the largest object', top_k: 1}", r"success=True"),
+        ("query", "core3d/srv/Query", "{text: 'the largest object', top_k: 1}", r"success=True"),  # the query node
         ("get_object", "core3d/srv/GetObject", "{id: 7}", r"success=False.*no object with id 7"),
+        ("mapping/query", "core3d/srv/Query", "{text: 'the largest object', top_k: 1}", r"success=True"),
+        ("get_map_state", "core3d/srv/GetMapState", "{}", r"success=True.*full=True"),
         ("save_map", "core3d/srv/SaveMap", f"{{path: '{path}'}}", r"success=True"),
         ("clear_map", "std_srvs/srv/Trigger", "{}", r"success=True"),
     ]
@@ -233,6 +277,7 @@ def test_every_output_is_published(launched: Launch) -> None:
         (f"{ns}/markers", "visualization_msgs/msg/MarkerArray", "markers:"),
         (f"{ns}/cloud", "sensor_msgs/msg/PointCloud2", "fields:"),
         ("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", "frames_received"),
+        ("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", "mirror_age_s"),
     ]
     # query markers are published when a query is answered (latched)
     ros2("service", "call", f"{ns}/query", "core3d/srv/Query", "{text: 'a chair'}")
@@ -240,8 +285,9 @@ def test_every_output_is_published(launched: Launch) -> None:
 
     def echo(o):
         extra = ["--qos-durability", "transient_local", "--qos-reliability", "reliable"] if "diagnostics" not in o[0] else []
-        if "diagnostics" in o[0]:  # the mapping node's, not the perception node's
-            extra = ["--filter", "m.status[0].name.startswith('core3d_mapping')"]
+        if "diagnostics" in o[0]:  # the mapping node's or the query node's, not the perception node's
+            name = "core3d_mapping" if o[2] == "frames_received" else "core3d_query"
+            extra = ["--filter", f"m.status[0].name.startswith('{name}')"]
         return ros2("topic", "echo", "--once", *DISCOVERY, *extra, o[0], o[1], timeout=60)
 
     with ThreadPoolExecutor(len(outputs)) as pool:
@@ -272,3 +318,4 @@ def test_ctrl_c_ends_every_node_cleanly(launched: Launch) -> None:
     assert "process has died" not in out, out[-3000:]
     assert re.search(r"mapping_node-\d+\]: process has finished cleanly", out), out[-3000:]
     assert re.search(r"perception_node-\d+\]: process has finished cleanly", out), out[-3000:]
+    assert re.search(r"query_node-\d+\]: process has finished cleanly", out), out[-3000:]

@@ -98,6 +98,21 @@ def test_load_small(tmp_path) -> None:
     assert r["query_p99_ok"] is (r["query_ms"]["p99"] <= 50.0), r["query_ms"]
 
 
+def test_load_small_through_the_query_node(tmp_path) -> None:
+    r = load.bench_load(
+        qps=50.0, frames=30, rate=10.0, pool=15, width=160, height=120, idle_s=2.0, workdir=str(tmp_path), progress=False,
+        domain_id=DOMAIN_ID, query_node=True,
+    )
+    assert r["query_node"] and r["queries"] >= 30 and r["queries_failed"] == 0, r["failures"]
+    assert r["queries_while_mapping"] > 0 and r["query_ms_idle"]["n"] > 0
+    for phase in ("without_queries", "with_queries"):
+        p = r["phases"][phase]
+        assert p["frames_published"] == 30 and p["settled"], p
+        assert p["node_alive_at_end"] and p["node_exit_code"] == 0
+        assert p["exceptions"]["log_error_lines"] == 0, p["exceptions"]
+    assert r["phases"]["with_queries"]["queries"] == 0  # the mapping node answered none: the query node did
+
+
 def test_kill_during_save_map_keeps_the_previous_file(tmp_path) -> None:
     r = kill.bench_kill(trials=2, frames=20, workdir=str(tmp_path), progress=False, domain_id=DOMAIN_ID)
     assert len(r["trials"]) == 2 and r["map_voxels"] > 0

@@ -40,12 +40,13 @@ from ..progress import Progress
 from .frames import REJECTED, reason_of
 from .inputs import SyncedInputs
 from .late_fusion import LateFusionLink
+from .map_stream import MapStream
 from .rejects import RejectLog
 from .params import declare_config, validate_node_config
 from .protocols import FrameMapper, QueryAnswerer
 from .publishing import MappingReport, MapPublisher, NodeCounters
 from .runner import exit_now_if_busy, run_nodes
-from .services import MapServices, default_engine
+from .services import MapServices, default_engine, service_qos
 from .sync import Rejected, SyncedSet
 
 NODE_NAME = "core3d_mapping"
@@ -108,7 +109,15 @@ class MappingNode(Node):
             self.mapper = (mapper_factory or _default_mapper)(self.cfg)
 
         # ---- outputs and services (the timer and service callbacks run beside the worker)
-        self._publisher = MapPublisher(self, self.cfg, self.mapper, self._report)
+        self._stream: MapStream | None = None
+        if ros.publish_map_updates:
+            self._stream = MapStream(
+                self, self.cfg, lambda: getattr(self.mapper, "last_pose", None), guard=self._guard,
+                service_qos=service_qos(ros.service_queue), callback_group=ReentrantCallbackGroup(),
+            )
+        self._publisher = MapPublisher(
+            self, self.cfg, self.mapper, self._report, on_snapshot=self._stream.publish if self._stream else None
+        )
         self._map_services = MapServices(
             self,
             self.cfg,
@@ -259,6 +268,7 @@ class MappingNode(Node):
             sync=self._sync.stats(),
             query_timing=self._map_services.query_timing(),
             late_fusion=self._late.counters() if self._late is not None else {},
+            stream=self._stream.counters() if self._stream is not None else {},
         )
 
     # ------------------------------------------------------------------ shutdown

@@ -69,6 +69,7 @@ class MappingReport:
     sync: SyncStats
     query_timing: dict[str, str] = field(default_factory=dict)  # query_ms_p50 / _p99
     late_fusion: dict[str, Any] = field(default_factory=dict)  # observations, staleness (late_fusion.py)
+    stream: dict[str, Any] = field(default_factory=dict)  # the map stream's counters (map_stream.py)
 
 
 class ObjectMessages:
@@ -130,7 +131,10 @@ class MapCloud:
 class MapPublisher:
     """Owns the output publishers; ``report()`` gives the values /diagnostics shows."""
 
-    def __init__(self, node: Node, cfg: MapperConfig, mapper: MapView, report: Callable[[], MappingReport]):
+    def __init__(
+        self, node: Node, cfg: MapperConfig, mapper: MapView, report: Callable[[], MappingReport],
+        on_snapshot: Callable[[Any, Any], None] | None = None,
+    ):
         from core3d.msg import ObjectArray  # the package's built interfaces
 
         ros = cfg.ros
@@ -138,6 +142,7 @@ class MapPublisher:
         self.cfg = cfg
         self.mapper = mapper
         self._report = report
+        self._on_snapshot = on_snapshot  # the map stream (map_stream.py), fed every publication
         self._ObjectArray = ObjectArray
         self.objects_pub = node.create_publisher(ObjectArray, "core3d/objects", MAP_QOS)
         self.markers_pub = node.create_publisher(MarkerArray, "core3d/markers", MAP_QOS)
@@ -176,6 +181,8 @@ class MapPublisher:
         with self._lock:
             self._objects = len(snap.objects)
         header = make_header(ros.map_frame, stamp)
+        if self._on_snapshot is not None:
+            self._on_snapshot(snap, stamp)
         if self.objects_pub.get_subscription_count():
             msgs, _, _ = self._object_msgs.update(snap.objects)
             self.objects_pub.publish(self._ObjectArray(header=header, objects=msgs))
@@ -267,6 +274,7 @@ class MapPublisher:
             status.message = f"{sum(c.errors.values())} unexpected callback error(s), see the log; still serving"
         values.update({f"errors_{k}": v for k, v in sorted(c.errors.items())})
         values.update(report.late_fusion)
+        values.update(report.stream)
         values.update({f"received_{k}": v for k, v in sorted(c.received.items())})
         values.update({f"rejected_{k}": v for k, v in sorted(c.rejected.items())})
         values.update({f"sync_dropped_{k}": v for k, v in sorted(sync.dropped.items())})

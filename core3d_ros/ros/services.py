@@ -34,6 +34,15 @@ Guard = Callable[[str, Callable[..., Any]], Callable[..., Any]]
 QUERY_WINDOW = 256  # recent query times kept for the percentiles
 
 
+def service_qos(depth: int) -> QoSProfile:
+    """The QoS of core3d's services. The default keeps 10 requests: a burst of more (a planner
+    falling behind, a load bench) lost the oldest without a word; ``ros.service_queue`` sets it."""
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST, depth=depth,
+        reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE,
+    )
+
+
 def query_error_types() -> tuple[type, ...]:
     """The exceptions that mean a bad query (answered as such), not a fault of the node."""
     try:
@@ -94,14 +103,14 @@ class MapServices:
             (LoadMap, "load_map", self._on_load_map),
             (Trigger, "clear_map", self._on_clear_map),
         ]
-        # The default service QoS keeps 10 requests: a burst of more (a planner falling behind,
-        # a load bench) lost the oldest without a word. ros.service_queue sets the depth.
-        qos = QoSProfile(
-            history=HistoryPolicy.KEEP_LAST, depth=cfg.ros.service_queue,
-            reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE,
-        )
+        qos = service_qos(cfg.ros.service_queue)
+        # query and get_object in ros.query_namespace (core3d/mapping when a query node serves
+        # core3d/query); the map file services always in core3d
+        spaces = {"query": cfg.ros.query_namespace, "get_object": cfg.ros.query_namespace}
         self.services = [
-            node.create_service(srv, f"core3d/{name}", guard(name, fn), qos_profile=qos, callback_group=callback_group)
+            node.create_service(
+                srv, f"{spaces.get(name, 'core3d')}/{name}", guard(name, fn), qos_profile=qos, callback_group=callback_group
+            )
             for srv, name, fn in served
         ]
 
@@ -168,37 +177,7 @@ class MapServices:
             self.node.get_logger().error(f"query {text[:80]!r} failed:\n{traceback.format_exc()}")
             resp.success, resp.message = False, f"query failed: {type(e).__name__}: {e}"
             return resp
-        parsed = answer.parsed
-        resp.parsed.target = str(getattr(parsed, "target", "") or "")
-        resp.parsed.attributes = [str(a) for a in (getattr(parsed, "attributes", None) or [])]
-        relations = list(getattr(parsed, "relations", None) or [])
-        resp.parsed.relations = [str(r) for r, _ in relations]
-        resp.parsed.anchors = [str(a) for _, a in relations]
-        resp.semantic = bool(answer.semantic)
-        by_id = snap.by_id()
-        map_frame = self.cfg.ros.map_frame
-        hits = []
-        for hit in answer.results:
-            obj = by_id.get(int(hit.object_id))
-            if obj is None:
-                continue
-            r = self._QueryResult()
-            r.object = object_to_msg(obj)
-            if getattr(hit, "label", ""):
-                r.object.label = str(hit.label)
-            r.score = float(hit.score)
-            r.similarity = math.nan if hit.similarity is None else float(hit.similarity)
-            r.relation_score = float(hit.relation_score if hit.relation_score is not None else 1.0)
-            stamp = self._now()
-            if req.include_points:
-                r.points = points_to_cloud(obj.points, obj.colors, frame_id=map_frame, stamp=stamp)
-            if req.include_best_view and obj.best_view is not None:
-                r.best_view = rgb_to_image(obj.best_view, stamp=stamp, frame_id=f"core3d_object_{obj.id}")
-            resp.results.append(r)
-            hits.append((obj, float(hit.score)))
-        fill_query_stages(resp, answer, hits[0][0] if hits else None, stamp=self._now())
-        resp.success = True
-        resp.message = str(answer.message or "") or f"{len(resp.results)} result(s)"
+        hits = fill_query_response(req, resp, answer, snap, self._QueryResult, self.cfg.ros.map_frame, self._now)
         self._on_query_hits(hits)
         return resp
 
@@ -305,3 +284,41 @@ def default_engine(cfg: MapperConfig, mapper: FrameMapper) -> QueryAnswerer:
     from ..core.retrieval.answerers import make_answerer
 
     return make_answerer(cfg.retrieval, mapper.encoder)
+
+
+def fill_query_response(
+    req: Any, resp: Any, answer: Any, snap: Any, result_type: Any, map_frame: str, now: Callable[[], Any]
+) -> list[tuple[ObjectInfo, float]]:
+    """Fill a core3d/srv/Query response from an answerer's answer over ``snap``; returns the
+    ranked (object, score) pairs. The mapping node and the query node answer through it alike."""
+    parsed = answer.parsed
+    resp.parsed.target = str(getattr(parsed, "target", "") or "")
+    resp.parsed.attributes = [str(a) for a in (getattr(parsed, "attributes", None) or [])]
+    relations = list(getattr(parsed, "relations", None) or [])
+    resp.parsed.relations = [str(r) for r, _ in relations]
+    resp.parsed.anchors = [str(a) for _, a in relations]
+    resp.semantic = bool(answer.semantic)
+    by_id = snap.by_id()
+    hits = []
+    for hit in answer.results:
+        obj = by_id.get(int(hit.object_id))
+        if obj is None:
+            continue
+        r = result_type()
+        r.object = object_to_msg(obj)
+        if getattr(hit, "label", ""):
+            r.object.label = str(hit.label)
+        r.score = float(hit.score)
+        r.similarity = math.nan if hit.similarity is None else float(hit.similarity)
+        r.relation_score = float(hit.relation_score if hit.relation_score is not None else 1.0)
+        stamp = now()
+        if req.include_points:
+            r.points = points_to_cloud(obj.points, obj.colors, frame_id=map_frame, stamp=stamp)
+        if req.include_best_view and obj.best_view is not None:
+            r.best_view = rgb_to_image(obj.best_view, stamp=stamp, frame_id=f"core3d_object_{obj.id}")
+        resp.results.append(r)
+        hits.append((obj, float(hit.score)))
+    fill_query_stages(resp, answer, hits[0][0] if hits else None, stamp=now())
+    resp.success = True
+    resp.message = str(answer.message or "") or f"{len(resp.results)} result(s)"
+    return hits

@@ -13,7 +13,7 @@ QUERIES = [
     "the smallest blue object",
     "the object closest to me",
 ]
-NODE_NAMES = ("core3d_mapping", "core3d_perception")  # the node process runs both by default
+NODE_NAMES = ("core3d_mapping", "core3d_perception", "core3d_query")  # INFO lines kept for these nodes
 
 
 def node_command(cfg_path: str | None, overrides: dict[str, str]) -> list[str]:

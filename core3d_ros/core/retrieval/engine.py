@@ -154,9 +154,8 @@ class SnapshotIndex:
         todo = idx[np.isnan(self._colors[idx, 0])]
         if len(todo):
             with self.lock:
-                for i in todo:
-                    c = np.asarray(self.objects[i].colors, dtype=np.float64).reshape(-1, 3)
-                    self._colors[i] = c.mean(axis=0) / 255.0 if len(c) else 0.0
+                for i in todo:  # an object's own mean (a streamed object carries it; its colours are a sample)
+                    self._colors[i] = np.asarray(self.objects[i].mean_color, dtype=np.float64)
         return self._colors[idx]
 
     def neighbours(self, sel: np.ndarray, radius: float) -> np.ndarray:

@@ -10,6 +10,7 @@ cv_bridge. Everything is numpy-vectorised: no per-pixel or per-point Python loop
 - ``clouds``: sensor_msgs/PointCloud2
 - ``markers``: visualization_msgs/MarkerArray
 - ``objects``: core3d/Object, core3d/ObjectArray
+- ``map_stream``: core3d/ObjectState, core3d/MapUpdate (the map stream) <-> the mirror's MapVersion
 - ``query``: core3d/srv/Query responses
 - ``errors``: the errors
 
@@ -33,6 +34,7 @@ from .images import (
 from .markers import (
     box_corners, delete_all_marker, delete_object_markers, object_markers, query_markers, snapshot_to_markers,
 )
+from .map_stream import map_update_msg, msg_to_map_version, msg_to_streamed_object, object_state_to_msg
 from .objects import object_to_msg, snapshot_to_object_array
 from .poses import (
     box_pose, matrix_to_pose, matrix_to_transform, pose_message_to_matrix, pose_to_matrix, transform_to_matrix,
@@ -52,6 +54,7 @@ __all__ = [
     "instances_to_image", "rgb_to_image",
     "box_corners", "delete_all_marker", "delete_object_markers", "object_markers", "query_markers",
     "snapshot_to_markers",
+    "map_update_msg", "msg_to_map_version", "msg_to_streamed_object", "object_state_to_msg",
     "object_to_msg", "snapshot_to_object_array",
     "box_pose", "matrix_to_pose", "matrix_to_transform", "pose_message_to_matrix", "pose_to_matrix",
     "transform_to_matrix",

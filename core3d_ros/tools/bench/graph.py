@@ -134,7 +134,8 @@ GRAPHS = ("process", "in_process")
 class MappingGraph:
     """The nodes as ``ros2 launch core3d mapping.launch.py`` starts them: the mapping node and,
     with ``perception="process"`` (the launch default), the perception node in a process of its
-    own; ``"in_process"``: both nodes in one process. Stands in for one NodeProcess: ``alive``,
+    own; ``"in_process"``: both nodes in one process; with ``query_node`` a query node in a
+    process of its own serves core3d/query from the map stream. Stands in for one NodeProcess: ``alive``,
     ``errors`` and ``log_text`` cover both processes, ``stop`` returns the mapping node's code."""
 
     def __init__(
@@ -146,19 +147,28 @@ class MappingGraph:
         name: str = "node",
         perception: str = "process",
         perception_module: str = "core3d_ros.ros.perception_node",
+        query_node: bool = False,
     ):
         if perception not in GRAPHS:
             raise ValueError(f"perception must be one of {', '.join(GRAPHS)}, got {perception!r}")
         own = perception == "process"
         overrides = dict(overrides or {})
-        self.mapping = NodeProcess(workdir, domain_id, {**overrides, "ros.perception": "external"} if own else overrides, config, name)
+        mapping = {**overrides, "ros.perception": "external"} if own else dict(overrides)
+        if query_node:  # as the launch file's query_node:=true: the query node takes core3d/query
+            mapping["ros.query_namespace"] = "core3d/mapping"
+        self.mapping = NodeProcess(workdir, domain_id, mapping, config, name)
         self.perception = (
             NodeProcess(workdir, domain_id, overrides, config, f"{name}_perception", module=perception_module)
             if own
             else None
         )
+        self.query = (
+            NodeProcess(workdir, domain_id, overrides, config, f"{name}_query", module="core3d_ros.ros.query_node")
+            if query_node
+            else None
+        )
         self.pid = self.mapping.pid
-        self._all = [p for p in (self.mapping, self.perception) if p is not None]
+        self._all = [p for p in (self.mapping, self.perception, self.query) if p is not None]
 
     def alive(self) -> bool:
         return all(p.alive() for p in self._all)
@@ -217,6 +227,28 @@ class DiagnosticsListener(Diagnostics):
         return False
 
 
+class QueryDiagnostics:
+    """The query node's latest /diagnostics values (core3d_query: query_ms_p50/p99 inside the
+    node, the mirror's counters)."""
+
+    def __init__(self, node: Any):
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        self._lock = threading.Lock()
+        self.values: dict[str, str] = {}
+        node.create_subscription(DiagnosticArray, "/diagnostics", self._cb, 10)
+
+    def _cb(self, msg: Any) -> None:
+        for status in msg.status:
+            if status.name.startswith("core3d_query"):
+                with self._lock:
+                    self.values = {kv.key: kv.value for kv in status.values}
+
+    def all(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self.values)
+
+
 class Peer:
     """This process's side of the graph: one rclpy context and node, spun by a background
     executor; the node's diagnostics and a client for each of its services (``client_depth``:
@@ -234,6 +266,7 @@ class Peer:
         rclpy.init(context=self.ctx, domain_id=domain_id)
         self.node = rclpy.create_node(f"{name}_{os.getpid()}", context=self.ctx)
         self.diag = DiagnosticsListener(self.node)
+        self.query_diag = QueryDiagnostics(self.node)
         types = {"query": Query, "get_object": GetObject, "save_map": SaveMap, "load_map": LoadMap, "clear_map": Trigger}
         self.types = types
         # clients made before spinning: destroying or creating them while the executor spins races
@@ -310,6 +343,8 @@ class Peer:
             "sync_dropped": d.prefixed("sync_dropped_"),
             "objects": d.get("objects"),
             "queries": d.get("queries"),
+            # the map stream (core3d/map_updates): versions sent, objects in them, bytes (estimated)
+            "stream": d.prefixed("stream_"),
         }
 
     def close(self) -> None:

@@ -19,6 +19,17 @@ SHARED_7SCENES = Path(__file__).resolve().parents[3].parent / "shared" / "data" 
 AUTO = "auto"  # bench_load's data: the shared 7-Scenes frames when present, else the synthetic room
 
 
+def _wait_for_log(process, text: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in process.log_text():
+            return True
+        if not process.alive():
+            return False
+        time.sleep(0.2)
+    return False
+
+
 def _load_threads(cfg: MapperConfig, perception: str, client_max_in_flight: int) -> dict:
     """Cores and threads of the run, as configured (0 in the config: the default rule)."""
     from ...core.fusion.threads import default_threads
@@ -58,6 +69,7 @@ def bench_load(
     voxel: float | None = None,
     query_timeout: float = QUERY_TIMEOUT_S,
     max_in_flight: int = MAX_IN_FLIGHT,
+    query_node: bool = False,
 ) -> dict:
     """The same replay twice, each into a fresh graph (``perception``: see MappingGraph):
     without queries, then with ``qps`` queries per second on a fixed schedule (open loop; and
@@ -67,7 +79,9 @@ def bench_load(
     (what ``core3d bench load`` passes): the shared 7-Scenes frames (SHARED_7SCENES, 640x480)
     when that folder exists, else the synthetic room, which ``source`` then says. ``voxel``
     overrides fusion.voxel_size in the nodes. Latencies are timed from each query's scheduled
-    send to its response, timeouts counted at ``query_timeout`` (see open_loop_stats)."""
+    send to its response, timeouts counted at ``query_timeout`` (see open_loop_stats).
+    ``query_node``: the queries go to a query node in a process of its own (core3d/query, from
+    the map stream), as the launch file starts it by default."""
     from ..player import publish_dataset
 
     cfg = load_config(config)
@@ -87,12 +101,16 @@ def bench_load(
     records: list[QueryRecord] = []
     failures: list[str] = []
     for phase, with_queries in (("without_queries", False), ("with_queries", True)):
-        node = MappingGraph(wd, domain, overrides, config=config, name=f"node_{phase}", perception=perception)
+        node = MappingGraph(
+            wd, domain, overrides, config=config, name=f"node_{phase}", perception=perception, query_node=query_node
+        )
         peer = Peer(domain)
         client = None
         try:
             if not peer.wait_for_services(90.0):
                 raise RuntimeError(f"the node did not come up:\n{node.log_text()[-3000:]}")
+            if query_node and not _wait_for_log(node.query, "map state applied", 60.0):
+                raise RuntimeError(f"the query node got no map state:\n{node.log_text()[-3000:]}")
             first_frame: list[float] = []
             if with_queries:
                 client = QueryClient(domain, qps, query_timeout, max_in_flight)
@@ -104,6 +122,7 @@ def bench_load(
                 wait_for_subscribers=30.0, progress=progress, node_name="core3d_stress_player",
             )
             settled = peer.wait_settled(result.frames, 60.0 + frames * 0.1)
+            phase_mapping_s = time.monotonic() - first_frame[0]
             if with_queries:  # "while mapping": from the first frame sent until all are mapped
                 mapping_start, mapping_end = first_frame[0], time.monotonic()
             if client is not None:
@@ -120,9 +139,11 @@ def bench_load(
                 # more colour frames than sent: another publisher on this ROS_DOMAIN_ID
                 "foreign_frames": max(counters["received"] - result.frames, 0),
                 "settled": settled,
+                "mapping_s": phase_mapping_s,
                 **counters,
                 "exceptions": errors_seen(node, peer),
                 "node_alive_at_end": node.alive(),
+                "query_node": peer.query_diag.all() if query_node else None,  # its /diagnostics at the end
             }
         finally:
             if client is not None:
@@ -145,6 +166,7 @@ def bench_load(
         "rate_hz": rate,
         "voxel_size": float(voxel) if voxel is not None else cfg.fusion.voxel_size,
         "perception": perception,
+        "query_node": bool(query_node),
         "timing": TIMING_RULE,
         "query_timeout_s": query_timeout,
         "max_in_flight": max_in_flight,
@@ -168,6 +190,8 @@ def bench_load(
         "while_mapping": {k: v for k, v in during.items() if k not in ("ms", "ms_from_send")},
         "idle": {k: v for k, v in idle.items() if k not in ("ms", "ms_from_send")},
         "query_p99_ok": bool(during["ms"]["p99"] <= 50.0),
+        # the map stream while mapping (the run without queries): estimated bytes per second
+        "stream_bytes_per_s": base["stream"].get("bytes_sent", 0) / base["mapping_s"] if base.get("stream") else None,
         "phases": phases,
         "frames_lost_without_queries": lost_base,
         "frames_lost_with_queries": lost_loaded,
