@@ -38,16 +38,14 @@ from visualization_msgs.msg import MarkerArray
 
 from ..config import MapperConfig
 from ..core.mapping.mirror import MapMirror
-from .conversions.clouds import points_to_cloud
 from .conversions.headers import make_header
 from .conversions.map_stream import msg_to_map_version
 from .conversions.markers import query_markers
-from .conversions.objects import object_to_msg
 from .map_stream import STREAM_QOS
 from .params import declare_config
 from .publishing import MAP_QOS
 from .runner import exit_now_if_busy, run_nodes
-from .services import QUERY_WINDOW, fill_query_response, query_error_types, service_qos
+from .services import QUERY_WINDOW, fill_object_response, fill_query_response, query_error_types, service_qos
 
 NODE_NAME = "core3d_query"
 NO_MAP_YET = "no map yet: waiting for the first map state from core3d/get_map_state"
@@ -282,16 +280,8 @@ class QueryNode(Node):
         if snap is None:
             resp.success, resp.message = False, NO_MAP_YET
             return resp
-        obj = snap.by_id().get(int(req.id))
-        if obj is None:
-            resp.success = False
-            resp.message = f"no object with id {req.id} (the map has {len(snap.objects)} objects)"
-            return resp
-        resp.success, resp.message = True, ""
-        resp.object = object_to_msg(obj)
-        if req.include_points:  # the stream's sample of the object's voxels
-            resp.points = points_to_cloud(obj.points, obj.colors, frame_id=self.cfg.ros.map_frame, stamp=self._now())
-        return resp
+        # points, when asked for, are the stream's sample of the object's voxels
+        return fill_object_response(req, resp, snap, self.cfg.ros.map_frame, self._now)
 
 
 def main(argv: list[str] | None = None) -> int:

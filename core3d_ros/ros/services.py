@@ -184,17 +184,7 @@ class MapServices:
     # ------------------------------------------------------------------ objects
 
     def _on_get_object(self, req: Any, resp: Any) -> Any:
-        snap = self.mapper.snapshot(wait=False)
-        obj = snap.by_id().get(int(req.id))
-        if obj is None:
-            resp.success = False
-            resp.message = f"no object with id {req.id} (the map has {len(snap.objects)} objects)"
-            return resp
-        resp.success, resp.message = True, ""
-        resp.object = object_to_msg(obj)
-        if req.include_points:
-            resp.points = points_to_cloud(obj.points, obj.colors, frame_id=self.cfg.ros.map_frame, stamp=self._now())
-        return resp
+        return fill_object_response(req, resp, self.mapper.snapshot(wait=False), self.cfg.ros.map_frame, self._now)
 
     # ------------------------------------------------------------------ map files
 
@@ -284,6 +274,21 @@ def default_engine(cfg: MapperConfig, mapper: FrameMapper) -> QueryAnswerer:
     from ..core.retrieval.answerers import make_answerer
 
     return make_answerer(cfg.retrieval, mapper.encoder)
+
+
+def fill_object_response(req: Any, resp: Any, snap: Any, map_frame: str, now: Callable[[], Any]) -> Any:
+    """Fill a core3d/srv/GetObject response for ``req.id`` from ``snap``; the mapping node and the
+    query node (whose points are the stream's voxel sample) answer through it alike."""
+    obj = snap.by_id().get(int(req.id))
+    if obj is None:
+        resp.success = False
+        resp.message = f"no object with id {req.id} (the map has {len(snap.objects)} objects)"
+        return resp
+    resp.success, resp.message = True, ""
+    resp.object = object_to_msg(obj)
+    if req.include_points:
+        resp.points = points_to_cloud(obj.points, obj.colors, frame_id=map_frame, stamp=now())
+    return resp
 
 
 def fill_query_response(

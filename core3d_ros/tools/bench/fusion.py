@@ -6,6 +6,7 @@ same inputs, alternating frame by frame so that machine noise hits both.
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import replace
 from typing import Callable
@@ -213,8 +214,6 @@ def bench_fusion(
     peer_mean = float(np.median([p["open3d"]["ms_per_frame"] for p in per_run]))
     quarter = max(1, len(points_n) // 4)
     snap = omap.snapshot(up=cfg.retrieval.up_axis)
-    import os
-
     return {
         "benchmark": "fusion",
         "data": str(data),
