@@ -363,6 +363,15 @@ class RosConfig:
 
 
 @dataclass
+class QueryConfig:
+    """The query node (core3d-query-node); the mapping node ignores this section."""
+
+    namespaces: list[str] = _p([], "namespaces of the mapping nodes (robots) whose maps the query node serves as one, in a shared map frame: robot1 mirrors robot1/core3d/map_updates; empty: the one mapping node beside it (core3d/map_updates)")
+    fetch_timeout: float = _p(0.5, "seconds the query node waits for an object's points from its mapping node (<ns>/core3d/mapping/get_object) before it answers with the stream's voxel sample", (0.001, 60.0))
+    index_cell: float = _p(1.0, "metres: cell of the grid that finds other robots' objects whose boxes overlap a changed object (the candidates of a merge)", (0.01, 1000.0))
+
+
+@dataclass
 class MapperConfig:
     depth: DepthConfig = field(default_factory=DepthConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
@@ -372,6 +381,7 @@ class MapperConfig:
     keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     ros: RosConfig = field(default_factory=RosConfig)
+    query: QueryConfig = field(default_factory=QueryConfig)
 
 
 class ConfigError(ValueError):
@@ -393,6 +403,7 @@ def validate(cfg: MapperConfig) -> MapperConfig:
     _check_leaves(cfg, "")
     _check_devices(cfg)
     _check_ros(cfg.ros)
+    _check_query(cfg.query)
     if cfg.retrieval.llm.enabled:
         _check_llm_endpoint(cfg.retrieval.llm, "retrieval.llm")
     return cfg
@@ -460,6 +471,16 @@ def _check_ros(ros: RosConfig) -> None:
             "ros.base_frame / ros.camera_extrinsic apply to pose and odometry inputs; with ros.pose_type 'tf' "
             "the whole chain map_frame <- camera comes from TF"
         )
+
+
+def _check_query(query: QueryConfig) -> None:
+    import re
+
+    for i, ns in enumerate(query.namespaces):
+        if not re.fullmatch(r"/?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*", ns):
+            raise ConfigError(f"query.namespaces[{i}]: {ns!r} is not a ROS namespace (letters, digits, _ and /, not starting with a digit)")
+        if ns.strip("/") in [n.strip("/") for n in query.namespaces[:i]]:
+            raise ConfigError(f"query.namespaces[{i}]: {ns!r} is listed twice")
 
 
 def _check_llm_endpoint(llm: LlmConfig, prefix: str) -> None:

@@ -70,6 +70,20 @@ class MapVersion:
 
 
 @dataclass
+class TableChanges:
+    """What changed in a mirror's table since the last ``take_changes``: ``full`` means the table
+    was replaced (``objects`` is all of it); otherwise the objects added or changed, and the ids
+    that left."""
+
+    full: bool = False
+    objects: dict[int, ObjectInfo] = field(default_factory=dict)
+    removed: set[int] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return self.full or bool(self.objects) or bool(self.removed)
+
+
+@dataclass
 class MirrorStats:
     """Counters of a mirror; a copy."""
 
@@ -109,6 +123,7 @@ class MapMirror:
         self._states = 0
         self._changed_at: float | None = None
         self._snapshot: MapSnapshot | None = None
+        self._changes = TableChanges()
 
     # ------------------------------------------------------------------ reading
 
@@ -127,6 +142,18 @@ class MapMirror:
                 objects = [self._table[k] for k in sorted(self._table)]
                 self._snapshot = MapSnapshot(objects=objects, voxel_size=m.voxel_size, stamp=m.stamp, frames=m.frames)
             return self._snapshot
+
+    def take_changes(self) -> TableChanges:
+        """What changed since the last call (a union of several mirrors follows them by it)."""
+        with self._lock:
+            out, self._changes = self._changes, TableChanges()
+            return out
+
+    @property
+    def meta(self) -> MapVersion:
+        """The version the table is at (map id, seq, stamp, voxel size, frames, viewpoint)."""
+        with self._lock:
+            return self._meta
 
     def mark(self) -> int:
         """Call when asking for a full state; hand the value to ``apply_state``. A change that
@@ -205,6 +232,7 @@ class MapMirror:
                 self._needs_state = self._gap_left()
                 return "stale"
             self._table = {int(o.id): o for o in v.objects}
+            self._changes = TableChanges(full=True, objects=dict(self._table))
             self._map_id, self._generation, self._seq = v.map_id, int(v.generation), int(v.seq)
             self._meta = v
             self._states += 1
@@ -257,10 +285,16 @@ class MapMirror:
         return ""
 
     def _apply(self, v: MapVersion) -> None:
+        ch = self._changes
         for o in v.objects:
             self._table[int(o.id)] = o
+            ch.objects[int(o.id)] = o
+            ch.removed.discard(int(o.id))
         for oid in v.removed:
             self._table.pop(int(oid), None)
+            if not ch.full:  # a full change lists the whole table: what left is simply not in it
+                ch.removed.add(int(oid))
+            ch.objects.pop(int(oid), None)
         self._seq = int(v.seq)
         self._meta = v
         self._applied += 1

@@ -1,0 +1,147 @@
+"""Several robots' maps served as one (core/mapping/union.py), on hand-computed voxel samples."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core3d_ros.core.mapping.mirror import MapMirror, MapVersion, StreamedObject
+from core3d_ros.core.mapping.union import MapUnion, compare_cell, sample_iov
+from core3d_ros.core.objects import OrientedBox
+
+V = 0.1  # voxel size of both robots' maps
+
+
+def slab(oid: int, x0: int, nx: int, ny: int = 10, y0: int = 0, voxels: int | None = None, step: int = 1) -> StreamedObject:
+    """A one-voxel-thick slab of nx * ny voxel centres from voxel (x0, y0, 0); ``step``: every
+    step-th voxel along x is in the sample, ``voxels``: the object's full voxel count."""
+    ii, jj = np.meshgrid(np.arange(x0, x0 + nx, step), np.arange(y0, y0 + ny), indexing="ij")
+    pts = (np.stack([ii.ravel(), jj.ravel(), np.zeros(ii.size)], axis=1) + 0.5) * V
+    pts = pts.astype(np.float32)
+    return StreamedObject(
+        id=oid, points=pts, colors=np.full((len(pts), 3), 90, np.uint8),
+        box=OrientedBox(pts.mean(axis=0).astype(float), np.eye(3), np.ptp(pts, axis=0).astype(float) + V),
+        num_observations=3, first_seen=0.0, last_seen=1.0, label="board",
+        full_centroid=pts.mean(axis=0), full_num_voxels=voxels or len(pts), full_mean_color=np.full(3, 0.35),
+    )
+
+
+def served(u: MapUnion) -> list[tuple[str, int, list[tuple[str, int]]]]:
+    out = []
+    for o in u.snapshot().objects:
+        origin = u.origin(o.id)
+        out.append((origin.robot, origin.id, origin.merged))
+    return out
+
+
+def test_sample_iov_by_hand() -> None:
+    a = slab(1, 0, 10)  # 100 voxels, x 0..9
+    b = slab(1, 2, 10)  # x 2..11: 80 shared
+    assert sample_iov(a, b, V) == pytest.approx((0.8, 0.8))
+    c = slab(2, 3, 3, ny=3, y0=3)  # 9 voxels inside a
+    assert sample_iov(c, a, V) == pytest.approx((1.0, 0.09))
+    # a sample of every 4th voxel along x of a 100-voxel object: compared on ceil(2 sqrt(4)) = 4 voxels
+    assert compare_cell(slab(1, 0, 16, step=4, voxels=160), a, V) == pytest.approx(0.4)
+    assert compare_cell(a, b, V) == pytest.approx(V)
+
+
+def test_overlapping_objects_of_two_robots_are_merged_far_ones_not() -> None:
+    u = MapUnion(["robot1", "robot2"])
+    u.update("robot1", [slab(1, 0, 10), slab(2, 40, 10)], full=True, voxel_size=V)
+    u.update("robot2", [slab(1, 2, 10, voxels=120), slab(7, 80, 10)], full=True, voxel_size=V)
+    # robot2's object 1 overlaps robot1's 1 (IoV 0.8 both ways): one object, served as robot2's
+    # (the bigger: 120 voxels); robot1's 2 and robot2's 7 lie apart
+    assert sorted(served(u)) == [
+        ("robot1", 2, []), ("robot2", 1, [("robot1", 1)]), ("robot2", 7, []),
+    ]
+    s = u.stats()
+    assert (s.objects, s.merged, s.groups, s.per_robot) == (3, 1, 1, {"robot1": 2, "robot2": 2})
+    assert s.pair_tests == 1  # only the pair whose boxes overlap was tested
+    assert u.group_of("robot1", 1).robot == "robot2"
+
+
+def test_unbalanced_or_small_overlap_is_not_merged() -> None:
+    u = MapUnion(["a", "b"])
+    u.update("a", [slab(1, 0, 10)], full=True, voxel_size=V)
+    # a patch inside the slab: IoV 1.0 one way, 0.09 the other (the cushion on the sofa)
+    u.update("b", [slab(1, 3, 3, ny=3, y0=3), slab(2, 6, 10)], full=True, voxel_size=V)
+    # b's 2 shares x 6..9 with a's 1: IoV 0.4 both ways, below gamma 0.5
+    assert len(u.snapshot().objects) == 3 and u.stats().merged == 0
+    assert u.stats().pair_tests == 2
+
+
+def test_ids_are_namespaced_by_robot() -> None:
+    u = MapUnion(["robot1", "robot2"])
+    u.update("robot1", [slab(5, 0, 10)], full=True, voxel_size=V)
+    u.update("robot2", [slab(5, 50, 10)], full=True, voxel_size=V)
+    snap = u.snapshot()
+    assert [o.id for o in snap.objects] == [10, 11]  # id * 2 + robot number
+    assert [(u.origin(o.id).robot, u.origin(o.id).id) for o in snap.objects] == [("robot1", 5), ("robot2", 5)]
+    assert u.get("robot2", 5).points[0, 0] == pytest.approx(5.05)
+    assert u.get("robot3", 5) is None and u.origin(12) is None
+    # one robot: the ids are its own
+    one = MapUnion([""])
+    one.update("", [slab(5, 0, 10)], full=True, voxel_size=V)
+    assert [o.id for o in one.snapshot().objects] == [5] and one.origin(5).robot == ""
+
+
+def test_removal_from_one_robot_unmerges_and_changes_retest_only_overlapping_objects() -> None:
+    u = MapUnion(["robot1", "robot2"])
+    u.update("robot1", [slab(1, 0, 10), slab(2, 40, 10)], full=True, voxel_size=V)
+    u.update("robot2", [slab(3, 1, 10)], full=True, voxel_size=V)
+    assert u.stats().merged == 1
+    tests = u.stats().pair_tests
+    u.update("robot2", [slab(4, 100, 10)])  # far from everything: nothing tested
+    assert u.stats().pair_tests == tests and len(u.snapshot().objects) == 3
+    u.update("robot1", [], removed=[1])  # the merged partner leaves robot1's map
+    assert sorted(served(u)) == [("robot1", 2, []), ("robot2", 3, []), ("robot2", 4, [])]
+    u.update("robot1", [slab(1, 0, 10, voxels=300)])  # it comes back, bigger: robot1's again
+    assert sorted(served(u))[0] == ("robot1", 1, [("robot2", 3)])
+    assert u.stats().pair_tests == tests + 1
+    u.update("robot2", [slab(3, 41, 10)])  # robot2's 3 moves onto robot1's 2: re-merged there
+    assert sorted(served(u)) == [("robot1", 1, []), ("robot1", 2, [("robot2", 3)]), ("robot2", 4, [])]
+    u.update("robot2", [slab(4, 100, 10)], full=True)  # a full state without 3: it leaves
+    assert sorted(served(u)) == [("robot1", 1, []), ("robot1", 2, []), ("robot2", 4, [])]
+
+
+def test_three_robots_chain_into_one_group() -> None:
+    u = MapUnion(["r1", "r2", "r3"])
+    u.update("r1", [slab(1, 0, 10)], full=True, voxel_size=V)
+    u.update("r2", [slab(1, 1, 10, voxels=200)], full=True, voxel_size=V)
+    u.update("r3", [slab(1, 2, 10)], full=True, voxel_size=V)
+    assert served(u) == [("r2", 1, [("r1", 1), ("r3", 1)])]
+    u.update("r2", [], removed=[1])  # r1 and r3 still overlap (IoV 0.8): they stay merged
+    assert served(u) == [("r1", 1, [("r3", 1)])]
+
+
+def test_mirror_changes_feed_the_union() -> None:
+    m = MapMirror()
+    m.apply_state(MapVersion("/m", 1, 0, True, objects=[slab(1, 0, 10)]))
+    ch = m.take_changes()
+    assert ch.full and list(ch.objects) == [1] and not m.take_changes()
+    m.offer(MapVersion("/m", 1, 1, False, objects=[slab(2, 20, 10)]))
+    m.offer(MapVersion("/m", 1, 2, False, objects=[slab(3, 40, 10)], removed=[2, 1]))
+    ch = m.take_changes()
+    assert (ch.full, sorted(ch.objects), sorted(ch.removed)) == (False, [3], [1, 2])
+    u = MapUnion(["x"])
+    u.update("x", [slab(1, 0, 10)], full=True)
+    u.update("x", ch.objects.values(), ch.removed)
+    assert [o.id for o in u.snapshot().objects] == [3]
+
+
+def test_robots_must_be_distinct() -> None:
+    with pytest.raises(ValueError):
+        MapUnion(["a", "a"])
+    with pytest.raises(ValueError):
+        MapUnion([])
+
+
+def test_query_namespaces_and_timeout_are_checked_at_start_up() -> None:
+    from core3d_ros.config import ConfigError, from_dict
+
+    assert from_dict({"query": {"namespaces": ["robot1", "/robot2", "fleet/r3"]}}).query.namespaces[1] == "/robot2"
+    with pytest.raises(ConfigError, match=r"^query.namespaces\[1\]: '/robot1' is listed twice"):
+        from_dict({"query": {"namespaces": ["robot1", "/robot1"]}})
+    with pytest.raises(ConfigError, match=r"^query.namespaces\[0\]: '2nd robot' is not a ROS namespace"):
+        from_dict({"query": {"namespaces": ["2nd robot"]}})
+    with pytest.raises(ConfigError, match=r"^query.fetch_timeout must be in \[0.001, 60.0\], got 0.0"):
+        from_dict({"query": {"fetch_timeout": 0.0}})
