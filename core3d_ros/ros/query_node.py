@@ -1,25 +1,40 @@
-"""The core3d query node: answers ``core3d/query`` and ``core3d/get_object`` from a mirror of the
-mapping node's object table, in its own process, so that no query waits on the mapping process's
+"""The core3d query node: answers ``core3d/query`` and ``core3d/get_object`` from mirrors of the
+mapping nodes' object tables, in its own process, so that no query waits on a mapping process's
 interpreter lock.
 
-It subscribes to ``core3d/map_updates`` (core3d/MapUpdate, the mapping node's map stream,
-``map_stream.py``) and keeps a :class:`MapMirror` (core/mapping/mirror.py): changes apply in
-sequence order; before the first state, on a gap in sequence numbers or on a new generation (a
-restarted mapping node) it calls ``core3d/get_map_state`` and goes on from the state it gets;
-bad updates are counted by reason and never applied. Until the first state it answers
-"no map yet". Queries run the same answerer as the mapping node (``make_answerer`` on the
-configuration's retrieval settings and encoder) on a MapSnapshot of the mirror, with the
-mapping node's last camera pose as the viewpoint; the services have the mapping node's types
-and names, so planners see no difference. What the stream does not carry: best-view crops
-(results have none) and all of an object's voxels (``include_points`` returns its sample).
+One robot (``query.namespaces`` empty, the default): it subscribes to ``core3d/map_updates``
+(core3d/MapUpdate, the mapping node's map stream, ``map_stream.py``) and keeps a
+:class:`MapMirror` (core/mapping/mirror.py): changes apply in sequence order; before the first
+state, on a gap in sequence numbers or on a new generation (a restarted mapping node) it calls
+``core3d/get_map_state`` and goes on from the state it gets; bad updates are counted by reason
+and never applied. Until the first state it answers "no map yet".
+
+Several robots (``query.namespaces: [robot1, robot2]``, maps in one shared map frame): one
+mirror per robot on ``robot1/core3d/map_updates`` (each with its own generation, gaps and
+resyncs), and a :class:`MapUnion` (core/mapping/union.py) of their tables, followed change by
+change: objects that two robots both mapped are merged by CORE-3D's balanced IoV test on their
+streamed voxel samples. Each result says which robot's map it came from (``robot``, with the id
+in that map) and what was merged into it (``merged_ids`` / ``merged_robots``); get_object takes
+the robot (empty: the first).
+
+Queries run the same answerer as the mapping node (``make_answerer`` on the configuration's
+retrieval settings and encoder) on a MapSnapshot of the union, with the first robot's last
+camera pose as the viewpoint; the services have the mapping node's types and names, so planners
+see no difference. ``include_points`` fetches all of an object's voxels from its mapping node
+(``<namespace>/core3d/mapping/get_object``, ros/fetch.py) within ``query.fetch_timeout``; a
+failed or late fetch answers with the stream's voxel sample and says so in the message. The
+service callbacks are coroutines, so a fetch never holds the executor. Best views: none (the
+stream and GetObject carry no image; the message says so).
 
 ``core3d/query_markers``: the last query's hits, with the next tick (as the mapping node does).
-/diagnostics: the mirror's sequence, objects, age (seconds since it last changed), updates and
-states applied, rejects and resyncs by reason, queries and their time in the node.
+/diagnostics: each mirror's sequence, objects, age (seconds since it last changed), updates and
+states applied (prefixed by the robot's namespace when there are several), the union's merges,
+rejects and resyncs by reason, fetches, queries and their time in the node.
 
-Parameters: the same configuration tree as the mapping node (``config_file``, ``retrieval.*``,
-``embed.*``, ``ros.map_frame``, ``ros.service_queue``, ``ros.publish_period`` for /diagnostics);
-the rest is declared and unused, so one YAML file configures both nodes.
+Parameters: the same configuration tree as the mapping node (``config_file``, ``query.*``,
+``retrieval.*``, ``embed.*``, ``fusion.gamma`` / ``fusion.delta`` for merging,
+``ros.map_frame``, ``ros.service_queue``, ``ros.publish_period`` for /diagnostics); the rest is
+declared and unused, so one YAML file configures both nodes.
 """
 from __future__ import annotations
 
@@ -38,17 +53,20 @@ from visualization_msgs.msg import MarkerArray
 
 from ..config import MapperConfig
 from ..core.mapping.mirror import MapMirror
+from ..core.mapping.union import MapUnion
 from .conversions.headers import make_header
 from .conversions.map_stream import msg_to_map_version
 from .conversions.markers import query_markers
+from .fetch import ObjectFetcher
 from .map_stream import STREAM_QOS
 from .params import declare_config
 from .publishing import MAP_QOS
 from .runner import exit_now_if_busy, run_nodes
-from .services import QUERY_WINDOW, fill_object_response, fill_query_response, query_error_types, service_qos
+from .services import QUERY_WINDOW, fill_object, fill_query_response, query_error_types, service_qos
 
 NODE_NAME = "core3d_query"
 NO_MAP_YET = "no map yet: waiting for the first map state from core3d/get_map_state"
+NO_BEST_VIEWS = "no best views: the map stream and core3d/GetObject carry no image"
 STATE_TIMEOUT_S = 5.0  # a state request unanswered this long is given up and asked again
 
 
@@ -62,6 +80,26 @@ def default_answerer(cfg: MapperConfig) -> Any:
 
         encoder = make_encoder(cfg.embed)
     return make_answerer(cfg.retrieval, encoder)
+
+
+class RobotFeed:
+    """One robot's map stream as the query node follows it: its mirror, the subscription to its
+    ``<namespace>/core3d/map_updates`` and the client of its ``<namespace>/core3d/get_map_state``."""
+
+    def __init__(self, node: "QueryNode", robot: str, group: Any):
+        from core3d.msg import MapUpdate  # the package's built interfaces
+
+        self.robot = robot
+        self.prefix = f"{robot.rstrip('/')}/" if robot else ""
+        self.mirror = MapMirror()
+        self.state_client = node.create_client(node._GetMapState, f"{self.prefix}core3d/get_map_state", callback_group=group)
+        self.subscription = node.create_subscription(
+            MapUpdate, f"{self.prefix}core3d/map_updates", node._guard("map_update", lambda m: node._on_update(self, m)),
+            STREAM_QOS, callback_group=group,
+        )
+        self.state_future: Any = None
+        self.asked_at = 0.0
+        self.mark: int | None = None  # MapMirror.mark() when the state was asked for
 
 
 class QueryNode(Node):
@@ -78,34 +116,32 @@ class QueryNode(Node):
         **node_kwargs: Any,
     ):
         super().__init__(node_name, **node_kwargs)
-        from core3d.msg import MapUpdate, QueryResult  # the package's built interfaces
+        from core3d.msg import QueryResult  # the package's built interfaces
         from core3d.srv import GetMapState, GetObject, Query
 
         self.cfg = declare_config(self, config, config_file)
         self._QueryResult = QueryResult
         self._GetMapState = GetMapState
-        self.mirror = MapMirror()
+        self.robots = list(self.cfg.query.namespaces) or [""]
+        fusion = self.cfg.fusion
+        self.union = MapUnion(self.robots, gamma=fusion.gamma, delta=fusion.delta, cell=self.cfg.query.index_cell)
         self.answerer = (answerer_factory or default_answerer)(self.cfg)
         self._query_errors = query_error_types()
         self._lock = threading.Lock()
         self._counts: Counter = Counter()  # queries, updates received, state requests / failures
         self._errors: Counter = Counter()
         self._query_ms: deque[float] = deque(maxlen=QUERY_WINDOW)
-        self._state_future: Any = None
-        self._state_asked_at = 0.0
-        self._state_mark: int | None = None  # MapMirror.mark() when the state was asked for
         qos = service_qos(self.cfg.ros.service_queue)
         services = ReentrantCallbackGroup()
-        self._stream_group = MutuallyExclusiveCallbackGroup()  # updates and states apply one at a time
-        self.state_client = self.create_client(GetMapState, "core3d/get_map_state", callback_group=self._stream_group)
-        self.map_updates = self.create_subscription(
-            MapUpdate, "core3d/map_updates", self._guard("map_update", self._on_update), STREAM_QOS,
-            callback_group=self._stream_group,
-        )
+        self._stream_group = MutuallyExclusiveCallbackGroup()  # updates and states apply one at a time, all robots
+        self.feeds = {r: RobotFeed(self, r, self._stream_group) for r in self.robots}
+        first = self.feeds[self.robots[0]]
+        self.mirror, self.map_updates = first.mirror, first.subscription  # the first (or only) robot's
+        self.fetcher = ObjectFetcher(self, self.robots, self.cfg.query.fetch_timeout)
         self.map_services = [
-            self.create_service(Query, "core3d/query", self._guard("query", self._on_query), qos_profile=qos, callback_group=services),
+            self.create_service(Query, "core3d/query", self._guard_async("query", self._on_query), qos_profile=qos, callback_group=services),
             self.create_service(
-                GetObject, "core3d/get_object", self._guard("get_object", self._on_get_object), qos_profile=qos,
+                GetObject, "core3d/get_object", self._guard_async("get_object", self._on_get_object), qos_profile=qos,
                 callback_group=services,
             ),
         ]
@@ -117,9 +153,17 @@ class QueryNode(Node):
         self._timer = self.create_timer(
             self.cfg.ros.publish_period, self._guard("tick", self._tick), callback_group=MutuallyExclusiveCallbackGroup()
         )
-        self.get_logger().info("query node: mirroring core3d/map_updates, serving core3d/query and core3d/get_object")
+        streams = ", ".join(f.subscription.topic_name for f in self.feeds.values())
+        self.get_logger().info(f"query node: mirroring {streams}, serving core3d/query and core3d/get_object")
 
     # ------------------------------------------------------------------ guards and counters
+
+    def _failed(self, name: str, e: Exception) -> None:
+        with self._lock:
+            self._errors[name] += 1
+            n = self._errors[name]
+        if n <= 10 or n % 100 == 0:
+            self.get_logger().error(f"callback {name} failed ({n} so far):\n{traceback.format_exc()}")
 
     def _guard(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         """As the mapping node's: an unexpected exception is logged, counted (errors_<name>) and,
@@ -129,48 +173,68 @@ class QueryNode(Node):
             try:
                 return fn(*args)
             except Exception as e:
-                with self._lock:
-                    self._errors[name] += 1
-                    n = self._errors[name]
-                if n <= 10 or n % 100 == 0:
-                    self.get_logger().error(f"callback {name} failed ({n} so far):\n{traceback.format_exc()}")
-                if len(args) == 2:
-                    fresh = type(args[1])()
-                    fresh.success, fresh.message = False, f"internal error in {name}: {type(e).__name__}: {e}"
-                    return fresh
+                self._failed(name, e)
                 return None
 
         guarded.__name__ = f"guarded_{name}"
         return guarded
 
+    def _guard_async(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``_guard`` for a service callback that is a coroutine (it may await a fetch)."""
+
+        async def guarded(req: Any, resp: Any) -> Any:
+            try:
+                return await fn(req, resp)
+            except Exception as e:
+                self._failed(name, e)
+                fresh = type(resp)()
+                fresh.success, fresh.message = False, f"internal error in {name}: {type(e).__name__}: {e}"
+                return fresh
+
+        guarded.__name__ = f"guarded_{name}"
+        return guarded
+
     def counters(self) -> dict[str, Any]:
-        """What /diagnostics shows (a copy)."""
-        s = self.mirror.stats()
+        """What /diagnostics shows (a copy). With several robots, each robot's mirror values are
+        prefixed by its namespace (``robot1.seq``) and ``objects`` is the union's."""
         with self._lock:
             counts, errors, recent = dict(self._counts), dict(self._errors), list(self._query_ms)
-        values: dict[str, Any] = {
-            "map_id": s.map_id or "",
-            "generation": s.generation if s.generation is not None else "",
-            "seq": s.seq if s.seq is not None else "",
-            "objects": s.objects,
-            "mirror_age_s": "" if s.age_s is None else f"{s.age_s:.2f}",
-            "updates_applied": s.applied,
-            "states_applied": s.states,
-            "pending_updates": s.pending,
-            "stream_publishers": self.map_updates.get_publisher_count(),
-        }
+        several = len(self.robots) > 1
+        values: dict[str, Any] = {}
+        rejected: Counter = Counter()
+        resyncs: Counter = Counter()
+        for robot, feed in self.feeds.items():
+            s = feed.mirror.stats()
+            p = f"{robot}." if several else ""
+            values.update({
+                f"{p}map_id": s.map_id or "",
+                f"{p}generation": s.generation if s.generation is not None else "",
+                f"{p}seq": s.seq if s.seq is not None else "",
+                f"{p}objects": s.objects,
+                f"{p}mirror_age_s": "" if s.age_s is None else f"{s.age_s:.2f}",
+                f"{p}updates_applied": s.applied,
+                f"{p}states_applied": s.states,
+                f"{p}pending_updates": s.pending,
+                f"{p}stream_publishers": feed.subscription.get_publisher_count(),
+            })
+            rejected.update(s.rejected)
+            resyncs.update(s.resyncs)
+        if several:
+            u = self.union.stats()
+            values.update({"objects": u.objects, "merged": u.merged, "merged_groups": u.groups, "merge_tests": u.pair_tests})
         values.update({k: v for k, v in sorted(counts.items())})
+        values.update({k: v for k, v in sorted(self.fetcher.counters().items())})
         if recent:
             values["query_ms_p50"] = f"{np.percentile(recent, 50):.1f}"
             values["query_ms_p99"] = f"{np.percentile(recent, 99):.1f}"
-        values.update({f"rejected_{k}": v for k, v in sorted(s.rejected.items())})
-        values.update({f"resyncs_{k}": v for k, v in sorted(s.resyncs.items())})
+        values.update({f"rejected_{k}": v for k, v in sorted(rejected.items())})
+        values.update({f"resyncs_{k}": v for k, v in sorted(resyncs.items())})
         values.update({f"errors_{k}": v for k, v in sorted(errors.items())})
         return values
 
-    # ------------------------------------------------------------------ the stream
+    # ------------------------------------------------------------------ the streams
 
-    def _on_update(self, msg: Any) -> None:
+    def _on_update(self, feed: RobotFeed, msg: Any) -> None:
         with self._lock:
             self._counts["updates_received"] += 1
         try:
@@ -180,28 +244,39 @@ class QueryNode(Node):
                 self._counts["updates_unreadable"] += 1
             self.get_logger().warning(f"unreadable map update: {type(e).__name__}: {e}", throttle_duration_sec=5.0)
             return
-        self.mirror.offer(version)
-        self._ask_state_if_needed()
+        feed.mirror.offer(version)
+        self._follow(feed)
+        self._ask_state_if_needed(feed)
 
-    def _ask_state_if_needed(self) -> None:
-        if not self.mirror.needs_state:
+    def _follow(self, feed: RobotFeed) -> None:
+        """Hand what changed in ``feed``'s mirror on to the union (only the changed objects)."""
+        ch = feed.mirror.take_changes()
+        if ch:
+            m = feed.mirror.meta
+            self.union.update(
+                feed.robot, ch.objects.values(), ch.removed, full=ch.full,
+                voxel_size=m.voxel_size, stamp=m.stamp, frames=m.frames,
+            )
+
+    def _ask_state_if_needed(self, feed: RobotFeed) -> None:
+        if not feed.mirror.needs_state:
             return
         now = time.monotonic()
         with self._lock:
-            if self._state_future is not None and not self._state_future.done():
-                if now - self._state_asked_at < STATE_TIMEOUT_S:
+            if feed.state_future is not None and not feed.state_future.done():
+                if now - feed.asked_at < STATE_TIMEOUT_S:
                     return
-                self._state_future.cancel()
+                feed.state_future.cancel()
                 self._counts["state_timeouts"] += 1
-            if not self.state_client.service_is_ready():
+            if not feed.state_client.service_is_ready():
                 return  # asked again on the next tick
-            self._state_asked_at = now
-            self._state_mark = self.mirror.mark()
+            feed.asked_at = now
+            feed.mark = feed.mirror.mark()
             self._counts["state_requests"] += 1
-            self._state_future = self.state_client.call_async(self._GetMapState.Request())
-        self._state_future.add_done_callback(self._guard("map_state", self._on_state))
+            feed.state_future = feed.state_client.call_async(self._GetMapState.Request())
+        feed.state_future.add_done_callback(self._guard("map_state", lambda f: self._on_state(feed, f)))
 
-    def _on_state(self, future: Any) -> None:
+    def _on_state(self, feed: RobotFeed, future: Any) -> None:
         if future.cancelled():
             return
         resp = future.result()
@@ -210,8 +285,9 @@ class QueryNode(Node):
                 self._counts["state_failures"] += 1
             return
         with self._lock:
-            mark = self._state_mark
-        outcome = self.mirror.apply_state(msg_to_map_version(resp.state), mark)
+            mark = feed.mark
+        outcome = feed.mirror.apply_state(msg_to_map_version(resp.state), mark)
+        self._follow(feed)
         if outcome == "applied":  # the first state and each resync: rare, worth a line
             st = resp.state
             self.get_logger().info(
@@ -219,7 +295,8 @@ class QueryNode(Node):
             )
 
     def _tick(self) -> None:
-        self._ask_state_if_needed()
+        for feed in self.feeds.values():
+            self._ask_state_if_needed(feed)
         with self._lock:
             hits, self._query_hits = self._query_hits, None
         if hits is not None:
@@ -229,16 +306,24 @@ class QueryNode(Node):
     def diagnostics(self) -> DiagnosticArray:
         values = self.counters()
         status = DiagnosticStatus(name=f"{self.get_name()}: query", hardware_id=self.get_fully_qualified_name())
-        if values["seq"] == "":
+        several = len(self.robots) > 1
+        p = {r: f"{r}." if several else "" for r in self.robots}
+        waiting = [r for r in self.robots if values[f"{p[r]}seq"] == ""]
+        gone = [r for r in self.robots if r not in waiting and not values[f"{p[r]}stream_publishers"]]
+        if len(waiting) == len(self.robots):
             status.level, status.message = DiagnosticStatus.WARN, NO_MAP_YET
-        elif not values["stream_publishers"]:
+        elif gone or waiting:
             status.level = DiagnosticStatus.WARN
-            status.message = (
-                f"no mapping node on core3d/map_updates: serving {values['objects']} objects as of "
-                f"{values['mirror_age_s']} s ago"
-            )
+            parts = [
+                f"no mapping node on {self.feeds[r].subscription.topic_name}: serving {values[f'{p[r]}objects']} "
+                f"objects as of {values[f'{p[r]}mirror_age_s']} s ago"
+                for r in gone
+            ] + [f"{r}: {NO_MAP_YET}" for r in waiting]
+            status.message = "; ".join(parts)
         else:
             status.level, status.message = DiagnosticStatus.OK, f"serving {values['objects']} objects"
+            if several:
+                status.message += f" from {len(self.robots)} robots ({values['merged']} merged)"
         if any(k.startswith("errors_") for k in values):
             status.level, status.message = DiagnosticStatus.ERROR, "unexpected callback error(s), see the log; still serving"
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
@@ -249,39 +334,85 @@ class QueryNode(Node):
     def _now(self) -> Any:
         return self.get_clock().now().to_msg()
 
-    def _on_query(self, req: Any, resp: Any) -> Any:
+    def _serving(self) -> list[str]:
+        """The robots whose maps have arrived."""
+        return [r for r, f in self.feeds.items() if f.mirror.has_table]
+
+    def _viewpoint(self) -> np.ndarray | None:
+        """The first robot's last camera pose (the next's when it has none), for view-dependent relations."""
+        for feed in self.feeds.values():
+            v = feed.mirror.viewpoint
+            if v is not None:
+                return v
+        return None
+
+    async def _on_query(self, req: Any, resp: Any) -> Any:
         t0 = time.perf_counter()
         try:
-            return self._answer(req, resp)
+            return await self._answer(req, resp)
         finally:
             with self._lock:
                 self._counts["queries"] += 1
                 self._query_ms.append((time.perf_counter() - t0) * 1e3)
 
-    def _answer(self, req: Any, resp: Any) -> Any:
+    async def _answer(self, req: Any, resp: Any) -> Any:
         text = str(req.text)
         resp.parsed.text = text
-        snap = self.mirror.snapshot()
-        if snap is None:
+        serving = self._serving()
+        if not serving:
             resp.success, resp.message = False, NO_MAP_YET
             return resp
+        snap = self.union.snapshot()
         try:
-            answer = self.answerer.answer(snap, text, top_k=int(req.top_k) or None, viewpoint=self.mirror.viewpoint)
+            answer = self.answerer.answer(snap, text, top_k=int(req.top_k) or None, viewpoint=self._viewpoint())
         except self._query_errors as e:
             resp.success, resp.message = False, str(e) or type(e).__name__
             return resp
-        hits = fill_query_response(req, resp, answer, snap, self._QueryResult, self.cfg.ros.map_frame, self._now)
+        fetched, notes = None, []
+        if req.include_points and answer.results:
+            wanted = [(o.robot, o.id) for o in (self.union.origin(int(h.object_id)) for h in answer.results) if o is not None]
+            got = await self.fetcher.fetch(wanted, points=True, best_view=bool(req.include_best_view))
+            fetched = got.got
+            notes.append(got.note("points"))
+        hits = fill_query_response(
+            req, resp, answer, snap, self._QueryResult, self.cfg.ros.map_frame, self._now,
+            origin=self.union.origin, fetched=fetched,
+        )
+        if req.include_best_view and any(not r.best_view.data for r in resp.results):
+            notes.append(NO_BEST_VIEWS)
+        notes += [f"{r}: {NO_MAP_YET}" for r in self.robots if r not in serving]
+        resp.message = "; ".join([resp.message] + [n for n in notes if n])
         with self._lock:
             self._query_hits = hits
         return resp
 
-    def _on_get_object(self, req: Any, resp: Any) -> Any:
-        snap = self.mirror.snapshot()
-        if snap is None:
-            resp.success, resp.message = False, NO_MAP_YET
+    async def _on_get_object(self, req: Any, resp: Any) -> Any:
+        robot = str(req.robot) or self.robots[0]
+        resp.robot = robot
+        if robot not in self.feeds:
+            resp.success = False
+            resp.message = f"unknown robot {robot!r}: query.namespaces are {self.robots}"
             return resp
-        # points, when asked for, are the stream's sample of the object's voxels
-        return fill_object_response(req, resp, snap, self.cfg.ros.map_frame, self._now)
+        if not self.feeds[robot].mirror.has_table:
+            resp.success, resp.message = False, NO_MAP_YET if len(self.robots) == 1 else f"{robot}: {NO_MAP_YET}"
+            return resp
+        obj = self.union.get(robot, int(req.id))
+        if obj is None:
+            resp.success = False
+            where = f"{robot}'s map" if robot else "the map"
+            resp.message = f"no object with id {req.id} ({where} has {self.feeds[robot].mirror.stats().objects} objects)"
+            return resp
+        points, note = None, ""
+        if req.include_points:
+            got = await self.fetcher.fetch([(robot, int(obj.id))], points=True)
+            f = got.got.get((robot, int(obj.id)))
+            points, note = (f.points if f is not None else None), got.note("points")
+        fill_object(resp, obj, bool(req.include_points), self.cfg.ros.map_frame, self._now, points=points)
+        group = self.union.group_of(robot, int(obj.id))
+        if group is not None and (group.robot, group.id) != (robot, int(obj.id)):
+            note = "; ".join(n for n in (note, f"merged into {group.robot}'s object {group.id}") if n)
+        resp.message = note
+        return resp
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -277,25 +277,46 @@ def default_engine(cfg: MapperConfig, mapper: FrameMapper) -> QueryAnswerer:
 
 
 def fill_object_response(req: Any, resp: Any, snap: Any, map_frame: str, now: Callable[[], Any]) -> Any:
-    """Fill a core3d/srv/GetObject response for ``req.id`` from ``snap``; the mapping node and the
-    query node (whose points are the stream's voxel sample) answer through it alike."""
+    """Fill a core3d/srv/GetObject response for ``req.id`` from ``snap`` (the mapping node's)."""
     obj = snap.by_id().get(int(req.id))
     if obj is None:
         resp.success = False
         resp.message = f"no object with id {req.id} (the map has {len(snap.objects)} objects)"
         return resp
+    return fill_object(resp, obj, bool(req.include_points), map_frame, now)
+
+
+def fill_object(resp: Any, obj: ObjectInfo, include_points: bool, map_frame: str, now: Callable[[], Any], points: Any = None) -> Any:
+    """A found object into a GetObject response; ``points``: a PointCloud2 fetched from the
+    object's mapping node (the query node's), else the object's own points (the mapping node's:
+    all its voxels; a query node's: the stream's sample). The mapping node and the query node
+    answer through it alike."""
     resp.success, resp.message = True, ""
     resp.object = object_to_msg(obj)
-    if req.include_points:
-        resp.points = points_to_cloud(obj.points, obj.colors, frame_id=map_frame, stamp=now())
+    if include_points:
+        resp.points = points if points is not None else points_to_cloud(obj.points, obj.colors, frame_id=map_frame, stamp=now())
     return resp
 
 
 def fill_query_response(
-    req: Any, resp: Any, answer: Any, snap: Any, result_type: Any, map_frame: str, now: Callable[[], Any]
+    req: Any,
+    resp: Any,
+    answer: Any,
+    snap: Any,
+    result_type: Any,
+    map_frame: str,
+    now: Callable[[], Any],
+    *,
+    origin: Callable[[int], Any] | None = None,
+    fetched: dict[tuple[str, int], Any] | None = None,
 ) -> list[tuple[ObjectInfo, float]]:
     """Fill a core3d/srv/Query response from an answerer's answer over ``snap``; returns the
-    ranked (object, score) pairs. The mapping node and the query node answer through it alike."""
+    ranked (object, score) pairs. The mapping node and the query node answer through it alike.
+
+    The query node's: ``origin(id)`` gives a served object's robot, its id in that robot's map
+    and the objects merged into it (core/mapping/union.Origin), which the result carries;
+    ``fetched[(robot, id)]`` holds what its mapping node sent (ros/fetch.Fetched: points, best
+    view), used instead of the object's own."""
     parsed = answer.parsed
     resp.parsed.target = str(getattr(parsed, "target", "") or "")
     resp.parsed.attributes = [str(a) for a in (getattr(parsed, "attributes", None) or [])]
@@ -311,6 +332,12 @@ def fill_query_response(
             continue
         r = result_type()
         r.object = object_to_msg(obj)
+        came = origin(obj.id) if origin is not None else None
+        if came is not None:
+            r.object.id, r.robot = int(came.id), str(came.robot)
+            r.merged_ids = [int(i) for _, i in came.merged]
+            r.merged_robots = [str(rb) for rb, _ in came.merged]
+        got = (fetched or {}).get((came.robot, came.id) if came is not None else ("", obj.id))
         if getattr(hit, "label", ""):
             r.object.label = str(hit.label)
         r.score = float(hit.score)
@@ -318,9 +345,15 @@ def fill_query_response(
         r.relation_score = float(hit.relation_score if hit.relation_score is not None else 1.0)
         stamp = now()
         if req.include_points:
-            r.points = points_to_cloud(obj.points, obj.colors, frame_id=map_frame, stamp=stamp)
-        if req.include_best_view and obj.best_view is not None:
-            r.best_view = rgb_to_image(obj.best_view, stamp=stamp, frame_id=f"core3d_object_{obj.id}")
+            if got is not None and got.points is not None:
+                r.points = got.points
+            else:
+                r.points = points_to_cloud(obj.points, obj.colors, frame_id=map_frame, stamp=stamp)
+        if req.include_best_view:
+            if got is not None and got.best_view is not None:
+                r.best_view = got.best_view
+            elif obj.best_view is not None:
+                r.best_view = rgb_to_image(obj.best_view, stamp=stamp, frame_id=f"core3d_object_{obj.id}")
         resp.results.append(r)
         hits.append((obj, float(hit.score)))
     fill_query_stages(resp, answer, hits[0][0] if hits else None, stamp=now())

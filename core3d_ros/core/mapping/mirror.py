@@ -128,6 +128,12 @@ class MapMirror:
     # ------------------------------------------------------------------ reading
 
     @property
+    def has_table(self) -> bool:
+        """True once the first full state has been applied."""
+        with self._lock:
+            return self._generation is not None
+
+    @property
     def needs_state(self) -> bool:
         with self._lock:
             return self._needs_state
