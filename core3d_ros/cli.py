@@ -292,6 +292,18 @@ def cmd_bench(args) -> int:
             )
     elif args.what in STRESS_BENCHES:
         result = _stress_bench(args)
+    elif args.what == "multirobot":
+        from .tools.bench import multirobot
+
+        if args.robots < 1 or not 0.0 <= args.overlap < 1.0 or (args.stride is not None and args.stride < 1):
+            raise SystemExit("core3d bench multirobot: --robots and --stride must be >= 1 and --overlap in [0, 1)")
+        perception = "in_process" if args.perception == "process" else args.perception
+        result = multirobot.bench_multirobot(
+            robots=args.robots, frames=args.frames or 60, overlap=args.overlap, stride=args.stride or 3,
+            rate=args.rate or 15.0, qps=args.qps or 20.0, data=args.data or multirobot.AUTO, voxel=args.voxel,
+            perception=perception, config=args.config, workdir=args.workdir,
+        )
+        print(multirobot.summary(result), file=sys.stderr)
     elif args.what == "online":
         from .tools.bench.online import bench_online
 
@@ -423,12 +435,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_eval)
 
     b = sub.add_parser("bench", help="benchmarks writing JSON")
-    b.add_argument("what", choices=["fusion", "scale", "semantics", "query", "online", *STRESS_BENCHES])
+    b.add_argument("what", choices=["fusion", "scale", "semantics", "query", "online", *STRESS_BENCHES, "multirobot"])
     b.add_argument("--voxels", type=int, default=2_000_000, help="scale: grow the map to at least this many voxels")
     b.add_argument("--data", help="dataset folder (fusion: required; semantics: optional real frame)")
     b.add_argument("--frames", type=int, default=None)
     b.add_argument("--voxel", type=float, default=None)
-    b.add_argument("--stride", type=int, default=None, help="fusion: pixel stride (overrides fusion.pixel_stride; 1 = every pixel)")
+    b.add_argument("--stride", type=int, default=None, help="fusion: pixel stride (overrides fusion.pixel_stride; 1 = every pixel); multirobot: every n-th frame of the sequence (default 3)")
+    b.add_argument("--robots", type=int, default=2, help="multirobot: robots, each mapping its own part of the sequence into its own mapping node")
+    b.add_argument("--overlap", type=float, default=0.5, help="multirobot: share of frames consecutive robots have in common")
     b.add_argument("--runs", type=int, default=None, help="fusion: whole runs, alternating which side goes first (default 5); the median is reported")
     b.add_argument("--objects", type=int, nargs="+", default=[1000, 10000])
     b.add_argument("--repeats", type=int, default=None, help="default 200; 40 with --llm-delay-ms")
@@ -442,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--qps", type=float, default=None, help="load: queries per second while mapping, sent on a fixed schedule (open loop; default 50); online: default 10")
     b.add_argument(
         "--perception", choices=("process", "in_process"), default="process",
-        help="soak/fuzz/load: the perception node in a process of its own (as the launch file starts it) or in the mapping node's",
+        help="soak/fuzz/load: the perception node in a process of its own (as the launch file starts it) or in the mapping node's (multirobot: always in the mapping node's)",
     )
     b.add_argument(
         "--query-node", action="store_true",

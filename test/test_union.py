@@ -42,6 +42,12 @@ def test_sample_iov_by_hand() -> None:
     # a sample of every 4th voxel along x of a 100-voxel object: compared on ceil(2 sqrt(4)) = 4 voxels
     assert compare_cell(slab(1, 0, 16, step=4, voxels=160), a, V) == pytest.approx(0.4)
     assert compare_cell(a, b, V) == pytest.approx(V)
+    # beyond the packed key range (kilometres at 1 cm) the cells are compared as rows
+    far = slab(3, 0, 10)
+    far.points = far.points + np.float32(30000.0)
+    near_far = slab(4, 2, 10)
+    near_far.points = near_far.points + np.float32(30000.0)
+    assert sample_iov(far, near_far, 0.001) == sample_iov(a, b, 0.001)
 
 
 def test_overlapping_objects_of_two_robots_are_merged_far_ones_not() -> None:

@@ -131,6 +131,7 @@ class QueryNode(Node):
         self._counts: Counter = Counter()  # queries, updates received, state requests / failures
         self._errors: Counter = Counter()
         self._query_ms: deque[float] = deque(maxlen=QUERY_WINDOW)
+        self._union_ms: deque[float] = deque(maxlen=QUERY_WINDOW)  # time to follow one change
         qos = service_qos(self.cfg.ros.service_queue)
         services = ReentrantCallbackGroup()
         self._stream_group = MutuallyExclusiveCallbackGroup()  # updates and states apply one at a time, all robots
@@ -199,6 +200,7 @@ class QueryNode(Node):
         prefixed by its namespace (``robot1.seq``) and ``objects`` is the union's."""
         with self._lock:
             counts, errors, recent = dict(self._counts), dict(self._errors), list(self._query_ms)
+            follow = list(self._union_ms)
         several = len(self.robots) > 1
         values: dict[str, Any] = {}
         rejected: Counter = Counter()
@@ -227,6 +229,9 @@ class QueryNode(Node):
         if recent:
             values["query_ms_p50"] = f"{np.percentile(recent, 50):.1f}"
             values["query_ms_p99"] = f"{np.percentile(recent, 99):.1f}"
+        if follow:  # a robot's change applied to the union (merge tests included)
+            values["union_update_ms_p50"] = f"{np.percentile(follow, 50):.1f}"
+            values["union_update_ms_max"] = f"{max(follow):.1f}"
         values.update({f"rejected_{k}": v for k, v in sorted(rejected.items())})
         values.update({f"resyncs_{k}": v for k, v in sorted(resyncs.items())})
         values.update({f"errors_{k}": v for k, v in sorted(errors.items())})
@@ -253,10 +258,13 @@ class QueryNode(Node):
         ch = feed.mirror.take_changes()
         if ch:
             m = feed.mirror.meta
+            t0 = time.perf_counter()
             self.union.update(
                 feed.robot, ch.objects.values(), ch.removed, full=ch.full,
                 voxel_size=m.voxel_size, stamp=m.stamp, frames=m.frames,
             )
+            with self._lock:
+                self._union_ms.append((time.perf_counter() - t0) * 1e3)
 
     def _ask_state_if_needed(self, feed: RobotFeed) -> None:
         if not feed.mirror.needs_state:

@@ -38,6 +38,7 @@ from typing import Iterable
 import numpy as np
 
 from ..fusion.association import balanced
+from ..fusion.voxels import pack
 from ..objects import MapSnapshot, ObjectInfo
 
 Key = tuple[int, int]  # (robot number, the robot's own object id)
@@ -81,16 +82,27 @@ def compare_cell(a: ObjectInfo, b: ObjectInfo, voxel_size: float) -> float:
     return voxel_size if k <= 1.0 else voxel_size * math.ceil(2.0 * math.sqrt(k))
 
 
+def sample_keys(obj: ObjectInfo, cell: float) -> np.ndarray:
+    """Sorted distinct keys of the cells (side ``cell``) that ``obj``'s sample points fall in."""
+    coords = np.floor(np.asarray(obj.points, np.float64).reshape(-1, 3) / cell).astype(np.int64)
+    try:
+        return np.unique(pack(coords))
+    except ValueError:  # beyond the packable range (a map kilometres wide at 1 cm): rows instead
+        rows = np.unique(coords, axis=0)
+        return np.unique(rows.view([("", np.int64)] * 3).reshape(-1))
+
+
+def iov_of_keys(ka: np.ndarray, kb: np.ndarray) -> tuple[float, float]:
+    if len(ka) == 0 or len(kb) == 0:
+        return 0.0, 0.0
+    inter = len(np.intersect1d(ka, kb, assume_unique=True))
+    return inter / len(ka), inter / len(kb)
+
+
 def sample_iov(a: ObjectInfo, b: ObjectInfo, voxel_size: float) -> tuple[float, float]:
     """IoV(a, b) = |A ∩ B| / |A| and IoV(b, a) = |A ∩ B| / |B| of the two samples' cells."""
     cell = compare_cell(a, b, voxel_size)
-    ka = np.unique(np.floor(np.asarray(a.points, np.float64) / cell).astype(np.int64), axis=0)
-    kb = np.unique(np.floor(np.asarray(b.points, np.float64) / cell).astype(np.int64), axis=0)
-    if len(ka) == 0 or len(kb) == 0:
-        return 0.0, 0.0
-    both = np.concatenate([ka, kb])
-    inter = len(both) - len(np.unique(both, axis=0))
-    return inter / len(ka), inter / len(kb)
+    return iov_of_keys(sample_keys(a, cell), sample_keys(b, cell))
 
 
 class MapUnion:
@@ -107,6 +119,7 @@ class MapUnion:
         self._objects: dict[Key, ObjectInfo] = {}  # each robot's objects (their own ids)
         self._served_copy: dict[Key, ObjectInfo] = {}  # the same with the served id
         self._voxel = {i: 0.025 for i in range(len(self.robots))}
+        self._keys: dict[Key, dict[float, np.ndarray]] = {}  # sample cell keys per comparison grid
         self._cells: dict[Key, list[tuple[int, int, int]]] = {}
         self._grid: dict[tuple[int, int, int], set[Key]] = {}
         self._bounds: dict[Key, tuple[np.ndarray, np.ndarray]] = {}
@@ -226,6 +239,7 @@ class MapUnion:
                 if not s:
                     del self._grid[c]
         self._bounds.pop(key, None)
+        self._keys.pop(key, None)
 
     def _drop_edges(self, key: Key) -> set[Key]:
         partners = self._edges.pop(key, set())
@@ -270,12 +284,19 @@ class MapUnion:
                 continue
             self._pair_tests += 1
             voxel = max(self._voxel[r], self._voxel[other[0]])
-            iov_ab, iov_ba = sample_iov(obj, self._objects[other], voxel)
+            cell = compare_cell(obj, self._objects[other], voxel)
+            iov_ab, iov_ba = iov_of_keys(self._cell_keys(key, cell), self._cell_keys(other, cell))
             if balanced(iov_ab, iov_ba, self.gamma, self.delta):
                 self._edges.setdefault(key, set()).add(other)
                 self._edges.setdefault(other, set()).add(key)
                 touched.add(other)
         return touched
+
+    def _cell_keys(self, key: Key, cell: float) -> np.ndarray:
+        per = self._keys.setdefault(key, {})
+        if cell not in per:
+            per[cell] = sample_keys(self._objects[key], cell)
+        return per[cell]
 
     def _regroup(self, touched: set[Key]) -> None:
         """Recompute the groups (connected components of passing pairs) holding ``touched``.

@@ -69,6 +69,7 @@ class NodeProcess:
         config: str | None = None,
         name: str = "node",
         module: str = "core3d_ros.ros.node",
+        namespace: str = "",
     ):
         self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -83,6 +84,8 @@ class NodeProcess:
         )
         cmd = node_command(str(Path(config).resolve()) if config else None, {**BENCH_OVERRIDES, **(overrides or {})})
         cmd[cmd.index("core3d_ros.ros.node")] = module  # the perception node: core3d_ros.ros.perception_node
+        if namespace:  # one robot of several (core3d bench multirobot): its topics and services under /NAMESPACE
+            cmd += ["-r", f"__ns:=/{namespace.strip('/')}"]
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir)
         self.pid = self.proc.pid

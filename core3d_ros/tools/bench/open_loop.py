@@ -203,7 +203,7 @@ def _query_client_main(domain_id: int, qps: float, timeout: float, max_in_flight
     records: list[QueryRecord] = []
     failures: list[str] = []
     try:
-        if peer.wait_for_services(120.0):
+        if peer.clients["query"].wait_for_service(timeout_sec=120.0):  # the only service it calls
             ready.set()
             client = peer.clients["query"]
 
