@@ -134,6 +134,20 @@ def test_mirror_changes_feed_the_union() -> None:
     assert [o.id for o in u.snapshot().objects] == [3]
 
 
+def test_an_object_with_huge_bounds_stays_out_of_the_grid_and_is_still_merged() -> None:
+    u = MapUnion(["robot1", "robot2"], cell=0.1)
+    u.update("robot1", [slab(1, 0, 10)], full=True, voxel_size=V)  # 1 m square: 11 x 11 cells
+    blown = slab(1, 2, 10)
+    blown.box = OrientedBox(blown.box.center, np.eye(3), np.array([1000.0, 1000.0, 1.0]))  # an outlier's box
+    u.update("robot2", [blown], full=True, voxel_size=V)
+    assert u._large == {(1, 1)} and all((1, 1) not in c for c in u._grid.values())
+    assert served(u) == [("robot1", 1, [("robot2", 1)])] and u.stats().pair_tests == 1
+    u.update("robot1", [slab(2, 400, 10)])  # 40 m away, inside the blown box: tested against it only
+    assert u.stats().pair_tests == 2 and len(u.snapshot().objects) == 2
+    u.update("robot2", [], removed=[1])
+    assert u._large == set() and sorted(served(u)) == [("robot1", 1, []), ("robot1", 2, [])]
+
+
 def test_robots_must_be_distinct() -> None:
     with pytest.raises(ValueError):
         MapUnion(["a", "a"])

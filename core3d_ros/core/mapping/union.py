@@ -42,6 +42,11 @@ from ..fusion.voxels import pack
 from ..objects import MapSnapshot, ObjectInfo
 
 Key = tuple[int, int]  # (robot number, the robot's own object id)
+# An object whose bounds cover more index cells than this (a wall or floor of a big building at a
+# small ``cell``, or a box blown up by an outlier) is not put in the grid: it is kept in a short
+# list that every change is checked against, and its own changes are checked against all
+# objects, so that one such box cannot fill memory with cells.
+MAX_INDEX_CELLS = 4096
 
 
 @dataclass
@@ -122,6 +127,7 @@ class MapUnion:
         self._keys: dict[Key, dict[float, np.ndarray]] = {}  # sample cell keys per comparison grid
         self._cells: dict[Key, list[tuple[int, int, int]]] = {}
         self._grid: dict[tuple[int, int, int], set[Key]] = {}
+        self._large: set[Key] = set()  # bounds over MAX_INDEX_CELLS cells: not in the grid
         self._bounds: dict[Key, tuple[np.ndarray, np.ndarray]] = {}
         self._edges: dict[Key, set[Key]] = {}
         self._rep: dict[Key, Key] = {}  # member -> its group's representative
@@ -226,12 +232,16 @@ class MapUnion:
 
     # ------------------------------------------------------------------ internals (under the lock)
 
-    def _grid_cells(self, lo: np.ndarray, hi: np.ndarray) -> list[tuple[int, int, int]]:
+    def _grid_cells(self, lo: np.ndarray, hi: np.ndarray) -> list[tuple[int, int, int]] | None:
+        """The index cells the bounds cover; None when more than MAX_INDEX_CELLS."""
         a = np.floor(lo / self.cell).astype(np.int64)
         b = np.floor(hi / self.cell).astype(np.int64)
+        if float(np.prod((b - a + 1).astype(np.float64))) > MAX_INDEX_CELLS:
+            return None
         return [(x, y, z) for x in range(a[0], b[0] + 1) for y in range(a[1], b[1] + 1) for z in range(a[2], b[2] + 1)]
 
     def _unindex(self, key: Key) -> None:
+        self._large.discard(key)
         for c in self._cells.pop(key, ()):
             s = self._grid.get(c)
             if s is not None:
@@ -269,13 +279,17 @@ class MapUnion:
             return touched  # served alone, never merged
         self._bounds[key] = (lo, hi)
         cells = self._grid_cells(lo, hi)
-        self._cells[key] = cells
-        candidates: set[Key] = set()
-        for c in cells:
-            s = self._grid.get(c)
-            if s:
-                candidates |= s
-            self._grid.setdefault(c, set()).add(key)
+        candidates: set[Key] = set(self._large)
+        if cells is None:
+            self._large.add(key)
+            candidates |= set(self._bounds)  # rare: checked against every object's bounds
+        else:
+            self._cells[key] = cells
+            for c in cells:
+                here = self._grid.setdefault(c, set())
+                candidates |= here
+                here.add(key)
+        candidates.discard(key)
         for other in candidates:
             if other[0] == r:
                 continue  # one robot's objects are its own mapper's business
