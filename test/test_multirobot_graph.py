@@ -1,15 +1,18 @@
 """Two mapping nodes (namespaces robot1, robot2) into one query node, each in its own process
-over real ROS 2 topics and services: ``core3d bench multirobot`` small, and the query node
-asked with the ``ros2`` command while one robot's mapping node is killed."""
+over real ROS 2 topics and services: ``core3d bench multirobot`` small, and a query node started
+by ``ros2 launch`` (launch/query.launch.py), asked with ``ros2 service call`` while one robot's
+mapping node and then the query node itself are killed."""
 from __future__ import annotations
 
 import dataclasses
 import os
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +27,7 @@ from core3d_ros.tools.player import publish_dataset  # noqa: E402
 
 DOMAIN_ID = 100 + (os.getpid() + 83) % 100
 ROBOTS = ["robot1", "robot2"]
+LAUNCH = Path(__file__).resolve().parents[1] / "launch" / "query.launch.py"
 
 
 def test_bench_multirobot_small(tmp_path) -> None:
@@ -51,34 +55,50 @@ def _ros2_missing() -> str | None:
     if shutil.which("ros2") is None:
         return "the ros2 command is not installed (robot: apt; here: scripts/setup.sh with ../shared/ros2-src)"
     try:
+        import launch_ros  # noqa: F401
+        import ros2launch  # noqa: F401
         import ros2service  # noqa: F401
     except ImportError as e:
-        return f"ros2 service verb not installed ({e})"
+        return f"ros2 launch / service verbs not installed ({e}); scripts/setup.sh builds them from ../shared/ros2-src"
     return None
 
 
+def _env() -> dict[str, str]:
+    return dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+                PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0")
+
+
 def ros2_call(service: str, srv_type: str, request: str) -> str:
-    env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     for _ in range(3):  # discovery on a busy machine may overrun one call's wait
-        r = subprocess.run(["ros2", "service", "call", service, srv_type, request], env=env, capture_output=True,
+        r = subprocess.run(["ros2", "service", "call", service, srv_type, request], env=_env(), capture_output=True,
                            text=True, timeout=60)
         if r.returncode == 0 and "response:" in r.stdout:
             return r.stdout
     raise AssertionError(r.stdout + r.stderr)
 
 
+def results_of(out: str) -> list[tuple[int, str]]:
+    """(id, robot) of each result in a printed core3d/srv/Query response."""
+    return [(int(i), r) for i, r in re.findall(r"Object\(id=(\d+),.*?robot='(robot\d)'", out, re.S)]
+
+
 @pytest.mark.skipif(_ros2_missing() is not None, reason=str(_ros2_missing()))
-def test_two_mapping_nodes_into_one_query_node_with_the_ros2_command(tmp_path) -> None:
+def test_two_mapping_nodes_into_one_launched_query_node(tmp_path) -> None:
     cfg = MapperConfig()
     scene = make_scene(seed=1, num_frames=16, width=160, height=120)
     parts = {"robot1": [scene[i] for i in range(0, 10)], "robot2": [scene[i] for i in range(6, 16)]}
     overrides = {"ros.qos_reliability": "reliable", "ros.publish_period": "0.3"}
-    graph = multirobot.RobotsGraph(tmp_path, DOMAIN_ID, ROBOTS, overrides, None, "inline",
-                                   query_overrides={"query.fetch_timeout": "1.0"})
+    graph = multirobot.RobotsGraph(tmp_path, DOMAIN_ID, ROBOTS, overrides, None, "inline", query=False)
+    log_path = tmp_path / "launch.log"
+    log = open(log_path, "w")
+    launch = subprocess.Popen(
+        ["ros2", "launch", str(LAUNCH), "robots:=robot1,robot2", "fetch_timeout:=1.0"],
+        env=_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
     peer = Peer(DOMAIN_ID, name="core3d_multirobot_test")
     diag = multirobot.NodeDiagnostics(peer.node)
     try:
-        assert peer.clients["query"].wait_for_service(timeout_sec=90.0), graph.log_text()[-3000:]
+        assert peer.clients["query"].wait_for_service(timeout_sec=90.0), log_path.read_text()[-3000:]
 
         def play(robot: str) -> None:
             ros = dataclasses.replace(cfg.ros, **{k: f"/{robot}/{getattr(cfg.ros, k)}"
@@ -111,10 +131,10 @@ def test_two_mapping_nodes_into_one_query_node_with_the_ros2_command(tmp_path) -
         assert in_step(), (diag.of("/core3d_query"), served())
         out = ros2_call("/core3d/query", "core3d/srv/Query", "{text: 'the largest object', top_k: 100}")
         assert "success=True" in out, out
-        results = re.findall(r"Object\(id=(\d+),.*?robot='(robot\d)'", out, re.S)  # (id, robot) per result
+        results = results_of(out)
         assert {r for _, r in results} == set(ROBOTS), out[-2000:]
         assert len(results) == int(diag.number("/core3d_query", "objects")), out[-2000:]
-        oid = next(int(i) for i, r in results if r == "robot2")
+        oid = next(i for i, r in results if r == "robot2")
         out = ros2_call("/core3d/get_object", "core3d/srv/GetObject", f"{{id: {oid}, robot: 'robot2', include_points: true}}")
         assert "success=True" in out and "robot='robot2'" in out, out[-2000:]
 
@@ -129,10 +149,36 @@ def test_two_mapping_nodes_into_one_query_node_with_the_ros2_command(tmp_path) -
         assert served() == before
         out = ros2_call("/core3d/get_object", "core3d/srv/GetObject", f"{{id: {oid}, robot: 'robot2', include_points: true}}")
         assert "success=True" in out and "robot2/core3d/mapping/get_object is not available" in out, out[-2000:]
-        out = ros2_call("/core3d/query", "core3d/srv/Query", "{text: 'the largest object', top_k: 100}")
-        assert set(re.findall(r"robot='(robot\d)'", out)) == set(ROBOTS), out[-2000:]
-        assert graph.query.alive() and graph.mapping["robot1"].alive()
-        assert not [line for line in graph.query.errors()], graph.query.log_text()[-3000:]
+        assert {r for _, r in results_of(ros2_call("/core3d/query", "core3d/srv/Query", "{text: 'the largest object', top_k: 100}"))} == set(ROBOTS)
+
+        # the query node dies too: the launch starts it again; it mirrors robot1 anew and says
+        # robot2 has no map (its mapping node is gone)
+        started = r"\[query_node-\d+\]: process started with pid \[(\d+)\]"
+        os.kill(int(re.search(started, log_path.read_text()).group(1)), signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(re.findall(started, log_path.read_text())) < 2:
+            time.sleep(0.3)
+        assert len(re.findall(started, log_path.read_text())) == 2, log_path.read_text()[-3000:]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            out = ros2_call("/core3d/query", "core3d/srv/Query", "{text: 'the largest object', top_k: 100}")
+            if "robot2: no map yet" in out and results_of(out):
+                break
+            time.sleep(0.5)
+        assert "success=True" in out and "robot2: no map yet" in out, out[-2000:]
+        assert {r for _, r in results_of(out)} == {"robot1"} and len(results_of(out)) == before["robot1"] > 0
+        assert graph.mapping["robot1"].alive() and launch.poll() is None
     finally:
         peer.close()
+        if launch.poll() is None:
+            os.killpg(launch.pid, signal.SIGINT)
+            try:
+                launch.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(launch.pid, signal.SIGKILL)
+                launch.wait(10)
+        log.close()
         graph.stop()
+    assert launch.returncode == 0, log_path.read_text()[-3000:]
+    # the query node's own errors (the launch reports the killed process as an error of its own)
+    assert not re.search(r"\[ERROR\] \[[\d.]+\] \[core3d_query\]|Traceback", log_path.read_text()), log_path.read_text()[-3000:]

@@ -69,16 +69,19 @@ class NodeDiagnostics:
 
 class RobotsGraph:
     """One mapping node per robot in namespace ``robot`` (``perception``: ``in_process`` or
-    ``inline``) and one query node over them all, each in a process of its own."""
+    ``inline``) and one query node over them all (unless ``query`` is false: started by other
+    means, e.g. ``ros2 launch core3d query.launch.py``), each in a process of its own."""
 
     def __init__(self, workdir: Path, domain_id: int, robots: list[str], overrides: dict[str, str], config: str | None,
-                 perception: str = "in_process", query_overrides: dict[str, str] | None = None):
+                 perception: str = "in_process", query_overrides: dict[str, str] | None = None, query: bool = True):
         self.robots = list(robots)
         mapping = {**overrides, **ROBOT_OVERRIDES, "ros.perception": perception}
         self.mapping = {r: NodeProcess(workdir, domain_id, mapping, config, name=r, namespace=r) for r in self.robots}
-        query = {**overrides, "query.namespaces": "[" + ",".join(self.robots) + "]", **(query_overrides or {})}
-        self.query = NodeProcess(workdir, domain_id, query, config, name="query", module="core3d_ros.ros.query_node")
-        self._all = [*self.mapping.values(), self.query]
+        params = {**overrides, "query.namespaces": "[" + ",".join(self.robots) + "]", **(query_overrides or {})}
+        self.query = (
+            NodeProcess(workdir, domain_id, params, config, name="query", module="core3d_ros.ros.query_node") if query else None
+        )
+        self._all = [*self.mapping.values(), *([self.query] if self.query is not None else [])]
 
     def alive(self) -> bool:
         return all(p.alive() for p in self._all)
