@@ -148,6 +148,24 @@ def test_an_object_with_huge_bounds_stays_out_of_the_grid_and_is_still_merged() 
     assert u._large == set() and sorted(served(u)) == [("robot1", 1, []), ("robot1", 2, [])]
 
 
+def test_readers_get_the_last_view_while_a_change_is_applied() -> None:
+    import threading
+
+    u = MapUnion(["a", "b"])
+    u.update("a", [slab(1, 0, 10)], full=True, voxel_size=V)
+    before = u.view()
+    got: list = []
+    with u._lock:  # a change being applied holds the lock
+        t = threading.Thread(target=lambda: got.append(u.view()))
+        t.start()
+        t.join(2.0)
+    assert got == [before]  # answered from the last view, without waiting
+    u.update("b", [slab(1, 1, 10)], voxel_size=V)
+    after = u.view()
+    assert after is not before and after.groups[("b", 1)] == after.groups[("a", 1)]
+    assert [o.id for o in before.snapshot.objects] == [2]  # the old view is unchanged
+
+
 def test_robots_must_be_distinct() -> None:
     with pytest.raises(ValueError):
         MapUnion(["a", "a"])

@@ -370,7 +370,8 @@ class QueryNode(Node):
         if not serving:
             resp.success, resp.message = False, NO_MAP_YET
             return resp
-        snap = self.union.snapshot()
+        view = self.union.view()  # one consistent version for the whole answer
+        snap = view.snapshot
         try:
             answer = self.answerer.answer(snap, text, top_k=int(req.top_k) or None, viewpoint=self._viewpoint())
         except self._query_errors as e:
@@ -378,13 +379,13 @@ class QueryNode(Node):
             return resp
         fetched, notes = None, []
         if req.include_points and answer.results:
-            wanted = [(o.robot, o.id) for o in (self.union.origin(int(h.object_id)) for h in answer.results) if o is not None]
+            wanted = [(o.robot, o.id) for o in (view.origins.get(int(h.object_id)) for h in answer.results) if o is not None]
             got = await self.fetcher.fetch(wanted, points=True, best_view=bool(req.include_best_view))
             fetched = got.got
             notes.append(got.note("points"))
         hits = fill_query_response(
             req, resp, answer, snap, self._QueryResult, self.cfg.ros.map_frame, self._now,
-            origin=self.union.origin, fetched=fetched,
+            origin=view.origins.get, fetched=fetched,
         )
         if req.include_best_view and any(not r.best_view.data for r in resp.results):
             notes.append(NO_BEST_VIEWS)
@@ -404,7 +405,8 @@ class QueryNode(Node):
         if not self.feeds[robot].mirror.has_table:
             resp.success, resp.message = False, NO_MAP_YET if len(self.robots) == 1 else f"{robot}: {NO_MAP_YET}"
             return resp
-        obj = self.union.get(robot, int(req.id))
+        view = self.union.view()
+        obj = view.objects.get((robot, int(req.id)))
         if obj is None:
             resp.success = False
             where = f"{robot}'s map" if robot else "the map"
@@ -416,7 +418,7 @@ class QueryNode(Node):
             f = got.got.get((robot, int(obj.id)))
             points, note = (f.points if f is not None else None), got.note("points")
         fill_object(resp, obj, bool(req.include_points), self.cfg.ros.map_frame, self._now, points=points)
-        group = self.union.group_of(robot, int(obj.id))
+        group = view.groups.get((robot, int(obj.id)))
         if group is not None and (group.robot, group.id) != (robot, int(obj.id)):
             note = "; ".join(n for n in (note, f"merged into {group.robot}'s object {group.id}") if n)
         resp.message = note

@@ -58,6 +58,16 @@ class Origin:
     merged: list[tuple[str, int]] = field(default_factory=list)  # (robot, id) merged into it
 
 
+@dataclass(frozen=True)
+class UnionView:
+    """The union at one instant, consistent and never changed afterwards: what queries read."""
+
+    snapshot: MapSnapshot  # the served objects, by served id
+    origins: dict[int, Origin]  # served id -> where it came from
+    groups: dict[tuple[str, int], Origin]  # (robot, its id) -> the served object holding it
+    objects: dict[tuple[str, int], ObjectInfo]  # (robot, its id) -> the object, merged or not
+
+
 @dataclass
 class UnionStats:
     objects: int = 0  # served (after merging)
@@ -133,7 +143,7 @@ class MapUnion:
         self._rep: dict[Key, Key] = {}  # member -> its group's representative
         self._members: dict[Key, list[Key]] = {}  # representative -> the group (itself first)
         self._pair_tests = 0
-        self._snapshot: MapSnapshot | None = None
+        self._view: UnionView | None = None
         self._meta = {"stamp": 0.0, "frames": {}}
 
     # ------------------------------------------------------------------ ids
@@ -147,41 +157,49 @@ class MapUnion:
 
     # ------------------------------------------------------------------ reading
 
+    def view(self) -> UnionView:
+        """The union as of the last change: built on the first call after a change (one pass over
+        the objects), then handed out without waiting, also while a change is being applied."""
+        v = self._view
+        if v is not None:
+            return v
+        with self._lock:
+            if self._view is None:
+                self._view = self._build_view()
+            return self._view
+
+    def _build_view(self) -> UnionView:
+        name = self.robots
+        origins: dict[int, Origin] = {}
+        groups: dict[tuple[str, int], Origin] = {}
+        for rep, members in self._members.items():
+            o = Origin(name[rep[0]], rep[1], [(name[r], i) for r, i in members if (r, i) != rep])
+            origins[self.served_id(name[rep[0]], rep[1])] = o
+            for r, i in members:
+                groups[(name[r], i)] = o
+        frames = self._meta["frames"]
+        snap = MapSnapshot(
+            objects=[self._served_copy[self._key_of(sid)] for sid in sorted(origins)],
+            voxel_size=self._voxel[0], stamp=float(self._meta["stamp"]), frames=int(sum(frames.values())),
+        )
+        objects = {(name[r], i): o for (r, i), o in self._objects.items()}
+        return UnionView(snap, origins, groups, objects)
+
     def snapshot(self) -> MapSnapshot:
         """The served objects (each group's representative, with its served id), by served id."""
-        with self._lock:
-            if self._snapshot is None:
-                reps = sorted(self._members, key=lambda k: self.served_id(self.robots[k[0]], k[1]))
-                frames = self._meta["frames"]
-                self._snapshot = MapSnapshot(
-                    objects=[self._served_copy[k] for k in reps],
-                    voxel_size=self._voxel[0], stamp=float(self._meta["stamp"]), frames=int(sum(frames.values())),
-                )
-            return self._snapshot
+        return self.view().snapshot
 
     def origin(self, served: int) -> Origin | None:
         """Robot, own id and merged members of a served object (None: not served)."""
-        with self._lock:
-            key = self._key_of(int(served))
-            members = self._members.get(key)
-            if members is None:
-                return None
-            return Origin(self.robots[key[0]], key[1], [(self.robots[r], i) for r, i in members if (r, i) != key])
+        return self.view().origins.get(int(served))
 
     def get(self, robot: str, oid: int) -> ObjectInfo | None:
         """Robot ``robot``'s object ``oid`` (its own id; merged or not)."""
-        with self._lock:
-            i = self._index.get(robot)
-            return None if i is None else self._objects.get((i, int(oid)))
+        return self.view().objects.get((robot, int(oid)))
 
     def group_of(self, robot: str, oid: int) -> Origin | None:
         """The served object that holds robot ``robot``'s object ``oid``."""
-        with self._lock:
-            rep = self._rep.get((self._index.get(robot, -1), int(oid)))
-            if rep is None:
-                return None
-            members = self._members[rep]
-            return Origin(self.robots[rep[0]], rep[1], [(self.robots[r], i) for r, i in members if (r, i) != rep])
+        return self.view().groups.get((robot, int(oid)))
 
     def stats(self) -> UnionStats:
         with self._lock:
@@ -228,7 +246,7 @@ class MapUnion:
             for obj in changed:
                 touched |= self._put((r, int(obj.id)), obj)
             self._regroup(touched)
-            self._snapshot = None
+            self._view = None  # readers keep the last view until the next one is built
 
     # ------------------------------------------------------------------ internals (under the lock)
 
