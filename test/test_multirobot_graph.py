@@ -51,6 +51,16 @@ def test_bench_multirobot_small(tmp_path) -> None:
     assert r["nodes_alive_at_end"] and r["node_exit_codes"] == [0, 0, 0]
 
 
+def test_robot_parts_and_bad_arguments() -> None:
+    from core3d_ros.cli import main
+
+    assert multirobot.robot_parts(2, 60, 0.5) == [range(0, 60), range(30, 90)]
+    assert multirobot.robot_parts(3, 10, 0.0) == [range(0, 10), range(10, 20), range(20, 30)]
+    for bad in (["--overlap", "1.0"], ["--robots", "0"], ["--stride", "-1"]):
+        with pytest.raises(SystemExit, match=r"--robots and --stride must be >= 1 and --overlap in \[0, 1\)"):
+            main(["bench", "multirobot", *bad])
+
+
 def _ros2_missing() -> str | None:
     if shutil.which("ros2") is None:
         return "the ros2 command is not installed (robot: apt; here: scripts/setup.sh with ../shared/ros2-src)"

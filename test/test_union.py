@@ -50,6 +50,22 @@ def test_sample_iov_by_hand() -> None:
     assert sample_iov(far, near_far, 0.001) == sample_iov(a, b, 0.001)
 
 
+def test_two_samples_of_one_big_object_meet_on_the_coarser_grid() -> None:
+    # a 40 x 40 voxel board (1,600 voxels) that each robot streams as every 4th voxel along x,
+    # robot1 from x = 0, robot2 from x = 2: no voxel in common, yet one board
+    a = slab(1, 0, 40, ny=40, step=4, voxels=1600)
+    b = slab(1, 2, 38, ny=40, step=4, voxels=1600)
+    assert len(a.points) == len(b.points) == 400
+    assert compare_cell(a, b, V) == pytest.approx(4 * V)  # ceil(2 sqrt(1600 / 400)) = 4 voxels
+    assert sample_iov(a, b, V) == pytest.approx((1.0, 1.0))  # x cells 0..9 and y cells 0..9 in both
+    fine = StreamedObject(**{**a.__dict__, "full_num_voxels": 400})  # as if the samples were whole objects
+    assert sample_iov(fine, StreamedObject(**{**b.__dict__, "full_num_voxels": 400}), V) == (0.0, 0.0)
+    u = MapUnion(["robot1", "robot2"])
+    u.update("robot1", [a], full=True, voxel_size=V)
+    u.update("robot2", [b], full=True, voxel_size=V)
+    assert served(u) == [("robot1", 1, [("robot2", 1)])]
+
+
 def test_overlapping_objects_of_two_robots_are_merged_far_ones_not() -> None:
     u = MapUnion(["robot1", "robot2"])
     u.update("robot1", [slab(1, 0, 10), slab(2, 40, 10)], full=True, voxel_size=V)
