@@ -43,10 +43,13 @@ def slab(oid: int, x0: int, nx: int, ny: int, *, y0: int = 0, z: int = 30, color
 
 # robot1's 1 and robot2's 1 are one board seen by both (80 shared voxels: IoV 0.8 and 0.67);
 # robot1's 3 is big (3000 voxels: the stream carries every 3rd); the others lie apart
+BEST_VIEW = np.zeros((6, 4, 3), np.uint8)  # robot1's object 3 has a best view (the stream carries no image)
+BEST_VIEW[:, :, 2] = 200
 MAPS = {
     "robot1": [slab(1, 0, 10, 10), slab(2, 200, 10, 10, color=(40, 200, 40)), slab(3, 400, 60, 50, color=(40, 40, 200))],
     "robot2": [slab(1, 2, 10, 12), slab(5, 100, 8, 8, color=(40, 200, 40))],
 }
+MAPS["robot1"][2].best_view = BEST_VIEW
 
 
 class FixedMapper:
@@ -194,8 +197,14 @@ def test_points_come_from_the_owning_mapping_node(robots: Robots) -> None:
     assert "voxel sample" not in resp.message and robots.query.fetcher.counters().get("fetched") == 2
     obj = robots.call(GetObject, "core3d/get_object", GetObject.Request(id=3, robot="robot1", include_points=True))
     assert obj.success and obj.points.width == 3000
-    views = robots.call(Query, "core3d/query", Query.Request(text="the largest object", top_k=1, include_best_view=True))
-    assert views.success and NO_BEST_VIEWS in views.message and len(views.results[0].best_view.data) == 0
+    # the best view comes from the mapping node that has it; an object without one says so
+    views = robots.call(Query, "core3d/query", Query.Request(text="the largest object", top_k=2, include_best_view=True))
+    assert views.success and [(r.robot, r.object.id) for r in views.results][0] == ("robot1", 3)
+    top_view = views.results[0].best_view
+    assert (top_view.height, top_view.width, top_view.encoding) == (6, 4, "rgb8") and bytes(top_view.data) == BEST_VIEW.tobytes()
+    assert len(views.results[1].best_view.data) == 0 and NO_BEST_VIEWS in views.message
+    one = robots.call(GetObject, "core3d/get_object", GetObject.Request(id=3, robot="robot1", include_best_view=True))
+    assert one.success and bytes(one.best_view.data) == BEST_VIEW.tobytes() and len(one.points.data) == 0
 
 
 def test_a_late_fetch_falls_back_to_the_sample_without_holding_the_query_node(ros_context) -> None:

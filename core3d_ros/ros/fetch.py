@@ -1,5 +1,5 @@
 """What the map stream does not carry, fetched on demand from the mapping node that owns an
-object: all of its voxels (``include_points``), through that node's
+object: all of its voxels (``include_points``) and its best-view crop (``include_best_view``), through that node's
 ``<namespace>/core3d/mapping/get_object`` (the mapping node's own get_object when a query node
 serves ``core3d/get_object``; see ``ros.query_namespace``).
 
@@ -7,9 +7,7 @@ A fetch never holds the query node's executor: the service callbacks that fetch 
 that ``await`` one future, completed when every request has been answered or when
 ``query.fetch_timeout`` has passed (a timer thread), whichever comes first; the executor serves
 other callbacks meanwhile. A request left unanswered is withdrawn and the object answered from
-what the stream carries, with the reason in the response's message. Best views: core3d/GetObject
-carries no image, so a query node has none to give; when the service gains ``best_view`` (and
-its request ``include_best_view``) the fetch hands it on.
+what the stream carries (its voxel sample; no image), with the reason in the response's message.
 """
 from __future__ import annotations
 
@@ -44,13 +42,13 @@ class FetchResult:
     got: dict[tuple[str, int], Fetched]
     failed: dict[tuple[str, int], str]  # why, per object
 
-    def note(self, what: str) -> str:
+    def note(self, what: str, fallback: str = "from the map stream's voxel sample") -> str:
         """One sentence for a response message about the objects that fell back ('' if none)."""
         if not self.failed:
             return ""
         reasons = Counter(self.failed.values())
         why = "; ".join(f"{r} ({n})" if n > 1 else r for r, n in reasons.items())
-        return f"{what} of {len(self.failed)} object(s) from the map stream's voxel sample: {why}"
+        return f"{what} of {len(self.failed)} object(s) {fallback}: {why}"
 
 
 class ObjectFetcher:
@@ -85,8 +83,7 @@ class ObjectFetcher:
                 out.failed[(robot, oid)] = f"{fetch_service_name(robot)} is not available"
                 continue
             req = self._GetObject.Request(id=int(oid), include_points=bool(points))
-            if best_view and hasattr(req, "include_best_view"):
-                req.include_best_view = True
+            req.include_best_view = bool(best_view)
             calls[(robot, oid)] = (client, client.call_async(req))
         if calls:
             await self._all_or_timeout([f for _, f in calls.values()])
@@ -103,7 +100,7 @@ class ObjectFetcher:
                 continue
             out.got[key] = Fetched(
                 points=resp.points if points else None,
-                best_view=getattr(resp, "best_view", None) if best_view else None,
+                best_view=resp.best_view if best_view and len(resp.best_view.data) else None,
             )
         timeouts = sum(1 for r in out.failed.values() if "did not answer" in r)
         self._count("fetched", len(out.got))

@@ -66,7 +66,7 @@ from .services import QUERY_WINDOW, fill_object, fill_query_response, query_erro
 
 NODE_NAME = "core3d_query"
 NO_MAP_YET = "no map yet: waiting for the first map state from core3d/get_map_state"
-NO_BEST_VIEWS = "no best views: the map stream and core3d/GetObject carry no image"
+NO_BEST_VIEWS = "no best view for some results (their mapping node has none, or did not answer)"
 STATE_TIMEOUT_S = 5.0  # a state request unanswered this long is given up and asked again
 
 
@@ -378,11 +378,11 @@ class QueryNode(Node):
             resp.success, resp.message = False, str(e) or type(e).__name__
             return resp
         fetched, notes = None, []
-        if req.include_points and answer.results:
+        if (req.include_points or req.include_best_view) and answer.results:
             wanted = [(o.robot, o.id) for o in (view.origins.get(int(h.object_id)) for h in answer.results) if o is not None]
-            got = await self.fetcher.fetch(wanted, points=True, best_view=bool(req.include_best_view))
+            got = await self.fetcher.fetch(wanted, points=bool(req.include_points), best_view=bool(req.include_best_view))
             fetched = got.got
-            notes.append(got.note("points"))
+            notes.append(got.note("points") if req.include_points else got.note("best views", "not fetched"))
         hits = fill_query_response(
             req, resp, answer, snap, self._QueryResult, self.cfg.ros.map_frame, self._now,
             origin=view.origins.get, fetched=fetched,
@@ -413,11 +413,15 @@ class QueryNode(Node):
             resp.message = f"no object with id {req.id} ({where} has {self.feeds[robot].mirror.stats().objects} objects)"
             return resp
         points, note = None, ""
-        if req.include_points:
-            got = await self.fetcher.fetch([(robot, int(obj.id))], points=True)
+        view_wanted = bool(getattr(req, "include_best_view", False))
+        f = None
+        if req.include_points or view_wanted:
+            got = await self.fetcher.fetch([(robot, int(obj.id))], points=bool(req.include_points), best_view=view_wanted)
             f = got.got.get((robot, int(obj.id)))
-            points, note = (f.points if f is not None else None), got.note("points")
+            points, note = (f.points if f is not None else None), (got.note("points") if req.include_points else got.note("best view", "not fetched"))
         fill_object(resp, obj, bool(req.include_points), self.cfg.ros.map_frame, self._now, points=points)
+        if view_wanted and f is not None and f.best_view is not None:
+            resp.best_view = f.best_view
         group = view.groups.get((robot, int(obj.id)))
         if group is not None and (group.robot, group.id) != (robot, int(obj.id)):
             note = "; ".join(n for n in (note, f"merged into {group.robot}'s object {group.id}") if n)

@@ -283,7 +283,10 @@ def fill_object_response(req: Any, resp: Any, snap: Any, map_frame: str, now: Ca
         resp.success = False
         resp.message = f"no object with id {req.id} (the map has {len(snap.objects)} objects)"
         return resp
-    return fill_object(resp, obj, bool(req.include_points), map_frame, now)
+    fill_object(resp, obj, bool(req.include_points), map_frame, now)
+    if getattr(req, "include_best_view", False) and obj.best_view is not None:
+        resp.best_view = rgb_to_image(obj.best_view, stamp=now(), frame_id=f"core3d_object_{obj.id}")
+    return resp
 
 
 def fill_object(resp: Any, obj: ObjectInfo, include_points: bool, map_frame: str, now: Callable[[], Any], points: Any = None) -> Any:
