@@ -1,0 +1,211 @@
+"""Memory that follows the live map (core/fusion/storage.py): released rows and blocks, reused by
+the next insert; lookups and saved maps without them; growth that never copies the map.
+
+Hand cases with voxels of 1 (points at voxel centres): cube A fills voxels 0..3 on every axis
+(64 voxels, block (0, 0, 0)), cube B voxels 8..11 in x (block (1, 0, 0)), cube C 16..19 in x
+(block (2, 0, 0))."""
+import numpy as np
+
+from core3d_ros.config import FusionConfig
+from core3d_ros.core.fusion import storage
+from core3d_ros.core.fusion.object_map import ObjectMap
+from core3d_ros.core.fusion.records import IntegrationStats
+from core3d_ros.core.fusion.voxels import pack
+from core3d_ros.core.mapio import load_map, save_map
+
+
+def cfg(**kw):
+    base = dict(voxel_size=1.0, merge_interval=0, min_object_observations=1, min_segment_voxels=1, dbscan_min_samples=1, co_mask_votes=0)
+    base.update(kw)
+    return FusionConfig(**base)
+
+
+def cube(x0, n=4):
+    """Voxel coordinates of an n^3 cube whose low corner is voxel (x0, 0, 0)."""
+    g = np.stack(np.meshgrid(np.arange(n), np.arange(n), np.arange(n), indexing="ij"), axis=-1).reshape(-1, 3)
+    return g + np.array([x0, 0, 0])
+
+
+def fuse(omap, *parts, stamp=0.0):
+    pts = np.concatenate(parts).astype(np.float32) + 0.5
+    labels = np.concatenate([np.full(len(p), i + 1, np.int32) for i, p in enumerate(parts)])
+    return omap.integrate_points(pts, np.full((len(pts), 3), 100, np.uint8), labels, stamp)
+
+
+def keys(c):
+    return pack(c.astype(np.int64))
+
+
+def block_number(omap, b):
+    return int(omap._blocks.find(np.array([b], np.int32))[0])
+
+
+def two_cubes():
+    omap = ObjectMap(cfg())
+    fuse(omap, cube(0), cube(8))
+    assert sorted(omap.objects) == [1, 2] and omap.num_voxels == 128 and omap.rows_used == 128
+    return omap
+
+
+def test_a_cleared_cube_gives_its_rows_and_block_back_and_the_next_insert_takes_them():
+    omap = two_cubes()
+    rows_a = omap.lookup(keys(cube(0)))
+    assert sorted(rows_a.tolist()) == list(range(64))  # A was inserted first
+    block_a = block_number(omap, (0, 0, 0))
+    s = IntegrationStats()
+    omap._clear_rows(rows_a, s)  # what free space does to voxels seen through
+    assert s.removed_objects == [1] and sorted(omap.objects) == [2]
+    assert 1 not in omap._rows  # the removed object's row index went with it
+    assert omap.num_voxels == 64 and omap.rows_used == 128 and omap.released_rows == 64
+    # Block (0, 0, 0) held only A: it left the block hash; B's block stays.
+    assert block_number(omap, (0, 0, 0)) == -1 and omap.released_blocks == 1 and omap._blocks.live == 1
+    assert (omap.lookup(keys(cube(0))) == -1).all()
+    assert (omap.keys[rows_a] == -1).all() and (omap._btable[block_a] == -1).all()
+    # C (a new block) takes A's 64 rows and A's block-table row: nothing grows.
+    fuse(omap, cube(16), stamp=1.0)
+    rows_c = omap.lookup(keys(cube(16)))
+    assert sorted(rows_c.tolist()) == list(range(64))
+    assert np.array_equal(omap.keys[rows_c], keys(cube(16)))
+    assert omap.rows_used == 128 and omap.num_voxels == 128
+    assert block_number(omap, (2, 0, 0)) == block_a and omap._blocks.size == 2 and omap._blocks.live == 2
+    assert omap._bcount[block_a] == 64
+    # A comes back: no row is free any more, so it gets rows 128..191 and a block of its own.
+    fuse(omap, cube(0), stamp=2.0)
+    rows_a2 = omap.lookup(keys(cube(0)))
+    assert sorted(rows_a2.tolist()) == list(range(128, 192))
+    assert block_number(omap, (0, 0, 0)) == 2 and omap._blocks.size == 3
+    snap = {o.id: len(o.points) for o in omap.snapshot().objects}
+    assert sorted(snap.values()) == [64, 64, 64]
+
+
+def test_a_partly_cleared_block_keeps_its_other_voxels_and_never_returns_a_freed_row():
+    omap = ObjectMap(cfg(free_object_fraction=1.0))  # an object is removed only when it has no voxel left
+    fuse(omap, cube(0), cube(8))
+    first_half = cube(0)[:32]  # x = 0 and 1
+    rows = omap.lookup(keys(first_half))
+    omap._clear_rows(rows, IntegrationStats())
+    assert 1 in omap.objects and omap.objects[1].num_voxels == 32
+    b = block_number(omap, (0, 0, 0))
+    assert b >= 0 and omap._bcount[b] == 32
+    assert (omap.lookup(keys(first_half)) == -1).all()
+    assert (omap.lookup(keys(cube(0)[32:])) >= 0).all()
+    # The freed rows go to new voxels of B's block (x = 12, outside B): the cleared keys stay absent.
+    extra = cube(12)[:16]  # x = 12, y 0..3, z 0..3: 16 voxels in block (1, 0, 0)
+    fuse(omap, extra, stamp=1.0)
+    got = omap.lookup(keys(extra))
+    assert set(got.tolist()) <= set(rows.tolist()) and len(set(got.tolist())) == 16
+    assert (omap.lookup(keys(first_half)) == -1).all()
+    assert omap.rows_used == 128 and omap.num_voxels == 32 + 64 + 16
+
+
+def test_removing_an_object_releases_the_rows_it_alone_held():
+    from core3d_ros.core.fusion.records import ObjectState
+
+    omap = two_cubes()
+    # Object 3 also holds A's first layer (x = 0): those 16 rows hold two ids.
+    layer = omap.lookup(keys(cube(0)[:16]))
+    omap.objects[3] = ObjectState(id=3, num_observations=1)
+    omap.next_id = 4
+    omap._vote(layer, np.full(16, 3, np.int32), np.zeros((16, 3), np.uint8))
+    assert ((omap.ids[layer] >= 0).sum(axis=1) == 2).all() and omap.objects[3].num_voxels == 16
+    omap._remove_object(1)
+    omap._drop_empty()
+    assert 1 not in omap.objects and 1 not in omap._rows
+    # The 48 rows A alone held are released; the 16 shared ones stay, now owned by 3.
+    assert omap.num_voxels == 128 - 48 and omap.released_rows == 48
+    assert (omap.lookup(keys(cube(0)[16:])) == -1).all()
+    assert np.array_equal(omap.lookup(keys(cube(0)[:16])), layer)
+    assert (omap.owner[layer] == 3).all()
+    assert block_number(omap, (0, 0, 0)) >= 0  # 16 voxels left in it
+
+
+def test_a_saved_map_holds_live_voxels_only_and_round_trips(tmp_path):
+    omap = two_cubes()
+    omap._clear_rows(omap.lookup(keys(cube(0))), IntegrationStats())
+    path = save_map(omap, tmp_path / "m.npz")
+    with np.load(path, allow_pickle=False) as d:
+        assert len(d["keys"]) == 64 and (d["keys"] >= 0).all()
+        assert np.array_equal(np.sort(d["keys"]), np.sort(keys(cube(8))))
+    loaded = load_map(path, cfg())
+    assert loaded.num_voxels == 64 and loaded.rows_used == 64
+    assert (loaded.lookup(keys(cube(0))) == -1).all()
+    rows = loaded.lookup(keys(cube(8)))
+    assert sorted(rows.tolist()) == list(range(64))
+    a, b = omap.snapshot(), loaded.snapshot()
+    assert [o.id for o in a.objects] == [o.id for o in b.objects] == [2]
+    assert np.array_equal(np.sort(a.objects[0].points, axis=0), np.sort(b.objects[0].points, axis=0))
+    # The loaded map takes new voxels as usual, in a fresh block.
+    fuse(loaded, cube(16), stamp=3.0)
+    assert loaded.num_voxels == 128
+
+
+def test_an_object_that_keeps_losing_and_regaining_rows_keeps_its_index_small():
+    omap = ObjectMap(cfg(free_object_fraction=1.0))
+    big = cube(0, n=8)  # 512 voxels, one block
+    fuse(omap, big)
+    (oid,) = omap.objects
+    for lap in range(20):
+        rows = omap.lookup(keys(big[:256]))
+        omap._clear_rows(rows, IntegrationStats())  # half of it: the object stays
+        if oid not in omap.objects:
+            break
+        fuse(omap, big, stamp=float(lap + 1))
+    assert oid in omap.objects, "the object should survive half-clearing"
+    st, idx = omap.objects[oid], omap._rows[oid]
+    assert st.num_voxels == 512 and omap.rows_used == 512
+    # Without compaction the index would hold 512 + 20 * 256 rows.
+    assert sum(len(c) for c in idx.chunks) <= 2 * 512 + 256 + 256
+
+
+def test_growth_initialises_chunks_of_the_reservation_and_never_copies():
+    omap = ObjectMap(cfg())
+    arrays = {name: getattr(omap, name) for name in ("keys", "ids", "hits", "colors", "owner", "free", "_btable")}
+    plane = np.stack(np.meshgrid(np.arange(200), np.arange(200), [0], indexing="ij"), axis=-1).reshape(-1, 3)
+    fuse(omap, plane)  # 40 000 voxels in 625 blocks
+    assert omap.num_voxels == 40_000
+    assert all(getattr(omap, name) is a for name, a in arrays.items())
+    chunk = storage.ROW_CHUNK
+    assert 40_000 <= omap._rows_init <= 40_000 + chunk  # the rows reached, at most a chunk ahead
+    assert omap._blocks_init == storage.BLOCK_CHUNK
+    assert (omap.owner[40_000 : omap._rows_init] == -1).all() and (omap.keys[40_000 : omap._rows_init] == -1).all()
+    # memory_bytes counts what was written, not the reservation.
+    assert omap.memory_bytes() < 2 * (omap._rows_init * 60 + storage.BLOCK_CHUNK * 2052) + 2**20
+
+
+def test_past_its_reservation_the_map_doubles_with_a_copy():
+    small = cfg(max_voxels=100)
+    c = cube(0, n=8)[:300]
+    k = keys(c)
+    ids = np.full((300, 4), -1, np.int32)
+    ids[:, 0] = 1
+    hits = np.zeros((300, 4), np.int32)
+    hits[:, 0] = 1
+    from core3d_ros.core.fusion.records import ObjectState
+
+    omap = ObjectMap.from_arrays(small, k, ids, hits, np.zeros((300, 3), np.float32), np.ones(300, np.int32), [ObjectState(id=1, num_observations=1)], 2, 1)
+    assert omap.num_voxels == 300 and len(omap.keys) >= 300
+    assert np.array_equal(omap.lookup(k), np.arange(300))
+
+
+def test_a_box_taken_away_and_put_back_each_lap_reuses_its_rows():
+    """The free-space scene of test_free_space: 3 frames see through the box's voxels and clear
+    them; 3 frames with the box put it back. Rows in use stop growing after the first lap (its
+    growth: the wall the box hid)."""
+    from test_free_space import box_and_wall, frame, mapped
+    from test_free_space import fuse as fuse_depth
+
+    omap = mapped()
+    box, _ = box_and_wall(omap)
+    n_box = omap.objects[box].num_voxels
+    used, live, released = [], [], []
+    for lap in range(4):
+        for i in range(3):
+            fuse_depth(omap, *frame(box=False), stamp=10.0 * lap + i)
+        live.append(omap.num_voxels)
+        released.append(omap.released_rows)
+        for i in range(3):
+            fuse_depth(omap, *frame(box=True), stamp=10.0 * lap + 5 + i)
+        used.append(omap.rows_used)
+    assert released == [n_box * (k + 1) for k in range(4)]  # each lap the box's rows came back
+    assert used[1] == used[2] == used[3] and live[1] == live[2] == live[3]
+    assert omap.rows_used - omap.num_voxels == omap._n_free
