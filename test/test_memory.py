@@ -209,3 +209,24 @@ def test_a_box_taken_away_and_put_back_each_lap_reuses_its_rows():
     assert released == [n_box * (k + 1) for k in range(4)]  # each lap the box's rows came back
     assert used[1] == used[2] == used[3] and live[1] == live[2] == live[3]
     assert omap.rows_used - omap.num_voxels == omap._n_free
+
+
+def test_soak_with_change_rows_in_use_stop_growing_while_the_room_keeps_changing():
+    """`core3d bench soak --change`, short: 6 laps of 30 frames; the sofa leaves on odd laps and
+    comes back on even ones, the chair stands at another place each lap. After 3 warm-up laps
+    the live map still swings by the sofa each lap, but the rows in use stay where they are:
+    every lap's freed rows are taken by the next lap's new voxels."""
+    from core3d_ros.tools.bench.soak import bench_soak_change
+
+    r = bench_soak_change(laps=6, frames=30, warmup=3, width=160, height=120)
+    laps = r["per_lap"]
+    assert [lap["removed"] for lap in laps] == [[], ["sofa"], [], ["sofa"], [], ["sofa"]]
+    after = laps[3:]
+    assert after[0]["rows_used"] == after[1]["rows_used"] == after[2]["rows_used"]
+    assert after[1]["live_voxels"] - after[0]["live_voxels"] > 3000  # the sofa (and chair) back
+    released = [lap["released_rows"] for lap in laps]
+    given = [b - a for a, b in zip(released[2:], released[3:])]  # rows given back in laps 3, 4, 5
+    assert given[0] > 3000 and given[2] > 3000  # the sofa (and the chair's old place)
+    assert given[1] > 300  # the chair's old place
+    assert r["rows_used_growth_after_warmup"] == 0 and r["rows_used_growth_after_warmup"] <= max(r["live_voxels_growth_after_warmup"], 0)
+    assert r["per_lap"][-1]["held_bytes"] >= r["per_lap"][-1]["live_bytes"] > 0

@@ -118,6 +118,27 @@ class VoxelStore:
         )
         return int(arrays + index + rows + objects)
 
+    def memory_report(self) -> dict:
+        """What the map holds against what its live part needs, in bytes and rows (for the soak
+        bench): ``held_bytes`` is :meth:`memory_bytes`; ``live_bytes`` counts live rows and live
+        blocks only (released rows and blocks, and initialised rows not handed out yet, are the
+        difference)."""
+        row_bytes = sum(getattr(self, name)[:1].nbytes for name in _ROW_ARRAYS)
+        held = self.memory_bytes()
+        slack = (self._rows_init - self.num_voxels) * row_bytes + (self._blocks_init - self._blocks.live) * (BLOCK_VOXELS + 1) * 4
+        return {
+            "held_bytes": held,
+            "live_bytes": int(held - slack - self._free_rows.nbytes),
+            "live_voxels": self.num_voxels,
+            "rows_used": self._n,
+            "free_rows": self._n_free,
+            "live_blocks": self._blocks.live,
+            "blocks_used": self._blocks.size,
+            "released_rows": self.released_rows,
+            "released_blocks": self.released_blocks,
+            "objects": len(self.objects),
+        }
+
     # ------------------------------------------------------------------ growth (no map copy)
     def _grow(self, need: int) -> None:
         """Make rows [0, need) valid: initialise the next chunk of the reservation (never the
