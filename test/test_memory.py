@@ -230,3 +230,72 @@ def test_soak_with_change_rows_in_use_stop_growing_while_the_room_keeps_changing
     assert given[1] > 300  # the chair's old place
     assert r["rows_used_growth_after_warmup"] == 0 and r["rows_used_growth_after_warmup"] <= max(r["live_voxels_growth_after_warmup"], 0)
     assert r["per_lap"][-1]["held_bytes"] >= r["per_lap"][-1]["live_bytes"] > 0
+
+
+# ------------------------------------------------------------------ byte budgets of what is kept
+
+
+def _frame(stamp, h=10, w=10):
+    from core3d_ros.core.camera import CameraIntrinsics
+    from core3d_ros.core.frame import Frame
+
+    intr = CameraIntrinsics(width=w, height=h, fx=10.0, fy=10.0, cx=w / 2, cy=h / 2)
+    return Frame(rgb=np.zeros((h, w, 3), np.uint8), depth=np.ones((h, w), np.float32), intrinsics=intr, pose=np.eye(4), stamp=stamp)
+
+
+def test_the_frame_buffer_keeps_within_its_bytes_oldest_unpinned_first():
+    from core3d_ros.core.mapping.framebuffer import FrameBuffer, frame_bytes
+
+    assert frame_bytes(_frame(0.0)) == 300 + 400  # colour 10x10x3 bytes, depth 10x10 float32
+    buf = FrameBuffer(capacity=10, max_pinned=2, max_bytes=2000)  # two frames fit, not three
+    for t in (0.0, 1.0):
+        buf.add(_frame(t))
+    assert len(buf) == 2 and buf.bytes == 1400 and buf.evicted_for_bytes == 0
+    buf.add(_frame(2.0))
+    assert len(buf) == 2 and buf.bytes == 1400 and buf.evicted_for_bytes == 1
+    assert buf.take(0.0) == (None, "late") and buf.take(1.0)[0] is not None
+    # A pinned frame stays beyond the budget; the unpinned ones give way, the newest always stays.
+    assert buf.pin(1.0)
+    buf.add(_frame(3.0))
+    buf.add(_frame(4.0))
+    assert buf.take(1.0)[0] is not None  # pinned: kept
+    assert buf.take(2.0) == (None, "late") and buf.take(3.0) == (None, "late")
+    assert buf.evicted_for_bytes == 3 and buf.newest() == 4.0
+    # One frame larger than the whole budget is kept (the newest): nothing to fuse otherwise.
+    big = FrameBuffer(capacity=10, max_bytes=100)
+    big.add(_frame(0.0))
+    assert len(big) == 1 and big.evicted_for_bytes == 0
+
+
+def test_best_views_beyond_the_budget_leave_from_the_objects_seen_longest_ago():
+    from core3d_ros.core.fusion.records import SegmentObservation
+
+    # Views of 10x10x3 = 300 bytes; a budget of 1000 bytes holds three.
+    omap = ObjectMap(cfg(best_view_budget_mb=1000 / 2**20))
+    for k in range(4):  # object k seen at time k, with a view of quality 0.5
+        obs = [SegmentObservation(view_quality=0.5, view_crop=np.full((10, 10, 3), k, np.uint8))]
+        pts = cube(8 * k).astype(np.float32) + 0.5
+        omap.integrate_points(pts, np.full((len(pts), 3), 100, np.uint8), np.ones(len(pts), np.int32), float(k), obs)
+    views = {oid: st.best_view for oid, st in omap.objects.items()}
+    # 4 x 300 = 1200 > 1000: the object seen first (time 0) loses its view; 900 <= 0.9 x 1000 remain.
+    assert omap.views_evicted == 1
+    assert views[1] is None and all(views[o] is not None for o in (2, 3, 4))
+    assert omap.objects[1].best_view_quality == -1.0  # it takes the next view it is seen in
+    assert omap.memory_report()["views_evicted"] == 1
+    obs = [SegmentObservation(view_quality=0.1, view_crop=np.full((10, 10, 3), 9, np.uint8))]
+    pts = cube(0).astype(np.float32) + 0.5
+    omap.integrate_points(pts, np.full((len(pts), 3), 100, np.uint8), np.ones(len(pts), np.int32), 5.0, obs)
+    # Object 1 has a view again; now object 2 (seen at time 1) is the one seen longest ago.
+    assert omap.objects[1].best_view is not None and omap.objects[2].best_view is None
+    assert omap.views_evicted == 2
+
+
+def test_budgets_are_validated_at_start_up():
+    import pytest
+
+    from core3d_ros.config import ConfigError, from_dict
+
+    with pytest.raises(ConfigError, match="fusion.best_view_budget_mb"):
+        from_dict({"fusion": {"best_view_budget_mb": -1.0}})
+    with pytest.raises(ConfigError, match="ros.frame_buffer_mb"):
+        from_dict({"ros": {"frame_buffer_mb": 0.0}})

@@ -87,6 +87,8 @@ class VoxelStore:
         self._n_free = 0
         self.released_rows = 0  # rows given back since the map was made (counter)
         self.released_blocks = 0
+        self._view_bytes = 0  # best-view bytes at the last budget pass, plus those set since (>= the truth)
+        self.views_evicted = 0  # best views dropped for fusion.best_view_budget_mb (counter)
         self.objects: dict[int, ObjectState] = {}
         self._rows: dict[int, _Rows] = {}
         self.next_id = 1
@@ -137,7 +139,36 @@ class VoxelStore:
             "released_rows": self.released_rows,
             "released_blocks": self.released_blocks,
             "objects": len(self.objects),
+            "views_evicted": self.views_evicted,
         }
+
+    # ------------------------------------------------------------------ best views within a budget
+    def _note_view(self, oid: int) -> None:
+        """``oid`` took a new best view: keep all views within ``fusion.best_view_budget_mb``.
+        The running count only grows between passes, so a pass (a look at every object with a
+        view) runs once per tenth of the budget of new views at most."""
+        st = self.objects.get(oid)
+        if st is not None and st.best_view is not None:
+            self._view_bytes += int(st.best_view.nbytes)
+        if self._view_bytes > float(self.cfg.best_view_budget_mb) * 2**20:
+            self._enforce_view_budget()
+
+    def _enforce_view_budget(self) -> None:
+        """Drop the best views of the objects seen longest ago (then the poorest) until the views
+        take at most 0.9 x the budget; such an object takes the next view it is seen in."""
+        budget = float(self.cfg.best_view_budget_mb) * 2**20
+        held = sorted((st.last_seen, st.best_view_quality, oid) for oid, st in self.objects.items() if st.best_view is not None)
+        total = sum(int(self.objects[oid].best_view.nbytes) for _, _, oid in held)
+        if total > budget:
+            for _, _, oid in held:
+                if total <= 0.9 * budget:
+                    break
+                st = self.objects[oid]
+                total -= int(st.best_view.nbytes)
+                st.best_view, st.best_view_quality = None, -1.0
+                self.views_evicted += 1
+                self._dirty.add(oid)
+        self._view_bytes = total
 
     # ------------------------------------------------------------------ growth (no map copy)
     def _grow(self, need: int) -> None:
@@ -335,5 +366,6 @@ class VoxelStore:
         omap.next_id = int(next_id)
         omap.frames = int(frames)
         omap._dirty = set(omap.objects)
+        omap._enforce_view_budget()
         omap.version += 1
         return omap
