@@ -299,3 +299,21 @@ def test_budgets_are_validated_at_start_up():
         from_dict({"fusion": {"best_view_budget_mb": -1.0}})
     with pytest.raises(ConfigError, match="ros.frame_buffer_mb"):
         from_dict({"ros": {"frame_buffer_mb": 0.0}})
+
+
+def test_the_mapper_saves_the_live_voxels_of_a_map_with_released_rows(tmp_path):
+    """Mapper.save copies the rows handed out (live and free) under its lock and the file keeps
+    the live ones: a freed row between live ones is left out, the rest round-trips."""
+    from core3d_ros.config import MapperConfig, with_overrides
+    from core3d_ros.core.mapper import Mapper
+
+    mapper = Mapper(with_overrides(MapperConfig(fusion=cfg()), geometry={"enabled": False}), segment=False)
+    omap = mapper.map
+    fuse(omap, cube(0), cube(8), cube(16))  # rows 0..63 A, 64..127 B, 128..191 C
+    omap._clear_rows(omap.lookup(keys(cube(8))), IntegrationStats())  # B: the middle rows
+    assert omap.num_voxels == 128 and omap.rows_used == 192
+    path = mapper.save(str(tmp_path / "m.npz"))
+    loaded = load_map(path, cfg())
+    assert loaded.num_voxels == 128
+    assert (loaded.lookup(keys(cube(8))) == -1).all()
+    assert (loaded.lookup(keys(np.concatenate([cube(0), cube(16)]))) >= 0).all()
