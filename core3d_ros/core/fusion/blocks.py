@@ -386,5 +386,6 @@ class BlockHash:
         self.live -= len(blocks)
 
     def memory_bytes(self) -> int:
-        # keys (12 B) + values (4 B) + the table's bucket and heap entries (~16 B) per slot.
-        return int(self._map.capacity()) * 32
+        # Per slot used: key (12 B), value (4 B), bucket and heap entries (~16 B); an empty slot
+        # of the table costs about 4 B (its buffers are written as they fill).
+        return int(self._map.capacity()) * 4 + self.size * 32
