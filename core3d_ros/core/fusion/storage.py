@@ -32,7 +32,7 @@ BLOCK_CHUNK = 1 << 10  # block-table rows initialised at a time (2 MB)
 ROW_RESERVE_MAX = 1 << 26  # voxel rows reserved at most (beyond: doubling growth)
 BLOCK_RESERVE_MAX = 1 << 21  # blocks reserved at most (4 GiB of address space, not of memory)
 BLOCKS_PER_VOXEL_RESERVED = 1 / 8  # blocks reserved per voxel of max_voxels
-HASH_CAPACITY_MAX = 1 << 20  # block-hash slots made at start at most (about 4 MB)
+HASH_CAPACITY_MAX = 1 << 18  # block-hash slots made at start at most (about 1 MB; a sparser table looks up slower)
 
 # Per voxel-row array: its trailing shape (None: (K,) slots), dtype and the value of an empty row.
 _ROW_ARRAYS = {
@@ -80,8 +80,9 @@ class VoxelStore:
         for name, (tail, dtype, _) in _ROW_ARRAYS.items():
             setattr(self, name, _reserve((rows,) + ((self.K,) if tail is None else tail), dtype, ROW_CHUNK))
         blocks = int(min(max(max_voxels * BLOCKS_PER_VOXEL_RESERVED, BLOCK_CHUNK), BLOCK_RESERVE_MAX))
-        # The hash table sized for the reserved blocks too: growing it rehashes every block at
-        # once (0.2-0.4 s at 100 k blocks); its empty slots cost about 4 bytes each.
+        # The hash table sized for the reserved blocks too (up to HASH_CAPACITY_MAX): growing it
+        # rehashes every block in one frame (20-60 ms at 100 k blocks on a busy 2-core VM); its
+        # empty slots cost about 4 bytes each.
         self._blocks = BlockHash(self.device, capacity=min(blocks, HASH_CAPACITY_MAX))
         self._btable = _reserve((blocks, BLOCK_VOXELS), np.int32, BLOCK_CHUNK)
         self._bcount = _reserve((len(self._btable),), np.int32, BLOCK_CHUNK)
