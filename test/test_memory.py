@@ -317,3 +317,33 @@ def test_the_mapper_saves_the_live_voxels_of_a_map_with_released_rows(tmp_path):
     assert loaded.num_voxels == 128
     assert (loaded.lookup(keys(cube(8))) == -1).all()
     assert (loaded.lookup(keys(np.concatenate([cube(0), cube(16)]))) >= 0).all()
+
+
+def test_a_merged_away_object_leaves_no_state_behind():
+    omap = two_cubes()
+    omap.objects[2].add_embedding(np.ones(4, np.float32))
+    omap.objects[2].best_view, omap.objects[2].best_view_quality = np.zeros((4, 4, 3), np.uint8), 0.5
+    omap._pair_votes = {1: {2: [1, 0]}, 2: {1: [1, 0]}}
+    omap._pair_votes[1][2] = omap._pair_votes[2][1]
+    omap._merge_pair(1, 2)
+    assert sorted(omap.objects) == [1] and sorted(omap._rows) == [1] and 2 not in omap._pair_votes
+    assert omap.objects[1].num_voxels == 128 and omap.objects[1].best_view is not None  # what it had passed on
+    assert omap.num_voxels == 128 and omap.released_rows == 0  # every voxel still held (by 1)
+
+
+def test_a_map_file_with_voxels_no_object_holds_loads_without_them(tmp_path):
+    omap = two_cubes()
+    path = save_map(omap, tmp_path / "m.npz")
+    with np.load(path, allow_pickle=False) as d:
+        arrays = {k: d[k] for k in d.files}
+    # An older file may hold rows whose slots are all empty: the first 10 rows of A here.
+    arrays["ids"][:10] = -1
+    arrays["hits"][:10] = 0
+    arrays["obj_num_voxels"][arrays["obj_id"] == 1] -= 10
+    with open(tmp_path / "old.npz", "wb") as f:
+        np.savez(f, **arrays)
+    loaded = load_map(tmp_path / "old.npz", cfg())
+    assert loaded.num_voxels == 118 and loaded.rows_used == 128 and loaded._n_free == 10
+    assert (loaded.lookup(arrays["keys"][:10]) == -1).all()
+    fuse(loaded, cube(16), stamp=5.0)  # the next voxels take those 10 rows first
+    assert loaded.rows_used == 128 + 54
