@@ -136,6 +136,7 @@ CHANGE_MOVE = "chair"  # at another place every lap (CHANGE_PLACES places along 
 CHANGE_PLACES = 6
 CHANGE_STEP_M = 0.5
 RSS_SLOPE_TOLERANCE_MB = 1.0  # per lap, beyond the live map's own slope
+ROWS_GROWTH_TOLERANCE = 0.01  # of the rows in use after warm-up (voxels at places not seen before)
 
 
 def change_lap(k: int) -> tuple[list[str], dict[str, tuple[float, float, float]]]:
@@ -175,8 +176,11 @@ def bench_soak_change(
 
     "RSS follows the live map" (``rss_follows_live_map``) holds when, over the laps after
     ``warmup``: (1) the RSS slope (least squares, MiB per lap) exceeds the live map's own slope
-    by at most RSS_SLOPE_TOLERANCE_MB, and (2) the rows in use grow by no more than the live
-    voxels do (a map that keeps the rows of every place an object ever stood fails (2))."""
+    by at most RSS_SLOPE_TOLERANCE_MB, and (2) the rows in use grow by at most
+    ROWS_GROWTH_TOLERANCE of those in use at the end of the warm-up. Rows in use are the peak
+    of the live voxels (a new row is handed out only when none is free); a map that keeps the
+    rows of every place an object stood grows by the moved object's voxels at each new place
+    (about 1.5 % per lap here) and fails (2)."""
     from ...config import with_overrides
     from ...core.datasets import make_scene
     from ...core.mapper import Mapper
@@ -206,7 +210,7 @@ def bench_soak_change(
     rows_growth = after[-1]["rows_used"] - after[0]["rows_used"]
     live_growth = after[-1]["live_voxels"] - after[0]["live_voxels"]
     rss_ok = rss_slope <= max(live_slope, 0.0) + RSS_SLOPE_TOLERANCE_MB
-    rows_ok = rows_growth <= max(live_growth, 0)
+    rows_ok = rows_growth <= ROWS_GROWTH_TOLERANCE * after[0]["rows_used"]
     return {
         "bench": "soak_change",
         "laps": laps,
@@ -229,7 +233,7 @@ def bench_soak_change(
         "rss_follows_live_map": bool(rss_ok and rows_ok),
         "rss_follows_live_map_definition": (
             f"after {warmup} warm-up laps: RSS slope <= max(live-map slope, 0) + {RSS_SLOPE_TOLERANCE_MB} MiB per lap, "
-            "and rows in use grow by no more than live voxels"
+            f"and rows in use (the peak of live voxels) grow by at most {ROWS_GROWTH_TOLERANCE:.0%} of those in use after warm-up"
         ),
         "machine": machine_info(),
     }
