@@ -349,3 +349,23 @@ def test_a_map_file_with_voxels_no_object_holds_loads_without_them(tmp_path):
     assert (loaded.lookup(arrays["keys"][:10]) == -1).all()
     fuse(loaded, cube(16), stamp=5.0)  # the next voxels take those 10 rows first
     assert loaded.rows_used == 128 + 54
+
+
+def test_block_numbers_gathered_on_the_device_match_the_host_view():
+    """The path a CUDA block hash takes (gather the asked blocks on the device, copy only them),
+    run on the CPU against the numpy view; erased blocks are absent and their numbers reused."""
+    from core3d_ros.core.fusion.blocks import BlockHash
+
+    h = BlockHash("cpu", capacity=1 << 12)
+    blocks = np.stack([np.arange(1000), np.zeros(1000), np.zeros(1000)], axis=1).astype(np.int32)
+    assert np.array_equal(h.insert(blocks), np.arange(1000))
+    h.erase(blocks[10:20], np.arange(10, 20))
+    assert h.live == 990 and h.size == 1000
+    query = np.concatenate([blocks[::3], blocks[:5] + 5000]).astype(np.int32)
+    want = np.where((np.arange(0, 1000, 3) >= 10) & (np.arange(0, 1000, 3) < 20), -1, np.arange(0, 1000, 3))
+    host = h.find(query)
+    h._host_view = False
+    device = h.find(query)
+    assert np.array_equal(host, np.r_[want, [-1] * 5]) and np.array_equal(device, host)
+    again = h.insert(blocks[10:13])  # erased numbers come back first
+    assert sorted(again.tolist()) == [17, 18, 19] and h.size == 1000 and h.live == 993

@@ -344,6 +344,8 @@ class BlockHash:
             raise ValueError(f"fusion.device {device!r} is not usable by this Open3D build: {e}") from None
         self.size = 0
         self.live = 0
+        # CPU: block numbers read through a numpy view of the table; else gathered on the device
+        self._host_view = self.device.get_type() == o3c.Device.DeviceType.CPU
         self._free: list[int] = []  # numbers of erased blocks, reused first
 
     def _tensor(self, a: np.ndarray):
@@ -358,8 +360,10 @@ class BlockHash:
         out = np.full(len(blocks), -1, np.int64)
         if found.any():
             values = self._map.value_tensor()  # (capacity, 1) block numbers, by buffer index
-            values = values.numpy() if self.device.get_type() == self._o3c.Device.DeviceType.CPU else values.cpu().numpy()
-            out[found] = values[buf.cpu().numpy()[found], 0]
+            if self._host_view:
+                out[found] = values.numpy()[buf.numpy()[found], 0]  # a view: no copy
+            else:  # gathered on the device: only the blocks asked for cross to the host
+                out[found] = values[buf[self._tensor(found)].to(self._o3c.int64)].cpu().numpy()[:, 0]
         return out
 
     def insert(self, blocks: np.ndarray) -> np.ndarray:
