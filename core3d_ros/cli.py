@@ -338,7 +338,14 @@ def _stress_bench(args) -> dict:
 
     common = {"config": args.config, "workdir": args.workdir}
     graph = {"perception": args.perception}
-    if args.what == "soak":
+    if args.what == "soak" and args.change:
+        r = soak.bench_soak_change(laps=args.laps or 12, frames=args.frames or 30, config=args.config, progress=_progress("lap"))
+        print(
+            f"soak --change: {r['laps']} laps; after {r['warmup_laps']} warm-up laps RSS {r['rss_slope_mb_per_lap']:+.2f} MB/lap, "
+            f"live map {r['live_map_slope_mb_per_lap']:+.2f} MB/lap, rows in use {r['rows_used_growth_after_warmup']:+d} "
+            f"(live voxels {r['live_voxels_growth_after_warmup']:+d}); RSS follows the live map: {r['rss_follows_live_map']}"
+        )
+    elif args.what == "soak":
         r = soak.bench_soak(frames=args.frames or 10000, rate=args.rate or 20.0, data=args.data, **graph, **common)
         growth = r["rss_growth_last_over_second"]
         print(
@@ -451,6 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--encoder", help="online: override embed.name")
     b.add_argument("--random-weights", action="store_true", help="online: the named architectures with random weights, loaded from checkpoints")
     b.add_argument("--rate", type=float, default=None, help="soak/load: frames per second (load default 15); fuzz: sets per second")
+    b.add_argument("--change", action="store_true", help="soak: in this process, the synthetic room looped while objects leave, come back and move; RSS against the live map per lap")
+    b.add_argument("--laps", type=int, default=None, help="soak --change: laps of the trajectory (default 12; --frames: frames per lap, default 30)")
     b.add_argument("--sets", type=int, default=10000, help="fuzz: malformed message sets")
     b.add_argument("--classes", nargs="+", default=None, help="fuzz: only these malformation classes")
     b.add_argument("--qps", type=float, default=None, help="load: queries per second while mapping, sent on a fixed schedule (open loop; default 50); online: default 10")

@@ -86,6 +86,7 @@ class FusionConfig:
     min_segment_voxels: int = _p(15, "smaller 3D segments are ignored as noise", (0, INT_MAX))
     min_object_observations: int = _p(2, "objects seen fewer times are not reported", (1, INT_MAX))
     max_voxels: int = _p(4_000_000, "hard memory bound; new voxels beyond it are dropped (counted)", (1, INT_MAX))
+    best_view_budget_mb: float = _p(256.0, "most megabytes of objects' best views kept in the map; beyond it the views of the objects seen longest ago are dropped (counted; such an object takes its next view)", (0.0, INF))
     device: str = _p("cpu", "where the block hash lives: cpu | cuda | cuda:N (open3d.core device)")
     threads: int = _p(0, "CPU threads of the per-pixel fusion stage (back-projection, voxel deduplication); 0: the cores this process may use, at most 4", (0, 64))
     # Association: the segment side of IoV counts only the segment's voxels the map has seen
@@ -330,6 +331,7 @@ class RosConfig:
     perception_nice: int = _p(10, "a perception node in its own process lowers its OS priority by this much, so that mapping and queries get the CPU first (0: unchanged)", (0, 19))
     perception_threads: int = _p(0, "CPU threads of the models (torch) in a perception node; 0: all cores but one, which is left to mapping", (0, 1024))
     frame_buffer: int = _p(60, "frames kept by stamp for observations that arrive later", (1, INT_MAX))
+    frame_buffer_mb: float = _p(1024.0, "most megabytes the frame buffer holds (colour, depth, ground truth); beyond it its oldest unpinned frames leave (counted), the newest always stays", (1.0, INF))
     max_pinned_frames: int = _p(4, "frames perception claimed, kept beyond the buffer until their observation is fused", (1, INT_MAX))
     publish_period: float = _p(1.0, "seconds between map publications", (0.001, INF))
     publish_points: bool = _p(True, "publish the map point cloud on core3d/cloud")

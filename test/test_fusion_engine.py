@@ -278,8 +278,10 @@ def test_compiled_vote_matches_array_vote():
         array_blend_colors(maps[0], r, col)
         maps[1]._vote(r, t, col)
     a, b = maps
-    assert np.array_equal(a.ids, b.ids) and np.array_equal(a.hits, b.hits)
-    assert np.array_equal(a.owner, b.owner) and np.allclose(a.colors, b.colors)
+    n = a.rows_used
+    assert n == b.rows_used
+    assert np.array_equal(a.ids[:n], b.ids[:n]) and np.array_equal(a.hits[:n], b.hits[:n])
+    assert np.array_equal(a.owner[:n], b.owner[:n]) and np.allclose(a.colors[:n], b.colors[:n])
     assert {k: v.num_voxels for k, v in a.objects.items()} == {k: v.num_voxels for k, v in b.objects.items()}
 
 
@@ -287,9 +289,9 @@ def test_compiled_vote_matches_array_vote():
 
 
 def _full_snapshot(omap):
+    live = omap.live_rows()
     cold = ObjectMap.from_arrays(
-        omap.cfg, omap.keys[: omap.num_voxels], omap.ids[: omap.num_voxels], omap.hits[: omap.num_voxels],
-        omap.colors[: omap.num_voxels], omap.color_n[: omap.num_voxels],
+        omap.cfg, omap.keys[live], omap.ids[live], omap.hits[live], omap.colors[live], omap.color_n[live],
         [type(s)(**{**s.__dict__}) for s in omap.objects.values()], omap.next_id, omap.frames,
     )
     return cold.snapshot()

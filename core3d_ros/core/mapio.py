@@ -32,7 +32,7 @@ def save_map(omap: ObjectMap, path: str | os.PathLike) -> str:
     path = Path(path)
     if path.suffix != ".npz":
         path = path.with_name(path.name + ".npz")
-    n = omap.num_voxels
+    live = omap.live_rows()  # released rows are not part of the map
     states = list(omap.objects.values())
     dim = next((len(s.embedding_sum) for s in states if s.embedding_sum is not None), 0)
     emb = np.zeros((len(states), dim), np.float32)
@@ -52,11 +52,11 @@ def save_map(omap: ObjectMap, path: str | os.PathLike) -> str:
         "voxel_size": np.array(omap.voxel_size, np.float64),
         "frames": np.array(omap.frames, np.int64),
         "next_id": np.array(omap.next_id, np.int64),
-        "keys": omap.keys[:n],
-        "ids": omap.ids[:n],
-        "hits": omap.hits[:n],
-        "colors": omap.colors[:n],
-        "color_n": omap.color_n[:n],
+        "keys": omap.keys[live],
+        "ids": omap.ids[live],
+        "hits": omap.hits[live],
+        "colors": omap.colors[live],
+        "color_n": omap.color_n[live],
         "obj_id": np.array([s.id for s in states], np.int64),
         "obj_num_voxels": np.array([s.num_voxels for s in states], np.int64),
         "obj_num_observations": np.array([s.num_observations for s in states], np.int64),

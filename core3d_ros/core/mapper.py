@@ -219,7 +219,7 @@ class Mapper:
         """
         with self._lock:
             m = self.map
-            n = m.num_voxels
+            n = m.rows_used  # live rows all lie below it (released ones are left out on saving)
             frozen = ObjectMap.__new__(type(m))
             frozen.__dict__.update(m.__dict__)
             frozen.keys, frozen.ids, frozen.hits = m.keys[:n].copy(), m.ids[:n].copy(), m.hits[:n].copy()

@@ -34,7 +34,7 @@ class LateFusionLink:
         from std_msgs.msg import Header
 
         clock = lambda: node.get_clock().now().nanoseconds * 1e-9  # noqa: E731 (the stamps' time)
-        self.late = LateFusion(mapper, ros.frame_buffer, ros.max_pinned_frames, clock=clock)
+        self.late = LateFusion(mapper, ros.frame_buffer, ros.max_pinned_frames, clock=clock, max_bytes=ros.frame_buffer_mb * 2**20)
         self._log = RejectLog(node.get_logger(), "observation")
         self._worker: Worker[Any] = Worker(self._fuse, capacity=16, name="core3d_late_fusion", on_error=self._on_error)
         group = MutuallyExclusiveCallbackGroup()

@@ -322,7 +322,9 @@ gather_rows_kernel = _jit(_gather_rows)
 
 
 class BlockHash:
-    """Persistent map from block coordinates to block numbers (0, 1, 2, ... in insertion order).
+    """Persistent map from block coordinates to block numbers (0, 1, 2, ... in insertion order;
+    the numbers of erased blocks are given to the next inserted ones first). ``size`` is the
+    count of numbers ever issued (block-table rows), ``live`` that of blocks in the map.
 
     Backed by ``open3d.core.HashMap`` (a C++ hash map on the CPU, stdgpu on CUDA); only the few
     hundred blocks of a frame are looked up per frame.
@@ -341,6 +343,10 @@ class BlockHash:
         except RuntimeError as e:
             raise ValueError(f"fusion.device {device!r} is not usable by this Open3D build: {e}") from None
         self.size = 0
+        self.live = 0
+        # CPU: block numbers read through a numpy view of the table; else gathered on the device
+        self._host_view = self.device.get_type() == o3c.Device.DeviceType.CPU
+        self._free: list[int] = []  # numbers of erased blocks, reused first
 
     def _tensor(self, a: np.ndarray):
         return self._o3c.Tensor.from_numpy(np.ascontiguousarray(a)).to(self.device)
@@ -354,19 +360,36 @@ class BlockHash:
         out = np.full(len(blocks), -1, np.int64)
         if found.any():
             values = self._map.value_tensor()  # (capacity, 1) block numbers, by buffer index
-            values = values.numpy() if self.device.get_type() == self._o3c.Device.DeviceType.CPU else values.cpu().numpy()
-            out[found] = values[buf.cpu().numpy()[found], 0]
+            if self._host_view:
+                out[found] = values.numpy()[buf.numpy()[found], 0]  # a view: no copy
+            else:  # gathered on the device: only the blocks asked for cross to the host
+                out[found] = values[buf[self._tensor(found)].to(self._o3c.int64)].cpu().numpy()[:, 0]
         return out
 
     def insert(self, blocks: np.ndarray) -> np.ndarray:
         """Insert new (absent, distinct) blocks; returns their block numbers."""
         n = len(blocks)
-        numbers = np.arange(self.size, self.size + n, dtype=np.int32)
+        k = min(n, len(self._free))
+        reused = self._free[len(self._free) - k :]
+        del self._free[len(self._free) - k :]
+        fresh = np.arange(self.size, self.size + n - k, dtype=np.int32)
+        numbers = np.concatenate([np.asarray(reused, np.int32), fresh])
         if n:
             self._map.insert(self._tensor(blocks.astype(np.int32)), self._tensor(numbers[:, None]))
-            self.size += n
+            self.size += n - k
+            self.live += n
         return numbers.astype(np.int64)
 
+    def erase(self, blocks: np.ndarray, numbers: np.ndarray) -> None:
+        """Remove (present, distinct) blocks whose numbers are ``numbers``; the numbers are
+        given to the next inserted blocks."""
+        if len(blocks) == 0:
+            return
+        self._map.erase(self._tensor(np.asarray(blocks, np.int32)))
+        self._free.extend(np.asarray(numbers, np.int64).tolist())
+        self.live -= len(blocks)
+
     def memory_bytes(self) -> int:
-        # keys (12 B) + values (4 B) + the table's bucket and heap entries (~16 B) per slot.
-        return int(self._map.capacity()) * 32
+        # Per slot used: key (12 B), value (4 B), bucket and heap entries (~16 B); an empty slot
+        # of the table costs about 4 B (its buffers are written as they fill).
+        return int(self._map.capacity()) * 4 + self.size * 32

@@ -279,6 +279,7 @@ class FreeSpace:
             elif st.num_voxels <= 0:
                 stats.removed_objects.append(oid)
         self._drop_empty()
+        self._release_rows(rows)  # storage.py: rows no object holds go back to the free list
         self.version += 1
 
     def _remove_object(self, oid: int) -> None:
@@ -289,6 +290,7 @@ class FreeSpace:
             self.ids[rows] = np.where(slot, -1, self.ids[rows])
             self.hits[rows] = np.where(slot, 0, self.hits[rows])
             self._update_owner(rows)
+            self._release_rows(rows)  # storage.py: those it alone held
         self.objects[oid].num_voxels = 0
         self._lost.add(oid)
         self._dirty.add(oid)

@@ -324,6 +324,7 @@ class FrameIntegration:
             if o.view_crop is not None and o.view_quality > st.best_view_quality:
                 st.best_view_quality = o.view_quality
                 st.best_view = o.view_crop
+                self._note_view(oid)  # storage.py: views within fusion.best_view_budget_mb
 
     def _drop_empty(self) -> None:
         """Remove objects left without voxels; only objects that lost voxels (or were created

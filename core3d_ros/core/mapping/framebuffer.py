@@ -6,7 +6,9 @@
     frame, why = buf.take(stamp)   # (Frame, "") or (None, "late" | "unknown_stamp")
     buf.arrived(stamp)             # time.monotonic() when the frame was added, while buffered
 
-Memory is bounded by ``capacity`` frames plus ``max_pinned`` pinned ones. A pin keeps the frame a
+Memory is bounded by ``capacity`` frames plus ``max_pinned`` pinned ones, and by ``max_bytes``:
+beyond it the oldest unpinned frames leave (``evicted_for_bytes`` counts them; the newest frame
+always stays). A pin keeps the frame a
 slow model is working on (seconds on a CPU) without buffering every frame in between.
 """
 from __future__ import annotations
@@ -16,14 +18,21 @@ import threading
 import time
 from collections import OrderedDict
 
+import numpy as np
+
 from ..frame import Frame
 
 
 class FrameBuffer:
-    def __init__(self, capacity: int, max_pinned: int = 4, tolerance: float = 1e-6):
+    def __init__(self, capacity: int, max_pinned: int = 4, tolerance: float = 1e-6, max_bytes: float = float("inf")):
         if capacity < 1:
             raise ValueError(f"frame buffer capacity must be >= 1, got {capacity}")
+        if not max_bytes > 0:
+            raise ValueError(f"frame buffer max_bytes must be > 0, got {max_bytes}")
         self.capacity = int(capacity)
+        self.max_bytes = float(max_bytes)
+        self.bytes = 0  # held by the buffered frames' images
+        self.evicted_for_bytes = 0
         self.max_pinned = int(max_pinned)
         self.tolerance = float(tolerance)
         self._frames: OrderedDict[float, Frame] = OrderedDict()  # insertion (stamp) order
@@ -44,6 +53,7 @@ class FrameBuffer:
             if stamp in self._frames:
                 return
             self._frames[stamp] = frame
+            self.bytes += frame_bytes(frame)
             self._arrived[stamp] = time.monotonic()
             bisect.insort(self._stamps, stamp)
             pending = [p for p in self._pending if abs(p - stamp) <= self.tolerance]
@@ -53,6 +63,9 @@ class FrameBuffer:
             unpinned = [s for s in self._stamps if s not in self._pinned]
             while len(unpinned) > self.capacity:
                 self._drop(unpinned.pop(0))
+            while self.bytes > self.max_bytes and len(unpinned) > 1:
+                self._drop(unpinned.pop(0))
+                self.evicted_for_bytes += 1
 
     def arrived(self, stamp: float) -> float | None:
         """time.monotonic() when the frame of ``stamp`` was added; None once it has left."""
@@ -103,9 +116,14 @@ class FrameBuffer:
         return None
 
     def _drop(self, stamp: float) -> None:
-        del self._frames[stamp]
+        self.bytes -= frame_bytes(self._frames.pop(stamp))
         del self._arrived[stamp]
         self._stamps.remove(stamp)
         self._pinned.pop(stamp, None)
         if self._oldest_dropped is None or stamp > self._oldest_dropped:
             self._oldest_dropped = stamp
+
+
+def frame_bytes(frame: Frame) -> int:
+    """Bytes of a frame's images (colour, depth and ground-truth instances when present)."""
+    return sum(int(a.nbytes) for a in (frame.rgb, frame.depth, frame.instance_ids) if isinstance(a, np.ndarray))

@@ -46,9 +46,11 @@ class LateFusion:
     ``encoder`` (its ``dim`` fixes the embeddings' length; None: the first observation's).
     ``clock()`` is the time the stamps are on (seconds), for late drops of unknown frames."""
 
-    def __init__(self, mapper: Any, frame_buffer: int, max_pinned: int, clock: Callable[[], float] = time.time):
+    def __init__(
+        self, mapper: Any, frame_buffer: int, max_pinned: int, clock: Callable[[], float] = time.time, max_bytes: float = float("inf")
+    ):
         self.mapper = mapper
-        self.buffer = FrameBuffer(frame_buffer, max_pinned=max_pinned)
+        self.buffer = FrameBuffer(frame_buffer, max_pinned=max_pinned, max_bytes=max_bytes)
         self._clock = clock
         self._lock = threading.Lock()
         self._counts: Counter = Counter()
@@ -162,4 +164,6 @@ class LateFusion:
                 out["staleness_s_p95"] = f"{np.percentile(s, 95):.3f}"
                 out["staleness_s_max"] = f"{s.max():.3f}"
         out["frames_buffered"] = len(self.buffer)
+        out["frames_buffered_mb"] = f"{self.buffer.bytes / 2**20:.1f}"
+        out["frames_evicted_for_bytes"] = self.buffer.evicted_for_bytes
         return out
