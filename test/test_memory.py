@@ -369,3 +369,16 @@ def test_block_numbers_gathered_on_the_device_match_the_host_view():
     assert np.array_equal(host, np.r_[want, [-1] * 5]) and np.array_equal(device, host)
     again = h.insert(blocks[10:13])  # erased numbers come back first
     assert sorted(again.tolist()) == [17, 18, 19] and h.size == 1000 and h.live == 993
+
+
+def test_rows_kept_for_the_merge_pass_stay_bounded_without_passes():
+    # merge_interval 0: nobody runs the pass, yet every frame notes the rows it touched. The
+    # list folds into its distinct rows once it holds more than the map's rows (or 65,536).
+    omap = ObjectMap(cfg(merge_interval=0))
+    frame_rows = np.arange(1000, dtype=np.int64)
+    for _ in range(200):  # 200,000 rows noted, 1,000 distinct
+        omap._note_touched(frame_rows)
+    assert omap._merge_touched_n <= (1 << 16) + len(frame_rows)
+    assert np.array_equal(np.unique(np.concatenate(omap._merge_touched)), frame_rows)
+    omap.merge_objects()
+    assert omap._merge_touched == [] and omap._merge_touched_n == 0

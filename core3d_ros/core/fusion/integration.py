@@ -229,7 +229,7 @@ class FrameIntegration:
         r = rows[ok]
         t = targets[seg[ok]].astype(np.int32)
         self._vote(r, t, frame_colors[ok])
-        self._merge_touched.append(r)
+        self._note_touched(r)
 
         if cfg.co_mask_votes > 0:
             stats.merged += self._co_mask_evidence(targets, seg_label)

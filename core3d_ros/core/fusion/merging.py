@@ -20,11 +20,21 @@ from .map_kernels import pair_codes_kernel
 class Merging:
     """Merges of objects (a part of :class:`.object_map.ObjectMap`)."""
 
+    def _note_touched(self, rows: np.ndarray) -> None:
+        """Remember rows for the next merge pass. Without passes (``merge_interval`` 0, or a
+        caller that merges by hand rarely) the list is folded into its distinct rows whenever it
+        holds more than the map's rows, so it stays bounded by the map, not the history."""
+        self._merge_touched.append(rows)
+        self._merge_touched_n += len(rows)
+        if self._merge_touched_n > max(self._n, 1 << 16):
+            folded = np.unique(np.concatenate(self._merge_touched))
+            self._merge_touched, self._merge_touched_n = [folded], len(folded)
+
     def merge_objects(self) -> int:
         """Merge pairs of objects that share voxels touched since the last pass and pass the
         balanced IoV test on their full voxel sets. Costs what was touched, not the map."""
         touched = self._merge_touched
-        self._merge_touched = []
+        self._merge_touched, self._merge_touched_n = [], 0
         if not touched:
             return 0
         rows = np.concatenate(touched)  # duplicates only repeat pair codes, removed below

@@ -110,6 +110,7 @@ class ObjectMap(VoxelStore, FrameIntegration, FreeSpace, Association, Merging, S
         self._unions: list[list[int]] = []  # groups of objects a frame showed to be one (survivor first)
         # merging.py
         self._merge_touched: list[np.ndarray] = []  # voxel rows touched since the last merge pass
+        self._merge_touched_n = 0  # rows in it (folded to distinct rows past the map's size)
         self._alias: dict[int, int] = {}  # merged-away id -> survivor, within one frame
         self._pair_votes: dict[int, dict[int, list[int]]] = {}  # [a][b] is [b][a]: [frames together, apart]
         # snapshot.py
