@@ -72,6 +72,28 @@ def write_outputs(mapper: Mapper, out: str | Path) -> dict[str, str]:
     }
 
 
+def build_hierarchy(mapper: Mapper, dataset: Dataset, up, up_source: str):
+    """Floors and rooms of a finished offline map: all TSDF blocks and the dataset's camera
+    centres into a HierarchyBuilder (core/hierarchy/builder.py); None without the TSDF."""
+    import numpy as np
+
+    from ..core.hierarchy.builder import HierarchyBuilder
+
+    if mapper.geometry is None:
+        return None
+    builder = HierarchyBuilder(mapper.cfg.hierarchy, mapper.cfg.fusion.voxel_size, up=up, up_source=up_source)
+    blocks = mapper.geometry.take_dirty()  # offline nobody took them: every block of the map
+    points, _, block_of = mapper.geometry.surface(blocks)
+    builder.add_surface(blocks, points, block_of)
+    for i in range(len(dataset)):
+        try:
+            pose = dataset.pose(i) if hasattr(dataset, "pose") else dataset[i].pose
+        except (DatasetError, ValueError):
+            continue
+        builder.add_camera(np.asarray(pose)[:3, 3])
+    return builder.update(mapper.snapshot().objects, force=True)
+
+
 def evaluate_mapper(mapper: Mapper, frames: list[Frame], ignore_classes=("floor", "wall", "ceiling")) -> dict:
     """3-D instance metrics of the mapper's map against the frames' ground-truth instances.
 

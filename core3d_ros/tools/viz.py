@@ -29,6 +29,18 @@ def _ground_frame(up) -> np.ndarray:
     return np.stack([a, np.cross(up, a)], axis=1)  # 3x2 projection onto the ground plane
 
 
+def _axis_name(v: np.ndarray) -> str:
+    """'y' for +y (z-up maps), '-y', '+z', ... for the map axis a picture direction follows
+    within 10 degrees; '' when it follows none."""
+    k = int(np.argmax(np.abs(v)))
+    if abs(v[k]) < np.cos(np.radians(10.0)):
+        return ""
+    name = "xyz"[k]
+    if v[k] > 0:
+        return name if name == "y" else "+" + name
+    return "-" + name
+
+
 STRUCTURE_LABELS = {
     "floor": "floor", "ground": "floor", "carpet": "floor", "rug": "floor",
     "wall": "wall", "walls": "wall", "window": "wall", "door": "wall", "doorframe": "wall",
@@ -145,7 +157,8 @@ def render_topdown(
     is drawn in grey, objects in
     their instance colour (lowest first, so things on tables stay visible) with their box outline
     and a label (``id label``, or ``id``) placed without overlap, joined to the object by a thin
-    line when moved off it. A scale bar and north arrow (map x right, y up for z-up maps) sit in
+    line when moved off it. A scale bar and north arrow (map x right, y up for z-up maps; the arrow
+names the map axis it follows otherwise) sit in
     the bottom-left corner; the legend lists the structure shades and every object.
     """
     img = np.full((size, size + legend_width, 3), 255, np.uint8)
@@ -251,7 +264,9 @@ def render_topdown(
         cv2.line(canvas, (x, y0 - 6), (x, y0 + 4), (0, 0, 0), 2)
     cv2.putText(canvas, f"{metres:g} m", (x0 + bar + 12, y0 + 5), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.arrowedLine(canvas, (size - 24, 56), (size - 24, 22), (0, 0, 0), 2, tipLength=0.35)
-    cv2.putText(canvas, "y", (size - 44, 34), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    north = _axis_name(P[:, 1])
+    (tw, _), _ = cv2.getTextSize(north, font, 0.45, 1)
+    cv2.putText(canvas, north, (size - 34 - tw, 34), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
 
     # legend panel
     panel = img[:, size:]
