@@ -297,7 +297,7 @@ class HierarchyBuilder:
         walls = cv2.morphologyEx(walls, cv2.MORPH_CLOSE, k3, borderType=cv2.BORDER_CONSTANT, borderValue=0)
         for c in cam_cells - origin:
             cv2.circle(inside, (int(c[0]), int(c[1])), r_cam, 1, -1)
-        inside = self._fill_holes(inside, walls)
+        inside = self._fill_holes(inside)
         free = (inside & (1 - walls)).astype(np.uint8)
         if fl.degraded:  # no floor to stand on: everything seen is one room
             return origin, inside.astype(np.int32), ""
@@ -331,20 +331,14 @@ class HierarchyBuilder:
         return origin, labels, note
 
     @staticmethod
-    def _fill_holes(inside: np.ndarray, walls: np.ndarray) -> np.ndarray:
-        """Unseen holes enclosed by seen surface and touching no wall (floor under the camera's
-        path that no view looked at) become inside; a hole at a wall may be a gap in it."""
+    def _fill_holes(inside: np.ndarray) -> np.ndarray:
+        """Unseen holes enclosed by seen surface (floor under the camera's path that no view
+        looked at, floor behind furniture) are inside. A hole in a wall becomes free space too,
+        but the watershed floods it last (it lies next to walls), so it joins no two rooms."""
         filled = inside.copy()
         contours, _ = cv2.findContours(inside, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
-        holes = (filled > 0) & (inside == 0)
-        if not holes.any():
-            return inside
-        n, comp = cv2.connectedComponents(holes.astype(np.uint8), connectivity=4)
-        near_wall = cv2.dilate(walls, np.ones((3, 3), np.uint8)) > 0
-        bad = np.unique(comp[near_wall & holes])
-        ok = holes & ~np.isin(comp, bad)
-        return np.where(ok, 1, inside).astype(np.uint8)
+        return filled
 
     def _flood(self, labels: np.ndarray, dist: np.ndarray, free: np.ndarray) -> np.ndarray:
         """Marker-controlled watershed of the distance transform: the free space is flooded from
