@@ -101,8 +101,8 @@ def _map_one(args, cfg: MapperConfig, kind: str, sequence: str | None, out: Path
     cfg = with_overrides(cfg, retrieval={"up_axis": [float(v) for v in up]})
     mapper = Mapper(cfg)
     summary = map_frames(mapper, dataset, _progress("mapping"))
-    paths = write_outputs(mapper, out)
     graph = build_hierarchy(mapper, dataset, up, up_source)
+    paths = write_outputs(mapper, out, rooms=graph.rooms if graph is not None else ())
     print(
         f"{summary.processed}/{summary.frames} frames fused ({summary.keyframes} keyframes) in {summary.seconds:.1f} s; "
         f"{summary.objects} objects"

@@ -111,3 +111,15 @@ def test_top_view_follows_the_up_direction():
     seen_down_z = render_topdown(MapSnapshot(objects=[floor], stamp=0.0, voxel_size=VOXEL), up=(0.0, 0.0, 1.0))
     drawn = lambda img: int(np.count_nonzero(np.any(img[:, :900] != 255, axis=2)))  # noqa: E731
     assert drawn(seen_down_y) > 10 * drawn(seen_down_z)
+
+
+def test_top_view_outlines_rooms():
+    from core3d_ros.core.hierarchy.graph import Room
+
+    snap = MapSnapshot(objects=room(), stamp=0.0, voxel_size=VOXEL)
+    outline = np.array([[0.2, 0.2, 0.0], [3.8, 0.2, 0.0], [3.8, 2.8, 0.0], [0.2, 2.8, 0.0]])
+    r = Room(id=1, floor_id=1, outline=outline, area=9.4, centroid=np.array([2.0, 1.5, 0.0]), label="kitchen")
+    plain = render_topdown(snap)
+    with_room = render_topdown(snap, rooms=[r])
+    blue = lambda img: int(np.count_nonzero(np.all(img == (30, 50, 160), axis=2)))  # noqa: E731
+    assert blue(plain) == 0 and blue(with_room) > 500

@@ -60,14 +60,14 @@ def map_frames(
     return summary
 
 
-def write_outputs(mapper: Mapper, out: str | Path) -> dict[str, str]:
-    """Save the map, a top-down PNG and a PLY into ``out``; returns the paths."""
+def write_outputs(mapper: Mapper, out: str | Path, rooms=()) -> dict[str, str]:
+    """Save the map, a top-down PNG (with ``rooms`` outlined) and a PLY into ``out``; returns the paths."""
     out = Path(out)
     snap = mapper.snapshot()
     up = up_vector(mapper.cfg.retrieval.up_axis)
     return {
         "map": mapper.save(str(out / "map.npz")),
-        "png": write_topdown_png(snap, out / "map.png", up=up),
+        "png": write_topdown_png(snap, out / "map.png", up=up, rooms=rooms),
         "ply": write_ply(snap, out / "map.ply"),
     }
 

@@ -149,7 +149,7 @@ def _nice_length(metres: float) -> float:
 
 
 def render_topdown(
-    snapshot: MapSnapshot, up=(0.0, 0.0, 1.0), size: int = 900, margin: int = 40, legend_width: int = 260
+    snapshot: MapSnapshot, up=(0.0, 0.0, 1.0), size: int = 900, margin: int = 40, legend_width: int = 260, rooms=()
 ) -> np.ndarray:
     """RGB picture of the map seen from above, with a legend panel on the right.
 
@@ -159,7 +159,8 @@ def render_topdown(
     and a label (``id label``, or ``id``) placed without overlap, joined to the object by a thin
     line when moved off it. A scale bar and north arrow (map x right, y up for z-up maps; the arrow
 names the map axis it follows otherwise) sit in
-    the bottom-left corner; the legend lists the structure shades and every object.
+    the bottom-left corner; the legend lists the structure shades and every object. ``rooms``
+    (the hierarchy's Room list) are outlined in dark blue with their label.
     """
     img = np.full((size, size + legend_width, 3), 255, np.uint8)
     objs = [o for o in snapshot.objects if len(o.points)]
@@ -254,6 +255,14 @@ names the map axis it follows otherwise) sit in
         cv2.rectangle(canvas, (x0, y0), (x1, y1), tuple(int(v * 0.55) for v in instance_color(o.id)), 1)
         cv2.putText(canvas, text, (x0 + 2, y1 - 2 - _text_size(text, fscale)[2] // 2), font, fscale, (0, 0, 0), 1, cv2.LINE_AA)
 
+    for room in rooms:  # the hierarchy's room outlines (all floors; they overlap in a top view)
+        if len(room.outline) < 3:
+            continue
+        poly = to_px(np.asarray(room.outline, float) @ P)
+        cv2.polylines(canvas, [poly.reshape(-1, 1, 2)], True, (30, 50, 160), 2, cv2.LINE_AA)
+        c = to_px((np.asarray(room.centroid, float) @ P)[None])[0]
+        cv2.putText(canvas, room.label or f"room {room.id}", (int(c[0]) - 20, int(c[1])), font, 0.5, (30, 50, 160), 1, cv2.LINE_AA)
+
     # scale bar (a round length near a fifth of the picture) and north arrow
     metres = _nice_length((size - 2 * margin) / scale / 5)
     bar = int(round(metres * scale))
@@ -302,8 +311,8 @@ names the map axis it follows otherwise) sit in
     return img
 
 
-def write_topdown_png(snapshot: MapSnapshot, path: str | os.PathLike, up=(0.0, 0.0, 1.0)) -> str:
-    img = render_topdown(snapshot, up)
+def write_topdown_png(snapshot: MapSnapshot, path: str | os.PathLike, up=(0.0, 0.0, 1.0), rooms=()) -> str:
+    img = render_topdown(snapshot, up, rooms=rooms)
     ok, buf = cv2.imencode(".png", img[:, :, ::-1])
     if not ok:
         raise OSError("PNG encoding failed")
