@@ -122,6 +122,15 @@ def test_two_storeys_are_two_floors_each_with_its_rooms():
     assert b.room_at(np.array([[6.0, 1.5, 7.5]])).tolist() == [0]
 
 
+def test_a_camera_on_the_stairs_between_storeys_adds_no_floor_and_is_said():
+    pts = np.concatenate([two_rooms(0.0), floor_pts(0, 0, 8, 3, 2.7), two_rooms(3.0), floor_pts(0, 0, 8, 3, 5.7)])
+    stairs = [(7.0, 0.5 + 2.0 * t, 1.4 + 3.0 * t) for t in np.linspace(0, 1, 16)]
+    cams = loop(2, 1.5) + loop(6, 1.5) + stairs + loop(2, 1.5, z=4.4) + loop(6, 1.5, z=4.4)
+    g = builder_with(pts, cams).update([], now=0.0)
+    assert [round(f.height, 2) for f in g.floors] == [0.0, 3.0]
+    assert "stairs" in g.note and [len(f.room_ids) for f in g.floors] == [2, 2]
+
+
 def test_room_ids_stay_when_a_room_grows_and_a_new_room_gets_a_new_id():
     cfg = HierarchyConfig(period=1.0)
     b = HierarchyBuilder(cfg, S)

@@ -12,11 +12,12 @@ work at most every ``hierarchy.period`` seconds, and only for the floors whose h
 received changed blocks or cameras; a floor's rows are found through an index of blocks by
 1 m height slab, so an update reads the changed floor only.
 
-Floors: the camera heights are split into storeys (gaps over ``storey_gap``); each storey's
-floor is a peak of the height histogram between ``max_camera_height`` and
-``min_camera_height`` below its cameras: a bin whose count stands out of its neighbourhood's
-median (walls add the same to every bin) by ``min_floor_area`` of surface; of the peaks at least
-half as strong as the strongest, the highest (the floor above a ceiling seen from below).
+Floors: peaks of the height histogram (a bin whose count stands out of its neighbourhood's
+median, which the walls set, by ``min_floor_area`` of surface) with camera positions between
+``min_camera_height`` and ``max_camera_height`` above them; peaks closer than ``storey_gap``
+give one floor, the highest at least half as strong as the strongest (the floor above a ceiling
+seen from below, not the table top above a floor). Cameras over no floor (stairs, a storey just
+entered) are said in the note.
 
 Rooms, per floor, on a bird's-eye grid of ``cell_size``: *inside* = cells with surface from the
 floor up to the top of the wall band, plus discs around the camera path; *walls* = cells with
@@ -50,6 +51,7 @@ from .graph import Floor, Room, SceneGraph
 
 SLAB_M = 1.0  # height slab of the block index (metres)
 FLOOR_BAND = 0.1  # metres: surface this close to the floor height is floor
+MIN_SUPPORT = 3  # camera positions (thinned to one per grid cell of travel) a floor needs above it
 
 
 @dataclass
@@ -199,44 +201,48 @@ class HierarchyBuilder:
         heights = (self._hsum[sel] + self._hsum[nb]) / np.maximum(c[sel] + c[nb], 1.0)
         return heights, prom[sel]
 
-    def _storeys(self) -> list[float]:
-        """Median camera height of each storey (camera heights split at gaps > storey_gap)."""
-        if not self._cameras:
-            return []
-        hs = np.sort(np.array([c[2] for c in self._cameras]))
-        cuts = np.flatnonzero(np.diff(hs) > self.cfg.storey_gap) + 1
-        return [float(np.median(part)) for part in np.split(hs, cuts)]
-
     def _find_floors(self) -> tuple[list[float], str, bool]:
-        """(floor heights, note, degraded: no floor surface anywhere)."""
+        """(floor heights, note, degraded: no floor surface anywhere).
+
+        A floor candidate is a histogram peak with at least MIN_SUPPORT camera positions
+        between ``min_camera_height`` and ``max_camera_height`` above it; candidates closer
+        than ``storey_gap`` to each other (a table top and its floor, a ceiling seen from below
+        and the floor above it) give one floor: the highest at least half as strong as the
+        strongest of them. Cameras on stairs support no floor of their own, and are said."""
+        cfg = self.cfg
         heights, prom = self._floor_peaks()
-        storeys = self._storeys()
-        notes = []
-        found: list[float] = []
-        if not storeys:
+        cams = np.array([c[2] for c in self._cameras])
+        if not len(cams):
             if len(heights):
-                found = [float(heights[np.argmax(prom)])]
-                notes.append("no camera path: one floor at the strongest horizontal surface")
-        for hc in storeys:
-            sel = (heights >= hc - self.cfg.max_camera_height) & (heights <= hc - self.cfg.min_camera_height)
-            if not np.any(sel):
-                notes.append(f"no floor surface below the cameras at {hc:.2f} m")
-                continue
-            strong = sel & (prom >= 0.5 * prom[sel].max())
-            found.append(float(heights[strong].max()))
-        found.sort()
-        merged: list[float] = []
-        for h in found:
-            if merged and h - merged[-1] < self.cfg.storey_gap:
-                continue  # two storeys of cameras over one floor (a camera on the stairs)
-            merged.append(h)
-        if not merged:
-            low = self._lowest_surface()
-            reason = "; ".join(notes) or "no floor surface"
-            if low is None:
-                return [], reason + ": no surface yet", True
-            return [low], reason + ": one floor at the lowest surface, one room", True
-        return merged, "; ".join(notes), False
+                return [float(heights[np.argmax(prom)])], "no camera path: one floor at the strongest horizontal surface", False
+            return self._degraded("no camera path and no floor surface")
+        support = np.array([np.count_nonzero((cams >= h + cfg.min_camera_height) & (cams <= h + cfg.max_camera_height)) for h in heights])
+        order = np.argsort(heights)
+        cand = [(float(heights[i]), float(prom[i])) for i in order if support[i] >= MIN_SUPPORT]
+        groups: list[list[tuple[float, float]]] = []
+        for h, p in cand:
+            if groups and h - groups[-1][-1][0] < cfg.storey_gap:
+                groups[-1].append((h, p))
+            else:
+                groups.append([(h, p)])
+        floors = [max(h for h, p in g if p >= 0.5 * max(q for _, q in g)) for g in groups]
+        if not floors:
+            return self._degraded(f"no floor surface under the cameras (from {cams.min():.2f} to {cams.max():.2f} m)")
+        over = np.zeros(len(cams), bool)
+        for h in floors:
+            over |= (cams >= h + cfg.min_camera_height) & (cams <= h + cfg.max_camera_height)
+        stray = int(np.count_nonzero(~over))
+        note = ""
+        if stray >= MIN_SUPPORT:
+            note = (f"{stray} of {len(cams)} camera positions over no floor found (stairs, or a floor not seen "
+                    f"enough yet, at {np.median(cams[~over]):.2f} m)")
+        return floors, note, False
+
+    def _degraded(self, reason: str) -> tuple[list[float], str, bool]:
+        low = self._lowest_surface()
+        if low is None:
+            return [], reason + ": no surface yet", True
+        return [low], reason + ": one floor at the lowest surface, one room", True
 
     def _lowest_surface(self) -> float | None:
         nz = np.flatnonzero(self._hist > 0)
