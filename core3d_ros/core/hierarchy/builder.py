@@ -76,7 +76,8 @@ class HierarchyBuilder:
         self.basis = horizontal_basis(self.up)  # (2, 3): ground axes a, b (right-handed with up)
         self.cell = float(cfg.cell_size)
         self.hbin = float(cfg.height_bin)
-        # per block: (cells (M, 2) int64, height bins (M,) int64, counts (M,) int64, height sums (M,))
+        # per block: (cells (M, 2) int64, height bins (M,) int64, counts (M,) int64, height sums (M,),
+        # lowest and highest height slab of its rows)
         self._blocks: dict[tuple[int, int, int], tuple[np.ndarray, ...]] = {}
         self._slabs: dict[int, set[tuple[int, int, int]]] = {}  # height slab -> blocks with rows in it
         self._hist = np.zeros(0, np.int64)
@@ -120,35 +121,42 @@ class HierarchyBuilder:
             sums = np.bincount(inverse.reshape(-1), weights=h, minlength=len(uniq))
         else:
             rows, counts, sums = np.zeros((0, 4), np.int64), np.zeros(0, np.int64), np.zeros(0)
-        starts = np.searchsorted(rows[:, 0], np.arange(len(blocks) + 1))
-        old_hb, old_n, old_s, new_hb, new_n, new_s = [], [], [], [], [], []
-        lo_h, hi_h = np.inf, -np.inf
+        starts = np.searchsorted(rows[:, 0], np.arange(len(blocks) + 1)).tolist()
+        # per block, the height slabs its new rows reach (one vectorised pass, not one per block)
+        has = np.flatnonzero(np.diff(starts))
+        slab_lo = np.zeros(len(blocks), np.int64)
+        slab_hi = np.full(len(blocks), -1, np.int64)
+        if len(has):
+            at = np.asarray(starts)[has]
+            slab_lo[has] = np.floor(np.minimum.reduceat(rows[:, 3], at) * self.hbin / SLAB_M)
+            slab_hi[has] = np.floor((np.maximum.reduceat(rows[:, 3], at) + 1) * self.hbin / SLAB_M)
+        cells_all, hb_all = rows[:, 1:3], rows[:, 3]
+        old_entries = []
+        slabs = self._slabs
         for i, blk in enumerate(map(tuple, blocks.tolist())):
             old = self._blocks.pop(blk, None)
             if old is not None:
-                old_hb.append(old[1])
-                old_n.append(old[2])
-                old_s.append(old[3])
-                for s in self._block_slabs(old[1]):
-                    self._slabs.get(s, set()).discard(blk)
-                lo_h, hi_h = min(lo_h, old[1].min() * self.hbin), max(hi_h, (old[1].max() + 1) * self.hbin)
-            r = rows[starts[i]: starts[i + 1]]
-            if len(r) == 0:
+                old_entries.append(old)
+                for sl in range(old[4], old[5] + 1):
+                    slabs[sl].discard(blk)
+            a, b = starts[i], starts[i + 1]
+            if a == b:
                 continue
-            entry = (r[:, 1:3].copy(), r[:, 3].copy(), counts[starts[i]: starts[i + 1]].copy(), sums[starts[i]: starts[i + 1]].copy())
-            self._blocks[blk] = entry
-            for s in self._block_slabs(entry[1]):
-                self._slabs.setdefault(s, set()).add(blk)
-            new_hb.append(entry[1])
-            new_n.append(entry[2])
-            new_s.append(entry[3])
-            lo_h, hi_h = min(lo_h, entry[1].min() * self.hbin), max(hi_h, (entry[1].max() + 1) * self.hbin)
-        if old_hb:
-            self._hist_add(np.concatenate(old_hb), -np.concatenate(old_n), -np.concatenate(old_s))
-        if new_hb:
-            self._hist_add(np.concatenate(new_hb), np.concatenate(new_n), np.concatenate(new_s))
+            # views into this call's arrays: they live while any of their blocks is not re-sent
+            lo, hi = int(slab_lo[i]), int(slab_hi[i])
+            self._blocks[blk] = (cells_all[a:b], hb_all[a:b], counts[a:b], sums[a:b], lo, hi)
+            for sl in range(lo, hi + 1):
+                slabs.setdefault(sl, set()).add(blk)
+        lo_h, hi_h = np.inf, -np.inf
+        if old_entries:
+            old_hb = np.concatenate([o[1] for o in old_entries])
+            self._hist_add(old_hb, -np.concatenate([o[2] for o in old_entries]), -np.concatenate([o[3] for o in old_entries]))
+            lo_h, hi_h = old_hb.min() * self.hbin, (old_hb.max() + 1) * self.hbin
+        if len(rows):
+            self._hist_add(hb_all, counts, sums)
+            lo_h, hi_h = min(lo_h, hb_all.min() * self.hbin), max(hi_h, (hb_all.max() + 1) * self.hbin)
         if lo_h <= hi_h:
-            self._dirty.append((lo_h, hi_h))
+            self._dirty.append((float(lo_h), float(hi_h)))
         self.stats["blocks"] = len(self._blocks)
 
     def add_camera(self, position: np.ndarray) -> None:
@@ -162,11 +170,6 @@ class HierarchyBuilder:
             return
         self._cameras.append(c)
         self._dirty.append((c[2] - self.cfg.max_camera_height, c[2]))
-
-    def _block_slabs(self, hb: np.ndarray) -> range:
-        lo = int(np.floor(hb.min() * self.hbin / SLAB_M))
-        hi = int(np.floor((hb.max() + 1) * self.hbin / SLAB_M))
-        return range(lo, hi + 1)
 
     def _hist_add(self, hb: np.ndarray, n: np.ndarray, sums: np.ndarray) -> None:
         lo, hi = int(hb.min()), int(hb.max())
