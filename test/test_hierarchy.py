@@ -174,6 +174,12 @@ def test_a_wall_built_across_an_open_room_is_a_split_event():
     assert g1.rooms[0].id in [r.id for r in g2.rooms]  # the larger part keeps the id
 
 
+def test_a_stray_point_far_away_does_not_blow_up_the_grid():
+    pts = np.concatenate([two_rooms(), [[5000.0, -3000.0, 0.5]]])
+    g = builder_with(pts, loop(2, 1.5) + loop(6, 1.5)).update([], now=0.0)
+    assert len(g.rooms) == 2 and "clipped" in g.note
+
+
 def test_re_sent_blocks_replace_their_rows():
     b = HierarchyBuilder(HierarchyConfig(), S)
     feed(b, floor_pts(0, 0, 2, 2))

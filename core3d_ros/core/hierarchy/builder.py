@@ -51,6 +51,7 @@ from .graph import Floor, Room, SceneGraph
 
 SLAB_M = 1.0  # height slab of the block index (metres)
 FLOOR_BAND = 0.1  # metres: surface this close to the floor height is floor
+MAX_GRID_CELLS = 16_000_000  # a floor's grid beyond this (400 x 400 m at 0.1 m) keeps the bulk
 MIN_SUPPORT = 3  # camera positions (thinned to one per grid cell of travel) a floor needs above it
 
 
@@ -284,8 +285,20 @@ class HierarchyBuilder:
         allc = np.concatenate([cells, cam_cells - r_cam, cam_cells + r_cam])
         if len(allc) == 0:
             return np.zeros(2, np.int64), np.zeros((0, 0), np.int32), "no surface on this floor yet"
-        origin = allc.min(axis=0) - 2
-        shape = allc.max(axis=0) - origin + 3  # (a, b)
+        clip_note = ""
+        lo_c, hi_c = allc.min(axis=0), allc.max(axis=0)
+        if np.prod(hi_c - lo_c + 1) > MAX_GRID_CELLS:  # stray points far away: keep the bulk
+            lo_c = np.percentile(allc, 1, axis=0).astype(np.int64)
+            hi_c = np.percentile(allc, 99, axis=0).astype(np.int64)
+            side = int(np.sqrt(MAX_GRID_CELLS)) // 2
+            mid = (lo_c + hi_c) // 2
+            lo_c, hi_c = np.maximum(lo_c, mid - side), np.minimum(hi_c, mid + side)
+            keep = np.all((cells >= lo_c) & (cells <= hi_c), axis=1)
+            cells, h = cells[keep], h[keep]
+            cam_cells = cam_cells[np.all((cam_cells >= lo_c) & (cam_cells <= hi_c), axis=1)]
+            clip_note = f"grid clipped to {(hi_c - lo_c + 1) * self.cell} m around the bulk of the surface"
+        origin = lo_c - r_cam - 2
+        shape = hi_c + r_cam - origin + 3  # (a, b)
         rel = cells - origin
         inside = np.zeros((shape[1], shape[0]), np.uint8)
         walls = np.zeros_like(inside)
@@ -309,7 +322,7 @@ class HierarchyBuilder:
         inside = self._fill_holes(inside)
         free = (inside & (1 - walls)).astype(np.uint8)
         if fl.degraded:  # no floor to stand on: everything seen is one room
-            return origin, inside.astype(np.int32), ""
+            return origin, inside.astype(np.int32), clip_note
         if not free.any():
             return origin, np.zeros_like(inside, np.int32), "no free space on this floor"
         dist = cv2.distanceTransform(free, cv2.DIST_L2, 5) * self.cell
@@ -337,7 +350,7 @@ class HierarchyBuilder:
         rooms = len(np.unique(labels[labels > 0]))
         if rooms == 1 and not note:
             note = "one room (no doorway-narrow passage found: a single room or an open plan)"
-        return origin, labels, note
+        return origin, labels, "; ".join(x for x in (clip_note, note) if x)
 
     @staticmethod
     def _fill_holes(inside: np.ndarray) -> np.ndarray:
