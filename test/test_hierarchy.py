@@ -166,12 +166,15 @@ def test_a_wall_built_across_an_open_room_is_a_split_event():
     cfg = HierarchyConfig(period=0.0)
     open_plan = np.concatenate([floor_pts(0, 0, 8, 3), *box_walls(0, 0, 8, 3)])
     b = builder_with(open_plan, loop(2, 1.5) + loop(6, 1.5), cfg)
-    g1 = b.update([], now=0.0)
-    assert len(g1.rooms) == 1
+    left, right = Obj(1, floor_pts(1.0, 1.0, 1.4, 1.4, 0.45)), Obj(2, floor_pts(6.2, 1.0, 6.6, 1.4, 0.45))
+    g1 = b.update([left, right], now=0.0)
+    assert len(g1.rooms) == 1 and g1.rooms[0].object_ids == [1, 2]
     feed(b, wall_pts((4, 0), (4, 3), door=(1.5, 0.9)), block=(5, 0, 0))
-    g2 = b.update([], now=1.0)
+    g2 = b.update([left, right], now=1.0)  # the objects did not change; their rooms did
     assert len(g2.rooms) == 2 and g2.splits == 1
-    assert g1.rooms[0].id in [r.id for r in g2.rooms]  # the larger part keeps the id
+    assert g1.rooms[0].id in [r.id for r in g2.rooms]  # one part keeps the id
+    assert b.object_room(1) != b.object_room(2)
+    assert g2.room(b.object_room(2)).centroid[0] > 4 and g2.room(b.object_room(1)).centroid[0] < 4
 
 
 def test_a_stray_point_far_away_does_not_blow_up_the_grid():

@@ -352,6 +352,7 @@ class HierarchyBuilder:
         heights, note, degraded = self._find_floors()
         old_floors = self._floors
         floors: list[_FloorState] = []
+        redone: set[int] = set()  # rooms of the floors segmented again: their objects are placed again
         for i, h in enumerate(heights):
             ceiling = heights[i + 1] if i + 1 < len(heights) else self._ceiling(h)
             match = min(old_floors, key=lambda f: abs(f.height - h), default=None)
@@ -372,9 +373,12 @@ class HierarchyBuilder:
                 fl.origin, fl.labels, fl.note = origin, lut[regions], fnote
                 fl.room_ids = sorted(int(r) for r in np.unique(fl.labels[fl.labels > 0]))
                 self.stats["floors_recomputed"] += 1
+                redone.update(fl.room_ids)
+                if match is not None:
+                    redone.update(match.room_ids)
             floors.append(fl)
         self._floors = floors
-        self._assign_objects(objects)
+        self._assign_objects(objects, redone)
         self.graph = self._build_graph(note)
         self.stats["updates"] += 1
         self.stats["last_update_ms"] = (time.perf_counter() - t0) * 1e3
@@ -417,13 +421,16 @@ class HierarchyBuilder:
             out[sel[ok]] = fl.labels[rel[ok, 1], rel[ok, 0]]
         return out
 
-    def _assign_objects(self, objects: list) -> None:
+    def _assign_objects(self, objects: list, redone: set[int]) -> None:
+        """Each object to the room holding most of its points; an object whose points did not
+        change and whose room's floor was not segmented again keeps its room."""
         keep: dict[int, tuple[int, int]] = {}
+        live = self._room_ids()
         for o in objects:
             oid = int(o.id)
             prev = self._object_rooms.get(oid)
             pts = np.asarray(o.points, float).reshape(-1, 3)
-            if prev is not None and prev[0] == len(pts) and prev[1] in self._room_ids():
+            if prev is not None and prev[0] == len(pts) and prev[1] in live and prev[1] not in redone:
                 keep[oid] = prev
                 continue
             rid = 0
