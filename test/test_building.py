@@ -97,3 +97,19 @@ def test_cli_parses_eval_rooms():
 
     args = build_parser().parse_args(["eval", "--rooms", "--seeds", "0", "1", "--frames-per-room", "12", "--json", "x.json"])
     assert args.rooms and args.seeds == [0, 1] and args.frames_per_room == 12
+
+
+def test_rooms_eval_runs_end_to_end_on_a_small_walk():
+    """The eval's whole path (mapper, feeding, timed updates, keyframes, scoring) at toy size;
+    quality is judged by the full eval, not here."""
+    from core3d_ros.config import MapperConfig, with_overrides
+    from core3d_ros.tools.rooms_eval import evaluate_building
+
+    base = with_overrides(MapperConfig(), fusion={"voxel_size": 0.05})
+    r = evaluate_building(base, seed=0, frames_per_room=6, width=80, height=60)
+    assert r["up_source"] == "dataset" and r["up_estimate_error_deg"] < 2.0
+    for part in ("half", "full"):
+        assert 0.0 <= r[part]["mean_iou"] <= 1.0 and 0.0 <= r[part]["objects_right"] <= 1.0
+    assert r["full"]["floors_true"] == 2 and r["full"]["rooms_true"] == 6
+    assert r["full"]["floors_found"] >= 1 and r["full"]["rooms_found"] >= 1
+    assert r["cost_ms"]["updates"] >= 2 and r["full"]["keyframes"]["offered"] > 0
