@@ -1,0 +1,303 @@
+"""The mapping node's scene graph: the hierarchy builder on its own thread, core3d/scene_graph,
+core3d/get_scene_graph, core3d/room_markers, and room labels.
+
+Threads: a timer (its own callback group, every ``hierarchy.period`` seconds) only hands a tick
+to a worker thread of its own (core/worker.py, capacity 1); that thread feeds the builder the
+TSDF blocks changed since its last tick (their surface points: what changed, never the whole
+map) and the camera centres the mapping worker recorded (an append per frame), asks it for an
+update on the current snapshot (``wait=False``: never waits for fusion), and when the builder
+answers with a graph, publishes it. Fusion, the publication timer and the services never wait
+for it. The service answers from the last published message (no builder call).
+
+Changed blocks: the surface publication (publishing.py) and the builder both need the blocks
+changed since *they* last looked, so ``DirtyBlocks`` fans ``GeometryLayer.take_dirty()`` out
+into one set per consumer. When the map is replaced (load, clear) every consumer starts from all
+blocks of the new geometry (once; none after a clear).
+
+Labels: with a semantic encoder, rooms whose keyframes changed are labelled against
+``hierarchy.room_vocabulary`` on a second worker thread (core/hierarchy/room_labels.py); a
+label is kept per room (until a new one for its changed keyframes replaces it) and applied to
+every later graph. Without an
+encoder rooms are numbered ("room N").
+
+Outputs: ``core3d/scene_graph`` (core3d/SceneGraph, reliable, transient-local: a late subscriber
+gets the last graph) on every change; ``core3d/room_markers`` (outline LINE_STRIP and name TEXT
+per room, same QoS); the graph is also the mapper's ``hierarchy`` (saved with the map).
+"""
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections import Counter, deque
+from typing import Any, Callable, Iterable, Protocol
+
+import numpy as np
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from visualization_msgs.msg import MarkerArray
+
+from ..core.hierarchy.graph import SceneGraph
+from ..core.hierarchy.room_labels import RoomLabeler, numbered
+from ..core.worker import Worker
+from .conversions.scene_graph import room_markers, room_of_objects, scene_graph_to_msg
+from .publishing import MAP_QOS
+
+MAX_CAMERAS = 10_000  # camera centres waiting for the next tick (a stalled builder drops the oldest)
+MIN_PERIOD = 0.05  # seconds: hierarchy.period 0 means "as often as the thread keeps up", not a busy loop
+
+
+class DirtyBlocks:
+    """``GeometryLayer.take_dirty()`` fanned out to several consumers; see the module docstring.
+
+    ``geometry_of()`` gives the current geometry layer (None when off); a new layer object (the
+    map was loaded or cleared) starts every consumer from all of its blocks.
+    """
+
+    def __init__(self, geometry_of: Callable[[], Any], consumers: Iterable[str]):
+        self._geometry_of = geometry_of
+        self._sets: dict[str, dict[tuple[int, int, int], None]] = {c: {} for c in consumers}
+        self._geometry: Any = None
+        self._lock = threading.Lock()
+
+    def take(self, consumer: str) -> tuple[Any, np.ndarray]:
+        """(the geometry layer, (B, 3) int32 blocks changed since ``consumer`` last took them)."""
+        with self._lock:
+            geometry = self._geometry_of()
+            if geometry is not self._geometry:
+                self._geometry = geometry
+                every = geometry.blocks() if geometry is not None and hasattr(geometry, "blocks") else np.zeros((0, 3), np.int32)
+                seed = dict.fromkeys(map(tuple, every.tolist()))
+                self._sets = {c: dict(seed) for c in self._sets}
+            if geometry is None:
+                return None, np.zeros((0, 3), np.int32)
+            fresh = dict.fromkeys(map(tuple, geometry.take_dirty().tolist()))
+            for s in self._sets.values():
+                s.update(fresh)
+            own = self._sets[consumer]
+            self._sets[consumer] = {}
+            return geometry, np.array(list(own), np.int32).reshape(-1, 3)
+
+
+class HierarchyBuilder(Protocol):
+    """What this part needs from core/hierarchy's builder."""
+
+    def add_surface(self, blocks: np.ndarray, points: np.ndarray, block_of: np.ndarray) -> None: ...
+
+    def add_cameras(self, centres: np.ndarray) -> None: ...
+
+    def update(self, objects: list, now: float) -> SceneGraph | None: ...
+
+
+class SceneGraphPart:
+    """See the module docstring. ``builder_factory()`` makes a builder (again after a map was
+    replaced); ``labeler`` labels rooms (None or a disabled one: rooms are numbered);
+    ``keyframe_images(builder, room_ids)`` gives {room id: keyframe images} for the labeler."""
+
+    def __init__(
+        self,
+        node: Node,
+        mapper: Any,
+        builder_factory: Callable[[], HierarchyBuilder],
+        *,
+        dirty: DirtyBlocks,
+        period: float,
+        map_frame: str,
+        guard: Callable[[str, Callable[..., Any]], Callable[..., Any]],
+        count_error: Callable[[str, BaseException], None],
+        service_qos: Any,
+        service_group: Any = None,
+        labeler: RoomLabeler | None = None,
+        keyframe_images: Callable[[Any, list[int]], dict[int, list[np.ndarray]]] | None = None,
+    ):
+        from core3d.msg import SceneGraph as SceneGraphMsg  # the package's built interfaces
+        from core3d.srv import GetSceneGraph
+
+        self.node = node
+        self.mapper = mapper
+        self._builder_factory = builder_factory
+        self._builder = builder_factory()
+        self._dirty = dirty
+        self._map_frame = map_frame
+        self._count_error = count_error
+        self._labeler = labeler if labeler is not None and labeler.enabled else None
+        self._keyframe_images = keyframe_images
+        self._SceneGraphMsg = SceneGraphMsg
+        self._lock = threading.Lock()
+        self._cameras: deque[np.ndarray] = deque(maxlen=MAX_CAMERAS)
+        self._graph: SceneGraph | None = None  # the last published graph (labels applied)
+        self._msg: Any = None
+        self._rooms: dict[int, int] = {}  # object id -> room id of self._graph
+        self._version = 0
+        self._labels: dict[int, tuple[str, float, tuple[int, ...]]] = {}  # room -> (label, score, its keyframes)
+        self._generation = 0  # bumped when the map is replaced: stale updates and labels are dropped
+        self._counts: Counter = Counter()
+        self._update_ms = 0.0
+        self.graph_pub = node.create_publisher(SceneGraphMsg, "core3d/scene_graph", MAP_QOS)
+        self.markers_pub = node.create_publisher(MarkerArray, "core3d/room_markers", MAP_QOS)
+        self.service = node.create_service(
+            GetSceneGraph, "core3d/get_scene_graph", guard("get_scene_graph", self._on_get), qos_profile=service_qos,
+            callback_group=service_group,
+        )
+        self._worker: Worker[int] = Worker(self._update, 1, "core3d_hierarchy", on_error=self._on_error("hierarchy"))
+        self._label_worker: Worker[tuple[int, dict[int, tuple[int, ...]]]] | None = None
+        if self._labeler is not None:
+            self._label_worker = Worker(self._label, 1, "core3d_room_labels", on_error=self._on_error("room_labels"))
+        self.timer = node.create_timer(
+            max(float(period), MIN_PERIOD), guard("hierarchy_tick", self.tick), callback_group=MutuallyExclusiveCallbackGroup()
+        )
+
+    # ------------------------------------------------------------------ inputs
+
+    def add_camera(self, pose: np.ndarray) -> None:
+        """The mapping worker, per frame: the camera centre of a mapped frame (an append)."""
+        self._cameras.append(np.asarray(pose, np.float64)[:3, 3].copy())
+
+    def tick(self) -> None:
+        """The timer: one update on the hierarchy's thread (a tick still waiting is replaced)."""
+        with self._lock:
+            generation = self._generation
+        self._worker.put(generation)
+
+    def map_replaced(self) -> None:
+        """After a load or clear: a new builder; the loaded map's hierarchy (if its file had one)
+        is published at once, and the builder recomputes from all of the new map's blocks."""
+        with self._lock:
+            self._generation += 1
+            self._labels = {}
+            self._cameras.clear()
+            self._builder = self._builder_factory()
+        error = getattr(self.mapper, "hierarchy_error", "")
+        if error:
+            self.node.get_logger().warning(f"the loaded map's hierarchy was dropped: {error}; it is rebuilt from the map")
+        loaded = getattr(self.mapper, "hierarchy", None)
+        self._publish(loaded if loaded is not None else SceneGraph(note="map replaced; the hierarchy is being rebuilt"))
+
+    # ------------------------------------------------------------------ the hierarchy's thread
+
+    def _on_error(self, name: str) -> Callable[[Exception, str], None]:
+        def on_error(error: Exception, trace: str) -> None:
+            self._count_error(name, error)
+
+        return on_error
+
+    def _update(self, generation: int) -> None:
+        t0 = time.perf_counter()
+        with self._lock:
+            if generation != self._generation:
+                return  # the map was replaced since this tick was asked for
+            builder = self._builder
+        geometry, blocks = self._dirty.take("hierarchy")
+        if len(blocks):
+            points, _, block_of = geometry.surface(blocks)
+            builder.add_surface(blocks, points, block_of)
+        cameras = [self._cameras.popleft() for _ in range(len(self._cameras))]
+        if cameras:
+            builder.add_cameras(np.array(cameras, np.float64).reshape(-1, 3))
+        snap = self.mapper.snapshot(wait=False)
+        graph = builder.update(list(snap.objects), time.time())
+        with self._lock:
+            self._counts["updates"] += 1
+            self._update_ms = (time.perf_counter() - t0) * 1e3
+            if generation != self._generation:
+                return
+        if graph is not None:
+            self._publish(graph)
+
+    def _with_labels(self, graph: SceneGraph) -> SceneGraph:
+        g = copy.deepcopy(graph)  # the builder's own graph stays untouched
+        with self._lock:
+            labels = dict(self._labels)
+        for room in g.rooms:
+            got = labels.get(room.id)  # kept while a relabel for new keyframes is under way
+            if got is not None:
+                room.label, room.label_score = got[0], got[1]
+            elif not room.label:
+                room.label, room.label_score = numbered(room.id), 0.0
+        for floor in g.floors:
+            floor.label = floor.label or f"floor {floor.id}"
+        return g
+
+    def _publish(self, graph: SceneGraph) -> None:
+        g = self._with_labels(graph)
+        with self._lock:
+            self._version += 1
+            g.version = self._version
+        stamp = self.node.get_clock().now().to_msg()
+        msg = scene_graph_to_msg(g, frame_id=self._map_frame, stamp=stamp, map_id=self.node.get_fully_qualified_name())
+        markers = room_markers(g, frame_id=self._map_frame, stamp=stamp)
+        with self._lock:
+            self._graph, self._msg, self._rooms = g, msg, room_of_objects(g)
+            self._counts["published"] += 1
+        self.mapper.hierarchy = g  # saved with the map
+        self.graph_pub.publish(msg)
+        self.markers_pub.publish(markers)
+        self._request_labels(g)
+
+    # ------------------------------------------------------------------ labels
+
+    def _request_labels(self, graph: SceneGraph) -> None:
+        if self._label_worker is None:
+            return
+        with self._lock:
+            wanted = {
+                r.id: tuple(r.keyframe_ids) for r in graph.rooms
+                if r.keyframe_ids and self._labels.get(r.id, (None, None, None))[2] != tuple(r.keyframe_ids)
+            }
+            generation = self._generation
+        if wanted:
+            self._label_worker.put((generation, wanted))
+
+    def _label(self, item: tuple[int, dict[int, tuple[int, ...]]]) -> None:
+        generation, wanted = item
+        assert self._labeler is not None
+        with self._lock:
+            builder = self._builder
+        images = self._keyframe_images(builder, list(wanted)) if self._keyframe_images is not None else {}
+        got = self._labeler.label({rid: images.get(rid, []) for rid in wanted})
+        with self._lock:
+            if generation != self._generation:
+                return
+            for rid, (label, score) in got.items():
+                if score > 0:
+                    self._labels[rid] = (label, score, wanted[rid])
+            self._counts["rooms_labelled"] += sum(1 for _, s in got.values() if s > 0)
+            graph = self._graph
+        if graph is not None:
+            self._publish(graph)  # the same rooms, now named
+
+    # ------------------------------------------------------------------ outputs
+
+    def graph(self) -> SceneGraph | None:
+        with self._lock:
+            return self._graph
+
+    def rooms_of_objects(self) -> dict[int, int]:
+        """{object id: room id} of the last published graph (what core3d/objects' room_id says)."""
+        with self._lock:
+            return self._rooms
+
+    def _on_get(self, req: Any, resp: Any) -> Any:
+        with self._lock:
+            msg, graph = self._msg, self._graph
+        if msg is None:
+            resp.success, resp.message = False, "no scene graph yet: the hierarchy is built while mapping"
+            return resp
+        resp.success, resp.graph = True, msg
+        resp.message = graph.note or f"{len(graph.floors)} floor(s), {len(graph.rooms)} room(s)"
+        return resp
+
+    def counters(self) -> dict[str, Any]:
+        """What /diagnostics shows of the hierarchy."""
+        with self._lock:
+            g = self._graph
+            values: dict[str, Any] = {f"hierarchy_{k}": v for k, v in sorted(self._counts.items())}
+            values["hierarchy_update_ms"] = f"{self._update_ms:.1f}"
+        values["hierarchy_floors"] = len(g.floors) if g is not None else 0
+        values["hierarchy_rooms"] = len(g.rooms) if g is not None else 0
+        return values
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._worker.stop(timeout)
+        if self._label_worker is not None:
+            self._label_worker.stop(timeout)

@@ -1,0 +1,309 @@
+"""The mapping node's scene graph part (ros/scene_graph.py) with a scripted builder: the builder
+runs on its own thread from the timer, gets only the changed blocks and the camera centres, the
+graph goes out latched on core3d/scene_graph, through core3d/get_scene_graph and as room
+markers; rooms are labelled asynchronously; a replaced map publishes its own hierarchy.
+Also the changed-block fan-out and the room labeler on their own."""
+from __future__ import annotations
+
+import os
+import threading
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+from helpers import wait_for
+
+from core3d_ros.core.hierarchy.graph import SceneGraph
+from core3d_ros.core.hierarchy.room_labels import RoomLabeler
+from test_mapio_hierarchy import two_room_graph
+
+DOMAIN_ID = 60 + (os.getpid() * 13) % 38
+
+
+# --------------------------------------------------------------------------- fakes
+
+
+class FakeGeometry:
+    """take_dirty() hands out what was queued; blocks() all blocks ever queued."""
+
+    voxel_size = 0.05
+
+    def __init__(self, every=()):
+        self.every = [tuple(b) for b in every]
+        self.queued: list[tuple[int, int, int]] = []
+
+    def touch(self, *blocks):
+        self.queued.extend(blocks)
+        self.every.extend(b for b in blocks if b not in self.every)
+
+    def take_dirty(self) -> np.ndarray:
+        out, self.queued = self.queued, []
+        return np.array(out, np.int32).reshape(-1, 3)
+
+    def blocks(self) -> np.ndarray:
+        return np.array(self.every, np.int32).reshape(-1, 3)
+
+    def surface(self, blocks):
+        blocks = np.asarray(blocks).reshape(-1, 3)
+        points = (blocks * 0.4 + 0.2).astype(np.float32)  # one point per block, at its centre
+        return points, np.zeros((len(blocks), 3), np.uint8), np.arange(len(blocks))
+
+
+def _set(blocks: np.ndarray) -> set:
+    return set(map(tuple, np.asarray(blocks).tolist()))
+
+
+# --------------------------------------------------------------------------- DirtyBlocks
+
+
+def test_every_consumer_sees_every_changed_block_once():
+    from core3d_ros.ros.scene_graph import DirtyBlocks
+
+    geometry = FakeGeometry()
+    current = {"g": geometry}
+    dirty = DirtyBlocks(lambda: current["g"], ("surface", "hierarchy"))
+    assert dirty.take("surface")[0] is geometry  # first look: a new layer without blocks
+    geometry.touch((0, 0, 0), (1, 0, 0))
+    g, surface = dirty.take("surface")
+    assert g is geometry and _set(surface) == {(0, 0, 0), (1, 0, 0)}
+    geometry.touch((1, 0, 0), (2, 0, 0))
+    assert _set(dirty.take("surface")[1]) == {(1, 0, 0), (2, 0, 0)}
+    # the hierarchy did not look until now: it gets all three, once
+    assert _set(dirty.take("hierarchy")[1]) == {(0, 0, 0), (1, 0, 0), (2, 0, 0)}
+    assert len(dirty.take("hierarchy")[1]) == 0 and len(dirty.take("surface")[1]) == 0
+    # a loaded map: every consumer starts from all of its blocks, once
+    current["g"] = FakeGeometry(every=[(5, 5, 5)])
+    assert _set(dirty.take("hierarchy")[1]) == {(5, 5, 5)}
+    assert _set(dirty.take("surface")[1]) == {(5, 5, 5)}
+    assert len(dirty.take("surface")[1]) == 0
+    current["g"] = None  # geometry off
+    g, blocks = dirty.take("hierarchy")
+    assert g is None and blocks.shape == (0, 3)
+
+
+def test_geometry_layer_lists_its_blocks():
+    pytest.importorskip("open3d")
+    from core3d_ros.core.datasets import make_scene
+    from core3d_ros.core.tsdf import GeometryLayer
+
+    layer = GeometryLayer(0.05, 5.0)
+    assert layer.blocks().shape == (0, 3)
+    layer.integrate(make_scene(seed=0, num_frames=1)[0])
+    assert _set(layer.blocks()) == _set(layer.take_dirty()) and len(layer.blocks()) > 0
+
+
+# --------------------------------------------------------------------------- RoomLabeler
+
+ROOMS = ["kitchen", "office", "bathroom"]
+COLOURS = {"kitchen": (255, 0, 0), "office": (0, 255, 0), "bathroom": (0, 0, 255)}
+
+
+class ColourEncoder:
+    """A 'semantic' test encoder: an image's embedding is its mean colour; the text 'a photo of
+    a {room}' is the colour given to that room above."""
+
+    semantic = True
+
+    def __init__(self):
+        self.image_calls = 0
+
+    def encode_images(self, crops):
+        self.image_calls += 1
+        return np.array([np.asarray(c, np.float32).reshape(-1, 3).mean(axis=0) for c in crops], np.float32)
+
+    def encode_text(self, texts):
+        return np.array([COLOURS[t.removeprefix("a photo of a ")] for t in texts], np.float32)
+
+
+def _image(rgb, noise=0):
+    im = np.zeros((4, 4, 3), np.uint8)
+    im[:] = rgb
+    im[0, 0] = (noise, noise, noise)
+    return im
+
+
+def test_rooms_are_labelled_from_their_keyframes():
+    labeler = RoomLabeler(ColourEncoder(), ROOMS)
+    assert labeler.enabled
+    got = labeler.label({
+        1: [_image((255, 0, 0)), _image((200, 30, 0))],  # reddish: kitchen
+        2: [_image((0, 0, 250), noise=40)],  # blue: bathroom
+        3: [],  # no keyframes yet: numbered
+    })
+    assert got[1][0] == "kitchen" and got[1][1] > 0.95
+    assert got[2][0] == "bathroom" and got[2][1] > 0.95
+    assert got[3] == ("room 3", 0.0)
+
+
+def test_without_a_semantic_encoder_rooms_are_numbered():
+    encoder = ColourEncoder()
+    encoder.semantic = False
+    labeler = RoomLabeler(encoder, ROOMS)
+    assert not labeler.enabled and not RoomLabeler(None, ROOMS).enabled
+    assert labeler.label({4: [_image((255, 0, 0))]}) == {4: ("room 4", 0.0)}
+    assert encoder.image_calls == 0
+
+
+# --------------------------------------------------------------------------- SceneGraphPart
+
+
+class ScriptedBuilder:
+    """Records what it is fed; update() returns the next scripted graph (None: no change)."""
+
+    def __init__(self, script: list):
+        self.script = list(script)
+        self.surface: list[set] = []
+        self.cameras: list[np.ndarray] = []
+        self.updates = 0
+        self.threads: set[str] = set()
+        self.images: dict[int, list[np.ndarray]] = {}
+
+    def add_surface(self, blocks, points, block_of):
+        assert len(points) == len(block_of)
+        self.surface.append(_set(blocks))
+
+    def add_cameras(self, centres):
+        self.cameras.extend(np.asarray(centres))
+
+    def update(self, objects, now):
+        self.updates += 1
+        self.threads.add(threading.current_thread().name)
+        return self.script.pop(0) if self.script else None
+
+    def keyframe_images(self, room_ids):
+        return {rid: self.images.get(rid, []) for rid in room_ids}
+
+
+class FakeMapper:
+    def __init__(self, geometry):
+        self.geometry = geometry
+        self.hierarchy = None
+        self.hierarchy_error = ""
+
+    def snapshot(self, wait=True):
+        assert not wait  # the hierarchy never waits for fusion
+        return SimpleNamespace(objects=[])
+
+
+@pytest.fixture
+def rig(ros_context):
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+
+    made: list[Any] = []
+
+    def make(script, labeler=None, period=0.1):
+        from core3d_ros.ros.scene_graph import DirtyBlocks, SceneGraphPart
+        from core3d_ros.ros.services import service_qos
+
+        node = rclpy.create_node("core3d_scene_graph_test", context=ros_context)
+        peer = rclpy.create_node("core3d_scene_graph_peer", context=ros_context)
+        geometry = FakeGeometry()
+        mapper = FakeMapper(geometry)
+        builders: list[ScriptedBuilder] = []
+
+        def new_builder():
+            builders.append(ScriptedBuilder(script if not builders else []))
+            return builders[-1]
+
+        errors: list[BaseException] = []
+        part = SceneGraphPart(
+            node, mapper, new_builder, dirty=DirtyBlocks(lambda: mapper.geometry, ("surface", "hierarchy")),
+            period=period, map_frame="map", guard=lambda name, fn: fn, count_error=lambda n, e: errors.append(e),
+            service_qos=service_qos(10), labeler=labeler,
+            keyframe_images=lambda b, ids: b.keyframe_images(ids),
+        )
+        executor = MultiThreadedExecutor(num_threads=3, context=ros_context)
+        executor.add_node(node)
+        executor.add_node(peer)
+        thread = threading.Thread(target=executor.spin, daemon=True)
+        thread.start()
+        r = SimpleNamespace(node=node, peer=peer, part=part, mapper=mapper, geometry=geometry, builders=builders,
+                            errors=errors, executor=executor)
+        made.append((r, thread))
+        return r
+
+    yield make
+    for r, thread in made:
+        r.part.stop()
+        r.executor.shutdown(timeout_sec=5)
+        thread.join(5)
+        r.node.destroy_node()
+        r.peer.destroy_node()
+
+
+def _latched_subscription(peer, msg_type, topic, got):
+    from core3d_ros.ros.publishing import MAP_QOS
+
+    return peer.create_subscription(msg_type, topic, got.append, MAP_QOS)
+
+
+def test_graph_is_built_on_its_own_thread_and_published_latched(rig):
+    from core3d.msg import SceneGraph as SceneGraphMsg
+    from core3d.srv import GetSceneGraph
+    from visualization_msgs.msg import Marker, MarkerArray
+
+    r = rig([None, two_room_graph()])
+    r.geometry.touch((0, 0, 0), (1, 2, 3))
+    r.part.add_camera(np.array([[1, 0, 0, 0.5], [0, 1, 0, 1.5], [0, 0, 1, 1.2], [0, 0, 0, 1]], float))
+    assert wait_for(lambda: r.part.graph() is not None, 10), r.errors
+    b = r.builders[0]
+    assert b.threads == {"core3d_hierarchy"}  # never an executor thread: fusion and services never wait
+    assert b.surface[0] == {(0, 0, 0), (1, 2, 3)}  # the changed blocks only, once
+    assert all(s != b.surface[0] for s in b.surface[1:])
+    np.testing.assert_allclose(b.cameras[0], [0.5, 1.5, 1.2])
+    assert r.mapper.hierarchy is r.part.graph()  # saved with the map
+    assert r.part.rooms_of_objects() == {1: 1, 2: 1}
+    # a late subscriber gets the graph (transient local), and the room markers
+    graphs, markers = [], []
+    _latched_subscription(r.peer, SceneGraphMsg, "core3d/scene_graph", graphs)
+    _latched_subscription(r.peer, MarkerArray, "core3d/room_markers", markers)
+    assert wait_for(lambda: graphs and markers, 10)
+    msg = graphs[-1]
+    assert msg.header.frame_id == "map" and msg.map_id == r.node.get_fully_qualified_name()
+    assert [(x.id, x.label, list(x.object_ids)) for x in msg.rooms] == [(1, "kitchen", [1, 2]), (5, "room 5", [])]
+    assert [f.label for f in msg.floors] == ["floor 1", "floor 2"]
+    assert sum(m.type == Marker.LINE_STRIP for m in markers[-1].markers) == 2
+    # the service answers from the last published graph
+    client = r.peer.create_client(GetSceneGraph, "core3d/get_scene_graph")
+    assert client.wait_for_service(timeout_sec=10)
+    future = client.call_async(GetSceneGraph.Request())
+    assert wait_for(future.done, 10)
+    resp = future.result()
+    assert resp.success and resp.message == "2 floor(s), 2 room(s)" and resp.graph.version == msg.version
+    assert len(resp.graph.rooms) == 2 and not r.errors
+
+
+def test_service_before_any_graph_says_so(rig):
+    from core3d.srv import GetSceneGraph
+
+    r = rig([])
+    client = r.peer.create_client(GetSceneGraph, "core3d/get_scene_graph")
+    assert client.wait_for_service(timeout_sec=10)
+    future = client.call_async(GetSceneGraph.Request())
+    assert wait_for(future.done, 10)
+    assert not future.result().success and "no scene graph yet" in future.result().message
+
+
+def test_rooms_get_labels_asynchronously(rig):
+    labeler = RoomLabeler(ColourEncoder(), ROOMS)
+    r = rig([two_room_graph()], labeler=labeler)
+    r.builders[0].images = {1: [_image((0, 250, 0))]}  # the "kitchen" room's keyframes look like an office
+    assert wait_for(lambda: r.part.graph() is not None and r.part.graph().room(1).label == "office", 10), r.errors
+    g = r.part.graph()
+    assert g.room(1).label_score > 0.95
+    assert g.room(5).label == "room 5"  # no keyframes: numbered, never sent to the encoder
+    assert not r.errors
+
+
+def test_replaced_map_publishes_its_own_hierarchy_and_rebuilds(rig):
+    r = rig([two_room_graph()])
+    assert wait_for(lambda: r.part.graph() is not None, 10)
+    loaded = SceneGraph(note="loaded")
+    r.mapper.hierarchy = loaded
+    r.mapper.geometry = FakeGeometry(every=[(7, 7, 7)])
+    r.part.map_replaced()
+    assert r.part.graph().note == "loaded" and len(r.builders) == 2
+    assert wait_for(lambda: r.builders[1].surface, 10)
+    assert r.builders[1].surface[0] == {(7, 7, 7)}  # the new builder starts from all of the new map's blocks
