@@ -27,7 +27,7 @@ def two_room_graph() -> SceneGraph:
     small = Room(id=5, floor_id=1, outline=np.array([[2, 0, 0], [3, 0, 0], [3, 1, 0]], float), area=1.0,
                  centroid=np.array([2.5, 0.5, 0.0]), label="room 5")
     return SceneGraph(
-        up=np.array([0.0, -1.0, 0.0]), up_source="estimated", note="", version=7,
+        up=np.array([0.0, -1.0, 0.0]), up_source="estimated", note="", version=7, splits=2, merges=1,
         floors=[Floor(id=1, height=0.0, ceiling=2.6, label="floor 1", room_ids=[1, 5]),
                 Floor(id=2, height=3.0, ceiling=5.5, label="floor 2")],
         rooms=[kitchen, small],
@@ -41,6 +41,7 @@ def test_hierarchy_round_trip(tmp_path, omap):  # noqa: F811
     assert load_map(path, cfg()).num_voxels == omap.num_voxels
     h = load_hierarchy(path)
     assert h is not None and h.version == 7 and h.up_source == "estimated" and h.up.tolist() == [0.0, -1.0, 0.0]
+    assert (h.splits, h.merges) == (2, 1)
     assert [(f.id, f.height, f.ceiling, f.label, f.room_ids) for f in h.floors] == [
         (1, 0.0, 2.6, "floor 1", [1, 5]), (2, 3.0, 5.5, "floor 2", []),
     ]
@@ -84,6 +85,7 @@ def _damage(name, value):
     [
         (_damage("hier_up", np.array([0.0, 0.0, 3.0])), "unit"),
         (_damage("hier_up_source", np.array("guessed")), "up source"),
+        (_damage("hier_events", np.array([1, -1], np.int64)), "events"),
         (_damage("hier_room_floor", np.array([1, 9], np.int64)), "unknown floor"),
         (_damage("hier_room_id", np.array([1, 1], np.int64)), "room ids"),
         (_damage("hier_room_outline_len", np.array([4, 4], np.int64)), "outline lengths"),

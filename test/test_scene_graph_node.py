@@ -163,8 +163,8 @@ class ScriptedBuilder:
         assert len(points) == len(block_of)
         self.surface.append(_set(blocks))
 
-    def add_cameras(self, centres):
-        self.cameras.extend(np.asarray(centres))
+    def add_camera(self, position):
+        self.cameras.append(np.asarray(position))
 
     def update(self, objects, now):
         self.updates += 1

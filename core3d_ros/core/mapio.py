@@ -326,6 +326,7 @@ def hierarchy_arrays(graph) -> dict[str, np.ndarray]:
         "hier_up_source": np.array(str(graph.up_source)),
         "hier_note": np.array(str(graph.note or "")),
         "hier_version": np.array(int(graph.version), np.int64),
+        "hier_events": np.array([graph.splits, graph.merges], np.int64),  # room splits, merges so far
         "hier_floor_id": np.array([f.id for f in floors], np.int64),
         "hier_floor_height": np.array([f.height for f in floors], np.float64),
         "hier_floor_ceiling": np.array([f.ceiling for f in floors], np.float64),
@@ -386,6 +387,9 @@ def _read_hierarchy(data):
     version = int(_hier(data, "hier_version", np.int64, 0))
     if version < 0:
         raise MapFileError("hierarchy: version must be >= 0")
+    events = _hier(data, "hier_events", np.int64, 1)
+    if events.shape != (2,) or np.any(events < 0):
+        raise MapFileError("hierarchy: events must be two counts >= 0 (splits, merges)")
     fid = _hier(data, "hier_floor_id", np.int64, 1)
     rid = _hier(data, "hier_room_id", np.int64, 1)
     nf, nr = len(fid), len(rid)
@@ -447,7 +451,8 @@ def _read_hierarchy(data):
         for i in range(nr)
     ]
     return SceneGraph(
-        up=up.copy(), up_source=up_source, note=str(_text(data, "hier_note", 0)), version=version, floors=floors, rooms=rooms
+        up=up.copy(), up_source=up_source, note=str(_text(data, "hier_note", 0)), version=version,
+        splits=int(events[0]), merges=int(events[1]), floors=floors, rooms=rooms,
     )
 
 

@@ -45,6 +45,7 @@ from .map_stream import STREAM_QOS
 from .params import declare_config
 from .publishing import MAP_QOS
 from .runner import exit_now_if_busy, run_nodes
+from .scene_graph import SceneGraphMirror, graph_kwargs
 from .services import QUERY_WINDOW, fill_object_response, fill_query_response, query_error_types, service_qos
 
 NODE_NAME = "core3d_query"
@@ -109,6 +110,8 @@ class QueryNode(Node):
                 callback_group=services,
             ),
         ]
+        # the mapping node's latched scene graph, for room-aware queries ("the mug in the kitchen")
+        self.scene_graph = SceneGraphMirror(self, self._guard, callback_group=self._stream_group)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # the last query's hits for RViz, as the mapping node publishes its own: with the next
         # tick, so that a planner asking 50 queries a second does not pay for 50 marker arrays
@@ -266,7 +269,10 @@ class QueryNode(Node):
             resp.success, resp.message = False, NO_MAP_YET
             return resp
         try:
-            answer = self.answerer.answer(snap, text, top_k=int(req.top_k) or None, viewpoint=self.mirror.viewpoint)
+            answer = self.answerer.answer(
+                snap, text, top_k=int(req.top_k) or None, viewpoint=self.mirror.viewpoint,
+                **graph_kwargs(self.answerer, self.scene_graph.graph()),
+            )
         except self._query_errors as e:
             resp.success, resp.message = False, str(e) or type(e).__name__
             return resp

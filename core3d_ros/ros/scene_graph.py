@@ -27,6 +27,7 @@ per room, same QoS); the graph is also the mapper's ``hierarchy`` (saved with th
 from __future__ import annotations
 
 import copy
+import inspect
 import threading
 import time
 from collections import Counter, deque
@@ -40,7 +41,7 @@ from visualization_msgs.msg import MarkerArray
 from ..core.hierarchy.graph import SceneGraph
 from ..core.hierarchy.room_labels import RoomLabeler, numbered
 from ..core.worker import Worker
-from .conversions.scene_graph import room_markers, room_of_objects, scene_graph_to_msg
+from .conversions.scene_graph import msg_to_scene_graph, room_markers, room_of_objects, scene_graph_to_msg
 from .publishing import MAP_QOS
 
 MAX_CAMERAS = 10_000  # camera centres waiting for the next tick (a stalled builder drops the oldest)
@@ -84,7 +85,7 @@ class HierarchyBuilder(Protocol):
 
     def add_surface(self, blocks: np.ndarray, points: np.ndarray, block_of: np.ndarray) -> None: ...
 
-    def add_cameras(self, centres: np.ndarray) -> None: ...
+    def add_camera(self, position: np.ndarray) -> None: ...
 
     def update(self, objects: list, now: float) -> SceneGraph | None: ...
 
@@ -191,9 +192,8 @@ class SceneGraphPart:
         if len(blocks):
             points, _, block_of = geometry.surface(blocks)
             builder.add_surface(blocks, points, block_of)
-        cameras = [self._cameras.popleft() for _ in range(len(self._cameras))]
-        if cameras:
-            builder.add_cameras(np.array(cameras, np.float64).reshape(-1, 3))
+        for _ in range(len(self._cameras)):
+            builder.add_camera(self._cameras.popleft())
         snap = self.mapper.snapshot(wait=False)
         graph = builder.update(list(snap.objects), time.time())
         with self._lock:
@@ -301,3 +301,49 @@ class SceneGraphPart:
         self._worker.stop(timeout)
         if self._label_worker is not None:
             self._label_worker.stop(timeout)
+
+
+def graph_kwargs(answerer: Any, graph: SceneGraph | None) -> dict[str, Any]:
+    """``{"graph": graph}`` for ``answerer.answer`` when there is a graph and the answerer takes
+    one (room-aware queries, core/retrieval: "the mug in the kitchen"); else nothing, so an
+    answerer without room constraints answers as before."""
+    if graph is None:
+        return {}
+    try:
+        params = inspect.signature(answerer.answer).parameters
+    except (TypeError, ValueError):
+        return {}
+    takes = "graph" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    return {"graph": graph} if takes else {}
+
+
+class SceneGraphMirror:
+    """The query node's copy of the mapping node's scene graph: subscribes to the latched
+    ``core3d/scene_graph`` (a late start gets the last graph) and keeps the newest as a
+    SceneGraph; an unreadable message is counted and the previous graph kept."""
+
+    def __init__(self, node: Node, guard: Callable[[str, Callable[..., Any]], Callable[..., Any]], callback_group: Any = None):
+        from core3d.msg import SceneGraph as SceneGraphMsg
+
+        self._node = node
+        self._lock = threading.Lock()
+        self._graph: SceneGraph | None = None
+        self.unreadable = 0
+        self.subscription = node.create_subscription(
+            SceneGraphMsg, "core3d/scene_graph", guard("scene_graph", self._on_graph), MAP_QOS, callback_group=callback_group
+        )
+
+    def _on_graph(self, msg: Any) -> None:
+        try:
+            graph = msg_to_scene_graph(msg)
+        except Exception as e:  # a message the conversion cannot read: counted, the last graph kept
+            with self._lock:
+                self.unreadable += 1
+            self._node.get_logger().warning(f"unreadable scene graph: {type(e).__name__}: {e}", throttle_duration_sec=5.0)
+            return
+        with self._lock:
+            self._graph = graph
+
+    def graph(self) -> SceneGraph | None:
+        with self._lock:
+            return self._graph

@@ -29,6 +29,7 @@ from .conversions.images import rgb_to_image
 from .conversions.objects import object_to_msg
 from .conversions.query import fill_query_stages
 from .protocols import FrameMapper, MapStore, QueryAnswerer
+from .scene_graph import graph_kwargs
 
 Guard = Callable[[str, Callable[..., Any]], Callable[..., Any]]
 QUERY_WINDOW = 256  # recent query times kept for the percentiles
@@ -169,7 +170,8 @@ class MapServices:
             engine = self._query_engine()
             snap = self.mapper.snapshot(wait=False)
             top_k = int(req.top_k) or None
-            answer = engine.answer(snap, text, top_k=top_k, viewpoint=self.mapper.last_pose)
+            graph = graph_kwargs(engine, getattr(self.mapper, "hierarchy", None))  # the scene graph (scene_graph.py)
+            answer = engine.answer(snap, text, top_k=top_k, viewpoint=self.mapper.last_pose, **graph)
         except self._query_errors as e:
             resp.success, resp.message = False, str(e) or type(e).__name__
             return resp
