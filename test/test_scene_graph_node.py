@@ -305,5 +305,10 @@ def test_replaced_map_publishes_its_own_hierarchy_and_rebuilds(rig):
     r.mapper.geometry = FakeGeometry(every=[(7, 7, 7)])
     r.part.map_replaced()
     assert r.part.graph().note == "loaded" and len(r.builders) == 2
-    assert wait_for(lambda: r.builders[1].surface, 10)
-    assert r.builders[1].surface[0] == {(7, 7, 7)}  # the new builder starts from all of the new map's blocks
+    rebuilt = r.builders[1]
+    rebuilt.script = [SceneGraph(note="rebuilt")] * 1000
+    assert wait_for(lambda: rebuilt.surface and rebuilt.updates >= 3, 10)
+    assert rebuilt.surface[0] == {(7, 7, 7)}  # the new builder starts from all of the new map's blocks
+    assert r.part.graph().note == "loaded"  # and the loaded hierarchy stands while nothing is mapped
+    r.part.add_camera(np.eye(4))  # mapping goes on: the builder's graphs are published again
+    assert wait_for(lambda: r.part.graph().note == "rebuilt", 10)

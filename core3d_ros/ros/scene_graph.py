@@ -132,6 +132,7 @@ class SceneGraphPart:
         self._version = 0
         self._labels: dict[int, tuple[str, float, tuple[int, ...]]] = {}  # room -> (label, score, its keyframes)
         self._generation = 0  # bumped when the map is replaced: stale updates and labels are dropped
+        self._loaded_stands = False  # a loaded map's hierarchy is published until mapping goes on
         self._counts: Counter = Counter()
         self._update_ms = 0.0
         self.graph_pub = node.create_publisher(SceneGraphMsg, "core3d/scene_graph", MAP_QOS)
@@ -161,17 +162,19 @@ class SceneGraphPart:
         self._worker.put(generation)
 
     def map_replaced(self) -> None:
-        """After a load or clear: a new builder; the loaded map's hierarchy (if its file had one)
-        is published at once, and the builder recomputes from all of the new map's blocks."""
+        """After a load or clear: a new builder, fed all of the new map's blocks. The loaded
+        map's hierarchy (if its file had one) is published at once and stands until mapping goes
+        on (the first camera after the load); from then on the builder's graphs are published."""
         with self._lock:
             self._generation += 1
             self._labels = {}
             self._cameras.clear()
             self._builder = self._builder_factory()
+            loaded = getattr(self.mapper, "hierarchy", None)
+            self._loaded_stands = loaded is not None
         error = getattr(self.mapper, "hierarchy_error", "")
         if error:
             self.node.get_logger().warning(f"the loaded map's hierarchy was dropped: {error}; it is rebuilt from the map")
-        loaded = getattr(self.mapper, "hierarchy", None)
         self._publish(loaded if loaded is not None else SceneGraph(note="map replaced; the hierarchy is being rebuilt"))
 
     # ------------------------------------------------------------------ the hierarchy's thread
@@ -192,7 +195,8 @@ class SceneGraphPart:
         if len(blocks):
             points, _, block_of = geometry.surface(blocks)
             builder.add_surface(blocks, points, block_of)
-        for _ in range(len(self._cameras)):
+        moved = len(self._cameras)
+        for _ in range(moved):
             builder.add_camera(self._cameras.popleft())
         snap = self.mapper.snapshot(wait=False)
         graph = builder.update(list(snap.objects), time.time())
@@ -201,7 +205,10 @@ class SceneGraphPart:
             self._update_ms = (time.perf_counter() - t0) * 1e3
             if generation != self._generation:
                 return
-        if graph is not None:
+            if moved:
+                self._loaded_stands = False
+            stands = self._loaded_stands
+        if graph is not None and not stands:  # the builder has seen the map go on since a load
             self._publish(graph)
 
     def _with_labels(self, graph: SceneGraph) -> SceneGraph:

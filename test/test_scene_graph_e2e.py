@@ -1,0 +1,133 @@
+"""The scene graph through a mapping node and a query node (real rclpy topics and services, a
+fake mapper, a scripted hierarchy builder): core3d/objects carry their room, the query node
+mirrors the latched core3d/scene_graph, and both nodes hand the graph to their answerer."""
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import pytest
+from helpers import wait_for
+
+rclpy = pytest.importorskip("rclpy")
+pytest.importorskip("core3d.msg", reason="core3d interfaces not built (run scripts/setup.sh, then scripts/in-env)")
+
+from core3d.msg import ObjectArray  # noqa: E402
+from core3d.srv import GetSceneGraph, Query  # noqa: E402
+from geometry_msgs.msg import PoseStamped  # noqa: E402
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
+
+from core3d_ros.core.retrieval.answerers import make_answerer  # noqa: E402
+from core3d_ros.ros.node import MappingNode  # noqa: E402
+from core3d_ros.ros.publishing import MAP_QOS  # noqa: E402
+from core3d_ros.ros.query_node import QueryNode  # noqa: E402
+from core3d_ros.ros.scene_graph import graph_kwargs  # noqa: E402
+from test_mapio_hierarchy import two_room_graph  # noqa: E402
+from test_query_node import Graph, GrowingMapper, make_config  # noqa: E402
+from test_scene_graph_node import ScriptedBuilder  # noqa: E402
+
+DOMAIN_ID = 140 + (os.getpid() * 5) % 50
+
+
+class GraphRecorder:
+    """The rule-based answerer, recording the scene graph each query was given."""
+
+    def __init__(self, cfg: Any, *_: Any):
+        self.inner = make_answerer(cfg.retrieval, None)
+        self.graphs: list[Any] = []
+
+    def answer(self, snapshot, text, top_k=None, viewpoint=None, graph=None):
+        self.graphs.append(graph)
+        return self.inner.answer(snapshot, text, top_k=top_k, viewpoint=viewpoint)
+
+
+def test_graph_kwargs_only_for_answerers_that_take_a_graph():
+    class Old:
+        def answer(self, snapshot, text, top_k=None, viewpoint=None):
+            pass
+
+    class Loose:
+        def answer(self, snapshot, text, **kw):
+            pass
+
+    g = two_room_graph()
+    assert graph_kwargs(Old(), g) == {} and graph_kwargs(GraphRecorder.__new__(GraphRecorder), None) == {}
+    assert graph_kwargs(GraphRecorder.__new__(GraphRecorder), g) == {"graph": g}
+    assert graph_kwargs(Loose(), g) == {"graph": g}
+
+
+class RoomGraph(Graph):
+    """test_query_node's rig with recording answerers in both nodes and a scripted builder."""
+
+    def __init__(self, ctx: Any):
+        self.ctx = ctx
+        self.query_recorder = GraphRecorder(make_config())
+        self.query = QueryNode(make_config(), answerer_factory=lambda cfg: self.query_recorder, context=ctx)
+        self.peer = rclpy.create_node("core3d_test_peer", context=ctx)
+        self.mapping = None
+        self.clients = {}
+        self.executor = MultiThreadedExecutor(num_threads=6, context=ctx)
+        self.executor.add_node(self.query)
+        self.executor.add_node(self.peer)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def start_mapping(self) -> MappingNode:
+        cfg = make_config()
+        cfg.hierarchy.period = 0.1
+        self.builder = ScriptedBuilder([two_room_graph()])
+        self.recorder = GraphRecorder(cfg)
+        self.mapping = MappingNode(
+            cfg, mapper_factory=GrowingMapper, engine_factory=lambda c, m: self.recorder,
+            builder_factory=lambda c: self.builder, context=self.ctx,
+        )
+        ros = cfg.ros
+        qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        self.pubs = {
+            "color": self.peer.create_publisher(Image, ros.color_topic, qos),
+            "depth": self.peer.create_publisher(Image, ros.depth_topic, qos),
+            "camera_info": self.peer.create_publisher(CameraInfo, ros.info_topic, qos),
+            "pose": self.peer.create_publisher(PoseStamped, ros.pose_topic, qos),
+        }
+        self.executor.add_node(self.mapping)
+        assert wait_for(lambda: all(p.get_subscription_count() for p in self.pubs.values()), 10), "no discovery"
+        return self.mapping
+
+
+@pytest.fixture
+def rooms(ros_context):
+    g = RoomGraph(ros_context)
+    yield g
+    g.close()
+
+
+def test_scene_graph_reaches_objects_the_query_node_and_both_answerers(rooms: RoomGraph) -> None:
+    mapping = rooms.start_mapping()
+    for i in range(3):  # objects 1, 2, 3
+        rooms.send(1.0 + 0.1 * i)
+    assert wait_for(lambda: len(mapping.mapper.snapshot().objects) == 3, 10)
+    assert wait_for(lambda: rooms.query.scene_graph.graph() is not None, 10), "the query node got no scene graph"
+    mirrored = rooms.query.scene_graph.graph()
+    assert [(r.id, r.label, r.object_ids) for r in mirrored.rooms] == [(1, "kitchen", [1, 2]), (5, "room 5", [])]
+    assert rooms.builder.cameras, "camera centres reach the builder"
+    # core3d/objects: objects 1 and 2 are in room 1, object 3 in none
+    arrays: list[Any] = []
+    rooms.peer.create_subscription(ObjectArray, "core3d/objects", arrays.append, MAP_QOS)
+
+    def rooms_seen():
+        return arrays and {o.id: o.room_id for o in arrays[-1].objects} == {1: 1, 2: 1, 3: 0}
+
+    assert wait_for(rooms_seen, 10), [(o.id, o.room_id) for o in (arrays[-1].objects if arrays else [])]
+    # both query paths get the graph
+    assert wait_for(lambda: rooms.query.mirror.snapshot() is not None and len(rooms.query.mirror.snapshot().objects) == 3, 10)
+    resp = rooms.call(Query, "core3d/query", Query.Request(text="the mug"))
+    assert resp.success and rooms.query_recorder.graphs[-1].room(1).label == "kitchen"
+    resp = rooms.call(Query, "core3d/mapping/query", Query.Request(text="the mug"))
+    assert resp.success and rooms.recorder.graphs[-1] is mapping.mapper.hierarchy
+    resp = rooms.call(GetSceneGraph, "core3d/get_scene_graph", GetSceneGraph.Request())
+    assert resp.success and [r.id for r in resp.graph.rooms] == [1, 5]
+    diag = {kv.key: kv.value for kv in mapping._publisher.diagnostics(mapping.get_clock().now().to_msg()).status[0].values}
+    assert diag["hierarchy_rooms"] == "2" and int(diag["hierarchy_published"]) >= 1
