@@ -334,8 +334,10 @@ def _room_labeler(cfg: MapperConfig, mapper: Any) -> Any:
 
 
 def _keyframe_images(builder: Any, room_ids: list[int]) -> dict[int, list[Any]]:
-    """{room id: its room keyframes' images} from the builder's keyframe store."""
-    return builder.keyframe_images(room_ids)
+    """{room id: its room keyframes' images} from the builder's keyframe store; none while the
+    builder keeps no room keyframes (rooms stay numbered)."""
+    images = getattr(builder, "keyframe_images", None)
+    return images(room_ids) if images is not None else {}
 
 
 def main(argv: list[str] | None = None) -> int:
