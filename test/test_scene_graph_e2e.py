@@ -15,7 +15,7 @@ rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("core3d.msg", reason="core3d interfaces not built (run scripts/setup.sh, then scripts/in-env)")
 
 from core3d.msg import ObjectArray  # noqa: E402
-from core3d.srv import GetSceneGraph, Query  # noqa: E402
+from core3d.srv import GetObject, GetSceneGraph, Query  # noqa: E402
 from geometry_msgs.msg import PoseStamped  # noqa: E402
 from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
@@ -113,7 +113,7 @@ def test_scene_graph_reaches_objects_the_query_node_and_both_answerers(rooms: Ro
     assert wait_for(lambda: rooms.query.scene_graph.graph() is not None, 10), "the query node got no scene graph"
     mirrored = rooms.query.scene_graph.graph()
     assert [(r.id, r.label, r.object_ids) for r in mirrored.rooms] == [(1, "kitchen", [1, 2]), (5, "room 5", [])]
-    assert rooms.builder.cameras, "camera centres reach the builder"
+    assert wait_for(lambda: rooms.builder.cameras, 10), "camera centres reach the builder"
     # core3d/objects: objects 1 and 2 are in room 1, object 3 in none
     arrays: list[Any] = []
     rooms.peer.create_subscription(ObjectArray, "core3d/objects", arrays.append, MAP_QOS)
@@ -124,10 +124,15 @@ def test_scene_graph_reaches_objects_the_query_node_and_both_answerers(rooms: Ro
     assert wait_for(rooms_seen, 10), [(o.id, o.room_id) for o in (arrays[-1].objects if arrays else [])]
     # both query paths get the graph
     assert wait_for(lambda: rooms.query.mirror.snapshot() is not None and len(rooms.query.mirror.snapshot().objects) == 3, 10)
-    resp = rooms.call(Query, "core3d/query", Query.Request(text="the mug"))
+    truth = {1: 1, 2: 1, 3: 0}
+    resp = rooms.call(Query, "core3d/query", Query.Request(text="the biggest object", top_k=3))
     assert resp.success and rooms.query_recorder.graphs[-1].room(1).label == "kitchen"
-    resp = rooms.call(Query, "core3d/mapping/query", Query.Request(text="the mug"))
+    assert resp.results and all(r.object.room_id == truth[r.object.id] for r in resp.results)
+    resp = rooms.call(Query, "core3d/mapping/query", Query.Request(text="the biggest object", top_k=3))
     assert resp.success and rooms.recorder.graphs[-1] is mapping.mapper.hierarchy
+    assert resp.results and all(r.object.room_id == truth[r.object.id] for r in resp.results)
+    for name in ("core3d/get_object", "core3d/mapping/get_object"):
+        assert [rooms.call(GetObject, name, GetObject.Request(id=i)).object.room_id for i in (1, 2, 3)] == [1, 1, 0]
     resp = rooms.call(GetSceneGraph, "core3d/get_scene_graph", GetSceneGraph.Request())
     assert resp.success and [r.id for r in resp.graph.rooms] == [1, 5]
     diag = {kv.key: kv.value for kv in mapping._publisher.diagnostics(mapping.get_clock().now().to_msg()).status[0].values}

@@ -45,7 +45,7 @@ from .map_stream import STREAM_QOS
 from .params import declare_config
 from .publishing import MAP_QOS
 from .runner import exit_now_if_busy, run_nodes
-from .scene_graph import SceneGraphMirror, graph_kwargs
+from .scene_graph import RoomIds, SceneGraphMirror, graph_kwargs
 from .services import QUERY_WINDOW, fill_object_response, fill_query_response, query_error_types, service_qos
 
 NODE_NAME = "core3d_query"
@@ -112,6 +112,7 @@ class QueryNode(Node):
         ]
         # the mapping node's latched scene graph, for room-aware queries ("the mug in the kitchen")
         self.scene_graph = SceneGraphMirror(self, self._guard, callback_group=self._stream_group)
+        self._room_ids = RoomIds()  # Object.room_id of results from that graph
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # the last query's hits for RViz, as the mapping node publishes its own: with the next
         # tick, so that a planner asking 50 queries a second does not pay for 50 marker arrays
@@ -277,6 +278,7 @@ class QueryNode(Node):
             resp.success, resp.message = False, str(e) or type(e).__name__
             return resp
         hits = fill_query_response(req, resp, answer, snap, self._QueryResult, self.cfg.ros.map_frame, self._now)
+        self._room_ids.fill((r.object for r in resp.results), self.scene_graph.graph())
         with self._lock:
             self._query_hits = hits
         return resp
@@ -287,7 +289,9 @@ class QueryNode(Node):
             resp.success, resp.message = False, NO_MAP_YET
             return resp
         # points, when asked for, are the stream's sample of the object's voxels
-        return fill_object_response(req, resp, snap, self.cfg.ros.map_frame, self._now)
+        resp = fill_object_response(req, resp, snap, self.cfg.ros.map_frame, self._now)
+        self._room_ids.fill([resp.object], self.scene_graph.graph())
+        return resp
 
 
 def main(argv: list[str] | None = None) -> int:

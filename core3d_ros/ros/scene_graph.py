@@ -354,3 +354,22 @@ class SceneGraphMirror:
     def graph(self) -> SceneGraph | None:
         with self._lock:
             return self._graph
+
+
+class RoomIds:
+    """core3d/Object.room_id in service answers (query results, get_object): {object id: room
+    id} of the graph, rebuilt when a new graph object comes (published graphs are never changed
+    in place), so a query pays a lookup per result, never a pass over the graph."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._graph: SceneGraph | None = None
+        self._rooms: dict[int, int] = {}
+
+    def fill(self, objects: Iterable[Any], graph: SceneGraph | None) -> None:
+        with self._lock:
+            if graph is not self._graph:
+                self._graph, self._rooms = graph, room_of_objects(graph)
+            rooms = self._rooms
+        for msg in objects:
+            msg.room_id = rooms.get(int(msg.id), 0)

@@ -29,7 +29,7 @@ from .conversions.images import rgb_to_image
 from .conversions.objects import object_to_msg
 from .conversions.query import fill_query_stages
 from .protocols import FrameMapper, MapStore, QueryAnswerer
-from .scene_graph import graph_kwargs
+from .scene_graph import RoomIds, graph_kwargs
 
 Guard = Callable[[str, Callable[..., Any]], Callable[..., Any]]
 QUERY_WINDOW = 256  # recent query times kept for the percentiles
@@ -97,6 +97,7 @@ class MapServices:
         self._lock = threading.Lock()  # query count and times
         self._queries = 0
         self._query_ms: deque[float] = deque(maxlen=QUERY_WINDOW)
+        self._room_ids = RoomIds()  # Object.room_id from the mapper's scene graph
         served = [
             (Query, "query", self._on_query),
             (GetObject, "get_object", self._on_get_object),
@@ -180,13 +181,16 @@ class MapServices:
             resp.success, resp.message = False, f"query failed: {type(e).__name__}: {e}"
             return resp
         hits = fill_query_response(req, resp, answer, snap, self._QueryResult, self.cfg.ros.map_frame, self._now)
+        self._room_ids.fill((r.object for r in resp.results), getattr(self.mapper, "hierarchy", None))
         self._on_query_hits(hits)
         return resp
 
     # ------------------------------------------------------------------ objects
 
     def _on_get_object(self, req: Any, resp: Any) -> Any:
-        return fill_object_response(req, resp, self.mapper.snapshot(wait=False), self.cfg.ros.map_frame, self._now)
+        resp = fill_object_response(req, resp, self.mapper.snapshot(wait=False), self.cfg.ros.map_frame, self._now)
+        self._room_ids.fill([resp.object], getattr(self.mapper, "hierarchy", None))
+        return resp
 
     # ------------------------------------------------------------------ map files
 
