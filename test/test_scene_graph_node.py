@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -180,10 +181,13 @@ class FakeMapper:
         self.geometry = geometry
         self.hierarchy = None
         self.hierarchy_error = ""
+        self.objects: list = []
 
     def snapshot(self, wait=True):
+        from core3d_ros.core.objects import MapSnapshot
+
         assert not wait  # the hierarchy never waits for fusion
-        return SimpleNamespace(objects=[])
+        return MapSnapshot(objects=list(self.objects))
 
 
 @pytest.fixture
@@ -193,7 +197,7 @@ def rig(ros_context):
 
     made: list[Any] = []
 
-    def make(script, labeler=None, period=0.1):
+    def make(script, labeler=None, period=0.1, summarizer=None):
         from core3d_ros.ros.scene_graph import DirtyBlocks, SceneGraphPart
         from core3d_ros.ros.services import service_qos
 
@@ -212,7 +216,7 @@ def rig(ros_context):
             node, mapper, new_builder, dirty=DirtyBlocks(lambda: mapper.geometry, ("surface", "hierarchy")),
             period=period, map_frame="map", guard=lambda name, fn: fn, count_error=lambda n, e: errors.append(e),
             service_qos=service_qos(10), labeler=labeler,
-            keyframe_images=lambda b, ids: b.keyframe_images(ids),
+            keyframe_images=lambda b, ids: b.keyframe_images(ids), summarizer=summarizer,
         )
         executor = MultiThreadedExecutor(num_threads=3, context=ros_context)
         executor.add_node(node)
@@ -312,3 +316,101 @@ def test_replaced_map_publishes_its_own_hierarchy_and_rebuilds(rig):
     assert r.part.graph().note == "loaded"  # and the loaded hierarchy stands while nothing is mapped
     r.part.add_camera(np.eye(4))  # mapping goes on: the builder's graphs are published again
     assert wait_for(lambda: r.part.graph().note == "rebuilt", 10)
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def _labelled(oid: int, label: str):
+    from core3d_ros.core.objects import ObjectInfo, OrientedBox
+
+    box = OrientedBox(center=np.zeros(3), extent=np.ones(3), rotation=np.eye(3))
+    return ObjectInfo(id=oid, points=np.zeros((1, 3), np.float32), colors=np.zeros((1, 3), np.uint8), box=box,
+                      num_observations=2, first_seen=0.0, last_seen=1.0, label=label)
+
+
+@pytest.fixture
+def chat():
+    from core3d_ros.config import LlmConfig
+    from core3d_ros.core.retrieval.llm_client import ChatClient
+    from core3d_ros.tools.chat_server import ChatServer
+
+    with ChatServer() as server:
+        client = ChatClient(LlmConfig(enabled=True, base_url=server.url, model="m", call_timeout=5.0))
+        yield server, client
+        client.close()
+
+
+def _facts(body) -> dict:
+    import json
+
+    return json.loads(body["messages"][1]["content"])
+
+
+def summary_of_facts(step, body):
+    """The model: a room's summary lists its objects; a floor's lists its rooms."""
+    from core3d_ros.tools.chat_server import Behaviour
+
+    facts = _facts(body)
+    if "objects" in facts:
+        return Behaviour(content={"summary": f"{facts['room']} with " + ", ".join(facts["objects"] or ["nothing"])})
+    return Behaviour(content={"summary": f"{facts['floor']}: " + ", ".join(r["room"] for r in facts["rooms"])})
+
+
+def test_summarizer_grounds_its_request_in_the_rooms_objects(chat):
+    from core3d_ros.core.hierarchy.summaries import Summarizer
+    from core3d_ros.core.retrieval.llm_client import ChatError
+    from core3d_ros.tools.chat_server import Behaviour
+
+    server, client = chat
+    server.script(responder=summary_of_facts)
+    g = two_room_graph()
+    s = Summarizer(client)
+    assert s.room(g.rooms[0], ["chair", "table", "chair", ""], "floor 1") == "kitchen with 2 x chair, table"
+    facts = _facts(server.requests[-1]["body"])
+    assert facts == {"room": "kitchen", "floor": "floor 1", "area_m2": 6.0, "objects": ["2 x chair", "table"],
+                     "unlabelled_objects": 1}
+    assert s.floor(g.floors[0], g.rooms) == "floor 1: kitchen, room 5"
+    server.script({"": Behaviour(content={"text": "no summary key"})})
+    with pytest.raises(ChatError, match="malformed"):
+        s.room(g.rooms[0], [])
+    server.script({"": Behaviour(mode="http", status=503)})
+    with pytest.raises(ChatError, match="http"):
+        s.room(g.rooms[0], [])
+
+
+def test_summaries_come_asynchronously_and_only_when_facts_change(rig, chat):
+    from core3d_ros.core.hierarchy.summaries import Summarizer
+
+    server, client = chat
+    server.script(responder=summary_of_facts)
+    r = rig([two_room_graph()], summarizer=Summarizer(client))
+    r.mapper.objects = [_labelled(1, "fridge"), _labelled(2, "stove")]
+
+    def summarised():
+        g = r.part.graph()
+        return g is not None and g.room(1).summary and g.floors[0].summary
+
+    assert wait_for(summarised, 10), r.errors
+    g = r.part.graph()
+    assert g.room(1).summary == "kitchen with fridge, stove" and g.room(5).summary == "room 5 with nothing"
+    assert g.floors[0].summary == "floor 1: kitchen, room 5" and g.floors[1].summary == ""  # floor 2 has no rooms
+    assert r.mapper.hierarchy.room(1).summary == "kitchen with fridge, stove"  # saved with the map
+    n = len(server.requests)
+    assert n == 3  # two rooms, one floor
+    r.part._publish(two_room_graph())  # the same facts again: no new calls
+    time.sleep(0.5)
+    assert len(server.requests) == n and not r.errors
+
+
+def test_a_failing_endpoint_leaves_rooms_without_summary(rig, chat):
+    from core3d_ros.core.hierarchy.summaries import Summarizer
+    from core3d_ros.tools.chat_server import Behaviour
+
+    server, client = chat
+    server.script({"": Behaviour(mode="http", status=500)})
+    r = rig([two_room_graph()], summarizer=Summarizer(client))
+    assert wait_for(lambda: r.part.counters().get("hierarchy_summary_failed_http", 0) >= 3, 10), r.part.counters()
+    g = r.part.graph()
+    assert g.room(1).summary == "a small kitchen"  # the builder's own stays; nothing else was made up
+    assert g.room(5).summary == "" and not r.errors

@@ -129,7 +129,7 @@ class MappingNode(Node):
                 period=self.cfg.hierarchy.period, map_frame=ros.map_frame, guard=self._guard,
                 count_error=self._count_error, service_qos=service_qos(ros.service_queue),
                 service_group=ReentrantCallbackGroup(), labeler=_room_labeler(self.cfg, self.mapper),
-                keyframe_images=_keyframe_images,
+                keyframe_images=_keyframe_images, summarizer=_summarizer(self.cfg),
             )
         self._publisher = MapPublisher(
             self, self.cfg, self.mapper, self._report, on_snapshot=self._stream.publish if self._stream else None,
@@ -331,6 +331,16 @@ def _room_labeler(cfg: MapperConfig, mapper: Any) -> Any:
     from ..core.hierarchy.room_labels import RoomLabeler
 
     return RoomLabeler(getattr(mapper, "encoder", None), cfg.hierarchy.room_vocabulary)
+
+
+def _summarizer(cfg: MapperConfig) -> Any:
+    """Room and floor summaries through retrieval.llm's endpoint; None without one."""
+    if not (cfg.hierarchy.summaries and cfg.retrieval.llm.enabled):
+        return None
+    from ..core.hierarchy.summaries import Summarizer
+    from ..core.retrieval.llm_client import ChatClient
+
+    return Summarizer(ChatClient(cfg.retrieval.llm))
 
 
 def _keyframe_images(builder: Any, room_ids: list[int]) -> dict[int, list[Any]]:

@@ -110,6 +110,7 @@ class SceneGraphPart:
         service_group: Any = None,
         labeler: RoomLabeler | None = None,
         keyframe_images: Callable[[Any, list[int]], dict[int, list[np.ndarray]]] | None = None,
+        summarizer: Any = None,
     ):
         from core3d.msg import SceneGraph as SceneGraphMsg  # the package's built interfaces
         from core3d.srv import GetSceneGraph
@@ -131,6 +132,8 @@ class SceneGraphPart:
         self._rooms: dict[int, int] = {}  # object id -> room id of self._graph
         self._version = 0
         self._labels: dict[int, tuple[str, float, tuple[int, ...]]] = {}  # room -> (label, score, its keyframes)
+        self._summarizer = summarizer
+        self._summaries: dict[tuple[str, int], tuple[str, Any]] = {}  # ("room" | "floor", id) -> (text, facts)
         self._generation = 0  # bumped when the map is replaced: stale updates and labels are dropped
         self._loaded_stands = False  # a loaded map's hierarchy is published until mapping goes on
         self._counts: Counter = Counter()
@@ -145,6 +148,9 @@ class SceneGraphPart:
         self._label_worker: Worker[tuple[int, dict[int, tuple[int, ...]]]] | None = None
         if self._labeler is not None:
             self._label_worker = Worker(self._label, 1, "core3d_room_labels", on_error=self._on_error("room_labels"))
+        self._summary_worker: Worker[tuple[int, SceneGraph]] | None = None
+        if summarizer is not None:
+            self._summary_worker = Worker(self._summarize, 1, "core3d_summaries", on_error=self._on_error("summaries"))
         self.timer = node.create_timer(
             max(float(period), MIN_PERIOD), guard("hierarchy_tick", self.tick), callback_group=MutuallyExclusiveCallbackGroup()
         )
@@ -167,7 +173,7 @@ class SceneGraphPart:
         on (the first camera after the load); from then on the builder's graphs are published."""
         with self._lock:
             self._generation += 1
-            self._labels = {}
+            self._labels, self._summaries = {}, {}
             self._cameras.clear()
             self._builder = self._builder_factory()
             loaded = getattr(self.mapper, "hierarchy", None)
@@ -214,15 +220,17 @@ class SceneGraphPart:
     def _with_labels(self, graph: SceneGraph) -> SceneGraph:
         g = copy.deepcopy(graph)  # the builder's own graph stays untouched
         with self._lock:
-            labels = dict(self._labels)
+            labels, summaries = dict(self._labels), dict(self._summaries)
         for room in g.rooms:
             got = labels.get(room.id)  # kept while a relabel for new keyframes is under way
             if got is not None:
                 room.label, room.label_score = got[0], got[1]
             elif not room.label:
                 room.label, room.label_score = numbered(room.id), 0.0
+            room.summary = summaries.get(("room", room.id), ("", None))[0] or room.summary
         for floor in g.floors:
             floor.label = floor.label or f"floor {floor.id}"
+            floor.summary = summaries.get(("floor", floor.id), ("", None))[0] or floor.summary
         return g
 
     def _publish(self, graph: SceneGraph) -> None:
@@ -240,6 +248,10 @@ class SceneGraphPart:
         self.graph_pub.publish(msg)
         self.markers_pub.publish(markers)
         self._request_labels(g)
+        if self._summary_worker is not None:
+            with self._lock:
+                generation = self._generation
+            self._summary_worker.put((generation, g))
 
     # ------------------------------------------------------------------ labels
 
@@ -272,6 +284,56 @@ class SceneGraphPart:
             graph = self._graph
         if graph is not None:
             self._publish(graph)  # the same rooms, now named
+
+    # ------------------------------------------------------------------ summaries
+
+    def _summarize(self, item: tuple[int, SceneGraph]) -> None:
+        """Summaries of the rooms whose facts (label, area to 1 m^2, object labels) and of the
+        floors whose rooms changed; a failed call is counted and the room goes without."""
+        generation, graph = item
+        by_id = self.mapper.snapshot(wait=False).by_id()
+        with self._lock:
+            done = dict(self._summaries)
+        new: dict[tuple[str, int], tuple[str, Any]] = {}
+        floors = {f.id: f for f in graph.floors}
+        for room in graph.rooms:
+            labels = sorted(by_id[o].label for o in room.object_ids if o in by_id)
+            facts = (room.label, round(float(room.area)), tuple(labels))
+            if done.get(("room", room.id), ("", None))[1] == facts:
+                continue
+            floor = floors.get(room.floor_id)
+            text = self._ask_model(self._summarizer.room, room, labels, floor.label if floor else "")
+            if text:
+                new[("room", room.id)] = (text, facts)
+        for floor in graph.floors:
+            rooms = [copy.copy(r) for r in graph.rooms if r.floor_id == floor.id]  # the published graph stays as it is
+            facts = tuple((r.id, r.label, round(float(r.area))) for r in rooms)
+            if not rooms or done.get(("floor", floor.id), ("", None))[1] == facts:
+                continue
+            for r in rooms:
+                r.summary = new.get(("room", r.id), done.get(("room", r.id), ("", None)))[0]
+            text = self._ask_model(self._summarizer.floor, floor, rooms)
+            if text:
+                new[("floor", floor.id)] = (text, facts)
+        with self._lock:
+            if generation != self._generation or not new:
+                return
+            self._summaries.update(new)
+            self._counts["summaries"] += len(new)
+            latest = self._graph
+        if latest is not None:
+            self._publish(latest)  # the same graph, now with its summaries
+
+    def _ask_model(self, call: Callable[..., str], *args: Any) -> str:
+        from ..core.retrieval.llm_client import ChatError
+
+        try:
+            return call(*args)
+        except ChatError as e:
+            with self._lock:
+                self._counts[f"summary_failed_{e.kind}"] += 1
+            self.node.get_logger().warning(f"room summary failed: {e}", throttle_duration_sec=30.0)
+            return ""
 
     # ------------------------------------------------------------------ outputs
 
@@ -306,8 +368,9 @@ class SceneGraphPart:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._worker.stop(timeout)
-        if self._label_worker is not None:
-            self._label_worker.stop(timeout)
+        for worker in (self._label_worker, self._summary_worker):
+            if worker is not None:
+                worker.stop(timeout)
 
 
 def graph_kwargs(answerer: Any, graph: SceneGraph | None) -> dict[str, Any]:
