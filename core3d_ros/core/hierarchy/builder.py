@@ -23,8 +23,9 @@ floor up to the top of the wall band, plus discs around the camera path; *walls*
 surface in the wall band (``wall_low`` .. ``wall_high`` above the floor: above furniture, below
 door lintels, so doorways stay open); free = inside minus walls. Then a distance-transform
 watershed: markers are the connected parts of free space farther than ``door_width`` / 2 from
-any wall (a doorway's narrow free strip separates them), cv2.watershed floods the free space from
-them over the inverted distance, rooms sharing a boundary longer than 1.5 door widths are merged
+any wall (a doorway's narrow free strip separates them; cv2.connectedComponents), and the free
+space is flooded from them level by level down the distance transform (cv2.dilate within each
+level, so fronts meet where the free space is narrowest: in the doorways), rooms sharing a boundary longer than 1.5 door widths are merged
 (one room cut in two by furniture or an L-shape), regions under ``min_room_area`` are dropped, and
 each room takes the wall cells next to it (the wall's inner face). Ids stay stable: a new room
 takes the id of the old room whose cells it holds most of (``match_overlap``); one old room
@@ -105,10 +106,15 @@ class HierarchyBuilder:
         g = points @ self.basis.T
         cells = np.floor(g / self.cell).astype(np.int64)
         hb = np.floor(h / self.hbin).astype(np.int64)
-        keys = np.stack([block_of, cells[:, 0], cells[:, 1], hb], axis=1)
-        if len(keys):
-            rows, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
-            sums = np.bincount(inverse.reshape(-1), weights=h, minlength=len(rows))
+        if len(points):
+            # one int64 key per (block, cell, height bin): a 1-D unique is much faster than rows
+            cols = np.stack([block_of, cells[:, 0], cells[:, 1], hb], axis=1)
+            lo = cols.min(axis=0)
+            dims = tuple(int(d) for d in cols.max(axis=0) - lo + 1)
+            flat = np.ravel_multi_index(tuple((cols - lo).T), dims)
+            uniq, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
+            rows = np.stack(np.unravel_index(uniq, dims), axis=1) + lo
+            sums = np.bincount(inverse.reshape(-1), weights=h, minlength=len(uniq))
         else:
             rows, counts, sums = np.zeros((0, 4), np.int64), np.zeros(0, np.int64), np.zeros(0)
         starts = np.searchsorted(rows[:, 0], np.arange(len(blocks) + 1))
@@ -238,11 +244,12 @@ class HierarchyBuilder:
             return float(min((nz[0] + self._hist_lo) * self.hbin, min(c[2] for c in self._cameras) - self.cfg.max_camera_height))
         return float((nz[0] + self._hist_lo) * self.hbin)
 
-    def _top_surface(self, below: float) -> float:
-        nz = np.flatnonzero(self._hist > 0)
-        hs = (nz + self._hist_lo + 1) * self.hbin
-        hs = hs[hs < below]
-        return float(hs.max()) if len(hs) else below
+    def _ceiling(self, h: float) -> float:
+        """Ceiling of the top floor: the lowest horizontal surface from 2 to 4 m above it, else
+        ``max_camera_height`` + 0.5 m above it."""
+        heights, _ = self._floor_peaks()
+        above = heights[(heights >= h + 2.0) & (heights <= h + 4.0)]
+        return float(above.min()) if len(above) else h + self.cfg.max_camera_height + 0.5
 
     # ------------------------------------------------------------------------------ rooms
     def _rows(self, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
@@ -276,9 +283,18 @@ class HierarchyBuilder:
         inside[rel[:, 1], rel[:, 0]] = 1
         w = (h >= fl.height + cfg.wall_low) & (h <= fl.height + cfg.wall_high)
         walls[rel[w, 1], rel[w, 0]] = 1
+        # ... and cells whose surface rises from near the floor to near the band (a wall whose
+        # band was not seen, a tall cupboard): vertical extent of at least wall_low - 0.3 m
+        v = h >= fl.height + 0.2
+        lo = np.full(inside.shape, np.inf)
+        hi = np.full(inside.shape, -np.inf)
+        np.minimum.at(lo, (rel[v, 1], rel[v, 0]), h[v])
+        np.maximum.at(hi, (rel[v, 1], rel[v, 0]), h[v])
+        walls[(hi - lo) >= cfg.wall_low - 0.3] = 1
         k3 = np.ones((3, 3), np.uint8)
-        inside = cv2.morphologyEx(inside, cv2.MORPH_CLOSE, k3, iterations=2)
-        walls = cv2.morphologyEx(walls, cv2.MORPH_CLOSE, k3)
+        # closings with zeros beyond the grid (OpenCV's default would keep a dilated rim there)
+        inside = cv2.morphologyEx(inside, cv2.MORPH_CLOSE, k3, iterations=2, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+        walls = cv2.morphologyEx(walls, cv2.MORPH_CLOSE, k3, borderType=cv2.BORDER_CONSTANT, borderValue=0)
         for c in cam_cells - origin:
             cv2.circle(inside, (int(c[0]), int(c[1])), r_cam, 1, -1)
         inside = self._fill_holes(inside, walls)
@@ -300,12 +316,9 @@ class HierarchyBuilder:
             labels = free.astype(np.int32)
             note = "no space wider than hierarchy.door_width: one room"
         else:
-            relief = np.where(free > 0, 254.0 * (1.0 - dist / max(float(dist.max()), 1e-9)), 255.0).astype(np.uint8)
-            markers[free == 0] = 1
-            ws = cv2.watershed(cv2.cvtColor(relief, cv2.COLOR_GRAY2BGR), markers)
-            labels = np.where((ws >= 2) & (free > 0), ws - 1, 0).astype(np.int32)
-            labels = self._fill_boundaries(labels, free)
+            labels = self._flood(np.where(markers > 0, markers - 1, 0), dist, free)
             labels = self._merge_wide(labels, k)
+        labels = self._open_regions(labels)
         labels = self._drop_small(labels)
         # each room takes the wall cells next to it (the wall's inner face lies in them)
         grown = cv2.dilate(labels.astype(np.float32), k3).astype(np.int32)
@@ -331,16 +344,23 @@ class HierarchyBuilder:
         ok = holes & ~np.isin(comp, bad)
         return np.where(ok, 1, inside).astype(np.uint8)
 
-    @staticmethod
-    def _fill_boundaries(labels: np.ndarray, free: np.ndarray) -> np.ndarray:
-        """Watershed lines and free cells left unlabelled take a neighbour's label."""
-        for _ in range(3):
-            todo = (labels == 0) & (free > 0)
-            if not todo.any():
-                break
-            grown = cv2.dilate(labels.astype(np.float32), np.ones((3, 3), np.uint8)).astype(np.int32)
-            labels = np.where(todo, grown, labels)
-        return labels
+    def _flood(self, labels: np.ndarray, dist: np.ndarray, free: np.ndarray) -> np.ndarray:
+        """Marker-controlled watershed of the distance transform: the free space is flooded from
+        the markers level by level, from far from the walls to next to them (one level per
+        cell), each level by repeated 3x3 dilation within the cells at or above it; so two
+        rooms meet where the free space is narrowest (the doorway)."""
+        k3 = np.ones((3, 3), np.uint8)
+        lab = labels.astype(np.float32)
+        top = float(dist.max())
+        for level in np.arange(top, -self.cell, -self.cell):
+            allowed = (free > 0) & (dist >= max(level, 0.0))
+            while True:
+                grown = cv2.dilate(lab, k3)
+                new = allowed & (lab == 0) & (grown > 0)
+                if not new.any():
+                    break
+                lab[new] = grown[new]
+        return lab.astype(np.int32)
 
     def _merge_wide(self, labels: np.ndarray, k: int) -> np.ndarray:
         """Merge neighbouring regions whose shared boundary is longer than 1.5 door widths."""
@@ -364,6 +384,17 @@ class HierarchyBuilder:
             parent[find(int(a))] = find(int(b))
         lut = np.array([find(i) for i in range(k + 1)], np.int32)
         return lut[labels]
+
+    @staticmethod
+    def _open_regions(labels: np.ndarray) -> np.ndarray:
+        """Each region without its strips narrower than 3 cells (a region leaking along an
+        unseen wall); the cells removed go to no room."""
+        k3 = np.ones((3, 3), np.uint8)
+        out = np.zeros_like(labels)
+        for i in np.unique(labels[labels > 0]):
+            m = cv2.morphologyEx((labels == i).astype(np.uint8), cv2.MORPH_OPEN, k3, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+            out[m > 0] = i
+        return out
 
     def _drop_small(self, labels: np.ndarray) -> np.ndarray:
         ids, counts = np.unique(labels[labels > 0], return_counts=True)
@@ -445,7 +476,7 @@ class HierarchyBuilder:
         old_floors = self._floors
         floors: list[_FloorState] = []
         for i, h in enumerate(heights):
-            ceiling = heights[i + 1] if i + 1 < len(heights) else self._top_surface(h + 4.0)
+            ceiling = heights[i + 1] if i + 1 < len(heights) else self._ceiling(h)
             match = min(old_floors, key=lambda f: abs(f.height - h), default=None)
             if match is not None and abs(match.height - h) < self.cfg.storey_gap / 2 and all(f.id != match.id for f in floors):
                 fl = _FloorState(match.id, h, ceiling, match.origin, match.labels, match.room_ids, match.note)
@@ -473,13 +504,21 @@ class HierarchyBuilder:
     def _objects_changed(self, objects: list) -> bool:
         return any(self._object_rooms.get(int(o.id), (-1,))[0] != len(o.points) for o in objects) or len(objects) != len(self._object_rooms)
 
+    def _band(self, i: int) -> tuple[float, float]:
+        """Heights that belong to floor ``i``: from 0.3 m below it (anything lower for the
+        lowest) to 0.3 m below the next floor, or 0.3 m above its ceiling for the top one."""
+        fl = self._floors[i]
+        bottom = fl.height - 0.3 if i > 0 else -np.inf
+        top = self._floors[i + 1].height - 0.3 if i + 1 < len(self._floors) else fl.ceiling + 0.3
+        return bottom, top
+
     def floor_of_height(self, h: float) -> _FloorState | None:
-        """The floor whose band (from just below it to its ceiling) holds height ``h``."""
-        best = None
-        for fl in self._floors:
-            if h >= fl.height - 0.3:
-                best = fl
-        return best if best is not None else (self._floors[0] if self._floors else None)
+        """The floor whose band holds height ``h`` (None: above the top floor's ceiling)."""
+        for i, fl in enumerate(self._floors):
+            bottom, top = self._band(i)
+            if bottom <= h < top:
+                return fl
+        return None
 
     def room_at(self, points: np.ndarray) -> np.ndarray:
         """Room id of each point (N, 3) (0: in no room)."""
@@ -490,8 +529,7 @@ class HierarchyBuilder:
         h = p @ self.up
         cells = np.floor((p @ self.basis.T) / self.cell).astype(np.int64)
         for i, fl in enumerate(self._floors):
-            top = self._floors[i + 1].height - 0.3 if i + 1 < len(self._floors) else np.inf
-            bottom = fl.height - 0.3 if i > 0 else -np.inf
+            bottom, top = self._band(i)
             sel = np.flatnonzero((h >= bottom) & (h < top))
             if not len(sel) or not fl.labels.size:
                 continue
