@@ -142,7 +142,8 @@ def test_scene_graph_reaches_objects_the_query_node_and_both_answerers(rooms: Ro
 def test_rooms_of_a_mapped_building_appear_on_the_topic(ros_context) -> None:
     """The real mapper and the real builder behind the node: the ground floor of the synthetic
     building (two rooms walked through, 24 frames of 160 x 120) sent over ROS; the geometry's
-    changed blocks reach both the builder and the surface publication."""
+    changed blocks reach both the builder (its graph equals the builder's on all of the node's
+    geometry at once) and the surface publication."""
     from core3d.msg import SceneGraph as SceneGraphMsg
     from visualization_msgs.msg import MarkerArray
 
@@ -198,15 +199,30 @@ def test_rooms_of_a_mapped_building_appear_on_the_topic(ros_context) -> None:
         assert wait_for(mapped, 30), node.counters()
         time.sleep(3 * cfg.hierarchy.period)  # updates after the last frame
 
-        def two_rooms():
-            return graphs and len(graphs[-1].rooms) == 2 and len(graphs[-1].floors) == 1
+        # the node's graph is what the builder makes of all of the node's geometry and cameras
+        # at once: no changed block was lost to the surface publication, none counted twice
+        from core3d_ros.core.hierarchy.builder import HierarchyBuilder
 
-        assert wait_for(two_rooms, 30), [(len(g.rooms), g.note) for g in graphs[-3:]]
+        offline = HierarchyBuilder(cfg.hierarchy, cfg.fusion.voxel_size)
+        geometry = node.mapper.geometry
+        blocks = geometry.blocks()
+        points, _, block_of = geometry.surface(blocks)
+        offline.add_surface(blocks, points, block_of)
+        for i in range(node.counters().processed):
+            offline.add_camera(scene[i].pose[:3, 3])
+        expected = offline.update([], now=1e9, force=True)
+        assert len(expected.rooms) >= 2 and len(expected.floors) == 1
+
+        def areas(rooms):
+            return sorted(round(float(r.area), 2) for r in rooms)
+
+        def same_as_offline():
+            return graphs and areas(graphs[-1].rooms) == areas(expected.rooms) and len(graphs[-1].floors) == 1
+
+        assert wait_for(same_as_offline, 30), (areas(expected.rooms), [areas(g.rooms) for g in graphs[-3:]])
         g = graphs[-1]
-        assert abs(g.floors[0].height) < 0.1 and g.up_source == "default" and g.up.z == 1.0
-        assert sorted(r.label for r in g.rooms) == sorted(f"room {r.id}" for r in g.rooms)  # no encoder: numbered
-        # the true rooms are 16 m^2 and 7.5 m^2 (seen from inside)
-        assert sorted(round(r.area) for r in g.rooms) == [8, 16], [r.area for r in g.rooms]
+        assert abs(g.floors[0].height - expected.floors[0].height) < 1e-6 and g.up_source == "default" and g.up.z == 1.0
+        assert [r.label for r in g.rooms] == [f"room {r.id}" for r in g.rooms]  # no encoder: numbered
         assert surface and any(m.points for a in surface for m in a.markers), "the surface publication still gets blocks"
     finally:
         executor.shutdown(timeout_sec=5)
