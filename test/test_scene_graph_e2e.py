@@ -8,6 +8,7 @@ import threading
 import time
 from typing import Any
 
+import numpy as np
 import pytest
 from helpers import wait_for
 
@@ -224,6 +225,57 @@ def test_rooms_of_a_mapped_building_appear_on_the_topic(ros_context) -> None:
         assert abs(g.floors[0].height - expected.floors[0].height) < 1e-6 and g.up_source == "default" and g.up.z == 1.0
         assert [r.label for r in g.rooms] == [f"room {r.id}" for r in g.rooms]  # no encoder: numbered
         assert surface and any(m.points for a in surface for m in a.markers), "the surface publication still gets blocks"
+    finally:
+        executor.shutdown(timeout_sec=5)
+        thread.join(5)
+        node.destroy_node()
+        peer.destroy_node()
+
+
+def test_load_map_publishes_the_files_scene_graph_and_says_when_it_was_dropped(ros_context, tmp_path) -> None:
+    from core3d.srv import LoadMap
+
+    from core3d_ros.config import MapperConfig, with_overrides
+    from core3d_ros.core.mapper import Mapper
+    from test_mapio import _arrays, _write
+
+    conf = with_overrides(MapperConfig(), embed={"name": "none"}, geometry={"enabled": False})
+    maker = Mapper(conf, segment=False)
+    maker.hierarchy = two_room_graph()
+    good = maker.save(str(tmp_path / "good.npz"))
+    arrays = _arrays(good)
+    arrays["hier_room_floor"] = np.array([1, 9], np.int64)
+    _write(tmp_path / "damaged.npz", arrays)
+
+    cfg = make_config()
+    cfg.embed.name = "none"
+    cfg.geometry.enabled = False
+    cfg.ros.perception = "external"
+    cfg.ros.allow_any_map_path = True
+    node = MappingNode(cfg, context=ros_context)
+    peer = rclpy.create_node("core3d_load_peer", context=ros_context)
+    executor = MultiThreadedExecutor(num_threads=4, context=ros_context)
+    for n in (node, peer):
+        executor.add_node(n)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+
+    def call(srv, name, req):
+        client = peer.create_client(srv, name)
+        assert client.wait_for_service(timeout_sec=10)
+        future = client.call_async(req)
+        assert wait_for(future.done, 10)
+        return future.result()
+
+    try:
+        resp = call(LoadMap, "core3d/load_map", LoadMap.Request(path=good))
+        assert resp.success and "scene graph was dropped" not in resp.message, resp.message
+        resp = call(GetSceneGraph, "core3d/get_scene_graph", GetSceneGraph.Request())
+        assert resp.success and [(r.id, r.label) for r in resp.graph.rooms] == [(1, "kitchen"), (5, "room 5")]
+        resp = call(LoadMap, "core3d/load_map", LoadMap.Request(path=str(tmp_path / "damaged.npz")))
+        assert resp.success and "scene graph was dropped" in resp.message and "unknown floor" in resp.message, resp.message
+        resp = call(GetSceneGraph, "core3d/get_scene_graph", GetSceneGraph.Request())
+        assert resp.success and "kitchen" not in [r.label for r in resp.graph.rooms]  # the old graph is gone
     finally:
         executor.shutdown(timeout_sec=5)
         thread.join(5)

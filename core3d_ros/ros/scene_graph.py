@@ -181,7 +181,8 @@ class SceneGraphPart:
         error = getattr(self.mapper, "hierarchy_error", "")
         if error:
             self.node.get_logger().warning(f"the loaded map's hierarchy was dropped: {error}; it is rebuilt from the map")
-        self._publish(loaded if loaded is not None else SceneGraph(note="map replaced; the hierarchy is being rebuilt"))
+        rebuilding = SceneGraph(note="the map was replaced (loaded or cleared); the hierarchy is rebuilt as mapping goes on")
+        self._publish(loaded if loaded is not None else rebuilding)
 
     # ------------------------------------------------------------------ the hierarchy's thread
 

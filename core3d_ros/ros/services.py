@@ -241,6 +241,8 @@ class MapServices:
         resp.success = True
         resp.num_objects = self.num_objects()
         resp.message = f"loaded {resp.num_objects} objects from {target}"
+        if getattr(self.mapper, "hierarchy_error", ""):  # derived data: the map loads, the caller is told
+            resp.message += f"; its scene graph was dropped ({self.mapper.hierarchy_error}) and is rebuilt while mapping"
         self.node.get_logger().info(resp.message)
         return resp
 
