@@ -90,11 +90,19 @@ def _map_one(args, cfg: MapperConfig, kind: str, sequence: str | None, out: Path
     from .core.mapper import Mapper
     from .tools.runs import map_frames, write_outputs
 
+    from .config import with_overrides
+    from .core.hierarchy.up import resolve_up
+    from .tools.runs import build_hierarchy
+
     extra = {"sequence": sequence} if sequence is not None else {}
     dataset = open_dataset(args.data, kind, depth=cfg.depth, max_frames=args.frames, stride=args.stride, **extra)
+    up, up_source, up_detail = resolve_up(cfg.retrieval.up_axis, dataset)
+    print(f"up: ({up[0]:.3f}, {up[1]:.3f}, {up[2]:.3f}) ({up_source}: {up_detail})")
+    cfg = with_overrides(cfg, retrieval={"up_axis": [float(v) for v in up]})
     mapper = Mapper(cfg)
     summary = map_frames(mapper, dataset, _progress("mapping"))
-    paths = write_outputs(mapper, out)
+    graph = build_hierarchy(mapper, dataset, up, up_source)
+    paths = write_outputs(mapper, out, rooms=graph.rooms if graph is not None else ())
     print(
         f"{summary.processed}/{summary.frames} frames fused ({summary.keyframes} keyframes) in {summary.seconds:.1f} s; "
         f"{summary.objects} objects"
@@ -102,6 +110,12 @@ def _map_one(args, cfg: MapperConfig, kind: str, sequence: str | None, out: Path
     if summary.rejected:
         print("rejected: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.rejected.items())))
     print("per keyframe (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in summary.stage_ms.items()))
+    if graph is not None:
+        print(
+            f"hierarchy: {len(graph.floors)} floor(s) at "
+            + ", ".join(f"{f.height:.2f} m" for f in graph.floors)
+            + f"; {len(graph.rooms)} room(s)" + (f" ({graph.note})" if graph.note else "")
+        )
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     if not summary.objects:

@@ -94,3 +94,32 @@ def test_picture_has_grey_structure_coloured_objects_scale_and_legend(tmp_path):
 def test_empty_map():
     img = render_topdown(MapSnapshot(objects=[]), size=200)
     assert img.shape[0] == 200 and (img < 255).any()
+
+
+def test_top_view_follows_the_up_direction():
+    """A 7-Scenes-like map (up = -y): the picture is the x-z plane, its arrow says which axis."""
+    from core3d_ros.tools.viz import _axis_name, _ground_frame
+
+    P = _ground_frame((0.0, -1.0, 0.0))
+    assert np.allclose(P.T @ [0.0, -1.0, 0.0], 0.0) and np.allclose(P.T @ P, np.eye(2))
+    assert _axis_name(P[:, 1]) in ("+x", "-x", "+z", "-z")
+    assert _axis_name(_ground_frame((0.0, 0.0, 1.0))[:, 1]) == "y"
+    assert _axis_name(np.array([0.6, 0.8, 0.0])) == ""
+    # a floor lying in the x-z plane fills the picture seen along -y, a line seen along z
+    floor = box_object(1, (0, 0, 0), (4, 0.0, 3))
+    seen_down_y = render_topdown(MapSnapshot(objects=[floor], stamp=0.0, voxel_size=VOXEL), up=(0.0, -1.0, 0.0))
+    seen_down_z = render_topdown(MapSnapshot(objects=[floor], stamp=0.0, voxel_size=VOXEL), up=(0.0, 0.0, 1.0))
+    drawn = lambda img: int(np.count_nonzero(np.any(img[:, :900] != 255, axis=2)))  # noqa: E731
+    assert drawn(seen_down_y) > 10 * drawn(seen_down_z)
+
+
+def test_top_view_outlines_rooms():
+    from core3d_ros.core.hierarchy.graph import Room
+
+    snap = MapSnapshot(objects=room(), stamp=0.0, voxel_size=VOXEL)
+    outline = np.array([[0.2, 0.2, 0.0], [3.8, 0.2, 0.0], [3.8, 2.8, 0.0], [0.2, 2.8, 0.0]])
+    r = Room(id=1, floor_id=1, outline=outline, area=9.4, centroid=np.array([2.0, 1.5, 0.0]), label="kitchen")
+    plain = render_topdown(snap)
+    with_room = render_topdown(snap, rooms=[r])
+    blue = lambda img: int(np.count_nonzero(np.all(img == (30, 50, 160), axis=2)))  # noqa: E731
+    assert blue(plain) == 0 and blue(with_room) > 500

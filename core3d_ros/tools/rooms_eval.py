@@ -13,6 +13,7 @@ flown at least half of its loop; a room entered a few frames ago is not yet one)
   nearest to most of its points and that object's true room; right when the predicted room is
   the one matched to it;
 - floors found: predicted floors within 0.25 m of a true floor, of the true floors visited;
+- room keyframes: the views offered every 5th frame (stride-8 depth), kept per room, bytes;
 - cost: builder time per update call (the recompute) and per frame (feeding: camera + changed
   blocks' rows), wall-clock ms on this machine; the TSDF surface extraction of the changed
   blocks (which the mapping node's surface publisher does anyway) is reported apart.
@@ -29,6 +30,7 @@ from scipy.optimize import linear_sum_assignment
 from ..config import MapperConfig, with_overrides
 from ..core.datasets.building import BuildingScene, make_building
 from ..core.hierarchy.builder import HierarchyBuilder
+from ..core.hierarchy.keyframes import RoomKeyframes
 from ..core.hierarchy.up import resolve_up
 from ..core.mapper import Mapper
 
@@ -140,6 +142,10 @@ def evaluate_building(
     update_ms: list[float] = []
     mapping_ms: list[float] = []
     surface_ms: list[float] = []
+    offer_ms: list[float] = []
+    keyframes = RoomKeyframes(cfg.hierarchy)
+    objects: list = []
+    keyframe_every = 5  # room keyframes are offered the views a motion keyframe rate would give
     report: dict = {"seed": seed, "frames": n, "up": [round(float(v), 4) for v in up], "up_source": source, "up_detail": detail}
     indices = range(n)
     for i in progress(indices) if progress else indices:
@@ -157,8 +163,14 @@ def evaluate_building(
             builder.add_surface(blocks, points, block_of)
         t2 = time.perf_counter()
         if builder.due(frame.stamp):
-            builder.update(mapper.snapshot().objects, now=frame.stamp)
+            objects = mapper.snapshot().objects
+            builder.update(objects, now=frame.stamp)
             update_ms.append(builder.stats["last_update_ms"])
+            keyframes.reassign(builder)
+        if i % keyframe_every == 0 and builder.graph.rooms:
+            t3 = time.perf_counter()
+            keyframes.offer(frame.stamp, frame.pose, frame.intrinsics, frame.depth, builder, objects=objects, stride=8)
+            offer_ms.append((time.perf_counter() - t3) * 1e3)
         mapping_ms.append((t1 - t0) * 1e3)
         feed_ms.append((t2 - t1) * 1e3)
         if i + 1 in (half, n):
@@ -167,7 +179,16 @@ def evaluate_building(
             update_ms.append(builder.stats["last_update_ms"])
             seen = Counter(r for r in scene.frame_room[: i + 1] if r is not None)
             visited = {r for r, k in seen.items() if k >= frames_per_room // 2}
-            report["half" if i + 1 == half else "full"] = score(builder, scene, objects, visited)
+            keyframes.reassign(builder)
+            keyframes.apply(builder.graph)
+            part = score(builder, scene, objects, visited)
+            part["keyframes"] = {
+                "per_room": {str(r.id): len(r.keyframe_ids) for r in builder.graph.rooms},
+                "bytes": keyframes.nbytes,
+                "visible_objects_mean": float(np.mean([len(k.object_ids) for k in keyframes.frames.values()])) if keyframes.frames else 0.0,
+                **keyframes.stats,
+            }
+            report["half" if i + 1 == half else "full"] = part
     report["cost_ms"] = {
         "update_mean": float(np.mean(update_ms)) if update_ms else 0.0,
         "update_max": float(np.max(update_ms)) if update_ms else 0.0,
@@ -175,6 +196,7 @@ def evaluate_building(
         "feed_per_frame_mean": float(np.mean(feed_ms)),
         "surface_extraction_per_frame_mean": float(np.sum(surface_ms)) / n,
         "mapping_per_frame_mean": float(np.mean(mapping_ms)),
+        "keyframe_offer_mean": float(np.mean(offer_ms)) if offer_ms else 0.0,
     }
     return report
 
@@ -206,7 +228,11 @@ def summary_lines(report: dict) -> list[str]:
                 f"objects in the right room {m['objects_right']:.3f} ({m['objects']})  floors {m['floors_found']}/{m['floors_true']}"
                 + (f"  note: {m['note']}" if m["note"] else "")
             )
-        lines.append(f"seed {label} up {r['up']} ({r['up_source']})")
+        k = r["full"]["keyframes"]
+        lines.append(
+            f"seed {label} up {r['up']} ({r['up_source']}); room keyframes {sum(k['per_room'].values())} of {k['offered']} offered "
+            f"({k['bytes'] / 1e3:.0f} kB, {k['visible_objects_mean']:.1f} visible objects each)"
+        )
     for part in ("half", "full"):
         m = report["mean"][part]
         lines.append(
@@ -217,6 +243,7 @@ def summary_lines(report: dict) -> list[str]:
     lines.append(
         f"cost: hierarchy update {c['update_mean']:.1f} ms mean, {c['update_max']:.1f} ms max ({c['updates']:.0f} calls); "
         f"feeding the builder {c['feed_per_frame_mean']:.2f} ms per frame (the TSDF surface of changed blocks, shared with the "
-        f"surface publisher, {c['surface_extraction_per_frame_mean']:.1f} ms per frame; mapping itself {c['mapping_per_frame_mean']:.1f} ms per frame)"
+        f"surface publisher, {c['surface_extraction_per_frame_mean']:.1f} ms per frame; mapping itself {c['mapping_per_frame_mean']:.1f} ms per frame); "
+        f"room keyframe offer {c['keyframe_offer_mean']:.1f} ms"
     )
     return lines

@@ -60,16 +60,38 @@ def map_frames(
     return summary
 
 
-def write_outputs(mapper: Mapper, out: str | Path) -> dict[str, str]:
-    """Save the map, a top-down PNG and a PLY into ``out``; returns the paths."""
+def write_outputs(mapper: Mapper, out: str | Path, rooms=()) -> dict[str, str]:
+    """Save the map, a top-down PNG (with ``rooms`` outlined) and a PLY into ``out``; returns the paths."""
     out = Path(out)
     snap = mapper.snapshot()
     up = up_vector(mapper.cfg.retrieval.up_axis)
     return {
         "map": mapper.save(str(out / "map.npz")),
-        "png": write_topdown_png(snap, out / "map.png", up=up),
+        "png": write_topdown_png(snap, out / "map.png", up=up, rooms=rooms),
         "ply": write_ply(snap, out / "map.ply"),
     }
+
+
+def build_hierarchy(mapper: Mapper, dataset: Dataset, up, up_source: str):
+    """Floors and rooms of a finished offline map: all TSDF blocks and the dataset's camera
+    centres into a HierarchyBuilder (core/hierarchy/builder.py); None without the TSDF."""
+    import numpy as np
+
+    from ..core.hierarchy.builder import HierarchyBuilder
+
+    if mapper.geometry is None:
+        return None
+    builder = HierarchyBuilder(mapper.cfg.hierarchy, mapper.cfg.fusion.voxel_size, up=up, up_source=up_source)
+    blocks = mapper.geometry.take_dirty()  # offline nobody took them: every block of the map
+    points, _, block_of = mapper.geometry.surface(blocks)
+    builder.add_surface(blocks, points, block_of)
+    for i in range(len(dataset)):
+        try:
+            pose = dataset.pose(i) if hasattr(dataset, "pose") else dataset[i].pose
+        except (DatasetError, ValueError):
+            continue
+        builder.add_camera(np.asarray(pose)[:3, 3])
+    return builder.update(mapper.snapshot().objects, force=True)
 
 
 def evaluate_mapper(mapper: Mapper, frames: list[Frame], ignore_classes=("floor", "wall", "ceiling")) -> dict:

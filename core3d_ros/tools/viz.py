@@ -29,6 +29,18 @@ def _ground_frame(up) -> np.ndarray:
     return np.stack([a, np.cross(up, a)], axis=1)  # 3x2 projection onto the ground plane
 
 
+def _axis_name(v: np.ndarray) -> str:
+    """'y' for +y (z-up maps), '-y', '+z', ... for the map axis a picture direction follows
+    within 10 degrees; '' when it follows none."""
+    k = int(np.argmax(np.abs(v)))
+    if abs(v[k]) < np.cos(np.radians(10.0)):
+        return ""
+    name = "xyz"[k]
+    if v[k] > 0:
+        return name if name == "y" else "+" + name
+    return "-" + name
+
+
 STRUCTURE_LABELS = {
     "floor": "floor", "ground": "floor", "carpet": "floor", "rug": "floor",
     "wall": "wall", "walls": "wall", "window": "wall", "door": "wall", "doorframe": "wall",
@@ -137,7 +149,7 @@ def _nice_length(metres: float) -> float:
 
 
 def render_topdown(
-    snapshot: MapSnapshot, up=(0.0, 0.0, 1.0), size: int = 900, margin: int = 40, legend_width: int = 260
+    snapshot: MapSnapshot, up=(0.0, 0.0, 1.0), size: int = 900, margin: int = 40, legend_width: int = 260, rooms=()
 ) -> np.ndarray:
     """RGB picture of the map seen from above, with a legend panel on the right.
 
@@ -145,8 +157,10 @@ def render_topdown(
     is drawn in grey, objects in
     their instance colour (lowest first, so things on tables stay visible) with their box outline
     and a label (``id label``, or ``id``) placed without overlap, joined to the object by a thin
-    line when moved off it. A scale bar and north arrow (map x right, y up for z-up maps) sit in
-    the bottom-left corner; the legend lists the structure shades and every object.
+    line when moved off it. A scale bar and north arrow (map x right, y up for z-up maps; the arrow
+names the map axis it follows otherwise) sit in
+    the bottom-left corner; the legend lists the structure shades and every object. ``rooms``
+    (the hierarchy's Room list) are outlined in dark blue with their label.
     """
     img = np.full((size, size + legend_width, 3), 255, np.uint8)
     objs = [o for o in snapshot.objects if len(o.points)]
@@ -241,6 +255,14 @@ def render_topdown(
         cv2.rectangle(canvas, (x0, y0), (x1, y1), tuple(int(v * 0.55) for v in instance_color(o.id)), 1)
         cv2.putText(canvas, text, (x0 + 2, y1 - 2 - _text_size(text, fscale)[2] // 2), font, fscale, (0, 0, 0), 1, cv2.LINE_AA)
 
+    for room in rooms:  # the hierarchy's room outlines (all floors; they overlap in a top view)
+        if len(room.outline) < 3:
+            continue
+        poly = to_px(np.asarray(room.outline, float) @ P)
+        cv2.polylines(canvas, [poly.reshape(-1, 1, 2)], True, (30, 50, 160), 2, cv2.LINE_AA)
+        c = to_px((np.asarray(room.centroid, float) @ P)[None])[0]
+        cv2.putText(canvas, room.label or f"room {room.id}", (int(c[0]) - 20, int(c[1])), font, 0.5, (30, 50, 160), 1, cv2.LINE_AA)
+
     # scale bar (a round length near a fifth of the picture) and north arrow
     metres = _nice_length((size - 2 * margin) / scale / 5)
     bar = int(round(metres * scale))
@@ -251,7 +273,9 @@ def render_topdown(
         cv2.line(canvas, (x, y0 - 6), (x, y0 + 4), (0, 0, 0), 2)
     cv2.putText(canvas, f"{metres:g} m", (x0 + bar + 12, y0 + 5), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.arrowedLine(canvas, (size - 24, 56), (size - 24, 22), (0, 0, 0), 2, tipLength=0.35)
-    cv2.putText(canvas, "y", (size - 44, 34), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    north = _axis_name(P[:, 1])
+    (tw, _), _ = cv2.getTextSize(north, font, 0.45, 1)
+    cv2.putText(canvas, north, (size - 34 - tw, 34), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
 
     # legend panel
     panel = img[:, size:]
@@ -287,8 +311,8 @@ def render_topdown(
     return img
 
 
-def write_topdown_png(snapshot: MapSnapshot, path: str | os.PathLike, up=(0.0, 0.0, 1.0)) -> str:
-    img = render_topdown(snapshot, up)
+def write_topdown_png(snapshot: MapSnapshot, path: str | os.PathLike, up=(0.0, 0.0, 1.0), rooms=()) -> str:
+    img = render_topdown(snapshot, up, rooms=rooms)
     ok, buf = cv2.imencode(".png", img[:, :, ::-1])
     if not ok:
         raise OSError("PNG encoding failed")

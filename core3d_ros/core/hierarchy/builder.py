@@ -61,6 +61,7 @@ class _FloorState:
     labels: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int32))  # [b, a] -> room id (0: none)
     room_ids: list[int] = field(default_factory=list)
     note: str = ""
+    degraded: bool = False  # no floor surface: one room of all that was seen
 
 
 class HierarchyBuilder:
@@ -206,7 +207,8 @@ class HierarchyBuilder:
         cuts = np.flatnonzero(np.diff(hs) > self.cfg.storey_gap) + 1
         return [float(np.median(part)) for part in np.split(hs, cuts)]
 
-    def _find_floors(self) -> tuple[list[float], str]:
+    def _find_floors(self) -> tuple[list[float], str, bool]:
+        """(floor heights, note, degraded: no floor surface anywhere)."""
         heights, prom = self._floor_peaks()
         storeys = self._storeys()
         notes = []
@@ -232,17 +234,15 @@ class HierarchyBuilder:
             low = self._lowest_surface()
             reason = "; ".join(notes) or "no floor surface"
             if low is None:
-                return [], reason + ": no surface yet"
-            return [low], reason + ": one floor at the lowest surface, one room"
-        return merged, "; ".join(notes)
+                return [], reason + ": no surface yet", True
+            return [low], reason + ": one floor at the lowest surface, one room", True
+        return merged, "; ".join(notes), False
 
     def _lowest_surface(self) -> float | None:
         nz = np.flatnonzero(self._hist > 0)
         if len(nz) == 0:
             return None
-        if self._cameras:
-            return float(min((nz[0] + self._hist_lo) * self.hbin, min(c[2] for c in self._cameras) - self.cfg.max_camera_height))
-        return float((nz[0] + self._hist_lo) * self.hbin)
+        return float(self._hsum[nz[0]] / self._hist[nz[0]])
 
     def _ceiling(self, h: float) -> float:
         """Ceiling of the top floor: the lowest horizontal surface from 2 to 4 m above it, else
@@ -297,8 +297,10 @@ class HierarchyBuilder:
         walls = cv2.morphologyEx(walls, cv2.MORPH_CLOSE, k3, borderType=cv2.BORDER_CONSTANT, borderValue=0)
         for c in cam_cells - origin:
             cv2.circle(inside, (int(c[0]), int(c[1])), r_cam, 1, -1)
-        inside = self._fill_holes(inside, walls)
+        inside = self._fill_holes(inside)
         free = (inside & (1 - walls)).astype(np.uint8)
+        if fl.degraded:  # no floor to stand on: everything seen is one room
+            return origin, inside.astype(np.int32), ""
         if not free.any():
             return origin, np.zeros_like(inside, np.int32), "no free space on this floor"
         dist = cv2.distanceTransform(free, cv2.DIST_L2, 5) * self.cell
@@ -329,20 +331,14 @@ class HierarchyBuilder:
         return origin, labels, note
 
     @staticmethod
-    def _fill_holes(inside: np.ndarray, walls: np.ndarray) -> np.ndarray:
-        """Unseen holes enclosed by seen surface and touching no wall (floor under the camera's
-        path that no view looked at) become inside; a hole at a wall may be a gap in it."""
+    def _fill_holes(inside: np.ndarray) -> np.ndarray:
+        """Unseen holes enclosed by seen surface (floor under the camera's path that no view
+        looked at, floor behind furniture) are inside. A hole in a wall becomes free space too,
+        but the watershed floods it last (it lies next to walls), so it joins no two rooms."""
         filled = inside.copy()
         contours, _ = cv2.findContours(inside, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
-        holes = (filled > 0) & (inside == 0)
-        if not holes.any():
-            return inside
-        n, comp = cv2.connectedComponents(holes.astype(np.uint8), connectivity=4)
-        near_wall = cv2.dilate(walls, np.ones((3, 3), np.uint8)) > 0
-        bad = np.unique(comp[near_wall & holes])
-        ok = holes & ~np.isin(comp, bad)
-        return np.where(ok, 1, inside).astype(np.uint8)
+        return filled
 
     def _flood(self, labels: np.ndarray, dist: np.ndarray, free: np.ndarray) -> np.ndarray:
         """Marker-controlled watershed of the distance transform: the free space is flooded from
@@ -472,20 +468,22 @@ class HierarchyBuilder:
         t0 = time.perf_counter()
         self._last_update = now
         dirty, self._dirty = self._dirty, []
-        heights, note = self._find_floors()
+        heights, note, degraded = self._find_floors()
         old_floors = self._floors
         floors: list[_FloorState] = []
         for i, h in enumerate(heights):
             ceiling = heights[i + 1] if i + 1 < len(heights) else self._ceiling(h)
             match = min(old_floors, key=lambda f: abs(f.height - h), default=None)
             if match is not None and abs(match.height - h) < self.cfg.storey_gap / 2 and all(f.id != match.id for f in floors):
-                fl = _FloorState(match.id, h, ceiling, match.origin, match.labels, match.room_ids, match.note)
+                fl = _FloorState(match.id, h, ceiling, match.origin, match.labels, match.room_ids, match.note, match.degraded)
                 moved = abs(match.height - h) > self.hbin / 2
             else:
                 match = None
                 fl = _FloorState(self._next_floor_id, h, ceiling)
                 self._next_floor_id += 1
                 moved = True
+            moved = moved or fl.degraded != degraded
+            fl.degraded = degraded
             touched = moved or any(lo <= ceiling and hi >= h - FLOOR_BAND for lo, hi in dirty)
             if touched or force:
                 origin, regions, fnote = self._segment(fl)
