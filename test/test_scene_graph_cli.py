@@ -57,7 +57,8 @@ def test_get_scene_graph_service_shows_floors_rooms_and_objects(launched) -> Non
     assert re.search(r"label='kitchen'.*label_score=0\.31", out, re.S), out
     assert re.search(r"label='room 5'", out), out
     assert re.search(r"label='floor 1'.*label='floor 2'", out, re.S), out
-    assert "object_ids=[1, 2], keyframe_ids=[4, 9]" in out, out
+    # room keyframes (views, images) live in the running node, not in map files: a loaded graph has none yet
+    assert "object_ids=[1, 2], keyframe_ids=[]" in out, out
 
 
 def test_scene_graph_topic_is_latched(launched) -> None:

@@ -224,6 +224,11 @@ def test_rooms_of_a_mapped_building_appear_on_the_topic(ros_context) -> None:
         g = graphs[-1]
         assert abs(g.floors[0].height - expected.floors[0].height) < 1e-6 and g.up_source == "default" and g.up.z == 1.0
         assert [r.label for r in g.rooms] == [f"room {r.id}" for r in g.rooms]  # no encoder: numbered
+        # the motion keyframes went to the room keyframes: each walked-through room has some
+        kept = node._scene_graph._keyframes.frames
+        assert kept and sum(1 for r in g.rooms if r.keyframe_ids) >= 2, [(r.id, r.keyframe_ids) for r in g.rooms]
+        assert {i for r in g.rooms for i in r.keyframe_ids} <= set(kept)
+        assert all(kf.image is not None and max(kf.image.shape[:2]) == 160 for kf in kept.values())  # 160 x 120 frames
         assert surface and any(m.points for a in surface for m in a.markers), "the surface publication still gets blocks"
     finally:
         executor.shutdown(timeout_sec=5)

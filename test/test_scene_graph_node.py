@@ -158,7 +158,6 @@ class ScriptedBuilder:
         self.cameras: list[np.ndarray] = []
         self.updates = 0
         self.threads: set[str] = set()
-        self.images: dict[int, list[np.ndarray]] = {}
 
     def add_surface(self, blocks, points, block_of):
         assert len(points) == len(block_of)
@@ -170,10 +169,39 @@ class ScriptedBuilder:
     def update(self, objects, now):
         self.updates += 1
         self.threads.add(threading.current_thread().name)
-        return self.script.pop(0) if self.script else None
+        if self.script:
+            self.graph = self.script.pop(0)
+            return self.graph
+        return None
 
-    def keyframe_images(self, room_ids):
-        return {rid: self.images.get(rid, []) for rid in room_ids}
+    graph = SceneGraph()  # the last graph (what room keyframes read)
+
+    def room_at(self, points):  # no room anywhere: room keyframes keep nothing
+        return np.zeros(len(points), np.int32)
+
+
+
+class FakeKeyframes:
+    """A room keyframe store as RoomKeyframes is used: every view offered is kept, in room 1."""
+
+    def __init__(self):
+        self.frames: dict[int, Any] = {}
+
+    def offer(self, stamp, pose, intrinsics, depth, builder, objects=None, image=None):
+        kf = SimpleNamespace(id=len(self.frames) + 1, room_id=1, image=image)
+        self.frames[kf.id] = kf
+        return kf
+
+    def reassign(self, builder):
+        pass
+
+    def of_room(self, room_id):
+        return [kf for kf in self.frames.values() if kf.room_id == room_id]
+
+    def apply(self, graph):
+        for r in graph.rooms:
+            r.keyframe_ids = [kf.id for kf in self.of_room(r.id)]
+        return graph
 
 
 class FakeMapper:
@@ -197,7 +225,8 @@ def rig(ros_context):
 
     made: list[Any] = []
 
-    def make(script, labeler=None, period=0.1, summarizer=None):
+    def make(script, labeler=None, period=0.1, summarizer=None, keyframes=None):
+        from core3d_ros.core.keyframes import KeyframeSelector
         from core3d_ros.ros.scene_graph import DirtyBlocks, SceneGraphPart
         from core3d_ros.ros.services import service_qos
 
@@ -216,7 +245,7 @@ def rig(ros_context):
             node, mapper, new_builder, dirty=DirtyBlocks(lambda: mapper.geometry, ("surface", "hierarchy")),
             period=period, map_frame="map", guard=lambda name, fn: fn, count_error=lambda n, e: errors.append(e),
             service_qos=service_qos(10), labeler=labeler,
-            keyframe_images=lambda b, ids: b.keyframe_images(ids), summarizer=summarizer,
+            room_keyframes=keyframes, keyframe_selector=KeyframeSelector() if keyframes else None, summarizer=summarizer,
         )
         executor = MultiThreadedExecutor(num_threads=3, context=ros_context)
         executor.add_node(node)
@@ -290,15 +319,34 @@ def test_service_before_any_graph_says_so(rig):
     assert not future.result().success and "no scene graph yet" in future.result().message
 
 
-def test_rooms_get_labels_asynchronously(rig):
-    labeler = RoomLabeler(ColourEncoder(), ROOMS)
-    r = rig([two_room_graph()], labeler=labeler)
-    r.builders[0].images = {1: [_image((0, 250, 0))]}  # the "kitchen" room's keyframes look like an office
-    assert wait_for(lambda: r.part.graph() is not None and r.part.graph().room(1).label == "office", 10), r.errors
+def _frame(rgb, x=0.0):
+    pose = np.eye(4)
+    pose[0, 3] = x
+    return SimpleNamespace(pose=pose, stamp=x, intrinsics=None, depth=np.ones((4, 4), np.float32), rgb=_image(rgb))
+
+
+def test_motion_keyframes_become_room_keyframes_and_label_their_room(rig):
+    encoder = ColourEncoder()
+    stores: list[FakeKeyframes] = []
+
+    def store():
+        stores.append(FakeKeyframes())
+        return stores[-1]
+
+    r = rig([two_room_graph()], labeler=RoomLabeler(encoder, ROOMS), keyframes=store)
+    assert wait_for(lambda: r.part.graph() is not None, 10)
+    assert r.part.graph().room(1).label == "kitchen" and r.part.graph().room(1).keyframe_ids == []
+    r.part.add_frame(_frame((0, 250, 0)))  # the first frame is a motion keyframe
+    r.part.add_frame(_frame((250, 0, 0), x=0.01))  # 1 cm further: not one
+    r.part.add_frame(_frame((0, 240, 10), x=0.5))  # 50 cm further: one
+    # offered at the next tick, kept, published as the room's keyframes, then labelled from them
+    assert wait_for(lambda: r.part.graph().room(1).label == "office", 10), (r.part.graph().room(1), r.errors)
     g = r.part.graph()
-    assert g.room(1).label_score > 0.95
-    assert g.room(5).label == "room 5"  # no keyframes: numbered, never sent to the encoder
-    assert not r.errors
+    assert g.room(1).keyframe_ids == [1, 2] and g.room(1).label_score > 0.95
+    assert [kf.image[1, 1].tolist() for kf in stores[0].frames.values()] == [[0, 250, 0], [0, 240, 10]]
+    assert len(r.builders[0].cameras) == 3  # every frame's camera centre, keyframe or not
+    assert g.room(5).label == "room 5" and g.room(5).keyframe_ids == []  # no keyframes: numbered
+    assert encoder.image_calls == 1 and not r.errors
 
 
 def test_replaced_map_publishes_its_own_hierarchy_and_rebuilds(rig):

@@ -129,7 +129,8 @@ class MappingNode(Node):
                 period=self.cfg.hierarchy.period, map_frame=ros.map_frame, guard=self._guard,
                 count_error=self._count_error, service_qos=service_qos(ros.service_queue),
                 service_group=ReentrantCallbackGroup(), labeler=_room_labeler(self.cfg, self.mapper),
-                keyframe_images=_keyframe_images, summarizer=_summarizer(self.cfg),
+                room_keyframes=lambda: _room_keyframes(self.cfg), keyframe_selector=_keyframe_selector(self.cfg),
+                summarizer=_summarizer(self.cfg),
             )
         self._publisher = MapPublisher(
             self, self.cfg, self.mapper, self._report, on_snapshot=self._stream.publish if self._stream else None,
@@ -259,7 +260,7 @@ class MappingNode(Node):
             self._count_reject(reason_of(e), str(e))
             return
         if self._scene_graph is not None:
-            self._scene_graph.add_camera(frame.pose)  # an append; the hierarchy's thread reads them
+            self._scene_graph.add_frame(frame)  # appends; the hierarchy's thread reads them
         timings = {"convert": convert_ms}
         if stats is not None:
             timings.update({k: float(v) for k, v in (stats.timings_ms or {}).items()})
@@ -343,11 +344,17 @@ def _summarizer(cfg: MapperConfig) -> Any:
     return Summarizer(ChatClient(cfg.retrieval.llm))
 
 
-def _keyframe_images(builder: Any, room_ids: list[int]) -> dict[int, list[Any]]:
-    """{room id: its room keyframes' images} from the builder's keyframe store; none while the
-    builder keeps no room keyframes (rooms stay numbered)."""
-    images = getattr(builder, "keyframe_images", None)
-    return images(room_ids) if images is not None else {}
+def _room_keyframes(cfg: MapperConfig) -> Any:
+    from ..core.hierarchy.keyframes import RoomKeyframes
+
+    return RoomKeyframes(cfg.hierarchy)
+
+
+def _keyframe_selector(cfg: MapperConfig) -> Any:
+    """The motion keyframes offered to the room keyframes (keyframes.*, as the mapper's)."""
+    from ..core.keyframes import KeyframeSelector
+
+    return KeyframeSelector(cfg.keyframes)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,6 +45,8 @@ from .conversions.scene_graph import msg_to_scene_graph, room_markers, room_of_o
 from .publishing import MAP_QOS
 
 MAX_CAMERAS = 10_000  # camera centres waiting for the next tick (a stalled builder drops the oldest)
+MAX_VIEWS = 16  # motion keyframes waiting for the next tick (older ones are dropped, counted)
+THUMBNAIL = 224  # pixels: longest side of a room keyframe's image (what the encoder sees)
 MIN_PERIOD = 0.05  # seconds: hierarchy.period 0 means "as often as the thread keeps up", not a busy loop
 
 
@@ -89,11 +91,17 @@ class HierarchyBuilder(Protocol):
 
     def update(self, objects: list, now: float) -> SceneGraph | None: ...
 
+    graph: SceneGraph  # the last graph; it and room_at are what the room keyframes read
+
+    def room_at(self, points: np.ndarray) -> np.ndarray: ...
+
 
 class SceneGraphPart:
     """See the module docstring. ``builder_factory()`` makes a builder (again after a map was
     replaced); ``labeler`` labels rooms (None or a disabled one: rooms are numbered);
-    ``keyframe_images(builder, room_ids)`` gives {room id: keyframe images} for the labeler."""
+    ``room_keyframes()`` makes the store of room keyframes (core/hierarchy/keyframes.py; again
+    after a map was replaced; None: no room keyframes), offered the frames ``keyframe_selector``
+    (core/keyframes.py) picks by camera motion; their thumbnails are what the labeler sees."""
 
     def __init__(
         self,
@@ -109,7 +117,8 @@ class SceneGraphPart:
         service_qos: Any,
         service_group: Any = None,
         labeler: RoomLabeler | None = None,
-        keyframe_images: Callable[[Any, list[int]], dict[int, list[np.ndarray]]] | None = None,
+        room_keyframes: Callable[[], Any] | None = None,
+        keyframe_selector: Any = None,
         summarizer: Any = None,
     ):
         from core3d.msg import SceneGraph as SceneGraphMsg  # the package's built interfaces
@@ -123,7 +132,13 @@ class SceneGraphPart:
         self._map_frame = map_frame
         self._count_error = count_error
         self._labeler = labeler if labeler is not None and labeler.enabled else None
-        self._keyframe_images = keyframe_images
+        self._keyframes_factory = room_keyframes
+        self._keyframes = room_keyframes() if room_keyframes is not None else None
+        self._selector = keyframe_selector
+        self._views: deque[tuple] = deque(maxlen=MAX_VIEWS)  # motion keyframes waiting for the next tick
+        self._frames_seen = 0
+        self._kf_lock = threading.Lock()  # the room keyframe store: the hierarchy thread and the labeler
+        self._builder_graph: SceneGraph | None = None  # the builder's last graph (for new keyframes alone)
         self._SceneGraphMsg = SceneGraphMsg
         self._lock = threading.Lock()
         self._cameras: deque[np.ndarray] = deque(maxlen=MAX_CAMERAS)
@@ -161,6 +176,21 @@ class SceneGraphPart:
         """The mapping worker, per frame: the camera centre of a mapped frame (an append)."""
         self._cameras.append(np.asarray(pose, np.float64)[:3, 3].copy())
 
+    def add_frame(self, frame: Any) -> None:
+        """The mapping worker, per frame: its camera centre and, when the camera moved enough
+        (a motion keyframe), the frame itself (references, no copy) for the room keyframes; the
+        hierarchy thread offers it at its next tick (``MAX_VIEWS`` wait at most)."""
+        self.add_camera(frame.pose)
+        if self._keyframes is None or self._selector is None:
+            return
+        with self._lock:
+            self._frames_seen += 1
+            if not self._selector.is_keyframe(frame.pose, self._frames_seen):
+                return
+            if len(self._views) == self._views.maxlen:
+                self._counts["views_dropped"] += 1
+        self._views.append((frame.stamp, frame.pose, frame.intrinsics, frame.depth, frame.rgb))
+
     def tick(self) -> None:
         """The timer: one update on the hierarchy's thread (a tick still waiting is replaced)."""
         with self._lock:
@@ -175,7 +205,13 @@ class SceneGraphPart:
             self._generation += 1
             self._labels, self._summaries = {}, {}
             self._cameras.clear()
+            self._views.clear()
             self._builder = self._builder_factory()
+            self._builder_graph = None
+            if self._selector is not None:
+                self._selector.reset()
+        with self._kf_lock:
+            self._keyframes = self._keyframes_factory() if self._keyframes_factory is not None else None
             loaded = getattr(self.mapper, "hierarchy", None)
             self._loaded_stands = loaded is not None
         error = getattr(self.mapper, "hierarchy_error", "")
@@ -207,6 +243,10 @@ class SceneGraphPart:
             builder.add_camera(self._cameras.popleft())
         snap = self.mapper.snapshot(wait=False)
         graph = builder.update(list(snap.objects), time.time())
+        if graph is not None:
+            self._builder_graph = graph
+        if self._offer_views(builder, graph is not None, snap.objects) and graph is None:
+            graph = self._builder_graph  # the same rooms with new keyframes
         with self._lock:
             self._counts["updates"] += 1
             self._update_ms = (time.perf_counter() - t0) * 1e3
@@ -218,8 +258,31 @@ class SceneGraphPart:
         if graph is not None and not stands:  # the builder has seen the map go on since a load
             self._publish(graph)
 
+    def _offer_views(self, builder: Any, updated: bool, objects: list) -> bool:
+        """Offer the waiting motion keyframes to the room keyframes (after an update, views of
+        rooms that were split or merged move first); True when the kept set changed."""
+        if self._keyframes is None:
+            return False
+        views = [self._views.popleft() for _ in range(len(self._views))]
+        with self._kf_lock:
+            before = {i: kf.room_id for i, kf in self._keyframes.frames.items()}
+            if updated:
+                self._keyframes.reassign(builder)
+            for stamp, pose, intrinsics, depth, rgb in views:
+                self._keyframes.offer(stamp, pose, intrinsics, depth, builder, objects=objects, image=_thumbnail(rgb))
+            return before != {i: kf.room_id for i, kf in self._keyframes.frames.items()}
+
+    def _keyframe_images(self, room_ids: list[int]) -> dict[int, list[np.ndarray]]:
+        with self._kf_lock:
+            if self._keyframes is None:
+                return {}
+            return {rid: [kf.image for kf in self._keyframes.of_room(rid) if kf.image is not None] for rid in room_ids}
+
     def _with_labels(self, graph: SceneGraph) -> SceneGraph:
         g = copy.deepcopy(graph)  # the builder's own graph stays untouched
+        with self._kf_lock:
+            if self._keyframes is not None:
+                self._keyframes.apply(g)  # each room's keyframe ids
         with self._lock:
             labels, summaries = dict(self._labels), dict(self._summaries)
         for room in g.rooms:
@@ -271,9 +334,7 @@ class SceneGraphPart:
     def _label(self, item: tuple[int, dict[int, tuple[int, ...]]]) -> None:
         generation, wanted = item
         assert self._labeler is not None
-        with self._lock:
-            builder = self._builder
-        images = self._keyframe_images(builder, list(wanted)) if self._keyframe_images is not None else {}
+        images = self._keyframe_images(list(wanted))
         got = self._labeler.label({rid: images.get(rid, []) for rid in wanted})
         with self._lock:
             if generation != self._generation:
@@ -437,3 +498,16 @@ class RoomIds:
             rooms = self._rooms
         for msg in objects:
             msg.room_id = rooms.get(int(msg.id), 0)
+
+
+def _thumbnail(rgb: np.ndarray | None, size: int = THUMBNAIL) -> np.ndarray | None:
+    """A room keyframe's image: the frame scaled to ``size`` pixels on its longest side."""
+    import cv2
+
+    if rgb is None or not np.asarray(rgb).size:
+        return None
+    h, w = rgb.shape[:2]
+    scale = size / max(h, w)
+    if scale >= 1.0:
+        return np.ascontiguousarray(rgb).copy()
+    return cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
