@@ -12,9 +12,10 @@ under a MultiThreadedExecutor (``main`` does).
 
 Parts: parameters (params.py), inputs and frame assembly (inputs.py, frames.py), the work queue
 (core/worker.py), late fusion (late_fusion.py), services (services.py), publishing
-(publishing.py), what they need from the mapper and query engine (protocols.py). This file is
-the composition root: it validates the configuration, wires inputs -> worker -> mapper, and
-keeps the counters and the callback guards.
+(publishing.py), the scene graph of floors and rooms on its own thread (scene_graph.py), what
+they need from the mapper and query engine (protocols.py). This file is the composition root:
+it validates the configuration, wires inputs -> worker -> mapper, and keeps the counters and the
+callback guards.
 
 Every field of the MapperConfig tree is a read-only ROS parameter of the same dotted name
 (``fusion.voxel_size``, ``ros.color_topic``, ...); ``config_file`` (or ``--config FILE``)

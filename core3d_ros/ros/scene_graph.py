@@ -426,6 +426,9 @@ class SceneGraphPart:
             values["hierarchy_update_ms"] = f"{self._update_ms:.1f}"
         values["hierarchy_floors"] = len(g.floors) if g is not None else 0
         values["hierarchy_rooms"] = len(g.rooms) if g is not None else 0
+        with self._kf_lock:
+            if self._keyframes is not None:
+                values["hierarchy_room_keyframes"] = len(self._keyframes.frames)
         return values
 
     def stop(self, timeout: float = 5.0) -> None:
