@@ -122,6 +122,15 @@ def test_two_storeys_are_two_floors_each_with_its_rooms():
     assert b.room_at(np.array([[6.0, 1.5, 7.5]])).tolist() == [0]
 
 
+def test_a_camera_on_the_stairs_between_storeys_adds_no_floor_and_is_said():
+    pts = np.concatenate([two_rooms(0.0), floor_pts(0, 0, 8, 3, 2.7), two_rooms(3.0), floor_pts(0, 0, 8, 3, 5.7)])
+    stairs = [(7.0, 0.5 + 2.0 * t, 1.4 + 3.0 * t) for t in np.linspace(0, 1, 16)]
+    cams = loop(2, 1.5) + loop(6, 1.5) + stairs + loop(2, 1.5, z=4.4) + loop(6, 1.5, z=4.4)
+    g = builder_with(pts, cams).update([], now=0.0)
+    assert [round(f.height, 2) for f in g.floors] == [0.0, 3.0]
+    assert "stairs" in g.note and [len(f.room_ids) for f in g.floors] == [2, 2]
+
+
 def test_room_ids_stay_when_a_room_grows_and_a_new_room_gets_a_new_id():
     cfg = HierarchyConfig(period=1.0)
     b = HierarchyBuilder(cfg, S)
@@ -157,12 +166,21 @@ def test_a_wall_built_across_an_open_room_is_a_split_event():
     cfg = HierarchyConfig(period=0.0)
     open_plan = np.concatenate([floor_pts(0, 0, 8, 3), *box_walls(0, 0, 8, 3)])
     b = builder_with(open_plan, loop(2, 1.5) + loop(6, 1.5), cfg)
-    g1 = b.update([], now=0.0)
-    assert len(g1.rooms) == 1
+    left, right = Obj(1, floor_pts(1.0, 1.0, 1.4, 1.4, 0.45)), Obj(2, floor_pts(6.2, 1.0, 6.6, 1.4, 0.45))
+    g1 = b.update([left, right], now=0.0)
+    assert len(g1.rooms) == 1 and g1.rooms[0].object_ids == [1, 2]
     feed(b, wall_pts((4, 0), (4, 3), door=(1.5, 0.9)), block=(5, 0, 0))
-    g2 = b.update([], now=1.0)
+    g2 = b.update([left, right], now=1.0)  # the objects did not change; their rooms did
     assert len(g2.rooms) == 2 and g2.splits == 1
-    assert g1.rooms[0].id in [r.id for r in g2.rooms]  # the larger part keeps the id
+    assert g1.rooms[0].id in [r.id for r in g2.rooms]  # one part keeps the id
+    assert b.object_room(1) != b.object_room(2)
+    assert g2.room(b.object_room(2)).centroid[0] > 4 and g2.room(b.object_room(1)).centroid[0] < 4
+
+
+def test_a_stray_point_far_away_does_not_blow_up_the_grid():
+    pts = np.concatenate([two_rooms(), [[5000.0, -3000.0, 0.5]]])
+    g = builder_with(pts, loop(2, 1.5) + loop(6, 1.5)).update([], now=0.0)
+    assert len(g.rooms) == 2 and "clipped" in g.note
 
 
 def test_re_sent_blocks_replace_their_rows():

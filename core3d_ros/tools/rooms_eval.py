@@ -13,6 +13,8 @@ flown at least half of its loop; a room entered a few frames ago is not yet one)
   nearest to most of its points and that object's true room; right when the predicted room is
   the one matched to it;
 - floors found: predicted floors within 0.25 m of a true floor, of the true floors visited;
+- up: the dataset's (+z); and how far the estimate (cameras + horizontal planes of 8 frames)
+  would have been from it;
 - room keyframes: the views offered every 5th frame (stride-8 depth), kept per room, bytes;
 - cost: builder time per update call (the recompute) and per frame (feeding: camera + changed
   blocks' rows), wall-clock ms on this machine; the TSDF surface extraction of the changed
@@ -31,7 +33,7 @@ from ..config import MapperConfig, with_overrides
 from ..core.datasets.building import BuildingScene, make_building
 from ..core.hierarchy.builder import HierarchyBuilder
 from ..core.hierarchy.keyframes import RoomKeyframes
-from ..core.hierarchy.up import resolve_up
+from ..core.hierarchy.up import estimate_up, resolve_up
 from ..core.mapper import Mapper
 
 STRUCTURE = ("floor", "wall", "ceiling")
@@ -147,6 +149,11 @@ def evaluate_building(
     objects: list = []
     keyframe_every = 5  # room keyframes are offered the views a motion keyframe rate would give
     report: dict = {"seed": seed, "frames": n, "up": [round(float(v), 4) for v in up], "up_source": source, "up_detail": detail}
+    # what the estimate would have said without the dataset's up (8 frames, as resolve_up reads)
+    est = estimate_up(list(scene.poses), [scene[int(i)] for i in np.linspace(0, n - 1, 8).astype(int)])
+    report["up_estimate_error_deg"] = (
+        float(np.degrees(np.arccos(np.clip(est[0] @ np.asarray(scene.up), -1.0, 1.0)))) if est is not None else None
+    )
     indices = range(n)
     for i in progress(indices) if progress else indices:
         frame = scene[i]
@@ -230,7 +237,7 @@ def summary_lines(report: dict) -> list[str]:
             )
         k = r["full"]["keyframes"]
         lines.append(
-            f"seed {label} up {r['up']} ({r['up_source']}); room keyframes {sum(k['per_room'].values())} of {k['offered']} offered "
+            f"seed {label} up {r['up']} ({r['up_source']}; estimated without it: {r['up_estimate_error_deg']:.2f} deg off); room keyframes {sum(k['per_room'].values())} of {k['offered']} offered "
             f"({k['bytes'] / 1e3:.0f} kB, {k['visible_objects_mean']:.1f} visible objects each)"
         )
     for part in ("half", "full"):

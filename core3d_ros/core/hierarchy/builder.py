@@ -12,13 +12,14 @@ work at most every ``hierarchy.period`` seconds, and only for the floors whose h
 received changed blocks or cameras; a floor's rows are found through an index of blocks by
 1 m height slab, so an update reads the changed floor only.
 
-Floors: the camera heights are split into storeys (gaps over ``storey_gap``); each storey's
-floor is a peak of the height histogram between ``max_camera_height`` and
-``min_camera_height`` below its cameras: a bin whose count stands out of its neighbourhood's
-median (walls add the same to every bin) by ``min_floor_area`` of surface; of the peaks at least
-half as strong as the strongest, the highest (the floor above a ceiling seen from below).
+Floors: peaks of the height histogram (a bin whose count stands out of its neighbourhood's
+median, which the walls set, by ``min_floor_area`` of surface) with camera positions between
+``min_camera_height`` and ``max_camera_height`` above them; peaks closer than ``storey_gap``
+give one floor, the highest at least half as strong as the strongest (the floor above a ceiling
+seen from below, not the table top above a floor). Cameras over no floor (stairs, a storey just
+entered) are said in the note.
 
-Rooms, per floor, on a bird's-eye grid of ``cell_size``: *inside* = cells with surface from the
+Rooms, per floor (rooms.py), on a bird's-eye grid of ``cell_size``: *inside* = cells with surface from the
 floor up to the top of the wall band, plus discs around the camera path; *walls* = cells with
 surface in the wall band (``wall_low`` .. ``wall_high`` above the floor: above furniture, below
 door lintels, so doorways stay open); free = inside minus walls. Then a distance-transform
@@ -47,9 +48,11 @@ import numpy as np
 from ...config import HierarchyConfig
 from ..retrieval.relations import horizontal_basis
 from .graph import Floor, Room, SceneGraph
+from .rooms import segment_floor
 
 SLAB_M = 1.0  # height slab of the block index (metres)
 FLOOR_BAND = 0.1  # metres: surface this close to the floor height is floor
+MIN_SUPPORT = 3  # camera positions (thinned to one per grid cell of travel) a floor needs above it
 
 
 @dataclass
@@ -74,7 +77,8 @@ class HierarchyBuilder:
         self.basis = horizontal_basis(self.up)  # (2, 3): ground axes a, b (right-handed with up)
         self.cell = float(cfg.cell_size)
         self.hbin = float(cfg.height_bin)
-        # per block: (cells (M, 2) int64, height bins (M,) int64, counts (M,) int64, height sums (M,))
+        # per block: (cells (M, 2) int64, height bins (M,) int64, counts (M,) int64, height sums (M,),
+        # lowest and highest height slab of its rows)
         self._blocks: dict[tuple[int, int, int], tuple[np.ndarray, ...]] = {}
         self._slabs: dict[int, set[tuple[int, int, int]]] = {}  # height slab -> blocks with rows in it
         self._hist = np.zeros(0, np.int64)
@@ -118,35 +122,42 @@ class HierarchyBuilder:
             sums = np.bincount(inverse.reshape(-1), weights=h, minlength=len(uniq))
         else:
             rows, counts, sums = np.zeros((0, 4), np.int64), np.zeros(0, np.int64), np.zeros(0)
-        starts = np.searchsorted(rows[:, 0], np.arange(len(blocks) + 1))
-        old_hb, old_n, old_s, new_hb, new_n, new_s = [], [], [], [], [], []
-        lo_h, hi_h = np.inf, -np.inf
+        starts = np.searchsorted(rows[:, 0], np.arange(len(blocks) + 1)).tolist()
+        # per block, the height slabs its new rows reach (one vectorised pass, not one per block)
+        has = np.flatnonzero(np.diff(starts))
+        slab_lo = np.zeros(len(blocks), np.int64)
+        slab_hi = np.full(len(blocks), -1, np.int64)
+        if len(has):
+            at = np.asarray(starts)[has]
+            slab_lo[has] = np.floor(np.minimum.reduceat(rows[:, 3], at) * self.hbin / SLAB_M)
+            slab_hi[has] = np.floor((np.maximum.reduceat(rows[:, 3], at) + 1) * self.hbin / SLAB_M)
+        cells_all, hb_all = rows[:, 1:3], rows[:, 3]
+        old_entries = []
+        slabs = self._slabs
         for i, blk in enumerate(map(tuple, blocks.tolist())):
             old = self._blocks.pop(blk, None)
             if old is not None:
-                old_hb.append(old[1])
-                old_n.append(old[2])
-                old_s.append(old[3])
-                for s in self._block_slabs(old[1]):
-                    self._slabs.get(s, set()).discard(blk)
-                lo_h, hi_h = min(lo_h, old[1].min() * self.hbin), max(hi_h, (old[1].max() + 1) * self.hbin)
-            r = rows[starts[i]: starts[i + 1]]
-            if len(r) == 0:
+                old_entries.append(old)
+                for sl in range(old[4], old[5] + 1):
+                    slabs[sl].discard(blk)
+            a, b = starts[i], starts[i + 1]
+            if a == b:
                 continue
-            entry = (r[:, 1:3].copy(), r[:, 3].copy(), counts[starts[i]: starts[i + 1]].copy(), sums[starts[i]: starts[i + 1]].copy())
-            self._blocks[blk] = entry
-            for s in self._block_slabs(entry[1]):
-                self._slabs.setdefault(s, set()).add(blk)
-            new_hb.append(entry[1])
-            new_n.append(entry[2])
-            new_s.append(entry[3])
-            lo_h, hi_h = min(lo_h, entry[1].min() * self.hbin), max(hi_h, (entry[1].max() + 1) * self.hbin)
-        if old_hb:
-            self._hist_add(np.concatenate(old_hb), -np.concatenate(old_n), -np.concatenate(old_s))
-        if new_hb:
-            self._hist_add(np.concatenate(new_hb), np.concatenate(new_n), np.concatenate(new_s))
+            # views into this call's arrays: they live while any of their blocks is not re-sent
+            lo, hi = int(slab_lo[i]), int(slab_hi[i])
+            self._blocks[blk] = (cells_all[a:b], hb_all[a:b], counts[a:b], sums[a:b], lo, hi)
+            for sl in range(lo, hi + 1):
+                slabs.setdefault(sl, set()).add(blk)
+        lo_h, hi_h = np.inf, -np.inf
+        if old_entries:
+            old_hb = np.concatenate([o[1] for o in old_entries])
+            self._hist_add(old_hb, -np.concatenate([o[2] for o in old_entries]), -np.concatenate([o[3] for o in old_entries]))
+            lo_h, hi_h = old_hb.min() * self.hbin, (old_hb.max() + 1) * self.hbin
+        if len(rows):
+            self._hist_add(hb_all, counts, sums)
+            lo_h, hi_h = min(lo_h, hb_all.min() * self.hbin), max(hi_h, (hb_all.max() + 1) * self.hbin)
         if lo_h <= hi_h:
-            self._dirty.append((lo_h, hi_h))
+            self._dirty.append((float(lo_h), float(hi_h)))
         self.stats["blocks"] = len(self._blocks)
 
     def add_camera(self, position: np.ndarray) -> None:
@@ -160,11 +171,6 @@ class HierarchyBuilder:
             return
         self._cameras.append(c)
         self._dirty.append((c[2] - self.cfg.max_camera_height, c[2]))
-
-    def _block_slabs(self, hb: np.ndarray) -> range:
-        lo = int(np.floor(hb.min() * self.hbin / SLAB_M))
-        hi = int(np.floor((hb.max() + 1) * self.hbin / SLAB_M))
-        return range(lo, hi + 1)
 
     def _hist_add(self, hb: np.ndarray, n: np.ndarray, sums: np.ndarray) -> None:
         lo, hi = int(hb.min()), int(hb.max())
@@ -199,44 +205,48 @@ class HierarchyBuilder:
         heights = (self._hsum[sel] + self._hsum[nb]) / np.maximum(c[sel] + c[nb], 1.0)
         return heights, prom[sel]
 
-    def _storeys(self) -> list[float]:
-        """Median camera height of each storey (camera heights split at gaps > storey_gap)."""
-        if not self._cameras:
-            return []
-        hs = np.sort(np.array([c[2] for c in self._cameras]))
-        cuts = np.flatnonzero(np.diff(hs) > self.cfg.storey_gap) + 1
-        return [float(np.median(part)) for part in np.split(hs, cuts)]
-
     def _find_floors(self) -> tuple[list[float], str, bool]:
-        """(floor heights, note, degraded: no floor surface anywhere)."""
+        """(floor heights, note, degraded: no floor surface anywhere).
+
+        A floor candidate is a histogram peak with at least MIN_SUPPORT camera positions
+        between ``min_camera_height`` and ``max_camera_height`` above it; candidates closer
+        than ``storey_gap`` to each other (a table top and its floor, a ceiling seen from below
+        and the floor above it) give one floor: the highest at least half as strong as the
+        strongest of them. Cameras on stairs support no floor of their own, and are said."""
+        cfg = self.cfg
         heights, prom = self._floor_peaks()
-        storeys = self._storeys()
-        notes = []
-        found: list[float] = []
-        if not storeys:
+        cams = np.array([c[2] for c in self._cameras])
+        if not len(cams):
             if len(heights):
-                found = [float(heights[np.argmax(prom)])]
-                notes.append("no camera path: one floor at the strongest horizontal surface")
-        for hc in storeys:
-            sel = (heights >= hc - self.cfg.max_camera_height) & (heights <= hc - self.cfg.min_camera_height)
-            if not np.any(sel):
-                notes.append(f"no floor surface below the cameras at {hc:.2f} m")
-                continue
-            strong = sel & (prom >= 0.5 * prom[sel].max())
-            found.append(float(heights[strong].max()))
-        found.sort()
-        merged: list[float] = []
-        for h in found:
-            if merged and h - merged[-1] < self.cfg.storey_gap:
-                continue  # two storeys of cameras over one floor (a camera on the stairs)
-            merged.append(h)
-        if not merged:
-            low = self._lowest_surface()
-            reason = "; ".join(notes) or "no floor surface"
-            if low is None:
-                return [], reason + ": no surface yet", True
-            return [low], reason + ": one floor at the lowest surface, one room", True
-        return merged, "; ".join(notes), False
+                return [float(heights[np.argmax(prom)])], "no camera path: one floor at the strongest horizontal surface", False
+            return self._degraded("no camera path and no floor surface")
+        support = np.array([np.count_nonzero((cams >= h + cfg.min_camera_height) & (cams <= h + cfg.max_camera_height)) for h in heights])
+        order = np.argsort(heights)
+        cand = [(float(heights[i]), float(prom[i])) for i in order if support[i] >= MIN_SUPPORT]
+        groups: list[list[tuple[float, float]]] = []
+        for h, p in cand:
+            if groups and h - groups[-1][-1][0] < cfg.storey_gap:
+                groups[-1].append((h, p))
+            else:
+                groups.append([(h, p)])
+        floors = [max(h for h, p in g if p >= 0.5 * max(q for _, q in g)) for g in groups]
+        if not floors:
+            return self._degraded(f"no floor surface under the cameras (from {cams.min():.2f} to {cams.max():.2f} m)")
+        over = np.zeros(len(cams), bool)
+        for h in floors:
+            over |= (cams >= h + cfg.min_camera_height) & (cams <= h + cfg.max_camera_height)
+        stray = int(np.count_nonzero(~over))
+        note = ""
+        if stray >= MIN_SUPPORT:
+            note = (f"{stray} of {len(cams)} camera positions over no floor found (stairs, or a floor not seen "
+                    f"enough yet, at {np.median(cams[~over]):.2f} m)")
+        return floors, note, False
+
+    def _degraded(self, reason: str) -> tuple[list[float], str, bool]:
+        low = self._lowest_surface()
+        if low is None:
+            return [], reason + ": no surface yet", True
+        return [low], reason + ": one floor at the lowest surface, one room", True
 
     def _lowest_surface(self) -> float | None:
         nz = np.flatnonzero(self._hist > 0)
@@ -270,137 +280,8 @@ class HierarchyBuilder:
         cfg = self.cfg
         cells, h = self._rows(fl.height - FLOOR_BAND, fl.height + cfg.wall_high)
         cams = np.array([c for c in self._cameras if fl.height + cfg.min_camera_height <= c[2] <= fl.height + cfg.max_camera_height]).reshape(-1, 3)
-        r_cam = int(np.ceil(cfg.camera_radius / self.cell))
         cam_cells = np.floor(cams[:, :2] / self.cell).astype(np.int64)
-        allc = np.concatenate([cells, cam_cells - r_cam, cam_cells + r_cam])
-        if len(allc) == 0:
-            return np.zeros(2, np.int64), np.zeros((0, 0), np.int32), "no surface on this floor yet"
-        origin = allc.min(axis=0) - 2
-        shape = allc.max(axis=0) - origin + 3  # (a, b)
-        rel = cells - origin
-        inside = np.zeros((shape[1], shape[0]), np.uint8)
-        walls = np.zeros_like(inside)
-        inside[rel[:, 1], rel[:, 0]] = 1
-        w = (h >= fl.height + cfg.wall_low) & (h <= fl.height + cfg.wall_high)
-        walls[rel[w, 1], rel[w, 0]] = 1
-        # ... and cells whose surface rises from near the floor to near the band (a wall whose
-        # band was not seen, a tall cupboard): vertical extent of at least wall_low - 0.3 m
-        v = h >= fl.height + 0.2
-        lo = np.full(inside.shape, np.inf)
-        hi = np.full(inside.shape, -np.inf)
-        np.minimum.at(lo, (rel[v, 1], rel[v, 0]), h[v])
-        np.maximum.at(hi, (rel[v, 1], rel[v, 0]), h[v])
-        walls[(hi - lo) >= cfg.wall_low - 0.3] = 1
-        k3 = np.ones((3, 3), np.uint8)
-        # closings with zeros beyond the grid (OpenCV's default would keep a dilated rim there)
-        inside = cv2.morphologyEx(inside, cv2.MORPH_CLOSE, k3, iterations=2, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-        walls = cv2.morphologyEx(walls, cv2.MORPH_CLOSE, k3, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-        for c in cam_cells - origin:
-            cv2.circle(inside, (int(c[0]), int(c[1])), r_cam, 1, -1)
-        inside = self._fill_holes(inside)
-        free = (inside & (1 - walls)).astype(np.uint8)
-        if fl.degraded:  # no floor to stand on: everything seen is one room
-            return origin, inside.astype(np.int32), ""
-        if not free.any():
-            return origin, np.zeros_like(inside, np.int32), "no free space on this floor"
-        dist = cv2.distanceTransform(free, cv2.DIST_L2, 5) * self.cell
-        n, comp = cv2.connectedComponents((dist > cfg.door_width / 2).astype(np.uint8), connectivity=8)
-        min_marker = max(1, int(0.25 / self.cell**2))
-        markers = np.zeros(free.shape, np.int32)
-        k = 0
-        for i in range(1, n):
-            m = comp == i
-            if m.sum() >= min_marker:
-                k += 1
-                markers[m] = k + 1
-        note = ""
-        if k == 0:  # nothing wide enough for a marker: all free space is one room
-            labels = free.astype(np.int32)
-            note = "no space wider than hierarchy.door_width: one room"
-        else:
-            labels = self._flood(np.where(markers > 0, markers - 1, 0), dist, free)
-            labels = self._merge_wide(labels, k)
-        labels = self._open_regions(labels)
-        labels = self._drop_small(labels)
-        # each room takes the wall cells next to it (the wall's inner face lies in them)
-        grown = cv2.dilate(labels.astype(np.float32), k3).astype(np.int32)
-        labels = np.where((labels == 0) & (walls > 0) & (grown > 0), grown, labels)
-        rooms = len(np.unique(labels[labels > 0]))
-        if rooms == 1 and not note:
-            note = "one room (no doorway-narrow passage found: a single room or an open plan)"
-        return origin, labels, note
-
-    @staticmethod
-    def _fill_holes(inside: np.ndarray) -> np.ndarray:
-        """Unseen holes enclosed by seen surface (floor under the camera's path that no view
-        looked at, floor behind furniture) are inside. A hole in a wall becomes free space too,
-        but the watershed floods it last (it lies next to walls), so it joins no two rooms."""
-        filled = inside.copy()
-        contours, _ = cv2.findContours(inside, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
-        return filled
-
-    def _flood(self, labels: np.ndarray, dist: np.ndarray, free: np.ndarray) -> np.ndarray:
-        """Marker-controlled watershed of the distance transform: the free space is flooded from
-        the markers level by level, from far from the walls to next to them (one level per
-        cell), each level by repeated 3x3 dilation within the cells at or above it; so two
-        rooms meet where the free space is narrowest (the doorway)."""
-        k3 = np.ones((3, 3), np.uint8)
-        lab = labels.astype(np.float32)
-        top = float(dist.max())
-        for level in np.arange(top, -self.cell, -self.cell):
-            allowed = (free > 0) & (dist >= max(level, 0.0))
-            while True:
-                grown = cv2.dilate(lab, k3)
-                new = allowed & (lab == 0) & (grown > 0)
-                if not new.any():
-                    break
-                lab[new] = grown[new]
-        return lab.astype(np.int32)
-
-    def _merge_wide(self, labels: np.ndarray, k: int) -> np.ndarray:
-        """Merge neighbouring regions whose shared boundary is longer than 1.5 door widths."""
-        if k < 2:
-            return labels
-        border = np.zeros((k + 1, k + 1), np.int64)
-        for a, b in ((labels[:, :-1], labels[:, 1:]), (labels[:-1, :], labels[1:, :])):
-            m = (a > 0) & (b > 0) & (a != b)
-            np.add.at(border, (a[m], b[m]), 1)
-        border = border + border.T
-        parent = list(range(k + 1))
-
-        def find(x: int) -> int:
-            while parent[x] != x:
-                parent[x] = parent[parent[x]]
-                x = parent[x]
-            return x
-
-        limit = 1.5 * self.cfg.door_width / self.cell * 2  # both sides' cells are counted
-        for a, b in zip(*np.nonzero(np.triu(border) > limit)):
-            parent[find(int(a))] = find(int(b))
-        lut = np.array([find(i) for i in range(k + 1)], np.int32)
-        return lut[labels]
-
-    @staticmethod
-    def _open_regions(labels: np.ndarray) -> np.ndarray:
-        """Each region without its strips narrower than 3 cells (a region leaking along an
-        unseen wall); the cells removed go to no room."""
-        k3 = np.ones((3, 3), np.uint8)
-        out = np.zeros_like(labels)
-        for i in np.unique(labels[labels > 0]):
-            m = cv2.morphologyEx((labels == i).astype(np.uint8), cv2.MORPH_OPEN, k3, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-            out[m > 0] = i
-        return out
-
-    def _drop_small(self, labels: np.ndarray) -> np.ndarray:
-        ids, counts = np.unique(labels[labels > 0], return_counts=True)
-        small = ids[counts * self.cell**2 < self.cfg.min_room_area]
-        if len(small):
-            labels = np.where(np.isin(labels, small), 0, labels)
-        ids = np.unique(labels[labels > 0])
-        lut = np.zeros(int(labels.max()) + 1, np.int32)
-        lut[ids] = np.arange(1, len(ids) + 1)
-        return lut[labels]
+        return segment_floor(cells, h, cam_cells, fl.height, fl.degraded, cfg, self.cell)
 
     def _match_ids(self, old: _FloorState | None, origin: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Room ids for the regions 1..K of ``labels`` (a lookup table), stable against ``old``."""
@@ -471,6 +352,7 @@ class HierarchyBuilder:
         heights, note, degraded = self._find_floors()
         old_floors = self._floors
         floors: list[_FloorState] = []
+        redone: set[int] = set()  # rooms of the floors segmented again: their objects are placed again
         for i, h in enumerate(heights):
             ceiling = heights[i + 1] if i + 1 < len(heights) else self._ceiling(h)
             match = min(old_floors, key=lambda f: abs(f.height - h), default=None)
@@ -491,9 +373,12 @@ class HierarchyBuilder:
                 fl.origin, fl.labels, fl.note = origin, lut[regions], fnote
                 fl.room_ids = sorted(int(r) for r in np.unique(fl.labels[fl.labels > 0]))
                 self.stats["floors_recomputed"] += 1
+                redone.update(fl.room_ids)
+                if match is not None:
+                    redone.update(match.room_ids)
             floors.append(fl)
         self._floors = floors
-        self._assign_objects(objects)
+        self._assign_objects(objects, redone)
         self.graph = self._build_graph(note)
         self.stats["updates"] += 1
         self.stats["last_update_ms"] = (time.perf_counter() - t0) * 1e3
@@ -536,13 +421,16 @@ class HierarchyBuilder:
             out[sel[ok]] = fl.labels[rel[ok, 1], rel[ok, 0]]
         return out
 
-    def _assign_objects(self, objects: list) -> None:
+    def _assign_objects(self, objects: list, redone: set[int]) -> None:
+        """Each object to the room holding most of its points; an object whose points did not
+        change and whose room's floor was not segmented again keeps its room."""
         keep: dict[int, tuple[int, int]] = {}
+        live = self._room_ids()
         for o in objects:
             oid = int(o.id)
             prev = self._object_rooms.get(oid)
             pts = np.asarray(o.points, float).reshape(-1, 3)
-            if prev is not None and prev[0] == len(pts) and prev[1] in self._room_ids():
+            if prev is not None and prev[0] == len(pts) and prev[1] in live and prev[1] not in redone:
                 keep[oid] = prev
                 continue
             rid = 0
