@@ -243,28 +243,34 @@ class SceneGraphPart:
             builder.add_camera(self._cameras.popleft())
         snap = self.mapper.snapshot(wait=False)
         graph = builder.update(list(snap.objects), time.time())
-        if graph is not None:
-            self._builder_graph = graph
-        if self._offer_views(builder, graph is not None, snap.objects) and graph is None:
-            graph = self._builder_graph  # the same rooms with new keyframes
         with self._lock:
             self._counts["updates"] += 1
-            self._update_ms = (time.perf_counter() - t0) * 1e3
             if generation != self._generation:
                 return
+            if graph is not None:
+                self._builder_graph = graph
             if moved:
                 self._loaded_stands = False
             stands = self._loaded_stands
+        if self._offer_views(builder, graph is not None, snap.objects, generation) and graph is None:
+            graph = self._builder_graph  # the same rooms with new keyframes
+        with self._lock:
+            self._update_ms = (time.perf_counter() - t0) * 1e3
+            if generation != self._generation:
+                return
         if graph is not None and not stands:  # the builder has seen the map go on since a load
             self._publish(graph)
 
-    def _offer_views(self, builder: Any, updated: bool, objects: list) -> bool:
+    def _offer_views(self, builder: Any, updated: bool, objects: list, generation: int) -> bool:
         """Offer the waiting motion keyframes to the room keyframes (after an update, views of
         rooms that were split or merged move first); True when the kept set changed."""
         if self._keyframes is None:
             return False
         views = [self._views.popleft() for _ in range(len(self._views))]
         with self._kf_lock:
+            with self._lock:
+                if generation != self._generation:
+                    return False  # the map was replaced: its store is a new one
             before = {i: kf.room_id for i, kf in self._keyframes.frames.items()}
             if updated:
                 self._keyframes.reassign(builder)
