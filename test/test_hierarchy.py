@@ -87,6 +87,24 @@ def test_two_rooms_joined_by_a_door_are_two_rooms_and_objects_go_to_theirs():
     assert np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y) > 0
 
 
+def test_rooms_in_a_map_whose_up_is_not_z():
+    """The two rooms in a 7-Scenes-like frame (up = -y) and in an arbitrary rotation."""
+    for R in (np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]]), _rotation(5)):
+        up = R @ [0.0, 0.0, 1.0]
+        b = HierarchyBuilder(HierarchyConfig(), S, up=up, up_source="dataset")
+        feed(b, two_rooms() @ R.T)
+        for c in loop(2, 1.5) + loop(6, 1.5):
+            b.add_camera(R @ np.asarray(c))
+        chair = Obj(7, floor_pts(6.2, 1.0, 6.6, 1.4, 0.45) @ R.T)
+        g = b.update([chair], now=0.0)
+        assert len(g.floors) == 1 and abs(g.floors[0].height) < 0.03 and len(g.rooms) == 2
+        assert g.up_source == "dataset" and np.allclose(g.up, up)
+        room_b = g.room(b.object_room(7))
+        assert abs(room_b.area - 12.0) < 1.5
+        assert np.allclose(R.T @ room_b.centroid, [6.0, 1.5, 0.0], atol=0.3)
+        assert np.allclose(room_b.outline @ up, 0.0, atol=0.03)
+
+
 def test_open_plan_is_one_room_with_a_note():
     pts = np.concatenate([floor_pts(0, 0, 8, 4), *box_walls(0, 0, 8, 4)])
     g = builder_with(pts, loop(2, 2) + loop(6, 2)).update([], now=0.0)
