@@ -397,6 +397,8 @@ class HierarchyConfig:
     keyframe_bytes: int = _p(4_000_000, "bytes all room keyframes may hold together", (1, INT_MAX))
     keyframe_min_gain: float = _p(0.1, "a view becomes a room keyframe when it adds this share of new surface cells to its room", (0.0, 1.0))
     coverage_cell: float = _p(0.2, "metres: surface cell the keyframe coverage is counted in", (0.01, 2.0))
+    room_vocabulary: list[str] = _p([], "room classes rooms are labelled with from their keyframes (with a semantic encoder); empty: kitchen, office, bathroom, bedroom, living room, corridor, ... (core/hierarchy/room_labels.py)")
+    summaries: bool = _p(True, "with retrieval.llm enabled: room and floor summaries from the model, grounded in the rooms' labels and objects (asynchronous; off: no summaries)")
 
 
 @dataclass

@@ -7,6 +7,7 @@
     ros2 launch core3d mapping.launch.py perception:=false   # perception runs elsewhere:
         # on the GPU machine: ros2 run core3d perception_node --config my.yaml
     ros2 launch core3d mapping.launch.py query_node:=false   # the mapping node answers core3d/query itself
+    ros2 launch core3d mapping.launch.py hierarchy:=false   # no floors / rooms (core3d/scene_graph)
 
 By default a query node (core3d-query-node) in a process of its own answers core3d/query and
 core3d/get_object from a mirror of the mapping node's map stream, so that no query waits on the
@@ -53,6 +54,11 @@ def _core3d_nodes(context, *args, **kwargs):
     if query_node not in ("true", "false"):
         raise ValueError(f"launch argument query_node must be true or false, got {query_node!r}")
     mapping = {**common, "ros.perception": modes[perception]}
+    hierarchy = LaunchConfiguration("hierarchy").perform(context).strip().lower()
+    if hierarchy not in ("", "true", "false"):
+        raise ValueError(f"launch argument hierarchy must be true, false or empty, got {hierarchy!r}")
+    if hierarchy:  # the mapping node's scene graph (core3d/scene_graph, core3d/get_scene_graph)
+        mapping["hierarchy.enabled"] = hierarchy == "true"
     if query_node == "true":  # the query node takes core3d/query; the mapping node's moves aside
         mapping.update({"ros.query_namespace": "core3d/mapping", "ros.publish_map_updates": True})
     nodes = [
@@ -143,6 +149,12 @@ def generate_launch_description() -> LaunchDescription:
                 "device",
                 default_value="",
                 description="auto | cpu | cuda for the models (segmenter.device, embed.device); empty: as configured",
+            ),
+            DeclareLaunchArgument(
+                "hierarchy",
+                default_value="",
+                description="true | false: keep the floors/rooms scene graph (core3d/scene_graph, core3d/get_scene_graph, "
+                "core3d/room_markers) while mapping (hierarchy.enabled); empty: as configured",
             ),
             DeclareLaunchArgument(
                 "rviz",

@@ -19,7 +19,8 @@ from .fusion.voxels import _OFFSET as _VOXEL_OFFSET
 from .fusion.voxels import unpack as unpack_keys
 
 FORMAT = "core3d-map"
-VERSION = 1
+VERSION = 2  # 2: the scene graph (hierarchy section below); 1 still loads
+SUPPORTED_VERSIONS = (1, 2)
 MAX_VOXELS_IN_FILE = 50_000_000
 
 
@@ -27,8 +28,9 @@ class MapFileError(ValueError):
     """A map file that cannot be loaded (damaged, wrong version, inconsistent)."""
 
 
-def save_map(omap: ObjectMap, path: str | os.PathLike) -> str:
-    """Write the map to ``path`` (".npz" appended when missing) atomically; returns the path."""
+def save_map(omap: ObjectMap, path: str | os.PathLike, hierarchy=None) -> str:
+    """Write the map to ``path`` (".npz" appended when missing) atomically; returns the path.
+    ``hierarchy``: a core.hierarchy SceneGraph stored with it (None: none)."""
     path = Path(path)
     if path.suffix != ".npz":
         path = path.with_name(path.name + ".npz")
@@ -68,6 +70,8 @@ def save_map(omap: ObjectMap, path: str | os.PathLike) -> str:
         "obj_view_quality": view_q,
         "obj_views": np.concatenate(views) if views else np.zeros(0, np.uint8),
     }
+    if hierarchy is not None:
+        arrays.update(hierarchy_arrays(hierarchy))
     with atomic_output(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)
@@ -225,8 +229,8 @@ def _build(data, cfg: FusionConfig) -> ObjectMap:
     if str(_get(data, "format", "<U10", 0)) != FORMAT:
         raise MapFileError("not a core3d map file")
     version = int(_get(data, "version", np.int64, 0))
-    if version != VERSION:
-        raise MapFileError(f"map file version {version} is not supported (expected {VERSION})")
+    if version not in SUPPORTED_VERSIONS:
+        raise MapFileError(f"map file version {version} is not supported (expected one of {SUPPORTED_VERSIONS})")
     voxel_size = float(_get(data, "voxel_size", np.float64, 0))
     frames = int(_get(data, "frames", np.int64, 0))
     next_id = int(_get(data, "next_id", np.int64, 0))
@@ -291,3 +295,178 @@ def _build(data, cfg: FusionConfig) -> ObjectMap:
             st.embedding_weight = float(obj["obj_embedding_weight"][i])
         states.append(st)
     return ObjectMap.from_arrays(fusion, keys, ids, hits, colors, color_n, states, next_id, frames)
+
+
+# ---------------------------------------------------------------------------------- hierarchy
+# Format version 2 adds the scene graph (core/hierarchy/graph.py) as ``hier_*`` arrays: plain
+# numbers and unicode strings, ragged lists (outlines, object and keyframe ids) as one flat array
+# and a length per row. Version 1 files have none and load without a hierarchy. The hierarchy is
+# derived data (the builder recomputes it from the geometry): a damaged one is refused alone
+# (``load_hierarchy`` raises MapFileError naming what is wrong) while the map itself still loads.
+
+HIERARCHY_VERSION = 2
+MAX_HIERARCHY_ROWS = 100_000  # floors, rooms, or outline points / ids of one list in all
+
+
+def _ragged(rows: list) -> tuple[np.ndarray, np.ndarray]:
+    lengths = np.array([len(r) for r in rows], np.int64)
+    flat = [np.asarray(r) for r in rows if len(r)]
+    return lengths, (np.concatenate(flat) if flat else np.zeros(0))
+
+
+def hierarchy_arrays(graph) -> dict[str, np.ndarray]:
+    """The ``hier_*`` arrays of a SceneGraph (what ``save_map(..., hierarchy=graph)`` writes)."""
+    rooms, floors = graph.rooms, graph.floors
+    out_len, outline = _ragged([np.asarray(r.outline, np.float64).reshape(-1, 3) for r in rooms])
+    obj_len, objects = _ragged([list(r.object_ids) for r in rooms])
+    kf_len, keyframes = _ragged([list(r.keyframe_ids) for r in rooms])
+    fr_len, floor_rooms = _ragged([list(f.room_ids) for f in floors])
+    return {
+        "hier_up": np.asarray(graph.up, np.float64).reshape(3),
+        "hier_up_source": np.array(str(graph.up_source)),
+        "hier_note": np.array(str(graph.note or "")),
+        "hier_version": np.array(int(graph.version), np.int64),
+        "hier_events": np.array([graph.splits, graph.merges], np.int64),  # room splits, merges so far
+        "hier_floor_id": np.array([f.id for f in floors], np.int64),
+        "hier_floor_height": np.array([f.height for f in floors], np.float64),
+        "hier_floor_ceiling": np.array([f.ceiling for f in floors], np.float64),
+        "hier_floor_label": np.array([str(f.label) for f in floors] or [""], str)[: len(floors)],
+        "hier_floor_summary": np.array([str(f.summary) for f in floors] or [""], str)[: len(floors)],
+        "hier_floor_room_len": fr_len,
+        "hier_floor_rooms": floor_rooms.astype(np.int64),
+        "hier_room_id": np.array([r.id for r in rooms], np.int64),
+        "hier_room_floor": np.array([r.floor_id for r in rooms], np.int64),
+        "hier_room_area": np.array([r.area for r in rooms], np.float64),
+        "hier_room_centroid": np.array([np.asarray(r.centroid, np.float64).reshape(3) for r in rooms], np.float64).reshape(-1, 3),
+        "hier_room_label": np.array([str(r.label) for r in rooms] or [""], str)[: len(rooms)],
+        "hier_room_label_score": np.array([r.label_score for r in rooms], np.float64),
+        "hier_room_summary": np.array([str(r.summary) for r in rooms] or [""], str)[: len(rooms)],
+        "hier_room_outline_len": out_len,
+        "hier_room_outline": outline.astype(np.float64).reshape(-1, 3),
+        "hier_room_object_len": obj_len,
+        "hier_room_objects": objects.astype(np.int64),
+        "hier_room_keyframe_len": kf_len,
+        "hier_room_keyframes": keyframes.astype(np.int64),
+    }
+
+
+def _text(data, name: str, ndim: int) -> np.ndarray:
+    if name not in data:
+        raise MapFileError(f"hierarchy: missing array {name!r}")
+    arr = data[name]
+    if arr.dtype.kind != "U" or arr.ndim != ndim:
+        raise MapFileError(f"hierarchy: array {name!r} must be text of ndim {ndim}, got {arr.dtype} / {arr.ndim}")
+    return arr
+
+
+def _hier(data, name: str, dtype, ndim: int) -> np.ndarray:
+    try:
+        arr = _get(data, name, dtype, ndim)
+    except MapFileError as e:
+        raise MapFileError(f"hierarchy: {e}") from None
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        raise MapFileError(f"hierarchy: array {name!r} holds non-finite values")
+    return arr
+
+
+def _split(lengths: np.ndarray, flat: np.ndarray, rows: int, what: str) -> list[np.ndarray]:
+    if len(lengths) != rows or np.any(lengths < 0) or int(lengths.sum()) != len(flat):
+        raise MapFileError(f"hierarchy: {what} lengths do not match their rows / values")
+    return np.split(flat, np.cumsum(lengths)[:-1]) if rows else []
+
+
+def _read_hierarchy(data):
+    from .hierarchy.graph import UP_SOURCES, Floor, Room, SceneGraph
+
+    up = _hier(data, "hier_up", np.float64, 1)
+    if up.shape != (3,) or not 0.99 < float(np.linalg.norm(up)) < 1.01:
+        raise MapFileError("hierarchy: up must be a unit 3-vector")
+    up_source = str(_text(data, "hier_up_source", 0))
+    if up_source not in UP_SOURCES:
+        raise MapFileError(f"hierarchy: up source must be one of {' | '.join(UP_SOURCES)}, got {up_source!r}")
+    version = int(_hier(data, "hier_version", np.int64, 0))
+    if version < 0:
+        raise MapFileError("hierarchy: version must be >= 0")
+    events = _hier(data, "hier_events", np.int64, 1)
+    if events.shape != (2,) or np.any(events < 0):
+        raise MapFileError("hierarchy: events must be two counts >= 0 (splits, merges)")
+    fid = _hier(data, "hier_floor_id", np.int64, 1)
+    rid = _hier(data, "hier_room_id", np.int64, 1)
+    nf, nr = len(fid), len(rid)
+    if nf > MAX_HIERARCHY_ROWS or nr > MAX_HIERARCHY_ROWS:
+        raise MapFileError(f"hierarchy: more than {MAX_HIERARCHY_ROWS} floors or rooms")
+    for ids, what in ((fid, "floor"), (rid, "room")):
+        if len(np.unique(ids)) != len(ids) or (len(ids) and (ids.min() < 1 or ids.max() > MAX_OBJECT_ID)):
+            raise MapFileError(f"hierarchy: {what} ids must be unique and lie in [1, {MAX_OBJECT_ID}]")
+    floor_cols = {k: _hier(data, f"hier_floor_{k}", np.float64, 1) for k in ("height", "ceiling")}
+    floor_text = {k: _text(data, f"hier_floor_{k}", 1) for k in ("label", "summary")}
+    room_floor = _hier(data, "hier_room_floor", np.int64, 1)
+    area = _hier(data, "hier_room_area", np.float64, 1)
+    score = _hier(data, "hier_room_label_score", np.float64, 1)
+    centroid = _hier(data, "hier_room_centroid", np.float64, 2)
+    room_text = {k: _text(data, f"hier_room_{k}", 1) for k in ("label", "summary")}
+    if any(len(v) != nf for v in (*floor_cols.values(), *floor_text.values())):
+        raise MapFileError("hierarchy: floor arrays have inconsistent lengths")
+    if any(len(v) != nr for v in (room_floor, area, score, centroid, *room_text.values())) or centroid.shape[1:] != (3,):
+        raise MapFileError("hierarchy: room arrays have inconsistent lengths")
+    if np.any(floor_cols["ceiling"] < floor_cols["height"]):
+        raise MapFileError("hierarchy: a floor's ceiling lies below its height")
+    if np.any(area < 0):
+        raise MapFileError("hierarchy: room areas must be >= 0")
+    if not np.all(np.isin(room_floor, fid)):
+        raise MapFileError("hierarchy: a room refers to an unknown floor")
+    outline = _hier(data, "hier_room_outline", np.float64, 2)
+    if outline.shape[1:] != (3,):
+        raise MapFileError("hierarchy: room outlines must be (N, 3) points")
+    ragged = {}
+    for key, flat_name, rows in (
+        ("outline", None, nr), ("object", "hier_room_objects", nr), ("keyframe", "hier_room_keyframes", nr),
+        ("floor_room", "hier_floor_rooms", nf),
+    ):
+        prefix = "hier_floor_room" if key == "floor_room" else f"hier_room_{key}"
+        lengths = _hier(data, f"{prefix}_len", np.int64, 1)
+        flat = outline if flat_name is None else _hier(data, flat_name, np.int64, 1)
+        if len(flat) > 50 * MAX_HIERARCHY_ROWS:
+            raise MapFileError(f"hierarchy: too many {key} entries")
+        if flat_name is not None and len(flat) and (flat.min() < 0 or flat.max() > MAX_OBJECT_ID):
+            raise MapFileError(f"hierarchy: {key} ids must lie in [0, {MAX_OBJECT_ID}]")
+        ragged[key] = _split(lengths, flat, rows, key)
+    if ragged["floor_room"] and not np.all(np.isin(np.concatenate(ragged["floor_room"]), rid)):
+        raise MapFileError("hierarchy: a floor lists an unknown room")
+    floors = [
+        Floor(
+            id=int(fid[i]), height=float(floor_cols["height"][i]), ceiling=float(floor_cols["ceiling"][i]),
+            label=str(floor_text["label"][i]), summary=str(floor_text["summary"][i]),
+            room_ids=[int(v) for v in ragged["floor_room"][i]],
+        )
+        for i in range(nf)
+    ]
+    rooms = [
+        Room(
+            id=int(rid[i]), floor_id=int(room_floor[i]), outline=ragged["outline"][i].copy(), area=float(area[i]),
+            centroid=centroid[i].copy(), label=str(room_text["label"][i]), label_score=float(score[i]),
+            summary=str(room_text["summary"][i]), object_ids=[int(v) for v in ragged["object"][i]],
+            keyframe_ids=[int(v) for v in ragged["keyframe"][i]],
+        )
+        for i in range(nr)
+    ]
+    return SceneGraph(
+        up=up.copy(), up_source=up_source, note=str(_text(data, "hier_note", 0)), version=version,
+        splits=int(events[0]), merges=int(events[1]), floors=floors, rooms=rooms,
+    )
+
+
+def load_hierarchy(path: str | os.PathLike):
+    """The SceneGraph stored in a map file; None when the file has none (format version 1, or
+    saved without one). Raises MapFileError when the file or its hierarchy is damaged; the map's
+    own arrays are ``load_map``'s business, so a damaged hierarchy never stops the map loading."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "hier_up" not in data.files:
+                return None
+            return _read_hierarchy(data)
+    except MapFileError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as e:
+        raise MapFileError(f"hierarchy: cannot read {path}: {e}") from None

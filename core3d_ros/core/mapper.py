@@ -75,6 +75,10 @@ class Mapper:
         self.geometry = self._new_geometry()
         warm_up(self.cfg.fusion)  # compiled kernels ready before the first frame (once per process)
         self.last_pose: np.ndarray | None = None
+        # the scene graph (core/hierarchy) as last built by whoever runs the builder; saved with
+        # the map, read back by load (None, with hierarchy_error saying why, when damaged)
+        self.hierarchy = None
+        self.hierarchy_error = ""
         self._lock = threading.RLock()  # fusion and map swaps
         self._snapshot_lock = threading.Lock()
         self._generation = 0  # bumped when the map is replaced or cleared (its version restarts)
@@ -264,6 +268,7 @@ class Mapper:
             self.map.clear()
             self._generation += 1
             self.geometry = self._new_geometry()
+            self.hierarchy, self.hierarchy_error = None, ""
 
     def save(self, path: str) -> str:
         """The object map to ``path`` (.npz) and the TSDF beside it (``*.geometry.npz``), both
@@ -273,15 +278,19 @@ class Mapper:
         frozen, _ = self._frozen_map()
         if self.geometry is not None:
             self.geometry.save(geometry_path(map_file_path(path)))
-        return save_map(frozen, path)
+        return save_map(frozen, path, hierarchy=self.hierarchy)
 
     def load(self, path: str) -> None:
         """Load a map (and its TSDF when saved with one); both are validated before either is
         swapped in, so a damaged file leaves the current map as it was."""
         from .tsdf import GeometryError, GeometryLayer
-        from .mapio import MapFileError
+        from .mapio import MapFileError, load_hierarchy
 
         new = load_map(path, self.cfg.fusion)  # validated before anything changes
+        try:  # derived data: a damaged hierarchy is dropped (and said), the map still loads
+            hierarchy, hierarchy_error = load_hierarchy(path), ""
+        except MapFileError as e:
+            hierarchy, hierarchy_error = None, str(e)
         geometry = self._new_geometry()
         gpath = geometry_path(path)
         if geometry is not None and os.path.exists(gpath):
@@ -296,6 +305,7 @@ class Mapper:
             self.map = new
             self._generation += 1
             self.geometry = geometry
+            self.hierarchy, self.hierarchy_error = hierarchy, hierarchy_error
 
 
 def map_file_path(path: str | os.PathLike) -> str:

@@ -108,6 +108,13 @@ class GeometryLayer:
             self._dirty.clear()
             return out
 
+    def blocks(self) -> np.ndarray:
+        """(B, 3) int32 coordinates of every block the grid holds: a whole-map pass, for a map
+        that was just loaded (its blocks are not dirty), never per frame."""
+        with self._lock:
+            hashmap = self.vbg.hashmap()
+            return hashmap.key_tensor()[hashmap.active_buf_indices()].cpu().numpy().astype(np.int32).reshape(-1, 3)
+
     def surface(self, blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Surface voxels of the given blocks: (N, 3) float32 sample points, (N, 3) uint8 colours and
         (N,) the row in ``blocks`` each voxel belongs to. A voxel is on the surface when its

@@ -12,9 +12,10 @@ under a MultiThreadedExecutor (``main`` does).
 
 Parts: parameters (params.py), inputs and frame assembly (inputs.py, frames.py), the work queue
 (core/worker.py), late fusion (late_fusion.py), services (services.py), publishing
-(publishing.py), what they need from the mapper and query engine (protocols.py). This file is
-the composition root: it validates the configuration, wires inputs -> worker -> mapper, and
-keeps the counters and the callback guards.
+(publishing.py), the scene graph of floors and rooms on its own thread (scene_graph.py), what
+they need from the mapper and query engine (protocols.py). This file is the composition root:
+it validates the configuration, wires inputs -> worker -> mapper, and keeps the counters and the
+callback guards.
 
 Every field of the MapperConfig tree is a read-only ROS parameter of the same dotted name
 (``fusion.voxel_size``, ``ros.color_topic``, ...); ``config_file`` (or ``--config FILE``)
@@ -42,6 +43,7 @@ from .inputs import SyncedInputs
 from .late_fusion import LateFusionLink
 from .map_stream import MapStream
 from .rejects import RejectLog
+from .scene_graph import DirtyBlocks, SceneGraphPart
 from .params import declare_config, validate_node_config
 from .protocols import FrameMapper, QueryAnswerer
 from .publishing import MappingReport, MapPublisher, NodeCounters
@@ -64,7 +66,8 @@ class MappingNode(Node):
 
     ``config`` gives the parameters' defaults (a ``config_file`` replaces it; ROS parameter
     overrides beat both). ``mapper_factory(cfg)`` and ``engine_factory(cfg, mapper)`` build the
-    Mapper and the QueryEngine (defaults: the real ones); ``node_kwargs`` go to rclpy's Node
+    Mapper and the QueryEngine, ``builder_factory(cfg)`` the hierarchy builder (defaults: the
+    real ones); ``node_kwargs`` go to rclpy's Node
     (``context``, ``parameter_overrides``, ``namespace``, ...).
     """
 
@@ -75,6 +78,7 @@ class MappingNode(Node):
         config_file: str | None = None,
         mapper_factory: Callable[[MapperConfig], FrameMapper] | None = None,
         engine_factory: Callable[[MapperConfig, Any], QueryAnswerer] | None = None,
+        builder_factory: Callable[[MapperConfig], Any] | None = None,
         node_name: str = NODE_NAME,
         **node_kwargs: Any,
     ):
@@ -82,6 +86,7 @@ class MappingNode(Node):
         # set first: destroy_node must work on a node whose __init__ raised (a ConfigError)
         self._worker: Worker[SyncedSet] | None = None  # started last, once everything else stands
         self._late: LateFusionLink | None = None
+        self._scene_graph: SceneGraphPart | None = None
 
         # ---- configuration: YAML (optional) -> declared parameters -> MapperConfig
         self.cfg = declare_config(self, config, config_file)
@@ -115,8 +120,23 @@ class MappingNode(Node):
                 self, self.cfg, lambda: getattr(self.mapper, "last_pose", None), guard=self._guard,
                 service_qos=service_qos(ros.service_queue), callback_group=ReentrantCallbackGroup(),
             )
+        # ---- the scene graph (floors -> rooms) on its own thread; it and the surface publication
+        # both read the TSDF blocks changed since they last looked (scene_graph.py)
+        dirty = None
+        if self.cfg.hierarchy.enabled:
+            dirty = DirtyBlocks(lambda: getattr(self.mapper, "geometry", None), ("surface", "hierarchy"))
+            self._scene_graph = SceneGraphPart(
+                self, self.mapper, lambda: (builder_factory or _default_builder)(self.cfg), dirty=dirty,
+                period=self.cfg.hierarchy.period, map_frame=ros.map_frame, guard=self._guard,
+                count_error=self._count_error, service_qos=service_qos(ros.service_queue),
+                service_group=ReentrantCallbackGroup(), labeler=_room_labeler(self.cfg, self.mapper),
+                room_keyframes=lambda: _room_keyframes(self.cfg), keyframe_selector=_keyframe_selector(self.cfg),
+                summarizer=_summarizer(self.cfg),
+            )
         self._publisher = MapPublisher(
-            self, self.cfg, self.mapper, self._report, on_snapshot=self._stream.publish if self._stream else None
+            self, self.cfg, self.mapper, self._report, on_snapshot=self._stream.publish if self._stream else None,
+            take_dirty=(lambda: dirty.take("surface")) if dirty is not None else None,
+            rooms=self._scene_graph.rooms_of_objects if self._scene_graph is not None else None,
         )
         self._map_services = MapServices(
             self,
@@ -127,12 +147,14 @@ class MappingNode(Node):
             guard=self._guard,
             count_error=self._count_error,
             on_query_hits=self._publisher.publish_query_markers,
-            on_map_replaced=self._publisher.reset_surface,
+            on_map_replaced=self._map_replaced,
             callback_group=ReentrantCallbackGroup(),
         )
         if ros.map_path:
             with startup.phase(f"loading the map {ros.map_path}"):
                 self._map_services.load_startup_map(ros.map_path)
+            if self._scene_graph is not None:
+                self._scene_graph.map_replaced()
 
         # ---- inputs (QoS per input; compressed transports subscribe to <topic>/compressed[Depth])
         self._inputs = SyncedInputs(
@@ -195,6 +217,12 @@ class MappingNode(Node):
             fresh.num_objects = self._map_services.num_objects()
         return fresh
 
+    def _map_replaced(self) -> None:
+        """After a load or clear: the surface starts afresh, the hierarchy is the new map's."""
+        self._publisher.reset_surface()
+        if self._scene_graph is not None:
+            self._scene_graph.map_replaced()
+
     # ------------------------------------------------------------------ inputs -> worker -> mapper
 
     def _count_received(self, key: str) -> None:
@@ -232,6 +260,8 @@ class MappingNode(Node):
         except REJECTED as e:
             self._count_reject(reason_of(e), str(e))
             return
+        if self._scene_graph is not None:
+            self._scene_graph.add_frame(frame)  # appends; the hierarchy's thread reads them
         timings = {"convert": convert_ms}
         if stats is not None:
             timings.update({k: float(v) for k, v in (stats.timings_ms or {}).items()})
@@ -269,6 +299,7 @@ class MappingNode(Node):
             query_timing=self._map_services.query_timing(),
             late_fusion=self._late.counters() if self._late is not None else {},
             stream=self._stream.counters() if self._stream is not None else {},
+            hierarchy=self._scene_graph.counters() if self._scene_graph is not None else {},
         )
 
     # ------------------------------------------------------------------ shutdown
@@ -279,9 +310,52 @@ class MappingNode(Node):
 
     def destroy_node(self) -> None:
         self.stop_worker()
+        if self._scene_graph is not None:
+            self._scene_graph.stop()
         if self._late is not None:
             self._late.stop()
         super().destroy_node()
+
+
+def _default_builder(cfg: MapperConfig) -> Any:
+    """The hierarchy builder; up is ``retrieval.up_axis``, or z for auto (a ROS map frame is
+    z-up, REP 103)."""
+    from ..config import is_auto_up, up_vector
+    from ..core.hierarchy.builder import HierarchyBuilder
+
+    auto = is_auto_up(cfg.retrieval.up_axis)
+    return HierarchyBuilder(
+        cfg.hierarchy, cfg.fusion.voxel_size, up=up_vector(cfg.retrieval.up_axis), up_source="default" if auto else "parameter"
+    )
+
+
+def _room_labeler(cfg: MapperConfig, mapper: Any) -> Any:
+    from ..core.hierarchy.room_labels import RoomLabeler
+
+    return RoomLabeler(getattr(mapper, "encoder", None), cfg.hierarchy.room_vocabulary)
+
+
+def _summarizer(cfg: MapperConfig) -> Any:
+    """Room and floor summaries through retrieval.llm's endpoint; None without one."""
+    if not (cfg.hierarchy.summaries and cfg.retrieval.llm.enabled):
+        return None
+    from ..core.hierarchy.summaries import Summarizer
+    from ..core.retrieval.llm_client import ChatClient
+
+    return Summarizer(ChatClient(cfg.retrieval.llm))
+
+
+def _room_keyframes(cfg: MapperConfig) -> Any:
+    from ..core.hierarchy.keyframes import RoomKeyframes
+
+    return RoomKeyframes(cfg.hierarchy)
+
+
+def _keyframe_selector(cfg: MapperConfig) -> Any:
+    """The motion keyframes offered to the room keyframes (keyframes.*, as the mapper's)."""
+    from ..core.keyframes import KeyframeSelector
+
+    return KeyframeSelector(cfg.keyframes)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -70,6 +70,7 @@ class MappingReport:
     query_timing: dict[str, str] = field(default_factory=dict)  # query_ms_p50 / _p99
     late_fusion: dict[str, Any] = field(default_factory=dict)  # observations, staleness (late_fusion.py)
     stream: dict[str, Any] = field(default_factory=dict)  # the map stream's counters (map_stream.py)
+    hierarchy: dict[str, Any] = field(default_factory=dict)  # the scene graph's counters (scene_graph.py)
 
 
 class ObjectMessages:
@@ -134,6 +135,8 @@ class MapPublisher:
     def __init__(
         self, node: Node, cfg: MapperConfig, mapper: MapView, report: Callable[[], MappingReport],
         on_snapshot: Callable[[Any, Any], None] | None = None,
+        take_dirty: Callable[[], tuple[Any, np.ndarray]] | None = None,
+        rooms: Callable[[], dict[int, int]] | None = None,
     ):
         from core3d.msg import ObjectArray  # the package's built interfaces
 
@@ -143,6 +146,10 @@ class MapPublisher:
         self.mapper = mapper
         self._report = report
         self._on_snapshot = on_snapshot  # the map stream (map_stream.py), fed every publication
+        # (geometry, blocks changed since the surface last took them): scene_graph.DirtyBlocks
+        # when the hierarchy also reads changed blocks; else the geometry layer's own
+        self._take_dirty = take_dirty
+        self._rooms = rooms  # {object id: room id} of the scene graph, for core3d/objects' room_id
         self._ObjectArray = ObjectArray
         self.objects_pub = node.create_publisher(ObjectArray, "core3d/objects", MAP_QOS)
         self.markers_pub = node.create_publisher(MarkerArray, "core3d/markers", MAP_QOS)
@@ -185,6 +192,9 @@ class MapPublisher:
             self._on_snapshot(snap, stamp)
         if self.objects_pub.get_subscription_count():
             msgs, _, _ = self._object_msgs.update(snap.objects)
+            rooms = self._rooms() if self._rooms is not None else {}
+            for msg in msgs:  # the room can change while the object does not
+                msg.room_id = rooms.get(msg.id, 0)
             self.objects_pub.publish(self._ObjectArray(header=header, objects=msgs))
         self._publish_markers(snap, header)
         if self.cloud_pub is not None and self.cloud_pub.get_subscription_count():
@@ -231,10 +241,13 @@ class MapPublisher:
         Without subscribers the changes accumulate, so a first subscriber gets the whole map."""
         if self.surface_pub is None or not self.surface_pub.get_subscription_count():
             return
-        geometry = self.mapper.geometry
+        if self._take_dirty is not None:
+            geometry, blocks = self._take_dirty()
+        else:
+            geometry = self.mapper.geometry
+            blocks = geometry.take_dirty() if geometry is not None else None
         if geometry is None:
             return
-        blocks = geometry.take_dirty()
         if not len(blocks) and not self._surface_reset:
             return
         points, colors, block_of = geometry.surface(blocks)
@@ -275,6 +288,7 @@ class MapPublisher:
         values.update({f"errors_{k}": v for k, v in sorted(c.errors.items())})
         values.update(report.late_fusion)
         values.update(report.stream)
+        values.update(report.hierarchy)
         values.update({f"received_{k}": v for k, v in sorted(c.received.items())})
         values.update({f"rejected_{k}": v for k, v in sorted(c.rejected.items())})
         values.update({f"sync_dropped_{k}": v for k, v in sorted(sync.dropped.items())})

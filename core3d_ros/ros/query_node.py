@@ -62,6 +62,7 @@ from .map_stream import STREAM_QOS
 from .params import declare_config
 from .publishing import MAP_QOS
 from .runner import exit_now_if_busy, run_nodes
+from .scene_graph import RoomIds, SceneGraphMirror, graph_kwargs
 from .services import QUERY_WINDOW, fill_object, fill_query_response, query_error_types, service_qos
 
 NODE_NAME = "core3d_query"
@@ -146,6 +147,12 @@ class QueryNode(Node):
                 callback_group=services,
             ),
         ]
+        # the first robot's latched scene graph, for room-aware queries ("the mug in the kitchen");
+        # robots' hierarchies are not merged yet, so with several robots rooms are not applied
+        self.scene_graph = SceneGraphMirror(
+            self, self._guard, topic=f"{self.feeds[self.robots[0]].prefix}core3d/scene_graph", callback_group=self._stream_group
+        )
+        self._room_ids = RoomIds()  # Object.room_id of results from that graph
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # the last query's hits for RViz, as the mapping node publishes its own: with the next
         # tick, so that a planner asking 50 queries a second does not pay for 50 marker arrays
@@ -373,7 +380,10 @@ class QueryNode(Node):
         view = self.union.view()  # one consistent version for the whole answer
         snap = view.snapshot
         try:
-            answer = self.answerer.answer(snap, text, top_k=int(req.top_k) or None, viewpoint=self._viewpoint())
+            graph = self._graph()
+            answer = self.answerer.answer(
+                snap, text, top_k=int(req.top_k) or None, viewpoint=self._viewpoint(), **graph_kwargs(self.answerer, graph)
+            )
         except self._query_errors as e:
             resp.success, resp.message = False, str(e) or type(e).__name__
             return resp
@@ -387,6 +397,7 @@ class QueryNode(Node):
             req, resp, answer, snap, self._QueryResult, self.cfg.ros.map_frame, self._now,
             origin=view.origins.get, fetched=fetched,
         )
+        self._room_ids.fill((r.object for r in resp.results), graph)
         if req.include_best_view and any(not r.best_view.data for r in resp.results):
             notes.append(NO_BEST_VIEWS)
         notes += [f"{r}: {NO_MAP_YET}" for r in self.robots if r not in serving]
@@ -394,6 +405,10 @@ class QueryNode(Node):
         with self._lock:
             self._query_hits = hits
         return resp
+
+    def _graph(self) -> Any:
+        """The scene graph queries use: the one robot's (None with several robots)."""
+        return self.scene_graph.graph() if len(self.robots) == 1 else None
 
     async def _on_get_object(self, req: Any, resp: Any) -> Any:
         robot = str(req.robot) or self.robots[0]
@@ -426,6 +441,7 @@ class QueryNode(Node):
         if group is not None and (group.robot, group.id) != (robot, int(obj.id)):
             note = "; ".join(n for n in (note, f"merged into {group.robot}'s object {group.id}") if n)
         resp.message = note
+        self._room_ids.fill([resp.object], self._graph())
         return resp
 
 

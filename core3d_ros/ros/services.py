@@ -29,6 +29,7 @@ from .conversions.images import rgb_to_image
 from .conversions.objects import object_to_msg
 from .conversions.query import fill_query_stages
 from .protocols import FrameMapper, MapStore, QueryAnswerer
+from .scene_graph import RoomIds, graph_kwargs
 
 Guard = Callable[[str, Callable[..., Any]], Callable[..., Any]]
 QUERY_WINDOW = 256  # recent query times kept for the percentiles
@@ -96,6 +97,7 @@ class MapServices:
         self._lock = threading.Lock()  # query count and times
         self._queries = 0
         self._query_ms: deque[float] = deque(maxlen=QUERY_WINDOW)
+        self._room_ids = RoomIds()  # Object.room_id from the mapper's scene graph
         served = [
             (Query, "query", self._on_query),
             (GetObject, "get_object", self._on_get_object),
@@ -169,7 +171,8 @@ class MapServices:
             engine = self._query_engine()
             snap = self.mapper.snapshot(wait=False)
             top_k = int(req.top_k) or None
-            answer = engine.answer(snap, text, top_k=top_k, viewpoint=self.mapper.last_pose)
+            graph = graph_kwargs(engine, getattr(self.mapper, "hierarchy", None))  # the scene graph (scene_graph.py)
+            answer = engine.answer(snap, text, top_k=top_k, viewpoint=self.mapper.last_pose, **graph)
         except self._query_errors as e:
             resp.success, resp.message = False, str(e) or type(e).__name__
             return resp
@@ -178,13 +181,16 @@ class MapServices:
             resp.success, resp.message = False, f"query failed: {type(e).__name__}: {e}"
             return resp
         hits = fill_query_response(req, resp, answer, snap, self._QueryResult, self.cfg.ros.map_frame, self._now)
+        self._room_ids.fill((r.object for r in resp.results), getattr(self.mapper, "hierarchy", None))
         self._on_query_hits(hits)
         return resp
 
     # ------------------------------------------------------------------ objects
 
     def _on_get_object(self, req: Any, resp: Any) -> Any:
-        return fill_object_response(req, resp, self.mapper.snapshot(wait=False), self.cfg.ros.map_frame, self._now)
+        resp = fill_object_response(req, resp, self.mapper.snapshot(wait=False), self.cfg.ros.map_frame, self._now)
+        self._room_ids.fill([resp.object], getattr(self.mapper, "hierarchy", None))
+        return resp
 
     # ------------------------------------------------------------------ map files
 
@@ -235,6 +241,8 @@ class MapServices:
         resp.success = True
         resp.num_objects = self.num_objects()
         resp.message = f"loaded {resp.num_objects} objects from {target}"
+        if getattr(self.mapper, "hierarchy_error", ""):  # derived data: the map loads, the caller is told
+            resp.message += f"; its scene graph was dropped ({self.mapper.hierarchy_error}) and is rebuilt while mapping"
         self.node.get_logger().info(resp.message)
         return resp
 

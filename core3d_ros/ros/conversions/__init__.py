@@ -12,6 +12,7 @@ cv_bridge. Everything is numpy-vectorised: no per-pixel or per-point Python loop
 - ``objects``: core3d/Object, core3d/ObjectArray
 - ``map_stream``: core3d/ObjectState, core3d/MapUpdate (the map stream) <-> the mirror's MapVersion
 - ``query``: core3d/srv/Query responses
+- ``scene_graph``: core3d/SceneGraph, Floor, Room <-> core.hierarchy; room markers
 - ``errors``: the errors
 
 Code in ``ros/`` imports the module it needs; this package re-exports every public name for
@@ -40,6 +41,7 @@ from .poses import (
     box_pose, matrix_to_pose, matrix_to_transform, pose_message_to_matrix, pose_to_matrix, transform_to_matrix,
 )
 from .query import fill_query_stages
+from .scene_graph import msg_to_scene_graph, room_markers, room_of_objects, scene_graph_to_msg
 
 __all__ = [
     "camera_info_distortion", "camera_info_to_intrinsics", "intrinsics_to_camera_info",
@@ -59,4 +61,5 @@ __all__ = [
     "box_pose", "matrix_to_pose", "matrix_to_transform", "pose_message_to_matrix", "pose_to_matrix",
     "transform_to_matrix",
     "fill_query_stages",
+    "msg_to_scene_graph", "room_markers", "room_of_objects", "scene_graph_to_msg",
 ]

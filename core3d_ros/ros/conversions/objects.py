@@ -27,8 +27,8 @@ def _core3d_msg() -> Any:
     return m
 
 
-def object_to_msg(obj: ObjectInfo) -> Any:
-    """ObjectInfo -> core3d/Object."""
+def object_to_msg(obj: ObjectInfo, room_id: int = 0) -> Any:
+    """ObjectInfo -> core3d/Object; ``room_id``: its room in the scene graph (0: none)."""
     m = _core3d_msg()
     c = np.asarray(obj.centroid, dtype=np.float64)
     e = np.asarray(obj.box.extent, dtype=np.float64)
@@ -44,13 +44,16 @@ def object_to_msg(obj: ObjectInfo) -> Any:
     msg.num_observations = int(obj.num_observations)
     msg.first_seen = to_time(obj.first_seen)
     msg.last_seen = to_time(obj.last_seen)
+    msg.room_id = int(room_id)
     return msg
 
 
-def snapshot_to_object_array(snapshot: MapSnapshot, *, frame_id: str, stamp: Time | float = 0.0) -> Any:
-    """MapSnapshot -> core3d/ObjectArray (objects in snapshot order)."""
+def snapshot_to_object_array(
+    snapshot: MapSnapshot, *, frame_id: str, stamp: Time | float = 0.0, rooms: dict[int, int] | None = None
+) -> Any:
+    """MapSnapshot -> core3d/ObjectArray (objects in snapshot order); ``rooms``: {object id: room id}."""
     m = _core3d_msg()
     msg = m.ObjectArray()
     msg.header = make_header(frame_id, stamp)
-    msg.objects = [object_to_msg(o) for o in snapshot.objects]
+    msg.objects = [object_to_msg(o, (rooms or {}).get(o.id, 0)) for o in snapshot.objects]
     return msg
