@@ -116,6 +116,12 @@ class FusionConfig:
     free_ratio: float = _p(0.5, "free space: ... and at least this many per hit of the voxel (hits counted up to free_hits_cap; a look counts for free_interval frames)", (0.0, INF))
     free_hits_cap: int = _p(10, "free space: hits beyond this do not make a voxel harder to clear", (0, INT_MAX))
     free_object_fraction: float = _p(0.5, "free space: an object whose cleared voxels reach this share of those it had is removed whole", (0.0, 1.0))
+    # Pose corrections (core/mapping/corrections.py, core/fusion/corrections.py): the fused
+    # frames' poses are kept (136 bytes each) so that corrected keyframe poses from SLAM can
+    # move the objects those frames anchored.
+    correction_frames: int = _p(20000, "pose corrections: fused frames whose poses are kept (136 bytes each); older ones can no longer be corrected", (1, INT_MAX))
+    correction_stamp_tolerance: float = _p(0.005, "pose corrections: seconds between a correction's stamp and the fused frame it corrects", (0.0, INF))
+    correction_max_gap: float = _p(1.0, "pose corrections: fused frames within this many seconds of a corrected keyframe follow its correction", (0.0, INF))
 
 
 @dataclass
