@@ -180,3 +180,27 @@ def test_table_budget_and_order():
     assert t.memory_bytes() == 8 * 136
     assert not t.record(5.0, np.eye(4)) and t.unrecorded == 1
     assert t.apply([(0.0, trans(1.0))]).rejected == "unknown_stamp"  # dropped by the budget
+
+
+def test_geometry_blocks_follow_the_moved_object():
+    from core3d_ros.core.frame import Frame
+    from core3d_ros.core.mapping.geometry_correction import move_blocks
+    from core3d_ros.core.tsdf import GeometryLayer
+
+    omap, left, right = two_objects()
+    layer = GeometryLayer(0.1, 5.0)
+    depth, _ = patch(LEFT, 1)
+    layer.integrate(Frame(rgb=RGB, depth=depth, intrinsics=INTR, pose=np.eye(4), stamp=1.0, index=0))
+    layer.take_dirty()
+    before = layer.surface(np.array(list(map(tuple, layer.vbg.hashmap().key_tensor().numpy())), np.int32))[0]
+    stats = omap.apply_corrections([(1.0, trans(0.8))])  # 8 voxels: one whole block along x
+    # the left patch's voxels x -6..-3, y -2..1, z 10 lie in blocks x -1, y -1..0, z 1
+    assert sorted(map(tuple, stats.blocks.tolist())) == [(-1, -1, 1), (-1, 0, 1)]
+    assert np.allclose(stats.block_deltas, trans(0.8))
+    move_blocks(layer, stats.blocks, stats.block_deltas)
+    after = layer.surface(np.array(list(map(tuple, layer.vbg.hashmap().key_tensor().numpy())), np.int32))[0]
+    # the frame saw only the left patch: its whole surface lies in those two blocks, and moves
+    blocks_of = np.floor(before / 0.8).astype(int)
+    assert {tuple(b) for b in blocks_of.tolist()} <= {(-1, -1, 1), (-1, 0, 1)} and len(before) > 0
+    voxels = lambda pts: {tuple(v) for v in np.rint(pts / 0.1).astype(int).tolist()}
+    assert voxels(after) == voxels(before + [0.8, 0.0, 0.0])

@@ -44,6 +44,10 @@ class CorrectionStats:
     voxels: int = 0  # object slots moved
     dropped_voxels: int = 0  # slots that found no room at their new voxel
     seconds: float = 0.0
+    # The 8^3 blocks the moved objects left, each with the delta of the moved object that had
+    # most voxels in it: what the geometry layer moves (core/mapping/geometry_correction.py).
+    blocks: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int32))
+    block_deltas: np.ndarray = field(default_factory=lambda: np.zeros((0, 4, 4)))
 
 
 class PoseCorrections:
@@ -112,6 +116,7 @@ class PoseCorrections:
         moves = [(oid, d) for s, d in res.deltas.items() for oid in self.anchored_to(s)]
         # Every moving object leaves first (its slots, hits and colours are kept) ...
         leaving = [(oid, d, self._take_out(oid)) for oid, d in moves]
+        stats.blocks, stats.block_deltas = _blocks_left([d for _, d in moves], [out[0] for _, _, out in leaving])
         # ... then each arrives at its new keys.
         for oid, delta, (keys, hits, colors, color_n) in leaving:
             moved, dropped = self._put_in(oid, delta, keys, hits, colors, color_n)
@@ -199,3 +204,22 @@ class PoseCorrections:
         self._merge_touched.append(rows)
         self._dirty.add(oid)
         return len(rows), dropped
+
+
+def _blocks_left(deltas: list[np.ndarray], keys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The blocks holding the moved objects' old voxels, and per block the delta of the object
+    with most voxels in it."""
+    if not keys or not sum(len(k) for k in keys):
+        return np.zeros((0, 3), np.int32), np.zeros((0, 4, 4))
+    blocks, counts, owner = [], [], []
+    for j, k in enumerate(keys):
+        if len(k):
+            b, n = np.unique(block_offsets(unpack(k))[0], axis=0, return_counts=True)
+            blocks.append(b)
+            counts.append(n)
+            owner.append(np.full(len(b), j))
+    b, n, o = np.concatenate(blocks), np.concatenate(counts), np.concatenate(owner)
+    bk = pack(b.astype(np.int64))
+    order = np.lexsort((-n, bk))
+    first = order[np.r_[True, bk[order][1:] != bk[order][:-1]]]
+    return b[first].astype(np.int32), np.stack(deltas)[o[first]]
