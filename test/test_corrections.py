@@ -41,6 +41,9 @@ def patch(region, label):
     return depth, labels
 
 
+ANCHORS = pytest.mark.parametrize("anchor", ["voxel", "object"])
+
+
 def two_objects(**kw):
     """The map of the module doc: (map, left id, right id)."""
     c = dict(voxel_size=0.1, merge_interval=0, min_object_observations=1, min_valid_pixels=10, min_segment_voxels=3, free_space=False)
@@ -62,7 +65,7 @@ def keys_of(omap, oid):
 
 def state(omap):
     n = omap.num_voxels
-    arrays = [a[:n].copy() for a in (omap.keys, omap.ids, omap.hits, omap.colors, omap.color_n, omap.owner)]
+    arrays = [a[:n].copy() for a in (omap.keys, omap.ids, omap.hits, omap.colors, omap.color_n, omap.owner, omap._row_frame)]
     objs = {o: dataclasses.asdict(s) for o, s in omap.objects.items()}
     return arrays, objs, omap.keyframes.stamps.copy(), omap.keyframes._poses[: len(omap.keyframes)].copy(), omap.version
 
@@ -84,8 +87,9 @@ def test_objects_are_anchored_to_the_frame_that_gave_them_their_voxels():
     assert list(omap.keyframes.stamps) == [1.0, 5.0]
 
 
-def test_a_translated_keyframe_moves_its_object_by_exactly_the_delta():
-    omap, left, right = two_objects()
+@ANCHORS
+def test_a_translated_keyframe_moves_its_object_by_exactly_the_delta(anchor):
+    omap, left, right = two_objects(correction_anchor=anchor)
     old_left, old_right = keys_of(omap, left), keys_of(omap, right)
     centre = {o.id: o.box.center for o in omap.snapshot().objects}[left]
     # The left patch: columns 4-19 at z = 1.05 m span x = (4 - 31.5) / 50 * 1.05 = -0.5775 to
@@ -105,8 +109,9 @@ def test_a_translated_keyframe_moves_its_object_by_exactly_the_delta():
     assert np.allclose(omap.keyframes.pose(1.0), trans(0.3, 0.0, -0.2))
 
 
-def test_a_rotated_keyframe_rekeys_voxels_by_hand():
-    omap, left, right = two_objects()
+@ANCHORS
+def test_a_rotated_keyframe_rekeys_voxels_by_hand(anchor):
+    omap, left, right = two_objects(correction_anchor=anchor)
     c = unpack(keys_of(omap, left))
     omap.apply_corrections([(1.0, rot_z90())])
     # centre ((i + .5), (j + .5), (k + .5)) * v turned 90 deg about z: (-(j + .5), i + .5, k + .5) * v,
@@ -115,8 +120,9 @@ def test_a_rotated_keyframe_rekeys_voxels_by_hand():
     assert np.array_equal(keys_of(omap, left), np.sort(pack(expected)))
 
 
-def test_a_moved_object_shares_voxels_with_what_is_there():
-    omap, left, right = two_objects()
+@ANCHORS
+def test_a_moved_object_shares_voxels_with_what_is_there(anchor):
+    omap, left, right = two_objects(correction_anchor=anchor)
     old_right = keys_of(omap, right)
     cl, cr = unpack(keys_of(omap, left)), unpack(old_right)
     shift = cr[:, 0].min() - cl[:, 0].min()  # lay the left patch on the right one
@@ -138,8 +144,9 @@ def test_a_moved_object_shares_voxels_with_what_is_there():
         ([(1.0, trans(0.3))], 10.0, "stale"),
     ],
 )
-def test_bad_corrections_are_refused_and_leave_the_map_bit_identical(batch, issued_before, reason):
-    omap, left, right = two_objects()
+@ANCHORS
+def test_bad_corrections_are_refused_and_leave_the_map_bit_identical(batch, issued_before, reason, anchor):
+    omap, left, right = two_objects(correction_anchor=anchor)
     if issued_before is not None:  # a batch issued at 10 s was applied (it corrects nothing)
         assert not omap.apply_corrections([(1.0, np.eye(4))], issued=issued_before).rejected
     before = state(omap)
@@ -149,8 +156,9 @@ def test_bad_corrections_are_refused_and_leave_the_map_bit_identical(batch, issu
     same(before, state(omap))
 
 
-def test_a_path_with_unknown_stamps_applies_the_known_ones():
-    omap, left, right = two_objects()
+@ANCHORS
+def test_a_path_with_unknown_stamps_applies_the_known_ones(anchor):
+    omap, left, right = two_objects(correction_anchor=anchor)
     old = unpack(keys_of(omap, left))
     stats = omap.apply_corrections([(0.5, trans(1.0)), (1.002, trans(0.1))])  # 1.002: within 5 ms of 1.0
     assert not stats.rejected and stats.refused == {"unknown_stamp": 1} and stats.objects == [left]
@@ -182,12 +190,13 @@ def test_table_budget_and_order():
     assert t.apply([(0.0, trans(1.0))]).rejected == "unknown_stamp"  # dropped by the budget
 
 
-def test_geometry_blocks_follow_the_moved_object():
+@ANCHORS
+def test_geometry_blocks_follow_the_moved_object(anchor):
     from core3d_ros.core.frame import Frame
     from core3d_ros.core.mapping.geometry_correction import move_blocks
     from core3d_ros.core.tsdf import GeometryLayer
 
-    omap, left, right = two_objects()
+    omap, left, right = two_objects(correction_anchor=anchor)
     layer = GeometryLayer(0.1, 5.0)
     depth, _ = patch(LEFT, 1)
     layer.integrate(Frame(rgb=RGB, depth=depth, intrinsics=INTR, pose=np.eye(4), stamp=1.0, index=0))
@@ -204,3 +213,29 @@ def test_geometry_blocks_follow_the_moved_object():
     assert {tuple(b) for b in blocks_of.tolist()} <= {(-1, -1, 1), (-1, 0, 1)} and len(before) > 0
     voxels = lambda pts: {tuple(v) for v in np.rint(pts / 0.1).astype(int).tolist()}
     assert voxels(after) == voxels(before + [0.8, 0.0, 0.0])
+
+
+@pytest.mark.parametrize("anchor, moves", [("voxel", "part"), ("object", "none")])
+def test_an_object_fused_by_two_frames(anchor, moves):
+    """Frame 1 (1 s) sees columns 4-19 (voxel x -6..-3), frame 2 (5 s) columns 4-35 (x -6..0) of
+    the same thing: one object; frame 1 created its rows x -6..-3, frame 2 those of x -2..0, and
+    frame 2 gave it most voxels (its anchor). Frame 1 corrected by 0.3 m along z: per voxel,
+    the rows frame 1 created move 3 voxels; per object, nothing moves (its anchor is frame 2)."""
+    c = dict(voxel_size=0.1, merge_interval=0, min_object_observations=1, min_valid_pixels=10, min_segment_voxels=3, free_space=False)
+    omap = ObjectMap(FusionConfig(correction_anchor=anchor, **c))
+    for stamp, cols in ((1.0, slice(4, 20)), (5.0, slice(4, 36))):
+        depth, labels = patch((slice(14, 34), cols), 1)
+        omap.integrate_frame(depth, INTR, np.eye(4), RGB, labels, stamp)
+    (oid,) = omap.objects
+    assert omap.objects[oid].anchor == 5.0
+    before = unpack(keys_of(omap, oid))
+    assert (before[:, 0].min(), before[:, 0].max()) == (-6, 0)
+    omap.apply_corrections([(1.0, trans(z=0.3))])
+    after = unpack(keys_of(omap, oid))
+    if moves == "none":
+        assert np.array_equal(after, before)
+    else:
+        first = before[before[:, 0] <= -3]
+        expected = np.concatenate([first + [0, 0, 3], before[before[:, 0] > -3]])
+        assert np.array_equal(np.sort(pack(after)), np.sort(pack(expected)))
+        assert omap.objects[oid].num_voxels == len(before)

@@ -1,25 +1,32 @@
 """Pose corrections in the fusion map, a part of :class:`.object_map.ObjectMap`.
 
-Anchors. Every fused depth frame is recorded in the map's :class:`~..mapping.corrections.KeyframeTable`
-(stamp -> the camera pose it was fused with). Each object remembers the frame that anchored
-it: the one whose vote gave it most voxels (``ObjectState.anchor``, ``anchor_votes``; on a merge
-the survivor keeps the better-voted anchor of the two). The frame that saw most of an object is
-the one whose pose error its voxels mostly carry.
+Anchors. Every fused depth frame is recorded in the map's
+:class:`~..mapping.corrections.KeyframeTable` (stamp -> the camera pose it was fused with) and
+what it fused is anchored to it, at one of two grains (``fusion.correction_anchor``):
+
+- ``voxel`` (default): each voxel row is anchored to the first recorded frame that voted into
+  it (an int32 per row; per frame the rows it anchors, as chunks). A large object seen along a
+  drifting trajectory (a wall, the floor) carries a different pose error in each part; each part
+  follows its own frame.
+- ``object``: each object is anchored to the frame whose vote gave it most voxels
+  (``ObjectState.anchor``, ``anchor_votes``; kept in both grains; on a merge the survivor keeps
+  the better-voted anchor of the two) and moves rigidly with it.
 
 Correction. :meth:`PoseCorrections.apply_corrections` hands a batch of (stamp, corrected camera
 pose) to the table, which validates it (a refused batch leaves the map bit-identical) and
-returns each moved frame's delta ``T_new @ inv(T_old)``. Every object anchored to a moved frame
-moves rigidly with that delta: its slots are taken out of its old voxel rows, then its voxel
-centres are transformed and re-keyed; at each new key its (id, hits) slot is merged with what
-is there (a free slot, else the weakest slot when that has fewer hits; else the voxel is not
-taken). Two old voxels that land on one new key keep the larger hit count. All moving objects
-leave before any arrives, so objects that move together never collide with each other's old
-places. Owners, the per-object row index and the dirty set follow, so boxes, centroids and
-relations are rebuilt by the normal snapshot path; moved rows join the next merge pass.
+returns each moved frame's delta ``T_new @ inv(T_old)``. What those frames anchor leaves its
+rows first (whole rows for ``voxel``, the object's slot for ``object``: ids, hits and colours
+kept), so things that move together never collide with each other's old places; then each
+(object, hits) slot goes to the voxel of its transformed centre and is merged with what is there:
+the same object keeps the larger hit count, else a free slot, else the weakest slot when that has
+fewer hits, else it is dropped (counted). Several slots landing on one voxel merge in rounds,
+strongest first. Owners, the per-object row index and the dirty set follow, so boxes, centroids
+and relations are rebuilt by the normal snapshot path; then the merge pass runs on the moved
+rows (pieces the drift kept apart, together again).
 
-Cost: the moved objects' voxels (plus a look-up of the anchor index per moved frame); objects
-anchored elsewhere are not read. Emptied rows stay in the table as empty voxels (as free-space
-clearing leaves them); a later frame that sees them occupied reuses them.
+Cost: the moved rows (found through the per-frame row chunks, or the anchor index per object);
+nothing else is read. Emptied rows stay in the table as empty voxels (as free-space clearing
+leaves them); a later frame that sees them occupied reuses them.
 """
 from __future__ import annotations
 
@@ -43,6 +50,7 @@ class CorrectionStats:
     objects: list[int] = field(default_factory=list)  # objects moved
     voxels: int = 0  # object slots moved
     dropped_voxels: int = 0  # slots that found no room at their new voxel
+    merged: int = 0  # objects merged by the merge pass that follows
     seconds: float = 0.0
     # The 8^3 blocks the moved objects left, each with the delta of the moved object that had
     # most voxels in it: what the geometry layer moves (core/mapping/geometry_correction.py).
@@ -51,36 +59,71 @@ class CorrectionStats:
 
 
 class PoseCorrections:
-    """Anchors and rigid moves of objects on pose corrections (see the module doc)."""
+    """Anchors and moves on pose corrections (see the module doc)."""
 
     def _clear_corrections(self) -> None:
         cfg = self.cfg
         self.keyframes = KeyframeTable(int(cfg.correction_frames), float(cfg.correction_stamp_tolerance), float(cfg.correction_max_gap))
         self._anchored: dict[float, set[int]] = {}  # frame stamp -> objects anchored there (lazily cleaned)
         self._frame_votes: list[tuple[np.ndarray, np.ndarray]] = []  # (ids, voxels) voted this frame
+        self._serial = -1  # the frame being fused (-1: none, or a frame without a pose)
+        self._next_serial = 0
+        self._serials: dict[float, int] = {}  # recorded stamp -> frame serial
+        self._row_frame = np.full(0, -1, np.int32)  # per voxel row, the serial of the frame that anchors it
+        self._frame_rows: dict[int, list[np.ndarray]] = {}  # serial -> rows it anchors (lazily cleaned)
+
+    @property
+    def _per_voxel(self) -> bool:
+        return self.cfg.correction_anchor == "voxel"
 
     # ------------------------------------------------------------------ anchors
     def integrate_frame(self, depth, intrinsics, pose, rgb, labels, stamp, observations=None, stride=1):
         self._frame_votes = []
-        stats = super().integrate_frame(depth, intrinsics, pose, rgb, labels, stamp, observations, stride)
-        if not stats.rejected and self.keyframes.record(stamp, pose):
-            self._anchor(float(stamp))
-        for s in self.keyframes.take_dropped():
-            self._anchored.pop(s, None)
-        self._frame_votes = []
+        self._serial, self._next_serial = self._next_serial, self._next_serial + 1
+        try:
+            stats = super().integrate_frame(depth, intrinsics, pose, rgb, labels, stamp, observations, stride)
+            if not stats.rejected and self.keyframes.record(stamp, pose):
+                self._serials[float(stamp)] = self._serial
+                self._anchor(float(stamp))
+            else:
+                self._frame_rows.pop(self._serial, None)  # a frame the table does not hold cannot be corrected
+            for s in self.keyframes.take_dropped():
+                self._anchored.pop(s, None)
+                self._frame_rows.pop(self._serials.pop(s, -1), None)
+        finally:
+            self._serial = -1
+            self._frame_votes = []
         return stats
 
     def _vote(self, rows, oid, colors, max_weight: int = 20) -> None:
         if len(oid):
             ids, n = np.unique(oid, return_counts=True)
             self._frame_votes.append((ids.astype(np.int64), n))
+        if self._per_voxel and self._serial >= 0 and len(rows):
+            self._claim_rows(rows, np.full(len(rows), self._serial, np.int32))
         super()._vote(rows, oid, colors, max_weight)
+
+    def _claim_rows(self, rows: np.ndarray, serials: np.ndarray) -> None:
+        """Rows without an anchoring frame take ``serials`` (per row)."""
+        if len(self._row_frame) < len(self.keys):
+            grown = np.full(len(self.keys), -1, np.int32)
+            grown[: len(self._row_frame)] = self._row_frame
+            self._row_frame = grown
+        free = self._row_frame[rows] < 0
+        rows, serials = rows[free], serials[free]
+        if len(rows) == 0:
+            return
+        self._row_frame[rows] = serials
+        order = np.argsort(serials, kind="stable")
+        r, sr = rows[order], serials[order]
+        starts = np.flatnonzero(np.r_[True, sr[1:] != sr[:-1]])
+        for a, b in zip(starts.tolist(), np.append(starts[1:], len(sr)).tolist()):
+            self._frame_rows.setdefault(int(sr[a]), []).append(r[a:b].astype(np.int64))
 
     def _anchor(self, stamp: float) -> None:
         """Objects that got more voxels from this frame than from their anchor take it as anchor."""
         for ids, n in self._frame_votes:
             for oid, k in zip(ids.tolist(), n.tolist()):
-                oid = self._alias.get(oid, oid)
                 st = self.objects.get(oid)
                 if st is not None and k > st.anchor_votes:
                     st.anchor, st.anchor_votes = stamp, int(k)
@@ -104,6 +147,17 @@ class PoseCorrections:
         self._anchored[stamp] = live
         return sorted(live)
 
+    def rows_anchored_to(self, stamp: float) -> np.ndarray:
+        """Voxel rows anchored to the frame of ``stamp`` that hold an object (costs those rows)."""
+        serial = self._serials.get(stamp)
+        chunks = self._frame_rows.get(serial) if serial is not None else None
+        if not chunks:
+            return np.zeros(0, np.int64)
+        rows = np.unique(np.concatenate(chunks))
+        rows = rows[self._row_frame[rows] == serial]
+        self._frame_rows[serial] = [rows]
+        return rows[(self.ids[rows] >= 0).any(axis=1)]
+
     # ------------------------------------------------------------------ corrections
     def apply_corrections(self, corrections, issued: float | None = None) -> CorrectionStats:
         """Apply a batch of (stamp, corrected 4x4 camera pose): see the module doc."""
@@ -113,27 +167,39 @@ class PoseCorrections:
         if res.rejected or not res.deltas:
             stats.seconds = time.perf_counter() - t0
             return stats
-        moves = [(oid, d) for s, d in res.deltas.items() for oid in self.anchored_to(s)]
-        # Every moving object leaves first (its slots, hits and colours are kept) ...
-        leaving = [(oid, d, self._take_out(oid)) for oid, d in moves]
-        stats.blocks, stats.block_deltas = _blocks_left([d for _, d in moves], [out[0] for _, _, out in leaving])
-        # ... then each arrives at its new keys.
-        for oid, delta, (keys, hits, colors, color_n) in leaving:
-            moved, dropped = self._put_in(oid, delta, keys, hits, colors, color_n)
-            stats.voxels += moved
-            stats.dropped_voxels += dropped
-        stats.objects = [oid for oid, _ in moves]
+        stamps = list(res.deltas)
+        deltas = np.stack([res.deltas[s] for s in stamps])
+        # Everything that moves leaves first (slots, hits, colours kept) ...
+        if self._per_voxel:
+            left = [self._take_rows(self.rows_anchored_to(s), j, self._serials[s]) for j, s in enumerate(stamps)]
+        else:
+            left = [self._take_object(oid, j) for j, s in enumerate(stamps) for oid in self.anchored_to(s)]
+        left = [e for e in left if e is not None]
+        if not left:
+            stats.seconds = time.perf_counter() - t0
+            return stats
+        entries = {k: np.concatenate([e[k] for e in left]) for k in left[0]}
+        stats.blocks, stats.block_deltas = _blocks_left([deltas[e["delta"][0]] for e in left], [e["keys"] for e in left])
+        # ... then arrives at its new keys.
+        stats.voxels, stats.dropped_voxels = self._place(entries, deltas)
+        stats.objects = sorted(set(np.unique(entries["ids"]).tolist()))
         self._drop_empty()
+        if self.cfg.merge_interval > 0:
+            stats.merged = self.merge_objects()  # pieces that the drift kept apart, now together
         self.version += 1
         stats.seconds = time.perf_counter() - t0
         return stats
 
-    def _take_out(self, oid: int):
-        """Remove ``oid``'s slot from every row holding it; returns (keys, hits, colours, colour
-        counts) of those rows."""
+    def _take_object(self, oid: int, delta: int):
+        """Remove ``oid``'s slot from every row holding it; returns its moving entries."""
         rows = self.member_rows(oid)
         slot = (self.ids[rows] == oid).argmax(axis=1)
-        out = (self.keys[rows].copy(), self.hits[rows, slot].copy(), self.colors[rows].copy(), self.color_n[rows].copy())
+        n = len(rows)
+        entry = {
+            "keys": self.keys[rows].copy(), "ids": np.full(n, oid, np.int32), "hits": self.hits[rows, slot].copy(),
+            "colors": self.colors[rows].copy(), "color_n": self.color_n[rows].copy(), "delta": np.full(n, delta, np.int64),
+            "frame": np.full(n, -1, np.int32),
+        }
         self.ids[rows, slot] = -1
         self.hits[rows, slot] = 0
         self._rows.pop(oid, None)
@@ -141,47 +207,104 @@ class PoseCorrections:
         self._update_owner(rows)
         self._dirty.add(oid)
         self._lost.add(oid)
-        return out
+        return entry if n else None
 
-    def _put_in(self, oid: int, delta: np.ndarray, keys, hits, colors, color_n) -> tuple[int, int]:
-        """Insert ``oid``'s voxels at their keys moved by ``delta``; returns (slots placed, dropped)."""
-        if len(keys) == 0:
-            return 0, 0
-        centres = (unpack(keys) + 0.5) * self.voxel_size @ delta[:3, :3].T + delta[:3, 3]
-        coords = voxel_coords(centres, self.voxel_size)
+    def _take_rows(self, rows: np.ndarray, delta: int, serial: int):
+        """Empty whole voxel rows (every slot); returns their moving entries, one per slot."""
+        if len(rows) == 0:
+            return None
+        r, k = np.nonzero(self.ids[rows] >= 0)
+        src = rows[r]
+        ids = self.ids[src, k].copy()
+        entry = {
+            "keys": self.keys[src].copy(), "ids": ids, "hits": self.hits[src, k].copy(), "colors": self.colors[src].copy(),
+            "color_n": self.color_n[src].copy(), "delta": np.full(len(src), delta, np.int64), "frame": np.full(len(src), serial, np.int32),
+        }
+        gone, n = np.unique(ids, return_counts=True)
+        for o, c in zip(gone.tolist(), n.tolist()):
+            self.objects[o].num_voxels -= c
+        self._dirty.update(gone.tolist())
+        self._lost.update(gone.tolist())
+        self.ids[rows] = -1
+        self.hits[rows] = 0
+        self.color_n[rows] = 0
+        self._row_frame[rows] = -1
+        self._update_owner(rows)
+        return entry
+
+    def _place(self, e: dict, deltas: np.ndarray) -> tuple[int, int]:
+        """Insert moving entries (one object slot each) at their keys moved by their delta,
+        merged with what is there; returns (slots placed, slots dropped)."""
+        total = len(e["keys"])
+        d = deltas[e["delta"]]
+        centres = (unpack(e["keys"]) + 0.5) * self.voxel_size
+        coords = voxel_coords(np.einsum("nij,nj->ni", d[:, :3, :3], centres) + d[:, :3, 3], self.voxel_size)
         inside = np.all(np.abs(coords) <= MAX_COORD - 8, axis=1)
-        dropped = int((~inside).sum())
-        coords, hits, colors, color_n = coords[inside], hits[inside], colors[inside], color_n[inside]
-        new_keys = pack(coords)
-        # Old voxels that land on one new key: the most hits wins (and its colour).
-        order = np.lexsort((-hits, new_keys))
-        first = order[np.r_[True, new_keys[order][1:] != new_keys[order][:-1]]]
-        dropped += len(new_keys) - len(first)
-        new_keys, coords, hits, colors, color_n = new_keys[first], coords[first], hits[first], colors[first], color_n[first]
-        rows = self.lookup(new_keys)
-        absent = rows < 0
+        keys = pack(np.where(inside[:, None], coords, 0))
+        # One entry per (new key, object): the most hits.
+        order = np.lexsort((-e["hits"], e["ids"], keys))
+        order = order[inside[order]]
+        k, i = keys[order], e["ids"][order]
+        first = order[np.r_[True, (k[1:] != k[:-1]) | (i[1:] != i[:-1])]] if len(order) else order
+        keys, coords = keys[first], coords[first]
+        ids, hits, colors, color_n, frame = (e[n][first] for n in ("ids", "hits", "colors", "color_n", "frame"))
+        # Rows of the new keys (new blocks and rows where absent).
+        uk, at, inv = np.unique(keys, return_index=True, return_inverse=True)
+        urows = self.lookup(uk)
+        absent = urows < 0
         if absent.any():
-            bc, off = block_offsets(coords[absent])
-            ub, inv = np.unique(bc, axis=0, return_inverse=True)
+            bc, off = block_offsets(coords[at[absent]])
+            ub, binv = np.unique(bc, axis=0, return_inverse=True)
             nums = self._blocks.find(ub)
             missing = nums < 0
             if missing.any():
                 nums[missing] = self._blocks.insert(ub[missing])
                 self._grow_blocks(self._blocks.size)
-            rows[absent] = self._insert_voxels(coords[absent], nums[inv.reshape(-1)], off)
+            urows[absent] = self._insert_voxels(coords[at[absent]], nums[binv.reshape(-1)], off)
+        rows = urows[inv.reshape(-1)]
         ok = rows >= 0
-        dropped += int((~ok).sum())
-        rows, hits, colors, color_n = rows[ok], hits[ok], colors[ok], color_n[ok]
-        # A free slot, else the weakest slot when it has fewer hits.
-        ids_r = self.ids[rows]
+        rows, ids, hits, colors, color_n, frame = rows[ok], ids[ok], hits[ok], colors[ok], color_n[ok], frame[ok]
+        # Entries sharing a row are merged in rounds (strongest first), each round distinct rows.
+        order = np.lexsort((-hits, rows))
+        rows, ids, hits, colors, color_n, frame = rows[order], ids[order], hits[order], colors[order], color_n[order], frame[order]
+        starts = np.r_[True, rows[1:] != rows[:-1]] if len(rows) else np.zeros(0, bool)
+        rank = np.arange(len(rows)) - np.maximum.accumulate(np.where(starts, np.arange(len(rows)), 0))
+        placed = 0
+        for rnd in range(int(rank.max()) + 1 if len(rank) else 0):
+            sel = rank == rnd
+            placed += self._merge_slots(rows[sel], ids[sel], hits[sel])
+        # Colours (a weighted blend) and anchoring frames from each row's strongest entry.
+        first = starts
+        r, c, cn = rows[first], colors[first], color_n[first].astype(np.float32)
+        n_old = self.color_n[r].astype(np.float32)
+        w = n_old + cn
+        blend = (self.colors[r] * n_old[:, None] + c * cn[:, None]) / np.maximum(w, 1)[:, None]
+        self.colors[r] = np.where((w > 0)[:, None], blend, c)
+        self.color_n[r] = np.minimum(w, 20).astype(self.color_n.dtype)
+        self.free[r] = 0
+        if self._per_voxel:
+            f = frame[first]
+            self._claim_rows(r[f >= 0], f[f >= 0])
+        self._update_owner(r)
+        self._merge_touched.append(r)
+        return placed, total - placed
+
+    def _merge_slots(self, rows: np.ndarray, ids: np.ndarray, hits: np.ndarray) -> int:
+        """Merge one (id, hits) slot into each of the distinct ``rows``: the same id keeps the
+        larger hits; else a free slot; else the weakest slot when it has fewer hits. Returns the
+        entries that found a place."""
+        ids_r, hits_r = self.ids[rows], self.hits[rows]
+        same = ids_r == ids[:, None]
+        has_same = same.any(axis=1)
+        s = same.argmax(axis=1)
+        self.hits[rows[has_same], s[has_same]] = np.maximum(hits_r[has_same, s[has_same]], hits[has_same])
         free = ids_r < 0
         has_free = free.any(axis=1)
-        weakest = np.where(ids_r >= 0, self.hits[rows], np.iinfo(np.int32).max).argmin(axis=1)
+        weakest = np.where(ids_r >= 0, hits_r, np.iinfo(np.int32).max).argmin(axis=1)
         slot = np.where(has_free, free.argmax(axis=1), weakest)
-        take = has_free | (self.hits[rows, weakest] < hits)
-        dropped += int((~take).sum())
-        rows, slot, hits, colors, color_n = rows[take], slot[take], hits[take], colors[take], color_n[take]
-        evicted = self.ids[rows, slot]
+        take = ~has_same & (has_free | (hits_r[np.arange(len(rows)), weakest] < hits))
+        r, sl = rows[take], slot[take]
+        evicted = self.ids[r, sl]
         lost = evicted[evicted >= 0]
         if len(lost):
             gone, n = np.unique(lost, return_counts=True)
@@ -189,21 +312,11 @@ class PoseCorrections:
                 self.objects[o].num_voxels -= k
             self._dirty.update(gone.tolist())
             self._lost.update(gone.tolist())
-        self.ids[rows, slot] = oid
-        self.hits[rows, slot] = hits
-        # Colours: a weighted blend with what the voxel held.
-        n_old = self.color_n[rows].astype(np.float32)
-        w = n_old + color_n
-        blend = (self.colors[rows] * n_old[:, None] + colors * color_n[:, None]) / np.maximum(w, 1)[:, None]
-        self.colors[rows] = np.where((w > 0)[:, None], blend, colors)
-        self.color_n[rows] = np.minimum(w, 20).astype(self.color_n.dtype)
-        self.free[rows] = 0
-        order = np.argsort(rows)
-        self._give_rows(oid, rows[order])
-        self._update_owner(rows)
-        self._merge_touched.append(rows)
-        self._dirty.add(oid)
-        return len(rows), dropped
+        self.ids[r, sl] = ids[take]
+        self.hits[r, sl] = hits[take]
+        self._add_rows(ids[take].astype(np.int64), r)
+        self._dirty.update(np.unique(ids).tolist())
+        return int(has_same.sum() + take.sum())
 
 
 def _blocks_left(deltas: list[np.ndarray], keys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
