@@ -35,8 +35,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..mapping.corrections import CorrectionResult, KeyframeTable
+from ..mapping.corrections import CorrectionResult, DepthStore, KeyframeTable
 from .blocks import block_offsets
+from ..transforms import invert
 from .voxels import MAX_COORD, pack, unpack, voxel_coords
 
 
@@ -51,6 +52,7 @@ class CorrectionStats:
     voxels: int = 0  # object slots moved
     dropped_voxels: int = 0  # slots that found no room at their new voxel
     merged: int = 0  # objects merged by the merge pass that follows
+    reprojected: int = 0  # frames whose moved voxels came from their kept depth (the rest: moved centres)
     seconds: float = 0.0
     # The 8^3 blocks the moved objects left, each with the delta of the moved object that had
     # most voxels in it: what the geometry layer moves (core/mapping/geometry_correction.py).
@@ -71,6 +73,7 @@ class PoseCorrections:
         self._serials: dict[float, int] = {}  # recorded stamp -> frame serial
         self._row_frame = np.full(0, -1, np.int32)  # per voxel row, the serial of the frame that anchors it
         self._frame_rows: dict[int, list[np.ndarray]] = {}  # serial -> rows it anchors (lazily cleaned)
+        self._depths = DepthStore(int(cfg.correction_depth_mb) << 20)  # serial -> depth fused (voxel grain)
 
     @property
     def _per_voxel(self) -> bool:
@@ -85,11 +88,15 @@ class PoseCorrections:
             if not stats.rejected and self.keyframes.record(stamp, pose):
                 self._serials[float(stamp)] = self._serial
                 self._anchor(float(stamp))
+                if self._per_voxel and self._depths.max_bytes:
+                    self._depths.add(self._serial, depth[::stride, ::stride], intrinsics, stride)
             else:
                 self._frame_rows.pop(self._serial, None)  # a frame the table does not hold cannot be corrected
             for s in self.keyframes.take_dropped():
                 self._anchored.pop(s, None)
-                self._frame_rows.pop(self._serials.pop(s, -1), None)
+                serial = self._serials.pop(s, -1)
+                self._frame_rows.pop(serial, None)
+                self._depths.drop(serial)
         finally:
             self._serial = -1
             self._frame_votes = []
@@ -169,19 +176,20 @@ class PoseCorrections:
             return stats
         stamps = list(res.deltas)
         deltas = np.stack([res.deltas[s] for s in stamps])
-        # Everything that moves leaves first (slots, hits, colours kept) ...
+        # Everything that moves leaves first (slots, hits, colours kept), then arrives at its new
+        # voxels (see the module doc).
         if self._per_voxel:
-            left = [self._take_rows(self.rows_anchored_to(s), j, self._serials[s]) for j, s in enumerate(stamps)]
+            moved = self._voxel_moves(stamps, deltas, stats)
         else:
             left = [self._take_object(oid, j) for j, s in enumerate(stamps) for oid in self.anchored_to(s)]
-        left = [e for e in left if e is not None]
-        if not left:
+            moved = [_centres(e, deltas, self.voxel_size) for e in left if e is not None]
+        if not moved:
             stats.seconds = time.perf_counter() - t0
             return stats
-        entries = {k: np.concatenate([e[k] for e in left]) for k in left[0]}
-        stats.blocks, stats.block_deltas = _blocks_left([deltas[e["delta"][0]] for e in left], [e["keys"] for e in left])
-        # ... then arrives at its new keys.
-        stats.voxels, stats.dropped_voxels = self._place(entries, deltas)
+        entries = {k: np.concatenate([e[k] for e in moved]) for k in moved[0]}
+        first = entries["taken"] == 1
+        stats.blocks, stats.block_deltas = _blocks_left(entries["keys"][first], entries["delta"][first], deltas)
+        stats.voxels, stats.dropped_voxels = self._place(entries)
         stats.objects = sorted(set(np.unique(entries["ids"]).tolist()))
         self._drop_empty()
         if self.cfg.merge_interval > 0:
@@ -198,7 +206,7 @@ class PoseCorrections:
         entry = {
             "keys": self.keys[rows].copy(), "ids": np.full(n, oid, np.int32), "hits": self.hits[rows, slot].copy(),
             "colors": self.colors[rows].copy(), "color_n": self.color_n[rows].copy(), "delta": np.full(n, delta, np.int64),
-            "frame": np.full(n, -1, np.int32),
+            "frame": np.full(n, -1, np.int32), "row": rows.copy(),
         }
         self.ids[rows, slot] = -1
         self.hits[rows, slot] = 0
@@ -209,7 +217,51 @@ class PoseCorrections:
         self._lost.add(oid)
         return entry if n else None
 
-    def _take_rows(self, rows: np.ndarray, delta: int, serial: int):
+    def _voxel_moves(self, stamps: list[float], deltas: np.ndarray, stats: CorrectionStats) -> list[dict]:
+        """Voxel grain: the rows the corrected frames' kept pixels fell in go, whole, to every
+        voxel those pixels fall in under the corrected poses; rows anchored to a corrected frame
+        whose depth is no longer kept go to the voxel of their centre moved by that frame's
+        delta. Returns the moving entries (``coords``: where each goes)."""
+        vs = self.voxel_size
+        j_of = {self._serials[s]: j for j, s in enumerate(stamps)}
+        p_rows, p_keys, p_j, plain = [], [], [], []
+        for j, s in enumerate(stamps):
+            new_pose = self.keyframes.pose(s)
+            pairs = self._depths.key_pairs(self._serials[s], invert(deltas[j]) @ new_pose, new_pose, vs)
+            if pairs is None:
+                plain.append(self.rows_anchored_to(s))
+                continue
+            stats.reprojected += 1
+            old, new = pairs
+            uo, inv = np.unique(old, return_inverse=True)
+            rows = self.lookup(uo)[inv.reshape(-1)]
+            ok = rows >= 0
+            ok[ok] = self._row_frame[rows[ok]] == self._serials[s]  # the rows this frame anchors
+            p_rows.append(rows[ok])
+            p_keys.append(new[ok])
+            p_j.append(np.full(int(ok.sum()), j, np.int64))
+        cat = lambda parts, dt: np.concatenate(parts).astype(dt) if parts else np.zeros(0, dt)
+        pr, pk, pj = cat(p_rows, np.int64), cat(p_keys, np.int64), cat(p_j, np.int64)
+        held = (self.ids[pr] >= 0).any(axis=1) if len(pr) else np.zeros(0, bool)
+        pr, pk, pj = pr[held], pk[held], pj[held]
+        order = np.lexsort((pk, pr))
+        pr, pk, pj = pr[order], pk[order], pj[order]
+        if len(pr):
+            first = np.r_[True, (pr[1:] != pr[:-1]) | (pk[1:] != pk[:-1])]
+            pr, pk, pj = pr[first], pk[first], pj[first]
+        rows = np.union1d(np.unique(pr), cat(plain, np.int64))
+        e = self._take_rows(rows)
+        if e is None:
+            return []
+        lo = np.searchsorted(pr, e["row"], side="left")
+        cnt = np.searchsorted(pr, e["row"], side="right") - lo
+        # the delta of each entry: its anchoring frame's when that one moved, else the first
+        # corrected frame whose pixels fell in its row
+        creator = np.array([j_of.get(f, -1) for f in e["frame"].tolist()], np.int64)
+        e["delta"] = np.where(creator >= 0, creator, pj[np.minimum(lo, max(len(pj) - 1, 0))] if len(pj) else 0)
+        return [_expand(e, lo, cnt, pk, _centres(e, deltas, vs)["coords"])]
+
+    def _take_rows(self, rows: np.ndarray):
         """Empty whole voxel rows (every slot); returns their moving entries, one per slot."""
         if len(rows) == 0:
             return None
@@ -218,7 +270,7 @@ class PoseCorrections:
         ids = self.ids[src, k].copy()
         entry = {
             "keys": self.keys[src].copy(), "ids": ids, "hits": self.hits[src, k].copy(), "colors": self.colors[src].copy(),
-            "color_n": self.color_n[src].copy(), "delta": np.full(len(src), delta, np.int64), "frame": np.full(len(src), serial, np.int32),
+            "color_n": self.color_n[src].copy(), "row": src, "frame": self._row_frame[src].copy(), "delta": np.zeros(len(src), np.int64),
         }
         gone, n = np.unique(ids, return_counts=True)
         for o, c in zip(gone.tolist(), n.tolist()):
@@ -232,13 +284,11 @@ class PoseCorrections:
         self._update_owner(rows)
         return entry
 
-    def _place(self, e: dict, deltas: np.ndarray) -> tuple[int, int]:
-        """Insert moving entries (one object slot each) at their keys moved by their delta,
-        merged with what is there; returns (slots placed, slots dropped)."""
-        total = len(e["keys"])
-        d = deltas[e["delta"]]
-        centres = (unpack(e["keys"]) + 0.5) * self.voxel_size
-        coords = voxel_coords(np.einsum("nij,nj->ni", d[:, :3, :3], centres) + d[:, :3, 3], self.voxel_size)
+    def _place(self, e: dict) -> tuple[int, int]:
+        """Insert moving entries (one object slot each) at their new voxels (``coords``), merged
+        with what is there; returns (slots placed, slots dropped)."""
+        total = int(e["taken"].sum())
+        coords = e["coords"]
         inside = np.all(np.abs(coords) <= MAX_COORD - 8, axis=1)
         keys = pack(np.where(inside[:, None], coords, 0))
         # One entry per (new key, object): the most hits.
@@ -287,7 +337,7 @@ class PoseCorrections:
             self._claim_rows(r[f >= 0], f[f >= 0])
         self._update_owner(r)
         self._merge_touched.append(r)
-        return placed, total - placed
+        return placed, max(0, total - placed)
 
     def _merge_slots(self, rows: np.ndarray, ids: np.ndarray, hits: np.ndarray) -> int:
         """Merge one (id, hits) slot into each of the distinct ``rows``: the same id keeps the
@@ -319,20 +369,41 @@ class PoseCorrections:
         return int(has_same.sum() + take.sum())
 
 
-def _blocks_left(deltas: list[np.ndarray], keys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """The blocks holding the moved objects' old voxels, and per block the delta of the object
-    with most voxels in it."""
-    if not keys or not sum(len(k) for k in keys):
+def _blocks_left(keys: np.ndarray, delta: np.ndarray, deltas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The blocks the moving entries left (``keys``), each with the delta (index ``delta`` into
+    ``deltas``) of most of its entries."""
+    if len(keys) == 0:
         return np.zeros((0, 3), np.int32), np.zeros((0, 4, 4))
-    blocks, counts, owner = [], [], []
-    for j, k in enumerate(keys):
-        if len(k):
-            b, n = np.unique(block_offsets(unpack(k))[0], axis=0, return_counts=True)
-            blocks.append(b)
-            counts.append(n)
-            owner.append(np.full(len(b), j))
-    b, n, o = np.concatenate(blocks), np.concatenate(counts), np.concatenate(owner)
-    bk = pack(b.astype(np.int64))
-    order = np.lexsort((-n, bk))
-    first = order[np.r_[True, bk[order][1:] != bk[order][:-1]]]
-    return b[first].astype(np.int32), np.stack(deltas)[o[first]]
+    b = block_offsets(unpack(keys))[0]
+    pairs, n = np.unique(np.stack([pack(b.astype(np.int64)), delta], axis=1), axis=0, return_counts=True)
+    order = np.lexsort((-n, pairs[:, 0]))
+    first = order[np.r_[True, pairs[order][1:, 0] != pairs[order][:-1, 0]]]
+    return unpack(pairs[first, 0]).astype(np.int32), deltas[pairs[first, 1]]
+
+
+def _centres(e: dict, deltas: np.ndarray, voxel_size: float) -> dict:
+    """The entries, each going to the voxel of its centre moved by its delta (``coords``)."""
+    d = deltas[e["delta"]]
+    centres = (unpack(e["keys"]) + 0.5) * voxel_size
+    out = dict(e)
+    out["coords"] = voxel_coords(np.einsum("nij,nj->ni", d[:, :3, :3], centres) + d[:, :3, 3], voxel_size)
+    out["taken"] = np.ones(len(e["keys"]), np.int8)
+    return out
+
+
+def _expand(e: dict, lo: np.ndarray, cnt: np.ndarray, dst: np.ndarray, fallback: np.ndarray) -> dict:
+    """Entry i goes to each of the ``cnt[i]`` voxel keys ``dst[lo[i]:lo[i] + cnt[i]]`` (an entry
+    may become several), or to ``fallback[i]`` when it has none. ``taken``: 1 on one copy of each
+    original entry (for the counts)."""
+    n = len(e["keys"])
+    have = cnt > 0
+    rep = np.where(have, cnt, 1)
+    idx = np.repeat(np.arange(n), rep)
+    k = np.arange(len(idx)) - np.repeat(np.cumsum(rep) - rep, rep)
+    out = {name: v[idx] for name, v in e.items()}
+    coords = fallback[idx].copy()
+    hv = have[idx]
+    coords[hv] = unpack(dst[(lo[idx] + k)[hv]])
+    out["coords"] = coords
+    out["taken"] = (k == 0).astype(np.int8)
+    return out

@@ -33,11 +33,12 @@ in increasing stamp order; one that does not (a looped recording) is not recorde
 """
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..fusion.voxels import MAX_COORD, pack
 from ..transforms import TransformError, check_rigid, invert
 
 FRAME_BYTES = 8 + 16 * 8  # stamp + 4x4 float64 pose
@@ -188,3 +189,58 @@ class KeyframeTable:
             self._last_issued = float(issued)
         self.applied += 1
         return result
+
+
+class DepthStore:
+    """The depth images of recent fused frames (float32, at the pixel stride they were fused
+    with), within a byte budget (the oldest go first), so that a correction can re-project a
+    frame's own pixels instead of moving voxel centres: ``key_pairs`` gives, per pixel, its voxel
+    under the old pose and under the new one."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = int(max_bytes)
+        self._frames: OrderedDict[int, tuple] = OrderedDict()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def memory_bytes(self) -> int:
+        return self._bytes
+
+    def add(self, key: int, depth: np.ndarray, intrinsics, stride: int) -> None:
+        d = np.array(depth, np.float32)  # a copy: the caller's buffer is reused
+        if d.nbytes > self.max_bytes:
+            return
+        self._frames[key] = (d, intrinsics, int(stride))
+        self._bytes += d.nbytes
+        while self._bytes > self.max_bytes:
+            _, (old, _, _) = self._frames.popitem(last=False)
+            self._bytes -= old.nbytes
+
+    def drop(self, key: int) -> None:
+        item = self._frames.pop(key, None)
+        if item is not None:
+            self._bytes -= item[0].nbytes
+
+    def key_pairs(self, key: int, old_pose: np.ndarray, new_pose: np.ndarray, voxel_size: float):
+        """(old voxel keys, new voxel keys) of the frame's valid pixels, distinct pairs sorted by
+        old key; None when the frame's depth is not kept."""
+        item = self._frames.get(key)
+        if item is None:
+            return None
+        d, intr, stride = item
+        rx = ((np.arange(0, intr.width, stride) - intr.cx) / intr.fx).astype(np.float32)
+        ry = ((np.arange(0, intr.height, stride) - intr.cy) / intr.fy).astype(np.float32)
+        r, c = np.nonzero(d > 0)
+        z = d[r, c]
+        pts = np.stack([rx[c] * z, ry[r] * z, z], axis=1).astype(np.float64)
+        old = np.floor((pts @ old_pose[:3, :3].T + old_pose[:3, 3]) / voxel_size).astype(np.int64)
+        new = np.floor((pts @ new_pose[:3, :3].T + new_pose[:3, 3]) / voxel_size).astype(np.int64)
+        if not len(old) or max(np.abs(old).max(), np.abs(new).max()) > MAX_COORD - 8:
+            return None
+        ok, nk = pack(old), pack(new)
+        order = np.lexsort((nk, ok))
+        ok, nk = ok[order], nk[order]
+        first = np.r_[True, (ok[1:] != ok[:-1]) | (nk[1:] != nk[:-1])]
+        return ok[first], nk[first]
