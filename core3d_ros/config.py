@@ -368,6 +368,9 @@ class RosConfig:
     depth_qos: str = _p("default", "QoS of the depth subscription (as color_qos)", choices=QOS_PROFILES)
     info_qos: str = _p("default", "QoS of the camera info subscription (as color_qos)", choices=QOS_PROFILES)
     pose_qos: str = _p("default", "QoS of the pose / odometry subscription (as color_qos)", choices=QOS_PROFILES)
+    # Pose corrections from SLAM (ros/corrections.py): nav_msgs/Path of keyframe stamps and their
+    # corrected poses (the pose input's body, in map_frame).
+    corrections_topic: str = _p("core3d/keyframe_poses", "corrected keyframe poses from SLAM (nav_msgs/Path: each pose's stamp a fused frame's, its pose the pose input's body in map_frame); empty: not subscribed")
 
 
 @dataclass
