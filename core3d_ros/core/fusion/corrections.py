@@ -71,9 +71,15 @@ class PoseCorrections:
         self._serial = -1  # the frame being fused (-1: none, or a frame without a pose)
         self._next_serial = 0
         self._serials: dict[float, int] = {}  # recorded stamp -> frame serial
-        self._row_frame = np.full(0, -1, np.int32)  # per voxel row, the serial of the frame that anchors it
-        self._frame_rows: dict[int, list[np.ndarray]] = {}  # serial -> rows it anchors (lazily cleaned)
+        self._row_frame = np.full(0, -1, np.int32)  # per voxel row, the serial of the frame that anchors it (4 bytes)
+        self._frame_rows: dict[int, list[np.ndarray]] = {}  # serial -> rows it anchors, int32 (lazily cleaned; 4 bytes)
         self._depths = DepthStore(int(cfg.correction_depth_mb) << 20)  # serial -> depth fused (voxel grain)
+
+    def corrections_memory_bytes(self) -> int:
+        """Memory held for pose corrections: the frames' poses, the kept depth images, and per
+        voxel its anchoring frame (the row and the per-frame row lists)."""
+        chunks = sum(c.nbytes for cs in self._frame_rows.values() for c in cs)
+        return int(self.keyframes.memory_bytes() + self._depths.memory_bytes() + self._row_frame.nbytes + chunks)
 
     @property
     def _per_voxel(self) -> bool:
@@ -125,7 +131,7 @@ class PoseCorrections:
         r, sr = rows[order], serials[order]
         starts = np.flatnonzero(np.r_[True, sr[1:] != sr[:-1]])
         for a, b in zip(starts.tolist(), np.append(starts[1:], len(sr)).tolist()):
-            self._frame_rows.setdefault(int(sr[a]), []).append(r[a:b].astype(np.int64))
+            self._frame_rows.setdefault(int(sr[a]), []).append(r[a:b].astype(np.int32))
 
     def _anchor(self, stamp: float) -> None:
         """Objects that got more voxels from this frame than from their anchor take it as anchor."""
@@ -160,9 +166,9 @@ class PoseCorrections:
         chunks = self._frame_rows.get(serial) if serial is not None else None
         if not chunks:
             return np.zeros(0, np.int64)
-        rows = np.unique(np.concatenate(chunks))
+        rows = np.unique(np.concatenate(chunks)).astype(np.int64)
         rows = rows[self._row_frame[rows] == serial]
-        self._frame_rows[serial] = [rows]
+        self._frame_rows[serial] = [rows.astype(np.int32)]
         return rows[(self.ids[rows] >= 0).any(axis=1)]
 
     # ------------------------------------------------------------------ corrections
@@ -197,6 +203,15 @@ class PoseCorrections:
         self.version += 1
         stats.seconds = time.perf_counter() - t0
         return stats
+
+    def _lookup_keys(self, keys: np.ndarray) -> np.ndarray:
+        """Rows of the given voxel keys, -1 where absent (``lookup`` with the blocks found by their
+        packed keys: a 1-D unique, not a row-wise one)."""
+        if len(keys) == 0:
+            return np.zeros(0, np.int64)
+        bc, off = block_offsets(unpack(keys))
+        ub, inv = np.unique(pack(bc.astype(np.int64)), return_inverse=True)
+        return self._rows_of_blocks(self._blocks.find(unpack(ub).astype(np.int32))[inv.reshape(-1)], off)
 
     def _take_object(self, oid: int, delta: int):
         """Remove ``oid``'s slot from every row holding it; returns its moving entries."""
@@ -234,7 +249,7 @@ class PoseCorrections:
             stats.reprojected += 1
             old, new = pairs
             uo, inv = np.unique(old, return_inverse=True)
-            rows = self.lookup(uo)[inv.reshape(-1)]
+            rows = self._lookup_keys(uo)[inv.reshape(-1)]
             ok = rows >= 0
             ok[ok] = self._row_frame[rows[ok]] == self._serials[s]  # the rows this frame anchors
             p_rows.append(rows[ok])
@@ -300,7 +315,7 @@ class PoseCorrections:
         ids, hits, colors, color_n, frame = (e[n][first] for n in ("ids", "hits", "colors", "color_n", "frame"))
         # Rows of the new keys (new blocks and rows where absent).
         uk, at, inv = np.unique(keys, return_index=True, return_inverse=True)
-        urows = self.lookup(uk)
+        urows = self._lookup_keys(uk)
         absent = urows < 0
         if absent.any():
             bc, off = block_offsets(coords[at[absent]])

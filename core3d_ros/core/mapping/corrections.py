@@ -234,9 +234,12 @@ class DepthStore:
         ry = ((np.arange(0, intr.height, stride) - intr.cy) / intr.fy).astype(np.float32)
         r, c = np.nonzero(d > 0)
         z = d[r, c]
-        pts = np.stack([rx[c] * z, ry[r] * z, z], axis=1).astype(np.float64)
-        old = np.floor((pts @ old_pose[:3, :3].T + old_pose[:3, 3]) / voxel_size).astype(np.int64)
-        new = np.floor((pts @ new_pose[:3, :3].T + new_pose[:3, 3]) / voxel_size).astype(np.int64)
+        x, y, z = (rx[c] * z).astype(np.float64), (ry[r] * z).astype(np.float64), z.astype(np.float64)
+
+        def voxels(T):  # multiply-adds per axis: no BLAS call for 3x3 products
+            return np.stack([np.floor((T[i, 0] * x + T[i, 1] * y + T[i, 2] * z + T[i, 3]) / voxel_size) for i in range(3)], axis=1).astype(np.int64)
+
+        old, new = voxels(old_pose), voxels(new_pose)
         if not len(old) or max(np.abs(old).max(), np.abs(new).max()) > MAX_COORD - 8:
             return None
         ok, nk = pack(old), pack(new)
