@@ -239,3 +239,15 @@ def test_an_object_fused_by_two_frames(anchor, moves):
         expected = np.concatenate([first + [0, 0, 3], before[before[:, 0] > -3]])
         assert np.array_equal(np.sort(pack(after)), np.sort(pack(expected)))
         assert omap.objects[oid].num_voxels == len(before)
+
+
+def test_depth_store_budget():
+    from core3d_ros.core.mapping.corrections import DepthStore
+
+    ds = DepthStore(3 * 48 * 64 * 4)  # three 64x48 float32 images
+    for k in range(5):
+        ds.add(k, np.full((H, W), float(k), np.float32), INTR, 1)
+    assert len(ds) == 3 and ds.memory_bytes() == 3 * 48 * 64 * 4
+    assert ds.key_pairs(1, np.eye(4), np.eye(4), 0.1) is None  # frames 0 and 1 went first
+    old, new = ds.key_pairs(4, np.eye(4), trans(0.1), 0.1)  # depth 4 m everywhere, moved 10 cm in x
+    assert np.array_equal(unpack(new), unpack(old) + [1, 0, 0]) and set(unpack(old)[:, 2]) == {40}

@@ -109,23 +109,34 @@ class PoseCorrections:
         return stats
 
     def _vote(self, rows, oid, colors, max_weight: int = 20) -> None:
-        if len(oid):
-            ids, n = np.unique(oid, return_counts=True)
-            self._frame_votes.append((ids.astype(np.int64), n))
+        if len(oid) and self._serial >= 0:
+            top = int(oid.max())
+            if top < 4 * len(oid) + 1024:  # a count per id: linear, no sort
+                n = np.bincount(oid, minlength=top + 1)
+                ids = np.flatnonzero(n)
+                self._frame_votes.append((ids, n[ids]))
+            else:
+                ids, n = np.unique(oid, return_counts=True)
+                self._frame_votes.append((ids.astype(np.int64), n))
         if self._per_voxel and self._serial >= 0 and len(rows):
-            self._claim_rows(rows, np.full(len(rows), self._serial, np.int32))
+            self._claim_rows(rows, self._serial)
         super()._vote(rows, oid, colors, max_weight)
 
-    def _claim_rows(self, rows: np.ndarray, serials: np.ndarray) -> None:
-        """Rows without an anchoring frame take ``serials`` (per row)."""
+    def _claim_rows(self, rows: np.ndarray, serials) -> None:
+        """Rows without an anchoring frame take ``serials`` (one serial, or one per row)."""
         if len(self._row_frame) < len(self.keys):
             grown = np.full(len(self.keys), -1, np.int32)
             grown[: len(self._row_frame)] = self._row_frame
             self._row_frame = grown
         free = self._row_frame[rows] < 0
-        rows, serials = rows[free], serials[free]
+        rows = rows[free]
         if len(rows) == 0:
             return
+        if np.isscalar(serials):  # one frame's rows (a fused frame): no grouping
+            self._row_frame[rows] = serials
+            self._frame_rows.setdefault(int(serials), []).append(rows.astype(np.int32))
+            return
+        serials = serials[free]
         self._row_frame[rows] = serials
         order = np.argsort(serials, kind="stable")
         r, sr = rows[order], serials[order]

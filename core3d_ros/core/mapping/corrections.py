@@ -209,14 +209,21 @@ class DepthStore:
         return self._bytes
 
     def add(self, key: int, depth: np.ndarray, intrinsics, stride: int) -> None:
-        d = np.array(depth, np.float32)  # a copy: the caller's buffer is reused
-        if d.nbytes > self.max_bytes:
+        """Keep a copy of ``depth`` (float32); the oldest frames go when over the budget, and the
+        buffer of one of them is reused (no new allocation once the budget is reached)."""
+        nbytes = depth.size * 4
+        if nbytes > self.max_bytes:
             return
-        self._frames[key] = (d, intrinsics, int(stride))
-        self._bytes += d.nbytes
-        while self._bytes > self.max_bytes:
+        spare = None
+        while self._frames and self._bytes + nbytes > self.max_bytes:
             _, (old, _, _) = self._frames.popitem(last=False)
             self._bytes -= old.nbytes
+            if old.shape == depth.shape:
+                spare = old
+        d = spare if spare is not None else np.empty(depth.shape, np.float32)
+        np.copyto(d, depth, casting="same_kind")
+        self._frames[key] = (d, intrinsics, int(stride))
+        self._bytes += d.nbytes
 
     def drop(self, key: int) -> None:
         item = self._frames.pop(key, None)
