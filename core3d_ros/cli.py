@@ -229,7 +229,8 @@ def cmd_eval(args) -> int:
 
         try:
             report = evaluate_drift(base, args.segmenters or ["oracle"], seeds, args.frames, rate=args.drift_rate, yaw_rate=args.drift_yaw,
-                                    correct_every=args.correct_every, timing_voxel=args.timing_voxel or None, progress=_progress)
+                                    correct_every=args.correct_every, timing_voxel=args.timing_voxel or None, progress=_progress,
+                                    timing_only=args.timing_only)
         except ValueError as e:
             raise SystemExit(f"core3d eval --drift: {e}") from None
         print("\n".join(summary_lines(report)))
@@ -435,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--drift-yaw", type=float, default=0.5, help="--drift: yaw drift, degrees per metre travelled")
     e.add_argument("--correct-every", type=int, default=15, help="--drift: frames between corrections in the 'partway' run (0: only at the end)")
     e.add_argument("--timing-voxel", type=float, default=0.01, help="--drift: voxel size of the timed correction run (0: none)")
+    e.add_argument("--timing-only", action="store_true", help="--drift: only the timed correction run")
     e.add_argument("--config")
     e.add_argument("--json", help="write the report here")
     e.set_defaults(func=cmd_eval)
