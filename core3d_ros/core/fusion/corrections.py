@@ -400,11 +400,15 @@ def _blocks_left(keys: np.ndarray, delta: np.ndarray, deltas: np.ndarray) -> tup
     ``deltas``) of most of its entries."""
     if len(keys) == 0:
         return np.zeros((0, 3), np.int32), np.zeros((0, 4, 4))
-    b = block_offsets(unpack(keys))[0]
-    pairs, n = np.unique(np.stack([pack(b.astype(np.int64)), delta], axis=1), axis=0, return_counts=True)
-    order = np.lexsort((-n, pairs[:, 0]))
-    first = order[np.r_[True, pairs[order][1:, 0] != pairs[order][:-1, 0]]]
-    return unpack(pairs[first, 0]).astype(np.int32), deltas[pairs[first, 1]]
+    bk = pack(block_offsets(unpack(keys))[0].astype(np.int64))
+    order = np.lexsort((delta, bk))  # runs of (block, delta)
+    bk, delta = bk[order], delta[order]
+    start = np.flatnonzero(np.r_[True, (bk[1:] != bk[:-1]) | (delta[1:] != delta[:-1])])
+    n = np.diff(np.r_[start, len(bk)])
+    rb, rd = bk[start], delta[start]
+    order = np.lexsort((-n, rb))  # per block, its largest run first
+    first = order[np.r_[True, rb[order][1:] != rb[order][:-1]]]
+    return unpack(rb[first]).astype(np.int32), deltas[rd[first]]
 
 
 def _centres(e: dict, deltas: np.ndarray, voxel_size: float) -> dict:

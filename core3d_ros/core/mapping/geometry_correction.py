@@ -52,12 +52,15 @@ def move_blocks(layer, blocks: np.ndarray, deltas: np.ndarray) -> int:
         sbuf = o3c.Tensor(buf.cpu().numpy()[found].astype(np.int64)).to(dev)
         t, w, c = (a.reshape(len(src_blocks), per_block, -1) for a in _read(layer, sbuf))
         lz, ly, lx = np.unravel_index(np.arange(per_block), (res, res, res))
-        local = np.stack([lx, ly, lz], axis=1)
+        local = np.stack([lx, ly, lz]) * vs  # (3, 512): the sample points' offsets in a block
         keep = w[..., 0] > 0
         which, cell = np.nonzero(keep)
         t, w, c = t[which, cell, 0], w[which, cell, 0], c[which, cell]
-        p = (src_blocks[which].astype(np.int64) * res + local[cell]) * vs  # the TSDF's sample points
-        moved = np.einsum("nij,nj->ni", deltas[which, :3, :3], p) + deltas[which, :3, 3]
+        # per block: its rotated offsets and its moved origin (the TSDF's sample points p = origin + offset)
+        R, tr = deltas[:, :3, :3], deltas[:, :3, 3]
+        turned = np.matmul(R, local)  # (B, 3, 512)
+        origin = np.einsum("bij,bj->bi", R, src_blocks.astype(np.float64) * (res * vs)) + tr
+        moved = turned[which, :, cell] + origin[which]
         idx = np.rint(moved / vs).astype(np.int64)
         # two voxels landing on one: the larger weight
         key = pack(idx)
