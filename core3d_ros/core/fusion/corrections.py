@@ -49,8 +49,8 @@ class CorrectionStats:
     refused: dict = field(default_factory=dict)  # reason -> count (skipped entries or the batch)
     frames: int = 0  # recorded frames whose pose changed
     objects: list[int] = field(default_factory=list)  # objects moved
-    voxels: int = 0  # object slots moved
-    dropped_voxels: int = 0  # slots that found no room at their new voxel
+    voxels: int = 0  # object slots placed at their new voxels (one per new voxel and object)
+    dropped_voxels: int = 0  # slots that found no room there (full of objects with more hits) or left the key range
     merged: int = 0  # objects merged by the merge pass that follows
     reprojected: int = 0  # frames whose moved voxels came from their kept depth (the rest: moved centres)
     seconds: float = 0.0
@@ -313,7 +313,6 @@ class PoseCorrections:
     def _place(self, e: dict) -> tuple[int, int]:
         """Insert moving entries (one object slot each) at their new voxels (``coords``), merged
         with what is there; returns (slots placed, slots dropped)."""
-        total = int(e["taken"].sum())
         coords = e["coords"]
         inside = np.all(np.abs(coords) <= MAX_COORD - 8, axis=1)
         keys = pack(np.where(inside[:, None], coords, 0))
@@ -322,6 +321,7 @@ class PoseCorrections:
         order = order[inside[order]]
         k, i = keys[order], e["ids"][order]
         first = order[np.r_[True, (k[1:] != k[:-1]) | (i[1:] != i[:-1])]] if len(order) else order
+        total = len(first) + int((~inside).sum())  # slots to place: one per new voxel and object
         keys, coords = keys[first], coords[first]
         ids, hits, colors, color_n, frame = (e[n][first] for n in ("ids", "hits", "colors", "color_n", "frame"))
         # Rows of the new keys (new blocks and rows where absent).
