@@ -246,6 +246,19 @@ def cmd_eval(args) -> int:
         if args.json:
             _write_json(args.json, report)
         return 0
+    if args.drift:
+        from .tools.drift import evaluate_drift, summary_lines
+
+        try:
+            report = evaluate_drift(base, args.segmenters or ["oracle"], seeds, args.frames, rate=args.drift_rate, yaw_rate=args.drift_yaw,
+                                    correct_every=args.correct_every, timing_voxel=args.timing_voxel or None, progress=_progress,
+                                    timing_only=args.timing_only)
+        except ValueError as e:
+            raise SystemExit(f"core3d eval --drift: {e}") from None
+        print("\n".join(summary_lines(report)))
+        if args.json:
+            _write_json(args.json, report)
+        return 0
     report = evaluate_seeds(base, args.segmenters or ["oracle", "geometric"], seeds, args.frames, _progress)
     for name, r in report["segmenters"].items():
         rows = [(str(s), r["per_seed"][s]) for s in seeds] + ([(f"mean {seeds[0]}-{seeds[-1]}", r["mean"])] if len(seeds) > 1 else [])
@@ -461,6 +474,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--passes", type=int, default=2, help="--dynamic: flights of the trajectory (the first through the room as generated)")
     e.add_argument("--rooms", action="store_true", help="floors and rooms built online on the synthetic two-storey building (oracle segmenter): room IoU, objects in the right room, floors found, after half and all of the walk; update cost")
     e.add_argument("--frames-per-room", type=int, default=24, help="--rooms: frames of the camera's loop in each room")
+    e.add_argument("--drift", action="store_true", help="map with injected pose drift, then publish the true keyframe poses as corrections: mean IoU drift-free / drifted / corrected, and the time of a correction")
+    e.add_argument("--drift-rate", type=float, default=0.01, help="--drift: translation drift, metres per metre travelled")
+    e.add_argument("--drift-yaw", type=float, default=0.5, help="--drift: yaw drift, degrees per metre travelled")
+    e.add_argument("--correct-every", type=int, default=15, help="--drift: frames between corrections in the 'partway' run (0: only at the end)")
+    e.add_argument("--timing-voxel", type=float, default=0.01, help="--drift: voxel size of the timed correction run (0: none)")
+    e.add_argument("--timing-only", action="store_true", help="--drift: only the timed correction run")
     e.add_argument("--config")
     e.add_argument("--json", help="write the report here")
     e.set_defaults(func=cmd_eval)

@@ -117,6 +117,14 @@ class FusionConfig:
     free_ratio: float = _p(0.5, "free space: ... and at least this many per hit of the voxel (hits counted up to free_hits_cap; a look counts for free_interval frames)", (0.0, INF))
     free_hits_cap: int = _p(10, "free space: hits beyond this do not make a voxel harder to clear", (0, INT_MAX))
     free_object_fraction: float = _p(0.5, "free space: an object whose cleared voxels reach this share of those it had is removed whole", (0.0, 1.0))
+    # Pose corrections (core/mapping/corrections.py, core/fusion/corrections.py): the fused
+    # frames' poses are kept (136 bytes each) so that corrected keyframe poses from SLAM can
+    # move the objects those frames anchored.
+    correction_anchor: str = _p("voxel", "pose corrections: what follows a corrected frame: the voxels it created (voxel, 8 bytes per voxel) or the objects it saw most of, rigidly (object)", choices=("voxel", "object"))
+    correction_depth_mb: int = _p(256, "pose corrections (voxel grain): MiB of recent fused depth images kept, so that a correction re-projects a frame's own pixels (exact) instead of moving voxel centres (up to a voxel off); 0: never", (0, INT_MAX))
+    correction_frames: int = _p(20000, "pose corrections: fused frames whose poses are kept (136 bytes each); older ones can no longer be corrected", (1, INT_MAX))
+    correction_stamp_tolerance: float = _p(0.005, "pose corrections: seconds between a correction's stamp and the fused frame it corrects", (0.0, INF))
+    correction_max_gap: float = _p(1.0, "pose corrections: fused frames within this many seconds of a corrected keyframe follow its correction", (0.0, INF))
 
 
 @dataclass
@@ -364,6 +372,9 @@ class RosConfig:
     depth_qos: str = _p("default", "QoS of the depth subscription (as color_qos)", choices=QOS_PROFILES)
     info_qos: str = _p("default", "QoS of the camera info subscription (as color_qos)", choices=QOS_PROFILES)
     pose_qos: str = _p("default", "QoS of the pose / odometry subscription (as color_qos)", choices=QOS_PROFILES)
+    # Pose corrections from SLAM (ros/corrections.py): nav_msgs/Path of keyframe stamps and their
+    # corrected poses (the pose input's body, in map_frame).
+    corrections_topic: str = _p("core3d/keyframe_poses", "corrected keyframe poses from SLAM (nav_msgs/Path: each pose's stamp a fused frame's, its pose the pose input's body in map_frame); empty: not subscribed")
 
 
 @dataclass

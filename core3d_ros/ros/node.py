@@ -38,6 +38,7 @@ from ..core.frame import Frame
 from ..core.mappaths import MapPathPolicy
 from ..core.worker import Worker, WorkerStats
 from ..progress import Progress
+from .corrections import CorrectionsLink, frames_extrinsic
 from .frames import REJECTED, reason_of
 from .inputs import SyncedInputs
 from .late_fusion import LateFusionLink
@@ -87,6 +88,7 @@ class MappingNode(Node):
         self._worker: Worker[SyncedSet] | None = None  # started last, once everything else stands
         self._late: LateFusionLink | None = None
         self._scene_graph: SceneGraphPart | None = None
+        self._corrections: CorrectionsLink | None = None
 
         # ---- configuration: YAML (optional) -> declared parameters -> MapperConfig
         self.cfg = declare_config(self, config, config_file)
@@ -169,6 +171,8 @@ class MappingNode(Node):
         self._sync, self._frames = self._inputs.sync, self._inputs.frames
         if ros.perception != "inline":  # masks and embeddings arrive from a perception node
             self._late = LateFusionLink(self, ros, self.mapper)
+        if ros.corrections_topic and hasattr(self.mapper, "map"):  # corrected keyframe poses from SLAM
+            self._corrections = CorrectionsLink(self, self.cfg, self.mapper, frames_extrinsic(self._frames, ros))
         self._timer = self.create_timer(
             ros.publish_period,
             self._guard("publish_map", self._publisher.publish_map),
@@ -284,7 +288,7 @@ class MappingNode(Node):
                 processed=self._counts["processed"],
                 keyframes=self._counts["keyframes"],
                 dropped=work.dropped,
-                rejected=self._rejects.counts(),
+                rejected={**self._rejects.counts(), **(self._corrections.rejected() if self._corrections else {})},
                 queue_length=work.waiting,
                 objects=objects,
                 timings_ms=dict(self._timings),
@@ -314,6 +318,8 @@ class MappingNode(Node):
             self._scene_graph.stop()
         if self._late is not None:
             self._late.stop()
+        if self._corrections is not None:
+            self._corrections.stop()
         super().destroy_node()
 
 

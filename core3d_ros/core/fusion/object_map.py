@@ -8,6 +8,7 @@ working on the same state (listed in :meth:`ObjectMap.clear` and :class:`~.stora
     association.py  Association: segments against objects (IoV, balanced test), hidden sides
     merging.py      Merging: the merge pass, co-mask evidence, unions found by association
     free_space.py   FreeSpace: voxels a depth frame sees through, cleared; objects that leave
+    corrections.py  PoseCorrections: fused frames' poses, objects' anchor frames, rigid moves
     snapshot.py     Snapshots: the map read out, rebuilt per changed object
     records.py      ObjectState, SegmentObservation, IntegrationStats
 
@@ -58,6 +59,7 @@ import numpy as np
 from ...config import FusionConfig
 from ..objects import MapSnapshot, ObjectInfo
 from .association import Association
+from .corrections import PoseCorrections
 from .free_space import FreeSpace
 from .integration import FrameIntegration
 from .merging import Merging
@@ -69,7 +71,7 @@ from .threads import ThreadTeam, default_threads
 __all__ = ["IntegrationStats", "ObjectMap", "ObjectState", "SegmentObservation", "warm_up"]
 
 
-class ObjectMap(VoxelStore, FrameIntegration, FreeSpace, Association, Merging, Snapshots):
+class ObjectMap(VoxelStore, PoseCorrections, FrameIntegration, FreeSpace, Association, Merging, Snapshots):
     """The fusion map (see the module's overview): its roles are the bases it is made of, one
     file each; the state they share is set up by :meth:`clear`."""
 
@@ -99,6 +101,10 @@ class ObjectMap(VoxelStore, FrameIntegration, FreeSpace, Association, Merging, S
         """Threads of the per-pixel stage (``fusion.threads``, 0 resolved to the cores)."""
         return self._team.threads
 
+    def memory_bytes(self) -> int:
+        """Memory held by the map: storage (voxel rows, blocks, objects) and pose corrections."""
+        return VoxelStore.memory_bytes(self) + self.corrections_memory_bytes()
+
     def clear(self) -> None:
         """Empty the map (its configuration and threads stay)."""
         self._clear_storage()  # voxel rows, block table, objects, per-object rows (storage.py)
@@ -118,6 +124,7 @@ class ObjectMap(VoxelStore, FrameIntegration, FreeSpace, Association, Merging, S
         self._infos: dict[int, ObjectInfo] = {}
         self._snapshot: MapSnapshot | None = None
         self._snapshot_key = None
+        self._clear_corrections()  # corrections.py: the fused frames' poses, anchors
 
 
 _WARM = False

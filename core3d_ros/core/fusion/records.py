@@ -22,6 +22,8 @@ class ObjectState:
     embedding_weight: float = 0.0
     best_view_quality: float = -1.0
     best_view: np.ndarray | None = None
+    anchor: float | None = None  # stamp of the fused frame that gave it most voxels (pose corrections)
+    anchor_votes: int = 0  # voxels that frame gave it
 
     def add_embedding(self, embedding: np.ndarray | None, weight: float = 1.0) -> None:
         if embedding is None or weight <= 0:

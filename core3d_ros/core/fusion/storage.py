@@ -43,6 +43,7 @@ _ROW_ARRAYS = {
     "color_n": ((), np.int32, 0),
     "owner": ((), np.int32, -1),
     "free": ((), np.int16, 0),  # frames that saw through the voxel since it was last seen occupied
+    "_row_frame": ((), np.int32, -1),  # serial of the fused frame that anchors the row (pose corrections, voxel grain)
 }
 
 
