@@ -39,7 +39,7 @@ import contextlib
 import math
 import threading
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -47,6 +47,7 @@ import numpy as np
 from ...config import RetrievalConfig
 from ..objects import MapSnapshot, ObjectInfo
 from .colors import colors_score
+from .location import resolve_location
 from .parser import ParsedQuery, Phrase, QueryError, parse_query
 from .relations import (
     VIEW_RELATIONS,
@@ -88,6 +89,7 @@ class QueryAnswer:
     message: str = ""
     stages: list[QueryStage] = field(default_factory=list)  # model steps; empty: rule-based only
     reason: str = ""  # the model's short reason for its choice ("" without a decide step)
+    room_ids: list[int] = field(default_factory=list)  # rooms a floor / room constraint selected
 
 
 _VIEW_ATTRS = frozenset({"closest", "farthest", "leftmost", "rightmost"})
@@ -144,6 +146,7 @@ class SnapshotIndex:
         # default observer (see relations.make_view), fixed per snapshot
         self.default_view = make_view(None, self.geometry.up, self.geometry.box_center)
         self._colors = np.full((n, 3), np.nan)
+        self._rows: dict[int, int] | None = None  # object id -> row, built on first use
         self._tree: Any = None  # KD-tree over box centres, built on first use
         self.lock = threading.Lock()
 
@@ -157,6 +160,15 @@ class SnapshotIndex:
                 for i in todo:  # an object's own mean (a streamed object carries it; its colours are a sample)
                     self._colors[i] = np.asarray(self.objects[i].mean_color, dtype=np.float64)
         return self._colors[idx]
+
+    def rows_of(self, object_ids) -> np.ndarray:
+        """Sorted rows of the given object ids (ids not in the snapshot are skipped)."""
+        if self._rows is None:
+            with self.lock:
+                if self._rows is None:
+                    self._rows = {int(i): r for r, i in enumerate(self.ids.tolist())}
+        rows = self._rows
+        return np.array(sorted(rows[i] for i in object_ids if i in rows), dtype=np.int64)
 
     def neighbours(self, sel: np.ndarray, radius: float) -> np.ndarray:
         """Objects whose box centre lies within ``radius`` of an object in ``sel`` (unique, in the
@@ -225,6 +237,7 @@ class QueryEngine:
         self.params = RelationParams.from_config(self.cfg)
         self._cache: list[tuple[weakref.ref, tuple, SnapshotIndex]] = []
         self._lock = threading.Lock()
+        self._graph_rooms: tuple = (None, -1, {})  # (graph, its version, object id -> room id)
         self._up = list(unit(self.cfg.up_axis))  # ValueError for a zero / malformed up axis
 
     # ------------------------------------------------------------------ snapshot cache
@@ -251,11 +264,16 @@ class QueryEngine:
         top_k: int | None = None,
         viewpoint: np.ndarray | None = None,
         parsed: ParsedQuery | None = None,
+        graph: Any = None,
     ) -> QueryAnswer:
         """Rank the snapshot's objects for a query; raises QueryError for a bad query/viewpoint.
 
         ``parsed``: an already parsed query (e.g. from the LLM parse step) used instead of the
-        rule-based parse of ``text``."""
+        rule-based parse of ``text``. ``graph``: the map's SceneGraph (core/hierarchy), used for
+        floor / room constraints ("the mug in the kitchen"): only objects in the rooms they
+        select are ranked; a floor or room that does not exist gives no results and a message
+        saying what is missing. Without a graph such constraints are ignored (the message says
+        so)."""
         cfg = self.cfg
         if parsed is None:
             parsed = parse_query(text, cfg.max_query_chars)
@@ -273,9 +291,9 @@ class QueryEngine:
         if self.semantic and idx.has_emb.any():
             text_emb, err = self._encode(parsed, idx.dim)  # the text model runs with its own threads
         with _single_thread_blas():
-            return self._answer(idx, parsed, k, viewpoint, text_emb, err)
+            return self._answer(idx, parsed, k, viewpoint, text_emb, err, graph)
 
-    def _answer(self, idx: SnapshotIndex, parsed: ParsedQuery, k: int, viewpoint, text_emb, err: str) -> QueryAnswer:
+    def _answer(self, idx: SnapshotIndex, parsed: ParsedQuery, k: int, viewpoint, text_emb, err: str, graph=None) -> QueryAnswer:
         cfg = self.cfg
         notes: list[str] = []
         semantic = self.semantic
@@ -312,6 +330,14 @@ class QueryEngine:
                 "observer on the -y side of the map looking along +y."
             )
 
+        # ---- floor / room constraint: the rows the target may be in (None: the whole map)
+        allowed, room_ids = None, []
+        if parsed.location is not None:
+            got = self._location_rows(idx, parsed, graph, semantic, q_sims, view, notes)
+            if isinstance(got, QueryAnswer):
+                return got
+            allowed, room_ids = got
+
         target = parsed.target_phrase
         n = len(idx)
         # ---- target similarity
@@ -334,22 +360,23 @@ class QueryEngine:
                     + " (give it a colour or a superlative, e.g. 'the biggest object')."
                 )
 
-        has_cue = bool(semantic and target.noun) or bool(target.attributes) or bool(clauses)
+        has_cue = bool(semantic and target.noun) or bool(target.attributes) or bool(clauses) or allowed is not None
         if not has_cue:
             notes.append("nothing in the query can be answered, so there are no results.")
             return QueryAnswer(parsed, [], semantic, " ".join(notes))
 
         # ---- target candidates
+        pool = np.arange(n) if allowed is None else allowed
         if semantic and target.noun:
-            cand = _top(S, max(int(cfg.target_candidates), k))
+            cand = pool[_top(S[pool], max(int(cfg.target_candidates), k))]
         else:
             limit = max(int(cfg.max_geometric_targets), k)
-            if n > limit:
-                pre = self._color_factor(idx, np.arange(n), target, semantic)
-                cand = _top(pre, limit)
-                notes.append(f"only the {limit} best colour matches of {n} objects were checked.")
+            if len(pool) > limit:
+                pre = self._color_factor(idx, pool, target, semantic)
+                cand = pool[_top(pre, limit)]
+                notes.append(f"only the {limit} best colour matches of {len(pool)} objects were checked.")
             else:
-                cand = np.arange(n)
+                cand = pool
         F = self._color_factor(idx, cand, target, semantic)
 
         # ---- relations (coarse box geometry first when there are many targets)
@@ -403,7 +430,48 @@ class QueryEngine:
             )
         if not results:
             notes.append("no object matches.")
-        return QueryAnswer(parsed, results, semantic, " ".join(notes).strip())
+        return QueryAnswer(parsed, results, semantic, " ".join(notes).strip(), room_ids=room_ids)
+
+    def _room_of(self, graph) -> dict[int, int]:
+        """object id -> room id of a scene graph, built once per graph version."""
+        with self._lock:
+            g, version, room_of = self._graph_rooms
+            if g is graph and version == graph.version:
+                return room_of
+        room_of = {int(o): r.id for r in graph.rooms for o in r.object_ids}
+        with self._lock:
+            self._graph_rooms = (graph, graph.version, room_of)
+        return room_of
+
+    def _location_rows(self, idx, parsed, graph, semantic, q_sims, view, notes):
+        """(rows of the objects in the rooms the query's floor / room constraint selects, room
+        ids), None-and-a-note without a graph, or an empty QueryAnswer naming what is missing."""
+        loc = parsed.location
+        if graph is None:
+            notes.append(f"the constraint '{loc.text}' was ignored: no scene graph (floors and rooms) is available.")
+            return None, []
+        if loc.room_with is not None and not self._anchor_usable(loc.room_with, semantic):
+            notes.append(f"'in the room with the {loc.room_with.text}' was ignored: that object cannot be identified without a semantic encoder.")
+            loc = replace(loc, room_with=None)
+            if not loc.has_floor and not loc.has_room:
+                return None, []
+
+        def rooms_with(phrase) -> set[int]:
+            A = self._anchor_scores(idx, phrase, semantic, q_sims, view)
+            top, _ = self._select_anchors(idx, A, "near", None)
+            good = {int(i) for i in idx.ids[top[A[top] >= float(self.cfg.local_anchor_gate) * A[top[0]]]]} if len(top) else set()
+            room_of = self._room_of(graph)
+            return {room_of[i] for i in good if i in room_of}
+
+        res = resolve_location(loc, graph, rooms_with)
+        if res.missing:
+            msg = " ".join([*notes, f"{res.missing}; no results."])
+            return QueryAnswer(parsed, [], semantic, msg.strip())
+        rows = idx.rows_of(res.object_ids)
+        notes.append(f"restricted to {res.text} ({len(rows)} object(s) of the map).")
+        if not len(rows):
+            return QueryAnswer(parsed, [], semantic, " ".join([*notes, "no object of the map is there yet."]), room_ids=res.room_ids)
+        return rows, res.room_ids
 
     # ------------------------------------------------------------------ pieces
     def _prompt(self, phrase: Phrase) -> str:
@@ -414,6 +482,8 @@ class QueryEngine:
     def _encode(self, parsed: ParsedQuery, dim: int) -> tuple[tuple[list[str], np.ndarray] | None, str]:
         """(prompts, (P, dim) unit text embeddings) for the query's noun phrases, or an error note."""
         phrases = [parsed.target_phrase] + [a for c in parsed.clauses for a in c.anchors]
+        if parsed.location is not None and parsed.location.room_with is not None:
+            phrases.append(parsed.location.room_with)
         prompts = list(dict.fromkeys(self._prompt(p) for p in phrases if p.noun))
         if not prompts:
             return None, ""

@@ -29,6 +29,7 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from .colors import NOUN_COLORS, WORD_TO_COLOR
+from .location import Location, extract_location
 
 
 class QueryError(ValueError):
@@ -185,6 +186,7 @@ class ParsedQuery:
     relations: list[tuple[str, str]] = field(default_factory=list)
     target_phrase: Phrase = field(default_factory=lambda: Phrase("", ""))
     clauses: list[RelationClause] = field(default_factory=list)  # relations grouped with anchors
+    location: Location | None = None  # floor / room constraint ("in the kitchen"), see location.py
 
     @property
     def relation_names(self) -> list[str]:
@@ -201,6 +203,7 @@ class ParsedQuery:
             "attributes": list(self.attributes),
             "relations": [r for r, _ in self.relations],
             "anchors": [a for _, a in self.relations],
+            "location": self.location.to_dict() if self.location is not None else None,
         }
 
 
@@ -335,6 +338,12 @@ def parse_query(text: str, max_chars: int = 256) -> ParsedQuery:
     tokens = [t for t in tokens if t not in _DETERMINERS]
     if not tokens:
         raise QueryError("query names no object: only filler words such as 'the' or 'find'")
+    try:
+        tokens, location = extract_location(tokens, lambda t, j: _match_relation(t, j) is not None, _parse_phrase)
+    except ValueError as e:
+        raise QueryError(str(e)) from None
+    while location is not None and tokens and tokens[-1] in _FILLERS and tokens[-1] != "right":
+        tokens = tokens[:-1]  # "the mug that is | in the kitchen"
 
     # split into the target segment and (relation, anchor segment) pairs
     segments: list[tuple[str | None, list[str]]] = [(None, [])]
@@ -421,7 +430,7 @@ def parse_query(text: str, max_chars: int = 256) -> ParsedQuery:
     if target.noun and all(w in _PRONOUNS for w in target.noun.split()):
         raise QueryError("query asks for the robot or camera itself, not an object in the map")
     target = Phrase(target.text, target.noun, tuple(attributes), False)
-    if not target.noun and not attributes and not clauses:
+    if not target.noun and not attributes and not clauses and location is None:
         raise QueryError("query names no object, attribute or relation")
     relations = [(c.relation, a.text) for c in clauses for a in c.anchors]
     return ParsedQuery(
@@ -431,6 +440,7 @@ def parse_query(text: str, max_chars: int = 256) -> ParsedQuery:
         relations=relations,
         target_phrase=target,
         clauses=clauses,
+        location=location,
     )
 
 
