@@ -55,6 +55,8 @@ from .relations import (
     RelationParams,
     View,
     between_scores,
+    extreme_scores,
+    gap_distance,
     make_view,
     pair_scores,
     superlative_scores,
@@ -381,6 +383,7 @@ class QueryEngine:
 
         # ---- relations (coarse box geometry first when there are many targets)
         R = np.ones(len(cand))
+        anchors_per_clause: list = []
         if clauses:
             a_scores = [[self._anchor_scores(idx, a, semantic, q_sims, view) for a in c.anchors] for c in clauses]
             cap = max(4 * int(cfg.target_candidates), k)
@@ -389,7 +392,8 @@ class QueryEngine:
                 idx.refine(np.concatenate([a[0] for ac in glob for a in ac]))
                 coarse = np.ones(len(cand))
                 for c, ac in zip(clauses, glob):
-                    coarse *= self._clause_scores(idx, c.relation, cand, ac, view)
+                    if not c.extreme:
+                        coarse *= self._clause_scores(idx, c.relation, cand, ac, view)
                 keep = _top(S[cand] * F * coarse, cap)
                 cand, F = cand[keep], F[keep]
                 R = np.ones(len(cand))
@@ -399,7 +403,8 @@ class QueryEngine:
             ]
             idx.refine(np.concatenate([cand] + [a[0] for ac in anchors_per_clause for a in ac]))
             for c, ac in zip(clauses, anchors_per_clause):
-                R *= self._clause_scores(idx, c.relation, cand, ac, view)
+                if not c.extreme:  # superlative relations rank below, over the good matches
+                    R *= self._clause_scores(idx, c.relation, cand, ac, view)
         floor = float(np.clip(cfg.relation_floor, 0.0, 1.0))
         base = S[cand] * F * (floor + (1.0 - floor) * R)
 
@@ -412,6 +417,11 @@ class QueryEngine:
                 score *= superlative_scores(
                     s, idx.geometry, cand, base, view, cfg.superlative_gate, cfg.superlative_floor
                 )
+        for c, ac in zip(clauses, anchors_per_clause):
+            if c.extreme:  # "closest to" / "farthest from": a superlative of the gap to the anchor
+                m = self._extreme(idx, c.relation, cand, ac[0], score)
+                score *= m
+                R *= m
 
         order = np.argsort(-score, kind="stable")[: k]
         results = []
@@ -598,6 +608,23 @@ class QueryEngine:
                 near = near[np.argsort(-A[near], kind="stable")[:cap]]
             top = np.union1d(top, near)
         return top, A[top] / A[top].max()
+
+    def _extreme(self, idx, relation, cand, anchors, base) -> np.ndarray:
+        """Multiplier per candidate for "closest to" (near) / "farthest from" (far_from): the gap
+        to the nearest good anchor (score >= local_anchor_gate x best, never the candidate
+        itself), ranked like a superlative over the candidates scoring >= superlative_gate."""
+        ai, sa = anchors
+        good = ai[sa >= float(self.cfg.local_anchor_gate)] if len(ai) else ai
+        if not len(good):
+            return np.zeros(len(cand))
+        d = gap_distance(idx.geometry, cand, good)
+        d = np.where(cand[:, None] == good[None, :], np.inf, d).min(axis=1)
+        ok = np.isfinite(d)
+        if not ok.any():
+            return np.zeros(len(cand))
+        far = relation == "far_from"
+        d = np.where(ok, d, d[ok].min() - 1.0 if far else d[ok].max() + 1.0)  # itself only: worst
+        return extreme_scores(d, far, base, self.cfg.superlative_gate, self.cfg.superlative_floor)
 
     def _clause_scores(self, idx, relation, cand, anchors, view) -> np.ndarray:
         g = idx.geometry

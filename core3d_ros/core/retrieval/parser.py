@@ -175,6 +175,9 @@ class RelationClause:
 
     relation: str
     anchors: tuple[Phrase, ...]
+    # near / far_from said as a superlative ("the chair closest to the table", "the lamp farthest
+    # from the bed"): the target is the candidate nearest to (farthest from) the anchor, however far
+    extreme: bool = False
 
 
 @dataclass
@@ -347,6 +350,7 @@ def parse_query(text: str, max_chars: int = 256) -> ParsedQuery:
 
     # split into the target segment and (relation, anchor segment) pairs
     segments: list[tuple[str | None, list[str]]] = [(None, [])]
+    extreme: set[int] = set()  # indices of segments whose relation is a superlative ("closest to")
     i = 0
     while i < len(tokens):
         tok = tokens[i]
@@ -363,6 +367,8 @@ def parse_query(text: str, max_chars: int = 256) -> ParsedQuery:
             if rel == "on" and n == 2 and not after:  # "the box on top"
                 current.append("topmost")
                 break
+            if tok in ("closest", "nearest", "farthest", "furthest"):
+                extreme.add(len(segments))
             segments.append((rel, []))
             i += n
             continue
@@ -374,16 +380,19 @@ def parse_query(text: str, max_chars: int = 256) -> ParsedQuery:
             sup = [_SUPERLATIVE_WORDS.get(w) for w in current]
             if tok == "to" and "closest" in sup:
                 current[:] = [w for w in current if _SUPERLATIVE_WORDS.get(w) != "closest"]
+                extreme.add(len(segments))
                 segments.append(("near", []))
                 i += 1
                 continue
             if tok == "from" and "farthest" in sup:
                 current[:] = [w for w in current if _SUPERLATIVE_WORDS.get(w) != "farthest"]
+                extreme.add(len(segments))
                 segments.append(("far_from", []))
                 i += 1
                 continue
         if tok in ("closest", "nearest") and _has_noun(current) and rest:
             # "the chair nearest the window": relation near
+            extreme.add(len(segments))
             segments.append(("near", []))
             i += 1
             continue
@@ -425,7 +434,7 @@ def parse_query(text: str, max_chars: int = 256) -> ParsedQuery:
             if attr not in attributes:
                 attributes.append(attr)
             continue
-        clauses.append(RelationClause(rel, (anchor,)))
+        clauses.append(RelationClause(rel, (anchor,), extreme=k in extreme))
 
     if target.noun and all(w in _PRONOUNS for w in target.noun.split()):
         raise QueryError("query asks for the robot or camera itself, not an object in the map")
