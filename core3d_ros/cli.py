@@ -188,6 +188,16 @@ def cmd_eval(args) -> int:
     from .tools.runs import evaluate_seeds
 
     base = load_config(args.config)
+    if args.queries:
+        from .tools.query_eval import evaluate_queries, summary_table
+
+        seeds = [args.seed] if args.seed is not None else args.seeds
+        report = evaluate_queries(base, seeds, args.frames, rooms=args.rooms, context_objects=args.context_objects,
+                                  progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+        print(summary_table(report))
+        if args.json:
+            _write_json(args.json, report)
+        return 0
     if args.ablation:
         scene = make_scene(seed=args.seed or 0, num_frames=args.frames)
         from .tools.ablation import markdown_table, run_ablation
@@ -418,6 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--remove", nargs="+", default=["sofa"], help="--dynamic: classes taken out of the room after the first pass")
     e.add_argument("--move", nargs="+", default=None, help="--dynamic: CLASS=x,y,z offsets in metres (default mug=-0.6,0,0)")
     e.add_argument("--passes", type=int, default=2, help="--dynamic: flights of the trajectory (the first through the room as generated)")
+    e.add_argument("--queries", action="store_true", help="room-object / floor-room-object Recall@1/5 with and without the scene graph, Sr3D-style relation accuracy, LLM context size (oracle segmenter and encoder, a building of synthetic rooms)")
+    e.add_argument("--rooms", type=int, default=4, help="--queries: rooms per building (2 per floor)")
+    e.add_argument("--context-objects", type=int, nargs="*", default=[100, 10000], help="--queries: map sizes at which the LLM context per query is measured")
     e.add_argument("--config")
     e.add_argument("--json", help="write the report here")
     e.set_defaults(func=cmd_eval)

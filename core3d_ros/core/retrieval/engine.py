@@ -77,7 +77,7 @@ class QueryHit:
 class QueryStage:
     """One optional model step of a query (see llm/retriever.py): what ran, and how it ended."""
 
-    name: str  # parse | verify | orientation | decide
+    name: str  # parse | hierarchy | verify | orientation | decide
     status: str  # ok | failed | skipped
     detail: str = ""  # why it failed / was skipped, or what it changed
     elapsed_ms: float = 0.0
@@ -344,8 +344,8 @@ class QueryEngine:
         n = len(idx)
         # ---- target similarity
         sims = np.full(n, np.nan)
-        if semantic and target.noun:
-            sims, S = self._phrase_similarity(idx, target, q_sims)
+        if semantic and target.noun:  # S = 1 for the best match where the target may be
+            sims, S = self._phrase_similarity(idx, target, q_sims, allowed)
         else:
             S = np.ones(n)
 
@@ -442,7 +442,7 @@ class QueryEngine:
             notes.append("no object matches.")
         return QueryAnswer(parsed, results, semantic, " ".join(notes).strip(), room_ids=room_ids)
 
-    def _room_of(self, graph) -> dict[int, int]:
+    def room_of(self, graph) -> dict[int, int]:
         """object id -> room id of a scene graph, built once per graph version."""
         with self._lock:
             g, version, room_of = self._graph_rooms
@@ -470,7 +470,7 @@ class QueryEngine:
             A = self._anchor_scores(idx, phrase, semantic, q_sims, view)
             top, _ = self._select_anchors(idx, A, "near", None)
             good = {int(i) for i in idx.ids[top[A[top] >= float(self.cfg.local_anchor_gate) * A[top[0]]]]} if len(top) else set()
-            room_of = self._room_of(graph)
+            room_of = self.room_of(graph)
             return {room_of[i] for i in good if i in room_of}
 
         res = resolve_location(loc, graph, rooms_with)
@@ -511,8 +511,9 @@ class QueryEngine:
             return None, "the text encoder returned invalid embeddings;"
         return (prompts, emb / norms), ""
 
-    def _phrase_similarity(self, idx: SnapshotIndex, phrase: Phrase, q_sims: dict) -> tuple[np.ndarray, np.ndarray]:
-        """Cosines (N,) and S = exp((cos + bonus - best) / T) (N,) for a phrase with a noun."""
+    def _phrase_similarity(self, idx: SnapshotIndex, phrase: Phrase, q_sims: dict, pool=None) -> tuple[np.ndarray, np.ndarray]:
+        """Cosines (N,) and S = exp((cos + bonus - best) / T) (N,) for a phrase with a noun; the
+        best is taken over the rows ``pool`` when given (a room), else over the map."""
         sims = q_sims[self._prompt(phrase)].copy()
         if not idx.has_emb.all():
             low = float(sims[idx.has_emb].min()) if idx.has_emb.any() else 0.0
@@ -523,7 +524,8 @@ class QueryEngine:
             adj = sims.copy()
             adj[hit] += float(self.cfg.label_bonus)
         T = max(float(self.cfg.temperature), 1e-6)
-        S = np.exp(np.clip((adj - adj.max()) / T, -700.0, 0.0))
+        best = adj.max() if pool is None or not len(pool) else adj[pool].max()
+        S = np.exp(np.clip((adj - best) / T, -700.0, 0.0))
         return sims, S
 
     def _color_factor(self, idx: SnapshotIndex, sel: np.ndarray, phrase: Phrase, semantic: bool) -> np.ndarray:
