@@ -241,7 +241,7 @@ class LlmRetriever:
             msg = (msg + " " if msg else "") + f"model steps: {summary}."
             if failed:
                 msg += " Failed steps fell back to the rule-based path."
-        return QueryAnswer(parsed, results, base.semantic, msg.strip(), list(run.stages), reason)
+        return QueryAnswer(parsed, results, base.semantic, msg.strip(), list(run.stages), reason, room_ids=base.room_ids)
 
     # ------------------------------------------------------------------ steps
     def _step(self, run: _Run, name: str, t0: float, fn):
