@@ -274,7 +274,7 @@ def referring_expressions(scene: EvalScene, margin: float = 0.3) -> list[dict]:
             for bc in classes:
                 if bc <= ac or bc == tc:
                     continue
-                pairs = [(a, b) for a in As for b in by_cls[bc] if a.room == b.room]
+                pairs = [(a, b) for a in As for b in by_cls[bc]]  # any pair, as the engine reads it
                 fits = [[_between(t, a, b) for a, b in pairs] for t in ts]
                 t = one(ts, [any(0.15 <= s <= 0.85 and r <= 1.0 for s, r in f) for f in fits],
                         [all(s < -0.1 or s > 1.1 or r > 2.0 for s, r in f) for f in fits])
