@@ -192,7 +192,7 @@ def cmd_eval(args) -> int:
         from .tools.query_eval import evaluate_queries, summary_table
 
         seeds = [args.seed] if args.seed is not None else args.seeds
-        report = evaluate_queries(base, seeds, args.frames, rooms=args.rooms, context_objects=args.context_objects,
+        report = evaluate_queries(base, seeds, args.frames, rooms=args.query_rooms, context_objects=args.context_objects,
                                   progress=lambda msg: print(msg, file=sys.stderr, flush=True))
         print(summary_table(report))
         if args.json:
@@ -209,6 +209,14 @@ def cmd_eval(args) -> int:
             _write_json(args.json, {"scene": {"seed": args.seed or 0, "frames": len(scene)}, "ablation": results})
         return 0
     seeds = [args.seed] if args.seed is not None else args.seeds
+    if args.rooms:
+        from .tools.rooms_eval import evaluate_rooms, summary_lines as room_lines
+
+        report = evaluate_rooms(base, seeds, args.frames_per_room, progress=_progress)
+        print("\n".join(room_lines(report)))
+        if args.json:
+            _write_json(args.json, report)
+        return 0
     if args.dynamic:
         from .tools.dynamic import DEFAULT_MOVE, evaluate_dynamic, summary_lines
 
@@ -429,8 +437,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--move", nargs="+", default=None, help="--dynamic: CLASS=x,y,z offsets in metres (default mug=-0.6,0,0)")
     e.add_argument("--passes", type=int, default=2, help="--dynamic: flights of the trajectory (the first through the room as generated)")
     e.add_argument("--queries", action="store_true", help="room-object / floor-room-object Recall@1/5 with and without the scene graph, Sr3D-style relation accuracy, LLM context size (oracle segmenter and encoder, a building of synthetic rooms)")
-    e.add_argument("--rooms", type=int, default=4, help="--queries: rooms per building (2 per floor)")
+    e.add_argument("--query-rooms", type=int, default=4, help="--queries: rooms of the building of synthetic rooms (2 per floor)")
     e.add_argument("--context-objects", type=int, nargs="*", default=[100, 10000], help="--queries: map sizes at which the LLM context per query is measured")
+    e.add_argument("--rooms", action="store_true", help="floors and rooms built online on the synthetic two-storey building (oracle segmenter): room IoU, objects in the right room, floors found, after half and all of the walk; update cost")
+    e.add_argument("--frames-per-room", type=int, default=24, help="--rooms: frames of the camera's loop in each room")
     e.add_argument("--config")
     e.add_argument("--json", help="write the report here")
     e.set_defaults(func=cmd_eval)

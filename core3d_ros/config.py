@@ -280,7 +280,9 @@ class RetrievalConfig:
     top_k: int = _p(5, "results per query when the request gives 0", (1, INT_MAX))
     max_query_chars: int = _p(256, "longer query texts are refused", (1, INT_MAX))
     vocabulary: list[str] = _p([], "object nouns for labels; empty: the built-in ScanNet-200-style list")
-    up_axis: list[float] = _p([0.0, 0.0, 1.0], "world up (z-up maps)")
+    # [0, 0, 0] = auto: the dataset's up where its format defines it, else estimated from the
+    # cameras and the horizontal planes (offline runs); a ROS map frame is z-up (REP 103).
+    up_axis: list[float] = _p([0.0, 0.0, 0.0], "world up; [0, 0, 0] = auto (offline: the dataset's up, else estimated from the cameras and the floor; ROS: z, REP 103); anything else overrides")
     # Semantic scoring: S = exp((cos - best cos) / temperature), the softmax normalised by its max.
     text_template: str = _p("a photo of a {}", "prompt for the text encoder; {} is the noun phrase")
     temperature: float = _p(0.02, "softmax temperature of the semantic score", (1e-06, INF))
@@ -365,6 +367,30 @@ class RosConfig:
 
 
 @dataclass
+class HierarchyConfig:
+    """Floors -> rooms -> objects built from the TSDF surface while mapping (core/hierarchy/)."""
+
+    enabled: bool = _p(True, "keep the floors/rooms hierarchy current while mapping")
+    period: float = _p(2.0, "seconds: the hierarchy is recomputed at most this often (only floors whose area changed)", (0.0, INF))
+    cell_size: float = _p(0.1, "metres: cell of the bird's-eye grid the rooms are segmented on", (0.01, 2.0))
+    height_bin: float = _p(0.05, "metres: bin of the height histogram the floors are found in", (0.005, 1.0))
+    min_floor_area: float = _p(3.0, "m^2 of horizontal surface at one height that makes a floor", (0.0, INF))
+    storey_gap: float = _p(1.5, "metres: camera heights further apart than this are on different storeys", (0.1, INF))
+    min_camera_height: float = _p(0.25, "metres: a floor lies at least this far below the cameras of its storey", (0.0, INF))
+    max_camera_height: float = _p(2.2, "metres: ... and at most this far", (0.0, INF))
+    wall_low: float = _p(1.3, "metres above the floor: surface between wall_low and wall_high (above most furniture, below door lintels) is wall", (0.0, INF))
+    wall_high: float = _p(1.9, "metres above the floor: top of the wall band", (0.0, INF))
+    door_width: float = _p(1.1, "metres: free passages narrower than this separate rooms (watershed markers lie farther than half of it from walls)", (0.1, INF))
+    min_room_area: float = _p(1.5, "m^2: smaller regions are not rooms (a room seen through a doorway only)", (0.0, INF))
+    camera_radius: float = _p(0.3, "metres: free space around each camera centre (where the robot went)", (0.0, INF))
+    match_overlap: float = _p(0.3, "a new room keeps an old room's id when it holds this share of the old room's cells", (0.0, 1.0))
+    keyframes_per_room: int = _p(5, "room keyframes kept per room (greedy coverage of its surface)", (1, INT_MAX))
+    keyframe_bytes: int = _p(4_000_000, "bytes all room keyframes may hold together", (1, INT_MAX))
+    keyframe_min_gain: float = _p(0.1, "a view becomes a room keyframe when it adds this share of new surface cells to its room", (0.0, 1.0))
+    coverage_cell: float = _p(0.2, "metres: surface cell the keyframe coverage is counted in", (0.01, 2.0))
+
+
+@dataclass
 class MapperConfig:
     depth: DepthConfig = field(default_factory=DepthConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
@@ -373,6 +399,7 @@ class MapperConfig:
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    hierarchy: HierarchyConfig = field(default_factory=HierarchyConfig)
     ros: RosConfig = field(default_factory=RosConfig)
 
 
@@ -395,6 +422,8 @@ def validate(cfg: MapperConfig) -> MapperConfig:
     _check_leaves(cfg, "")
     _check_devices(cfg)
     _check_ros(cfg.ros)
+    _check_up(cfg.retrieval.up_axis)
+    _check_hierarchy(cfg.hierarchy)
     if cfg.retrieval.llm.enabled:
         _check_llm_endpoint(cfg.retrieval.llm, "retrieval.llm")
     return cfg
@@ -461,6 +490,39 @@ def _check_ros(ros: RosConfig) -> None:
         raise ConfigError(
             "ros.base_frame / ros.camera_extrinsic apply to pose and odometry inputs; with ros.pose_type 'tf' "
             "the whole chain map_frame <- camera comes from TF"
+        )
+
+
+def up_vector(up_axis: list[float]) -> list[float]:
+    """``retrieval.up_axis`` as a unit vector; auto ([0, 0, 0]) is z (REP 103) for callers that
+    have no dataset to take it from (offline runs resolve auto first: core/hierarchy/up.py)."""
+    import math
+
+    if is_auto_up(up_axis):
+        return [0.0, 0.0, 1.0]
+    n = math.sqrt(sum(float(v) ** 2 for v in up_axis))
+    return [float(v) / n for v in up_axis]
+
+
+def is_auto_up(up_axis: list[float]) -> bool:
+    return len(up_axis) == 3 and all(float(v) == 0.0 for v in up_axis)
+
+
+def _check_up(up: list[float]) -> None:
+    import math
+
+    if len(up) != 3 or not all(math.isfinite(float(v)) for v in up):
+        raise ConfigError(f"retrieval.up_axis must be 3 finite numbers ([0, 0, 0] = auto), got {up!r}")
+    if not is_auto_up(up) and math.sqrt(sum(float(v) ** 2 for v in up)) < 1e-6:
+        raise ConfigError(f"retrieval.up_axis must be [0, 0, 0] (auto) or a non-zero direction, got {up!r}")
+
+
+def _check_hierarchy(h: HierarchyConfig) -> None:
+    if not h.wall_low < h.wall_high:
+        raise ConfigError(f"hierarchy.wall_low ({h.wall_low}) must be below hierarchy.wall_high ({h.wall_high})")
+    if not h.min_camera_height < h.max_camera_height:
+        raise ConfigError(
+            f"hierarchy.min_camera_height ({h.min_camera_height}) must be below hierarchy.max_camera_height ({h.max_camera_height})"
         )
 
 

@@ -84,7 +84,7 @@ def test_cli_eval_queries_writes_json_and_a_table(tmp_path, capsys, monkeypatch)
 
     monkeypatch.setattr(qe, "build_scene", fake_build)
     out = tmp_path / "q.json"
-    assert main(["eval", "--queries", "--seed", "3", "--frames", "8", "--rooms", "2", "--context-objects", "100", "--json", str(out)]) == 0
+    assert main(["eval", "--queries", "--seed", "3", "--frames", "8", "--query-rooms", "2", "--context-objects", "100", "--json", str(out)]) == 0
     assert calls["args"] == (3, 2, 8)
     report = json.loads(out.read_text())
     assert set(report["mean"]) == {"room-object", "floor-room-object", "referring"}

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..config import MapperConfig
+from ..config import MapperConfig, up_vector
 from .camera import sampling_stride
 from .fusion.object_map import IntegrationStats, ObjectMap, SegmentObservation, warm_up
 from .frame import Frame, FrameError
@@ -238,7 +238,7 @@ class Mapper:
         ``wait=False`` (queries, publishing): when fusion or another snapshot build is busy, the
         last snapshot is returned at once; it is at most one map change old. So queries never
         wait for mapping either."""
-        up = self.cfg.retrieval.up_axis
+        up = up_vector(self.cfg.retrieval.up_axis)
         last = self._last_snapshot
         if not self._snapshot_lock.acquire(blocking=wait or last is None):
             return last[1]  # another build is under way

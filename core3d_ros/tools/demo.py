@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..config import MapperConfig, load_config
+from ..config import MapperConfig, load_config, up_vector
 from ..progress import Phase, Progress
 from .nodes import QUERIES, Diagnostics, node_command
 
@@ -180,8 +180,8 @@ def run_demo(out: str = "out/demo", frames: int = 48, seed: int = 0, config: str
             raise RuntimeError(f"save_map failed: {reply.message}")
         with progress.phase("drawing the map (top-down PNG, PLY)"):
             omap = load_map(reply.path, cfg.fusion)
-            snap = omap.snapshot(up=cfg.retrieval.up_axis)
-            png = write_topdown_png(snap, out_dir / "map.png", up=cfg.retrieval.up_axis)
+            snap = omap.snapshot(up=up_vector(cfg.retrieval.up_axis))
+            png = write_topdown_png(snap, out_dir / "map.png", up=up_vector(cfg.retrieval.up_axis))
             ply = write_ply(snap, out_dir / "map.ply")
             truth = _ground_truth_names(scene, snap)
 

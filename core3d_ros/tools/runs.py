@@ -10,6 +10,7 @@ from typing import Callable, Iterable
 
 from ..core.datasets import Dataset, DatasetError
 from ..core.frame import Frame, FrameError
+from ..config import up_vector
 from ..core.mapper import Mapper
 from .viz import write_ply, write_topdown_png
 
@@ -63,7 +64,7 @@ def write_outputs(mapper: Mapper, out: str | Path) -> dict[str, str]:
     """Save the map, a top-down PNG and a PLY into ``out``; returns the paths."""
     out = Path(out)
     snap = mapper.snapshot()
-    up = mapper.cfg.retrieval.up_axis
+    up = up_vector(mapper.cfg.retrieval.up_axis)
     return {
         "map": mapper.save(str(out / "map.npz")),
         "png": write_topdown_png(snap, out / "map.png", up=up),

@@ -217,6 +217,8 @@ class FolderDataset:
     """Shared machinery of the folder readers (subclasses fill ``records`` and ``intrinsics``)."""
 
     kind = ""
+    # World up where the format defines it (None: it does not; core/hierarchy/up.py estimates it).
+    up: tuple[float, float, float] | None = None
     depth_scale = 1000.0  # raw integer units per metre of this format
     pose_source: Path | None = None  # file named in errors about poses parsed up front
 

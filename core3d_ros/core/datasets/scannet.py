@@ -44,6 +44,7 @@ def _read_k(path: Path) -> np.ndarray:
 @register_dataset("scannet", detect=is_scannet, order=3, layout="a ScanNet export (color/, depth/, pose/, intrinsic/)")
 class ScanNet(FolderDataset):
     kind = "scannet"
+    up = (0.0, 0.0, 1.0)  # ScanNet reconstructions (and their camera poses) are z-up
     depth_scale = 1000.0
 
     def __init__(

@@ -32,6 +32,8 @@ def is_sevenscenes(path: Path) -> bool:
 @register_dataset("7scenes", detect=is_sevenscenes, order=4, layout="7-Scenes (frame-NNNNNN.depth.png + camera-intrinsics.txt)")
 class SevenScenes(FolderDataset):
     kind = "7scenes"
+    # The KinectFusion world of 7-Scenes: the cameras' image-down axis is about +y.
+    up = (0.0, -1.0, 0.0)
     depth_scale = 1000.0
 
     def __init__(

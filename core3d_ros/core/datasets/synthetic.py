@@ -39,6 +39,10 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "vase": (140, 60, 175),  # purple
     "trash bin": (30, 170, 180),  # cyan
     "book": (225, 90, 160),  # pink
+    # the building (building.py)
+    "ceiling": (236, 236, 240),
+    "bed": (170, 190, 80),  # olive
+    "shelf": (70, 110, 130),  # slate
 }
 
 STRUCTURE_CLASSES = ("floor", "wall")
@@ -206,6 +210,12 @@ def _layout(rng: np.random.Generator) -> tuple[tuple[float, float], list[SceneOb
     return (W, D), structures, objects
 
 
+def camera_intrinsics(width: int, height: int) -> CameraIntrinsics:
+    """The synthetic camera: HFOV_DEG horizontal field of view, principal point in the middle."""
+    f = width / (2.0 * np.tan(np.radians(HFOV_DEG) / 2))
+    return CameraIntrinsics(width, height, f, f, (width - 1) / 2.0, (height - 1) / 2.0)
+
+
 def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0, 0.0, 1.0])) -> np.ndarray:
     """Camera-to-world pose (OpenCV axes: x right, y down, z forward) looking from eye at target."""
     f = np.asarray(target, dtype=np.float64) - np.asarray(eye, dtype=np.float64)
@@ -279,10 +289,10 @@ class SyntheticScene:
             raise ValueError(f"noise must be >= 0, got {noise}")
         self.seed = int(seed)
         self.noise = float(noise)
+        self.up = (0.0, 0.0, 1.0)  # the world frame is z-up, floor at z = 0
         self.depth_config = depth if depth is not None else DepthConfig()
         self.name = f"synthetic-{self.seed}"
-        f = width / (2.0 * np.tan(np.radians(HFOV_DEG) / 2))
-        self.intrinsics = CameraIntrinsics(width, height, f, f, (width - 1) / 2.0, (height - 1) / 2.0)
+        self.intrinsics = camera_intrinsics(width, height)
 
         rng = np.random.default_rng(self.seed)
         self.room_size, self.structures, self.objects = _layout(rng)
@@ -293,8 +303,12 @@ class SyntheticScene:
         self.instance_classes: dict[int, str] = {o.id: o.class_name for o in self.instances}
         self.poses = _trajectory(rng, int(num_frames), self.room_size)
         self._check_cameras()
+        self._init_renderer()
 
+    def _init_renderer(self) -> None:
+        """Palette, camera rays and the ray-casting scene of ``self.instances``."""
         self._scene = None  # built on first use (and rebuilt after unpickling)
+        width, height = self.intrinsics.width, self.intrinsics.height
         max_id = max(self.instance_classes)
         self._palette = np.zeros((max_id + 1, 3), dtype=np.float32)
         for obj in self.instances:

@@ -43,6 +43,8 @@ class SceneGraph:
     up_source: str = "default"  # one of UP_SOURCES
     note: str = ""  # why the hierarchy is degraded (one floor / one room), or empty
     version: int = 0  # bumped on every change
+    splits: int = 0  # events so far: a room that became several (the largest part keeps its id)
+    merges: int = 0  # ... several rooms that became one (it keeps the id of the largest)
     floors: list[Floor] = field(default_factory=list)
     rooms: list[Room] = field(default_factory=list)
 

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from ...config import RetrievalConfig
+from ...config import RetrievalConfig, up_vector
 from ..objects import MapSnapshot, ObjectInfo
 from .colors import colors_score
 from .location import resolve_location
@@ -240,7 +240,7 @@ class QueryEngine:
         self._cache: list[tuple[weakref.ref, tuple, SnapshotIndex]] = []
         self._lock = threading.Lock()
         self._graph_rooms: tuple = (None, -1, {})  # (graph, its version, object id -> room id)
-        self._up = list(unit(self.cfg.up_axis))  # ValueError for a zero / malformed up axis
+        self._up = list(unit(up_vector(self.cfg.up_axis)))  # auto ([0, 0, 0]) is z here; ValueError for a malformed one
 
     # ------------------------------------------------------------------ snapshot cache
     def index(self, snapshot: MapSnapshot) -> SnapshotIndex:

@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from ...config import MapperConfig
+from ...config import MapperConfig, up_vector
 from ...core.datasets import iter_frames, open_dataset
 from ...core.frame import Frame
 from ...core.fusion.object_map import ObjectMap, warm_up
@@ -213,7 +213,7 @@ def bench_fusion(
     ours_mean = float(np.median([p["ours"]["ms_per_frame"] for p in per_run]))
     peer_mean = float(np.median([p["open3d"]["ms_per_frame"] for p in per_run]))
     quarter = max(1, len(points_n) // 4)
-    snap = omap.snapshot(up=cfg.retrieval.up_axis)
+    snap = omap.snapshot(up=up_vector(cfg.retrieval.up_axis))
     return {
         "benchmark": "fusion",
         "data": str(data),

@@ -8,7 +8,7 @@ from typing import Callable
 
 import numpy as np
 
-from ...config import MapperConfig
+from ...config import MapperConfig, up_vector
 from ...core.fusion.object_map import ObjectMap, warm_up
 from .common import machine_info, peak_rss_mb
 
@@ -65,7 +65,7 @@ def bench_scale(
             t0, c0 = time.perf_counter(), time.process_time()
             omap.integrate_frame(f.depth, f.intrinsics, pose, f.rgb, labels, float(frame_no))
             t1, c1 = time.perf_counter(), time.process_time()
-            omap.snapshot(up=cfg.retrieval.up_axis)
+            omap.snapshot(up=up_vector(cfg.retrieval.up_axis))
             t2, c2 = time.perf_counter(), time.process_time()
             fusion_ms.append((t1 - t0) * 1e3)
             snapshot_ms.append((t2 - t1) * 1e3)

@@ -1,0 +1,633 @@
+"""Floors and rooms from the TSDF surface and the camera path, kept current while mapping.
+
+    builder = HierarchyBuilder(cfg.hierarchy, voxel_size, up=up, up_source="dataset")
+    builder.add_surface(blocks, points, block_of)    # GeometryLayer.surface(blocks) of changed blocks
+    builder.add_camera(pose[:3, 3])                  # every frame: free space the robot went through
+    graph = builder.update(objects, now)             # SceneGraph, or None when not due / unchanged
+
+Feeding is cheap and incremental: each block's surface points are reduced to (ground cell,
+height bin, count) rows and replace whatever that block sent before, so re-sent blocks never
+count twice; a height histogram is kept up to date from those rows. ``update`` does the real
+work at most every ``hierarchy.period`` seconds, and only for the floors whose height band
+received changed blocks or cameras; a floor's rows are found through an index of blocks by
+1 m height slab, so an update reads the changed floor only.
+
+Floors: the camera heights are split into storeys (gaps over ``storey_gap``); each storey's
+floor is a peak of the height histogram between ``max_camera_height`` and
+``min_camera_height`` below its cameras: a bin whose count stands out of its neighbourhood's
+median (walls add the same to every bin) by ``min_floor_area`` of surface; of the peaks at least
+half as strong as the strongest, the highest (the floor above a ceiling seen from below).
+
+Rooms, per floor, on a bird's-eye grid of ``cell_size``: *inside* = cells with surface from the
+floor up to the top of the wall band, plus discs around the camera path; *walls* = cells with
+surface in the wall band (``wall_low`` .. ``wall_high`` above the floor: above furniture, below
+door lintels, so doorways stay open); free = inside minus walls. Then a distance-transform
+watershed: markers are the connected parts of free space farther than ``door_width`` / 2 from
+any wall (a doorway's narrow free strip separates them; cv2.connectedComponents), and the free
+space is flooded from them level by level down the distance transform (cv2.dilate within each
+level, so fronts meet where the free space is narrowest: in the doorways), rooms sharing a boundary longer than 1.5 door widths are merged
+(one room cut in two by furniture or an L-shape), regions under ``min_room_area`` are dropped, and
+each room takes the wall cells next to it (the wall's inner face). Ids stay stable: a new room
+takes the id of the old room whose cells it holds most of (``match_overlap``); one old room
+becoming several is a split, several becoming one a merge (counted in the graph).
+
+Each object belongs to the room holding most of its points' cells. Whatever the input, the
+result is a graph: no floor surface, no cameras or an open plan degrade to one floor / one room
+with the reason in ``SceneGraph.note``.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import cv2
+import numpy as np
+
+from ...config import HierarchyConfig
+from ..retrieval.relations import horizontal_basis
+from .graph import Floor, Room, SceneGraph
+
+SLAB_M = 1.0  # height slab of the block index (metres)
+FLOOR_BAND = 0.1  # metres: surface this close to the floor height is floor
+
+
+@dataclass
+class _FloorState:
+    id: int
+    height: float
+    ceiling: float
+    origin: np.ndarray = field(default_factory=lambda: np.zeros(2, np.int64))  # global cell of labels[0, 0] (a, b)
+    labels: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int32))  # [b, a] -> room id (0: none)
+    room_ids: list[int] = field(default_factory=list)
+    note: str = ""
+
+
+class HierarchyBuilder:
+    def __init__(self, cfg: HierarchyConfig, voxel_size: float, up=(0.0, 0.0, 1.0), up_source: str = "default"):
+        self.cfg = cfg
+        self.voxel_size = float(voxel_size)
+        up = np.asarray(up, float)
+        self.up = up / np.linalg.norm(up)
+        self.up_source = up_source
+        self.basis = horizontal_basis(self.up)  # (2, 3): ground axes a, b (right-handed with up)
+        self.cell = float(cfg.cell_size)
+        self.hbin = float(cfg.height_bin)
+        # per block: (cells (M, 2) int64, height bins (M,) int64, counts (M,) int64, height sums (M,))
+        self._blocks: dict[tuple[int, int, int], tuple[np.ndarray, ...]] = {}
+        self._slabs: dict[int, set[tuple[int, int, int]]] = {}  # height slab -> blocks with rows in it
+        self._hist = np.zeros(0, np.int64)
+        self._hsum = np.zeros(0, np.float64)  # sum of the heights counted in each bin
+        self._hist_lo = 0  # height bin of _hist[0]
+        self._cameras: list[np.ndarray] = []  # (3,) ground a, b and height, thinned
+        self._dirty: list[tuple[float, float]] = []  # height ranges changed since the last update
+        self._floors: list[_FloorState] = []
+        self._next_floor_id = 1
+        self._next_room_id = 1
+        self._object_rooms: dict[int, tuple[int, int]] = {}  # object id -> (points seen, room id)
+        self._last_update = -np.inf
+        self.graph = SceneGraph(up=self.up.copy(), up_source=up_source)
+        self.stats = {"updates": 0, "floors_recomputed": 0, "last_update_ms": 0.0, "blocks": 0}
+
+    # ------------------------------------------------------------------------------ feeding
+    def add_surface(self, blocks: np.ndarray, points: np.ndarray, block_of: np.ndarray) -> None:
+        """Surface points of ``blocks`` (GeometryLayer.surface): each listed block's rows replace
+        what it sent before (a listed block without points is emptied)."""
+        blocks = np.asarray(blocks, np.int64).reshape(-1, 3)
+        points = np.asarray(points, np.float64).reshape(-1, 3)
+        block_of = np.asarray(block_of, np.int64).reshape(-1)
+        if len(points) != len(block_of):
+            raise ValueError(f"{len(points)} points but {len(block_of)} block indices")
+        if len(block_of) and (block_of.min() < 0 or block_of.max() >= len(blocks)):
+            raise ValueError("block_of indexes outside blocks")
+        ok = np.all(np.isfinite(points), axis=1)
+        points, block_of = points[ok], block_of[ok]
+        h = points @ self.up
+        g = points @ self.basis.T
+        cells = np.floor(g / self.cell).astype(np.int64)
+        hb = np.floor(h / self.hbin).astype(np.int64)
+        if len(points):
+            # one int64 key per (block, cell, height bin): a 1-D unique is much faster than rows
+            cols = np.stack([block_of, cells[:, 0], cells[:, 1], hb], axis=1)
+            lo = cols.min(axis=0)
+            dims = tuple(int(d) for d in cols.max(axis=0) - lo + 1)
+            flat = np.ravel_multi_index(tuple((cols - lo).T), dims)
+            uniq, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
+            rows = np.stack(np.unravel_index(uniq, dims), axis=1) + lo
+            sums = np.bincount(inverse.reshape(-1), weights=h, minlength=len(uniq))
+        else:
+            rows, counts, sums = np.zeros((0, 4), np.int64), np.zeros(0, np.int64), np.zeros(0)
+        starts = np.searchsorted(rows[:, 0], np.arange(len(blocks) + 1))
+        old_hb, old_n, old_s, new_hb, new_n, new_s = [], [], [], [], [], []
+        lo_h, hi_h = np.inf, -np.inf
+        for i, blk in enumerate(map(tuple, blocks.tolist())):
+            old = self._blocks.pop(blk, None)
+            if old is not None:
+                old_hb.append(old[1])
+                old_n.append(old[2])
+                old_s.append(old[3])
+                for s in self._block_slabs(old[1]):
+                    self._slabs.get(s, set()).discard(blk)
+                lo_h, hi_h = min(lo_h, old[1].min() * self.hbin), max(hi_h, (old[1].max() + 1) * self.hbin)
+            r = rows[starts[i]: starts[i + 1]]
+            if len(r) == 0:
+                continue
+            entry = (r[:, 1:3].copy(), r[:, 3].copy(), counts[starts[i]: starts[i + 1]].copy(), sums[starts[i]: starts[i + 1]].copy())
+            self._blocks[blk] = entry
+            for s in self._block_slabs(entry[1]):
+                self._slabs.setdefault(s, set()).add(blk)
+            new_hb.append(entry[1])
+            new_n.append(entry[2])
+            new_s.append(entry[3])
+            lo_h, hi_h = min(lo_h, entry[1].min() * self.hbin), max(hi_h, (entry[1].max() + 1) * self.hbin)
+        if old_hb:
+            self._hist_add(np.concatenate(old_hb), -np.concatenate(old_n), -np.concatenate(old_s))
+        if new_hb:
+            self._hist_add(np.concatenate(new_hb), np.concatenate(new_n), np.concatenate(new_s))
+        if lo_h <= hi_h:
+            self._dirty.append((lo_h, hi_h))
+        self.stats["blocks"] = len(self._blocks)
+
+    def add_camera(self, position: np.ndarray) -> None:
+        """A camera centre (map frame): free space the robot went through. Positions closer
+        than a grid cell to the last one kept are skipped (the path stays small)."""
+        p = np.asarray(position, float).reshape(3)
+        if not np.all(np.isfinite(p)):
+            return
+        c = np.array([*(self.basis @ p), p @ self.up])
+        if self._cameras and np.linalg.norm(c - self._cameras[-1]) < self.cell:
+            return
+        self._cameras.append(c)
+        self._dirty.append((c[2] - self.cfg.max_camera_height, c[2]))
+
+    def _block_slabs(self, hb: np.ndarray) -> range:
+        lo = int(np.floor(hb.min() * self.hbin / SLAB_M))
+        hi = int(np.floor((hb.max() + 1) * self.hbin / SLAB_M))
+        return range(lo, hi + 1)
+
+    def _hist_add(self, hb: np.ndarray, n: np.ndarray, sums: np.ndarray) -> None:
+        lo, hi = int(hb.min()), int(hb.max())
+        if len(self._hist) == 0:
+            self._hist_lo, self._hist, self._hsum = lo, np.zeros(hi - lo + 1, np.int64), np.zeros(hi - lo + 1)
+        elif lo < self._hist_lo or hi >= self._hist_lo + len(self._hist):
+            new_lo = min(lo, self._hist_lo)
+            size = max(hi, self._hist_lo + len(self._hist) - 1) - new_lo + 1
+            at = slice(self._hist_lo - new_lo, self._hist_lo - new_lo + len(self._hist))
+            hist, hsum = np.zeros(size, np.int64), np.zeros(size)
+            hist[at], hsum[at] = self._hist, self._hsum
+            self._hist, self._hsum, self._hist_lo = hist, hsum, new_lo
+        np.add.at(self._hist, hb - self._hist_lo, n)
+        np.add.at(self._hsum, hb - self._hist_lo, sums)
+
+    # ------------------------------------------------------------------------------ floors
+    def _floor_peaks(self) -> tuple[np.ndarray, np.ndarray]:
+        """(heights, prominence in m^2) of the histogram bins that stand out as horizontal surfaces."""
+        c = self._hist.astype(np.float64)
+        if len(c) < 3:
+            return np.zeros(0), np.zeros(0)
+        pair = c + np.maximum(np.r_[c[1:], 0.0], np.r_[0.0, c[:-1]])  # a surface split over two bins
+        half = max(1, int(round(0.6 / self.hbin)))
+        padded = np.pad(pair, half)  # zeros: no surface beyond the ends
+        windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1)
+        base = np.median(windows, axis=1)
+        prom = (pair - base) * self.voxel_size**2
+        local_max = pair >= np.maximum(np.r_[pair[1:], 0.0], np.r_[0.0, pair[:-1]])
+        sel = np.flatnonzero(local_max & (prom >= self.cfg.min_floor_area))
+        # the surface's height: the mean height of the bin and its stronger neighbour
+        nb = np.where(np.r_[c[1:], 0.0][sel] >= np.r_[0.0, c[:-1]][sel], sel + 1, sel - 1).clip(0, len(c) - 1)
+        heights = (self._hsum[sel] + self._hsum[nb]) / np.maximum(c[sel] + c[nb], 1.0)
+        return heights, prom[sel]
+
+    def _storeys(self) -> list[float]:
+        """Median camera height of each storey (camera heights split at gaps > storey_gap)."""
+        if not self._cameras:
+            return []
+        hs = np.sort(np.array([c[2] for c in self._cameras]))
+        cuts = np.flatnonzero(np.diff(hs) > self.cfg.storey_gap) + 1
+        return [float(np.median(part)) for part in np.split(hs, cuts)]
+
+    def _find_floors(self) -> tuple[list[float], str]:
+        heights, prom = self._floor_peaks()
+        storeys = self._storeys()
+        notes = []
+        found: list[float] = []
+        if not storeys:
+            if len(heights):
+                found = [float(heights[np.argmax(prom)])]
+                notes.append("no camera path: one floor at the strongest horizontal surface")
+        for hc in storeys:
+            sel = (heights >= hc - self.cfg.max_camera_height) & (heights <= hc - self.cfg.min_camera_height)
+            if not np.any(sel):
+                notes.append(f"no floor surface below the cameras at {hc:.2f} m")
+                continue
+            strong = sel & (prom >= 0.5 * prom[sel].max())
+            found.append(float(heights[strong].max()))
+        found.sort()
+        merged: list[float] = []
+        for h in found:
+            if merged and h - merged[-1] < self.cfg.storey_gap:
+                continue  # two storeys of cameras over one floor (a camera on the stairs)
+            merged.append(h)
+        if not merged:
+            low = self._lowest_surface()
+            reason = "; ".join(notes) or "no floor surface"
+            if low is None:
+                return [], reason + ": no surface yet"
+            return [low], reason + ": one floor at the lowest surface, one room"
+        return merged, "; ".join(notes)
+
+    def _lowest_surface(self) -> float | None:
+        nz = np.flatnonzero(self._hist > 0)
+        if len(nz) == 0:
+            return None
+        if self._cameras:
+            return float(min((nz[0] + self._hist_lo) * self.hbin, min(c[2] for c in self._cameras) - self.cfg.max_camera_height))
+        return float((nz[0] + self._hist_lo) * self.hbin)
+
+    def _ceiling(self, h: float) -> float:
+        """Ceiling of the top floor: the lowest horizontal surface from 2 to 4 m above it, else
+        ``max_camera_height`` + 0.5 m above it."""
+        heights, _ = self._floor_peaks()
+        above = heights[(heights >= h + 2.0) & (heights <= h + 4.0)]
+        return float(above.min()) if len(above) else h + self.cfg.max_camera_height + 0.5
+
+    # ------------------------------------------------------------------------------ rooms
+    def _rows(self, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+        """(cells, heights) of every stored row with a height in [lo, hi]."""
+        keys: set = set()
+        for s in range(int(np.floor(lo / SLAB_M)), int(np.floor(hi / SLAB_M)) + 1):
+            keys |= self._slabs.get(s, set())
+        if not keys:
+            return np.zeros((0, 2), np.int64), np.zeros(0)
+        cells = np.concatenate([self._blocks[k][0] for k in keys])
+        hb = np.concatenate([self._blocks[k][1] for k in keys])
+        h = (hb + 0.5) * self.hbin
+        keep = (h >= lo) & (h <= hi)
+        return cells[keep], h[keep]
+
+    def _segment(self, fl: _FloorState) -> tuple[np.ndarray, np.ndarray, str]:
+        """Room regions of one floor: (origin cell, label grid [b, a] of region numbers 1..K, note)."""
+        cfg = self.cfg
+        cells, h = self._rows(fl.height - FLOOR_BAND, fl.height + cfg.wall_high)
+        cams = np.array([c for c in self._cameras if fl.height + cfg.min_camera_height <= c[2] <= fl.height + cfg.max_camera_height]).reshape(-1, 3)
+        r_cam = int(np.ceil(cfg.camera_radius / self.cell))
+        cam_cells = np.floor(cams[:, :2] / self.cell).astype(np.int64)
+        allc = np.concatenate([cells, cam_cells - r_cam, cam_cells + r_cam])
+        if len(allc) == 0:
+            return np.zeros(2, np.int64), np.zeros((0, 0), np.int32), "no surface on this floor yet"
+        origin = allc.min(axis=0) - 2
+        shape = allc.max(axis=0) - origin + 3  # (a, b)
+        rel = cells - origin
+        inside = np.zeros((shape[1], shape[0]), np.uint8)
+        walls = np.zeros_like(inside)
+        inside[rel[:, 1], rel[:, 0]] = 1
+        w = (h >= fl.height + cfg.wall_low) & (h <= fl.height + cfg.wall_high)
+        walls[rel[w, 1], rel[w, 0]] = 1
+        # ... and cells whose surface rises from near the floor to near the band (a wall whose
+        # band was not seen, a tall cupboard): vertical extent of at least wall_low - 0.3 m
+        v = h >= fl.height + 0.2
+        lo = np.full(inside.shape, np.inf)
+        hi = np.full(inside.shape, -np.inf)
+        np.minimum.at(lo, (rel[v, 1], rel[v, 0]), h[v])
+        np.maximum.at(hi, (rel[v, 1], rel[v, 0]), h[v])
+        walls[(hi - lo) >= cfg.wall_low - 0.3] = 1
+        k3 = np.ones((3, 3), np.uint8)
+        # closings with zeros beyond the grid (OpenCV's default would keep a dilated rim there)
+        inside = cv2.morphologyEx(inside, cv2.MORPH_CLOSE, k3, iterations=2, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+        walls = cv2.morphologyEx(walls, cv2.MORPH_CLOSE, k3, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+        for c in cam_cells - origin:
+            cv2.circle(inside, (int(c[0]), int(c[1])), r_cam, 1, -1)
+        inside = self._fill_holes(inside, walls)
+        free = (inside & (1 - walls)).astype(np.uint8)
+        if not free.any():
+            return origin, np.zeros_like(inside, np.int32), "no free space on this floor"
+        dist = cv2.distanceTransform(free, cv2.DIST_L2, 5) * self.cell
+        n, comp = cv2.connectedComponents((dist > cfg.door_width / 2).astype(np.uint8), connectivity=8)
+        min_marker = max(1, int(0.25 / self.cell**2))
+        markers = np.zeros(free.shape, np.int32)
+        k = 0
+        for i in range(1, n):
+            m = comp == i
+            if m.sum() >= min_marker:
+                k += 1
+                markers[m] = k + 1
+        note = ""
+        if k == 0:  # nothing wide enough for a marker: all free space is one room
+            labels = free.astype(np.int32)
+            note = "no space wider than hierarchy.door_width: one room"
+        else:
+            labels = self._flood(np.where(markers > 0, markers - 1, 0), dist, free)
+            labels = self._merge_wide(labels, k)
+        labels = self._open_regions(labels)
+        labels = self._drop_small(labels)
+        # each room takes the wall cells next to it (the wall's inner face lies in them)
+        grown = cv2.dilate(labels.astype(np.float32), k3).astype(np.int32)
+        labels = np.where((labels == 0) & (walls > 0) & (grown > 0), grown, labels)
+        rooms = len(np.unique(labels[labels > 0]))
+        if rooms == 1 and not note:
+            note = "one room (no doorway-narrow passage found: a single room or an open plan)"
+        return origin, labels, note
+
+    @staticmethod
+    def _fill_holes(inside: np.ndarray, walls: np.ndarray) -> np.ndarray:
+        """Unseen holes enclosed by seen surface and touching no wall (floor under the camera's
+        path that no view looked at) become inside; a hole at a wall may be a gap in it."""
+        filled = inside.copy()
+        contours, _ = cv2.findContours(inside, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
+        holes = (filled > 0) & (inside == 0)
+        if not holes.any():
+            return inside
+        n, comp = cv2.connectedComponents(holes.astype(np.uint8), connectivity=4)
+        near_wall = cv2.dilate(walls, np.ones((3, 3), np.uint8)) > 0
+        bad = np.unique(comp[near_wall & holes])
+        ok = holes & ~np.isin(comp, bad)
+        return np.where(ok, 1, inside).astype(np.uint8)
+
+    def _flood(self, labels: np.ndarray, dist: np.ndarray, free: np.ndarray) -> np.ndarray:
+        """Marker-controlled watershed of the distance transform: the free space is flooded from
+        the markers level by level, from far from the walls to next to them (one level per
+        cell), each level by repeated 3x3 dilation within the cells at or above it; so two
+        rooms meet where the free space is narrowest (the doorway)."""
+        k3 = np.ones((3, 3), np.uint8)
+        lab = labels.astype(np.float32)
+        top = float(dist.max())
+        for level in np.arange(top, -self.cell, -self.cell):
+            allowed = (free > 0) & (dist >= max(level, 0.0))
+            while True:
+                grown = cv2.dilate(lab, k3)
+                new = allowed & (lab == 0) & (grown > 0)
+                if not new.any():
+                    break
+                lab[new] = grown[new]
+        return lab.astype(np.int32)
+
+    def _merge_wide(self, labels: np.ndarray, k: int) -> np.ndarray:
+        """Merge neighbouring regions whose shared boundary is longer than 1.5 door widths."""
+        if k < 2:
+            return labels
+        border = np.zeros((k + 1, k + 1), np.int64)
+        for a, b in ((labels[:, :-1], labels[:, 1:]), (labels[:-1, :], labels[1:, :])):
+            m = (a > 0) & (b > 0) & (a != b)
+            np.add.at(border, (a[m], b[m]), 1)
+        border = border + border.T
+        parent = list(range(k + 1))
+
+        def find(x: int) -> int:
+            while parent[x] != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            return x
+
+        limit = 1.5 * self.cfg.door_width / self.cell * 2  # both sides' cells are counted
+        for a, b in zip(*np.nonzero(np.triu(border) > limit)):
+            parent[find(int(a))] = find(int(b))
+        lut = np.array([find(i) for i in range(k + 1)], np.int32)
+        return lut[labels]
+
+    @staticmethod
+    def _open_regions(labels: np.ndarray) -> np.ndarray:
+        """Each region without its strips narrower than 3 cells (a region leaking along an
+        unseen wall); the cells removed go to no room."""
+        k3 = np.ones((3, 3), np.uint8)
+        out = np.zeros_like(labels)
+        for i in np.unique(labels[labels > 0]):
+            m = cv2.morphologyEx((labels == i).astype(np.uint8), cv2.MORPH_OPEN, k3, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+            out[m > 0] = i
+        return out
+
+    def _drop_small(self, labels: np.ndarray) -> np.ndarray:
+        ids, counts = np.unique(labels[labels > 0], return_counts=True)
+        small = ids[counts * self.cell**2 < self.cfg.min_room_area]
+        if len(small):
+            labels = np.where(np.isin(labels, small), 0, labels)
+        ids = np.unique(labels[labels > 0])
+        lut = np.zeros(int(labels.max()) + 1, np.int32)
+        lut[ids] = np.arange(1, len(ids) + 1)
+        return lut[labels]
+
+    def _match_ids(self, old: _FloorState | None, origin: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Room ids for the regions 1..K of ``labels`` (a lookup table), stable against ``old``."""
+        k = int(labels.max()) if labels.size else 0
+        lut = np.zeros(k + 1, np.int32)
+        if k == 0:
+            return lut
+        area_new = np.bincount(labels.ravel(), minlength=k + 1)
+        inter: dict[tuple[int, int], int] = {}
+        area_old: dict[int, int] = {}
+        if old is not None and old.labels.size:
+            # both grids on the union of their extents, in global cells
+            lo = np.minimum(origin, old.origin)
+            hi = np.maximum(origin + labels.shape[::-1], old.origin + old.labels.shape[::-1])
+            a = np.zeros((hi[1] - lo[1], hi[0] - lo[0]), np.int64)
+            b = np.zeros_like(a)
+            o1, o2 = origin - lo, old.origin - lo
+            a[o1[1]: o1[1] + labels.shape[0], o1[0]: o1[0] + labels.shape[1]] = labels
+            b[o2[1]: o2[1] + old.labels.shape[0], o2[0]: o2[0] + old.labels.shape[1]] = old.labels
+            m = (a > 0) & (b > 0)
+            pairs, counts = np.unique(np.stack([a[m], b[m]], axis=1), axis=0, return_counts=True) if m.any() else (np.zeros((0, 2), np.int64), [])
+            inter = {(int(p[0]), int(p[1])): int(c) for p, c in zip(pairs, counts)}
+            ids, counts = np.unique(old.labels[old.labels > 0], return_counts=True)
+            area_old = {int(i): int(c) for i, c in zip(ids, counts)}
+        share = self.cfg.match_overlap
+        taken_old: set[int] = set()
+        for (new, oid), n in sorted(inter.items(), key=lambda kv: -kv[1]):
+            if lut[new] or oid in taken_old or n < share * min(area_old[oid], area_new[new]):
+                continue
+            lut[new] = oid
+            taken_old.add(oid)
+        for new in range(1, k + 1):
+            if not lut[new]:
+                lut[new] = self._next_room_id
+                self._next_room_id += 1
+        # events: an old room substantially in several new rooms (split), or several old rooms
+        # substantially in one new room (merge)
+        holders: dict[int, int] = {}
+        held: dict[int, int] = {}
+        for (new, oid), n in inter.items():
+            if n >= share * area_old[oid] or n >= share * area_new[new]:
+                holders[oid] = holders.get(oid, 0) + 1
+                held[new] = held.get(new, 0) + 1
+        self.graph.splits += sum(1 for v in holders.values() if v > 1)
+        self.graph.merges += sum(1 for v in held.values() if v > 1)
+        return lut
+
+    # ------------------------------------------------------------------------------ update
+    def due(self, now: float | None = None) -> bool:
+        """Whether ``update`` would recompute now (period passed and something changed): call
+        it first to skip building the objects' list when not."""
+        now = time.monotonic() if now is None else float(now)
+        return now - self._last_update >= self.cfg.period and bool(self._dirty)
+
+    def update(self, objects: Iterable[Any] = (), now: float | None = None, force: bool = False) -> SceneGraph | None:
+        """Recompute what changed, at most every ``hierarchy.period`` seconds (``now``: seconds,
+        default time.monotonic()). ``objects``: items with ``id`` and ``points`` (N, 3) (a
+        MapSnapshot's objects). Returns the new graph, or None when not due or nothing changed."""
+        now = time.monotonic() if now is None else float(now)
+        if not force and now - self._last_update < self.cfg.period:
+            return None
+        objects = list(objects)
+        if not self._dirty and not force and not self._objects_changed(objects):
+            return None
+        t0 = time.perf_counter()
+        self._last_update = now
+        dirty, self._dirty = self._dirty, []
+        heights, note = self._find_floors()
+        old_floors = self._floors
+        floors: list[_FloorState] = []
+        for i, h in enumerate(heights):
+            ceiling = heights[i + 1] if i + 1 < len(heights) else self._ceiling(h)
+            match = min(old_floors, key=lambda f: abs(f.height - h), default=None)
+            if match is not None and abs(match.height - h) < self.cfg.storey_gap / 2 and all(f.id != match.id for f in floors):
+                fl = _FloorState(match.id, h, ceiling, match.origin, match.labels, match.room_ids, match.note)
+                moved = abs(match.height - h) > self.hbin / 2
+            else:
+                match = None
+                fl = _FloorState(self._next_floor_id, h, ceiling)
+                self._next_floor_id += 1
+                moved = True
+            touched = moved or any(lo <= ceiling and hi >= h - FLOOR_BAND for lo, hi in dirty)
+            if touched or force:
+                origin, regions, fnote = self._segment(fl)
+                lut = self._match_ids(match, origin, regions)
+                fl.origin, fl.labels, fl.note = origin, lut[regions], fnote
+                fl.room_ids = sorted(int(r) for r in np.unique(fl.labels[fl.labels > 0]))
+                self.stats["floors_recomputed"] += 1
+            floors.append(fl)
+        self._floors = floors
+        self._assign_objects(objects)
+        self.graph = self._build_graph(note)
+        self.stats["updates"] += 1
+        self.stats["last_update_ms"] = (time.perf_counter() - t0) * 1e3
+        return self.graph
+
+    def _objects_changed(self, objects: list) -> bool:
+        return any(self._object_rooms.get(int(o.id), (-1,))[0] != len(o.points) for o in objects) or len(objects) != len(self._object_rooms)
+
+    def _band(self, i: int) -> tuple[float, float]:
+        """Heights that belong to floor ``i``: from 0.3 m below it (anything lower for the
+        lowest) to 0.3 m below the next floor, or 0.3 m above its ceiling for the top one."""
+        fl = self._floors[i]
+        bottom = fl.height - 0.3 if i > 0 else -np.inf
+        top = self._floors[i + 1].height - 0.3 if i + 1 < len(self._floors) else fl.ceiling + 0.3
+        return bottom, top
+
+    def floor_of_height(self, h: float) -> _FloorState | None:
+        """The floor whose band holds height ``h`` (None: above the top floor's ceiling)."""
+        for i, fl in enumerate(self._floors):
+            bottom, top = self._band(i)
+            if bottom <= h < top:
+                return fl
+        return None
+
+    def room_at(self, points: np.ndarray) -> np.ndarray:
+        """Room id of each point (N, 3) (0: in no room)."""
+        p = np.asarray(points, float).reshape(-1, 3)
+        out = np.zeros(len(p), np.int32)
+        if not self._floors or not len(p):
+            return out
+        h = p @ self.up
+        cells = np.floor((p @ self.basis.T) / self.cell).astype(np.int64)
+        for i, fl in enumerate(self._floors):
+            bottom, top = self._band(i)
+            sel = np.flatnonzero((h >= bottom) & (h < top))
+            if not len(sel) or not fl.labels.size:
+                continue
+            rel = cells[sel] - fl.origin
+            ok = (rel[:, 0] >= 0) & (rel[:, 1] >= 0) & (rel[:, 0] < fl.labels.shape[1]) & (rel[:, 1] < fl.labels.shape[0])
+            out[sel[ok]] = fl.labels[rel[ok, 1], rel[ok, 0]]
+        return out
+
+    def _assign_objects(self, objects: list) -> None:
+        keep: dict[int, tuple[int, int]] = {}
+        for o in objects:
+            oid = int(o.id)
+            prev = self._object_rooms.get(oid)
+            pts = np.asarray(o.points, float).reshape(-1, 3)
+            if prev is not None and prev[0] == len(pts) and prev[1] in self._room_ids():
+                keep[oid] = prev
+                continue
+            rid = 0
+            if len(pts):
+                rooms = self.room_at(pts)
+                ids, counts = np.unique(rooms[rooms > 0], return_counts=True)
+                if len(ids):
+                    rid = int(ids[np.argmax(counts)])
+                else:
+                    rid = self._nearest_room(pts.mean(axis=0))
+            keep[oid] = (len(pts), rid)
+        self._object_rooms = keep
+
+    def _room_ids(self) -> set[int]:
+        return {r for fl in self._floors for r in fl.room_ids}
+
+    def _nearest_room(self, p: np.ndarray) -> int:
+        fl = self.floor_of_height(float(p @ self.up))
+        if fl is None or not fl.labels.size or not fl.room_ids:
+            return 0
+        c = np.floor((self.basis @ p) / self.cell) - fl.origin
+        bb, aa = np.nonzero(fl.labels)
+        j = int(np.argmin((aa - c[0]) ** 2 + (bb - c[1]) ** 2))
+        return int(fl.labels[bb[j], aa[j]])
+
+    def object_room(self, object_id: int) -> int:
+        """Room id of an object (0: none) as of the last update."""
+        return self._object_rooms.get(int(object_id), (0, 0))[1]
+
+    def _build_graph(self, note: str) -> SceneGraph:
+        g = self.graph
+        floors, rooms = [], []
+        by_room: dict[int, list[int]] = {}
+        for oid, (_, rid) in sorted(self._object_rooms.items()):
+            if rid:
+                by_room.setdefault(rid, []).append(oid)
+        notes = [note] if note else []
+        for fl in self._floors:
+            floors.append(Floor(id=fl.id, height=fl.height, ceiling=fl.ceiling, room_ids=list(fl.room_ids)))
+            if fl.note:
+                notes.append(f"floor {fl.id}: {fl.note}")
+            for rid in fl.room_ids:
+                mask = (fl.labels == rid).astype(np.uint8)
+                area = float(mask.sum()) * self.cell**2
+                outline2 = self._outline(mask, fl.origin)
+                bb, aa = np.nonzero(mask)
+                c2 = (np.array([aa.mean(), bb.mean()]) + fl.origin + 0.5) * self.cell
+                old = g.room(rid)
+                rooms.append(
+                    Room(
+                        id=rid, floor_id=fl.id, outline=self._to_3d(outline2, fl.height), area=area,
+                        centroid=self._to_3d(c2[None], fl.height)[0],
+                        label=old.label if old is not None and old.label else f"room {rid}",
+                        label_score=old.label_score if old is not None else 0.0,
+                        summary=old.summary if old is not None else "",
+                        object_ids=by_room.get(rid, []),
+                        keyframe_ids=list(old.keyframe_ids) if old is not None else [],
+                    )
+                )
+        if not floors:
+            notes.append("no floor yet")
+        return SceneGraph(
+            up=self.up.copy(), up_source=self.up_source, note="; ".join(notes), version=g.version + 1,
+            splits=g.splits, merges=g.merges, floors=floors, rooms=rooms,
+        )
+
+    def _outline(self, mask: np.ndarray, origin: np.ndarray) -> np.ndarray:
+        """Counter-clockwise polygon (ground a, b metres) around the largest part of a room mask."""
+        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        if not contours:
+            return np.zeros((0, 2))
+        c = max(contours, key=cv2.contourArea)
+        c = cv2.approxPolyDP(c, 1.0, True).reshape(-1, 2).astype(np.float64)
+        xy = (c + origin + 0.5) * self.cell
+        x, y = xy[:, 0], xy[:, 1]
+        if 0.5 * float(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y)) < 0:
+            xy = xy[::-1]
+        return xy
+
+    def _to_3d(self, ab: np.ndarray, height: float) -> np.ndarray:
+        ab = np.asarray(ab, float).reshape(-1, 2)
+        return ab @ self.basis + height * self.up
+
+    def floors_state(self) -> list[_FloorState]:
+        """The floors with their label grids (for evaluation and drawing)."""
+        return list(self._floors)
