@@ -84,10 +84,30 @@ def test_cli_eval_queries_writes_json_and_a_table(tmp_path, capsys, monkeypatch)
 
     monkeypatch.setattr(qe, "build_scene", fake_build)
     out = tmp_path / "q.json"
-    assert main(["eval", "--queries", "--seed", "3", "--frames", "8", "--query-rooms", "2", "--context-objects", "100", "--json", str(out)]) == 0
+    assert main(["eval", "--queries", "--query-scenes", "rooms", "--seed", "3", "--frames", "8", "--query-rooms", "2",
+                 "--context-objects", "100", "--json", str(out)]) == 0
     assert calls["args"] == (3, 2, 8)
     report = json.loads(out.read_text())
-    assert set(report["mean"]) == {"room-object", "floor-room-object", "referring"}
+    assert list(report["scenes"]) == ["rooms"]
+    mean = report["scenes"]["rooms"]["mean"]
+    assert set(mean) == {"room-object", "floor-room-object", "referring"}
+    assert set(mean["room-object"]) == {"with_hierarchy", "without_hierarchy"}
     assert report["llm_context"]["per_objects"]["100"]["max_tokens_per_request"] <= report["llm_context"]["budget"]
-    assert "| floor-room-object | with |" in capsys.readouterr().out
-    assert summary_table(report).startswith("| queries |")
+    assert "| rooms | floor-room-object | true |" in capsys.readouterr().out
+    assert summary_table(report).startswith("| scene | queries |")
+
+
+def test_the_building_with_its_built_graph(engine):
+    """The synthetic two-storey building in one walk, with the HierarchyBuilder's graph beside
+    the true one: the built graph serves room queries as the true one does, a scrambled one not."""
+    from core3d_ros.tools.query_building import build_building_scene
+
+    b = build_building_scene(0, frames_per_room=12)
+    built = b.graphs["built"]
+    assert len(built.floors) == 2 and {r.label for r in built.rooms} <= {r.label for r in b.graph.rooms}
+    qs = [q for q in room_object_queries(b) if q["kind"] == "room-object"]
+    true = recall(b, engine, qs, b.graph)
+    got = recall(b, engine, qs, built)
+    flat = recall(b, engine, qs, None)
+    assert got["recall@1"] >= true["recall@1"] - 0.1 and got["recall@1"] > flat["recall@1"] + 0.2
+    assert recall(b, engine, qs, scrambled(built))["recall@1"] < got["recall@1"] - 0.3

@@ -56,8 +56,8 @@ class GtObject:
     cls: str
     lo: np.ndarray  # axis-aligned box, building frame
     hi: np.ndarray
-    room: int  # room id in the graph
-    floor: int  # floor id
+    room: int | None  # room id in the true graph (None: structure)
+    floor: int  # floor id (0: none)
 
     @property
     def center(self) -> np.ndarray:
@@ -70,27 +70,18 @@ class EvalScene:
     graph: SceneGraph
     gt: dict[int, GtObject]
     match: dict[int, dict[int, float]]  # map object id -> {gt key: IoU > 0}
-    rooms: list[dict] = field(default_factory=list)  # per room: seed, moved classes, objects mapped
+    rooms: list[dict] = field(default_factory=list)  # what was built: per room (or building) facts
+    graphs: dict[str, SceneGraph] = field(default_factory=dict)  # more graphs to evaluate (e.g. the built one)
 
 
 # ----------------------------------------------------------------------------- mapping
 
 
-def _map_room(seed: int, move: dict, frames: int, cfg: MapperConfig, classes: list[str]):
-    """(mapped objects, {map id: {instance id: IoU}}, scene) of one synthetic room."""
-    from ..core.datasets import make_scene
-    from ..core.mapper import Mapper
+def match_objects(mapper, frames) -> dict[int, dict[int, float]]:
+    """{map object id: {ground-truth instance id: IoU > 0}} from the frames' instance ids."""
     from .evaluation import collect_ground_truth, intersection_matrix
-    from .oracle_encoder import OracleEncoder, class_coded
 
-    scene = make_scene(seed=seed, num_frames=frames, move=move)
-    mapper = Mapper(cfg, encoder=OracleEncoder(classes))
-    rendered = []
-    for i in range(len(scene)):
-        f = scene[i]
-        rendered.append(f)
-        mapper.process(class_coded(f, classes))
-    gt = collect_ground_truth(rendered, cfg.fusion.voxel_size, stride=2)
+    gt = collect_ground_truth(frames, mapper.cfg.fusion.voxel_size, stride=2)
     with mapper._lock:
         pred = mapper.map.instance_voxels()
     pids, gids = list(pred), list(gt.voxels)
@@ -101,7 +92,23 @@ def _map_room(seed: int, move: dict, frames: int, cfg: MapperConfig, classes: li
             g = gids[b]
             iou = inter[a, b] / (len(pred[p]) + len(gt.voxels[g]) - inter[a, b])
             match.setdefault(int(p), {})[int(g)] = float(iou)
-    return mapper.snapshot().objects, match, scene
+    return match
+
+
+def _map_room(seed: int, move: dict, frames: int, cfg: MapperConfig, classes: list[str]):
+    """(mapped objects, {map id: {instance id: IoU}}, scene) of one synthetic room."""
+    from ..core.datasets import make_scene
+    from ..core.mapper import Mapper
+    from .oracle_encoder import OracleEncoder, class_coded
+
+    scene = make_scene(seed=seed, num_frames=frames, move=move)
+    mapper = Mapper(cfg, encoder=OracleEncoder(classes))
+    rendered = []
+    for i in range(len(scene)):
+        f = scene[i]
+        rendered.append(dataclasses.replace(f, rgb=None))  # kept for the ground-truth voxels
+        mapper.process(class_coded(f, classes))
+    return mapper.snapshot().objects, match_objects(mapper, rendered), scene
 
 
 def _moved(obj_cls: str, scene_objects) -> tuple[float, float, float]:
@@ -178,7 +185,7 @@ def room_object_queries(scene: EvalScene) -> list[dict]:
     rooms = {r.id: r for r in scene.graph.rooms}
     out: dict[str, dict] = {}
     for g in scene.gt.values():
-        if g.cls in STRUCTURE:
+        if g.cls in STRUCTURE or g.room not in rooms:
             continue
         label = rooms[g.room].label
         same_label = {r.id for r in rooms.values() if r.label == label}
@@ -352,6 +359,8 @@ def evaluate_scene(scene: EvalScene, cfg: MapperConfig | None = None) -> dict:
     for kind in ("room-object", "floor-room-object"):
         qs = [q for q in rq if q["kind"] == kind]
         out[kind] = {"with_hierarchy": recall(scene, engine, qs, scene.graph), "without_hierarchy": recall(scene, engine, qs, None)}
+        for name, g in scene.graphs.items():
+            out[kind][f"with_{name}_hierarchy"] = recall(scene, engine, qs, g)
     out["referring"] = accuracy(scene, engine, referring_expressions(scene))
     return out
 
@@ -363,18 +372,32 @@ def evaluate_queries(
     rooms: int = 4,
     context_objects: Iterable[int] = (100, 10000),
     progress: Callable[[str], None] | None = None,
+    scenes: Iterable[str] = ("rooms", "building"),
+    frames_per_room: int = 24,
 ) -> dict:
-    """The report of ``core3d eval --queries`` (see the module doc): per seed and the mean, and
-    the LLM context per query at ``context_objects`` objects (``context_sizes``)."""
+    """The report of ``core3d eval --queries`` (see the module doc) per scene kind: ``rooms``
+    (the building of ``rooms`` mapped synthetic rooms, ``frames`` each) and ``building`` (the
+    synthetic two-storey building, ``frames_per_room``, tools/query_building.py), per seed and
+    the mean; and the LLM context per query at ``context_objects`` objects (``context_sizes``)."""
     seeds = list(seeds)
-    report: dict = {"seeds": seeds, "frames_per_room": frames, "rooms": rooms, "encoder": "oracle (evaluation only)",
-                    "segmenter": "oracle", "iou_hit": IOU_HIT, "per_seed": {}}
-    for s in seeds:
-        scene = build_scene(s, rooms=rooms, frames=frames, base=base, progress=progress)
-        r = evaluate_scene(scene, base)
-        r["building"] = scene.rooms
-        report["per_seed"][s] = r
-    report["mean"] = _mean([report["per_seed"][s] for s in seeds])
+    report: dict = {"seeds": seeds, "encoder": "oracle (evaluation only)", "segmenter": "oracle", "iou_hit": IOU_HIT,
+                    "scenes": {}}
+    for kind in scenes:
+        if kind not in ("rooms", "building"):
+            raise ValueError(f"unknown query-evaluation scene {kind!r} (rooms | building)")
+        per_seed = {}
+        for s in seeds:
+            if kind == "rooms":
+                scene = build_scene(s, rooms=rooms, frames=frames, base=base, progress=progress)
+            else:
+                from .query_building import build_building_scene
+
+                scene = build_building_scene(s, frames_per_room, base=base, progress=progress)
+            r = evaluate_scene(scene, base)
+            r["scene"] = scene.rooms
+            per_seed[s] = r
+        report["scenes"][kind] = {"per_seed": per_seed, "mean": _mean([per_seed[s] for s in seeds]),
+                                  **({"rooms": rooms, "frames_per_room": frames} if kind == "rooms" else {"frames_per_room": frames_per_room})}
     if context_objects:
         report["llm_context"] = context_sizes(context_objects, cfg=base.retrieval if base else None)
     return report
@@ -384,7 +407,7 @@ def _mean(results: list[dict]) -> dict:
     out: dict = {}
     for kind in ("room-object", "floor-room-object"):
         out[kind] = {h: {m: float(np.mean([r[kind][h][m] for r in results])) for m in ("recall@1", "recall@5")}
-                     for h in ("with_hierarchy", "without_hierarchy")}
+                     | {"queries": int(sum(r[kind][h]["queries"] for r in results))} for h in results[0][kind]}
     rels = sorted({k for r in results for k in r["referring"] if k not in ("failures", "not_mapped")})
     out["referring"] = {}
     for rel in rels:
@@ -396,15 +419,16 @@ def _mean(results: list[dict]) -> dict:
 
 def summary_table(report: dict) -> str:
     """Markdown tables of the mean figures."""
-    m = report["mean"]
-    lines = ["| queries | hierarchy | Recall@1 | Recall@5 |", "|---|---|---|---|"]
-    for kind in ("room-object", "floor-room-object"):
-        for h in ("with_hierarchy", "without_hierarchy"):
-            v = m[kind][h]
-            lines.append(f"| {kind} | {'with' if h == 'with_hierarchy' else 'without'} | {v['recall@1']:.3f} | {v['recall@5']:.3f} |")
-    lines += ["", "| relation | expressions | A@0.25 |", "|---|---|---|"]
-    for rel, v in m["referring"].items():
-        lines.append(f"| {rel} | {v['expressions']} | {v['accuracy']:.3f} |")
+    lines = ["| scene | queries | scene graph | queries asked | Recall@1 | Recall@5 |", "|---|---|---|---|---|---|"]
+    for name, sc in report["scenes"].items():
+        for kind in ("room-object", "floor-room-object"):
+            for h, v in sc["mean"][kind].items():
+                graph = h.removeprefix("with_").removesuffix("_hierarchy").replace("hierarchy", "true") if h != "without_hierarchy" else "none"
+                lines.append(f"| {name} | {kind} | {graph} | {v['queries']} | {v['recall@1']:.3f} | {v['recall@5']:.3f} |")
+    lines += ["", "| scene | relation | expressions | A@0.25 |", "|---|---|---|---|"]
+    for name, sc in report["scenes"].items():
+        for rel, v in sc["mean"]["referring"].items():
+            lines.append(f"| {name} | {rel} | {v['expressions']} | {v['accuracy']:.3f} |")
     ctx = report.get("llm_context")
     if ctx:
         lines += ["", f"| objects | rooms | max tokens per model request (budget {ctx['budget']}) |", "|---|---|---|"]
