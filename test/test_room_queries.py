@@ -202,10 +202,28 @@ def test_stale_graph_ids_are_skipped_and_the_graph_is_indexed_once_per_version(e
 
 
 def test_the_best_match_in_the_room_counts_even_when_better_ones_are_elsewhere(engine):
-    """Kitchen chair 5 is only a loose match for "chair" (cosine ~0.6); the exact chairs are in
-    other rooms. Semantic scores are normalised within the selected rooms, so it is found."""
+    """Kitchen chair 5 is a fair match for "chair" (cosine ~0.9), the exact chairs are in other
+    rooms: it scores 1 in the kitchen. A loose match (~0.6) is still found, with a lower score;
+    a room without anything like the noun (the bedroom has no table) gives no results."""
     snap, g = building()
-    next(o for o in snap.objects if o.id == 5).embedding = emb("chair", "wooden", "old")
+    chair5 = next(o for o in snap.objects if o.id == 5)
+    chair5.embedding = emb("chair", "chair", "chair", "wooden")
     a = engine.answer(snap, "the chair in the kitchen", graph=g)
-    assert ids(a)[0] == 5 and a.results[0].score == pytest.approx(1.0)
-    assert a.results[0].similarity < 0.7
+    assert ids(a)[0] == 5 and a.results[0].score == pytest.approx(1.0) and a.results[0].similarity < 0.97
+    chair5.embedding = emb("chair", "wooden", "old")
+    engine._cache.clear()
+    a = engine.answer(snap, "the chair in the kitchen", graph=g)
+    assert ids(a)[0] == 5 and 1e-9 < a.results[0].score < 0.01 and a.results[0].similarity < 0.7
+    a = engine.answer(snap, "the table in the bedroom", graph=g)
+    assert a.results == [] and "no object matches" in a.message
+
+
+def test_a_room_label_the_parser_does_not_know_is_read_from_the_graph(engine):
+    snap, g = building()
+    g.rooms[1].label = "games"  # not a room word: "in the games" parses as a relation
+    assert parse_query("the chair in the games").relations == [("in", "games")]
+    a = engine.answer(snap, "the chair in the games", graph=g)
+    assert a.parsed.location.room_label == "games" and a.parsed.relations == [] and a.room_ids == [2]
+    assert ids(a)[0] == 11
+    a = engine.answer(snap, "the mug in the box", graph=g)  # no room is called that: a relation
+    assert a.parsed.location is None and a.parsed.relations == [("in", "box")]

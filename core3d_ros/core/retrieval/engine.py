@@ -47,7 +47,7 @@ import numpy as np
 from ...config import RetrievalConfig, up_vector
 from ..objects import MapSnapshot
 from .colors import colors_score
-from .location import resolve_location
+from .location import Location, resolve_location
 from .parser import ParsedQuery, Phrase, QueryError, parse_query
 from .index import SnapshotIndex
 from .relations import (
@@ -182,6 +182,8 @@ class QueryEngine:
         cfg = self.cfg
         if parsed is None:
             parsed = parse_query(text, cfg.max_query_chars)
+        if graph is not None and parsed.location is None:
+            parsed = _room_label_clause(parsed, graph)
         k = int(top_k) if top_k is not None and int(top_k) > 0 else int(cfg.top_k)
         k = max(k, 1)
         if viewpoint is not None:
@@ -415,8 +417,10 @@ class QueryEngine:
         return (prompts, emb / norms), ""
 
     def _phrase_similarity(self, idx: SnapshotIndex, phrase: Phrase, q_sims: dict, pool=None) -> tuple[np.ndarray, np.ndarray]:
-        """Cosines (N,) and S = exp((cos + bonus - best) / T) (N,) for a phrase with a noun; the
-        best is taken over the rows ``pool`` when given (a room), else over the map."""
+        """Cosines (N,) and S = exp((cos + bonus - best) / T) (N,) for a phrase with a noun; with
+        ``pool`` (the rows of the selected rooms), best = max(the pool's best, the map's best -
+        _ROOM_SLACK x T): the room's best match scores 1 when it is within that slack of the
+        map's best, and decays from there (a room without any such object gives no results)."""
         sims = q_sims[self._prompt(phrase)].copy()
         if not idx.has_emb.all():
             low = float(sims[idx.has_emb].min()) if idx.has_emb.any() else 0.0
@@ -427,7 +431,9 @@ class QueryEngine:
             adj = sims.copy()
             adj[hit] += float(self.cfg.label_bonus)
         T = max(float(self.cfg.temperature), 1e-6)
-        best = adj.max() if pool is None or not len(pool) else adj[pool].max()
+        best = adj.max()
+        if pool is not None and len(pool):  # a room's best match is a full match unless it is
+            best = max(float(adj[pool].max()), best - _ROOM_SLACK * T)  # far below the map's best
         S = np.exp(np.clip((adj - best) / T, -700.0, 0.0))
         return sims, S
 
@@ -551,6 +557,24 @@ class QueryEngine:
         return (rel * sa[None, :]).max(axis=1)
 
 
+def _room_label_clause(parsed: ParsedQuery, graph) -> ParsedQuery:
+    """"the shelf in the storage" where "storage" is no room word the parser knows but a room
+    label of the graph: the clause "in <label>" becomes the room constraint (first such clause)."""
+    for c in parsed.clauses:
+        a = c.anchors[0]
+        if c.relation == "in" and len(c.anchors) == 1 and a.noun and not a.attributes and any(
+            _words_equal(r.label, a.noun) for r in graph.rooms
+        ):
+            clauses = [x for x in parsed.clauses if x is not c]
+            return replace(parsed, clauses=clauses, relations=[(x.relation, y.text) for x in clauses for y in x.anchors],
+                           location=Location(room_label=a.noun, text=f"in the {a.noun}"))
+    return parsed
+
+
+def _words_equal(label: str, noun: str) -> bool:
+    return label.lower().split() == noun.lower().split()
+
+
 def _top(values: np.ndarray, m: int) -> np.ndarray:
     """Indices of the m largest values, best first (stable for ties)."""
     n = len(values)
@@ -561,6 +585,7 @@ def _top(values: np.ndarray, m: int) -> np.ndarray:
 
 
 _REFINE_CAP = 4096
+_ROOM_SLACK = 10.0  # temperatures: see QueryEngine._phrase_similarity
 
 
 def _refine_best(idx: SnapshotIndex, sel: np.ndarray, base: np.ndarray, gate: float) -> None:

@@ -24,7 +24,8 @@ from typing import Callable
 ROOM_WORDS: frozenset[str] = frozenset(
     """kitchen kitchenette bathroom bedroom office hallway hall corridor lobby garage laundry pantry
     study toilet restroom washroom closet attic basement lounge foyer entrance library nursery
-    classroom lab laboratory workshop stairwell staircase balcony den cellar""".split()
+    classroom lab laboratory workshop stairwell staircase balcony den cellar storage storeroom
+    utility cloakroom workroom""".split()
 )
 _FLOOR_WORDS = frozenset(("floor", "storey", "story", "level"))
 _ORDINALS = {
