@@ -76,7 +76,7 @@ def _number(tok: str) -> int | None:
     return int(tok) if tok.isdigit() and len(tok) <= 6 else None
 
 
-def _ordinal_text(rank: int) -> str:
+def ordinal_text(rank: int) -> str:
     if rank == -1:
         return "the top floor"
     names = {1: "first", 2: "second", 3: "third"}
@@ -110,7 +110,7 @@ def extract_location(
         nxt2 = tokens[i + 2] if i + 2 < n else ""
         # ---- floors
         if t in _FLOOR_PREPS and nxt in _ORDINALS and nxt2 in _FLOOR_WORDS:
-            put("floor_rank", _ORDINALS[nxt], "on " + _ordinal_text(_ORDINALS[nxt]))
+            put("floor_rank", _ORDINALS[nxt], "on " + ordinal_text(_ORDINALS[nxt]))
             i += 3
             continue
         if t in ("on", "at") and nxt in _FLOOR_WORDS and _number(nxt2) is not None:
@@ -224,10 +224,10 @@ def resolve_location(loc: Location, graph, rooms_with: Callable[[object], set[in
             return Resolution([], set(), loc.text, "the map has no floors yet")
         k = loc.floor_rank
         if k > len(floors):
-            return Resolution([], set(), loc.text, f"the map has {len(floors)} floor(s), so there is no {_ordinal_text(k)}")
+            return Resolution([], set(), loc.text, f"the map has {len(floors)} floor(s), so there is no {ordinal_text(k)}")
         f = floors[-1] if k == -1 else floors[k - 1]
         rooms = [r for r in rooms if r.floor_id == f.id]
-        where = f" on {_ordinal_text(k)} (floor {f.id})"
+        where = f" on {ordinal_text(k)} (floor {f.id})"
     if loc.room_id is not None:
         r = graph.room(loc.room_id)
         if r is None:

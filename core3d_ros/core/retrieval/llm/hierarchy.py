@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..location import _ordinal_text
+from ..location import ordinal_text
 from .schemas import StepFailed
 
 _SUMMARY_CHARS = 200
@@ -43,7 +43,7 @@ def decomposition(parsed) -> dict:
         if loc.floor_id is not None:
             floor = f"floor {loc.floor_id}"
         elif loc.floor_rank is not None:
-            floor = _ordinal_text(loc.floor_rank)
+            floor = ordinal_text(loc.floor_rank)
         if loc.room_id is not None:
             room = f"room {loc.room_id}"
         elif loc.room_label:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from ..location import Location, _ordinal_text
+from ..location import Location, ordinal_text
 from ..parser import ParsedQuery, Phrase, RelationClause
 from .schemas import PARSE_SCHEMA, StepFailed, check_reply
 
@@ -93,7 +93,7 @@ def _location(d: dict | None) -> Location | None:
     if not loc.has_floor and not loc.has_room:
         return None
     parts = [f"on floor {loc.floor_id}" if loc.floor_id is not None else "",
-             f"on {_ordinal_text(rank)}" if rank is not None and loc.floor_id is None else "",
+             f"on {ordinal_text(rank)}" if rank is not None and loc.floor_id is None else "",
              f"in room {loc.room_id}" if loc.room_id is not None else "",
              f"in the {room}" if room else "", f"in the room with the {with_.text}" if with_ is not None else ""]
     return Location(loc.floor_rank, loc.floor_id, loc.room_id, room, with_, ", ".join(p for p in parts if p))
