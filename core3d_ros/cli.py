@@ -202,6 +202,17 @@ def cmd_eval(args) -> int:
     from .tools.runs import evaluate_seeds
 
     base = load_config(args.config)
+    if args.queries:
+        from .tools.query_eval import evaluate_queries, summary_table
+
+        seeds = [args.seed] if args.seed is not None else args.seeds
+        report = evaluate_queries(base, seeds, args.frames, rooms=args.query_rooms, context_objects=args.context_objects,
+                                  progress=lambda msg: print(msg, file=sys.stderr, flush=True),
+                                  scenes=args.query_scenes, frames_per_room=args.frames_per_room)
+        print(summary_table(report))
+        if args.json:
+            _write_json(args.json, report)
+        return 0
     if args.ablation:
         scene = make_scene(seed=args.seed or 0, num_frames=args.frames)
         from .tools.ablation import markdown_table, run_ablation
@@ -472,6 +483,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--remove", nargs="+", default=["sofa"], help="--dynamic: classes taken out of the room after the first pass")
     e.add_argument("--move", nargs="+", default=None, help="--dynamic: CLASS=x,y,z offsets in metres (default mug=-0.6,0,0)")
     e.add_argument("--passes", type=int, default=2, help="--dynamic: flights of the trajectory (the first through the room as generated)")
+    e.add_argument("--queries", action="store_true", help="room-object / floor-room-object Recall@1/5 with and without the scene graph, Sr3D-style relation accuracy, LLM context size (oracle segmenter and encoder, a building of synthetic rooms)")
+    e.add_argument("--query-rooms", type=int, default=4, help="--queries: rooms of the building of synthetic rooms (2 per floor)")
+    e.add_argument("--query-scenes", nargs="+", default=["rooms", "building"], choices=["rooms", "building"], help="--queries: rooms (mapped synthetic rooms placed as a building, --frames each) and/or building (the synthetic two-storey building, --frames-per-room)")
+    e.add_argument("--context-objects", type=int, nargs="*", default=[100, 10000], help="--queries: map sizes at which the LLM context per query is measured")
     e.add_argument("--rooms", action="store_true", help="floors and rooms built online on the synthetic two-storey building (oracle segmenter): room IoU, objects in the right room, floors found, after half and all of the walk; update cost")
     e.add_argument("--frames-per-room", type=int, default=24, help="--rooms: frames of the camera's loop in each room")
     e.add_argument("--drift", action="store_true", help="map with injected pose drift, then publish the true keyframe poses as corrections: mean IoU drift-free / drifted / corrected, and the time of a correction")

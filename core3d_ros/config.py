@@ -269,6 +269,8 @@ class LlmConfig:
     # Bounded context: what one query may send, whatever the size of the map.
     candidates: int = _p(5, "top-K candidates sent to the model", (1, 32))
     anchors: int = _p(3, "anchor objects sent per relation / orientation anchor", (1, 16))
+    rooms: int = _p(3, "rooms (with their floors) of the scene graph sent to the decide step: the constraint's, then the candidates'", (1, 64))
+    context_tokens: int = _p(2048, "estimated tokens (UTF-8 bytes / 4, images not counted) one step may send, system prompt included; the decide context is trimmed to fit, a step still over it fails unsent", (256, 1 << 20))
     image_size: int = _p(256, "longest side of an image part, pixels", (32, 2048))
     image_format: str = _p("jpeg", "jpeg | png", choices=("jpeg", "png"))
     yaw_bins: int = _p(8, "yaw grid of the orientation step (bin 0 follows a horizontal axis of the object box)", (4, 36))

@@ -422,3 +422,29 @@ def test_make_answerer_builds_the_configured_answerer_by_name():
         make_answerer(RetrievalConfig(), enc, name="oracle")
     with pytest.raises(ConfigError, match=r"retrieval\.llm\.base_url"):  # the model steps check their section
         make_answerer(RetrievalConfig(llm=dataclasses.replace(llm, base_url="ftp://x")), enc)
+
+
+# ------------------------------------------------------------------------- closest to / farthest from
+
+
+def test_closest_and_farthest_rank_by_the_gap_however_far():
+    """Chairs 2.5, 4 and 6 m from the table: all beyond "near", yet "closest to" / "farthest
+    from" pick the nearest / farthest one (a superlative of the gap, not the near threshold)."""
+    objs = [
+        table(1, embedding=emb("table")),
+        on_floor(2, 4.0 + 0.6, 0.0, (0.45, 0.45, 0.9), embedding=emb("chair")),
+        on_floor(3, -(2.5 + 0.6), 0.0, (0.45, 0.45, 0.9), embedding=emb("chair")),
+        on_floor(4, 0.0, 6.0 + 0.4, (0.45, 0.45, 0.9), embedding=emb("chair")),
+    ]
+    snap = MapSnapshot(objects=objs, voxel_size=0.02, stamp=1.0, frames=3)
+    eng = QueryEngine(RetrievalConfig(top_k=4), BagOfWordsEncoder())
+    for text, best in [("the chair closest to the table", 3), ("the closest chair to the table", 3),
+                       ("the chair nearest the table", 3), ("the chair farthest from the table", 4),
+                       ("the chair furthest from the table", 4)]:
+        a = eng.answer(snap, text)
+        assert a.parsed.clauses[0].extreme
+        assert [h.object_id for h in a.results][:3] == ([3, 2, 4] if best == 3 else [4, 2, 3]), text
+        assert a.results[0].score == pytest.approx(1.0) and a.results[2].score == pytest.approx(0.1)
+    a = eng.answer(snap, "the chair near the table")  # plain "near": all three are far, so none is near
+    assert not a.parsed.clauses[0].extreme
+    assert all(h.relation_score < 0.01 for h in a.results if h.label != "table")

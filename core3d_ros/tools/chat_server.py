@@ -136,6 +136,7 @@ def auto_reply(step: str, body: dict) -> dict:
                 for c in p.clauses
             ],
             "facing": {"noun": f.noun, "attributes": list(f.attributes)} if f is not None else None,
+            "location": _location_reply(p.location),
         }
     ids = candidate_ids(body)
     if step == "verify":
@@ -145,6 +146,14 @@ def auto_reply(step: str, body: dict) -> dict:
     if step == "decide":
         return {"id": ids[0] if ids else None, "reason": "the first candidate fits best"}
     return {}
+
+
+def _location_reply(loc) -> dict | None:
+    if loc is None:
+        return None
+    w = loc.room_with
+    return {"floor": loc.floor_rank, "floor_id": loc.floor_id, "room": loc.room_label or None, "room_id": loc.room_id,
+            "room_with": {"noun": w.noun, "attributes": list(w.attributes)} if w is not None else None}
 
 
 def completion(content: str | None, model: str, refusal: str | None = None) -> dict:

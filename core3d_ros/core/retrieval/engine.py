@@ -39,21 +39,24 @@ import contextlib
 import math
 import threading
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from ...config import RetrievalConfig, up_vector
-from ..objects import MapSnapshot, ObjectInfo
+from ..objects import MapSnapshot
 from .colors import colors_score
+from .location import Location, resolve_location
 from .parser import ParsedQuery, Phrase, QueryError, parse_query
+from .index import SnapshotIndex
 from .relations import (
     VIEW_RELATIONS,
-    Geometry,
     RelationParams,
     View,
     between_scores,
+    extreme_scores,
+    gap_distance,
     make_view,
     pair_scores,
     superlative_scores,
@@ -74,7 +77,7 @@ class QueryHit:
 class QueryStage:
     """One optional model step of a query (see llm/retriever.py): what ran, and how it ended."""
 
-    name: str  # parse | verify | orientation | decide
+    name: str  # parse | hierarchy | verify | orientation | decide
     status: str  # ok | failed | skipped
     detail: str = ""  # why it failed / was skipped, or what it changed
     elapsed_ms: float = 0.0
@@ -88,96 +91,10 @@ class QueryAnswer:
     message: str = ""
     stages: list[QueryStage] = field(default_factory=list)  # model steps; empty: rule-based only
     reason: str = ""  # the model's short reason for its choice ("" without a decide step)
+    room_ids: list[int] = field(default_factory=list)  # rooms a floor / room constraint selected
 
 
 _VIEW_ATTRS = frozenset({"closest", "farthest", "leftmost", "rightmost"})
-
-
-def _as_vector(e: Any) -> np.ndarray | None:
-    """An embedding as a 1-D array, or None when missing or malformed."""
-    if e is None:
-        return None
-    if not isinstance(e, np.ndarray):
-        try:
-            e = np.asarray(e, dtype=np.float32)
-        except (TypeError, ValueError):
-            return None
-    if e.ndim != 1 or e.shape[0] == 0:
-        return None
-    return e
-
-
-class SnapshotIndex:
-    """Arrays derived once from a snapshot: ids, labels, embeddings, geometry, colours."""
-
-    def __init__(self, snapshot: MapSnapshot, up: list[float]):
-        self.objects: tuple[ObjectInfo, ...] = tuple(snapshot.objects)
-        n = len(self.objects)
-        self.ids = np.array([int(o.id) for o in self.objects], dtype=np.int64)
-        self.labels = [str(o.label or "") for o in self.objects]
-        self.by_label: dict[str, np.ndarray] = {}
-        tmp: dict[str, list[int]] = {}
-        for i, lab in enumerate(self.labels):
-            if lab:
-                tmp.setdefault(lab.strip().lower(), []).append(i)
-        self.by_label = {k: np.array(v, dtype=np.int64) for k, v in tmp.items()}
-        self.geometry = Geometry(self.objects, up, pad=max(float(snapshot.voxel_size), 0.0) / 2)
-        # embeddings: the most common dimension wins; others count as missing
-        embs = [_as_vector(o.embedding) for o in self.objects]
-        dims: dict[int, int] = {}
-        for e in embs:
-            if e is not None:
-                dims[e.shape[0]] = dims.get(e.shape[0], 0) + 1
-        self.dim = max(dims, key=dims.get) if dims else 0
-        zero = np.zeros(self.dim, dtype=np.float32)
-        has = np.array([e is not None and e.shape[0] == self.dim for e in embs], dtype=bool)
-        if self.dim and n:
-            self.emb = np.stack([e if h else zero for e, h in zip(embs, has)]).astype(np.float32, copy=False)
-            norms = np.linalg.norm(self.emb, axis=1)
-            ok = has & np.isfinite(norms) & (norms > 1e-8)
-            scale = np.where(ok, 1.0 / np.where(ok, norms, 1.0), 0.0).astype(np.float32)
-            self.emb *= scale[:, None]  # unit rows; missing / invalid rows become zero
-            self.has_emb = ok
-        else:
-            self.emb = np.zeros((n, self.dim), dtype=np.float32)
-            self.has_emb = np.zeros(n, dtype=bool)
-        # default observer (see relations.make_view), fixed per snapshot
-        self.default_view = make_view(None, self.geometry.up, self.geometry.box_center)
-        self._colors = np.full((n, 3), np.nan)
-        self._tree: Any = None  # KD-tree over box centres, built on first use
-        self.lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self.objects)
-
-    def mean_colors(self, idx: np.ndarray) -> np.ndarray:
-        todo = idx[np.isnan(self._colors[idx, 0])]
-        if len(todo):
-            with self.lock:
-                for i in todo:  # an object's own mean (a streamed object carries it; its colours are a sample)
-                    self._colors[i] = np.asarray(self.objects[i].mean_color, dtype=np.float64)
-        return self._colors[idx]
-
-    def neighbours(self, sel: np.ndarray, radius: float) -> np.ndarray:
-        """Objects whose box centre lies within ``radius`` of an object in ``sel`` (unique, in the
-        order of the first ``sel`` object they are near)."""
-        if self._tree is None:
-            with self.lock:
-                if self._tree is None:
-                    from scipy.spatial import cKDTree
-
-                    self._tree = cKDTree(self.geometry.box_center)
-        lists = self._tree.query_ball_point(self.geometry.box_center[sel], r=radius, return_sorted=True)
-        if not len(lists):
-            return np.zeros(0, dtype=np.int64)
-        flat = np.concatenate([np.asarray(x, dtype=np.int64) for x in lists])
-        _, first = np.unique(flat, return_index=True)
-        return flat[np.sort(first)]  # unique, in the order of ``sel``
-
-    def refine(self, idx: np.ndarray) -> None:
-        if len(idx) and not np.all(self.geometry.refined[idx]):
-            with self.lock:
-                self.geometry.refine(idx)
 
 
 # A query does one (N, D) x (D, P) product and many tiny array ops. Multi-threaded BLAS makes
@@ -225,6 +142,7 @@ class QueryEngine:
         self.params = RelationParams.from_config(self.cfg)
         self._cache: list[tuple[weakref.ref, tuple, SnapshotIndex]] = []
         self._lock = threading.Lock()
+        self._graph_rooms: tuple = (None, -1, {})  # (graph, its version, object id -> room id)
         self._up = list(unit(up_vector(self.cfg.up_axis)))  # auto ([0, 0, 0]) is z here; ValueError for a malformed one
 
     # ------------------------------------------------------------------ snapshot cache
@@ -251,14 +169,21 @@ class QueryEngine:
         top_k: int | None = None,
         viewpoint: np.ndarray | None = None,
         parsed: ParsedQuery | None = None,
+        graph: Any = None,
     ) -> QueryAnswer:
         """Rank the snapshot's objects for a query; raises QueryError for a bad query/viewpoint.
 
         ``parsed``: an already parsed query (e.g. from the LLM parse step) used instead of the
-        rule-based parse of ``text``."""
+        rule-based parse of ``text``. ``graph``: the map's SceneGraph (core/hierarchy), used for
+        floor / room constraints ("the mug in the kitchen"): only objects in the rooms they
+        select are ranked; a floor or room that does not exist gives no results and a message
+        saying what is missing. Without a graph such constraints are ignored (the message says
+        so)."""
         cfg = self.cfg
         if parsed is None:
             parsed = parse_query(text, cfg.max_query_chars)
+        if graph is not None and parsed.location is None:
+            parsed = _room_label_clause(parsed, graph)
         k = int(top_k) if top_k is not None and int(top_k) > 0 else int(cfg.top_k)
         k = max(k, 1)
         if viewpoint is not None:
@@ -273,9 +198,9 @@ class QueryEngine:
         if self.semantic and idx.has_emb.any():
             text_emb, err = self._encode(parsed, idx.dim)  # the text model runs with its own threads
         with _single_thread_blas():
-            return self._answer(idx, parsed, k, viewpoint, text_emb, err)
+            return self._answer(idx, parsed, k, viewpoint, text_emb, err, graph)
 
-    def _answer(self, idx: SnapshotIndex, parsed: ParsedQuery, k: int, viewpoint, text_emb, err: str) -> QueryAnswer:
+    def _answer(self, idx: SnapshotIndex, parsed: ParsedQuery, k: int, viewpoint, text_emb, err: str, graph=None) -> QueryAnswer:
         cfg = self.cfg
         notes: list[str] = []
         semantic = self.semantic
@@ -312,12 +237,20 @@ class QueryEngine:
                 "observer on the -y side of the map looking along +y."
             )
 
+        # ---- floor / room constraint: the rows the target may be in (None: the whole map)
+        allowed, room_ids = None, []
+        if parsed.location is not None:
+            got = self._location_rows(idx, parsed, graph, semantic, q_sims, view, notes)
+            if isinstance(got, QueryAnswer):
+                return got
+            allowed, room_ids = got
+
         target = parsed.target_phrase
         n = len(idx)
         # ---- target similarity
         sims = np.full(n, np.nan)
-        if semantic and target.noun:
-            sims, S = self._phrase_similarity(idx, target, q_sims)
+        if semantic and target.noun:  # S = 1 for the best match where the target may be
+            sims, S = self._phrase_similarity(idx, target, q_sims, allowed)
         else:
             S = np.ones(n)
 
@@ -334,26 +267,28 @@ class QueryEngine:
                     + " (give it a colour or a superlative, e.g. 'the biggest object')."
                 )
 
-        has_cue = bool(semantic and target.noun) or bool(target.attributes) or bool(clauses)
+        has_cue = bool(semantic and target.noun) or bool(target.attributes) or bool(clauses) or allowed is not None
         if not has_cue:
             notes.append("nothing in the query can be answered, so there are no results.")
             return QueryAnswer(parsed, [], semantic, " ".join(notes))
 
         # ---- target candidates
+        pool = np.arange(n) if allowed is None else allowed
         if semantic and target.noun:
-            cand = _top(S, max(int(cfg.target_candidates), k))
+            cand = pool[_top(S[pool], max(int(cfg.target_candidates), k))]
         else:
             limit = max(int(cfg.max_geometric_targets), k)
-            if n > limit:
-                pre = self._color_factor(idx, np.arange(n), target, semantic)
-                cand = _top(pre, limit)
-                notes.append(f"only the {limit} best colour matches of {n} objects were checked.")
+            if len(pool) > limit:
+                pre = self._color_factor(idx, pool, target, semantic)
+                cand = pool[_top(pre, limit)]
+                notes.append(f"only the {limit} best colour matches of {len(pool)} objects were checked.")
             else:
-                cand = np.arange(n)
+                cand = pool
         F = self._color_factor(idx, cand, target, semantic)
 
         # ---- relations (coarse box geometry first when there are many targets)
         R = np.ones(len(cand))
+        anchors_per_clause: list = []
         if clauses:
             a_scores = [[self._anchor_scores(idx, a, semantic, q_sims, view) for a in c.anchors] for c in clauses]
             cap = max(4 * int(cfg.target_candidates), k)
@@ -362,7 +297,8 @@ class QueryEngine:
                 idx.refine(np.concatenate([a[0] for ac in glob for a in ac]))
                 coarse = np.ones(len(cand))
                 for c, ac in zip(clauses, glob):
-                    coarse *= self._clause_scores(idx, c.relation, cand, ac, view)
+                    if not c.extreme:
+                        coarse *= self._clause_scores(idx, c.relation, cand, ac, view)
                 keep = _top(S[cand] * F * coarse, cap)
                 cand, F = cand[keep], F[keep]
                 R = np.ones(len(cand))
@@ -372,7 +308,8 @@ class QueryEngine:
             ]
             idx.refine(np.concatenate([cand] + [a[0] for ac in anchors_per_clause for a in ac]))
             for c, ac in zip(clauses, anchors_per_clause):
-                R *= self._clause_scores(idx, c.relation, cand, ac, view)
+                if not c.extreme:  # superlative relations rank below, over the good matches
+                    R *= self._clause_scores(idx, c.relation, cand, ac, view)
         floor = float(np.clip(cfg.relation_floor, 0.0, 1.0))
         base = S[cand] * F * (floor + (1.0 - floor) * R)
 
@@ -385,6 +322,11 @@ class QueryEngine:
                 score *= superlative_scores(
                     s, idx.geometry, cand, base, view, cfg.superlative_gate, cfg.superlative_floor
                 )
+        for c, ac in zip(clauses, anchors_per_clause):
+            if c.extreme:  # "closest to" / "farthest from": a superlative of the gap to the anchor
+                m = self._extreme(idx, c.relation, cand, ac[0], score)
+                score *= m
+                R *= m
 
         order = np.argsort(-score, kind="stable")[: k]
         results = []
@@ -403,7 +345,48 @@ class QueryEngine:
             )
         if not results:
             notes.append("no object matches.")
-        return QueryAnswer(parsed, results, semantic, " ".join(notes).strip())
+        return QueryAnswer(parsed, results, semantic, " ".join(notes).strip(), room_ids=room_ids)
+
+    def room_of(self, graph) -> dict[int, int]:
+        """object id -> room id of a scene graph, built once per graph version."""
+        with self._lock:
+            g, version, room_of = self._graph_rooms
+            if g is graph and version == graph.version:
+                return room_of
+        room_of = {int(o): r.id for r in graph.rooms for o in r.object_ids}
+        with self._lock:
+            self._graph_rooms = (graph, graph.version, room_of)
+        return room_of
+
+    def _location_rows(self, idx, parsed, graph, semantic, q_sims, view, notes):
+        """(rows of the objects in the rooms the query's floor / room constraint selects, room
+        ids), None-and-a-note without a graph, or an empty QueryAnswer naming what is missing."""
+        loc = parsed.location
+        if graph is None:
+            notes.append(f"the constraint '{loc.text}' was ignored: no scene graph (floors and rooms) is available.")
+            return None, []
+        if loc.room_with is not None and not self._anchor_usable(loc.room_with, semantic):
+            notes.append(f"'in the room with the {loc.room_with.text}' was ignored: that object cannot be identified without a semantic encoder.")
+            loc = replace(loc, room_with=None)
+            if not loc.has_floor and not loc.has_room:
+                return None, []
+
+        def rooms_with(phrase) -> set[int]:
+            A = self._anchor_scores(idx, phrase, semantic, q_sims, view)
+            top, _ = self._select_anchors(idx, A, "near", None)
+            good = {int(i) for i in idx.ids[top[A[top] >= float(self.cfg.local_anchor_gate) * A[top[0]]]]} if len(top) else set()
+            room_of = self.room_of(graph)
+            return {room_of[i] for i in good if i in room_of}
+
+        res = resolve_location(loc, graph, rooms_with)
+        if res.missing:
+            msg = " ".join([*notes, f"{res.missing}; no results."])
+            return QueryAnswer(parsed, [], semantic, msg.strip())
+        rows = idx.rows_of(res.object_ids)
+        notes.append(f"restricted to {res.text} ({len(rows)} object(s) of the map).")
+        if not len(rows):
+            return QueryAnswer(parsed, [], semantic, " ".join([*notes, "no object of the map is there yet."]), room_ids=res.room_ids)
+        return rows, res.room_ids
 
     # ------------------------------------------------------------------ pieces
     def _prompt(self, phrase: Phrase) -> str:
@@ -414,6 +397,8 @@ class QueryEngine:
     def _encode(self, parsed: ParsedQuery, dim: int) -> tuple[tuple[list[str], np.ndarray] | None, str]:
         """(prompts, (P, dim) unit text embeddings) for the query's noun phrases, or an error note."""
         phrases = [parsed.target_phrase] + [a for c in parsed.clauses for a in c.anchors]
+        if parsed.location is not None and parsed.location.room_with is not None:
+            phrases.append(parsed.location.room_with)
         prompts = list(dict.fromkeys(self._prompt(p) for p in phrases if p.noun))
         if not prompts:
             return None, ""
@@ -431,8 +416,11 @@ class QueryEngine:
             return None, "the text encoder returned invalid embeddings;"
         return (prompts, emb / norms), ""
 
-    def _phrase_similarity(self, idx: SnapshotIndex, phrase: Phrase, q_sims: dict) -> tuple[np.ndarray, np.ndarray]:
-        """Cosines (N,) and S = exp((cos + bonus - best) / T) (N,) for a phrase with a noun."""
+    def _phrase_similarity(self, idx: SnapshotIndex, phrase: Phrase, q_sims: dict, pool=None) -> tuple[np.ndarray, np.ndarray]:
+        """Cosines (N,) and S = exp((cos + bonus - best) / T) (N,) for a phrase with a noun; with
+        ``pool`` (the rows of the selected rooms), best = max(the pool's best, the map's best -
+        _ROOM_SLACK x T): the room's best match scores 1 when it is within that slack of the
+        map's best, and decays from there (a room without any such object gives no results)."""
         sims = q_sims[self._prompt(phrase)].copy()
         if not idx.has_emb.all():
             low = float(sims[idx.has_emb].min()) if idx.has_emb.any() else 0.0
@@ -443,7 +431,10 @@ class QueryEngine:
             adj = sims.copy()
             adj[hit] += float(self.cfg.label_bonus)
         T = max(float(self.cfg.temperature), 1e-6)
-        S = np.exp(np.clip((adj - adj.max()) / T, -700.0, 0.0))
+        best = adj.max()
+        if pool is not None and len(pool):  # a room's best match is a full match unless it is
+            best = max(float(adj[pool].max()), best - _ROOM_SLACK * T)  # far below the map's best
+        S = np.exp(np.clip((adj - best) / T, -700.0, 0.0))
         return sims, S
 
     def _color_factor(self, idx: SnapshotIndex, sel: np.ndarray, phrase: Phrase, semantic: bool) -> np.ndarray:
@@ -529,6 +520,23 @@ class QueryEngine:
             top = np.union1d(top, near)
         return top, A[top] / A[top].max()
 
+    def _extreme(self, idx, relation, cand, anchors, base) -> np.ndarray:
+        """Multiplier per candidate for "closest to" (near) / "farthest from" (far_from): the gap
+        to the nearest good anchor (score >= local_anchor_gate x best, never the candidate
+        itself), ranked like a superlative over the candidates scoring >= superlative_gate."""
+        ai, sa = anchors
+        good = ai[sa >= float(self.cfg.local_anchor_gate)] if len(ai) else ai
+        if not len(good):
+            return np.zeros(len(cand))
+        d = gap_distance(idx.geometry, cand, good)
+        d = np.where(cand[:, None] == good[None, :], np.inf, d).min(axis=1)
+        ok = np.isfinite(d)
+        if not ok.any():
+            return np.zeros(len(cand))
+        far = relation == "far_from"
+        d = np.where(ok, d, d[ok].min() - 1.0 if far else d[ok].max() + 1.0)  # itself only: worst
+        return extreme_scores(d, far, base, self.cfg.superlative_gate, self.cfg.superlative_floor)
+
     def _clause_scores(self, idx, relation, cand, anchors, view) -> np.ndarray:
         g = idx.geometry
         if relation == "between":
@@ -549,6 +557,24 @@ class QueryEngine:
         return (rel * sa[None, :]).max(axis=1)
 
 
+def _room_label_clause(parsed: ParsedQuery, graph) -> ParsedQuery:
+    """"the shelf in the storage" where "storage" is no room word the parser knows but a room
+    label of the graph: the clause "in <label>" becomes the room constraint (first such clause)."""
+    for c in parsed.clauses:
+        a = c.anchors[0]
+        if c.relation == "in" and len(c.anchors) == 1 and a.noun and not a.attributes and any(
+            _words_equal(r.label, a.noun) for r in graph.rooms
+        ):
+            clauses = [x for x in parsed.clauses if x is not c]
+            return replace(parsed, clauses=clauses, relations=[(x.relation, y.text) for x in clauses for y in x.anchors],
+                           location=Location(room_label=a.noun, text=f"in the {a.noun}"))
+    return parsed
+
+
+def _words_equal(label: str, noun: str) -> bool:
+    return label.lower().split() == noun.lower().split()
+
+
 def _top(values: np.ndarray, m: int) -> np.ndarray:
     """Indices of the m largest values, best first (stable for ties)."""
     n = len(values)
@@ -559,6 +585,7 @@ def _top(values: np.ndarray, m: int) -> np.ndarray:
 
 
 _REFINE_CAP = 4096
+_ROOM_SLACK = 10.0  # temperatures: see QueryEngine._phrase_similarity
 
 
 def _refine_best(idx: SnapshotIndex, sel: np.ndarray, base: np.ndarray, gate: float) -> None:

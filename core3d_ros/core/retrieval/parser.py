@@ -29,6 +29,7 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from .colors import NOUN_COLORS, WORD_TO_COLOR
+from .location import Location, extract_location
 
 
 class QueryError(ValueError):
@@ -174,6 +175,9 @@ class RelationClause:
 
     relation: str
     anchors: tuple[Phrase, ...]
+    # near / far_from said as a superlative ("the chair closest to the table", "the lamp farthest
+    # from the bed"): the target is the candidate nearest to (farthest from) the anchor, however far
+    extreme: bool = False
 
 
 @dataclass
@@ -185,6 +189,7 @@ class ParsedQuery:
     relations: list[tuple[str, str]] = field(default_factory=list)
     target_phrase: Phrase = field(default_factory=lambda: Phrase("", ""))
     clauses: list[RelationClause] = field(default_factory=list)  # relations grouped with anchors
+    location: Location | None = None  # floor / room constraint ("in the kitchen"), see location.py
 
     @property
     def relation_names(self) -> list[str]:
@@ -201,6 +206,7 @@ class ParsedQuery:
             "attributes": list(self.attributes),
             "relations": [r for r, _ in self.relations],
             "anchors": [a for _, a in self.relations],
+            "location": self.location.to_dict() if self.location is not None else None,
         }
 
 
@@ -335,9 +341,16 @@ def parse_query(text: str, max_chars: int = 256) -> ParsedQuery:
     tokens = [t for t in tokens if t not in _DETERMINERS]
     if not tokens:
         raise QueryError("query names no object: only filler words such as 'the' or 'find'")
+    try:
+        tokens, location = extract_location(tokens, lambda t, j: _match_relation(t, j) is not None, _parse_phrase)
+    except ValueError as e:
+        raise QueryError(str(e)) from None
+    while location is not None and tokens and tokens[-1] in _FILLERS and tokens[-1] != "right":
+        tokens = tokens[:-1]  # "the mug that is | in the kitchen"
 
     # split into the target segment and (relation, anchor segment) pairs
     segments: list[tuple[str | None, list[str]]] = [(None, [])]
+    extreme: set[int] = set()  # indices of segments whose relation is a superlative ("closest to")
     i = 0
     while i < len(tokens):
         tok = tokens[i]
@@ -354,6 +367,8 @@ def parse_query(text: str, max_chars: int = 256) -> ParsedQuery:
             if rel == "on" and n == 2 and not after:  # "the box on top"
                 current.append("topmost")
                 break
+            if tok in ("closest", "nearest", "farthest", "furthest"):
+                extreme.add(len(segments))
             segments.append((rel, []))
             i += n
             continue
@@ -365,16 +380,19 @@ def parse_query(text: str, max_chars: int = 256) -> ParsedQuery:
             sup = [_SUPERLATIVE_WORDS.get(w) for w in current]
             if tok == "to" and "closest" in sup:
                 current[:] = [w for w in current if _SUPERLATIVE_WORDS.get(w) != "closest"]
+                extreme.add(len(segments))
                 segments.append(("near", []))
                 i += 1
                 continue
             if tok == "from" and "farthest" in sup:
                 current[:] = [w for w in current if _SUPERLATIVE_WORDS.get(w) != "farthest"]
+                extreme.add(len(segments))
                 segments.append(("far_from", []))
                 i += 1
                 continue
         if tok in ("closest", "nearest") and _has_noun(current) and rest:
             # "the chair nearest the window": relation near
+            extreme.add(len(segments))
             segments.append(("near", []))
             i += 1
             continue
@@ -416,12 +434,12 @@ def parse_query(text: str, max_chars: int = 256) -> ParsedQuery:
             if attr not in attributes:
                 attributes.append(attr)
             continue
-        clauses.append(RelationClause(rel, (anchor,)))
+        clauses.append(RelationClause(rel, (anchor,), extreme=k in extreme))
 
     if target.noun and all(w in _PRONOUNS for w in target.noun.split()):
         raise QueryError("query asks for the robot or camera itself, not an object in the map")
     target = Phrase(target.text, target.noun, tuple(attributes), False)
-    if not target.noun and not attributes and not clauses:
+    if not target.noun and not attributes and not clauses and location is None:
         raise QueryError("query names no object, attribute or relation")
     relations = [(c.relation, a.text) for c in clauses for a in c.anchors]
     return ParsedQuery(
@@ -431,6 +449,7 @@ def parse_query(text: str, max_chars: int = 256) -> ParsedQuery:
         relations=relations,
         target_phrase=target,
         clauses=clauses,
+        location=location,
     )
 
 

@@ -519,6 +519,13 @@ def superlative_scores(
     among good matches gets 1 and ineligible objects can never overtake it.
     """
     v, larger = superlative_values(name, g, idx, view)
+    return extreme_scores(v, larger, base, gate, floor)
+
+
+def extreme_scores(v: np.ndarray, larger: bool, base: np.ndarray, gate: float = 0.5, floor: float = 0.1) -> np.ndarray:
+    """Multiplier in [floor, 1] per object for a quantity ``v`` to maximise (``larger``) or
+    minimise, normalised over the eligible objects (see ``superlative_scores``)."""
+    v = np.asarray(v, dtype=np.float64).reshape(-1)
     base = np.asarray(base, dtype=np.float64).reshape(-1)
     if len(v) == 0:
         return v

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from ..location import Location, ordinal_text
 from ..parser import ParsedQuery, Phrase, RelationClause
 from .schemas import PARSE_SCHEMA, StepFailed, check_reply
 
@@ -68,6 +69,7 @@ def parsed_from_reply(data: dict, text: str) -> tuple[ParsedQuery, Phrase | None
     if not target.noun and not target.attributes and not clauses and facing is None:
         raise StepFailed("reply names no object, attribute or relation")
     parsed = ParsedQuery(
+        location=_location(data.get("location")),
         text=text,
         target=target.noun,
         attributes=list(target.attributes),
@@ -76,6 +78,25 @@ def parsed_from_reply(data: dict, text: str) -> tuple[ParsedQuery, Phrase | None
         clauses=clauses,
     )
     return parsed, facing
+
+
+def _location(d: dict | None) -> Location | None:
+    """The floor / room constraint of a parse reply (None when it names none)."""
+    if not d:
+        return None
+    rank = d.get("floor") if d.get("floor") not in (0,) else None
+    room = _clean_noun(d.get("room") or "")
+    with_ = _phrase(d["room_with"]) if d.get("room_with") else None
+    if with_ is not None and not with_.noun and not with_.attributes:
+        with_ = None
+    loc = Location(floor_rank=rank, floor_id=d.get("floor_id"), room_id=d.get("room_id"), room_label=room, room_with=with_)
+    if not loc.has_floor and not loc.has_room:
+        return None
+    parts = [f"on floor {loc.floor_id}" if loc.floor_id is not None else "",
+             f"on {ordinal_text(rank)}" if rank is not None and loc.floor_id is None else "",
+             f"in room {loc.room_id}" if loc.room_id is not None else "",
+             f"in the {room}" if room else "", f"in the room with the {with_.text}" if with_ is not None else ""]
+    return Location(loc.floor_rank, loc.floor_id, loc.room_id, room, with_, ", ".join(p for p in parts if p))
 
 
 def phrase_query(phrase: Phrase) -> ParsedQuery:

@@ -16,7 +16,11 @@ PARSE_PROMPT = (
     '"facing": {"noun": ..., "attributes": [...]} or null}.\n'
     f"attributes are only these words: {', '.join(_ATTRS)}.\n"
     f"R is one of: {', '.join(RELATIONS)} (between takes two anchors, the others one).\n"
-    'facing is the object the target faces ("the chair facing the TV" -> {"noun": "tv", "attributes": []}).'
+    'facing is the object the target faces ("the chair facing the TV" -> {"noun": "tv", "attributes": []}).\n'
+    'Optionally "location": {"floor": rank from the bottom (1 = ground, -1 = top) or null, "floor_id": the '
+    'number in "floor N" or null, "room": a room word ("kitchen") or null, "room_id": the number in "room N" '
+    'or null, "room_with": {"noun": ..., "attributes": [...]} for "the room with the X", or null}; '
+    'a floor or room is a location, never a relation.'
 )
 VERIFY_PROMPT = (
     "You check candidate objects of a 3-D map against a request. Each candidate comes with its id and "

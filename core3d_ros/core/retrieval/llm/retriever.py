@@ -50,6 +50,7 @@ from ..engine import QueryAnswer, QueryEngine, QueryHit, QueryStage, SnapshotInd
 from ..llm_client import ChatClient, ChatError
 from ..parser import ParsedQuery, Phrase, QueryError, parse_query
 from .drawing import ViewCache, data_url, plan_view
+from .hierarchy import decomposition, estimate_tokens, fit_budget, scene_context, text_of
 from .parse import parsed_from_reply, phrase_query, split_facing
 from .prompts import DECIDE_PROMPT, ORIENT_PROMPT, PARSE_PROMPT, VERIFY_PROMPT
 from .schemas import DECIDE_SCHEMA, ORIENTATION_SCHEMA, PARSE_SCHEMA, VERIFY_SCHEMA, StepFailed, check_reply
@@ -110,8 +111,11 @@ class LlmRetriever:
         text: str,
         top_k: int | None = None,
         viewpoint: np.ndarray | None = None,
+        graph: Any = None,
     ) -> QueryAnswer:
-        """As QueryEngine.answer, with the enabled model steps; QueryError for a bad query."""
+        """As QueryEngine.answer (``graph``: the SceneGraph for floor / room constraints and the
+        hierarchical context, see hierarchy.py), with the enabled model steps; QueryError for a
+        bad query."""
         cfg = self.cfg
         ecfg = self.engine.cfg
         run = _Run(cfg, time.monotonic() + float(cfg.query_budget), text if isinstance(text, str) else "")
@@ -120,24 +124,24 @@ class LlmRetriever:
         if len(text) > ecfg.max_query_chars:  # before anything is sent anywhere
             raise QueryError(f"query is {len(text)} characters long; the limit is {ecfg.max_query_chars}")
         if not self._slots.acquire(blocking=False):
-            return self._rule_only(snapshot, text, top_k, viewpoint)
+            return self._rule_only(snapshot, text, top_k, viewpoint, graph)
         try:
-            return self._answer(run, snapshot, text, top_k, viewpoint)
+            return self._answer(run, snapshot, text, top_k, viewpoint, graph)
         finally:
             self._slots.release()
 
-    def _rule_only(self, snapshot, text, top_k, viewpoint) -> QueryAnswer:
+    def _rule_only(self, snapshot, text, top_k, viewpoint, graph=None) -> QueryAnswer:
         """Rule-based answer with every step skipped: too many model queries are running."""
         rule_text, facing_text = split_facing(text)
         parsed = parse_query(rule_text if facing_text else text, self.engine.cfg.max_query_chars)
         parsed.text = text
-        ans = self.engine.answer(snapshot, text, top_k=top_k, viewpoint=viewpoint, parsed=parsed)
+        ans = self.engine.answer(snapshot, text, top_k=top_k, viewpoint=viewpoint, parsed=parsed, graph=graph)
         why = f"{self.cfg.max_concurrent_queries} queries with model steps are already running"
         ans.stages = [QueryStage(name, "skipped", why) for name in STEPS if getattr(self.cfg, name)]
         ans.message = (ans.message + " " if ans.message else "") + f"model steps skipped: {why}; rule-based answer."
         return ans
 
-    def _answer(self, run: _Run, snapshot, text: str, top_k, viewpoint) -> QueryAnswer:
+    def _answer(self, run: _Run, snapshot, text: str, top_k, viewpoint, graph=None) -> QueryAnswer:
         cfg = self.cfg
         ecfg = self.engine.cfg
         k = max(int(top_k) if top_k is not None and int(top_k) > 0 else int(ecfg.top_k), 1)
@@ -163,10 +167,21 @@ class LlmRetriever:
         if parsed is None:
             assert rule_error is not None
             raise QueryError(f"{rule_error} (and the LLM parse step {run.stages[-1].status}: {run.stages[-1].detail})")
+        if parsed.location is None and rule_parsed is not None:
+            parsed.location = rule_parsed.location  # a reply without a location: the parser's
 
-        # ---- rule-based ranking of the candidates
+        # ---- rule-based ranking of the candidates (only in the rooms a constraint selects)
         n_cand = max(k, int(cfg.candidates))
-        base = self.engine.answer(snapshot, text, top_k=n_cand, viewpoint=viewpoint, parsed=parsed)
+        base = self.engine.answer(snapshot, text, top_k=n_cand, viewpoint=viewpoint, parsed=parsed, graph=graph)
+        if graph is not None or parsed.location is not None:
+            t0 = time.perf_counter()
+            dec = decomposition(parsed)
+            detail = ", ".join(f"{k_} {v!r}" for k_, v in dec.items() if v)
+            if graph is None:
+                run.add("hierarchy", "skipped", f"{detail}; no scene graph, floor / room ignored", t0)
+            else:
+                sel = f"; {len(base.room_ids)} of {len(graph.rooms)} room(s) selected" if base.room_ids else ""
+                run.add("hierarchy", "ok", detail + sel, t0)
         hits = list(base.results)
         head, tail = hits[: cfg.candidates], hits[cfg.candidates :]
         reason = ""
@@ -209,7 +224,8 @@ class LlmRetriever:
                 t0 = time.perf_counter()
                 got = self._step(
                     run, "decide", t0,
-                    lambda tmo: self._decide(run, snapshot, viewpoint, text, parsed, facing, head, verified, facing_of, idx, rows, tmo),
+                    lambda tmo: self._decide(run, snapshot, viewpoint, text, parsed, facing, head, verified, facing_of, idx, rows, tmo,
+                                             graph, base.room_ids),
                 )
                 if got is not None:
                     chosen, reason = got
@@ -225,7 +241,7 @@ class LlmRetriever:
             msg = (msg + " " if msg else "") + f"model steps: {summary}."
             if failed:
                 msg += " Failed steps fell back to the rule-based path."
-        return QueryAnswer(parsed, results, base.semantic, msg.strip(), list(run.stages), reason)
+        return QueryAnswer(parsed, results, base.semantic, msg.strip(), list(run.stages), reason, room_ids=base.room_ids)
 
     # ------------------------------------------------------------------ steps
     def _step(self, run: _Run, name: str, t0: float, fn):
@@ -247,6 +263,9 @@ class LlmRetriever:
         return value
 
     def _chat(self, prompt: str, user: Any, schema: dict, name: str, tmo: float, vision: bool = False) -> dict:
+        n = estimate_tokens(prompt) + estimate_tokens(text_of(user))
+        if n > int(self.cfg.context_tokens):  # never sent: the context is bounded whatever the map
+            raise StepFailed(f"its context of about {n} tokens exceeds retrieval.llm.context_tokens ({self.cfg.context_tokens})")
         model = (self.cfg.vlm_model or self.cfg.model) if vision else self.cfg.model
         msgs = [{"role": "system", "content": prompt}, {"role": "user", "content": user}]
         data = self.client.chat(msgs, model=model, timeout=tmo, schema=schema, schema_name=f"core3d_{name}").data
@@ -350,7 +369,7 @@ class LlmRetriever:
             raise StepFailed("reply gives no usable yaw bin for any offered candidate")
         return "facing " + ", ".join(f"{i}: {v:.2f}" for i, v in out.items()), out
 
-    def _decide(self, run, snapshot, viewpoint, text, parsed, facing, head, verified, facing_of, idx, rows, tmo):
+    def _decide(self, run, snapshot, viewpoint, text, parsed, facing, head, verified, facing_of, idx, rows, tmo, graph=None, room_ids=()):
         cands = []
         for h in head:
             o = idx.objects[rows[h.object_id]]
@@ -378,19 +397,22 @@ class LlmRetriever:
                  "size": _rounded(idx.objects[r].box.extent)}
                 for r in ar
             ]
-        user = json.dumps(
-            {"request": text, "relations": [list(r) for r in parsed.relations], "candidates": cands, "anchors": anchors},
-            ensure_ascii=False, allow_nan=False,
-        )
+        payload = {"request": text, "relations": [list(r) for r in parsed.relations], "candidates": cands, "anchors": anchors}
+        if graph is not None:
+            payload["hierarchy"] = {"decomposition": decomposition(parsed), **scene_context(
+                graph, self.engine.room_of(graph), list(room_ids), [c["id"] for c in cands], self.cfg.rooms)}
+        user, n_tok, trimmed = fit_budget(payload, int(self.cfg.context_tokens) - estimate_tokens(DECIDE_PROMPT))
         data = self._chat(DECIDE_PROMPT, user, DECIDE_SCHEMA, "decide", tmo)
+        size = f"; context {n_tok + estimate_tokens(DECIDE_PROMPT)} tokens" + (f" (trimmed: {', '.join(trimmed)})" if trimmed else "")
         reason = " ".join(str(data["reason"]).split())
         reason = "".join(ch for ch in reason if ch.isprintable())[:_MAX_REASON]
         chosen = data["id"]
         if chosen is None:
-            return "the model found no fitting candidate; ranking kept", (None, reason)
-        if chosen not in {h.object_id for h in head}:
-            raise StepFailed(f"reply names object {chosen}, which is not among the candidates {[h.object_id for h in head]}")
-        return f"chose {chosen}", (chosen, reason)
+            return "the model found no fitting candidate; ranking kept" + size, (None, reason)
+        offered = [c["id"] for c in json.loads(user)["candidates"]]
+        if chosen not in offered:
+            raise StepFailed(f"reply names object {chosen}, which is not among the candidates {offered}")
+        return f"chose {chosen}" + size, (chosen, reason)
 
     # ------------------------------------------------------------------ helpers
     def _rule_facing(self, facing_text: str) -> Phrase | None:

@@ -27,6 +27,18 @@ _PHRASE = {
         "attributes": {"type": "array", "maxItems": 6, "items": {"type": "string", "enum": ATTRS}},
     },
 }
+_INT_OR_NULL = {"anyOf": [{"type": "integer", "minimum": -1, "maximum": 100000}, {"type": "null"}]}
+_LOCATION = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "floor": _INT_OR_NULL,  # rank from the bottom (1 = lowest), -1 = top floor
+        "floor_id": _INT_OR_NULL,
+        "room": {"anyOf": [{"type": "string", "maxLength": 64}, {"type": "null"}]},
+        "room_id": _INT_OR_NULL,
+        "room_with": {"anyOf": [_PHRASE, {"type": "null"}]},
+    },
+}
 PARSE_SCHEMA = {
     "type": "object",
     "additionalProperties": False,
@@ -48,6 +60,7 @@ PARSE_SCHEMA = {
             },
         },
         "facing": {"anyOf": [_PHRASE, {"type": "null"}]},
+        "location": {"anyOf": [_LOCATION, {"type": "null"}]},  # optional: floor / room constraint
     },
 }
 VERIFY_SCHEMA = {
