@@ -145,7 +145,7 @@ def cmd_query(args) -> int:
     mapper.load(args.map)
     engine = make_answerer(cfg.retrieval, mapper.encoder)
     try:
-        answer = engine.answer(mapper.snapshot(), args.text, top_k=args.top_k)
+        answer = engine.answer(mapper.snapshot(), args.text, top_k=args.top_k, graph=mapper.hierarchy)  # the file's scene graph
     except QueryError as e:
         print(f"query rejected: {e}", file=sys.stderr)
         return 2

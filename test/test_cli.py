@@ -140,3 +140,23 @@ def test_map_refuses_an_out_of_range_config_in_one_line(tmp_path, capsys):
     assert main(["map", "synthetic", "--frames", "2", "--config", str(bad), "--out", str(out)]) == 2
     assert capsys.readouterr().err.splitlines() == ["core3d: fusion.voxel_size must be in [0.0001, 10.0], got 0.0"]
     assert not out.exists()  # refused before anything was mapped
+
+
+def test_query_uses_the_map_files_scene_graph(mapped, tmp_path, capsys):
+    from core3d_ros.config import MapperConfig
+    from core3d_ros.core.hierarchy.graph import Floor, Room, SceneGraph
+    from core3d_ros.core.mapper import Mapper
+
+    mapper = Mapper(MapperConfig(), segment=False)
+    mapper.load(str(mapped / "map.npz"))
+    ids = sorted(o.id for o in mapper.snapshot().objects)
+    square = np.array([[0, 0, 0], [5, 0, 0], [5, 5, 0], [0, 5, 0]], float)
+    kitchen = Room(id=1, floor_id=1, outline=square, area=25.0, centroid=np.array([2.5, 2.5, 0.0]), label="kitchen", object_ids=ids[:1])
+    mapper.hierarchy = SceneGraph(floors=[Floor(id=1, height=0.0, ceiling=3.0, room_ids=[1])], rooms=[kitchen])
+    path = mapper.save(str(tmp_path / "rooms.npz"))
+    assert main(["query", path, "the largest object in the kitchen", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert [r["id"] for r in answer["results"]] == ids[:1]  # only the kitchen's object
+    assert main(["query", path, "the largest object in the bathroom", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["results"] == [] and "bathroom" in answer["message"]

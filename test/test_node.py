@@ -101,7 +101,7 @@ class FakeMapper:
 
 
 class FakeEngine:
-    def answer(self, snapshot: MapSnapshot, text: str, top_k: int | None = None, viewpoint: Any = None) -> Any:
+    def answer(self, snapshot: MapSnapshot, text: str, top_k: int | None = None, viewpoint: Any = None, graph: Any = None) -> Any:
         if not text.strip():
             raise ValueError("empty query")
         if text == "boom":

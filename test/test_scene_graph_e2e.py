@@ -26,7 +26,6 @@ from core3d_ros.core.retrieval.answerers import make_answerer  # noqa: E402
 from core3d_ros.ros.node import MappingNode  # noqa: E402
 from core3d_ros.ros.publishing import MAP_QOS  # noqa: E402
 from core3d_ros.ros.query_node import QueryNode  # noqa: E402
-from core3d_ros.ros.scene_graph import graph_kwargs  # noqa: E402
 from test_mapio_hierarchy import two_room_graph  # noqa: E402
 from test_query_node import Graph, GrowingMapper, make_config  # noqa: E402
 from test_scene_graph_node import ScriptedBuilder  # noqa: E402
@@ -44,21 +43,6 @@ class GraphRecorder:
     def answer(self, snapshot, text, top_k=None, viewpoint=None, graph=None):
         self.graphs.append(graph)
         return self.inner.answer(snapshot, text, top_k=top_k, viewpoint=viewpoint)
-
-
-def test_graph_kwargs_only_for_answerers_that_take_a_graph():
-    class Old:
-        def answer(self, snapshot, text, top_k=None, viewpoint=None):
-            pass
-
-    class Loose:
-        def answer(self, snapshot, text, **kw):
-            pass
-
-    g = two_room_graph()
-    assert graph_kwargs(Old(), g) == {} and graph_kwargs(GraphRecorder.__new__(GraphRecorder), None) == {}
-    assert graph_kwargs(GraphRecorder.__new__(GraphRecorder), g) == {"graph": g}
-    assert graph_kwargs(Loose(), g) == {"graph": g}
 
 
 class RoomGraph(Graph):

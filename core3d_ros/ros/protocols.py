@@ -70,5 +70,5 @@ class QueryAnswerer(Protocol):
     """A query engine (QueryEngine, or LlmRetriever around one); raises QueryError for a bad query."""
 
     def answer(
-        self, snapshot: MapSnapshot, text: str, top_k: int | None = None, viewpoint: np.ndarray | None = None
+        self, snapshot: MapSnapshot, text: str, top_k: int | None = None, viewpoint: np.ndarray | None = None, graph: Any = None
     ) -> QueryAnswer: ...

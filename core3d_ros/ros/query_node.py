@@ -62,7 +62,7 @@ from .map_stream import STREAM_QOS
 from .params import declare_config
 from .publishing import MAP_QOS
 from .runner import exit_now_if_busy, run_nodes
-from .scene_graph import RoomIds, SceneGraphMirror, graph_kwargs
+from .scene_graph import RoomIds, SceneGraphMirror
 from .services import QUERY_WINDOW, fill_object, fill_query_response, query_error_types, service_qos
 
 NODE_NAME = "core3d_query"
@@ -382,7 +382,7 @@ class QueryNode(Node):
         try:
             graph = self._graph()
             answer = self.answerer.answer(
-                snap, text, top_k=int(req.top_k) or None, viewpoint=self._viewpoint(), **graph_kwargs(self.answerer, graph)
+                snap, text, top_k=int(req.top_k) or None, viewpoint=self._viewpoint(), graph=graph
             )
         except self._query_errors as e:
             resp.success, resp.message = False, str(e) or type(e).__name__

@@ -27,7 +27,6 @@ per room, same QoS); the graph is also the mapper's ``hierarchy`` (saved with th
 from __future__ import annotations
 
 import copy
-import inspect
 import threading
 import time
 from collections import Counter, deque
@@ -442,20 +441,6 @@ class SceneGraphPart:
         for worker in (self._label_worker, self._summary_worker):
             if worker is not None:
                 worker.stop(timeout)
-
-
-def graph_kwargs(answerer: Any, graph: SceneGraph | None) -> dict[str, Any]:
-    """``{"graph": graph}`` for ``answerer.answer`` when there is a graph and the answerer takes
-    one (room-aware queries, core/retrieval: "the mug in the kitchen"); else nothing, so an
-    answerer without room constraints answers as before."""
-    if graph is None:
-        return {}
-    try:
-        params = inspect.signature(answerer.answer).parameters
-    except (TypeError, ValueError):
-        return {}
-    takes = "graph" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    return {"graph": graph} if takes else {}
 
 
 class SceneGraphMirror:

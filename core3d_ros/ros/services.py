@@ -29,7 +29,7 @@ from .conversions.images import rgb_to_image
 from .conversions.objects import object_to_msg
 from .conversions.query import fill_query_stages
 from .protocols import FrameMapper, MapStore, QueryAnswerer
-from .scene_graph import RoomIds, graph_kwargs
+from .scene_graph import RoomIds
 
 Guard = Callable[[str, Callable[..., Any]], Callable[..., Any]]
 QUERY_WINDOW = 256  # recent query times kept for the percentiles
@@ -171,8 +171,8 @@ class MapServices:
             engine = self._query_engine()
             snap = self.mapper.snapshot(wait=False)
             top_k = int(req.top_k) or None
-            graph = graph_kwargs(engine, getattr(self.mapper, "hierarchy", None))  # the scene graph (scene_graph.py)
-            answer = engine.answer(snap, text, top_k=top_k, viewpoint=self.mapper.last_pose, **graph)
+            graph = getattr(self.mapper, "hierarchy", None)  # the scene graph, for room-aware queries
+            answer = engine.answer(snap, text, top_k=top_k, viewpoint=self.mapper.last_pose, graph=graph)
         except self._query_errors as e:
             resp.success, resp.message = False, str(e) or type(e).__name__
             return resp
