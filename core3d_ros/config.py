@@ -127,6 +127,8 @@ class GeometryConfig:
     block_count: int = _p(1000, "8^3-voxel blocks reserved at start; the hash map grows as needed", (1, INT_MAX))
     trunc_voxels: float = _p(4.0, "TSDF truncation distance, in voxels", (1.0, 64.0))
     min_weight: float = _p(2.0, "observations before a surface voxel is published", (0.0, INF))
+    clear: bool = _p(True, "integrate every allocated block the frame's rays pass, not only those near its surface, so a surface that left fades (as nvblox)")
+    max_weight: float = _p(20.0, "cap on a TSDF voxel's weight (0: none): a surface that left clears within about this many frames however long it was seen", (0.0, INF))
 
 
 @dataclass

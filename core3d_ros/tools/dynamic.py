@@ -10,7 +10,8 @@ Per seed and segmenter, two runs of the synthetic room (every frame fused):
 After each pass of the changed run it reports the ghost voxels (map voxels of reported objects
 where only the removed object was: its ground-truth voxels minus every voxel of the changed
 room), and the moved object's voxels and objects at its old place and at its new one (each
-place: its ground-truth voxels minus the other room's). At the end, every static object's IoU
+place: its ground-truth voxels minus the other room's). The geometry layer too: its TSDF surface
+samples where only the removed object was (``tsdf_ghost_voxels``, see :func:`_tsdf_ghosts`). At the end, every static object's IoU
 (Hungarian match against the changed room's ground truth) in both runs, and the largest
 difference.
 """
@@ -49,6 +50,26 @@ def _region_count(pred: dict[int, np.ndarray], region: np.ndarray, min_voxels: i
         total += n
         objects += n >= min_voxels
     return total, objects
+
+
+def _tsdf_ghosts(geometry, region: np.ndarray, room: np.ndarray, voxel_size: float) -> int:
+    """TSDF surface samples left where only the removed object was. A sample is a voxel corner
+    (Open3D samples at multiples of the voxel size); it counts when one of the 8 object-map voxels
+    around it is in ``region`` and none is a voxel of the changed room (``room``). Whole map:
+    evaluation only."""
+    from ..core.fusion.voxels import pack
+
+    if geometry is None or not len(region):
+        return 0
+    points, _, _ = geometry.surface(geometry.all_blocks())
+    corner = np.round(points.astype(np.float64) / voxel_size).astype(np.int64)
+    near_region = np.zeros(len(corner), bool)
+    near_room = np.zeros(len(corner), bool)
+    for off in np.array(np.meshgrid([-1, 0], [-1, 0], [-1, 0], indexing="ij")).reshape(3, -1).T:
+        keys = pack(corner + off)
+        near_region |= np.isin(keys, region)
+        near_room |= np.isin(keys, room)
+    return int((near_region & ~near_room).sum())
 
 
 def evaluate_dynamic(
@@ -105,9 +126,10 @@ def evaluate_dynamic(
                 ghost, ghost_objects = _region_count(pred, ghost_region, min_vox)
                 old_v, old_o = _region_count(pred, old_region, min_vox)
                 new_v, new_o = _region_count(pred, new_region, min_vox)
+                tsdf_ghost = _tsdf_ghosts(changed.geometry, ghost_region, all_a, vs)
                 per_pass.append({
                     "pass": k + 1, "room": "as generated" if k == 0 else "changed",
-                    "ghost_voxels": ghost, "ghost_objects": ghost_objects,
+                    "ghost_voxels": ghost, "ghost_objects": ghost_objects, "tsdf_ghost_voxels": tsdf_ghost,
                     "moved_old_place_voxels": old_v, "moved_old_place_objects": old_o,
                     "moved_new_place_voxels": new_v, "moved_new_place_objects": new_o,
                 })
@@ -149,7 +171,7 @@ def summary_lines(report: dict) -> list[str]:
             for p in s["passes"]:
                 lines.append(
                     f"{name:10s} seed {seed} pass {p['pass']} ({p['room']:12s}) ghost voxels of the {removed} {p['ghost_voxels']:5d} "
-                    f"(of {s['ghost_region_voxels']}, in {p['ghost_objects']} objects); {moved} at old place {p['moved_old_place_voxels']:4d} voxels "
+                    f"(of {s['ghost_region_voxels']}, in {p['ghost_objects']} objects), TSDF surface {p.get('tsdf_ghost_voxels', 0):5d}; {moved} at old place {p['moved_old_place_voxels']:4d} voxels "
                     f"/ {p['moved_old_place_objects']} objects, at new place {p['moved_new_place_voxels']:4d} / {p['moved_new_place_objects']}"
                 )
             w = s["static_iou_worst"]
