@@ -28,12 +28,32 @@ import os
 import threading
 from pathlib import Path
 
+import numba
 import numpy as np
 
 from .fileio import atomic_output
 from .frame import Frame
+from .fusion.blocks import MAX_DENSE_BLOCK_CELLS
+from .fusion.free_space import POOL, frustum_blocks_kernel, pool_min_kernel
 
 DEPTH_SCALE = 1000.0  # frames are integrated as uint16 millimetres, Open3D's native input
+RAY_STRIDE = 2  # clearing: the depth image is min-pooled at every RAY_STRIDE-th pixel
+
+
+@numba.njit(cache=True, nogil=True)
+def clamp_rows_kernel(w, rows, cap):
+    """w[rows] = min(w[rows], cap), in place."""
+    for i in range(rows.shape[0]):
+        row = w[rows[i]]
+        for j in range(row.shape[0]):
+            if row[j] > cap:
+                row[j] = cap
+
+
+def _block_keys(blocks: np.ndarray) -> np.ndarray:
+    """(B, 3) block coordinates -> (B,) int64, one per block (21 bits per axis)."""
+    b = np.asarray(blocks, np.int64) + (1 << 20)
+    return (b[:, 0] << 42) | (b[:, 1] << 21) | b[:, 2]
 
 
 class GeometryError(ValueError):
@@ -130,35 +150,41 @@ class GeometryLayer:
     def _with_blocks_in_view(self, surface_blocks, depth_m: np.ndarray, frame: Frame):
         """The surface blocks and the allocated blocks that the frame's rays pass (module
         overview, clearing), as one (B, 3) int32 tensor without repeats."""
-        from .fusion.free_space import POOL, frustum_blocks_kernel, pool_min_kernel
-        from .fusion.blocks import MAX_DENSE_BLOCK_CELLS
-
         o3c = self.o3c
-        d = np.where(depth_m <= self.max_depth, depth_m, np.float32(0.0)).astype(np.float32)
+        # Every other pixel is enough to stop the rays (spaced half a block apart anyway).
+        pooled = pool_min_kernel(depth_m[::RAY_STRIDE, ::RAY_STRIDE], POOL)
+        pooled[pooled > self.max_depth] = 0.0  # Open3D skips those pixels: no ray that far
         pose = np.asarray(frame.pose, np.float64)
         intr = frame.intrinsics
         ok, rays = frustum_blocks_kernel(
-            pool_min_kernel(d, POOL), POOL, 1, float(intr.fx), float(intr.fy), float(intr.cx), float(intr.cy),
+            pooled, POOL, RAY_STRIDE, float(intr.fx), float(intr.fy), float(intr.cx), float(intr.cy),
             np.ascontiguousarray(pose[:3, :3]), np.ascontiguousarray(pose[:3, 3]),
             self.block_resolution * self.voxel_size, MAX_DENSE_BLOCK_CELLS,
         )
         if not ok or len(rays) == 0:
             return surface_blocks
+        surf = surface_blocks.cpu().numpy().astype(np.int32).reshape(-1, 3)
+        rays = rays[~np.isin(_block_keys(rays), _block_keys(surf))]  # those not integrated anyway
+        if len(rays) == 0:
+            return surface_blocks
         _, found = self.vbg.hashmap().find(o3c.Tensor(rays).to(self.device))
         rays = rays[found.cpu().numpy().astype(bool)]
         if len(rays) == 0:
             return surface_blocks
-        surf = surface_blocks.cpu().numpy().astype(np.int32).reshape(-1, 3)
-        both = np.unique(np.concatenate([surf, rays]), axis=0)
-        self.cleared_blocks += len(both) - len(surf)
-        return o3c.Tensor(np.ascontiguousarray(both, np.int32)).to(self.device)
+        self.cleared_blocks += len(rays)
+        return o3c.Tensor(np.ascontiguousarray(np.concatenate([surf, rays]), np.int32)).to(self.device)
 
     def _cap_weights(self, blocks) -> None:
-        """Clamp the weights of ``blocks`` (all allocated) to ``max_weight``."""
+        """Clamp the weights of ``blocks`` (all allocated) to ``max_weight``. On the CPU through
+        a numpy view of the grid's weights (Open3D's own advanced indexing costs more than the
+        integration); on a GPU with Open3D's indexing."""
         o3c = self.o3c
         buf, _ = self.vbg.hashmap().find(blocks)
-        idx = buf.to(o3c.int64)
         weight = self.vbg.attribute("weight").reshape((-1, self.block_resolution**3))  # a view
+        if self.device.get_type() == o3c.Device.DeviceType.CPU:
+            clamp_rows_kernel(weight.numpy(), buf.numpy().astype(np.int64), np.float32(self.max_weight))  # the grid's memory
+            return
+        idx = buf.to(o3c.int64)
         weight[idx] = weight[idx].clip(0.0, self.max_weight)
 
     def take_dirty(self) -> np.ndarray:
