@@ -116,6 +116,13 @@ class FusionConfig:
     free_ratio: float = _p(0.5, "free space: ... and at least this many per hit of the voxel (hits counted up to free_hits_cap; a look counts for free_interval frames)", (0.0, INF))
     free_hits_cap: int = _p(10, "free space: hits beyond this do not make a voxel harder to clear", (0, INT_MAX))
     free_object_fraction: float = _p(0.5, "free space: an object whose cleared voxels reach this share of those it had is removed whole", (0.0, 1.0))
+    # Moves (core/fusion/moves.py): an object removed by free space and an alike object new
+    # elsewhere within move_window seconds are one object that moved (ObjectInfo.moved_from).
+    move_window: float = _p(120.0, "moves: seconds between an object's removal and an alike object's appearance elsewhere for it to count as moved (0: off)", (0.0, INF))
+    move_min_cosine: float = _p(0.85, "moves: embeddings at least this similar (cosine) are alike", (-1.0, 1.0))
+    move_max_color_distance: float = _p(0.12, "moves, without embeddings: mean colours (RGB in [0, 1]) at most this far apart are alike ...", (0.0, 2.0))
+    move_size_ratio: float = _p(1.5, "moves, without embeddings: ... and sizes (voxels, each box side) within this factor", (1.0, INF))
+    move_min_distance: float = _p(0.2, "moves: metres between the old and the new centroid at least (nearer is the same place seen again)", (0.0, INF))
 
 
 @dataclass

@@ -230,9 +230,14 @@ _through = numba.njit(cache=True, nogil=True, inline="always")(_through)
 class FreeSpace:
     """Free-space evidence and clearing (a part of :class:`.object_map.ObjectMap`)."""
 
-    def _free_space(self, d: np.ndarray, intr, pose: np.ndarray, stride: int, stats) -> None:
-        """Count the frame's evidence of empty voxels and clear those seen through often enough.
-        ``d``: the depth image at ``stride`` (float32, 0 = invalid)."""
+    def _free_space(self, d: np.ndarray, intr, pose: np.ndarray, stride: int, stats, stamp: float = 0.0) -> None:
+        """Count the frame's evidence of empty voxels and clear those seen through often enough;
+        then pair removed objects with new ones (moves.py). ``d``: the depth image at ``stride``
+        (float32, 0 = invalid)."""
+        self._look(d, intr, pose, stride, stats, stamp)
+        self._match_moves(stamp, stats)
+
+    def _look(self, d: np.ndarray, intr, pose: np.ndarray, stride: int, stats, stamp: float) -> None:
         cfg = self.cfg
         if not cfg.free_space or self._n == 0 or self.frames % max(1, int(cfg.free_interval)):
             return
@@ -279,13 +284,17 @@ class FreeSpace:
         need = np.maximum(int(cfg.free_min_observations), np.ceil(per_hit * np.minimum(hits, int(cfg.free_hits_cap)) - 1e-9))
         clear = seen[f >= need]
         if len(clear):
-            self._clear_rows(clear, stats)
+            self._clear_rows(clear, stats, stamp)
 
-    def _clear_rows(self, rows: np.ndarray, stats) -> None:
+    def _clear_rows(self, rows: np.ndarray, stats, stamp: float = 0.0) -> None:
         """Empty the slots of ``rows`` (observed empty); objects that lost most of their voxels
         this way are removed whole."""
         ids = self.ids[rows]
         gone = ids[ids >= 0]
+        for oid in np.unique(gone).tolist():
+            st = self.objects.get(oid)
+            if st is not None and st.cleared_voxels == 0:
+                self._losing(oid)  # its first voxels go: keep it as it was (moves.py)
         self.ids[rows] = -1
         self.hits[rows] = 0
         self.owner[rows] = -1
@@ -305,9 +314,11 @@ class FreeSpace:
             self._dirty.add(oid)
             self._lost.add(oid)
             if st.num_voxels > 0 and st.cleared_voxels >= frac * (st.cleared_voxels + st.num_voxels):
+                self._departed(oid, stamp)
                 self._remove_object(oid)
                 stats.removed_objects.append(oid)
             elif st.num_voxels <= 0:
+                self._departed(oid, stamp)
                 stats.removed_objects.append(oid)
         self._drop_empty()
         self.version += 1

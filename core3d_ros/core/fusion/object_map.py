@@ -61,6 +61,7 @@ from .association import Association
 from .free_space import FreeSpace
 from .integration import FrameIntegration
 from .merging import Merging
+from .moves import Moves
 from .records import IntegrationStats, ObjectState, SegmentObservation
 from .snapshot import Snapshots
 from .storage import VoxelStore
@@ -69,7 +70,7 @@ from .threads import ThreadTeam, default_threads
 __all__ = ["IntegrationStats", "ObjectMap", "ObjectState", "SegmentObservation", "warm_up"]
 
 
-class ObjectMap(VoxelStore, FrameIntegration, FreeSpace, Association, Merging, Snapshots):
+class ObjectMap(VoxelStore, FrameIntegration, FreeSpace, Moves, Association, Merging, Snapshots):
     """The fusion map (see the module's overview): its roles are the bases it is made of, one
     file each; the state they share is set up by :meth:`clear`."""
 
@@ -112,6 +113,7 @@ class ObjectMap(VoxelStore, FrameIntegration, FreeSpace, Association, Merging, S
         self._merge_touched: list[np.ndarray] = []  # voxel rows touched since the last merge pass
         self._alias: dict[int, int] = {}  # merged-away id -> survivor, within one frame
         self._pair_votes: dict[int, dict[int, list[int]]] = {}  # [a][b] is [b][a]: [frames together, apart]
+        self._clear_moves()  # moves.py
         # snapshot.py
         self._dirty: set[int] = set()  # objects changed since the last snapshot
         self._infos: dict[int, ObjectInfo] = {}

@@ -22,6 +22,8 @@ class ObjectState:
     embedding_weight: float = 0.0
     best_view_quality: float = -1.0
     best_view: np.ndarray | None = None
+    moved_from: np.ndarray | None = None  # (3,) centroid of its old place, when it was seen to move (moves.py)
+    moved_at: float = 0.0  # when the move was seen
 
     def add_embedding(self, embedding: np.ndarray | None, weight: float = 1.0) -> None:
         if embedding is None or weight <= 0:
@@ -65,3 +67,4 @@ class IntegrationStats:
     cleared_voxels: int = 0  # voxels emptied because frames saw through them often enough
     removed_objects: list[int] = field(default_factory=list)  # objects removed by that clearing
     free_skipped: str = ""  # reason code when the frame gave no free-space evidence
+    moved_objects: list[tuple[int, int]] = field(default_factory=list)  # (object, the removed object it is) seen to move
