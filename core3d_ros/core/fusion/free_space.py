@@ -32,11 +32,9 @@ import numba
 import numpy as np
 
 from .blocks import BLOCK, MAX_DENSE_BLOCK_CELLS
-from .threads import chunk
 
 POOL = 4  # pixels per pooled cell side (of the image at the frame's stride)
 NEAR = 0.05  # metres: nothing nearer the camera is judged
-SPLIT_BLOCKS = 64  # blocks per thread before the seen-through pass is split over fusion.threads
 
 
 def _jit(fn):
@@ -162,20 +160,19 @@ def _frustum_blocks(pooled, P, stride, fx, fy, cx, cy, R, t, block_m, max_cells)
 frustum_blocks_kernel = _jit(_frustum_blocks)
 
 
-def _seen_part(k, T, nums, bcoords, btable, owner, pooled, P, stride, w, h, fx, fy, cx, cy, Rt, tc, voxel, margin_voxels, margin_quad, near, out, counts):
-    """Part k of T of the rows (holding an object) of blocks ``nums`` (block coordinates
-    ``bcoords``) that the frame sees through (module overview, step 3): written to ``out`` from
-    the part's first block's row slot on, their number to ``counts[k]``. A voxel's centre comes
-    from its block and its offset (no look-up of its key)."""
-    a, b = chunk(nums.shape[0], k, T)
+def _seen_through(nums, bcoords, btable, owner, pooled, P, stride, w, h, fx, fy, cx, cy, Rt, tc, voxel, margin_voxels, margin_quad, near, out):
+    """The rows (holding an object) of blocks ``nums`` (block coordinates ``bcoords``) that the
+    frame sees through (module overview, step 3), written to ``out``; returns their number. A
+    voxel's centre comes from its block and its offset (no look-up of its key). One thread: split
+    over the fusion threads it ran slower on a loaded 2-core machine (the hand-offs)."""
     S = btable.shape[1]
-    n = a * S
+    n = 0
     rad = 0.8661 * voxel  # bounding sphere of a voxel
-    for i in range(a, b):
+    for i in range(nums.shape[0]):
         brow = btable[nums[i]]
-        bx = bcoords[i, 0] * 8.0
-        by = bcoords[i, 1] * 8.0
-        bz = bcoords[i, 2] * 8.0
+        bx = bcoords[i, 0] * float(BLOCK)  # offsets o: (x, y, z) in 3 bits each (blocks.block_offsets)
+        by = bcoords[i, 1] * float(BLOCK)
+        bz = bcoords[i, 2] * float(BLOCK)
         for o in range(S):
             r = brow[o]
             if r >= 0 and owner[r] >= 0:
@@ -185,10 +182,10 @@ def _seen_part(k, T, nums, bcoords, btable, owner, pooled, P, stride, w, h, fx, 
                 if _through(px, py, pz, pooled, P, stride, w, h, fx, fy, cx, cy, Rt, tc, voxel, margin_voxels, margin_quad, near, rad):
                     out[n] = r
                     n += 1
-    counts[k] = n - a * S
+    return n
 
 
-seen_part_kernel = _jit(_seen_part)
+seen_through_kernel = _jit(_seen_through)
 
 
 def _through(px, py, pz, pooled, P, stride, w, h, fx, fy, cx, cy, Rt, tc, voxel, margin_voxels, margin_quad, near, rad):
@@ -259,19 +256,12 @@ class FreeSpace:
         nums, bcoords = nums[found], np.ascontiguousarray(blocks[found])
         Rt = np.ascontiguousarray(R.T)
         h, w = d.shape
-        team, S = self._team, self._btable.shape[1]
-        T = team.threads if len(nums) >= SPLIT_BLOCKS * team.threads else 1
-        out = team.scratch("free_rows", (len(nums) * S,), np.int64)
-        counts = np.zeros(T, np.int64)
-        args = (
+        out = self._team.scratch("free_rows", (len(nums) * self._btable.shape[1],), np.int64)
+        n = seen_through_kernel(
             nums, bcoords, self._btable, self.owner, pooled, POOL, stride, w, h, float(intr.fx), float(intr.fy), float(intr.cx),
-            float(intr.cy), Rt, -Rt @ t, self.voxel_size, float(cfg.free_margin_voxels), float(cfg.free_margin_quadratic), NEAR, out, counts,
+            float(intr.cy), Rt, -Rt @ t, self.voxel_size, float(cfg.free_margin_voxels), float(cfg.free_margin_quadratic), NEAR, out,
         )
-        if T > 1:
-            team.run(seen_part_kernel, *args)
-        else:
-            seen_part_kernel(0, 1, *args)
-        seen = np.concatenate([out[chunk(len(nums), k, T)[0] * S:][: counts[k]] for k in range(T)])
+        seen = out[:n].copy()
         stats.free_voxels = len(seen)
         if len(seen) == 0:
             return
