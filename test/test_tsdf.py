@@ -270,3 +270,50 @@ def test_the_vanished_surface_is_deleted_downstream():
     later = publish()
     assert later[box_block].action == Marker.DELETE  # the box's surface is gone downstream
     assert box_block not in publish()  # and is not deleted again
+
+
+def test_the_mapping_nodes_surface_topic_deletes_a_vanished_block():
+    """MapPublisher.publish_surface end to end (a stand-in node that records what is published)."""
+    pytest.importorskip("core3d.msg", reason="core3d interfaces not built (run scripts/setup.sh)")
+    from types import SimpleNamespace
+
+    from visualization_msgs.msg import Marker
+
+    from core3d_ros.config import MapperConfig
+    from core3d_ros.ros.conversions.surface import block_marker_id
+    from core3d_ros.ros.publishing import MapPublisher
+
+    class Pub:
+        def __init__(self, topic):
+            self.topic, self.sent = topic, []
+
+        def publish(self, msg):
+            self.sent.append(msg)
+
+        def get_subscription_count(self):
+            return 1
+
+    class Node:
+        def create_publisher(self, _type, topic, _qos):
+            return Pub(topic)
+
+    layer = GeometryLayer(VOXEL, max_depth=5.0, trunc_voxels=4.0, min_weight=1.0)
+    pub = MapPublisher(Node(), MapperConfig(), SimpleNamespace(geometry=layer), report=lambda: None)
+    box_block = block_marker_id(np.array([0, 0, 2]))
+    for _ in range(3):
+        layer.integrate(_box_frame(box=True))
+    pub.publish_surface(0.0)
+    first = pub.surface_pub.sent[-1].markers
+    assert first[0].action == Marker.DELETEALL  # a first publication starts afresh
+    assert any(m.id == box_block and m.action == Marker.ADD for m in first)
+    for _ in range(4):
+        layer.integrate(_box_frame(box=False))
+    pub.publish_surface(1.0)
+    later = {m.id: m for m in pub.surface_pub.sent[-1].markers}
+    assert later[box_block].action == Marker.DELETE
+    shown = {m.id for m in first if m.action == Marker.ADD}
+    deleted = {i for i, m in later.items() if m.action == Marker.DELETE}
+    assert box_block in deleted and deleted <= shown  # DELETE only for blocks that had a marker
+    n = len(pub.surface_pub.sent)
+    pub.publish_surface(2.0)  # nothing changed since: nothing sent
+    assert len(pub.surface_pub.sent) == n

@@ -124,6 +124,9 @@ class Moves:
         while len(marks) > 1 and marks[1][0] < oldest - window:
             marks.popleft()
         self._departures = [d for d in self._departures if stamp - d.stamp <= window]
+        if self.frames % 256 == 0:  # forget objects gone since (merged away, dropped)
+            self._intact = {o: f for o, f in self._intact.items() if o in self.objects}
+            self._moved_ids &= self.objects.keys()
         if not self._departures:
             return
         first_id = marks[0][1]
