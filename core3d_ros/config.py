@@ -109,7 +109,7 @@ class FusionConfig:
     # was seen through; seen through often enough (relative to its hits), it is cleared, and an
     # object that lost free_object_fraction of its voxels so is removed.
     free_space: bool = _p(True, "clear voxels that depth frames see through, and objects that lose most of their voxels so (off: the map only grows)")
-    free_interval: int = _p(2, "free space: look for evidence in every n-th fused depth frame (1: every frame; each look costs about 2 ms at 640x480)", (1, INT_MAX))
+    free_interval: int = _p(2, "free space: look for evidence in every n-th fused depth frame (1: every frame; each look costs about 1 ms at 640x480)", (1, INT_MAX))
     free_margin_voxels: float = _p(2.0, "free space: depth must lie beyond a voxel by at least this many voxels", (0.0, INF))
     free_margin_quadratic: float = _p(0.005, "free space: ... and by at least this times depth^2 (metres per squared metre, the depth noise)", (0.0, INF))
     free_min_observations: int = _p(3, "free space: frames that must see through a voxel (since it was last seen occupied) before it is cleared", (1, INT_MAX))
