@@ -110,7 +110,7 @@ class FusionConfig:
     # was seen through; seen through often enough (relative to its hits), it is cleared, and an
     # object that lost free_object_fraction of its voxels so is removed.
     free_space: bool = _p(True, "clear voxels that depth frames see through, and objects that lose most of their voxels so (off: the map only grows)")
-    free_interval: int = _p(2, "free space: look for evidence in every n-th fused depth frame (1: every frame; each look costs about 2 ms at 640x480)", (1, INT_MAX))
+    free_interval: int = _p(2, "free space: look for evidence in every n-th fused depth frame (1: every frame; each look costs about 1 ms at 640x480)", (1, INT_MAX))
     free_margin_voxels: float = _p(2.0, "free space: depth must lie beyond a voxel by at least this many voxels", (0.0, INF))
     free_margin_quadratic: float = _p(0.005, "free space: ... and by at least this times depth^2 (metres per squared metre, the depth noise)", (0.0, INF))
     free_min_observations: int = _p(3, "free space: frames that must see through a voxel (since it was last seen occupied) before it is cleared", (1, INT_MAX))
@@ -125,6 +125,13 @@ class FusionConfig:
     correction_frames: int = _p(20000, "pose corrections: fused frames whose poses are kept (136 bytes each); older ones can no longer be corrected", (1, INT_MAX))
     correction_stamp_tolerance: float = _p(0.005, "pose corrections: seconds between a correction's stamp and the fused frame it corrects", (0.0, INF))
     correction_max_gap: float = _p(1.0, "pose corrections: fused frames within this many seconds of a corrected keyframe follow its correction", (0.0, INF))
+    # Moves (core/fusion/moves.py): an object removed by free space and an alike object new
+    # elsewhere within move_window seconds are one object that moved (ObjectInfo.moved_from).
+    move_window: float = _p(120.0, "moves: seconds between an object's removal and an alike object's appearance elsewhere for it to count as moved (0: off)", (0.0, INF))
+    move_min_cosine: float = _p(0.85, "moves: embeddings at least this similar (cosine) are alike", (-1.0, 1.0))
+    move_max_color_distance: float = _p(0.12, "moves, without embeddings: mean colours (RGB in [0, 1]) at most this far apart are alike ...", (0.0, 2.0))
+    move_size_ratio: float = _p(1.5, "moves, without embeddings: ... and sizes (voxels, each box side) within this factor", (1.0, INF))
+    move_min_distance: float = _p(0.2, "moves: metres between the old and the new centroid at least (nearer is the same place seen again)", (0.0, INF))
 
 
 @dataclass
@@ -136,6 +143,8 @@ class GeometryConfig:
     block_count: int = _p(1000, "8^3-voxel blocks reserved at start; the hash map grows as needed", (1, INT_MAX))
     trunc_voxels: float = _p(4.0, "TSDF truncation distance, in voxels", (1.0, 64.0))
     min_weight: float = _p(2.0, "observations before a surface voxel is published", (0.0, INF))
+    clear: bool = _p(True, "integrate every allocated block the frame's rays pass, not only those near its surface, so a surface that left fades (as nvblox)")
+    max_weight: float = _p(20.0, "cap on a TSDF voxel's weight (0: none): a surface that left clears within about this many frames however long it was seen", (0.0, INF))
 
 
 @dataclass

@@ -74,6 +74,12 @@ def test_bench_fusion_json_has_the_agreed_fields(tmp_path):
     assert r["open3d_settings"]["trunc_voxels"] == g.trunc_voxels == r["node_geometry_settings"]["trunc_voxels"]
     assert r["open3d_settings"]["block_count_initial"] == g.block_count
     assert r["open3d_settings"]["depth_max"] == MapperConfig().depth.max_depth
+    # the free-space pass is a part of ours; what it removed from the (static) sequence is reported
+    fs = r["free_space"]
+    assert 0 < fs["ms_per_frame"] < r["ours_ms_per_frame"] and fs["eroded_voxels"] >= 0 and fs["eroded_objects"] >= 0
+    # the geometry layer with TSDF clearing integrates the surface blocks and some more
+    g = r["geometry_clearing"]
+    assert g["clear_blocks_per_frame"] >= g["plain_blocks_per_frame"] > 0 and g["clear_ms_per_frame"] > 0
 
 
 def test_fusion_peer_fills_the_blocks_of_the_nodes_truncation_band():

@@ -33,11 +33,12 @@ def test_a_change_naming_nothing_is_refused():
 
 @pytest.fixture(scope="module")
 def runs():
-    """The dynamic evaluation on a 30-frame flight, oracle masks, with and without free space,
-    looked for in every frame (the 60-frame evaluation runs the default, every 2nd)."""
+    """The dynamic evaluation on a 30-frame flight, oracle masks, with and without free space
+    (and TSDF clearing), looked for in every frame (the 60-frame evaluation runs the default,
+    every 2nd)."""
     out = {}
     for free_space in (True, False):
-        base = with_overrides(MapperConfig(), fusion={"free_space": free_space, "free_interval": 1})
+        base = with_overrides(MapperConfig(), fusion={"free_space": free_space, "free_interval": 1}, geometry={"clear": free_space})
         out[free_space] = evaluate_dynamic(base, ["oracle"], [0], frames=30)["segmenters"]["oracle"]["per_seed"][0]
     return out
 
@@ -49,11 +50,19 @@ def test_removed_and_moved_objects_leave_the_map(runs):
     assert p2["ghost_voxels"] == 0 and p2["ghost_objects"] == 0
     assert p1["moved_old_place_objects"] == 1 and p1["moved_new_place_objects"] == 0
     assert p2["moved_old_place_voxels"] == 0 and p2["moved_new_place_objects"] == 1
+    # The TSDF surface of the sofa (the geometry layer) is cleared too, all but a few samples.
+    assert p1["tsdf_ghost_voxels"] > 1000 and p2["tsdf_ghost_voxels"] <= 0.05 * p1["tsdf_ghost_voxels"]
+    # The mug at its new place says it moved, from its old place (its centre, within a voxel);
+    # nothing else says so.
+    assert not p1["moved_reported"] and p2["moved_reported"]
+    assert p2["moved_from_error_m"] < 0.025 and p1["other_moved_objects"] == p2["other_moved_objects"] == 0
 
 
 def test_without_free_space_the_ghosts_stay(runs):
     p2 = runs[False]["passes"][1]
     assert p2["ghost_voxels"] > 1000 and p2["moved_old_place_objects"] == 1
+    assert p2["tsdf_ghost_voxels"] > 0.8 * runs[False]["passes"][0]["tsdf_ghost_voxels"]
+    assert not p2["moved_reported"]  # nothing was removed, so nothing moved
 
 
 def test_clearing_takes_nothing_from_static_objects(runs):

@@ -42,7 +42,7 @@ def _reference_vbg(scene, frames):
 
 
 def test_tsdf_matches_open3ds_own_integration(scene):
-    layer = GeometryLayer(VOXEL, max_depth=5.0)
+    layer = GeometryLayer(VOXEL, max_depth=5.0, clear=False)  # clearing integrates more blocks
     for i in range(len(scene)):
         layer.integrate(scene[i])
     ref = _reference_vbg(scene, range(len(scene)))
@@ -79,7 +79,7 @@ def test_surface_lies_on_the_true_surface(scene):
 
 
 def test_only_dirty_blocks_are_read(scene):
-    layer = GeometryLayer(VOXEL, max_depth=5.0)
+    layer = GeometryLayer(VOXEL, max_depth=5.0, clear=False)
     for i in range(4):
         layer.integrate(scene[i])
     everything = layer.take_dirty()
@@ -163,3 +163,157 @@ def test_mapper_saves_and_loads_its_tsdf_beside_the_map(scene, tmp_path):
     with pytest.raises(ValueError, match="geometry"):
         other.load(written)
     assert other.geometry is before  # a damaged TSDF leaves the loaded map as it was
+
+
+# TSDF clearing on a scene computed by hand: a camera at the origin looking down +z (pose
+# identity), 64x48 pixels, f = 50, voxels of 5 cm (blocks of 0.4 m), truncation 4 voxels (0.2 m).
+# A wall at z = 2.01 m fills the view; a box's front face at z = 1.01 m fills the centre 20x20
+# pixels (0.4 m x 0.4 m).
+def _box_frame(box: bool):
+    from core3d_ros.core.camera import CameraIntrinsics
+    from core3d_ros.core.frame import Frame
+
+    intr = CameraIntrinsics(width=64, height=48, fx=50.0, fy=50.0, cx=31.5, cy=23.5)
+    depth = np.full((48, 64), 2.01, np.float32)
+    if box:
+        depth[14:34, 22:42] = 1.01
+    return Frame(rgb=np.full((48, 64, 3), 128, np.uint8), depth=depth, intrinsics=intr, pose=np.eye(4))
+
+
+def _box_run(boxed: int, empty: int, **kw):
+    """Surface points (z < 1.5 m: the box's; z ~ 2 m inside the box's shadow: the wall behind
+    it) after ``boxed`` frames with the box and ``empty`` frames without."""
+    layer = GeometryLayer(VOXEL, max_depth=5.0, trunc_voxels=4.0, min_weight=1.0, **kw)
+    for i in range(boxed + empty):
+        layer.integrate(_box_frame(box=i < boxed))
+    blocks = np.array(list(layer._dirty), np.int32)  # every block ever touched
+    points, _, block_of = layer.surface(blocks)
+    shadow = (np.abs(points[:, 0]) < 0.15) & (np.abs(points[:, 1]) < 0.15)
+    return layer, int((points[:, 2] < 1.5).sum()), int(((points[:, 2] > 1.9) & shadow).sum())
+
+
+def test_a_removed_box_leaves_the_tsdf_surface():
+    # Three frames with the box: its face is the sample plane z = 1.00 (signed distance 1 cm,
+    # 0.05 of the truncation), 9 x 9 samples (x, y from -0.20 to 0.20), and no wall behind it.
+    _, box, wall = _box_run(3, 0)
+    assert 64 <= box <= 81 and wall == 0
+    # Without clearing, frames of the empty room never revisit the box's block (z 0.8-1.2 m;
+    # Open3D integrates only the blocks within 0.2 m of the measured 2.01 m): the face stays.
+    _, box, wall = _box_run(3, 4, clear=False)
+    assert 64 <= box <= 81 and wall > 0
+    # With clearing the box's block is in view, and each voxel in front of the wall moves to
+    # +1. The slowest, z = 1.20 (tsdf -0.95 at weight 3): after n frames (3 * -0.95 + n) / (3 + n),
+    # 0.025 at n = 3 (still within the surface band 0.125), 0.16 at n = 4: gone.
+    _, box, wall = _box_run(3, 3)
+    assert box > 0
+    layer, box, wall = _box_run(3, 4)
+    assert box == 0 and wall > 0 and layer.cleared_blocks > 0
+
+
+def test_weight_cap_bounds_the_frames_a_surface_takes_to_clear():
+    # Seen 20 times, z = 1.20 needs (20 * -0.95 + n) / (20 + n) > 0.125: n >= 22 frames; with
+    # weights capped at 3 it clears in 4 as above.
+    _, box, _ = _box_run(20, 4)
+    assert box > 0
+    layer, box, _ = _box_run(20, 4, max_weight=3.0)
+    assert box == 0
+    assert float(layer.vbg.attribute("weight").numpy().max()) == 3.0
+
+
+def test_holes_clear_nothing():
+    layer = GeometryLayer(VOXEL, max_depth=5.0, trunc_voxels=4.0, min_weight=1.0)
+    for _ in range(3):
+        layer.integrate(_box_frame(box=True))
+    blocks = np.array(list(layer._dirty), np.int32)
+    before = layer.surface(blocks)[0]
+    for _ in range(5):  # frames without any valid depth (0, NaN, beyond max_depth): skipped
+        f = _box_frame(box=False)
+        f.depth[:] = 0.0
+        f.depth[:4] = np.nan
+        f.depth[4:8] = 7.0
+        assert layer.integrate(f) == 0
+    assert layer.empty_frames == 5
+    assert np.array_equal(before, layer.surface(blocks)[0])
+    for _ in range(5):  # the wall seen, the box's pixels holes: the box's centre stays
+        f = _box_frame(box=False)
+        f.depth[14:34, 22:42] = np.nan
+        layer.integrate(f)
+    points = layer.surface(blocks)[0]
+    centre = (np.abs(points[:, 0]) <= 0.15) & (np.abs(points[:, 1]) <= 0.15) & (points[:, 2] < 1.5)
+    assert centre.sum() == 49  # 7 x 7 samples, x and y from -0.15 to 0.15
+
+
+def test_the_vanished_surface_is_deleted_downstream():
+    pytest.importorskip("visualization_msgs")
+    from visualization_msgs.msg import Marker
+
+    from core3d_ros.ros.conversions.surface import ShownBlocks, block_marker_id, select_blocks, surface_markers
+
+    layer = GeometryLayer(VOXEL, max_depth=5.0, trunc_voxels=4.0, min_weight=1.0)
+    shown = ShownBlocks()
+
+    def publish():
+        blocks = layer.take_dirty()
+        points, colors, block_of = layer.surface(blocks)
+        rows = shown.to_send(blocks, block_of)
+        msg = surface_markers(*select_blocks(rows, blocks, points, colors, block_of), voxel_size=VOXEL, frame_id="map")
+        return {m.id: m for m in msg.markers}
+
+    for _ in range(3):
+        layer.integrate(_box_frame(box=True))
+    first = publish()
+    box_block = block_marker_id(np.array([0, 0, 2]))  # the box face at z = 1.00: block z 0.8-1.2 m
+    assert first[box_block].action == Marker.ADD and len(first[box_block].points) > 0
+    assert all(m.action == Marker.ADD for m in first.values())  # empty blocks send nothing
+    for _ in range(4):
+        layer.integrate(_box_frame(box=False))
+    later = publish()
+    assert later[box_block].action == Marker.DELETE  # the box's surface is gone downstream
+    assert box_block not in publish()  # and is not deleted again
+
+
+def test_the_mapping_nodes_surface_topic_deletes_a_vanished_block():
+    """MapPublisher.publish_surface end to end (a stand-in node that records what is published)."""
+    pytest.importorskip("core3d.msg", reason="core3d interfaces not built (run scripts/setup.sh)")
+    from types import SimpleNamespace
+
+    from visualization_msgs.msg import Marker
+
+    from core3d_ros.config import MapperConfig
+    from core3d_ros.ros.conversions.surface import block_marker_id
+    from core3d_ros.ros.publishing import MapPublisher
+
+    class Pub:
+        def __init__(self, topic):
+            self.topic, self.sent = topic, []
+
+        def publish(self, msg):
+            self.sent.append(msg)
+
+        def get_subscription_count(self):
+            return 1
+
+    class Node:
+        def create_publisher(self, _type, topic, _qos):
+            return Pub(topic)
+
+    layer = GeometryLayer(VOXEL, max_depth=5.0, trunc_voxels=4.0, min_weight=1.0)
+    pub = MapPublisher(Node(), MapperConfig(), SimpleNamespace(geometry=layer), report=lambda: None)
+    box_block = block_marker_id(np.array([0, 0, 2]))
+    for _ in range(3):
+        layer.integrate(_box_frame(box=True))
+    pub.publish_surface(0.0)
+    first = pub.surface_pub.sent[-1].markers
+    assert first[0].action == Marker.DELETEALL  # a first publication starts afresh
+    assert any(m.id == box_block and m.action == Marker.ADD for m in first)
+    for _ in range(4):
+        layer.integrate(_box_frame(box=False))
+    pub.publish_surface(1.0)
+    later = {m.id: m for m in pub.surface_pub.sent[-1].markers}
+    assert later[box_block].action == Marker.DELETE
+    shown = {m.id for m in first if m.action == Marker.ADD}
+    deleted = {i for i, m in later.items() if m.action == Marker.DELETE}
+    assert box_block in deleted and deleted <= shown  # DELETE only for blocks that had a marker
+    n = len(pub.surface_pub.sent)
+    pub.publish_surface(2.0)  # nothing changed since: nothing sent
+    assert len(pub.surface_pub.sent) == n

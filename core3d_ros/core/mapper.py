@@ -99,6 +99,8 @@ class Mapper:
                 block_count=g.block_count,
                 trunc_voxels=g.trunc_voxels,
                 min_weight=g.min_weight,
+                clear=g.clear,
+                max_weight=g.max_weight,
             )
         except GeometryError as e:
             raise BackendError(str(e)) from None
@@ -297,7 +299,8 @@ class Mapper:
             g = self.cfg.geometry
             try:
                 geometry = GeometryLayer.load(
-                    gpath, self.cfg.depth.max_depth, device=g.device, trunc_voxels=g.trunc_voxels, min_weight=g.min_weight
+                    gpath, self.cfg.depth.max_depth, device=g.device, trunc_voxels=g.trunc_voxels, min_weight=g.min_weight,
+                    clear=g.clear, max_weight=g.max_weight,
                 )
             except GeometryError as e:
                 raise MapFileError(str(e)) from None

@@ -70,6 +70,8 @@ class ObjectInfo:
     label: str = ""  # label guess from the vocabulary ("" when unknown)
     label_score: float = 0.0
     best_view: np.ndarray | None = None  # HxWx3 uint8 crop of the best observation
+    moved_from: np.ndarray | None = None  # (3,) centroid of its previous place when it was seen to move
+    moved_at: float = 0.0  # when the move was seen (seconds; with moved_from)
 
     @property
     def num_voxels(self) -> int:

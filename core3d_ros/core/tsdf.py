@@ -1,6 +1,6 @@
 """The geometry layer: every synced frame integrated into a TSDF (Open3D's VoxelBlockGrid).
 
-    layer = GeometryLayer(voxel_size=0.025, max_depth=5.0, device="cpu")
+    layer = GeometryLayer(voxel_size=0.025, max_depth=5.0, device="cpu", clear=True)
     layer.integrate(frame)                       # at sensor rate; the frame's blocks become dirty
     blocks = layer.take_dirty()                  # (B, 3) block coordinates changed since the last call
     points, colors, block_of = layer.surface(blocks)   # surface voxels of those blocks only
@@ -10,6 +10,17 @@ This is the standard surface map planners and RViz expect, in the same frame and
 the object map. Open3D hashes 8^3-voxel blocks, so a frame costs what the frame touches; the
 publishers read only dirty blocks, so nothing per frame or per publish scans the whole map. The
 same code runs on CUDA (``device="cuda"``) where Open3D was built with it.
+
+Clearing (``clear``): Open3D's ``compute_unique_block_coordinates`` gives only the blocks within
+the truncation band of the frame's surface, so a surface that left (a sofa carried away) would
+never be revisited. As nvblox does, every *existing* block in view is integrated too: rays
+through every 8th pixel (the min-pooled depth of free_space.py) are marched from the camera to the
+measured depth, the blocks they pass are looked up in the grid's hash map (``find``; nothing new
+is allocated), and their union with the surface blocks goes to ``integrate``. Voxels in front of
+the measured depth then move towards +truncation, so the old surface fades; the cost follows the
+frustum's blocks, never the map. Weights are capped at ``max_weight`` in the integrated blocks
+(as nvblox caps them) so that a surface seen for an hour still clears in a bounded number of
+frames. Holes and depth beyond ``max_depth`` are no evidence (Open3D skips those pixels).
 """
 from __future__ import annotations
 
@@ -17,12 +28,32 @@ import os
 import threading
 from pathlib import Path
 
+import numba
 import numpy as np
 
 from .fileio import atomic_output
 from .frame import Frame
+from .fusion.blocks import MAX_DENSE_BLOCK_CELLS
+from .fusion.free_space import POOL, frustum_blocks_kernel, pool_min_kernel
 
 DEPTH_SCALE = 1000.0  # frames are integrated as uint16 millimetres, Open3D's native input
+RAY_STRIDE = 2  # clearing: the depth image is min-pooled at every RAY_STRIDE-th pixel
+
+
+@numba.njit(cache=True, nogil=True)
+def clamp_rows_kernel(w, rows, cap):
+    """w[rows] = min(w[rows], cap), in place."""
+    for i in range(rows.shape[0]):
+        row = w[rows[i]]
+        for j in range(row.shape[0]):
+            if row[j] > cap:
+                row[j] = cap
+
+
+def _block_keys(blocks: np.ndarray) -> np.ndarray:
+    """(B, 3) block coordinates -> (B,) int64, one per block (21 bits per axis)."""
+    b = np.asarray(blocks, np.int64) + (1 << 20)
+    return (b[:, 0] << 42) | (b[:, 1] << 21) | b[:, 2]
 
 
 class GeometryError(ValueError):
@@ -52,6 +83,8 @@ class GeometryLayer:
         block_count: int = 10_000,
         trunc_voxels: float = 4.0,
         min_weight: float = 1.0,
+        clear: bool = True,
+        max_weight: float = 0.0,
         vbg=None,
     ):
         import open3d as o3d
@@ -66,6 +99,10 @@ class GeometryLayer:
         self.block_resolution = int(block_resolution)
         self.trunc_voxels = float(trunc_voxels)
         self.min_weight = float(min_weight)
+        self.clear = bool(clear)
+        self.max_weight = float(max_weight)  # 0: no cap
+        self.empty_frames = 0  # frames without a valid depth pixel (skipped)
+        self.cleared_blocks = 0  # existing blocks integrated for clearing only (all frames)
         self.vbg = vbg or o3d.t.geometry.VoxelBlockGrid(
             attr_names=("tsdf", "weight", "color"),
             attr_dtypes=(o3c.float32, o3c.float32, o3c.float32),
@@ -84,22 +121,71 @@ class GeometryLayer:
         return int(self.vbg.hashmap().size())
 
     def integrate(self, frame: Frame) -> int:
-        """Integrate one frame; returns the number of blocks it touched."""
+        """Integrate one frame; returns the number of blocks it touched (the surface blocks, and
+        with ``clear`` the existing blocks its rays pass)."""
         o3c, o3d = self.o3c, self.o3d
-        depth_mm = np.round(np.nan_to_num(frame.depth, nan=0.0, posinf=0.0) * DEPTH_SCALE)
+        depth_m = np.nan_to_num(np.asarray(frame.depth, np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        depth_mm = np.round(depth_m * DEPTH_SCALE)
+        if not ((depth_mm > 0) & (depth_m <= self.max_depth)).any():
+            self.empty_frames += 1  # no valid depth: nothing to integrate (Open3D would raise)
+            return 0
         depth = o3d.t.geometry.Image(o3c.Tensor(np.clip(depth_mm, 0, 65535).astype(np.uint16)).to(self.device))
         color = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(frame.rgb)).to(self.device))
         K = o3c.Tensor(frame.intrinsics.matrix, o3c.float64)
         extrinsic = o3c.Tensor(np.linalg.inv(frame.pose), o3c.float64)
         with self._lock:
             blocks = self.vbg.compute_unique_block_coordinates(depth, K, extrinsic, DEPTH_SCALE, self.max_depth, self.trunc_voxels)
+            if self.clear and self.num_blocks:
+                blocks = self._with_blocks_in_view(blocks, depth_m, frame)
             if blocks.shape[0] == 0:
                 return 0
             self.vbg.integrate(blocks, depth, color, K, extrinsic, DEPTH_SCALE, self.max_depth, self.trunc_voxels)
+            if self.max_weight > 0:
+                self._cap_weights(blocks)
             for b in map(tuple, blocks.cpu().numpy().tolist()):
                 self._dirty[b] = None
             self.frames += 1
             return int(blocks.shape[0])
+
+    def _with_blocks_in_view(self, surface_blocks, depth_m: np.ndarray, frame: Frame):
+        """The surface blocks and the allocated blocks that the frame's rays pass (module
+        overview, clearing), as one (B, 3) int32 tensor without repeats."""
+        o3c = self.o3c
+        # Every other pixel is enough to stop the rays (spaced half a block apart anyway).
+        pooled = pool_min_kernel(depth_m[::RAY_STRIDE, ::RAY_STRIDE], POOL)
+        pooled[pooled > self.max_depth] = 0.0  # Open3D skips those pixels: no ray that far
+        pose = np.asarray(frame.pose, np.float64)
+        intr = frame.intrinsics
+        ok, rays = frustum_blocks_kernel(
+            pooled, POOL, RAY_STRIDE, float(intr.fx), float(intr.fy), float(intr.cx), float(intr.cy),
+            np.ascontiguousarray(pose[:3, :3]), np.ascontiguousarray(pose[:3, 3]),
+            self.block_resolution * self.voxel_size, MAX_DENSE_BLOCK_CELLS,
+        )
+        if not ok or len(rays) == 0:
+            return surface_blocks
+        surf = surface_blocks.cpu().numpy().astype(np.int32).reshape(-1, 3)
+        rays = rays[~np.isin(_block_keys(rays), _block_keys(surf))]  # those not integrated anyway
+        if len(rays) == 0:
+            return surface_blocks
+        _, found = self.vbg.hashmap().find(o3c.Tensor(rays).to(self.device))
+        rays = rays[found.cpu().numpy().astype(bool)]
+        if len(rays) == 0:
+            return surface_blocks
+        self.cleared_blocks += len(rays)
+        return o3c.Tensor(np.ascontiguousarray(np.concatenate([surf, rays]), np.int32)).to(self.device)
+
+    def _cap_weights(self, blocks) -> None:
+        """Clamp the weights of ``blocks`` (all allocated) to ``max_weight``. On the CPU through
+        a numpy view of the grid's weights (Open3D's own advanced indexing costs more than the
+        integration); on a GPU with Open3D's indexing."""
+        o3c = self.o3c
+        buf, _ = self.vbg.hashmap().find(blocks)
+        weight = self.vbg.attribute("weight").reshape((-1, self.block_resolution**3))  # a view
+        if self.device.get_type() == o3c.Device.DeviceType.CPU:
+            clamp_rows_kernel(weight.numpy(), buf.numpy().astype(np.int64), np.float32(self.max_weight))  # the grid's memory
+            return
+        idx = buf.to(o3c.int64)
+        weight[idx] = weight[idx].clip(0.0, self.max_weight)
 
     def take_dirty(self) -> np.ndarray:
         """(B, 3) int32 coordinates of the blocks changed since the last call (and forget them)."""
@@ -141,6 +227,14 @@ class GeometryLayer:
         block_of = rows[np.arange(len(tsdf)) // per_block]
         points = coords.astype(np.float32)  # the TSDF's sample points
         return points[keep], np.clip(color[keep], 0, 255).astype(np.uint8), block_of[keep]
+
+    def all_blocks(self) -> np.ndarray:
+        """(B, 3) int32 coordinates of every allocated block. Whole-map: for evaluation and
+        tools, never per frame or per publication."""
+        with self._lock:
+            hm = self.vbg.hashmap()
+            keys = hm.key_tensor()[hm.active_buf_indices().to(self.o3c.int64)]
+            return keys.cpu().numpy().astype(np.int32).reshape(-1, 3)
 
     def save(self, path: str | os.PathLike) -> str:
         """Write the TSDF to ``path`` (an .npz of plain arrays, written atomically)."""

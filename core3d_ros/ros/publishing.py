@@ -25,7 +25,7 @@ from .conversions.headers import make_header
 from .conversions.markers import delete_all_marker, delete_object_markers, object_markers, query_markers
 from .conversions.objects import object_to_msg
 from .protocols import MapView
-from .conversions.surface import surface_markers
+from .conversions.surface import ShownBlocks, select_blocks, surface_markers
 from .sync import SyncStats
 
 MAP_QOS = QoSProfile(
@@ -162,6 +162,7 @@ class MapPublisher:
         self._lock = threading.Lock()
         self._objects = 0  # in the last published snapshot
         self._surface_reset = True  # the next surface publication starts with a DELETEALL
+        self._surface_shown = ShownBlocks()  # blocks with a surface marker (the rest need no DELETE)
         self._query_hits: list[tuple[ObjectInfo, float]] | None = None  # of the last query, not yet published
         self._object_msgs = ObjectMessages(object_to_msg)
         self._marker_msgs = ObjectMessages(self._markers_of)
@@ -251,6 +252,12 @@ class MapPublisher:
         if not len(blocks) and not self._surface_reset:
             return
         points, colors, block_of = geometry.surface(blocks)
+        if self._surface_reset:
+            self._surface_shown.clear()
+        rows = self._surface_shown.to_send(blocks, block_of)
+        if not len(rows) and not self._surface_reset:
+            return
+        blocks, points, colors, block_of = select_blocks(rows, blocks, points, colors, block_of)
         self.surface_pub.publish(
             surface_markers(
                 blocks, points, colors, block_of, voxel_size=geometry.voxel_size,

@@ -10,7 +10,11 @@ Per seed and segmenter, two runs of the synthetic room (every frame fused):
 After each pass of the changed run it reports the ghost voxels (map voxels of reported objects
 where only the removed object was: its ground-truth voxels minus every voxel of the changed
 room), and the moved object's voxels and objects at its old place and at its new one (each
-place: its ground-truth voxels minus the other room's). At the end, every static object's IoU
+place: its ground-truth voxels minus the other room's). The geometry layer too: its TSDF surface
+samples where only the removed object was (``tsdf_ghost_voxels``, see :func:`_tsdf_ghosts`). And
+the move as reported (core/fusion/moves.py): whether the object at the moved object's new place
+says it moved (``moved_reported``), how far its ``moved_from`` lies from the old place's centre
+(``moved_from_error_m``), and how many other objects say they moved (``other_moved_objects``). At the end, every static object's IoU
 (Hungarian match against the changed room's ground truth) in both runs, and the largest
 difference.
 """
@@ -51,6 +55,43 @@ def _region_count(pred: dict[int, np.ndarray], region: np.ndarray, min_voxels: i
     return total, objects
 
 
+def _tsdf_ghosts(geometry, region: np.ndarray, room: np.ndarray, voxel_size: float) -> int:
+    """TSDF surface samples left where only the removed object was. A sample is a voxel corner
+    (Open3D samples at multiples of the voxel size); it counts when one of the 8 object-map voxels
+    around it is in ``region`` and none is a voxel of the changed room (``room``). Whole map:
+    evaluation only."""
+    from ..core.fusion.voxels import pack
+
+    if geometry is None or not len(region):
+        return 0
+    points, _, _ = geometry.surface(geometry.all_blocks())
+    corner = np.round(points.astype(np.float64) / voxel_size).astype(np.int64)
+    near_region = np.zeros(len(corner), bool)
+    near_room = np.zeros(len(corner), bool)
+    for off in np.array(np.meshgrid([-1, 0], [-1, 0], [-1, 0], indexing="ij")).reshape(3, -1).T:
+        keys = pack(corner + off)
+        near_region |= np.isin(keys, region)
+        near_room |= np.isin(keys, room)
+    return int((near_region & ~near_room).sum())
+
+
+def _move_report(mapper, pred: dict[int, np.ndarray], new_region: np.ndarray, old_centre: np.ndarray | None) -> dict:
+    """The object holding most of the new place, whether it reports a move and from how far
+    off the old place's centre; and the other objects that report one."""
+    snap = mapper.snapshot()
+    moved = {o.id: o for o in snap.objects if o.moved_from is not None}
+    counts = {oid: int(np.isin(keys, new_region, assume_unique=True).sum()) for oid, keys in pred.items()} if len(new_region) else {}
+    at_new = max(counts, key=counts.get) if counts and max(counts.values()) > 0 else None
+    obj = moved.get(at_new) if at_new is not None else None
+    err = float(np.linalg.norm(np.asarray(obj.moved_from) - old_centre)) if obj is not None and old_centre is not None else None
+    return {
+        "moved_reported": obj is not None,
+        "moved_from": None if obj is None else [float(v) for v in obj.moved_from],
+        "moved_from_error_m": err,
+        "other_moved_objects": len([o for o in moved if o != at_new]),
+    }
+
+
 def evaluate_dynamic(
     base,
     segmenters: Iterable[str],
@@ -64,6 +105,7 @@ def evaluate_dynamic(
     from ..config import with_overrides
     from ..core.datasets import make_scene
     from ..core.mapper import Mapper
+    from ..core.fusion.voxels import key_centers
     from .evaluation import collect_ground_truth, evaluate_instances
     from .runs import map_frames
 
@@ -90,6 +132,8 @@ def evaluate_dynamic(
             ghost_region = np.setdiff1d(np.concatenate([gt_b.voxels.get(i, np.zeros(0, np.int64)) for i in removed_ids] or [np.zeros(0, np.int64)]), all_a)
             old_region = np.setdiff1d(np.concatenate([gt_b.voxels.get(i, np.zeros(0, np.int64)) for i in moved_ids] or [np.zeros(0, np.int64)]), all_a)
             new_region = np.setdiff1d(np.concatenate([gt_a.voxels.get(i, np.zeros(0, np.int64)) for i in moved_ids] or [np.zeros(0, np.int64)]), all_b)
+            old_whole = np.concatenate([gt_b.voxels.get(i, np.zeros(0, np.int64)) for i in moved_ids] or [np.zeros(0, np.int64)])
+            old_centre = key_centers(old_whole, vs).astype(np.float64).mean(axis=0) if len(old_whole) else None
 
             def reported(mapper):
                 with mapper._lock:
@@ -105,11 +149,14 @@ def evaluate_dynamic(
                 ghost, ghost_objects = _region_count(pred, ghost_region, min_vox)
                 old_v, old_o = _region_count(pred, old_region, min_vox)
                 new_v, new_o = _region_count(pred, new_region, min_vox)
+                tsdf_ghost = _tsdf_ghosts(changed.geometry, ghost_region, all_a, vs)
+                moved_report = _move_report(changed, pred, new_region, old_centre)
                 per_pass.append({
                     "pass": k + 1, "room": "as generated" if k == 0 else "changed",
-                    "ghost_voxels": ghost, "ghost_objects": ghost_objects,
+                    "ghost_voxels": ghost, "ghost_objects": ghost_objects, "tsdf_ghost_voxels": tsdf_ghost,
                     "moved_old_place_voxels": old_v, "moved_old_place_objects": old_o,
                     "moved_new_place_voxels": new_v, "moved_new_place_objects": new_o,
+                    **moved_report,
                 })
             control = Mapper(cfg)
             for k in range(passes):
@@ -149,8 +196,10 @@ def summary_lines(report: dict) -> list[str]:
             for p in s["passes"]:
                 lines.append(
                     f"{name:10s} seed {seed} pass {p['pass']} ({p['room']:12s}) ghost voxels of the {removed} {p['ghost_voxels']:5d} "
-                    f"(of {s['ghost_region_voxels']}, in {p['ghost_objects']} objects); {moved} at old place {p['moved_old_place_voxels']:4d} voxels "
+                    f"(of {s['ghost_region_voxels']}, in {p['ghost_objects']} objects), TSDF surface {p.get('tsdf_ghost_voxels', 0):5d}; {moved} at old place {p['moved_old_place_voxels']:4d} voxels "
                     f"/ {p['moved_old_place_objects']} objects, at new place {p['moved_new_place_voxels']:4d} / {p['moved_new_place_objects']}"
+                    + (f"; reported moved, from {p['moved_from_error_m']:.3f} m off the old place" if p.get("moved_reported") else "; not reported moved")
+                    + (f" ({p['other_moved_objects']} other objects reported moved)" if p.get("other_moved_objects") else "")
                 )
             w = s["static_iou_worst"]
             lines.append(

@@ -7,9 +7,11 @@ the map):
 1. The depth image (at the frame's stride) is min-pooled over cells of ``POOL`` x ``POOL``
    pixels; a hole (0 or NaN) makes its cell 0, so a cell is either the nearest valid depth in it
    or "no evidence".
-2. Rays through every other pooled cell are marched from the camera to the cell's depth in
-   steps of half a block; the distinct blocks they pass are looked up in the map's block hash.
-   Only those blocks' voxel rows are read.
+2. Rays through pooled cells are marched from the camera to the cell's depth in steps of half a
+   block; the distinct blocks they pass are looked up in the map's block hash. Only those
+   blocks' voxel rows are read. The rays are spaced so that neighbouring rays lie at most half a
+   block apart at the frame's farthest depth (as along a ray): every cell on a small image, every
+   4th at 640x480 with 20 cm blocks and 3.5 m of depth.
 3. A voxel (holding any object) is observed empty when the whole image footprint of its
    bounding sphere lies in the image and the nearest depth over that footprint is beyond the
    voxel centre's depth by more than ``max(free_margin_voxels * voxel, free_margin_quadratic *
@@ -30,7 +32,6 @@ import numba
 import numpy as np
 
 from .blocks import BLOCK, MAX_DENSE_BLOCK_CELLS
-from .voxels import _MASK, _OFFSET
 
 POOL = 4  # pixels per pooled cell side (of the image at the frame's stride)
 NEAR = 0.05  # metres: nothing nearer the camera is judged
@@ -88,20 +89,28 @@ _ray_block = numba.njit(cache=True, nogil=True, inline="always")(_ray_block)
 
 
 def _frustum_blocks(pooled, P, stride, fx, fy, cx, cy, R, t, block_m, max_cells):
-    """Distinct blocks (block coordinates) passed by rays through every other pooled cell, from
-    the camera to the cell's depth, sampled every half block. Returns (ok, blocks);
-    ok=False when the block grid of the rays' bounding box exceeds ``max_cells``."""
+    """Distinct blocks (block coordinates) passed by rays through pooled cells, from the camera
+    to the cell's depth, sampled every half block along and across (module overview, step 2).
+    Returns (ok, blocks); ok=False when the block grid of the rays' bounding box exceeds
+    ``max_cells``."""
     ph, pw = pooled.shape
     step = 0.5 * block_m
     # The rays' bounding box: that of the camera and the four corner rays at the farthest depth
     # (the frustum is the convex hull of those five points); samples = what the rays will take.
     zmax = np.float64(0.0)
+    for pr in range(ph):
+        for pc in range(pw):
+            z = pooled[pr, pc]
+            if z > zmax:
+                zmax = np.float64(z)
+    every = 1
+    if zmax > 0:  # cells between rays: at most half a block apart at zmax
+        every = max(1, int(step * min(fx, fy) / (zmax * stride * P)))
     ns = 0
-    for pr in range(0, ph, 2):
-        for pc in range(0, pw, 2):
+    for pr in range(0, ph, every):
+        for pc in range(0, pw, every):
             z = pooled[pr, pc]
             if z > 0:
-                zmax = max(zmax, np.float64(z))
                 ns += int(z / step) + 2
     lo0 = lo1 = lo2 = np.int64(1 << 40)
     hi0 = hi1 = hi2 = np.int64(-(1 << 40))
@@ -131,8 +140,8 @@ def _frustum_blocks(pooled, P, stride, fx, fy, cx, cy, R, t, block_m, max_cells)
     seen = np.zeros(cells, np.uint8)
     out = np.empty((min(cells, ns), 3), np.int32)
     nb = 0
-    for pr in range(0, ph, 2):
-        for pc in range(0, pw, 2):
+    for pr in range(0, ph, every):
+        for pc in range(0, pw, every):
             z = pooled[pr, pc]
             if not (z > 0):
                 continue
@@ -151,50 +160,62 @@ def _frustum_blocks(pooled, P, stride, fx, fy, cx, cy, R, t, block_m, max_cells)
 frustum_blocks_kernel = _jit(_frustum_blocks)
 
 
-def _seen_through(nums, btable, keys, owner, pooled, P, stride, w, h, fx, fy, cx, cy, Rt, tc, voxel, margin_voxels, margin_quad, near):
-    """The rows (holding an object) of blocks ``nums`` that the frame sees through (module
-    overview, step 3)."""
-    out = np.empty(nums.shape[0] * btable.shape[1], np.int64)
+def _seen_through(nums, bcoords, btable, owner, pooled, P, stride, w, h, fx, fy, cx, cy, Rt, tc, voxel, margin_voxels, margin_quad, near, out):
+    """The rows (holding an object) of blocks ``nums`` (block coordinates ``bcoords``) that the
+    frame sees through (module overview, step 3), written to ``out``; returns their number. A
+    voxel's centre comes from its block and its offset (no look-up of its key). One thread: split
+    over the fusion threads it ran slower on a loaded 2-core machine (the hand-offs)."""
+    S = btable.shape[1]
     n = 0
-    ph, pw = pooled.shape
     rad = 0.8661 * voxel  # bounding sphere of a voxel
     for i in range(nums.shape[0]):
         brow = btable[nums[i]]
-        for o in range(brow.shape[0]):
+        bx = bcoords[i, 0] * float(BLOCK)  # offsets o: (x, y, z) in 3 bits each (blocks.block_offsets)
+        by = bcoords[i, 1] * float(BLOCK)
+        bz = bcoords[i, 2] * float(BLOCK)
+        for o in range(S):
             r = brow[o]
-            if r >= 0 and owner[r] >= 0 and _through(r, keys, pooled, P, stride, w, h, fx, fy, cx, cy, Rt, tc, voxel, margin_voxels, margin_quad, near, rad):
-                out[n] = r
-                n += 1
-    return out[:n].copy()
+            if r >= 0 and owner[r] >= 0:
+                px = (bx + ((o >> 6) & 7) + 0.5) * voxel
+                py = (by + ((o >> 3) & 7) + 0.5) * voxel
+                pz = (bz + (o & 7) + 0.5) * voxel
+                if _through(px, py, pz, pooled, P, stride, w, h, fx, fy, cx, cy, Rt, tc, voxel, margin_voxels, margin_quad, near, rad):
+                    out[n] = r
+                    n += 1
+    return n
 
 
-def _through(r, keys, pooled, P, stride, w, h, fx, fy, cx, cy, Rt, tc, voxel, margin_voxels, margin_quad, near, rad):
-    """Whether the frame sees through the voxel of row r (the test of step 3)."""
-    key = keys[r]
-    px = (((key >> 42) & _MASK) - _OFFSET + 0.5) * voxel
-    py = (((key >> 21) & _MASK) - _OFFSET + 0.5) * voxel
-    pz = ((key & _MASK) - _OFFSET + 0.5) * voxel
+seen_through_kernel = _jit(_seen_through)
+
+
+def _through(px, py, pz, pooled, P, stride, w, h, fx, fy, cx, cy, Rt, tc, voxel, margin_voxels, margin_quad, near, rad):
+    """Whether the frame sees through the voxel centred at (px, py, pz) (the test of step 3).
+    ``P`` is always POOL (a constant here: the cell of a pixel is a shift, not a division)."""
     x = Rt[0, 0] * px + Rt[0, 1] * py + Rt[0, 2] * pz + tc[0]
     y = Rt[1, 0] * px + Rt[1, 1] * py + Rt[1, 2] * pz + tc[1]
     z = Rt[2, 0] * px + Rt[2, 1] * py + Rt[2, 2] * pz + tc[2]
     if z - rad <= near:
         return False
-    u = (fx * x / z + cx) / stride
-    v = (fy * y / z + cy) / stride
-    ru = fx * rad / (z - rad) / stride + 1.0
-    rv = fy * rad / (z - rad) / stride + 1.0
+    iz = 1.0 / (z * stride)
+    u = (fx * x + cx * z) * iz
+    v = (fy * y + cy * z) * iz
+    if not (u >= 0.0 and v >= 0.0 and u < w and v < h):
+        return False
+    need = z + max(margin_voxels * voxel, margin_quad * z * z)
+    # The centre's cell first: a voxel on a seen surface fails there, at once.
+    if not (pooled[int(v) // POOL, int(u) // POOL] > need):
+        return False
+    ir = rad / ((z - rad) * stride)
+    ru = fx * ir + 1.0
+    rv = fy * ir + 1.0
     u0 = math.floor(u - ru)
     u1 = math.ceil(u + ru)
     v0 = math.floor(v - rv)
     v1 = math.ceil(v + rv)
     if u0 < 0 or v0 < 0 or u1 > w - 1 or v1 > h - 1:
         return False
-    need = z + max(margin_voxels * voxel, margin_quad * z * z)
-    # The centre's cell first: a voxel on a seen surface fails there, at once.
-    if not (pooled[int(v) // P, int(u) // P] > need):
-        return False
-    for pr in range(v0 // P, v1 // P + 1):
-        for pc in range(u0 // P, u1 // P + 1):
+    for pr in range(v0 // POOL, v1 // POOL + 1):
+        for pc in range(u0 // POOL, u1 // POOL + 1):
             if not (pooled[pr, pc] > need):
                 return False
     return True
@@ -203,15 +224,17 @@ def _through(r, keys, pooled, P, stride, w, h, fx, fy, cx, cy, Rt, tc, voxel, ma
 _through = numba.njit(cache=True, nogil=True, inline="always")(_through)
 
 
-seen_through_kernel = _jit(_seen_through)
-
-
 class FreeSpace:
     """Free-space evidence and clearing (a part of :class:`.object_map.ObjectMap`)."""
 
-    def _free_space(self, d: np.ndarray, intr, pose: np.ndarray, stride: int, stats) -> None:
-        """Count the frame's evidence of empty voxels and clear those seen through often enough.
-        ``d``: the depth image at ``stride`` (float32, 0 = invalid)."""
+    def _free_space(self, d: np.ndarray, intr, pose: np.ndarray, stride: int, stats, stamp: float = 0.0) -> None:
+        """Count the frame's evidence of empty voxels and clear those seen through often enough;
+        then pair removed objects with new ones (moves.py). ``d``: the depth image at ``stride``
+        (float32, 0 = invalid)."""
+        self._look(d, intr, pose, stride, stats, stamp)
+        self._match_moves(stamp, stats)
+
+    def _look(self, d: np.ndarray, intr, pose: np.ndarray, stride: int, stats, stamp: float) -> None:
         cfg = self.cfg
         if not cfg.free_space or self._n == 0 or self.frames % max(1, int(cfg.free_interval)):
             return
@@ -227,15 +250,18 @@ class FreeSpace:
         if len(blocks) == 0:
             return
         nums = self._blocks.find(blocks)
-        nums = nums[nums >= 0]
-        if len(nums) == 0:
+        found = nums >= 0
+        if not found.any():
             return
+        nums, bcoords = nums[found], np.ascontiguousarray(blocks[found])
         Rt = np.ascontiguousarray(R.T)
         h, w = d.shape
-        seen = seen_through_kernel(
-            nums, self._btable, self.keys, self.owner, pooled, POOL, stride, w, h, float(intr.fx), float(intr.fy), float(intr.cx), float(intr.cy),
-            Rt, -Rt @ t, self.voxel_size, float(cfg.free_margin_voxels), float(cfg.free_margin_quadratic), NEAR,
+        out = self._team.scratch("free_rows", (len(nums) * self._btable.shape[1],), np.int64)
+        n = seen_through_kernel(
+            nums, bcoords, self._btable, self.owner, pooled, POOL, stride, w, h, float(intr.fx), float(intr.fy), float(intr.cx),
+            float(intr.cy), Rt, -Rt @ t, self.voxel_size, float(cfg.free_margin_voxels), float(cfg.free_margin_quadratic), NEAR, out,
         )
+        seen = out[:n].copy()
         stats.free_voxels = len(seen)
         if len(seen) == 0:
             return
@@ -248,13 +274,17 @@ class FreeSpace:
         need = np.maximum(int(cfg.free_min_observations), np.ceil(per_hit * np.minimum(hits, int(cfg.free_hits_cap)) - 1e-9))
         clear = seen[f >= need]
         if len(clear):
-            self._clear_rows(clear, stats)
+            self._clear_rows(clear, stats, stamp)
 
-    def _clear_rows(self, rows: np.ndarray, stats) -> None:
+    def _clear_rows(self, rows: np.ndarray, stats, stamp: float = 0.0) -> None:
         """Empty the slots of ``rows`` (observed empty); objects that lost most of their voxels
         this way are removed whole."""
         ids = self.ids[rows]
         gone = ids[ids >= 0]
+        for oid in np.unique(gone).tolist():
+            st = self.objects.get(oid)
+            if st is not None and st.cleared_voxels == 0:
+                self._losing(oid)  # its first voxels go: keep it as it was (moves.py)
         self.ids[rows] = -1
         self.hits[rows] = 0
         self.owner[rows] = -1
@@ -274,9 +304,11 @@ class FreeSpace:
             self._dirty.add(oid)
             self._lost.add(oid)
             if st.num_voxels > 0 and st.cleared_voxels >= frac * (st.cleared_voxels + st.num_voxels):
+                self._departed(oid, stamp)
                 self._remove_object(oid)
                 stats.removed_objects.append(oid)
             elif st.num_voxels <= 0:
+                self._departed(oid, stamp)
                 stats.removed_objects.append(oid)
         self._drop_empty()
         self._release_rows(rows)  # storage.py: rows no object holds go back to the free list

@@ -79,7 +79,7 @@ class FrameIntegration:
             frame_colors = gather_rows_kernel(np.ascontiguousarray(colors, dtype=np.uint8).reshape(-1, 3), fv.rep)
             stats = IntegrationStats(points=dv.points, stride=stride, voxels=len(fv))
             stats = self._integrate_voxels(fv, frame_colors, fv.label, stamp, observations, stats)
-            self._free_space(d, intrinsics, pose, stride, stats)
+            self._free_space(d, intrinsics, pose, stride, stats, stamp)
             return stats
         # "too_large": a view frustum whose block grid exceeds the dense limit takes the general
         # path: back-projection with array code, then the points' own blocks (FrameVoxels).
@@ -110,7 +110,7 @@ class FrameIntegration:
             np.floor(w, out=w)
             coords[i] = w
         stats = self._finish_frame(coords, valid, stride, W, rgb, labels, stamp, observations)
-        self._free_space(d, intrinsics, pose, stride, stats)
+        self._free_space(d, intrinsics, pose, stride, stats, stamp)
         return stats
 
     def _finish_frame(self, coords, valid, stride, W, rgb, labels, stamp, observations) -> IntegrationStats:

@@ -63,6 +63,7 @@ from .corrections import PoseCorrections
 from .free_space import FreeSpace
 from .integration import FrameIntegration
 from .merging import Merging
+from .moves import Moves
 from .records import IntegrationStats, ObjectState, SegmentObservation
 from .snapshot import Snapshots
 from .storage import VoxelStore
@@ -71,7 +72,7 @@ from .threads import ThreadTeam, default_threads
 __all__ = ["IntegrationStats", "ObjectMap", "ObjectState", "SegmentObservation", "warm_up"]
 
 
-class ObjectMap(VoxelStore, PoseCorrections, FrameIntegration, FreeSpace, Association, Merging, Snapshots):
+class ObjectMap(VoxelStore, PoseCorrections, FrameIntegration, FreeSpace, Moves, Association, Merging, Snapshots):
     """The fusion map (see the module's overview): its roles are the bases it is made of, one
     file each; the state they share is set up by :meth:`clear`."""
 
@@ -119,6 +120,7 @@ class ObjectMap(VoxelStore, PoseCorrections, FrameIntegration, FreeSpace, Associ
         self._merge_touched_n = 0  # rows in it (folded to distinct rows past the map's size)
         self._alias: dict[int, int] = {}  # merged-away id -> survivor, within one frame
         self._pair_votes: dict[int, dict[int, list[int]]] = {}  # [a][b] is [b][a]: [frames together, apart]
+        self._clear_moves()  # moves.py
         # snapshot.py
         self._dirty: set[int] = set()  # objects changed since the last snapshot
         self._infos: dict[int, ObjectInfo] = {}

@@ -24,6 +24,8 @@ class ObjectState:
     best_view: np.ndarray | None = None
     anchor: float | None = None  # stamp of the fused frame that gave it most voxels (pose corrections)
     anchor_votes: int = 0  # voxels that frame gave it
+    moved_from: np.ndarray | None = None  # (3,) centroid of its old place, when it was seen to move (moves.py)
+    moved_at: float = 0.0  # when the move was seen
 
     def add_embedding(self, embedding: np.ndarray | None, weight: float = 1.0) -> None:
         if embedding is None or weight <= 0:
@@ -67,3 +69,4 @@ class IntegrationStats:
     cleared_voxels: int = 0  # voxels emptied because frames saw through them often enough
     removed_objects: list[int] = field(default_factory=list)  # objects removed by that clearing
     free_skipped: str = ""  # reason code when the frame gave no free-space evidence
+    moved_objects: list[tuple[int, int]] = field(default_factory=list)  # (object, the removed object it is) seen to move

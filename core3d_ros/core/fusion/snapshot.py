@@ -64,6 +64,8 @@ class Snapshots:
             label=label,
             label_score=float(score),
             best_view=st.best_view,
+            moved_from=None if st.moved_from is None else np.asarray(st.moved_from, np.float64).copy(),
+            moved_at=float(st.moved_at),
         )
 
     def snapshot(self, stamp: float = 0.0, labeler=None, up: np.ndarray | None = None) -> MapSnapshot:

@@ -45,6 +45,12 @@ def object_to_msg(obj: ObjectInfo, room_id: int = 0) -> Any:
     msg.first_seen = to_time(obj.first_seen)
     msg.last_seen = to_time(obj.last_seen)
     msg.room_id = int(room_id)
+    moved = getattr(obj, "moved_from", None)
+    if moved is not None and np.all(np.isfinite(moved)):
+        p = np.asarray(moved, dtype=np.float64).reshape(3)
+        msg.has_moved_from = True
+        msg.moved_from = Point(x=float(p[0]), y=float(p[1]), z=float(p[2]))
+        msg.moved_at = to_time(getattr(obj, "moved_at", 0.0))
     return msg
 
 

@@ -2,7 +2,9 @@
 
 RViz keeps markers by (namespace, id), so publishing only the blocks that changed since the last
 publication updates the view without resending the map: the cost of a publication follows what
-changed, not the map's size. A block whose surface vanished gets a DELETE.
+changed, not the map's size. A block whose surface vanished gets a DELETE. With TSDF clearing
+(core/tsdf.py) every block in view is dirty each frame, most of them empty space that never had
+a marker: :class:`ShownBlocks` remembers which blocks have a marker, so only those get a DELETE.
 """
 from __future__ import annotations
 
@@ -22,6 +24,45 @@ def block_marker_id(block: np.ndarray) -> int:
     """A stable int32 id for a block coordinate (x, y, z)."""
     x, y, z = (int(v) & 0x3FF for v in block)  # 10 bits per axis: +-512 blocks around the origin
     return (x << 20) | (y << 10) | z
+
+
+class ShownBlocks:
+    """The blocks that have a surface marker in the subscribers' view."""
+
+    def __init__(self) -> None:
+        self._shown: set[tuple[int, int, int]] = set()
+
+    def clear(self) -> None:
+        """After a DELETEALL: nothing is shown."""
+        self._shown.clear()
+
+    def __len__(self) -> int:
+        return len(self._shown)
+
+    def to_send(self, blocks: np.ndarray, block_of: np.ndarray) -> np.ndarray:
+        """Rows of ``blocks`` to publish: those with surface points (ADD) and those without that
+        have a marker (DELETE); the shown set follows."""
+        blocks = np.asarray(blocks).reshape(-1, 3)
+        has = np.zeros(len(blocks), bool)
+        has[np.asarray(block_of, np.int64)] = True
+        keep = np.zeros(len(blocks), bool)
+        for i, (b, h) in enumerate(zip(map(tuple, blocks.tolist()), has.tolist())):
+            if h:
+                self._shown.add(b)
+                keep[i] = True
+            elif b in self._shown:
+                self._shown.discard(b)
+                keep[i] = True
+        return np.flatnonzero(keep)
+
+
+def select_blocks(rows: np.ndarray, blocks: np.ndarray, points: np.ndarray, colors: np.ndarray, block_of: np.ndarray):
+    """The surface of ``blocks[rows]`` only: (blocks, points, colors, block_of) re-indexed."""
+    remap = np.full(len(blocks), -1, np.int64)
+    remap[rows] = np.arange(len(rows))
+    new_of = remap[np.asarray(block_of, np.int64)]
+    keep = new_of >= 0
+    return np.asarray(blocks)[rows], points[keep], colors[keep], new_of[keep]
 
 
 def surface_markers(

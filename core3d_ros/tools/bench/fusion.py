@@ -3,6 +3,10 @@ node's geometry layer, on the same frames at the same voxel size.
 
 Timings are wall-clock per call (``time.perf_counter``), taken side by side in one run on the
 same inputs, alternating frame by frame so that machine noise hits both.
+
+Beside the ratio: the free-space pass's own time inside ours (``free_space``), what it removed
+(on a static sequence every removal is erosion), and the geometry layer with and without TSDF
+clearing (``geometry_clearing``: every allocated block in view integrated, core/tsdf.py).
 """
 from __future__ import annotations
 
@@ -125,6 +129,19 @@ class _Run:
         self.peer_cpu: list[float] = []
         self.strides: list[int] = []
         self.points: list[int] = []
+        self.free_ms: list[float] = []
+        self.cleared_voxels = 0
+        self.removed_objects: list[int] = []
+        fs = omap._free_space
+
+        def timed_free_space(*args, **kwargs):  # the free-space pass's share of ours
+            t = time.perf_counter()
+            try:
+                return fs(*args, **kwargs)
+            finally:
+                self.free_ms.append((time.perf_counter() - t) * 1e3)
+
+        omap._free_space = timed_free_space
 
     def ours(self, frame: Frame, masks, labels) -> None:
         t, c = time.perf_counter(), time.process_time()
@@ -133,6 +150,8 @@ class _Run:
         self.ours_cpu.append((time.process_time() - c) * 1e3)
         self.strides.append(fused.stride)
         self.points.append(fused.points)
+        self.cleared_voxels += fused.cleared_voxels
+        self.removed_objects += list(fused.removed_objects)
 
     def theirs(self, frame: Frame, masks, labels) -> None:
         prepared = self.peer.prepare(frame)  # Open3D's input format, built outside its timing
@@ -151,7 +170,42 @@ class _Run:
             "cpu_ratio": float(np.mean(self.ours_cpu) / max(np.mean(self.peer_cpu), 1e-9)),
             "ours_cpu_ms_per_frame": float(np.mean(self.ours_cpu)),
             "open3d_cpu_ms_per_frame": float(np.mean(self.peer_cpu)),
+            "free_space_ms_per_frame": float(np.sum(self.free_ms) / max(1, len(self.ours_ms))),
         }
+
+
+def _geometry_clearing(cfg: MapperConfig, frames: list[Frame]) -> dict:
+    """The geometry layer (core/tsdf.py) with TSDF clearing (every allocated block in view
+    integrated, weights capped) and without, each into its own fresh grid, frames interleaved
+    one by one (which goes first alternates)."""
+    from ...core.tsdf import GeometryLayer
+
+    g = cfg.geometry
+    layers, ms, blocks = {}, {"clear": [], "plain": []}, {"clear": [], "plain": []}
+    for name, clear in (("clear", True), ("plain", False)):
+        layers[name] = GeometryLayer(
+            cfg.fusion.voxel_size, cfg.depth.max_depth, device=g.device, block_count=g.block_count,
+            trunc_voxels=g.trunc_voxels, min_weight=g.min_weight, clear=clear, max_weight=g.max_weight if clear else 0.0,
+        )
+    for i, frame in enumerate(frames):
+        for name in ("clear", "plain") if i % 2 == 0 else ("plain", "clear"):
+            t = time.perf_counter()
+            blocks[name].append(layers[name].integrate(frame))
+            ms[name].append((time.perf_counter() - t) * 1e3)
+    clear_ms, plain_ms = float(np.mean(ms["clear"][1:] or ms["clear"])), float(np.mean(ms["plain"][1:] or ms["plain"]))
+    return {
+        "what": "GeometryLayer.integrate per frame (uint16 conversion, block coordinates, integration), with "
+        "geometry.clear (+ rays through the min-pooled depth, hash-map look-up, weight cap) and without; "
+        "the first frame (compilation, first allocations) left out",
+        "clear_ms_per_frame": clear_ms,
+        "plain_ms_per_frame": plain_ms,
+        "ratio": clear_ms / max(plain_ms, 1e-9),
+        "clear_blocks_per_frame": float(np.mean(blocks["clear"])),
+        "plain_blocks_per_frame": float(np.mean(blocks["plain"])),
+        "blocks_added_for_clearing_per_frame": layers["clear"].cleared_blocks / max(1, len(frames)),
+        "max_weight": g.max_weight,
+        "grid_blocks": layers["clear"].num_blocks,
+    }
 
 
 def bench_fusion(
@@ -209,6 +263,7 @@ def bench_fusion(
                 side(*item)
         per_run.append({"first": "ours" if r % 2 == 0 else "open3d", **run.figures()})
     strides, points_n = run.strides, run.points
+    geometry = _geometry_clearing(cfg, loaded) if cfg.geometry.enabled else None
     ratios = [p["ratio"] for p in per_run]
     ours_mean = float(np.median([p["ours"]["ms_per_frame"] for p in per_run]))
     peer_mean = float(np.median([p["open3d"]["ms_per_frame"] for p in per_run]))
@@ -239,6 +294,18 @@ def bench_fusion(
         "cpu_ratio": float(np.median([p["cpu_ratio"] for p in per_run])),
         "ours_cpu_ms_per_frame": float(np.median([p["ours_cpu_ms_per_frame"] for p in per_run])),
         "open3d_cpu_ms_per_frame": float(np.median([p["open3d_cpu_ms_per_frame"] for p in per_run])),
+        "free_space": {
+            "enabled": cfg.fusion.free_space,
+            "interval": cfg.fusion.free_interval,
+            "ms_per_frame": float(np.median([p["free_space_ms_per_frame"] for p in per_run])),
+            "ms_per_frame_note": "the free-space pass inside ours (median over runs of the mean over all frames; it looks every fusion.free_interval-th)",
+            # a static sequence: everything free space removes is erosion (last run)
+            "eroded_voxels": run.cleared_voxels,
+            "eroded_voxels_fraction": run.cleared_voxels / max(1, omap.num_voxels + run.cleared_voxels),
+            "eroded_objects": len(set(run.removed_objects)),
+            "erosion_note": "voxels and objects free space removed in the last run; on a static sequence every removal is erosion",
+        },
+        "geometry_clearing": geometry,
         "ours_worst_frame_ms": float(max(p["ours"]["ms_max"] for p in per_run)),
         "open3d_worst_frame_ms": float(max(p["open3d"]["ms_max"] for p in per_run)),
         "ms_first_quarter": float(np.median([p["ours"]["ms_first_quarter"] for p in per_run])),
