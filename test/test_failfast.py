@@ -57,7 +57,7 @@ def test_back_end_modules_register_themselves_without_their_base_importing_them(
     for base, backends in {
         "segment/base.py": {"geometric", "oracle", "sam", "semantic_sam"},
         "embed/base.py": {"clip"},
-        "datasets/base.py": {"replica", "scannet", "sevenscenes", "synthetic", "threedmatch", "tum"},
+        "datasets/base.py": {"building", "replica", "scannet", "sevenscenes", "synthetic", "threedmatch", "tum"},
     }.items():
         tree = ast.parse((ROOT / "core3d_ros" / "core" / base).read_text())
         imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 1 for a in n.names}
@@ -69,7 +69,7 @@ def test_back_end_modules_register_themselves_without_their_base_importing_them(
 
     assert available_segmenters() == ["geometric", "oracle", "sam", "semantic_sam"]
     assert available_encoders() == ["none", "mean_color", "open_clip"]
-    assert DATASETS.names() == ["3dmatch", "7scenes", "replica", "scannet", "synthetic", "tum"]
+    assert DATASETS.names() == ["3dmatch", "7scenes", "replica", "scannet", "synthetic", "synthetic-building", "tum"]
 
 
 # ------------------------------------------------------------------ each back-end parameter

@@ -32,6 +32,7 @@ def test_the_voxel_sample_is_bounded(n: int, cap: int, kept: int) -> None:
 
 def test_an_object_round_trips_with_its_summary_and_a_bounded_sample() -> None:
     obj = mapped_object(n=500)
+    obj.moved_from, obj.moved_at = np.array([0.5, 1.0, -0.25]), 3.0
     state = object_state_to_msg(obj, max_sample=100)
     assert len(state.sample_points) == 3 * 100 and len(state.sample_colors) == 3 * 100
     assert len(state.embedding_fp16) == 16
@@ -54,6 +55,7 @@ def test_an_object_round_trips_with_its_summary_and_a_bounded_sample() -> None:
     assert np.allclose(got.box.extent, obj.box.extent, atol=1e-6)
     assert np.allclose(np.abs(got.box.rotation.T @ obj.box.rotation), np.eye(3), atol=1e-6)
     assert (got.first_seen, got.last_seen) == pytest.approx((1.5, 4.25))
+    assert np.allclose(got.moved_from, [0.5, 1.0, -0.25]) and got.moved_at == pytest.approx(3.0)
 
 
 def test_an_unusable_box_orientation_becomes_a_nan_box_for_the_mirror() -> None:

@@ -21,6 +21,7 @@ def omap():
     st = next(iter(m.objects.values()))
     st.add_embedding(np.array([1, 0, 0, 0], np.float32))
     st.best_view, st.best_view_quality = np.full((4, 5, 3), 7, np.uint8), 0.8
+    st.moved_from, st.moved_at = np.array([1.0, -2.0, 0.5]), 3.5  # seen to move (moves.py)
     return m
 
 
@@ -39,6 +40,10 @@ def test_round_trip(tmp_path, omap):
             assert np.allclose(x.embedding, y.embedding)
         if x.best_view is not None:
             assert np.array_equal(x.best_view, y.best_view)
+        assert (x.moved_from is None) == (y.moved_from is None) and x.moved_at == y.moved_at
+        if x.moved_from is not None:
+            assert np.array_equal(x.moved_from, y.moved_from)
+    assert sum(o.moved_from is not None for o in b.objects) == 1
     # A loaded map keeps integrating: the same objects are found again.
     integrate(loaded, [box_surface([0, 0, 0], [0.4, 0.4, 0.4])])
     assert len(loaded.objects) == len(omap.objects)

@@ -67,11 +67,14 @@ def test_map_saved_without_hierarchy_has_none(tmp_path, omap):  # noqa: F811
 def test_version_1_file_still_loads(tmp_path, omap):  # noqa: F811
     arrays = _arrays(save_map(omap, tmp_path / "m"))
     arrays["version"] = np.array(1, np.int64)
+    for name in ("obj_moved_from", "obj_moved_at"):  # version 2's moves (a map without a hierarchy)
+        del arrays[name]
     assert set(arrays) == V1_ARRAYS  # exactly the old format's arrays
     _write(tmp_path / "v1.npz", arrays)
     loaded = load_map(tmp_path / "v1.npz", cfg())
     assert loaded.num_voxels == omap.num_voxels and sorted(loaded.objects) == sorted(omap.objects)
     assert load_hierarchy(tmp_path / "v1.npz") is None
+    assert all(s.moved_from is None for s in loaded.objects.values())
 
 
 def _damage(name, value):

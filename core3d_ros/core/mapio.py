@@ -69,6 +69,9 @@ def save_map(omap: ObjectMap, path: str | os.PathLike, hierarchy=None) -> str:
         "obj_view_shape": view_shapes,
         "obj_view_quality": view_q,
         "obj_views": np.concatenate(views) if views else np.zeros(0, np.uint8),
+        # moves (version 2): the old place of an object seen to move (NaN: none) and when
+        "obj_moved_from": np.array([s.moved_from if s.moved_from is not None else (np.nan,) * 3 for s in states], np.float64).reshape(-1, 3),
+        "obj_moved_at": np.array([s.moved_at for s in states], np.float64),
     }
     if hierarchy is not None:
         arrays.update(hierarchy_arrays(hierarchy))
@@ -225,6 +228,22 @@ def validate_views(view_shape: np.ndarray, views: np.ndarray, m: int) -> None:
         raise MapFileError("best-view images do not match their shapes")
 
 
+def _moves(data, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Objects' old places and move times (absent before moves were saved: none moved)."""
+    if "obj_moved_from" not in data:
+        return np.full((m, 3), np.nan), np.zeros(m)
+    moved_from = _get(data, "obj_moved_from", np.float64, 2)
+    moved_at = _get(data, "obj_moved_at", np.float64, 1)
+    if moved_from.shape != (m, 3) or len(moved_at) != m:
+        raise MapFileError("object arrays have inconsistent lengths")
+    some = np.isfinite(moved_from).all(axis=1)
+    if np.any(~some & ~np.isnan(moved_from).all(axis=1)):
+        raise MapFileError("an object's old place must be three finite numbers or none (NaN)")
+    if not np.all(np.isfinite(moved_at)) or np.any(moved_at < 0) or np.any(moved_at > MAX_TIME):
+        raise MapFileError(f"object move times must lie in [0, {MAX_TIME:.0f}] s")
+    return moved_from, moved_at
+
+
 def _build(data, cfg: FusionConfig) -> ObjectMap:
     if str(_get(data, "format", "<U10", 0)) != FORMAT:
         raise MapFileError("not a core3d map file")
@@ -273,6 +292,7 @@ def _build(data, cfg: FusionConfig) -> ObjectMap:
     validate_views(view_shape, views, m)
     if m and next_id <= obj_id.max():
         raise MapFileError("next object id must exceed every object id")
+    moved_from, moved_at = _moves(data, m)
 
     fusion = dataclasses.replace(cfg, voxel_size=voxel_size, slots_per_voxel=K)
     offset = 0
@@ -290,6 +310,8 @@ def _build(data, cfg: FusionConfig) -> ObjectMap:
             best_view_quality=float(obj["obj_view_quality"][i]),
             best_view=view,
         )
+        if np.all(np.isfinite(moved_from[i])):
+            st.moved_from, st.moved_at = moved_from[i].copy(), float(moved_at[i])
         if emb.shape[1] and obj["obj_embedding_weight"][i] > 0:
             st.embedding_sum = emb[i].copy()
             st.embedding_weight = float(obj["obj_embedding_weight"][i])

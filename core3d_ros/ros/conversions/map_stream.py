@@ -118,6 +118,8 @@ def msg_to_streamed_object(msg: Any) -> StreamedObject:
         full_centroid=_vec(o.centroid),
         full_num_voxels=int(o.num_voxels),
         full_mean_color=np.array([c.r, c.g, c.b], dtype=np.float64),
+        moved_from=_vec(o.moved_from) if o.has_moved_from else None,
+        moved_at=to_seconds(o.moved_at) if o.has_moved_from else 0.0,
     )
 
 
