@@ -206,7 +206,9 @@ def test_rooms_of_a_mapped_building_appear_on_the_topic(ros_context) -> None:
 
         assert wait_for(same_as_offline, 30), (areas(expected.rooms), [areas(g.rooms) for g in graphs[-3:]])
         g = graphs[-1]
-        assert abs(g.floors[0].height - expected.floors[0].height) < 1e-6 and g.up_source == "default" and g.up.z == 1.0
+        # the floor's height is a mean over surface points: blocks fed as they changed (some cleared
+        # and re-sent) vs all at once agree to well under a voxel, not bit for bit
+        assert abs(g.floors[0].height - expected.floors[0].height) < 1e-3 and g.up_source == "default" and g.up.z == 1.0
         assert [r.label for r in g.rooms] == [f"room {r.id}" for r in g.rooms]  # no encoder: numbered
         # the motion keyframes went to the room keyframes: each walked-through room has some
         kept = node._scene_graph._keyframes.frames
