@@ -22,7 +22,7 @@ import numpy as np
 
 from ..config import MapperConfig, with_overrides
 from ..core.hierarchy.graph import Floor, Room, SceneGraph
-from .query_eval import ORACLE_FUSION, EvalScene, GtObject, match_objects
+from .query_scenes import ORACLE_FUSION, EvalScene, GtObject, match_objects
 
 
 def build_building_scene(

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import numpy as np
@@ -37,6 +36,7 @@ from ..config import MapperConfig, with_overrides
 from ..core.hierarchy.graph import Floor, Room, SceneGraph
 from ..core.objects import MapSnapshot, ObjectInfo
 from ..core.retrieval import QueryEngine
+from .query_scenes import ORACLE_FUSION, EvalScene, GtObject, match_objects
 
 ROOM_LABELS = ("kitchen", "office", "bedroom", "living room")
 ORDINALS = ("first", "second", "third", "fourth", "fifth")
@@ -45,54 +45,6 @@ ROOM_PITCH = 5.6  # metres between room centres along x (rooms are at most 5.5 m
 STOREY = 3.0  # metres between floors
 MOVABLE = {"mug": (0.0, -0.6), "book": (-0.6, 0.0), "vase": (-0.55, 0.0)}  # xy step off the support
 IOU_HIT = 0.25
-# the mask crop only: the context crops (box, large, huge, surroundings) hold other classes, and
-# mixing them in would blur the oracle's one-hot, which is what the evaluation holds fixed
-ORACLE_FUSION = {"w_mask": 1.0, "w_bbox": 0.0, "w_large": 0.0, "w_huge": 0.0, "w_sur": 0.0}
-
-
-@dataclass
-class GtObject:
-    key: int  # building-level ground-truth id: 1000 x room index + instance id
-    cls: str
-    lo: np.ndarray  # axis-aligned box, building frame
-    hi: np.ndarray
-    room: int | None  # room id in the true graph (None: structure)
-    floor: int  # floor id (0: none)
-
-    @property
-    def center(self) -> np.ndarray:
-        return (self.lo + self.hi) / 2
-
-
-@dataclass
-class EvalScene:
-    snapshot: MapSnapshot
-    graph: SceneGraph
-    gt: dict[int, GtObject]
-    match: dict[int, dict[int, float]]  # map object id -> {gt key: IoU > 0}
-    rooms: list[dict] = field(default_factory=list)  # what was built: per room (or building) facts
-    graphs: dict[str, SceneGraph] = field(default_factory=dict)  # more graphs to evaluate (e.g. the built one)
-
-
-# ----------------------------------------------------------------------------- mapping
-
-
-def match_objects(mapper, frames) -> dict[int, dict[int, float]]:
-    """{map object id: {ground-truth instance id: IoU > 0}} from the frames' instance ids."""
-    from .evaluation import collect_ground_truth, intersection_matrix
-
-    gt = collect_ground_truth(frames, mapper.cfg.fusion.voxel_size, stride=2)
-    with mapper._lock:
-        pred = mapper.map.instance_voxels()
-    pids, gids = list(pred), list(gt.voxels)
-    inter = intersection_matrix([pred[p] for p in pids], [gt.voxels[g] for g in gids])
-    match: dict[int, dict[int, float]] = {}
-    for a, p in enumerate(pids):
-        for b in np.flatnonzero(inter[a] > 0):
-            g = gids[b]
-            iou = inter[a, b] / (len(pred[p]) + len(gt.voxels[g]) - inter[a, b])
-            match.setdefault(int(p), {})[int(g)] = float(iou)
-    return match
 
 
 def _map_room(seed: int, move: dict, frames: int, cfg: MapperConfig, classes: list[str]):
