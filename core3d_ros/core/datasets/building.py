@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ...config import DepthConfig
-from .base import DatasetError, register_dataset
+from .base import register_dataset
 from .synthetic import (
     COLORS,
     FPS,
@@ -37,6 +37,7 @@ from .synthetic import (
     _make_object,
     camera_intrinsics,
     look_at,
+    named_seed,
 )
 
 STOREY_HEIGHT = 3.0
@@ -412,15 +413,7 @@ PREFIX = "synthetic-building"
 
 def building_seed(path: str) -> int | None:
     """'synthetic-building' or 'synthetic-building:SEED' -> seed; anything else -> None."""
-    text = str(path)
-    if text == PREFIX:
-        return 0
-    if text.startswith(PREFIX + ":"):
-        try:
-            return int(text.split(":", 1)[1])
-        except ValueError:
-            raise DatasetError(f"synthetic building seed must be an integer: {text!r}") from None
-    return None
+    return named_seed(path, PREFIX)
 
 
 def _is_building(path: Path) -> bool:

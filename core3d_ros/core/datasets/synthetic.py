@@ -454,17 +454,22 @@ def make_scene(
     return SyntheticScene(seed=seed, num_frames=num_frames, width=width, height=height, noise=noise, depth=depth, remove=remove, move=move)
 
 
-def synthetic_seed(path: str) -> int | None:
-    """'synthetic' or 'synthetic:SEED' -> seed; anything else -> None."""
+def named_seed(path: str, name: str) -> int | None:
+    """'NAME' or 'NAME:SEED' -> seed (0 without one); anything else -> None."""
     text = str(path)
-    if text == "synthetic":
+    if text == name:
         return 0
-    if text.startswith("synthetic:"):
+    if text.startswith(name + ":"):
         try:
             return int(text.split(":", 1)[1])
         except ValueError:
-            raise DatasetError(f"synthetic scene seed must be an integer: {text!r}") from None
+            raise DatasetError(f"{name} seed must be an integer: {text!r}") from None
     return None
+
+
+def synthetic_seed(path: str) -> int | None:
+    """'synthetic' or 'synthetic:SEED' -> seed; anything else -> None."""
+    return named_seed(path, "synthetic")
 
 
 def _is_synthetic(path: Path) -> bool:
