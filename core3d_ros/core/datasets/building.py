@@ -36,6 +36,7 @@ from .synthetic import (
     SyntheticScene,
     _make_object,
     camera_intrinsics,
+    check_render,
     look_at,
     named_seed,
 )
@@ -271,10 +272,7 @@ class BuildingScene(SyntheticScene):
     ):
         if frames_per_room < 4:
             raise ValueError(f"frames_per_room must be >= 4, got {frames_per_room}")
-        if width < 8 or height < 8:
-            raise ValueError(f"image size too small: {width}x{height}")
-        if noise < 0:
-            raise ValueError(f"noise must be >= 0, got {noise}")
+        check_render(width, height, noise)
         self.seed = int(seed)
         self.noise = float(noise)
         self.up = (0.0, 0.0, 1.0)

@@ -267,6 +267,14 @@ def _changed(objects: list[SceneObject], remove: Iterable[str], move: Mapping[st
     return out
 
 
+def check_render(width: int, height: int, noise: float) -> None:
+    """The rendering arguments a synthetic scene accepts (ValueError otherwise)."""
+    if width < 8 or height < 8:
+        raise ValueError(f"image size too small: {width}x{height}")
+    if noise < 0:
+        raise ValueError(f"noise must be >= 0, got {noise}")
+
+
 class SyntheticScene:
     """A rendered synthetic room; implements the Dataset protocol (frames rendered on access)."""
 
@@ -283,10 +291,7 @@ class SyntheticScene:
     ):
         if num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-        if width < 8 or height < 8:
-            raise ValueError(f"image size too small: {width}x{height}")
-        if noise < 0:
-            raise ValueError(f"noise must be >= 0, got {noise}")
+        check_render(width, height, noise)
         self.seed = int(seed)
         self.noise = float(noise)
         self.up = (0.0, 0.0, 1.0)  # the world frame is z-up, floor at z = 0
