@@ -274,6 +274,19 @@ def cmd_bench(args) -> int:
             + ", ".join(f"{k} {t[k][0]:.1f} ({w[k][0]:.0f}) -> {t[k][-1]:.1f} ({w[k][-1]:.0f}) ms" for k in t)
             + "; worst call anywhere: " + ", ".join(f"{k} {v:.0f} ms" for k, v in result["worst_ms"].items())
         )
+    elif args.what == "snapshot":
+        from .tools.bench.snapshot import bench_snapshot
+
+        if not args.data:
+            raise SystemExit("core3d bench snapshot: --data DIR is required")
+        voxel = args.voxel if args.voxel is not None else 0.01
+        result = bench_snapshot(args.data, frames=args.frames, voxel=voxel, every=args.every, cfg=_config(args), progress=_progress("segment"))
+        f = result["fifths"]
+        print(
+            f"{result['snapshots']} snapshots, map {f['voxels'][0]:.0f} -> {f['voxels'][-1]:.0f} voxels (mean per fifth); "
+            f"full rebuild {f['full_ms'][0]:.1f} -> {f['full_ms'][-1]:.1f} ms, incremental "
+            f"{f['incremental_ms'][0]:.1f} -> {f['incremental_ms'][-1]:.1f} ms per snapshot"
+        )
     elif args.what == "semantics":
         from .tools.bench.semantics import bench_semantics
 
@@ -423,12 +436,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_eval)
 
     b = sub.add_parser("bench", help="benchmarks writing JSON")
-    b.add_argument("what", choices=["fusion", "scale", "semantics", "query", "online", *STRESS_BENCHES])
+    b.add_argument("what", choices=["fusion", "scale", "snapshot", "semantics", "query", "online", *STRESS_BENCHES])
     b.add_argument("--voxels", type=int, default=2_000_000, help="scale: grow the map to at least this many voxels")
     b.add_argument("--data", help="dataset folder (fusion: required; semantics: optional real frame)")
     b.add_argument("--frames", type=int, default=None)
     b.add_argument("--voxel", type=float, default=None)
     b.add_argument("--stride", type=int, default=None, help="fusion: pixel stride (overrides fusion.pixel_stride; 1 = every pixel)")
+    b.add_argument("--every", type=int, default=1, help="snapshot: frames between snapshots")
     b.add_argument("--runs", type=int, default=None, help="fusion: whole runs, alternating which side goes first (default 5); the median is reported")
     b.add_argument("--objects", type=int, nargs="+", default=[1000, 10000])
     b.add_argument("--repeats", type=int, default=None, help="default 200; 40 with --llm-delay-ms")

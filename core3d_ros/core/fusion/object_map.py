@@ -56,7 +56,6 @@ from __future__ import annotations
 import numpy as np
 
 from ...config import FusionConfig
-from ..objects import MapSnapshot, ObjectInfo
 from .association import Association
 from .free_space import FreeSpace
 from .integration import FrameIntegration
@@ -112,11 +111,7 @@ class ObjectMap(VoxelStore, FrameIntegration, FreeSpace, Association, Merging, S
         self._merge_touched: list[np.ndarray] = []  # voxel rows touched since the last merge pass
         self._alias: dict[int, int] = {}  # merged-away id -> survivor, within one frame
         self._pair_votes: dict[int, dict[int, list[int]]] = {}  # [a][b] is [b][a]: [frames together, apart]
-        # snapshot.py
-        self._dirty: set[int] = set()  # objects changed since the last snapshot
-        self._infos: dict[int, ObjectInfo] = {}
-        self._snapshot: MapSnapshot | None = None
-        self._snapshot_key = None
+        self._clear_snapshots()  # snapshot.py: per-object summaries, rows marked since the last snapshot
 
 
 _WARM = False

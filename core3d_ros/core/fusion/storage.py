@@ -159,6 +159,7 @@ class VoxelStore:
         new = np.where(hits[ar, best] >= 0, self.ids[rows, best], -1)
         self.owner[rows] = new
         changed = old != new
+        self._mark_rows(rows[changed])  # snapshot.py keeps the owners' summaries by change
         if changed.any():
             self._dirty.update(np.unique(np.concatenate([old[changed], new[changed]])).tolist())
 
