@@ -367,6 +367,11 @@ def _stress_bench(args) -> dict:
             f"timeouts at {r['query_timeout_s']:g} s): p50 {q['p50']:.1f} ms, p99 {q['p99']:.1f} ms, max {q['max']:.1f} ms "
             f"(from actual send: p99 {r['query_ms_from_send']['p99']:.1f} ms); frames lost "
             f"{r['frames_lost_without_queries']} without queries, {r['frames_lost_with_queries']} with"
+            + (
+                f"; mirror staleness p50 {r['mirror_staleness_s']['p50']:.3f} s, p95 {r['mirror_staleness_s']['p95']:.3f} s"
+                if r["mirror_staleness_s"] else ""
+            )
+            + f"; stream {r['stream_bytes_per_s_measured'] / 1e3:.1f} kB/s"
         )
     else:
         r = kill.bench_kill(trials=args.trials, frames=args.frames or 60, data=args.data, **common)
@@ -459,8 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="soak/fuzz/load: the perception node in a process of its own (as the launch file starts it) or in the mapping node's",
     )
     b.add_argument(
-        "--query-node", action="store_true",
-        help="load: queries go to core3d-query-node in a process of its own (from the map stream), as the launch file starts it",
+        "--query-node", action=argparse.BooleanOptionalAction, default=True,
+        help="load: queries go to core3d-query-node in a process of its own (from the map stream), as the launch file "
+        "starts it (the default); --no-query-node: to the mapping node itself",
     )
     b.add_argument("--trials", type=int, default=7, help="kill: save_map calls killed")
     b.add_argument("--workdir", help="soak/fuzz/load/kill: keep node logs and maps here (default: a removed temp dir)")

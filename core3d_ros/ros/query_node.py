@@ -50,6 +50,7 @@ from .services import QUERY_WINDOW, fill_object_response, fill_query_response, q
 NODE_NAME = "core3d_query"
 NO_MAP_YET = "no map yet: waiting for the first map state from core3d/get_map_state"
 STATE_TIMEOUT_S = 5.0  # a state request unanswered this long is given up and asked again
+STALENESS_WINDOW = 2048  # applied updates whose staleness /diagnostics summarises
 
 
 def default_answerer(cfg: MapperConfig) -> Any:
@@ -91,6 +92,7 @@ class QueryNode(Node):
         self._counts: Counter = Counter()  # queries, updates received, state requests / failures
         self._errors: Counter = Counter()
         self._query_ms: deque[float] = deque(maxlen=QUERY_WINDOW)
+        self._staleness_s: deque[float] = deque(maxlen=STALENESS_WINDOW)
         self._state_future: Any = None
         self._state_asked_at = 0.0
         self._state_mark: int | None = None  # MapMirror.mark() when the state was asked for
@@ -163,6 +165,7 @@ class QueryNode(Node):
         if recent:
             values["query_ms_p50"] = f"{np.percentile(recent, 50):.1f}"
             values["query_ms_p99"] = f"{np.percentile(recent, 99):.1f}"
+        values.update(self._staleness_values())
         values.update({f"rejected_{k}": v for k, v in sorted(s.rejected.items())})
         values.update({f"resyncs_{k}": v for k, v in sorted(s.resyncs.items())})
         values.update({f"errors_{k}": v for k, v in sorted(errors.items())})
@@ -180,8 +183,31 @@ class QueryNode(Node):
                 self._counts["updates_unreadable"] += 1
             self.get_logger().warning(f"unreadable map update: {type(e).__name__}: {e}", throttle_duration_sec=5.0)
             return
-        self.mirror.offer(version)
+        self._note_staleness(msg, self.mirror.offer(version))
         self._ask_state_if_needed()
+
+    def _note_staleness(self, msg: Any, outcome: str) -> None:
+        """For an update applied: the time from its snapshot in the mapping node (the update's
+        header stamp, taken just before that snapshot) to now, when queries see it."""
+        if outcome != "applied":
+            return
+        stamp = msg.header.stamp
+        age = (self.get_clock().now().nanoseconds - (int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec))) * 1e-9
+        with self._lock:
+            self._staleness_s.append(age)
+
+    def _staleness_values(self) -> dict[str, Any]:
+        """staleness_s_p50/p95/max over the last STALENESS_WINDOW applied updates."""
+        with self._lock:
+            ages = list(self._staleness_s)
+        if not ages:
+            return {}
+        return {
+            "staleness_s_p50": f"{np.percentile(ages, 50):.3f}",
+            "staleness_s_p95": f"{np.percentile(ages, 95):.3f}",
+            "staleness_s_max": f"{max(ages):.3f}",
+            "staleness_updates": len(ages),
+        }
 
     def _ask_state_if_needed(self) -> None:
         if not self.mirror.needs_state:
