@@ -145,7 +145,7 @@ def test_box_passes_over_the_object_only_when_its_outline_loses_a_point():
     omap.integrate_points(pts, grey, np.ones(len(pts), int), 0.0)
     first = omap.snapshot(up=UP).objects[0]
     summary: _Summary = omap._summaries[first.id]
-    fits = summary.fits
+    passes = summary.passes
     assert np.allclose(sorted(first.box.extent), sorted([19 * VS, 9 * VS, 3 * VS]))
 
     def row_at(x, y, z):
@@ -165,14 +165,22 @@ def test_box_passes_over_the_object_only_when_its_outline_loses_a_point():
     wide = omap.snapshot(up=UP).objects[0]
     assert np.isclose(max(wide.box.extent), 20 * VS)
     _check(omap, omap.snapshot(up=UP))
-    assert summary.fits == fits
+    assert summary.passes == passes
     omap._clear_rows(row_at(20.5, 2.5, 1.5), IntegrationStats())  # a hull vertex: the hull is rebuilt
     back = omap.snapshot(up=UP).objects[0]
-    assert summary.fits == fits + 1 and np.isclose(max(back.box.extent), 19 * VS)
+    assert summary.passes == passes + 1 and np.isclose(max(back.box.extent), 19 * VS)
     _check(omap, omap.snapshot(up=UP))
-    omap._clear_rows(row_at(5.5, 5.5, 3.5), IntegrationStats())  # the top layer: the up range is redone
+    # One voxel of the corner column and one of the top layer: others stay there, no pass.
+    omap._clear_rows(np.concatenate([row_at(0.5, 0.5, 0.5), row_at(5.5, 5.5, 3.5)]), IntegrationStats())
     _check(omap, omap.snapshot(up=UP))
-    assert summary.fits == fits + 2
+    assert summary.passes == passes + 1
+    # The rest of the top layer: the up range is redone (one pass), the box is a layer lower.
+    centres = key_centers(omap.keys[: omap.num_voxels], VS)
+    top = np.flatnonzero(np.isclose(centres[:, 2], 3.5 * VS) & (omap.owner[: omap.num_voxels] == first.id))
+    omap._clear_rows(top.astype(np.int64), IntegrationStats())
+    low = omap.snapshot(up=UP).objects[0]
+    assert summary.passes == passes + 2 and np.isclose(min(low.box.extent), 2 * VS)
+    _check(omap, omap.snapshot(up=UP))
 
 
 def test_a_snapshot_reads_only_the_rows_that_changed():

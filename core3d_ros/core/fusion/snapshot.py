@@ -11,8 +11,9 @@ marked rows and applies them to the summaries of the objects that lost, kept or 
   moving the last row into its place; it joins at the end), so the snapshot's points and colours
   are one copy of those arrays, with no sort, gather or ownership test;
 - exact integer sums of voxel coordinates and colours (centroid and mean colour);
-- the oriented box as axes plus the points' extent along them (see :class:`_Summary` for when
-  it is refitted).
+- the outline that decides the gravity-aligned box: the convex hull of the ground projection
+  and the range along up (:mod:`.outline`), so the box equals a full fit's and costs the
+  object only when a hull vertex or an end of the up range loses its last point.
 
 So the part of a snapshot that reads the map (``begin_snapshot``, under the fusion lock) costs
 the rows that changed; the part that builds boxes, labels and copies (``finish_snapshot``)
@@ -25,6 +26,7 @@ import dataclasses
 import numpy as np
 
 from ..objects import MapSnapshot, ObjectInfo, OrientedBox
+from .outline import Outline, ground_axes
 from .voxels import unpack
 
 @dataclasses.dataclass
@@ -43,38 +45,15 @@ class SummaryInfo(ObjectInfo):
         return self.summary_mean_color if self.summary_mean_color is not None else ObjectInfo.mean_color.fget(self)
 
 
-def ground_axes(up) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Unit ``up`` and the two ground-plane axes ``OrientedBox.from_points`` projects on."""
-    up = np.asarray(up, np.float64)
-    up = up / np.linalg.norm(up)
-    a = np.cross(up, [1.0, 0.0, 0.0] if abs(up[0]) < 0.9 else [0.0, 1.0, 0.0])
-    a /= np.linalg.norm(a)
-    return up, a, np.cross(up, a)
-
-
 class _Summary:
-    """What a snapshot reports of one object's voxels, kept by change.
-
-    The box (with an up vector, the node's case) is ``OrientedBox.from_points``' box: the
-    minimum-area rectangle of the points' ground projection (which only their convex hull
-    decides) times their range along up. Kept: the hull's vertices (rows and ground
-    coordinates) and the up range.
-
-    - points added: their ground points join the hull's vertices and the hull of those is
-      taken (costs the hull plus the new points); the up range widens;
-    - points removed: when one was a hull vertex the hull is rebuilt from all the object's
-      points, when one lay at an end of the up range that range is (each one pass over the
-      object); removals inside the hull cost nothing;
-    - the rectangle is then found on the hull's vertices (a few dozen points).
-
-    So the box equals a full fit at every snapshot (up to rounding), and costs the object only
-    when the object loses a point of its outline. Without an up vector (principal axes, which
-    every point moves) an object that changed is fitted in full. Hull and range are brought up
-    to date in :meth:`box`, outside the fusion lock.
+    """What a snapshot reports of one object's voxels, kept by change: its rows with their
+    voxel centres and colours in dense arrays (a row leaves by moving the last row into its
+    place; it joins at the end), exact sums of voxel coordinates and colours, and the outline
+    of its gravity-aligned box (:class:`.outline.Outline`, for the up vector ``view``; without
+    an up vector, principal axes, which every point moves: a changed object is fitted in full).
     """
 
-    __slots__ = ("n", "rows", "pts", "cols", "key_sum", "col_sum", "view", "hull_rows", "hull_g", "zlo", "zhi",
-                 "pend_rows", "pend_pts", "pend_n", "hull_stale", "z_stale", "changed", "fits", "box_cache", "upu")
+    __slots__ = ("n", "rows", "pts", "cols", "key_sum", "col_sum", "view", "outline", "changed", "fits", "box_cache")
 
     def __init__(self):
         self.n = 0
@@ -83,21 +62,19 @@ class _Summary:
         self.cols = np.empty((16, 3), np.uint8)
         self.key_sum = np.zeros(3, np.int64)  # sum of the voxel coordinates (exact)
         self.col_sum = np.zeros(3, np.int64)  # sum of the reported (uint8) colours (exact)
-        self.view = None  # the up vector (tuple) the box state was kept for; unset: none kept
-        self.hull_rows = np.zeros(0, np.int64)
-        self.hull_g = np.zeros((0, 2), np.float64)
-        self.zlo = self.zhi = 0.0
-        self.pend_rows: list[np.ndarray] = []  # rows added since the box was last brought up to date
-        self.pend_pts: list[np.ndarray] = []
-        self.pend_n = 0
-        self.upu: np.ndarray | None = None  # unit up of ``view``
-        self.hull_stale = self.z_stale = True
+        self.view = None  # the up vector (tuple) of ``outline``
+        self.outline: Outline | None = None
         self.changed = True
-        self.fits = 0  # passes over all the object's points (hull or range rebuilt; full fits)
+        self.fits = 0  # full fits without an up vector
         self.box_cache: OrientedBox | None = None
 
     def nbytes(self) -> int:
         return self.rows.nbytes + self.pts.nbytes + self.cols.nbytes
+
+    @property
+    def passes(self) -> int:
+        """Passes over all the object's points for its box so far."""
+        return self.fits + (self.outline.passes if self.outline is not None else 0)
 
     def _reserve(self, need: int) -> None:
         cap = len(self.rows)
@@ -121,29 +98,15 @@ class _Summary:
         self.key_sum += coords.sum(axis=0)
         self.col_sum += cols.sum(axis=0, dtype=np.int64)
         self.changed = True
-        if not self.hull_stale:
-            self.pend_rows.append(rows)
-            self.pend_pts.append(pts)
-            self.pend_n += k
-            if self.pend_n > self.n // 2:  # an object not reported for a while: rebuild instead
-                self._drop_pending()
-
-    def _drop_pending(self) -> None:
-        self.hull_stale = True
-        self.pend_rows, self.pend_pts, self.pend_n = [], [], 0
+        if self.outline is not None:
+            self.outline.add(pts)
 
     def remove(self, pos: np.ndarray, coords: np.ndarray, pos_of_row: np.ndarray) -> None:
         """Remove the rows at positions ``pos`` (distinct) with their voxel coordinates: the
         last rows move into the holes."""
         k = len(pos)
-        gone = self.rows[pos]
-        if not self.hull_stale:
-            outline = np.concatenate([self.hull_rows, *self.pend_rows])
-            if np.isin(gone, outline).any():
-                self._drop_pending()
-        if not self.z_stale and self.upu is not None:
-            z = self.pts[pos].astype(np.float64) @ self.upu
-            self.z_stale = bool(np.any(z <= self.zlo + 1e-6) or np.any(z >= self.zhi - 1e-6))
+        if self.outline is not None:
+            self.outline.remove(self.pts[pos])
         self.key_sum -= coords.sum(axis=0)
         self.col_sum -= self.cols[pos].sum(axis=0, dtype=np.int64)
         keep = self.n - k
@@ -160,54 +123,20 @@ class _Summary:
         self.col_sum += cols.sum(axis=0, dtype=np.int64) - self.cols[pos].sum(axis=0, dtype=np.int64)
         self.cols[pos] = cols
 
-    def box(self, up, view, voxel: float) -> OrientedBox:
-        """The box (see the class docstring), brought up to date outside the fusion lock."""
-        import cv2
-
+    def box(self, axes, view, voxel: float) -> OrientedBox:
+        """The box (outside the fusion lock; ``axes``: ``ground_axes(up)``, None without up)."""
         if not self.changed and self.box_cache is not None and self.view == view:
             return self.box_cache
         pts = self.pts[: self.n]
         self.changed = False
-        if up is None:
-            self.view, self.upu, self.fits = view, None, self.fits + 1
-            self._drop_pending()
+        if self.view != view or self.outline is None and axes is not None:
+            self.view = view
+            self.outline = Outline(axes) if axes is not None else None
+        if self.outline is None:
+            self.fits += 1
             self.box_cache = OrientedBox.from_points(pts, up=None, min_extent=voxel)
-            return self.box_cache
-        u, a, b = ground_axes(up)
-        ab = np.stack([a, b], axis=1)
-        if self.view != view:
-            self.view, self.upu = view, u
-            self._drop_pending()
-            self.z_stale = True
-        if self.hull_stale:
-            cand_rows, cand_g = self.rows[: self.n], pts.astype(np.float64) @ ab
-            self.fits += 1
         else:
-            cand_rows = np.concatenate([self.hull_rows, *self.pend_rows])
-            cand_g = np.concatenate([self.hull_g, *[p.astype(np.float64) @ ab for p in self.pend_pts]])
-        if self.z_stale:
-            z = pts.astype(np.float64) @ u
-            self.zlo, self.zhi = float(z.min()), float(z.max())
-            self.fits += 1
-        elif self.pend_pts:
-            z = np.concatenate(self.pend_pts).astype(np.float64) @ u
-            self.zlo, self.zhi = min(self.zlo, float(z.min())), max(self.zhi, float(z.max()))
-        self.pend_rows, self.pend_pts, self.pend_n = [], [], 0
-        self.hull_stale = self.z_stale = False
-        if len(cand_g) > 2:
-            idx = cv2.convexHull(cand_g.astype(np.float32), returnPoints=False).reshape(-1)
-            self.hull_rows, self.hull_g = cand_rows[idx], cand_g[idx]
-        else:
-            self.hull_rows, self.hull_g = cand_rows, cand_g
-        (_, _), (_, _), angle = cv2.minAreaRect(self.hull_g.astype(np.float32))
-        t = np.deg2rad(angle)
-        c, s = np.cos(t), np.sin(t)
-        x = c * a + s * b
-        R = np.stack([x, np.cross(u, x), u], axis=1)
-        gx, gy = self.hull_g @ np.array([c, s]), self.hull_g @ np.array([-s, c])
-        lo = np.array([gx.min(), gy.min(), self.zlo])
-        hi = np.array([gx.max(), gy.max(), self.zhi])
-        self.box_cache = OrientedBox(R @ ((lo + hi) / 2), R, np.maximum(hi - lo, voxel))
+            self.box_cache = self.outline.box(pts, voxel)
         return self.box_cache
 
 
@@ -281,7 +210,7 @@ class Snapshots:
 
         def groups(sel: np.ndarray, by: np.ndarray):
             r, o = rows[sel], by[sel]
-            order = np.argsort(o, kind="stable")
+            order = np.argsort(o)
             r, o = r[order], o[order]
             starts = np.flatnonzero(np.r_[True, o[1:] != o[:-1]]) if len(o) else np.zeros(0, np.int64)
             ends = np.append(starts[1:], len(o))
@@ -310,7 +239,7 @@ class Snapshots:
                 del self._summaries[oid]
         return changed
 
-    def _info(self, oid: int, st, s: _Summary, labeler, up, view, relabel: bool) -> ObjectInfo:
+    def _info(self, oid: int, st, s: _Summary, labeler, axes, view, relabel: bool) -> ObjectInfo:
         voxel = self.voxel_size
         emb = st.embedding
         prev = self._infos.get(oid)
@@ -323,7 +252,7 @@ class Snapshots:
             id=oid,
             points=s.pts[:n].copy(),
             colors=s.cols[:n].copy(),
-            box=s.box(up, view, voxel),
+            box=s.box(axes, view, voxel),
             num_observations=st.num_observations,
             first_seen=st.first_seen,
             last_seen=st.last_seen,
@@ -369,11 +298,12 @@ class Snapshots:
         key, states, frames, relabel = parts
         if states is None:
             return self._snapshot
+        axes = ground_axes(up) if up is not None else None
         for oid, r in states.items():
             if r is None:
                 self._infos.pop(oid, None)
             else:
-                self._infos[oid] = self._info(oid, r[0], r[1], labeler, up, key[1], oid in relabel)
+                self._infos[oid] = self._info(oid, r[0], r[1], labeler, axes, key[1], oid in relabel)
         objects = [self._infos[o] for o in sorted(self._infos)]
         self._snapshot = MapSnapshot(objects=objects, voxel_size=self.voxel_size, stamp=stamp, frames=frames)
         self._snapshot_key = key
