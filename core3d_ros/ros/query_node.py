@@ -183,8 +183,22 @@ class QueryNode(Node):
                 self._counts["updates_unreadable"] += 1
             self.get_logger().warning(f"unreadable map update: {type(e).__name__}: {e}", throttle_duration_sec=5.0)
             return
-        self._note_staleness(msg, self.mirror.offer(version))
+        outcome = self.mirror.offer(version)
+        self._note_staleness(msg, outcome)
+        if outcome == "applied":
+            self._warm_index()
         self._ask_state_if_needed()
+
+    def _warm_index(self) -> None:
+        """Build the answerer's index of the version just applied here, in the stream's
+        callback, so that the next query does not (the engine carries over what the last
+        version's queries derived of its unchanged objects: this costs the version's objects,
+        not their points)."""
+        engine = getattr(self.answerer, "engine", self.answerer)  # the model-step answerer wraps one
+        index = getattr(engine, "index", None)
+        snap = self.mirror.snapshot()
+        if callable(index) and snap is not None:
+            index(snap)
 
     def _note_staleness(self, msg: Any, outcome: str) -> None:
         """For an update applied: the time from its snapshot in the mapping node (the update's
@@ -239,6 +253,7 @@ class QueryNode(Node):
             mark = self._state_mark
         outcome = self.mirror.apply_state(msg_to_map_version(resp.state), mark)
         if outcome == "applied":  # the first state and each resync: rare, worth a line
+            self._warm_index()
             st = resp.state
             self.get_logger().info(
                 f"map state applied: {st.map_id} generation {st.generation} seq {st.seq}, {len(st.objects)} objects"

@@ -158,6 +158,20 @@ class SnapshotIndex:
                     self._colors[i] = np.asarray(self.objects[i].mean_color, dtype=np.float64)
         return self._colors[idx]
 
+    def carry(self, prev: "SnapshotIndex") -> None:
+        """Per-object values ``prev`` derived already (refined geometry, mean colours), for the
+        objects both indices hold: a map version shares its unchanged objects with the last one
+        (the same ObjectInfo), so a new version costs its changed objects, not another pass over
+        every object's points by the next queries. Costs one look-up per object."""
+        where = {id(o): j for j, o in enumerate(prev.objects)}  # prev holds them: ids are unique
+        pairs = [(i, where[id(o)]) for i, o in enumerate(self.objects) if id(o) in where]
+        if not pairs:
+            return
+        here, there = np.array(pairs, dtype=np.int64).T
+        with prev.lock:
+            self.geometry.carry(prev.geometry, here, there)
+            self._colors[here] = prev._colors[there]
+
     def neighbours(self, sel: np.ndarray, radius: float) -> np.ndarray:
         """Objects whose box centre lies within ``radius`` of an object in ``sel`` (unique, in the
         order of the first ``sel`` object they are near)."""
@@ -235,6 +249,8 @@ class QueryEngine:
                 if k == key and ref() is snapshot:
                     return idx
             built = SnapshotIndex(snapshot, self._up)
+            if self._cache:  # what the last version's queries derived (its snapshot may be gone)
+                built.carry(self._cache[-1][2])
             self._cache = [(r, k, i) for r, k, i in self._cache if r() is not None][-1:]
             self._cache.append((weakref.ref(snapshot), key, built))
             return built
