@@ -42,7 +42,7 @@ def _dot(pts: np.ndarray, v: np.ndarray) -> np.ndarray:
 class Outline:
     """Ground hull and up range of a changing point set (see the module docstring)."""
 
-    __slots__ = ("u", "a", "b", "stale_hull", "stale_z", "hull", "hull_n", "pending", "zlo", "zhi", "zlo_n", "zhi_n", "passes")
+    __slots__ = ("u", "a", "b", "stale_hull", "stale_z", "hull", "hull_n", "pending", "zlo", "zhi", "zlo_n", "zhi_n", "passes", "scanned")
 
     def __init__(self, axes: tuple[np.ndarray, np.ndarray, np.ndarray]):
         self.u, self.a, self.b = axes
@@ -53,6 +53,7 @@ class Outline:
         self.zlo = self.zhi = 0.0
         self.zlo_n = self.zhi_n = 0
         self.passes = 0  # rebuilds from all the points (hull or range)
+        self.scanned = 0  # points those rebuilds read
 
     def _ground(self, pts: np.ndarray) -> np.ndarray:
         return _dot(pts, self.a) + 1j * _dot(pts, self.b)
@@ -123,6 +124,7 @@ class Outline:
             self.pending = []
             self.stale_hull = False
             self.passes += 1
+            self.scanned += len(pts)
         else:
             self._merge()
         if self.stale_z:
@@ -131,6 +133,7 @@ class Outline:
             self.zlo_n, self.zhi_n = int(np.count_nonzero(z == self.zlo)), int(np.count_nonzero(z == self.zhi))
             self.stale_z = False
             self.passes += 1
+            self.scanned += len(pts)
         h = self.hull
         (_, _), (_, _), angle = cv2.minAreaRect(np.stack([h.real, h.imag], axis=1).astype(np.float32))
         t = np.deg2rad(angle)

@@ -53,7 +53,7 @@ class _Summary:
     an up vector, principal axes, which every point moves: a changed object is fitted in full).
     """
 
-    __slots__ = ("n", "rows", "pts", "cols", "key_sum", "col_sum", "view", "outline", "changed", "fits", "box_cache")
+    __slots__ = ("n", "rows", "pts", "cols", "key_sum", "col_sum", "view", "outline", "changed", "fits", "fit_points", "box_cache")
 
     def __init__(self):
         self.n = 0
@@ -66,6 +66,7 @@ class _Summary:
         self.outline: Outline | None = None
         self.changed = True
         self.fits = 0  # full fits without an up vector
+        self.fit_points = 0
         self.box_cache: OrientedBox | None = None
 
     def nbytes(self) -> int:
@@ -75,6 +76,11 @@ class _Summary:
     def passes(self) -> int:
         """Passes over all the object's points for its box so far."""
         return self.fits + (self.outline.passes if self.outline is not None else 0)
+
+    @property
+    def scanned(self) -> int:
+        """Points those passes read (full fits counted at the object's size then)."""
+        return self.fit_points + (self.outline.scanned if self.outline is not None else 0)
 
     def _reserve(self, need: int) -> None:
         cap = len(self.rows)
@@ -134,6 +140,7 @@ class _Summary:
             self.outline = Outline(axes) if axes is not None else None
         if self.outline is None:
             self.fits += 1
+            self.fit_points += len(pts)
             self.box_cache = OrientedBox.from_points(pts, up=None, min_extent=voxel)
         else:
             self.box_cache = self.outline.box(pts, voxel)
@@ -154,6 +161,8 @@ class Snapshots:
         self._mark = np.zeros(0, bool)  # per row: in _marked_rows
         self._sum_owner = np.zeros(0, np.int32)  # per row: the object whose summary holds it (-1)
         self._sum_pos = np.zeros(0, np.int64)  # per row: its position in that summary
+        self.box_passes = 0  # passes over an object's points for its box, and the points read
+        self.box_pass_points = 0
 
     def _mark_rows(self, rows: np.ndarray) -> None:
         """Note rows whose owner or colour changed (the hook of storage and integration)."""
@@ -248,11 +257,15 @@ class Snapshots:
         else:
             label, score = prev.label, prev.label_score
         n = s.n
+        passes, scanned = s.passes, s.scanned
+        box = s.box(axes, view, voxel)
+        self.box_passes += s.passes - passes
+        self.box_pass_points += s.scanned - scanned
         return SummaryInfo(
             id=oid,
             points=s.pts[:n].copy(),
             colors=s.cols[:n].copy(),
-            box=s.box(axes, view, voxel),
+            box=box,
             num_observations=st.num_observations,
             first_seen=st.first_seen,
             last_seen=st.last_seen,

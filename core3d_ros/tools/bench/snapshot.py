@@ -74,7 +74,7 @@ def bench_snapshot(
     warm_up(cfg.fusion)
     omap = ObjectMap(cfg.fusion)
     rec = {k: [] for k in ("voxels", "objects", "changed", "marked_rows", "full_ms", "full_cpu_ms", "full_voxels_read",
-                            "incremental_ms", "incremental_cpu_ms", "box_passes")}
+                            "incremental_ms", "incremental_cpu_ms", "box_passes", "box_pass_voxels")}
     for i, (frame, labels) in enumerate(inputs):
         fuse_frame(omap, frame, None, labels=labels)
         if (i + 1) % max(1, every):
@@ -84,7 +84,7 @@ def bench_snapshot(
         read = full_rebuild(omap, dirty, up)
         t1, c1 = time.perf_counter(), time.process_time()
         marked = sum(len(r) for r in omap._marked_rows)
-        fits = sum(s.passes for s in omap._summaries.values())
+        fits, scanned = omap.box_passes, omap.box_pass_points
         snap = omap.snapshot(up=up)
         t2, c2 = time.perf_counter(), time.process_time()
         rec["voxels"].append(omap.num_voxels)
@@ -96,7 +96,8 @@ def bench_snapshot(
         rec["full_voxels_read"].append(read)
         rec["incremental_ms"].append((t2 - t1) * 1e3)
         rec["incremental_cpu_ms"].append((c2 - c1) * 1e3)
-        rec["box_passes"].append(sum(s.passes for s in omap._summaries.values()) - fits)
+        rec["box_passes"].append(omap.box_passes - fits)
+        rec["box_pass_voxels"].append(omap.box_pass_points - scanned)
     n = len(rec["voxels"])
     bounds = np.linspace(0, n, 6).astype(int)
     fifths = {
