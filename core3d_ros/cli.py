@@ -287,6 +287,16 @@ def cmd_bench(args) -> int:
             f"full rebuild {f['full_ms'][0]:.1f} -> {f['full_ms'][-1]:.1f} ms, incremental "
             f"{f['incremental_ms'][0]:.1f} -> {f['incremental_ms'][-1]:.1f} ms per snapshot"
         )
+    elif args.what == "versions":
+        from .tools.bench.versions import bench_versions
+
+        result = bench_versions(objects=args.objects, versions=args.repeats or 20)
+        for n, r in result["per_objects"].items():
+            c, b = r["carried"], r["rebuilt"]
+            print(
+                f"{n} objects: queries on a new version {c['first_ms_p50']:.1f} ms (rebuilt afresh, as before: "
+                f"{b['first_ms_p50']:.1f} ms); steady {c['steady_ms_p50']:.1f} ms"
+            )
     elif args.what == "semantics":
         from .tools.bench.semantics import bench_semantics
 
@@ -441,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_eval)
 
     b = sub.add_parser("bench", help="benchmarks writing JSON")
-    b.add_argument("what", choices=["fusion", "scale", "snapshot", "semantics", "query", "online", *STRESS_BENCHES])
+    b.add_argument("what", choices=["fusion", "scale", "snapshot", "versions", "semantics", "query", "online", *STRESS_BENCHES])
     b.add_argument("--voxels", type=int, default=2_000_000, help="scale: grow the map to at least this many voxels")
     b.add_argument("--data", help="dataset folder (fusion: required; semantics: optional real frame)")
     b.add_argument("--frames", type=int, default=None)

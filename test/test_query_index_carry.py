@@ -72,3 +72,13 @@ def test_nothing_is_carried_across_another_voxel_size():
     engine.answer(snap, "the largest object", top_k=3)
     idx = engine.index(_next_version(snap, moved=0, voxel_size=snap.voxel_size * 2))  # another pad
     assert not idx.geometry.refined.any()
+
+
+def test_the_versions_bench_times_both_ways_on_the_same_versions():
+    from core3d_ros.tools.bench.versions import bench_versions
+
+    r = bench_versions(objects=(30,), versions=2, changed=3, points=20)
+    row = r["per_objects"]["30"]
+    assert r["versions"] == 2 and set(row) == {"carried", "rebuilt"}
+    for mode in row.values():
+        assert 0 < mode["first_ms_p50"] <= mode["first_ms_max"] and mode["steady_ms_p50"] > 0

@@ -57,7 +57,7 @@ class _Summary:
 
     def __init__(self):
         self.n = 0
-        self.rows = np.empty(16, np.int64)
+        self.rows = np.empty(16, np.int32)  # map rows (max_voxels < 2**31)
         self.pts = np.empty((16, 3), np.float32)
         self.cols = np.empty((16, 3), np.uint8)
         self.key_sum = np.zeros(3, np.int64)  # sum of the voxel coordinates (exact)
@@ -160,7 +160,7 @@ class Snapshots:
         self._marked_rows: list[np.ndarray] = []  # rows whose owner or colour changed, once each
         self._mark = np.zeros(0, bool)  # per row: in _marked_rows
         self._sum_owner = np.zeros(0, np.int32)  # per row: the object whose summary holds it (-1)
-        self._sum_pos = np.zeros(0, np.int64)  # per row: its position in that summary
+        self._sum_pos = np.zeros(0, np.int32)  # per row: its position in that summary
         self.box_passes = 0  # passes over an object's points for its box, and the points read
         self.box_pass_points = 0
 
@@ -173,7 +173,7 @@ class Snapshots:
             n = len(self._mark)
             self._mark = np.concatenate([self._mark, np.zeros(cap - n, bool)])
             self._sum_owner = np.concatenate([self._sum_owner, np.full(cap - n, -1, np.int32)])
-            self._sum_pos = np.concatenate([self._sum_pos, np.zeros(cap - n, np.int64)])
+            self._sum_pos = np.concatenate([self._sum_pos, np.zeros(cap - n, np.int32)])
         rows = np.asarray(rows, np.int64)
         new = rows[~self._mark[rows]]
         if len(new):
