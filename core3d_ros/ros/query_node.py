@@ -186,17 +186,16 @@ class QueryNode(Node):
         outcome = self.mirror.offer(version)
         self._note_staleness(msg, outcome)
         if outcome == "applied":
-            self._warm_index()
+            self._warm_index(self.mirror.snapshot())
         self._ask_state_if_needed()
 
-    def _warm_index(self) -> None:
-        """Build the answerer's index of the version just applied here, in the stream's
-        callback, so that the next query does not (the engine carries over what the last
-        version's queries derived of its unchanged objects: this costs the version's objects,
-        not their points)."""
+    def _warm_index(self, snap: Any) -> None:
+        """Build the answerer's index of ``snap``, the version just applied, here in the
+        stream's callback, so that the next query does not (the engine carries over what the
+        last version's queries derived of its unchanged objects: this costs the version's
+        objects, not their points)."""
         engine = getattr(self.answerer, "engine", self.answerer)  # the model-step answerer wraps one
         index = getattr(engine, "index", None)
-        snap = self.mirror.snapshot()
         if callable(index) and snap is not None:
             index(snap)
 
@@ -253,7 +252,7 @@ class QueryNode(Node):
             mark = self._state_mark
         outcome = self.mirror.apply_state(msg_to_map_version(resp.state), mark)
         if outcome == "applied":  # the first state and each resync: rare, worth a line
-            self._warm_index()
+            self._warm_index(self.mirror.snapshot())
             st = resp.state
             self.get_logger().info(
                 f"map state applied: {st.map_id} generation {st.generation} seq {st.seq}, {len(st.objects)} objects"
