@@ -211,3 +211,17 @@ def test_votes_that_move_voxels_between_objects_keep_both_summaries_exact(seed):
         sel = base[rng.random(len(base)) < 0.6]
         omap.integrate_points(sel, rng.integers(0, 256, (len(sel), 3)).astype(np.uint8), np.full(len(sel), label), float(step))
         _check(omap, omap.snapshot(up=UP))
+
+
+def test_a_copy_with_other_points_computes_its_own_centroid():
+    import dataclasses
+
+    rng = np.random.default_rng(5)
+    omap = ObjectMap(_cfg())
+    p = _cuboid(rng, [0, 0, 0], [0.5, 0.5, 0.5], 2000)
+    omap.integrate_points(p, rng.integers(0, 256, (len(p), 3)).astype(np.uint8), np.ones(len(p), int), 0.0)
+    o = omap.snapshot(up=UP).objects[0]
+    assert np.allclose(o.centroid, o.points.mean(axis=0), atol=1e-5)
+    moved = dataclasses.replace(o, points=o.points + np.float32([1, 0, 0]), colors=np.zeros_like(o.colors))
+    assert np.allclose(moved.centroid, o.centroid + [1, 0, 0], atol=1e-5)
+    assert np.allclose(moved.mean_color, 0.0)

@@ -31,18 +31,23 @@ from .voxels import unpack
 
 @dataclasses.dataclass
 class SummaryInfo(ObjectInfo):
-    """An ObjectInfo whose centroid and mean colour come from its summary's running sums."""
+    """An ObjectInfo whose centroid and mean colour come from its summary's running sums (for
+    the points and colours it was made with: a copy with other ones computes them)."""
 
     summary_centroid: np.ndarray | None = None
     summary_mean_color: np.ndarray | None = None
+    summary_of: tuple | None = None  # (points, colors) the two values describe
+
+    def _summarised(self) -> bool:
+        return self.summary_of is not None and self.summary_of[0] is self.points and self.summary_of[1] is self.colors
 
     @property
     def centroid(self) -> np.ndarray:
-        return self.summary_centroid if self.summary_centroid is not None else ObjectInfo.centroid.fget(self)
+        return self.summary_centroid if self._summarised() else ObjectInfo.centroid.fget(self)
 
     @property
     def mean_color(self) -> np.ndarray:
-        return self.summary_mean_color if self.summary_mean_color is not None else ObjectInfo.mean_color.fget(self)
+        return self.summary_mean_color if self._summarised() else ObjectInfo.mean_color.fget(self)
 
 
 class _Summary:
@@ -257,14 +262,15 @@ class Snapshots:
         else:
             label, score = prev.label, prev.label_score
         n = s.n
+        points, colors = s.pts[:n].copy(), s.cols[:n].copy()
         passes, scanned = s.passes, s.scanned
         box = s.box(axes, view, voxel)
         self.box_passes += s.passes - passes
         self.box_pass_points += s.scanned - scanned
         return SummaryInfo(
             id=oid,
-            points=s.pts[:n].copy(),
-            colors=s.cols[:n].copy(),
+            points=points,
+            colors=colors,
             box=box,
             num_observations=st.num_observations,
             first_seen=st.first_seen,
@@ -275,6 +281,7 @@ class Snapshots:
             best_view=st.best_view,
             summary_centroid=((s.key_sum / n + 0.5) * voxel).astype(np.float32),
             summary_mean_color=s.col_sum / (n * 255.0),
+            summary_of=(points, colors),
         )
 
     def snapshot(self, stamp: float = 0.0, labeler=None, up: np.ndarray | None = None) -> MapSnapshot:
