@@ -145,6 +145,7 @@ def test_box_passes_over_the_object_only_when_its_outline_loses_a_point():
     omap.integrate_points(pts, grey, np.ones(len(pts), int), 0.0)
     first = omap.snapshot(up=UP).objects[0]
     summary: _Summary = omap._summaries[first.id]
+    assert summary.outline.voxel == VS  # up along z: voxel columns counted in a grid
     passes = summary.passes
     assert np.allclose(sorted(first.box.extent), sorted([19 * VS, 9 * VS, 3 * VS]))
 
@@ -225,3 +226,19 @@ def test_a_copy_with_other_points_computes_its_own_centroid():
     moved = dataclasses.replace(o, points=o.points + np.float32([1, 0, 0]), colors=np.zeros_like(o.colors))
     assert np.allclose(moved.centroid, o.centroid + [1, 0, 0], atol=1e-5)
     assert np.allclose(moved.mean_color, 0.0)
+
+
+def test_a_tilted_up_vector_keeps_exact_boxes_without_the_grid():
+    """Up off the grid axes: ground points are not voxel columns, the hull is kept from the
+    points themselves (the general path); boxes still equal a full fit's."""
+    tilted = np.array([0.2, -0.1, 1.0]) / np.linalg.norm([0.2, -0.1, 1.0])
+    rng = np.random.default_rng(9)
+    omap = ObjectMap(_cfg())
+    for step in range(12):
+        p = np.concatenate([_cuboid(rng, [0, 0, 0], [1.0, 0.5, 0.4], 900), _cuboid(rng, [0.8, 0, 0], [0.5, 0.6, 0.3], 600)])
+        labels = np.concatenate([np.ones(900, int), np.full(600, 2)])
+        omap.integrate_points(p, rng.integers(0, 256, (len(p), 3)).astype(np.uint8), labels, float(step))
+        if step % 3 == 2 and omap.num_voxels:
+            omap._clear_rows(rng.choice(omap.num_voxels, size=40, replace=False).astype(np.int64), IntegrationStats())
+        _check(omap, omap.snapshot(up=tilted), up=tilted)
+    assert all(s.outline is not None and not s.outline.voxel for s in omap._summaries.values())

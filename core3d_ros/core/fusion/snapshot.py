@@ -75,7 +75,8 @@ class _Summary:
         self.box_cache: OrientedBox | None = None
 
     def nbytes(self) -> int:
-        return self.rows.nbytes + self.pts.nbytes + self.cols.nbytes
+        grid = self.outline.grid.nbytes if self.outline is not None else 0
+        return self.rows.nbytes + self.pts.nbytes + self.cols.nbytes + grid
 
     @property
     def passes(self) -> int:
@@ -142,7 +143,7 @@ class _Summary:
         self.changed = False
         if self.view != view or self.outline is None and axes is not None:
             self.view = view
-            self.outline = Outline(axes) if axes is not None else None
+            self.outline = Outline(axes, voxel) if axes is not None else None
         if self.outline is None:
             self.fits += 1
             self.fit_points += len(pts)
