@@ -320,6 +320,29 @@ def cmd_bench(args) -> int:
             + ", ".join(f"{k} {t[k][0]:.1f} ({w[k][0]:.0f}) -> {t[k][-1]:.1f} ({w[k][-1]:.0f}) ms" for k in t)
             + "; worst call anywhere: " + ", ".join(f"{k} {v:.0f} ms" for k, v in result["worst_ms"].items())
         )
+    elif args.what == "snapshot":
+        from .tools.bench.snapshot import bench_snapshot
+
+        if not args.data:
+            raise SystemExit("core3d bench snapshot: --data DIR is required")
+        voxel = args.voxel if args.voxel is not None else 0.01
+        result = bench_snapshot(args.data, frames=args.frames, voxel=voxel, every=args.every, cfg=_config(args), progress=_progress("segment"))
+        f = result["fifths"]
+        print(
+            f"{result['snapshots']} snapshots, map {f['voxels'][0]:.0f} -> {f['voxels'][-1]:.0f} voxels (mean per fifth); "
+            f"full rebuild {f['full_ms'][0]:.1f} -> {f['full_ms'][-1]:.1f} ms, incremental "
+            f"{f['incremental_ms'][0]:.1f} -> {f['incremental_ms'][-1]:.1f} ms per snapshot"
+        )
+    elif args.what == "versions":
+        from .tools.bench.versions import bench_versions
+
+        result = bench_versions(objects=args.objects, versions=args.repeats or 20)
+        for n, r in result["per_objects"].items():
+            c, b = r["carried"], r["rebuilt"]
+            print(
+                f"{n} objects: queries on a new version {c['first_ms_p50']:.1f} ms (rebuilt afresh, as before: "
+                f"{b['first_ms_p50']:.1f} ms); steady {c['steady_ms_p50']:.1f} ms"
+            )
     elif args.what == "semantics":
         from .tools.bench.semantics import bench_semantics
 
@@ -419,6 +442,11 @@ def _stress_bench(args) -> dict:
             f"timeouts at {r['query_timeout_s']:g} s): p50 {q['p50']:.1f} ms, p99 {q['p99']:.1f} ms, max {q['max']:.1f} ms "
             f"(from actual send: p99 {r['query_ms_from_send']['p99']:.1f} ms); frames lost "
             f"{r['frames_lost_without_queries']} without queries, {r['frames_lost_with_queries']} with"
+            + (
+                f"; mirror staleness p50 {r['mirror_staleness_s']['p50']:.3f} s, p95 {r['mirror_staleness_s']['p95']:.3f} s"
+                if r["mirror_staleness_s"] else ""
+            )
+            + f"; stream {r['stream_bytes_per_s_measured'] / 1e3:.1f} kB/s"
         )
     else:
         r = kill.bench_kill(trials=args.trials, frames=args.frames or 60, data=args.data, **common)
@@ -500,7 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_eval)
 
     b = sub.add_parser("bench", help="benchmarks writing JSON")
-    b.add_argument("what", choices=["fusion", "scale", "semantics", "query", "online", *STRESS_BENCHES, "multirobot"])
+    b.add_argument("what", choices=["fusion", "scale", "snapshot", "versions", "semantics", "query", "online", *STRESS_BENCHES, "multirobot"])
     b.add_argument("--voxels", type=int, default=2_000_000, help="scale: grow the map to at least this many voxels")
     b.add_argument("--data", help="dataset folder (fusion: required; semantics: optional real frame)")
     b.add_argument("--frames", type=int, default=None)
@@ -508,6 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--stride", type=int, default=None, help="fusion: pixel stride (overrides fusion.pixel_stride; 1 = every pixel); multirobot: every n-th frame of the sequence (default 3)")
     b.add_argument("--robots", type=int, default=2, help="multirobot: robots, each mapping its own part of the sequence into its own mapping node")
     b.add_argument("--overlap", type=float, default=0.5, help="multirobot: share of frames consecutive robots have in common")
+    b.add_argument("--every", type=int, default=1, help="snapshot: frames between snapshots")
     b.add_argument("--runs", type=int, default=None, help="fusion: whole runs, alternating which side goes first (default 5); the median is reported")
     b.add_argument("--objects", type=int, nargs="+", default=[1000, 10000])
     b.add_argument("--repeats", type=int, default=None, help="default 200; 40 with --llm-delay-ms")
@@ -526,8 +555,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="soak/fuzz/load: the perception node in a process of its own (as the launch file starts it) or in the mapping node's (multirobot: always in the mapping node's)",
     )
     b.add_argument(
-        "--query-node", action="store_true",
-        help="load: queries go to core3d-query-node in a process of its own (from the map stream), as the launch file starts it",
+        "--query-node", action=argparse.BooleanOptionalAction, default=True,
+        help="load: queries go to core3d-query-node in a process of its own (from the map stream), as the launch file "
+        "starts it (the default); --no-query-node: to the mapping node itself",
     )
     b.add_argument("--trials", type=int, default=7, help="kill: save_map calls killed")
     b.add_argument("--workdir", help="soak/fuzz/load/kill: keep node logs and maps here (default: a removed temp dir)")

@@ -78,7 +78,7 @@ def test_fuzz_pose_in_wrong_frame_is_not_mapped(tmp_path) -> None:
 def test_load_small(tmp_path) -> None:
     r = load.bench_load(
         qps=50.0, frames=30, rate=10.0, pool=15, width=160, height=120, idle_s=2.0, workdir=str(tmp_path), progress=False,
-        domain_id=DOMAIN_ID,
+        domain_id=DOMAIN_ID, query_node=False,
     )
     assert r["queries"] >= 30 and r["queries_failed"] == 0, r["failures"]
     assert r["queries_while_mapping"] > 0 and r["query_ms_idle"]["n"] > 0
@@ -111,6 +111,15 @@ def test_load_small_through_the_query_node(tmp_path) -> None:
         assert p["node_alive_at_end"] and p["node_exit_code"] == 0
         assert p["exceptions"]["log_error_lines"] == 0, p["exceptions"]
     assert r["phases"]["with_queries"]["queries"] == 0  # the mapping node answered none: the query node did
+    # The stream, measured: updates arrived while mapping, and the query node timed each one it
+    # applied from its snapshot (p50 <= p95 <= max, all of them non-negative on one clock).
+    for phase in ("without_queries", "with_queries"):
+        m = r["phases"][phase]["stream_measured"]
+        assert m["updates"] > 0 and m["bytes"] >= m["updates"] * m["update_bytes_p50"] / 2 > 0, m
+    assert r["stream_bytes_per_s_measured"] > 0
+    st = r["mirror_staleness_s"]
+    assert st is not None and st["updates"] > 0 and 0 <= st["p50"] <= st["p95"] <= st["max"], st
+    assert r["mirror_staleness_ok"] is (st["p95"] <= 0.5)
 
 
 def test_kill_during_save_map_keeps_the_previous_file(tmp_path) -> None:

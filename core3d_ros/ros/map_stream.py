@@ -3,7 +3,9 @@
 At each map publication the objects that changed since the last one (the snapshot hands on the
 same ObjectInfo for an object that did not change, so finding them is an identity check per
 object) go out once as a core3d/MapUpdate with the next sequence number, with the ids that left;
-nothing is sent when nothing changed. The map id is the node's fully qualified name and the
+nothing is sent when nothing changed, except at the first publication, which always goes out
+(seq 1, empty for an empty map): a restarted node's new generation reaches the query nodes at
+once, and they drop the old generation's table instead of serving it as current. The map id is the node's fully qualified name and the
 generation its start time in nanoseconds, so a restarted node starts a new generation. A late
 joiner, or a query node that saw a gap, calls core3d/get_map_state: the whole table as of the
 last published sequence number, from the per-object messages already built (no map pass).
@@ -87,8 +89,8 @@ class MapStream:
             self._every = every
             self._stamp, self._frames, self._voxel_size = stamp, int(snap.frames), float(snap.voxel_size)
             self._pose = self._viewpoint()
-            if not changed and not removed:
-                return
+            if not changed and not removed and self.seq > 0:
+                return  # the first publication goes out even when empty: it announces the generation
             self.seq += 1
             msg = self._message(full=False, objects=changed, removed=removed)
             self.publisher.publish(msg)

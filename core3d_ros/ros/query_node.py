@@ -69,6 +69,7 @@ NODE_NAME = "core3d_query"
 NO_MAP_YET = "no map yet: waiting for the first map state from core3d/get_map_state"
 NO_BEST_VIEWS = "no best view for some results (their mapping node has none, or did not answer)"
 STATE_TIMEOUT_S = 5.0  # a state request unanswered this long is given up and asked again
+STALENESS_WINDOW = 2048  # applied updates whose staleness /diagnostics summarises
 
 
 def default_answerer(cfg: MapperConfig) -> Any:
@@ -133,6 +134,7 @@ class QueryNode(Node):
         self._errors: Counter = Counter()
         self._query_ms: deque[float] = deque(maxlen=QUERY_WINDOW)
         self._union_ms: deque[float] = deque(maxlen=QUERY_WINDOW)  # time to follow one change
+        self._staleness_s: deque[float] = deque(maxlen=STALENESS_WINDOW)  # snapshot -> applied here, seconds
         qos = service_qos(self.cfg.ros.service_queue)
         services = ReentrantCallbackGroup()
         self._stream_group = MutuallyExclusiveCallbackGroup()  # updates and states apply one at a time, all robots
@@ -239,6 +241,7 @@ class QueryNode(Node):
         if follow:  # a robot's change applied to the union (merge tests included)
             values["union_update_ms_p50"] = f"{np.percentile(follow, 50):.1f}"
             values["union_update_ms_max"] = f"{max(follow):.1f}"
+        values.update(self._staleness_values())
         values.update({f"rejected_{k}": v for k, v in sorted(rejected.items())})
         values.update({f"resyncs_{k}": v for k, v in sorted(resyncs.items())})
         values.update({f"errors_{k}": v for k, v in sorted(errors.items())})
@@ -256,7 +259,7 @@ class QueryNode(Node):
                 self._counts["updates_unreadable"] += 1
             self.get_logger().warning(f"unreadable map update: {type(e).__name__}: {e}", throttle_duration_sec=5.0)
             return
-        feed.mirror.offer(version)
+        self._note_staleness(msg, feed.mirror.offer(version))
         self._follow(feed)
         self._ask_state_if_needed(feed)
 
@@ -272,6 +275,29 @@ class QueryNode(Node):
             )
             with self._lock:
                 self._union_ms.append((time.perf_counter() - t0) * 1e3)
+
+    def _note_staleness(self, msg: Any, outcome: str) -> None:
+        """For an update applied: the time from its snapshot in the mapping node (the update's
+        header stamp, taken just before that snapshot) to now, when queries see it."""
+        if outcome != "applied":
+            return
+        stamp = msg.header.stamp
+        age = (self.get_clock().now().nanoseconds - (int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec))) * 1e-9
+        with self._lock:
+            self._staleness_s.append(age)
+
+    def _staleness_values(self) -> dict[str, Any]:
+        """staleness_s_p50/p95/max over the last STALENESS_WINDOW applied updates."""
+        with self._lock:
+            ages = list(self._staleness_s)
+        if not ages:
+            return {}
+        return {
+            "staleness_s_p50": f"{np.percentile(ages, 50):.3f}",
+            "staleness_s_p95": f"{np.percentile(ages, 95):.3f}",
+            "staleness_s_max": f"{max(ages):.3f}",
+            "staleness_updates": len(ages),
+        }
 
     def _ask_state_if_needed(self, feed: RobotFeed) -> None:
         if not feed.mirror.needs_state:

@@ -288,6 +288,7 @@ class FreeSpace:
         self.ids[rows] = -1
         self.hits[rows] = 0
         self.owner[rows] = -1
+        self._mark_rows(rows)  # owners changed: snapshot.py's summaries
         self.color_n[rows] = 0
         self.free[rows] = 0
         stats.cleared_voxels += len(rows)

@@ -300,6 +300,7 @@ class FrameIntegration:
             g_rows, g_ids = pick(out[0], 0), pick(out[1], 0)
             lost = pick(out[2], 1)
             o_old, o_new = pick(out[3], 2), pick(out[4], 2)
+        self._mark_rows(rows)  # colours (and some owners) changed: snapshot.py's summaries
         if len(lost):
             gone, n_lost = np.unique(lost, return_counts=True)
             for old, n in zip(gone.tolist(), n_lost.tolist()):

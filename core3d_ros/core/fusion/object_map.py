@@ -57,7 +57,6 @@ from __future__ import annotations
 import numpy as np
 
 from ...config import FusionConfig
-from ..objects import MapSnapshot, ObjectInfo
 from .association import Association
 from .corrections import PoseCorrections
 from .free_space import FreeSpace
@@ -121,11 +120,7 @@ class ObjectMap(VoxelStore, PoseCorrections, FrameIntegration, FreeSpace, Moves,
         self._alias: dict[int, int] = {}  # merged-away id -> survivor, within one frame
         self._pair_votes: dict[int, dict[int, list[int]]] = {}  # [a][b] is [b][a]: [frames together, apart]
         self._clear_moves()  # moves.py
-        # snapshot.py
-        self._dirty: set[int] = set()  # objects changed since the last snapshot
-        self._infos: dict[int, ObjectInfo] = {}
-        self._snapshot: MapSnapshot | None = None
-        self._snapshot_key = None
+        self._clear_snapshots()  # snapshot.py: per-object summaries, rows marked since the last snapshot
         self._clear_corrections()  # corrections.py: the fused frames' poses, anchors
 
 

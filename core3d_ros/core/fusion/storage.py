@@ -269,6 +269,7 @@ class VoxelStore:
         bn = nums[inv.reshape(-1)]
         if np.any(bn < 0):  # a live row outside the block hash: never released, never reused
             rows, off, bn = rows[bn >= 0], off[bn >= 0], bn[bn >= 0]
+        self._unsummarise(rows)  # snapshot.py: they leave their objects' summaries while their keys hold
         self._btable[bn, off] = -1
         ubn, count = np.unique(bn, return_counts=True)
         self._bcount[ubn] -= count.astype(np.int32)
@@ -338,6 +339,7 @@ class VoxelStore:
         new = np.where(hits[ar, best] >= 0, self.ids[rows, best], -1)
         self.owner[rows] = new
         changed = old != new
+        self._mark_rows(rows[changed])  # snapshot.py keeps the owners' summaries by change
         if changed.any():
             self._dirty.update(np.unique(np.concatenate([old[changed], new[changed]])).tolist())
 

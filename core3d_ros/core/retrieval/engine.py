@@ -153,6 +153,8 @@ class QueryEngine:
                 if k == key and ref() is snapshot:
                     return idx
             built = SnapshotIndex(snapshot, self._up)
+            if self._cache:  # what the last version's queries derived (its snapshot may be gone)
+                built.carry(self._cache[-1][2])
             self._cache = [(r, k, i) for r, k, i in self._cache if r() is not None][-1:]
             self._cache.append((weakref.ref(snapshot), key, built))
             return built

@@ -216,6 +216,18 @@ class Geometry:
         self.foot_center[todo] = np.einsum("kj,kjd->kd", (lo + hi) / 2, ax)
         self.center[todo] = np.add.reduceat(P, starts, axis=0, dtype=np.float64) / counts[:, None]
 
+    def carry(self, prev: "Geometry", here: np.ndarray, there: np.ndarray) -> None:
+        """Take from ``prev`` what it refined of the objects it shares with this geometry:
+        object ``here[i]`` is ``prev``'s object ``there[i]`` (the same object, so the same points
+        and box); with another up vector or pad nothing is taken."""
+        if prev.pad != self.pad or not np.array_equal(prev.up, self.up):
+            return
+        done = prev.refined[there]
+        a, b = here[done], there[done]
+        for name in ("z_lo", "z_hi", "foot_half", "foot_center", "center"):
+            getattr(self, name)[a] = getattr(prev, name)[b]
+        self.refined[a] = True
+
     # ------------------------------------------------------------------ derived arrays
     @property
     def heights(self) -> np.ndarray:

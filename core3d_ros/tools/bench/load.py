@@ -6,8 +6,11 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
+
+import numpy as np
 
 from ...config import MapperConfig, load_config
 from .common import machine_info
@@ -28,6 +31,49 @@ def _wait_for_log(process, text: str, timeout: float) -> bool:
             return False
         time.sleep(0.2)
     return False
+
+
+class StreamTap:
+    """A raw subscription to core3d/map_updates in the bench process: the serialized size and
+    arrival time of every update, so the stream's bytes per second are measured, not estimated
+    (it costs the mapping node nothing: DDS delivers the same bytes to the query node)."""
+
+    def __init__(self, node):
+        from core3d.msg import MapUpdate
+
+        from ...ros.map_stream import STREAM_QOS
+
+        self._lock = threading.Lock()
+        self.arrivals: list[tuple[float, int]] = []
+        self.sub = node.create_subscription(MapUpdate, "core3d/map_updates", self._cb, STREAM_QOS, raw=True)
+
+    def _cb(self, data: bytes) -> None:
+        with self._lock:
+            self.arrivals.append((time.monotonic(), len(data)))
+
+    def bytes_per_s(self, start: float, end: float) -> dict:
+        with self._lock:
+            inside = [n for t, n in self.arrivals if start <= t <= end]
+        span = max(end - start, 1e-9)
+        return {
+            "updates": len(inside),
+            "bytes": int(sum(inside)),
+            "bytes_per_s": sum(inside) / span,
+            "update_bytes_p50": float(np.percentile(inside, 50)) if inside else 0.0,
+            "update_bytes_max": int(max(inside)) if inside else 0,
+        }
+
+
+def _staleness(diag: dict | None) -> dict | None:
+    """The query node's staleness figures (its /diagnostics at the end of a phase)."""
+    if not diag or "staleness_s_p95" not in diag:
+        return None
+    return {
+        "p50": float(diag["staleness_s_p50"]),
+        "p95": float(diag["staleness_s_p95"]),
+        "max": float(diag["staleness_s_max"]),
+        "updates": int(diag["staleness_updates"]),
+    }
 
 
 def _load_threads(cfg: MapperConfig, perception: str, client_max_in_flight: int) -> dict:
@@ -69,7 +115,7 @@ def bench_load(
     voxel: float | None = None,
     query_timeout: float = QUERY_TIMEOUT_S,
     max_in_flight: int = MAX_IN_FLIGHT,
-    query_node: bool = False,
+    query_node: bool = True,
 ) -> dict:
     """The same replay twice, each into a fresh graph (``perception``: see MappingGraph):
     without queries, then with ``qps`` queries per second on a fixed schedule (open loop; and
@@ -105,6 +151,7 @@ def bench_load(
             wd, domain, overrides, config=config, name=f"node_{phase}", perception=perception, query_node=query_node
         )
         peer = Peer(domain)
+        tap = StreamTap(peer.node)
         client = None
         try:
             if not peer.wait_for_services(90.0):
@@ -123,6 +170,7 @@ def bench_load(
             )
             settled = peer.wait_settled(result.frames, 60.0 + frames * 0.1)
             phase_mapping_s = time.monotonic() - first_frame[0]
+            stream_measured = tap.bytes_per_s(first_frame[0], time.monotonic())
             if with_queries:  # "while mapping": from the first frame sent until all are mapped
                 mapping_start, mapping_end = first_frame[0], time.monotonic()
             if client is not None:
@@ -144,6 +192,7 @@ def bench_load(
                 "exceptions": errors_seen(node, peer),
                 "node_alive_at_end": node.alive(),
                 "query_node": peer.query_diag.all() if query_node else None,  # its /diagnostics at the end
+                "stream_measured": stream_measured,  # serialized bytes of core3d/map_updates while mapping
             }
         finally:
             if client is not None:
@@ -192,6 +241,14 @@ def bench_load(
         "query_p99_ok": bool(during["ms"]["p99"] <= 50.0),
         # the map stream while mapping (the run without queries): estimated bytes per second
         "stream_bytes_per_s": base["stream"].get("bytes_sent", 0) / base["mapping_s"] if base.get("stream") else None,
+        # ... and measured: serialized updates as received in this process while mapping
+        "stream_bytes_per_s_measured": base["stream_measured"]["bytes_per_s"],
+        "stream_bytes_per_s_measured_with_queries": loaded["stream_measured"]["bytes_per_s"],
+        # mirror staleness: from the update's snapshot in the mapping node to its application in
+        # the query node (queries see it from then on), over the node's last 2,048 updates
+        "mirror_staleness_s": _staleness(loaded.get("query_node")),
+        "mirror_staleness_s_without_queries": _staleness(base.get("query_node")),
+        "mirror_staleness_ok": bool((_staleness(loaded.get("query_node")) or {}).get("p95", math.inf) <= 0.5),
         "phases": phases,
         "frames_lost_without_queries": lost_base,
         "frames_lost_with_queries": lost_loaded,
