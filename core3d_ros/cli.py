@@ -313,7 +313,7 @@ def cmd_bench(args) -> int:
         voxel = args.voxel if args.voxel is not None else 0.01
         if args.voxels < 1 or voxel <= 0:
             raise SystemExit("core3d bench scale: --voxels and --voxel must be positive")
-        result = bench_scale(args.voxels, voxel_size=voxel, cfg=_config(args), progress=_progress("scale"))
+        result = bench_scale(args.voxels, voxel_size=voxel, cfg=_config(args), progress=_progress("scale"), hierarchy=args.hierarchy)
         t, w = result["tenths"], result["tenths_worst"]
         print(
             f"{result['voxels']} voxels, {result['bytes_per_voxel']:.0f} bytes/voxel; first -> last tenth, mean (worst): "
@@ -530,6 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="benchmarks writing JSON")
     b.add_argument("what", choices=["fusion", "scale", "snapshot", "versions", "semantics", "query", "online", *STRESS_BENCHES, "multirobot"])
     b.add_argument("--voxels", type=int, default=2_000_000, help="scale: grow the map to at least this many voxels")
+    b.add_argument("--hierarchy", action="store_true", help="scale: also time the scene-graph work on the same trajectory (TSDF, surface feed per frame, builder update per room)")
     b.add_argument("--data", help="dataset folder (fusion: required; semantics: optional real frame)")
     b.add_argument("--frames", type=int, default=None)
     b.add_argument("--voxel", type=float, default=None)

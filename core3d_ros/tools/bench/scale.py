@@ -21,6 +21,7 @@ def bench_scale(
     height: int = 480,
     cfg: MapperConfig | None = None,
     progress: Callable | None = None,
+    hierarchy: bool = False,
 ) -> dict:
     """Grow one map to at least ``voxels`` voxels and report how per-frame fusion, snapshot and
     merge costs move as it grows (mean per tenth of the run).
@@ -30,6 +31,12 @@ def bench_scale(
     content and only the map's size differs. Masks are the frames' instance ids (the oracle),
     fused as label images. After every frame the snapshot is taken (objects changed since the
     previous one are rebuilt); after each room's frames the merge pass runs, timed on its own.
+
+    ``hierarchy``: the mapping node's scene-graph work on the same trajectory, timed apart: every
+    frame into the geometry layer (TSDF, the same voxel size), its changed blocks' surface fed
+    to the hierarchy builder with the camera centre (per-frame overhead), and the builder's
+    update after each room (per call). The rooms lie on one floor, so the floor grows with
+    the map: this shows what an update of a growing floor costs.
     """
     from ...core.datasets import make_scene
 
@@ -55,6 +62,15 @@ def bench_scale(
             yield f, shift @ f.pose
 
     fusion_ms, snapshot_ms, merge_ms, merge_frame = [], [], [], []
+    hier: dict[str, list[float]] = {"tsdf_ms": [], "feed_ms": [], "update_ms": []}
+    layer = builder = None
+    if hierarchy:
+        from ...core.hierarchy.builder import HierarchyBuilder
+        from ...core.tsdf import GeometryLayer
+
+        g = cfg.geometry
+        layer = GeometryLayer(voxel_size, cfg.depth.max_depth, trunc_voxels=g.trunc_voxels, clear=g.clear, max_weight=g.max_weight)
+        builder = HierarchyBuilder(cfg.hierarchy, voxel_size, up=up_vector(cfg.retrieval.up_axis))
     cpu: dict[str, list[float]] = {"fusion_ms": [], "snapshot_ms": [], "merge_ms": []}
     frame_no = 0
 
@@ -71,7 +87,21 @@ def bench_scale(
             snapshot_ms.append((t2 - t1) * 1e3)
             cpu["fusion_ms"].append((c1 - c0) * 1e3)
             cpu["snapshot_ms"].append((c2 - c1) * 1e3)
+            if layer is not None:
+                t4 = time.perf_counter()
+                layer.integrate(replace(f, pose=pose))
+                t5 = time.perf_counter()
+                blocks = layer.take_dirty()
+                points, _, block_of = layer.surface(blocks)  # the surface publisher's work, shared
+                builder.add_surface(blocks, points, block_of)
+                builder.add_camera(pose[:3, 3])
+                hier["tsdf_ms"].append((t5 - t4) * 1e3)
+                hier["feed_ms"].append((time.perf_counter() - t5) * 1e3)
             frame_no += 1
+            if layer is not None and frame_no % merge_every == 0:
+                t6 = time.perf_counter()
+                builder.update([], now=float(frame_no), force=True)
+                hier["update_ms"].append((time.perf_counter() - t6) * 1e3)
             if frame_no % merge_every == 0:
                 t3, c3 = time.perf_counter(), time.process_time()
                 omap.merge_objects()
@@ -142,6 +172,21 @@ def bench_scale(
         "the map grows from empty as in the node (address space reserved for max_voxels, written as reached)",
         "machine": machine_info(),
     }
+    if layer is not None:
+        result["hierarchy"] = {
+            "tenths": {
+                "tsdf_ms": tenths(hier["tsdf_ms"]),
+                "feed_ms": tenths(hier["feed_ms"]),
+                "update_ms": tenths(hier["update_ms"], merge_frame),
+            },
+            "update_ms_worst": float(max(hier["update_ms"])) if hier["update_ms"] else 0.0,
+            "floors": len(builder.graph.floors),
+            "rooms": len(builder.graph.rooms),
+            "note": "feed: surface of the frame's changed TSDF blocks + builder.add_surface/add_camera (per frame); "
+            "update: builder.update after each room (per call); one floor that grows with the map",
+        }
+        h = result["hierarchy"]["tenths"]
+        result["hierarchy"]["last_over_first"] = {k: (v[-1] / v[0] if v[0] > 0 else None) for k, v in h.items()}
     t = result["tenths"]
     result["last_over_first"] = {k: (v[-1] / v[0] if v[0] > 0 else None) for k, v in t.items()}
     result["last_over_first_cpu"] = {k: (v[-1] / v[0] if v[0] > 0 else None) for k, v in result["tenths_cpu"].items()}
