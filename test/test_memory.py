@@ -373,12 +373,12 @@ def test_block_numbers_gathered_on_the_device_match_the_host_view():
 
 def test_rows_kept_for_the_merge_pass_stay_bounded_without_passes():
     # merge_interval 0: nobody runs the pass, yet every frame notes the rows it touched. The
-    # list folds into its distinct rows once it holds more than the map's rows (or 65,536).
+    # list folds into its distinct rows once it holds more than 4x the map's rows (or 1 M).
     omap = ObjectMap(cfg(merge_interval=0))
     frame_rows = np.arange(1000, dtype=np.int64)
-    for _ in range(200):  # 200,000 rows noted, 1,000 distinct
+    for _ in range(2000):  # 2,000,000 rows noted, 1,000 distinct
         omap._note_touched(frame_rows)
-    assert omap._merge_touched_n <= (1 << 16) + len(frame_rows)
+    assert omap._merge_touched_n <= (1 << 20) + len(frame_rows)
     assert np.array_equal(np.unique(np.concatenate(omap._merge_touched)), frame_rows)
     omap.merge_objects()
     assert omap._merge_touched == [] and omap._merge_touched_n == 0

@@ -23,10 +23,11 @@ class Merging:
     def _note_touched(self, rows: np.ndarray) -> None:
         """Remember rows for the next merge pass. Without passes (``merge_interval`` 0, or a
         caller that merges by hand rarely) the list is folded into its distinct rows whenever it
-        holds more than the map's rows, so it stays bounded by the map, not the history."""
+        holds more than four times the map's rows (or 1 M), so it stays bounded by the map, not the
+        history (a pass every ``merge_interval`` frames normally empties it long before)."""
         self._merge_touched.append(rows)
         self._merge_touched_n += len(rows)
-        if self._merge_touched_n > max(self._n, 1 << 16):
+        if self._merge_touched_n > max(4 * self._n, 1 << 20):
             folded = np.unique(np.concatenate(self._merge_touched))
             self._merge_touched, self._merge_touched_n = [folded], len(folded)
 

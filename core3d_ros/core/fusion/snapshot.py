@@ -174,13 +174,14 @@ class Snapshots:
         """Note rows whose owner or colour changed (the hook of storage and integration)."""
         if len(rows) == 0:
             return
-        cap = len(self.keys)
-        if len(self._mark) < cap:
+        rows = np.asarray(rows, np.int64)
+        need = int(rows.max()) + 1
+        if len(self._mark) < need:  # the rows in use, doubling (never the storage's whole reservation)
             n = len(self._mark)
+            cap = max(need, 2 * n, 1 << 15)
             self._mark = np.concatenate([self._mark, np.zeros(cap - n, bool)])
             self._sum_owner = np.concatenate([self._sum_owner, np.full(cap - n, -1, np.int32)])
             self._sum_pos = np.concatenate([self._sum_pos, np.zeros(cap - n, np.int32)])
-        rows = np.asarray(rows, np.int64)
         new = rows[~self._mark[rows]]
         if len(new):
             self._mark[new] = True
