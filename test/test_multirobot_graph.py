@@ -79,12 +79,21 @@ def _env() -> dict[str, str]:
 
 
 def ros2_call(service: str, srv_type: str, request: str) -> str:
-    for _ in range(3):  # discovery on a busy machine may overrun one call's wait
-        r = subprocess.run(["ros2", "service", "call", service, srv_type, request], env=_env(), capture_output=True,
-                           text=True, timeout=60)
+    """One answer from the real CLI. Discovery on a busy machine may overrun one call's wait, and
+    a call made just after a server was killed and respawned can go to the dead server's stale
+    endpoint and never be answered: each try is bounded and tried again with a new client."""
+    said = ""
+    for _ in range(4):
+        try:
+            r = subprocess.run(["ros2", "service", "call", service, srv_type, request], env=_env(), capture_output=True,
+                               text=True, timeout=40)
+        except subprocess.TimeoutExpired as e:
+            said = f"no answer within 40 s: {e.stdout!r}"
+            continue
         if r.returncode == 0 and "response:" in r.stdout:
             return r.stdout
-    raise AssertionError(r.stdout + r.stderr)
+        said = r.stdout + r.stderr
+    raise AssertionError(said)
 
 
 def results_of(out: str) -> list[tuple[int, str]]:
