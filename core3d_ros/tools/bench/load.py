@@ -97,6 +97,16 @@ def _load_threads(cfg: MapperConfig, perception: str, client_max_in_flight: int)
     }
 
 
+def resolve_data(data: str | None) -> tuple[str | None, str]:
+    """``data`` as a bench replays it: AUTO is the shared 7-Scenes frames when present, else
+    None (the synthetic room) with a note for the result's ``source``."""
+    if data != AUTO:
+        return data, ""
+    if SHARED_7SCENES.is_dir():
+        return str(SHARED_7SCENES), ""
+    return None, f"; {SHARED_7SCENES} absent, the synthetic room instead"
+
+
 def bench_load(
     qps: float = 50.0,
     frames: int = 300,
@@ -131,12 +141,7 @@ def bench_load(
     from ..player import publish_dataset
 
     cfg = load_config(config)
-    fallback = ""
-    if data == AUTO:
-        if SHARED_7SCENES.is_dir():
-            data = str(SHARED_7SCENES)
-        else:
-            data, fallback = None, f"; {SHARED_7SCENES} absent, the synthetic room instead"
+    data, fallback = resolve_data(data)
     frame_pool, source = frames_pool(data, pool, seed, width, height, cfg)
     source += fallback
     image_h, image_w = frame_pool[0].depth.shape[:2]

@@ -28,7 +28,7 @@ from typing import Any
 from ...config import MapperConfig, load_config
 from .common import machine_info
 from .graph import NodeProcess, Peer, bench_workdir, pick_domain_id
-from .load import AUTO, SHARED_7SCENES
+from .load import AUTO, resolve_data
 from .open_loop import MAX_IN_FLIGHT, QUERY_TIMEOUT_S, TIMING_RULE, QueryClient, open_loop_stats
 # what a robot's mapping node needs beside a query node: its own get_object moves aside
 ROBOT_OVERRIDES = {"ros.query_namespace": "core3d/mapping", "ros.publish_map_updates": "true"}
@@ -166,12 +166,7 @@ def bench_multirobot(
     from ..player import publish_dataset
 
     cfg = load_config(config)
-    fallback = ""
-    if data == AUTO:
-        if SHARED_7SCENES.is_dir():
-            data = str(SHARED_7SCENES)
-        else:
-            data, fallback = None, f"; {SHARED_7SCENES} absent, the synthetic room instead"
+    data, fallback = resolve_data(data)
     names = [f"robot{i + 1}" for i in range(robots)]
     parts = robot_parts(robots, frames, overlap)
     replays, source = _load_parts(data, parts, stride, width, height, seed, cfg)
