@@ -295,11 +295,7 @@ class PoseCorrections:
             "keys": self.keys[src].copy(), "ids": ids, "hits": self.hits[src, k].copy(), "colors": self.colors[src].copy(),
             "color_n": self.color_n[src].copy(), "row": src, "frame": self._row_frame[src].copy(), "delta": np.zeros(len(src), np.int64),
         }
-        gone, n = np.unique(ids, return_counts=True)
-        for o, c in zip(gone.tolist(), n.tolist()):
-            self.objects[o].num_voxels -= c
-        self._dirty.update(gone.tolist())
-        self._lost.update(gone.tolist())
+        self._lose_slots(ids)
         self.ids[rows] = -1
         self.hits[rows] = 0
         self.color_n[rows] = 0
@@ -378,13 +374,7 @@ class PoseCorrections:
         take = ~has_same & (has_free | (hits_r[np.arange(len(rows)), weakest] < hits))
         r, sl = rows[take], slot[take]
         evicted = self.ids[r, sl]
-        lost = evicted[evicted >= 0]
-        if len(lost):
-            gone, n = np.unique(lost, return_counts=True)
-            for o, k in zip(gone.tolist(), n.tolist()):
-                self.objects[o].num_voxels -= k
-            self._dirty.update(gone.tolist())
-            self._lost.update(gone.tolist())
+        self._lose_slots(evicted[evicted >= 0])
         self.ids[r, sl] = ids[take]
         self.hits[r, sl] = hits[take]
         self._add_rows(ids[take].astype(np.int64), r)

@@ -301,12 +301,7 @@ class FrameIntegration:
             lost = pick(out[2], 1)
             o_old, o_new = pick(out[3], 2), pick(out[4], 2)
         self._mark_rows(rows)  # colours (and some owners) changed: snapshot.py's summaries
-        if len(lost):
-            gone, n_lost = np.unique(lost, return_counts=True)
-            for old, n in zip(gone.tolist(), n_lost.tolist()):
-                self.objects[old].num_voxels -= n
-            self._dirty.update(gone.tolist())
-            self._lost.update(gone.tolist())
+        self._lose_slots(lost)
         self._add_rows(g_ids.astype(np.int64), g_rows)
         if len(o_old):
             self._dirty.update(np.unique(np.concatenate([o_old, o_new])).tolist())

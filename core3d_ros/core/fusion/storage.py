@@ -328,6 +328,17 @@ class VoxelStore:
         if r.length > 2 * st.num_voxels + 256:
             self.member_rows(oid)
 
+    def _lose_slots(self, ids: np.ndarray) -> None:
+        """Each entry of ``ids`` lost one voxel slot: their counts go down and they become dirty
+        (the next snapshot) and lost (the pass that drops objects left without voxels)."""
+        if len(ids) == 0:
+            return
+        gone, n = np.unique(ids, return_counts=True)
+        for oid, k in zip(gone.tolist(), n.tolist()):
+            self.objects[oid].num_voxels -= k
+        self._dirty.update(gone.tolist())
+        self._lost.update(gone.tolist())
+
     def _update_owner(self, rows: np.ndarray) -> None:
         """Recompute the owner of ``rows``; objects whose ownership changed become dirty."""
         if len(rows) == 0:
