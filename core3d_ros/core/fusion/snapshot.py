@@ -153,6 +153,19 @@ class _Summary:
         return self.box_cache
 
 
+
+def _by_object(rows: np.ndarray, by: np.ndarray, sel: np.ndarray):
+    """(object id, its rows, their positions in ``rows``) for the selected ``rows``, grouped by
+    ``by`` (one sort, whatever the number of objects)."""
+    r, o = rows[sel], by[sel]
+    order = np.argsort(o)
+    r, o = r[order], o[order]
+    starts = np.flatnonzero(np.r_[True, o[1:] != o[:-1]]) if len(o) else np.zeros(0, np.int64)
+    ends = np.append(starts[1:], len(o))
+    idx = np.flatnonzero(sel)[order]
+    for s, e in zip(starts.tolist(), ends.tolist()):
+        yield int(o[s]), r[s:e], idx[s:e]
+
 class Snapshots:
     """Snapshots and instance voxels (a part of :class:`.object_map.ObjectMap`)."""
 
@@ -196,15 +209,13 @@ class Snapshots:
         held = old >= 0
         if not held.any():
             return
-        rows, old = rows[held], old[held]
-        for oid in np.unique(old).tolist():
-            r = rows[old == oid]
+        for oid, r, _ in _by_object(rows, old, held):
             s = self._summaries[oid]
             s.remove(self._sum_pos[r], unpack(self.keys[r]), self._sum_pos)
             if s.n == 0:
                 del self._summaries[oid]
             self._dirty.add(oid)
-        self._sum_owner[rows] = -1
+        self._sum_owner[rows[held]] = -1
 
     def summary_bytes(self) -> int:
         """Memory of the snapshot summaries (per-object arrays and per-row bookkeeping)."""
@@ -243,25 +254,15 @@ class Snapshots:
         changed: set[int] = set()
         voxel = self.voxel_size
 
-        def groups(sel: np.ndarray, by: np.ndarray):
-            r, o = rows[sel], by[sel]
-            order = np.argsort(o)
-            r, o = r[order], o[order]
-            starts = np.flatnonzero(np.r_[True, o[1:] != o[:-1]]) if len(o) else np.zeros(0, np.int64)
-            ends = np.append(starts[1:], len(o))
-            idx = np.flatnonzero(sel)[order]
-            for s, e in zip(starts.tolist(), ends.tolist()):
-                yield int(o[s]), r[s:e], idx[s:e]
-
         # Rows that stay with their object: only their colour can have changed.
-        for oid, r, i in groups((old == new) & (old >= 0), old):
+        for oid, r, i in _by_object(rows, old, (old == new) & (old >= 0)):
             self._summaries[oid].recolour(self._sum_pos[r], cols[i])
             changed.add(oid)
         # Rows that leave an object, then rows that join one.
-        for oid, r, _ in groups((old != new) & (old >= 0), old):
+        for oid, r, _ in _by_object(rows, old, (old != new) & (old >= 0)):
             self._summaries[oid].remove(self._sum_pos[r], unpack(self.keys[r]), self._sum_pos)
             changed.add(oid)
-        for oid, r, i in groups((old != new) & (new >= 0), new):
+        for oid, r, i in _by_object(rows, new, (old != new) & (new >= 0)):
             s = self._summaries.get(oid)
             if s is None:
                 s = self._summaries[oid] = _Summary()
