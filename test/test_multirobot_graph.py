@@ -43,7 +43,9 @@ def test_bench_multirobot_small(tmp_path) -> None:
     assert r["objects_mapped"] == sum(p["objects"] for p in r["per_robot"].values())
     assert r["objects_served"] == r["objects_mapped"] - r["duplicates_merged"] > 0
     probe = r["probe"]
-    assert all(probe["results_by_robot"][n] > 0 for n in ROBOTS), probe
+    # every mapped object is served: as a result, or merged into another robot's result
+    assert probe["served_by_robot"] == {n: r["per_robot"][n]["objects"] for n in ROBOTS}, probe
+    assert sum(probe["results_by_robot"].values()) == probe["results"] == r["objects_served"], probe
     assert probe["results_with_merged"] == r["merged_groups"]
     assert all(x["points"] == x["voxels"] for x in probe["with_points"]["results"]), probe  # fetched: all voxels
     assert r["query_ms"]["n"] > 0 and r["while_mapping"]["failed"] == 0 and r["while_mapping"]["timed_out"] == 0

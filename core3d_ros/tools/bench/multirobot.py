@@ -313,6 +313,11 @@ def _probe(peer: Peer, names: list[str]) -> dict:
         out["results"] = len(resp.results)
         out["results_by_robot"] = {r: sum(1 for x in resp.results if x.robot == r) for r in names}
         out["results_with_merged"] = sum(1 for x in resp.results if len(x.merged_ids))
+        # Which robot's copy represents a merged group depends on what each robot saw, so a robot
+        # may own no result; its objects are still served, as merged ids.
+        out["served_by_robot"] = {
+            r: sum((x.robot == r) + sum(1 for m in x.merged_robots if m == r) for x in resp.results) for r in names
+        }
         resp, dt = peer.call("query", peer.request("query", text="the largest object", top_k=3, include_points=True), 30.0)
         out["with_points"] = {
             "ms": dt * 1e3, "message": str(resp.message)[:300],
