@@ -7,10 +7,11 @@
 
 Feeding is cheap and incremental: each block's surface points are reduced to (ground cell,
 height bin, count) rows and replace whatever that block sent before, so re-sent blocks never
-count twice; a height histogram is kept up to date from those rows. ``update`` does the real
-work at most every ``hierarchy.period`` seconds, and only for the floors whose height band
-received changed blocks or cameras; a floor's rows are found through an index of blocks by
-1 m height slab, so an update reads the changed floor only.
+count twice; a height histogram and the bird's-eye columns (columns.py: counts per cell and
+height bin in tiles, with a mask of the occupied bins) are kept up to date from those rows.
+``update`` does the real work at most every ``hierarchy.period`` seconds, and only for the
+floors whose height band received changed blocks or cameras; a floor's grid is read from the
+columns' masks, so an update costs the changed floor's area in cells, not its surface points.
 
 Floors: peaks of the height histogram (a bin whose count stands out of its neighbourhood's
 median, which the walls set, by ``min_floor_area`` of surface) with camera positions between
@@ -48,10 +49,9 @@ import numpy as np
 from ...config import HierarchyConfig
 from ..retrieval.relations import horizontal_basis
 from .graph import Floor, Room, SceneGraph
-from .rooms import segment_floor
+from .columns import Columns
+from .rooms import FLOOR_BAND, floor_grid, segment_floor
 
-SLAB_M = 1.0  # height slab of the block index (metres)
-FLOOR_BAND = 0.1  # metres: surface this close to the floor height is floor
 MIN_SUPPORT = 3  # camera positions (thinned to one per grid cell of travel) a floor needs above it
 
 
@@ -77,10 +77,9 @@ class HierarchyBuilder:
         self.basis = horizontal_basis(self.up)  # (2, 3): ground axes a, b (right-handed with up)
         self.cell = float(cfg.cell_size)
         self.hbin = float(cfg.height_bin)
-        # per block: (cells (M, 2) int64, height bins (M,) int64, counts (M,) int64, height sums (M,),
-        # lowest and highest height slab of its rows)
+        # per block: (cells (M, 2) int64, height bins (M,) int64, counts (M,) int64, height sums (M,))
         self._blocks: dict[tuple[int, int, int], tuple[np.ndarray, ...]] = {}
-        self._slabs: dict[int, set[tuple[int, int, int]]] = {}  # height slab -> blocks with rows in it
+        self._columns = Columns()  # the same rows summed per (cell, height bin), in tiles
         self._hist = np.zeros(0, np.int64)
         self._hsum = np.zeros(0, np.float64)  # sum of the heights counted in each bin
         self._hist_lo = 0  # height bin of _hist[0]
@@ -123,42 +122,30 @@ class HierarchyBuilder:
         else:
             rows, counts, sums = np.zeros((0, 4), np.int64), np.zeros(0, np.int64), np.zeros(0)
         starts = np.searchsorted(rows[:, 0], np.arange(len(blocks) + 1)).tolist()
-        # per block, the height slabs its new rows reach (one vectorised pass, not one per block)
-        has = np.flatnonzero(np.diff(starts))
-        slab_lo = np.zeros(len(blocks), np.int64)
-        slab_hi = np.full(len(blocks), -1, np.int64)
-        if len(has):
-            at = np.asarray(starts)[has]
-            slab_lo[has] = np.floor(np.minimum.reduceat(rows[:, 3], at) * self.hbin / SLAB_M)
-            slab_hi[has] = np.floor((np.maximum.reduceat(rows[:, 3], at) + 1) * self.hbin / SLAB_M)
         cells_all, hb_all = rows[:, 1:3], rows[:, 3]
         old_entries = []
-        slabs = self._slabs
         for i, blk in enumerate(map(tuple, blocks.tolist())):
             old = self._blocks.pop(blk, None)
             if old is not None:
                 old_entries.append(old)
-                for sl in range(old[4], old[5] + 1):
-                    slabs[sl].discard(blk)
             a, b = starts[i], starts[i + 1]
-            if a == b:
-                continue
-            # views into this call's arrays: they live while any of their blocks is not re-sent
-            lo, hi = int(slab_lo[i]), int(slab_hi[i])
-            self._blocks[blk] = (cells_all[a:b], hb_all[a:b], counts[a:b], sums[a:b], lo, hi)
-            for sl in range(lo, hi + 1):
-                slabs.setdefault(sl, set()).add(blk)
+            if a < b:  # views into this call's arrays: they live while any of their blocks is not re-sent
+                self._blocks[blk] = (cells_all[a:b], hb_all[a:b], counts[a:b], sums[a:b])
         lo_h, hi_h = np.inf, -np.inf
         if old_entries:
             old_hb = np.concatenate([o[1] for o in old_entries])
-            self._hist_add(old_hb, -np.concatenate([o[2] for o in old_entries]), -np.concatenate([o[3] for o in old_entries]))
+            old_n = -np.concatenate([o[2] for o in old_entries])
+            self._hist_add(old_hb, old_n, -np.concatenate([o[3] for o in old_entries]))
+            self._columns.add(np.concatenate([o[0] for o in old_entries]), old_hb, old_n)
             lo_h, hi_h = old_hb.min() * self.hbin, (old_hb.max() + 1) * self.hbin
         if len(rows):
             self._hist_add(hb_all, counts, sums)
+            self._columns.add(cells_all, hb_all, counts)
             lo_h, hi_h = min(lo_h, hb_all.min() * self.hbin), max(hi_h, (hb_all.max() + 1) * self.hbin)
         if lo_h <= hi_h:
             self._dirty.append((float(lo_h), float(hi_h)))
         self.stats["blocks"] = len(self._blocks)
+        self.stats["column_tiles"] = len(self._columns)
 
     def add_camera(self, position: np.ndarray) -> None:
         """A camera centre (map frame): free space the robot went through. Positions closer
@@ -262,26 +249,14 @@ class HierarchyBuilder:
         return float(above.min()) if len(above) else h + self.cfg.max_camera_height + 0.5
 
     # ------------------------------------------------------------------------------ rooms
-    def _rows(self, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
-        """(cells, heights) of every stored row with a height in [lo, hi]."""
-        keys: set = set()
-        for s in range(int(np.floor(lo / SLAB_M)), int(np.floor(hi / SLAB_M)) + 1):
-            keys |= self._slabs.get(s, set())
-        if not keys:
-            return np.zeros((0, 2), np.int64), np.zeros(0)
-        cells = np.concatenate([self._blocks[k][0] for k in keys])
-        hb = np.concatenate([self._blocks[k][1] for k in keys])
-        h = (hb + 0.5) * self.hbin
-        keep = (h >= lo) & (h <= hi)
-        return cells[keep], h[keep]
-
     def _segment(self, fl: _FloorState) -> tuple[np.ndarray, np.ndarray, str]:
         """Room regions of one floor: (origin cell, label grid [b, a] of region numbers 1..K, note)."""
         cfg = self.cfg
-        cells, h = self._rows(fl.height - FLOOR_BAND, fl.height + cfg.wall_high)
+        origin, inside, walls, gnote = floor_grid(self._columns, fl.height, cfg, self.hbin)
         cams = np.array([c for c in self._cameras if fl.height + cfg.min_camera_height <= c[2] <= fl.height + cfg.max_camera_height]).reshape(-1, 3)
         cam_cells = np.floor(cams[:, :2] / self.cell).astype(np.int64)
-        return segment_floor(cells, h, cam_cells, fl.height, fl.degraded, cfg, self.cell)
+        origin, labels, note = segment_floor(origin, inside, walls, cam_cells, fl.degraded, cfg, self.cell)
+        return origin, labels, "; ".join(x for x in (gnote, note) if x)
 
     def _match_ids(self, old: _FloorState | None, origin: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Room ids for the regions 1..K of ``labels`` (a lookup table), stable against ``old``."""
@@ -302,10 +277,11 @@ class HierarchyBuilder:
             a[o1[1]: o1[1] + labels.shape[0], o1[0]: o1[0] + labels.shape[1]] = labels
             b[o2[1]: o2[1] + old.labels.shape[0], o2[0]: o2[0] + old.labels.shape[1]] = old.labels
             m = (a > 0) & (b > 0)
-            pairs, counts = np.unique(np.stack([a[m], b[m]], axis=1), axis=0, return_counts=True) if m.any() else (np.zeros((0, 2), np.int64), [])
-            inter = {(int(p[0]), int(p[1])): int(c) for p, c in zip(pairs, counts)}
-            ids, counts = np.unique(old.labels[old.labels > 0], return_counts=True)
-            area_old = {int(i): int(c) for i, c in zip(ids, counts)}
+            k_old = int(old.labels.max()) + 1
+            pair_counts = np.bincount(a[m] * k_old + b[m], minlength=(k + 1) * k_old)  # 1-D counts: no row sort
+            inter = {(int(p) // k_old, int(p) % k_old): int(pair_counts[p]) for p in np.flatnonzero(pair_counts)}
+            counts = np.bincount(old.labels.ravel(), minlength=k_old)
+            area_old = {int(i): int(counts[i]) for i in np.flatnonzero(counts[1:]) + 1}
         share = self.cfg.match_overlap
         taken_old: set[int] = set()
         for (new, oid), n in sorted(inter.items(), key=lambda kv: -kv[1]):

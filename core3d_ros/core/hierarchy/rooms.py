@@ -1,12 +1,14 @@
 """Rooms of one floor on a bird's-eye grid: a marker-controlled watershed of the distance
 transform of the free space (see builder.py for how the grid's cells are found).
 
-    origin, labels, note = segment_floor(cells, heights, camera_cells, floor_height, degraded, cfg, cell)
+    origin, inside, walls, note = floor_grid(columns, floor_height, cfg, height_bin)
+    origin, labels, note = segment_floor(origin, inside, walls, camera_cells, degraded, cfg, cell)
 
-``cells`` (N, 2) global grid cells (ground axes a, b) and ``heights`` (N,) of the surface rows
-from just below the floor to the top of the wall band; ``camera_cells`` (M, 2) the cells of the
-camera centres of this floor. ``labels`` is a [b, a] grid of regions 1..K (0: none) whose cell
-[0, 0] is the global cell ``origin``.
+``floor_grid`` reads the floor's cells from the surface columns (columns.py): *inside* = cells
+with surface from FLOOR_BAND below the floor to the top of the wall band, *walls* = cells with
+surface in the wall band or rising from near the floor to near the band. ``camera_cells`` (M, 2)
+are the cells of the camera centres of this floor. ``labels`` is a [b, a] grid of regions 1..K
+(0: none) whose cell [0, 0] is the global cell ``origin``.
 """
 from __future__ import annotations
 
@@ -14,53 +16,59 @@ import cv2
 import numpy as np
 
 from ...config import HierarchyConfig
+from .columns import NONE_LOW, Columns
 
 MAX_GRID_CELLS = 16_000_000  # a floor's grid beyond this (400 x 400 m at 0.1 m) keeps the bulk
+FLOOR_BAND = 0.1  # metres: surface this close to the floor height is floor
+
+
+def floor_grid(columns: Columns, height: float, cfg: HierarchyConfig, hbin: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """(origin, inside, walls, note) of the floor at ``height``; a bin is in a band when its
+    centre is."""
+    def first(m: float) -> int:
+        return int(np.ceil(m / hbin - 0.5))
+
+    top = int(np.floor((height + cfg.wall_high) / hbin - 0.5))
+    origin, [(low, high), (vlow, vhigh)], clipped = columns.spans(
+        [(first(height - FLOOR_BAND), top), (first(height + 0.2), top)], MAX_GRID_CELLS)
+    inside = low != NONE_LOW
+    walls = inside & ((high + 0.5) * hbin >= height + cfg.wall_low)
+    # ... and cells whose surface rises from near the floor to near the band (a wall whose
+    # band was not seen, a tall cupboard): vertical extent of at least wall_low - 0.3 m
+    v = vlow != NONE_LOW
+    walls[v] |= (vhigh[v] - vlow[v]) * hbin >= cfg.wall_low - 0.3
+    note = "grid clipped to the bulk of the surface (stray surface far away)" if clipped else ""
+    return origin, inside.astype(np.uint8), walls.astype(np.uint8), note
 
 
 def segment_floor(
-    cells: np.ndarray,
-    h: np.ndarray,
+    origin: np.ndarray,
+    inside: np.ndarray,
+    walls: np.ndarray,
     cam_cells: np.ndarray,
-    height: float,
     degraded: bool,
     cfg: HierarchyConfig,
     cell: float,
 ) -> tuple[np.ndarray, np.ndarray, str]:
-    """(origin, region grid, note) of one floor; ``degraded`` (no floor surface): one region
+    """(origin, region grid, note) of one floor from its ``inside`` / ``walls`` grids [b, a]
+    (cell [0, 0] at the global cell ``origin``); ``degraded`` (no floor surface): one region
     of all that was seen."""
     r_cam = int(np.ceil(cfg.camera_radius / cell))
-    allc = np.concatenate([cells, cam_cells - r_cam, cam_cells + r_cam])
+    bb, aa = np.nonzero(inside)
+    cam_cells = np.asarray(cam_cells, np.int64).reshape(-1, 2)
+    surf = np.array([[aa.min(), bb.min()], [aa.max(), bb.max()]]) + origin if len(aa) else np.zeros((0, 2), np.int64)
+    ext = np.concatenate([surf, cam_cells])
+    if len(surf) and len(ext) and np.prod(ext.max(axis=0) - ext.min(axis=0) + 1) > MAX_GRID_CELLS:
+        near = int(np.sqrt(MAX_GRID_CELLS)) // 4  # cameras far outside a clipped grid are left out with it
+        cam_cells = cam_cells[np.all((cam_cells >= surf[0] - near) & (cam_cells <= surf[1] + near), axis=1)]
+    allc = np.concatenate([surf, cam_cells - r_cam, cam_cells + r_cam])
     if len(allc) == 0:
         return np.zeros(2, np.int64), np.zeros((0, 0), np.int32), "no surface on this floor yet"
-    clip_note = ""
     lo_c, hi_c = allc.min(axis=0), allc.max(axis=0)
-    if np.prod(hi_c - lo_c + 1) > MAX_GRID_CELLS:  # stray points far away: keep the bulk
-        lo_c = np.percentile(allc, 1, axis=0).astype(np.int64)
-        hi_c = np.percentile(allc, 99, axis=0).astype(np.int64)
-        side = int(np.sqrt(MAX_GRID_CELLS)) // 2
-        mid = (lo_c + hi_c) // 2
-        lo_c, hi_c = np.maximum(lo_c, mid - side), np.minimum(hi_c, mid + side)
-        keep = np.all((cells >= lo_c) & (cells <= hi_c), axis=1)
-        cells, h = cells[keep], h[keep]
-        cam_cells = cam_cells[np.all((cam_cells >= lo_c) & (cam_cells <= hi_c), axis=1)]
-        clip_note = f"grid clipped to {(hi_c - lo_c + 1) * cell} m around the bulk of the surface"
-    origin = lo_c - r_cam - 2
-    shape = hi_c + r_cam - origin + 3  # (a, b)
-    rel = cells - origin
-    inside = np.zeros((shape[1], shape[0]), np.uint8)
-    walls = np.zeros_like(inside)
-    inside[rel[:, 1], rel[:, 0]] = 1
-    w = (h >= height + cfg.wall_low) & (h <= height + cfg.wall_high)
-    walls[rel[w, 1], rel[w, 0]] = 1
-    # ... and cells whose surface rises from near the floor to near the band (a wall whose
-    # band was not seen, a tall cupboard): vertical extent of at least wall_low - 0.3 m
-    v = h >= height + 0.2
-    lo = np.full(inside.shape, np.inf)
-    hi = np.full(inside.shape, -np.inf)
-    np.minimum.at(lo, (rel[v, 1], rel[v, 0]), h[v])
-    np.maximum.at(hi, (rel[v, 1], rel[v, 0]), h[v])
-    walls[(hi - lo) >= cfg.wall_low - 0.3] = 1
+    new_origin = lo_c - r_cam - 2
+    shape = hi_c + r_cam - new_origin + 3  # (a, b)
+    inside, walls = (_paste(g, origin, new_origin, shape) for g in (inside, walls))
+    origin = new_origin
     k3 = np.ones((3, 3), np.uint8)
     # closings with zeros beyond the grid (OpenCV's default would keep a dilated rim there)
     inside = cv2.morphologyEx(inside, cv2.MORPH_CLOSE, k3, iterations=2, borderType=cv2.BORDER_CONSTANT, borderValue=0)
@@ -70,7 +78,7 @@ def segment_floor(
     inside = _fill_holes(inside)
     free = (inside & (1 - walls)).astype(np.uint8)
     if degraded:  # no floor to stand on: everything seen is one room
-        return origin, inside.astype(np.int32), clip_note
+        return origin, inside.astype(np.int32), ""
     if not free.any():
         return origin, np.zeros_like(inside, np.int32), "no free space on this floor"
     dist = cv2.distanceTransform(free, cv2.DIST_L2, 5) * cell
@@ -98,7 +106,19 @@ def segment_floor(
     rooms = len(np.unique(labels[labels > 0]))
     if rooms == 1 and not note:
         note = "one room (no doorway-narrow passage found: a single room or an open plan)"
-    return origin, labels, "; ".join(x for x in (clip_note, note) if x)
+    return origin, labels, note
+
+
+def _paste(grid: np.ndarray, origin: np.ndarray, new_origin: np.ndarray, shape: np.ndarray) -> np.ndarray:
+    """``grid`` (cell [0, 0] at global ``origin``) on a zero grid of ``shape`` (a, b) whose cell
+    [0, 0] is ``new_origin``; what falls outside is cut."""
+    out = np.zeros((shape[1], shape[0]), np.uint8)
+    o = origin - new_origin  # (a, b) of grid[0, 0] in out
+    a0, b0 = max(o[0], 0), max(o[1], 0)
+    a1, b1 = min(o[0] + grid.shape[1], shape[0]), min(o[1] + grid.shape[0], shape[1])
+    if a1 > a0 and b1 > b0:
+        out[b0:b1, a0:a1] = grid[b0 - o[1]: b1 - o[1], a0 - o[0]: a1 - o[0]]
+    return out
 
 
 def _fill_holes(inside: np.ndarray) -> np.ndarray:
