@@ -85,6 +85,7 @@ def config(**query: Any) -> MapperConfig:
     cfg.ros.publish_period = 0.1
     cfg.ros.stream_voxel_sample = SAMPLE
     cfg.ros.query_namespace = "core3d/mapping"
+    cfg.hierarchy.enabled = False  # no frames are mapped: the tests publish the scene graphs
     for k, v in query.items():
         setattr(cfg.query, k, v)
     return cfg
@@ -185,6 +186,38 @@ def test_two_robots_are_served_as_one_map_with_duplicates_merged(robots: Robots)
     got = by_robot(robots.call(Query, "core3d/query", Query.Request(text="the largest object", top_k=10)))
     assert sorted(got) == [("robot1", 2), ("robot1", 3), ("robot2", 1), ("robot2", 5)]
     assert list(got[("robot2", 1)].merged_ids) == []
+
+
+def test_room_constraints_hold_in_each_robots_own_graph(robots: Robots) -> None:
+    from core3d.msg import SceneGraph as SceneGraphMsg
+
+    from core3d_ros.core.hierarchy.graph import Floor, Room, SceneGraph
+    from core3d_ros.ros.conversions.scene_graph import scene_graph_to_msg
+    from core3d_ros.ros.publishing import MAP_QOS
+
+    def graph(rooms: dict[int, tuple[str, list[int]]]) -> SceneGraph:
+        square = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], float)
+        return SceneGraph(version=1, floors=[Floor(id=1, height=0.0, ceiling=2.5, room_ids=sorted(rooms))], rooms=[
+            Room(id=i, floor_id=1, outline=square, area=1.0, centroid=np.full(3, 0.5), label=lab, object_ids=ids)
+            for i, (lab, ids) in rooms.items()])
+
+    # the two robots' own graphs: each has a kitchen; robot1's office holds its object 1, which
+    # is served as robot2's object 1 (merged), and robot2 puts its 1 in the hall
+    graphs = {"robot1": graph({1: ("kitchen", [2, 3]), 2: ("office", [1])}), "robot2": graph({1: ("kitchen", [5]), 4: ("hall", [1])})}
+    pubs = [robots.peer.create_publisher(SceneGraphMsg, f"{r}/core3d/scene_graph", MAP_QOS) for r in graphs]
+    for pub, g in zip(pubs, graphs.values()):
+        pub.publish(scene_graph_to_msg(g, frame_id="map"))
+    assert wait_for(robots.synced, 15)
+    assert wait_for(lambda: all(m.graph() is not None for m in robots.query.scene_graphs.values()), 10)
+    resp = robots.call(Query, "core3d/query", Query.Request(text="the largest object in the kitchen", top_k=10))
+    assert resp.success, resp.message
+    assert sorted((r.robot, r.object.id, r.object.room_id) for r in resp.results) == [("robot1", 2, 1), ("robot1", 3, 1), ("robot2", 5, 1)]
+    office = robots.call(Query, "core3d/query", Query.Request(text="the largest object in the office", top_k=10))
+    assert office.success, office.message
+    # robot1 saw it in its office; it is served as robot2's object, whose own graph has it in the hall (4)
+    assert [(r.robot, r.object.id, list(r.merged_ids), r.object.room_id) for r in office.results] == [("robot2", 1, [1], 4)]
+    one = robots.call(GetObject, "core3d/get_object", GetObject.Request(id=3, robot="robot1"))
+    assert one.success and one.object.room_id == 1
 
 
 def test_points_come_from_the_owning_mapping_node(robots: Robots) -> None:

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from core3d_ros.core.mapping.mirror import MapMirror, MapVersion, StreamedObject
-from core3d_ros.core.mapping.union import MapUnion, compare_cell, sample_iov
+from core3d_ros.core.hierarchy.graph import Floor, Room, SceneGraph
+from core3d_ros.core.mapping.union import MapUnion, compare_cell, sample_iov, union_scene_graph
 from core3d_ros.core.objects import OrientedBox
 
 V = 0.1  # voxel size of both robots' maps
@@ -199,3 +200,34 @@ def test_query_namespaces_and_timeout_are_checked_at_start_up() -> None:
         from_dict({"query": {"namespaces": ["2nd robot"]}})
     with pytest.raises(ConfigError, match=r"^query.fetch_timeout must be in \[0.001, 60.0\], got 0.0"):
         from_dict({"query": {"fetch_timeout": 0.0}})
+
+
+def graph(rooms: dict[int, tuple[str, list[int]]], note: str = "") -> SceneGraph:
+    """One floor (id 1) with ``rooms``: {room id: (label, object ids)}."""
+    return SceneGraph(
+        note=note, version=3, floors=[Floor(id=1, height=0.0, ceiling=2.5, room_ids=sorted(rooms))],
+        rooms=[Room(id=i, floor_id=1, outline=np.zeros((0, 3)), area=1.0, centroid=np.zeros(3), label=lab, object_ids=ids)
+               for i, (lab, ids) in rooms.items()],
+    )
+
+
+def test_robots_scene_graphs_side_by_side_on_served_ids() -> None:
+    u = MapUnion(["robot1", "robot2"])
+    u.update("robot1", [slab(1, 0, 10), slab(2, 30, 10)], full=True, voxel_size=V)
+    u.update("robot2", [slab(1, 2, 12), slab(5, 60, 10)], full=True, voxel_size=V)  # its 1 is robot1's 1, bigger
+    view = u.view()
+    assert view.groups[("robot1", 1)].robot == "robot2"  # merged into robot2's, the bigger
+    g = union_scene_graph(view, {
+        "robot1": graph({1: ("kitchen", [1, 2]), 2: ("office", [])}, note="one room"),
+        "robot2": graph({1: ("kitchen", [5]), 4: ("hall", [1, 99])}),  # 99: not in robot2's table
+    }, ["robot1", "robot2"])
+    # ids as object ids: id * 2 + robot number; robot1's 1 is served as robot2's 1 (id 3)
+    assert [(r.id, r.floor_id, r.label, r.object_ids) for r in g.rooms] == [
+        (2, 2, "kitchen", [3, 4]), (4, 2, "office", []), (3, 3, "kitchen", [11]), (9, 3, "hall", [3]),
+    ]
+    assert [(f.id, f.room_ids) for f in g.floors] == [(2, [2, 4]), (3, [3, 9])]
+    assert g.note == "robot1: one room" and g.version == 6
+    # a robot without a graph yet adds nothing; none at all: no graph
+    only = union_scene_graph(view, {"robot1": None, "robot2": graph({7: ("hall", [5])})}, ["robot1", "robot2"])
+    assert [(r.id, r.object_ids) for r in only.rooms] == [(15, [11])]
+    assert union_scene_graph(view, {"robot1": None}, ["robot1", "robot2"]) is None

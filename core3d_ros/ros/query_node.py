@@ -19,7 +19,11 @@ the robot (empty: the first).
 
 Queries run the same answerer as the mapping node (``make_answerer`` on the configuration's
 retrieval settings and encoder) on a MapSnapshot of the union, with the first robot's last
-camera pose as the viewpoint; the services have the mapping node's types and names, so planners
+camera pose as the viewpoint, and with the scene graph for room-aware queries: the one robot's
+latched ``core3d/scene_graph``, or with several robots each robot's graph side by side on the
+served ids (``union_scene_graph``: rooms are not merged across robots, so "in the kitchen" holds
+for an object in a kitchen of its own robot's graph); ``Object.room_id`` is the room in the
+object's own robot's graph; the services have the mapping node's types and names, so planners
 see no difference. ``include_points`` fetches all of an object's voxels from its mapping node
 (``<namespace>/core3d/mapping/get_object``, ros/fetch.py) within ``query.fetch_timeout``; a
 failed or late fetch answers with the stream's voxel sample and says so in the message. The
@@ -53,7 +57,7 @@ from visualization_msgs.msg import MarkerArray
 
 from ..config import MapperConfig
 from ..core.mapping.mirror import MapMirror
-from ..core.mapping.union import MapUnion
+from ..core.mapping.union import MapUnion, union_scene_graph
 from .conversions.headers import make_header
 from .conversions.map_stream import msg_to_map_version
 from .conversions.markers import query_markers
@@ -149,12 +153,15 @@ class QueryNode(Node):
                 callback_group=services,
             ),
         ]
-        # the first robot's latched scene graph, for room-aware queries ("the mug in the kitchen");
-        # robots' hierarchies are not merged yet, so with several robots rooms are not applied
-        self.scene_graph = SceneGraphMirror(
-            self, self._guard, topic=f"{self.feeds[self.robots[0]].prefix}core3d/scene_graph", callback_group=self._stream_group
-        )
-        self._room_ids = RoomIds()  # Object.room_id of results from that graph
+        # each robot's latched scene graph, for room-aware queries ("the mug in the kitchen"); with
+        # several robots, their graphs side by side on the served ids (union_scene_graph)
+        self.scene_graphs = {
+            r: SceneGraphMirror(self, self._guard, topic=f"{f.prefix}core3d/scene_graph", callback_group=self._stream_group)
+            for r, f in self.feeds.items()
+        }
+        self.scene_graph = self.scene_graphs[self.robots[0]]
+        self._room_ids = {r: RoomIds() for r in self.robots}  # Object.room_id: the room in its own robot's graph
+        self._union_graph: tuple[Any, tuple, Any] = (None, (), None)  # (view, the robots' graphs, their union)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # the last query's hits for RViz, as the mapping node publishes its own: with the next
         # tick, so that a planner asking 50 queries a second does not pay for 50 marker arrays
@@ -406,7 +413,7 @@ class QueryNode(Node):
         view = self.union.view()  # one consistent version for the whole answer
         snap = view.snapshot
         try:
-            graph = self._graph()
+            graph = self._graph(view)
             answer = self.answerer.answer(
                 snap, text, top_k=int(req.top_k) or None, viewpoint=self._viewpoint(), graph=graph
             )
@@ -423,7 +430,8 @@ class QueryNode(Node):
             req, resp, answer, snap, self._QueryResult, self.cfg.ros.map_frame, self._now,
             origin=view.origins.get, fetched=fetched,
         )
-        self._room_ids.fill((r.object for r in resp.results), graph)
+        for r in resp.results:
+            self._fill_room_id(r.robot, r.object)
         if req.include_best_view and any(not r.best_view.data for r in resp.results):
             notes.append(NO_BEST_VIEWS)
         notes += [f"{r}: {NO_MAP_YET}" for r in self.robots if r not in serving]
@@ -432,9 +440,25 @@ class QueryNode(Node):
             self._query_hits = hits
         return resp
 
-    def _graph(self) -> Any:
-        """The scene graph queries use: the one robot's (None with several robots)."""
-        return self.scene_graph.graph() if len(self.robots) == 1 else None
+    def _graph(self, view: Any) -> Any:
+        """The scene graph queries use: the one robot's, or the robots' graphs on the served ids
+        of ``view`` (rebuilt when the view or a graph changed, not per query)."""
+        if len(self.robots) == 1:
+            return self.scene_graph.graph()
+        graphs = tuple(m.graph() for m in self.scene_graphs.values())
+        with self._lock:
+            v, g, union = self._union_graph
+            if v is view and all(a is b for a, b in zip(g, graphs)):
+                return union
+        union = union_scene_graph(view, dict(zip(self.scene_graphs, graphs)), self.robots)
+        with self._lock:
+            self._union_graph = (view, graphs, union)
+        return union
+
+    def _fill_room_id(self, robot: str, obj: Any) -> None:
+        """Object.room_id: the object's room in its own robot's graph (0: none or no graph)."""
+        robot = robot or self.robots[0]
+        self._room_ids[robot].fill([obj], self.scene_graphs[robot].graph())
 
     async def _on_get_object(self, req: Any, resp: Any) -> Any:
         robot = str(req.robot) or self.robots[0]
@@ -467,7 +491,7 @@ class QueryNode(Node):
         if group is not None and (group.robot, group.id) != (robot, int(obj.id)):
             note = "; ".join(n for n in (note, f"merged into {group.robot}'s object {group.id}") if n)
         resp.message = note
-        self._room_ids.fill([resp.object], self._graph())
+        self._fill_room_id(robot, resp.object)
         return resp
 
 

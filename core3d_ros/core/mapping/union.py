@@ -39,6 +39,7 @@ import numpy as np
 
 from ..fusion.association import balanced
 from ..fusion.voxels import pack
+from ..hierarchy.graph import SceneGraph
 from ..objects import MapSnapshot, ObjectInfo
 
 Key = tuple[int, int]  # (robot number, the robot's own object id)
@@ -364,3 +365,37 @@ class MapUnion:
             self._members[rep] = [rep] + sorted(k for k in group if k != rep)
             for k in group:
                 self._rep[k] = rep
+
+
+def union_scene_graph(view: UnionView, graphs: dict[str, SceneGraph | None], robots: list[str]) -> SceneGraph | None:
+    """The robots' scene graphs as one, on the union's served ids, for room-aware queries.
+
+    Each robot segments its own floors and rooms; they are not merged (two robots that both saw
+    the kitchen give two rooms labelled kitchen, each listing what its robot mapped there), so a
+    room constraint holds for an object when it holds in its own robot's graph. Floor and room
+    ids are numbered as object ids are (``id * n + i`` for robot ``i`` of ``n``); an object
+    merged into another robot's object is listed as the object it is served as. A graph
+    object per call: a query reads it without locks. None when no robot has a graph yet."""
+    n = len(robots)
+    have = [(i, r, graphs.get(r)) for i, r in enumerate(robots) if graphs.get(r) is not None]
+    if not have:
+        return None
+    index = {r: i for i, r in enumerate(robots)}
+    served = {key: o.id * n + index[o.robot] for key, o in view.groups.items()}  # (robot, id) -> served id
+    floors, rooms, notes = [], [], []
+    for i, robot, g in have:
+        floors += [dataclasses.replace(f, id=f.id * n + i, room_ids=[r * n + i for r in f.room_ids]) for f in g.floors]
+        rooms += [
+            dataclasses.replace(
+                room, id=room.id * n + i, floor_id=room.floor_id * n + i,
+                object_ids=sorted({served[(robot, o)] for o in room.object_ids if (robot, o) in served}),
+            )
+            for room in g.rooms
+        ]
+        if g.note:
+            notes.append(f"{robot}: {g.note}")
+    first = have[0][2]
+    return SceneGraph(
+        up=first.up, up_source=first.up_source, note="; ".join(notes), version=sum(g.version for _, _, g in have),
+        splits=sum(g.splits for _, _, g in have), merges=sum(g.merges for _, _, g in have), floors=floors, rooms=rooms,
+    )
