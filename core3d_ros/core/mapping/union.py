@@ -381,14 +381,17 @@ def union_scene_graph(view: UnionView, graphs: dict[str, SceneGraph | None], rob
     if not have:
         return None
     index = {r: i for i, r in enumerate(robots)}
-    served = {key: o.id * n + index[o.robot] for key, o in view.groups.items()}  # (robot, id) -> served id
+
+    def served(robot: str, oids: list[int]) -> list[int]:  # what each object is served as
+        return sorted({g.id * n + index[g.robot] for o in oids if (g := view.groups.get((robot, int(o)))) is not None})
+
     floors, rooms, notes = [], [], []
     for i, robot, g in have:
         floors += [dataclasses.replace(f, id=f.id * n + i, room_ids=[r * n + i for r in f.room_ids]) for f in g.floors]
         rooms += [
             dataclasses.replace(
                 room, id=room.id * n + i, floor_id=room.floor_id * n + i,
-                object_ids=sorted({served[(robot, o)] for o in room.object_ids if (robot, o) in served}),
+                object_ids=served(robot, room.object_ids),
             )
             for room in g.rooms
         ]
