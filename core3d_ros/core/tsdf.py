@@ -50,6 +50,39 @@ def clamp_rows_kernel(w, rows, cap):
                 row[j] = cap
 
 
+@numba.njit(cache=True, nogil=True)
+def surface_kernel(tsdf, weight, color, bufs, blocks, res, voxel, band, min_weight):
+    """Surface voxels of the blocks at grid rows ``bufs`` (block coordinates ``blocks``), read
+    straight from the grid's memory: ``tsdf`` / ``weight`` (capacity, res^3), ``color``
+    (capacity, res^3, 3), voxels x fastest, as Open3D lays them out. A voxel is on the surface
+    when |tsdf| <= ``band`` (in truncation units) and its weight >= ``min_weight``. Returns
+    (points (N, 3) float32 at the voxels' corners as Open3D's coordinates, colours (N, 3)
+    float32, the index into ``bufs`` of each)."""
+    per = res * res * res
+    n = 0
+    for i in range(bufs.shape[0]):
+        t, w = tsdf[bufs[i]], weight[bufs[i]]
+        for j in range(per):
+            if abs(t[j]) <= band and w[j] >= min_weight:
+                n += 1
+    points = np.empty((n, 3), np.float32)
+    colors = np.empty((n, 3), np.float32)
+    block_of = np.empty(n, np.int64)
+    k = 0
+    for i in range(bufs.shape[0]):
+        row = bufs[i]
+        t, w, c = tsdf[row], weight[row], color[row]
+        for j in range(per):
+            if abs(t[j]) <= band and w[j] >= min_weight:
+                points[k, 0] = (blocks[i, 0] * res + j % res) * voxel
+                points[k, 1] = (blocks[i, 1] * res + (j // res) % res) * voxel
+                points[k, 2] = (blocks[i, 2] * res + j // (res * res)) * voxel
+                colors[k] = c[j]
+                block_of[k] = i
+                k += 1
+    return points, colors, block_of
+
+
 def _block_keys(blocks: np.ndarray) -> np.ndarray:
     """(B, 3) block coordinates -> (B,) int64, one per block (21 bits per axis)."""
     b = np.asarray(blocks, np.int64) + (1 << 20)
@@ -215,14 +248,22 @@ class GeometryLayer:
             rows = np.flatnonzero(found)
             if len(rows) == 0:
                 return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros(0, np.int64)
+            band = 0.5 / self.trunc_voxels  # tsdf is the signed distance over the truncation distance
+            if self.device.get_type() == o3c.Device.DeviceType.CPU:  # the grid's memory, read in place
+                per = self.block_resolution**3
+                points, color, of = surface_kernel(
+                    self.vbg.attribute("tsdf").reshape((-1, per)).numpy(), self.vbg.attribute("weight").reshape((-1, per)).numpy(),
+                    self.vbg.attribute("color").reshape((-1, per, 3)).numpy(), buf.numpy()[rows].astype(np.int64),
+                    blocks[rows], self.block_resolution, np.float32(self.voxel_size), np.float32(band), np.float32(self.min_weight),
+                )
+                return points, np.clip(color, 0, 255).astype(np.uint8), rows[of]
             buf = buf[o3c.Tensor(rows.astype(np.int64)).to(self.device)]
             coords, flat = self.vbg.voxel_coordinates_and_flattened_indices(buf)
             tsdf = self.vbg.attribute("tsdf").reshape((-1,))[flat].cpu().numpy()
             weight = self.vbg.attribute("weight").reshape((-1,))[flat].cpu().numpy()
             color = self.vbg.attribute("color").reshape((-1, 3))[flat].cpu().numpy()
             coords = coords.cpu().numpy()
-        # tsdf is the signed distance over the truncation distance (trunc_voxels voxels)
-        keep = (np.abs(tsdf) * self.trunc_voxels <= 0.5) & (weight >= self.min_weight)
+        keep = (np.abs(tsdf) <= band) & (weight >= self.min_weight)
         per_block = self.block_resolution**3
         block_of = rows[np.arange(len(tsdf)) // per_block]
         points = coords.astype(np.float32)  # the TSDF's sample points
