@@ -165,6 +165,32 @@ def test_a_path_with_unknown_stamps_applies_the_known_ones(anchor):
     assert np.array_equal(keys_of(omap, left), np.sort(pack(old + [1, 0, 0])))
 
 
+def test_table_counts_each_unknown_stamp_once_across_republished_paths():
+    """A SLAM system republishes its whole keyframe path: a keyframe never fused is counted once,
+    not once per path; a new unknown keyframe still counts."""
+    t = KeyframeTable(max_frames=100, stamp_tolerance=0.01)
+    for s in (1.0, 2.0, 3.0):
+        t.record(s, np.eye(4))
+    path = [(0.5, np.eye(4)), (1.0, np.eye(4)), (2.0, np.eye(4))]  # 0.5: before the map started
+    assert t.apply(path).refused == {"unknown_stamp": 1}
+    path.append((3.0, np.eye(4)))
+    for _ in range(3):  # the same path again and again: nothing new to report
+        res = t.apply(path)
+        assert not res.rejected and res.refused == {} and res.matched == 3
+    path += [(3.5, np.eye(4)), (4.5, np.eye(4))]  # two keyframes the map did not fuse
+    assert t.apply(path).refused == {"unknown_stamp": 2}
+    assert t.apply(path).refused == {}
+    assert t.refused["unknown_stamp"] == 3 and t.applied == 6
+    # a refused batch (not finite) is not examined: its new stamp counts when it comes back valid
+    assert t.apply(path + [(6.0, np.full((4, 4), np.nan))]).rejected == "not_finite"
+    assert t.apply(path + [(6.0, np.eye(4))]).refused == {"unknown_stamp": 1}
+    # a batch where nothing matches is still refused whole, once per batch, and the table unchanged
+    for _ in range(2):
+        res = t.apply([(0.5, trans(1.0)), (3.5, trans(1.0))])
+        assert res.rejected == "unknown_stamp" and res.refused == {"unknown_stamp": 1} and res.deltas == {}
+    assert t.refused["unknown_stamp"] == 6 and np.array_equal(t.pose(1.0), np.eye(4))
+
+
 def test_table_frames_between_keyframes_follow_the_nearest_one():
     t = KeyframeTable(max_frames=100, stamp_tolerance=0.01, max_gap=0.25)
     for s in (0.0, 0.1, 0.2, 0.3, 0.9):

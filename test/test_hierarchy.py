@@ -195,6 +195,35 @@ def test_a_wall_built_across_an_open_room_is_a_split_event():
     assert g2.room(b.object_room(2)).centroid[0] > 4 and g2.room(b.object_room(1)).centroid[0] < 4
 
 
+def test_room_outline_area_and_centroid_from_a_hand_made_label_grid():
+    """A floor grid of 7 x 9 cells (b rows, a columns) at global cell (10, -3), cells of 0.1 m,
+    up z (ground a, b = x, y). Room 1: cells b 0-2, a 0-3 (against the grid's top and left edges).
+    Room 3 (there is no room 2): a 3 x 3 block at b 4-6, a 6-8 (the bottom-right corner) and a
+    lone cell at b 0, a 8; its outline is the block's."""
+    from core3d_ros.core.hierarchy.builder import _FloorState
+
+    b = HierarchyBuilder(HierarchyConfig(cell_size=0.1), S)
+    labels = np.zeros((7, 9), np.int32)
+    labels[0:3, 0:4] = 1
+    labels[4:7, 6:9] = 3
+    labels[0, 8] = 3
+    b._floors = [_FloorState(id=1, height=0.5, ceiling=3.0, origin=np.array([10, -3]), labels=labels, room_ids=[1, 3])]
+    rooms = {r.id: r for r in b._build_graph("").rooms}
+    assert sorted(rooms) == [1, 3]
+
+    def at(a, bb):  # the centre of cell (a, b) of the grid, in metres at the floor's height
+        return ((a + 10 + 0.5) * 0.1, (bb - 3 + 0.5) * 0.1, 0.5)
+
+    expect = {1: (12, (1.5, 1.0), [(0, 0), (3, 0), (3, 2), (0, 2)]), 3: (10, (7.1, 4.5), [(6, 4), (8, 4), (8, 6), (6, 6)])}
+    for rid, (cells, (ca, cb), corners) in expect.items():
+        r = rooms[rid]
+        assert np.isclose(r.area, cells * 0.01)
+        assert np.allclose(r.centroid, at(ca, cb))
+        assert sorted(map(tuple, np.round(r.outline, 6))) == sorted(tuple(np.round(at(a, bb), 6)) for a, bb in corners)
+        x, y = r.outline[:, 0], r.outline[:, 1]
+        assert np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y) > 0  # counter-clockwise
+
+
 def test_a_stray_point_far_away_does_not_blow_up_the_grid():
     pts = np.concatenate([two_rooms(), [[5000.0, -3000.0, 0.5]]])
     g = builder_with(pts, loop(2, 1.5) + loop(6, 1.5)).update([], now=0.0)

@@ -24,7 +24,7 @@ def test_spans_match_the_rows_through_additions_and_removals():
     rng = np.random.default_rng(0)
     cols, rows = Columns(), {}
     batches = []
-    for step in range(30):
+    for _step in range(30):
         if batches and rng.random() < 0.4:  # a re-sent block: its old rows taken away
             cells, bins, n = batches.pop(int(rng.integers(len(batches))))
             cols.add(cells, bins, -n)

@@ -172,6 +172,20 @@ def test_growth_initialises_chunks_of_the_reservation_and_never_copies():
     assert omap.memory_bytes() < 2 * (omap._rows_init * 60 + storage.BLOCK_CHUNK * 2052) + 2**20
 
 
+def test_memory_bytes_count_the_snapshot_summaries():
+    """The snapshot summaries are the map's memory too (core/fusion/snapshot.py). Once rows are
+    marked, per row 1 + 4 + 4 bytes (marked, owner, position) for at least 2**15 rows; a snapshot
+    then gives each cube its rows (int32), centres (3 float32) and colours (3 uint8): 19 bytes
+    for each of its 64 voxels (no up vector: no outline grid)."""
+    omap = two_cubes()
+    store = storage.VoxelStore.memory_bytes(omap) + omap.corrections_memory_bytes()
+    assert omap.memory_bytes() == store + 2**15 * 9
+    omap.snapshot()
+    assert storage.VoxelStore.memory_bytes(omap) + omap.corrections_memory_bytes() == store  # no storage written
+    assert omap.memory_bytes() == store + 2**15 * 9 + 2 * 64 * 19
+    assert omap.memory_report()["held_bytes"] == omap.memory_bytes()
+
+
 def test_past_its_reservation_the_map_doubles_with_a_copy():
     small = cfg(max_voxels=100)
     c = cube(0, n=8)[:300]

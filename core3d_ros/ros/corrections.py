@@ -15,7 +15,8 @@ A path is converted in a worker thread (never in the callback) and applied throu
 the older waiting one is dropped (a later path supersedes it). Refusals (a pose that is NaN or
 not rigid, a path in the wrong frame, out-of-order stamps, stamps never fused, a stale path) are
 counted by reason (``correction_<reason>`` under rejected in /diagnostics) and logged once per
-reason; the map is then unchanged.
+reason; the map is then unchanged. A keyframe never fused is counted once (``unknown_stamp``),
+not again in each republished path; a path none of whose stamps was fused counts once.
 """
 from __future__ import annotations
 

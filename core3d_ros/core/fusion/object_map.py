@@ -102,8 +102,10 @@ class ObjectMap(VoxelStore, PoseCorrections, FrameIntegration, FreeSpace, Moves,
         return self._team.threads
 
     def memory_bytes(self) -> int:
-        """Memory held by the map: storage (voxel rows, blocks, objects) and pose corrections."""
-        return VoxelStore.memory_bytes(self) + self.corrections_memory_bytes()
+        """Memory held by the map: storage (voxel rows, blocks, objects), the snapshot summaries
+        (per-object centres and colours, per-row bookkeeping: tens of bytes per voxel)
+        and pose corrections. Costs the objects (a sum per object): for reports, not per frame."""
+        return VoxelStore.memory_bytes(self) + self.summary_bytes() + self.corrections_memory_bytes()
 
     def clear(self) -> None:
         """Empty the map (its configuration and threads stay)."""

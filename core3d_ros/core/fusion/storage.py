@@ -129,9 +129,9 @@ class VoxelStore:
 
     def memory_report(self) -> dict:
         """What the map holds against what its live part needs, in bytes and rows (for the soak
-        bench): ``held_bytes`` is :meth:`memory_bytes`; ``live_bytes`` counts live rows and live
-        blocks only (released rows and blocks, and initialised rows not handed out yet, are the
-        difference)."""
+        bench): ``held_bytes`` is :meth:`memory_bytes` (the map's: with snapshot summaries and pose
+        corrections); ``live_bytes`` leaves out the storage's released rows and blocks and its
+        initialised rows not handed out yet (summaries hold live voxels only, and count as live)."""
         row_bytes = sum(getattr(self, name)[:1].nbytes for name in _ROW_ARRAYS)
         held = self.memory_bytes()
         slack = (self._rows_init - self.num_voxels) * row_bytes + (self._blocks_init - self._blocks.live) * (BLOCK_VOXELS + 1) * 4

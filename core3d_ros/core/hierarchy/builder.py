@@ -45,6 +45,7 @@ from typing import Any, Iterable
 
 import cv2
 import numpy as np
+from scipy.ndimage import find_objects
 
 from ...config import HierarchyConfig
 from ..retrieval.relations import horizontal_basis
@@ -448,12 +449,19 @@ class HierarchyBuilder:
             floors.append(Floor(id=fl.id, height=fl.height, ceiling=fl.ceiling, room_ids=list(fl.room_ids)))
             if fl.note:
                 notes.append(f"floor {fl.id}: {fl.note}")
+            # One pass over the floor's grid for the rooms' bounding boxes; each room then reads
+            # its box only (grown by a cell of margin where the grid allows, so its outline traces
+            # as on the whole grid), not the whole grid once per room.
+            boxes = find_objects(fl.labels, max_label=max(fl.room_ids)) if fl.room_ids else []
             for rid in fl.room_ids:
-                mask = (fl.labels == rid).astype(np.uint8)
+                sl = boxes[rid - 1] if 0 < rid <= len(boxes) else None
+                b0, a0 = (max(sl[0].start - 1, 0), max(sl[1].start - 1, 0)) if sl is not None else (0, 0)
+                b1, a1 = (sl[0].stop + 1, sl[1].stop + 1) if sl is not None else (1, 1)
+                mask = (fl.labels[b0:b1, a0:a1] == rid).astype(np.uint8)
                 area = float(mask.sum()) * self.cell**2
-                outline2 = self._outline(mask, fl.origin)
+                outline2 = self._outline(mask, fl.origin, (a0, b0))
                 bb, aa = np.nonzero(mask)
-                c2 = (np.array([aa.mean(), bb.mean()]) + fl.origin + 0.5) * self.cell
+                c2 = (np.array([(aa + a0).mean(), (bb + b0).mean()]) + fl.origin + 0.5) * self.cell
                 old = g.room(rid)
                 rooms.append(
                     Room(
@@ -473,9 +481,10 @@ class HierarchyBuilder:
             splits=g.splits, merges=g.merges, floors=floors, rooms=rooms,
         )
 
-    def _outline(self, mask: np.ndarray, origin: np.ndarray) -> np.ndarray:
-        """Counter-clockwise polygon (ground a, b metres) around the largest part of a room mask."""
-        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    def _outline(self, mask: np.ndarray, origin: np.ndarray, offset: tuple[int, int] = (0, 0)) -> np.ndarray:
+        """Counter-clockwise polygon (ground a, b metres) around the largest part of a room mask
+        whose cell [0, 0] is cell ``offset`` (a, b) of the floor's grid."""
+        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=offset)
         if not contours:
             return np.zeros((0, 2))
         c = max(contours, key=cv2.contourArea)

@@ -14,8 +14,12 @@ correction for one of its stamps gives that frame's *delta*, the world-frame rig
 moves what each frame anchored by that frame's delta (core/fusion/corrections.py).
 
 Matching: a correction's stamp matches the recorded frame nearest in time within
-``stamp_tolerance`` seconds; one that matches none is skipped and counted (``unknown_stamp``: a
-keyframe the map never fused, or one the budget has dropped). Fused frames that are not SLAM
+``stamp_tolerance`` seconds; one that matches none is skipped (a keyframe the map never fused,
+or one the budget has dropped) and counted under ``unknown_stamp`` once: a SLAM system
+republishes its whole keyframe path on every optimisation, so only unknown stamps newer than
+every stamp of the batches examined before are counted (one float of memory over hours; keyframe
+paths grow at their end, so each new keyframe is still counted once; a stamp inserted into the
+past, or a frame the budget dropped, is skipped silently). Fused frames that are not SLAM
 keyframes follow the batch's corrected keyframe nearest in time, if it is within ``max_gap``
 seconds (their poses came from tracking against that part of the trajectory); farther frames do
 not move. Recorded poses are updated, so a later correction's delta is relative to the pose the
@@ -24,7 +28,8 @@ map now reflects.
 Refused batches (nothing changes, one count per batch under the reason): a pose that is not a
 finite 4x4 (``not_finite``) or not a rigid motion (``not_rigid``), stamps not strictly
 increasing along the path (``out_of_order``), a batch issued before the last applied one
-(``stale``), or no stamp matching a recorded frame (``unknown_stamp``).
+(``stale``), or no stamp matching a recorded frame (``unknown_stamp``, counted once per such
+batch whether its stamps are new or not).
 
 Budget: at most ``max_frames`` frames (136 bytes each: a float64 stamp and a 4x4 float64 pose);
 beyond it the oldest quarter is dropped at once (amortised O(1) per frame). Frames must arrive
@@ -72,6 +77,7 @@ class KeyframeTable:
         self._poses = np.zeros((0, 4, 4), np.float64)
         self._n = 0
         self._last_issued: float | None = None
+        self._newest_seen = -np.inf  # newest correction stamp of the batches validated so far (reported)
         self.unrecorded = 0  # frames not recorded (stamp not after the last one)
         self.refused: Counter = Counter()  # reason -> count, over all batches
         self.applied = 0  # batches applied
@@ -155,8 +161,10 @@ class KeyframeTable:
             lo = np.minimum(pos - 1, self._n - 1)
             near = np.where(np.abs(known[lo] - stamps) <= np.abs(known[np.minimum(pos, self._n - 1)] - stamps), lo, np.minimum(pos, self._n - 1))
             idx = np.where(np.abs(known[near] - stamps) <= self.stamp_tolerance, near, -1)
-        unknown = int((idx < 0).sum())
         ok = idx >= 0
+        unknown = int((~ok & (stamps > self._newest_seen)).sum())  # unknown and not reported before
+        if len(stamps):
+            self._newest_seen = max(self._newest_seen, float(stamps[-1]))  # stamps increase along the path
         if not ok.any():
             return self._refuse(result, "unknown_stamp")
         if unknown:

@@ -123,7 +123,7 @@ def bench_snapshot(
             "incremental_ms_p95": percentile(rec["incremental_ms"][last], 95),
             "incremental_ms_max": float(max(rec["incremental_ms"][last])) if n else 0.0,
         },
-        "summary_mb": omap.summary_bytes() / 2**20,
+        "summary_mb": omap.summary_bytes() / 2**20,  # a part of map_mb
         "map_mb": omap.memory_bytes() / 2**20,
         "peak_rss_mb": peak_rss_mb(),
         "note": "full_ms: the changed objects rebuilt from all their voxels (the snapshot before), on the same "
