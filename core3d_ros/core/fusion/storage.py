@@ -25,7 +25,7 @@ import numpy as np
 from ...config import FusionConfig
 from .blocks import BLOCK_VOXELS, BlockHash, block_offsets
 from .records import ObjectState
-from .voxels import pack, unpack
+from .voxels import pack, unique_coords, unpack
 
 ROW_CHUNK = 1 << 15  # voxel rows initialised at a time (about 2 MB with 4 slots)
 BLOCK_CHUNK = 1 << 10  # block-table rows initialised at a time (2 MB)
@@ -227,7 +227,7 @@ class VoxelStore:
         if len(keys) == 0:
             return np.zeros(0, np.int64)
         bc, off = block_offsets(unpack(keys))
-        ub, inv = np.unique(bc, axis=0, return_inverse=True)
+        ub, inv = unique_coords(bc)
         return self._rows_of_blocks(self._blocks.find(ub)[inv.reshape(-1)], off)
 
     # ------------------------------------------------------------------ rows in, rows out
@@ -264,7 +264,7 @@ class VoxelStore:
         if len(rows) == 0:
             return 0
         bc, off = block_offsets(unpack(self.keys[rows]))
-        ub, inv = np.unique(bc, axis=0, return_inverse=True)
+        ub, inv = unique_coords(bc)
         nums = self._blocks.find(ub)
         bn = nums[inv.reshape(-1)]
         if np.any(bn < 0):  # a live row outside the block hash: never released, never reused
@@ -371,7 +371,7 @@ class VoxelStore:
         omap._n = n
         if n:
             bc, off = block_offsets(unpack(keys))
-            ub, inv = np.unique(bc, axis=0, return_inverse=True)
+            ub, inv = unique_coords(bc)
             numbers = omap._blocks.insert(ub)
             omap._grow_blocks(len(ub))
             omap._btable[numbers[inv.reshape(-1)], off] = np.arange(n, dtype=np.int32)

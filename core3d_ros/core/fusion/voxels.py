@@ -28,6 +28,14 @@ def unpack(keys: np.ndarray) -> np.ndarray:
     return np.stack([(keys >> (2 * _BITS)) & _MASK, (keys >> _BITS) & _MASK, keys & _MASK], axis=1) - _OFFSET
 
 
+def unique_coords(coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(unique (M, 3) int64 coordinates in lexicographic order, (N,) inverse): what
+    ``np.unique(coords, axis=0, return_inverse=True)`` gives, through 1-D keys (more than ten
+    times faster than numpy's row-wise unique)."""
+    keys, inverse = np.unique(pack(np.asarray(coords, np.int64).reshape(-1, 3)), return_inverse=True)
+    return unpack(keys), inverse.reshape(-1)
+
+
 def voxel_keys(points: np.ndarray, voxel_size: float) -> np.ndarray:
     """(N, 3) points -> (N,) int64 voxel keys (not deduplicated)."""
     return pack(voxel_coords(points, voxel_size))
