@@ -87,6 +87,47 @@ def test_two_rooms_joined_by_a_door_are_two_rooms_and_objects_go_to_theirs():
     assert np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y) > 0
 
 
+def test_a_saved_and_loaded_hierarchy_keeps_its_floor_and_room_ids(tmp_path):
+    import copy
+
+    from core3d_ros.core.mapio import hierarchy_arrays, load_hierarchy
+
+    cams = loop(2, 1.5) + loop(6, 1.5)
+    b = builder_with(two_rooms(), cams)
+    chair, lamp = Obj(7, floor_pts(6.2, 1.0, 6.6, 1.4, 0.45)), Obj(8, floor_pts(0.5, 0.5, 0.8, 0.8, 1.2))
+    g = copy.deepcopy(b.update([chair, lamp], now=0.0))
+    assert len(g.camera_path) == len(cams) and np.allclose(g.camera_path, cams)  # 0.31 m apart: all kept
+    # ids a new builder would not give: floor 3, rooms 4 (west) and 7 (east)
+    west, east = sorted(g.rooms, key=lambda r: r.centroid[0])
+    west.id, east.id = 4, 7
+    for r in g.rooms:
+        r.floor_id = 3
+    g.floors[0].id, g.floors[0].room_ids = 3, [4, 7]
+    np.savez(tmp_path / "h.npz", **hierarchy_arrays(g))
+    loaded = load_hierarchy(tmp_path / "h.npz")
+    assert np.array_equal(loaded.camera_path, g.camera_path)
+    # a new builder seeded with it, fed the map's surface (no camera yet): the same floor and rooms
+    seeded = HierarchyBuilder(HierarchyConfig(), S)
+    assert seeded.seed(loaded) == ""
+    feed(seeded, two_rooms())
+    again = seeded.update([chair, lamp], now=0.0)
+    assert [(f.id, f.room_ids) for f in again.floors] == [(3, [4, 7])], again.note
+    assert (seeded.object_room(8), seeded.object_room(7)) == (4, 7)
+    for r in again.rooms:
+        old = loaded.room(r.id)
+        assert abs(r.area - old.area) < 1e-9 and np.allclose(r.centroid, old.centroid)
+    # without the seed: the same rooms under new ids, and a floor found without a camera path
+    fresh = HierarchyBuilder(HierarchyConfig(), S)
+    feed(fresh, two_rooms())
+    g_fresh = fresh.update([], now=0.0)
+    assert [r.id for r in g_fresh.rooms] == [1, 2] and [f.id for f in g_fresh.floors] == [1] and "no camera path" in g_fresh.note
+    # a hierarchy of another up is not used
+    tilted = copy.deepcopy(loaded)
+    tilted.up = np.array([0.0, 1.0, 0.0])
+    other = HierarchyBuilder(HierarchyConfig(), S)
+    assert "is not this map's" in other.seed(tilted) and len(other._cameras) == 0
+
+
 def test_rooms_in_a_map_whose_up_is_not_z():
     """The two rooms in a 7-Scenes-like frame (up = -y) and in an arbitrary rotation."""
     for R in (np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]]), _rotation(5)):
@@ -249,7 +290,7 @@ def test_bad_surface_input_is_refused_or_skipped():
     b.add_surface(np.zeros((1, 3)), np.array([[np.nan, 0, 0], [1.0, 1.0, 0.0]]), np.zeros(2, np.int64))
     assert b._hist.sum() == 1
     b.add_camera(np.array([np.inf, 0.0, 0.0]))
-    assert b._cameras == []
+    assert len(b._cameras) == 0
 
 
 # ------------------------------------------------------------------------------ up direction

@@ -166,6 +166,10 @@ class ScriptedBuilder:
     def add_camera(self, position):
         self.cameras.append(np.asarray(position))
 
+    def seed(self, graph):
+        self.seeded = graph
+        return ""
+
     def update(self, objects, now):
         self.updates += 1
         self.threads.add(threading.current_thread().name)

@@ -328,6 +328,7 @@ def _build(data, cfg: FusionConfig) -> ObjectMap:
 
 HIERARCHY_VERSION = 2
 MAX_HIERARCHY_ROWS = 100_000  # floors, rooms, or outline points / ids of one list in all
+MAX_CAMERA_PATH = 10_000_000  # camera centres (one per 0.1 m of travel: 1,000 km)
 
 
 def _ragged(rows: list) -> tuple[np.ndarray, np.ndarray]:
@@ -369,6 +370,8 @@ def hierarchy_arrays(graph) -> dict[str, np.ndarray]:
         "hier_room_objects": objects.astype(np.int64),
         "hier_room_keyframe_len": kf_len,
         "hier_room_keyframes": keyframes.astype(np.int64),
+        # optional (absent in older files): the builder's camera path, for HierarchyBuilder.seed
+        **({} if graph.camera_path is None else {"hier_camera_path": np.asarray(graph.camera_path, np.float64).reshape(-1, 3)}),
     }
 
 
@@ -472,9 +475,14 @@ def _read_hierarchy(data):
         )
         for i in range(nr)
     ]
+    camera_path = None
+    if "hier_camera_path" in data.files:
+        camera_path = _hier(data, "hier_camera_path", np.float64, 2)
+        if camera_path.shape[1:] != (3,) or len(camera_path) > MAX_CAMERA_PATH:
+            raise MapFileError(f"hierarchy: the camera path must be (N, 3) points, N <= {MAX_CAMERA_PATH}")
     return SceneGraph(
         up=up.copy(), up_source=up_source, note=str(_text(data, "hier_note", 0)), version=version,
-        splits=int(events[0]), merges=int(events[1]), floors=floors, rooms=rooms,
+        splits=int(events[0]), merges=int(events[1]), floors=floors, rooms=rooms, camera_path=camera_path,
     )
 
 

@@ -90,6 +90,8 @@ class HierarchyBuilder(Protocol):
 
     def update(self, objects: list, now: float) -> SceneGraph | None: ...
 
+    def seed(self, graph: SceneGraph) -> str: ...
+
     graph: SceneGraph  # the last graph; it and room_at are what the room keyframes read
 
     def room_at(self, points: np.ndarray) -> np.ndarray: ...
@@ -199,7 +201,9 @@ class SceneGraphPart:
     def map_replaced(self) -> None:
         """After a load or clear: a new builder, fed all of the new map's blocks. The loaded
         map's hierarchy (if its file had one) is published at once and stands until mapping goes
-        on (the first camera after the load); from then on the builder's graphs are published."""
+        on (the first camera after the load); from then on the builder's graphs are published.
+        The new builder is seeded with it (HierarchyBuilder.seed: its camera path, and its floor
+        and room ids to match against), so the rooms keep their ids across a save and load."""
         with self._lock:
             self._generation += 1
             self._labels, self._summaries = {}, {}
@@ -216,6 +220,11 @@ class SceneGraphPart:
         error = getattr(self.mapper, "hierarchy_error", "")
         if error:
             self.node.get_logger().warning(f"the loaded map's hierarchy was dropped: {error}; it is rebuilt from the map")
+        if loaded is not None:  # the builder starts from it: its camera path, and its ids to keep
+            with self._lock:
+                refused = self._builder.seed(loaded)
+            if refused:
+                self.node.get_logger().warning(f"the loaded hierarchy does not seed the builder: {refused}; ids may change")
         rebuilding = SceneGraph(note="the map was replaced (loaded or cleared); the hierarchy is rebuilt as mapping goes on")
         self._publish(loaded if loaded is not None else rebuilding)
 
@@ -284,7 +293,8 @@ class SceneGraphPart:
             return {rid: [kf.image for kf in self._keyframes.of_room(rid) if kf.image is not None] for rid in room_ids}
 
     def _with_labels(self, graph: SceneGraph) -> SceneGraph:
-        g = copy.deepcopy(graph)  # the builder's own graph stays untouched
+        # the builder's own graph stays untouched; the camera path (append-only, long) is shared
+        g = copy.deepcopy(graph, {id(graph.camera_path): graph.camera_path})
         with self._kf_lock:
             if self._keyframes is not None:
                 self._keyframes.apply(g)  # each room's keyframe ids

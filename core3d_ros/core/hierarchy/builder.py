@@ -84,7 +84,9 @@ class HierarchyBuilder:
         self._hist = np.zeros(0, np.int64)
         self._hsum = np.zeros(0, np.float64)  # sum of the heights counted in each bin
         self._hist_lo = 0  # height bin of _hist[0]
-        self._cameras: list[np.ndarray] = []  # (3,) ground a, b and height, thinned
+        self._cam = np.zeros((64, 3))  # camera centres (ground a, b and height), thinned; rows [:_n_cam] used
+        self._cam_xyz = np.zeros((64, 3))  # the same in the map frame (SceneGraph.camera_path: saved with the map)
+        self._n_cam = 0
         self._dirty: list[tuple[float, float]] = []  # height ranges changed since the last update
         self._floors: list[_FloorState] = []
         self._next_floor_id = 1
@@ -155,10 +157,55 @@ class HierarchyBuilder:
         if not np.all(np.isfinite(p)):
             return
         c = np.array([*(self.basis @ p), p @ self.up])
-        if self._cameras and np.linalg.norm(c - self._cameras[-1]) < self.cell:
+        if self._n_cam and np.linalg.norm(c - self._cam[self._n_cam - 1]) < self.cell:
             return
-        self._cameras.append(c)
+        if self._n_cam == len(self._cam):  # grown by doubling; graphs keep views of the old buffers
+            self._cam = np.concatenate([self._cam, np.zeros_like(self._cam)])
+            self._cam_xyz = np.concatenate([self._cam_xyz, np.zeros_like(self._cam_xyz)])
+        self._cam[self._n_cam] = c
+        self._cam_xyz[self._n_cam] = p
+        self._n_cam += 1
         self._dirty.append((c[2] - self.cfg.max_camera_height, c[2]))
+
+    @property
+    def _cameras(self) -> np.ndarray:
+        """(M, 3) the thinned camera centres so far (ground a, b and height): a view, never copied."""
+        return self._cam[: self._n_cam]
+
+    def seed(self, graph: SceneGraph) -> str:
+        """Start from a loaded map's hierarchy: its camera path (``graph.camera_path``), and its
+        floors and rooms (room outlines drawn on the grid) as the previous state that the next
+        update's ids are matched against, so that a map saved and loaded keeps its floor and
+        room ids. Call on a new builder, before feeding it. Returns "" or why the graph was not
+        used (another up direction)."""
+        if float(np.dot(np.asarray(graph.up, float), self.up)) < np.cos(np.radians(1.0)):
+            return f"the loaded hierarchy's up {np.round(graph.up, 3).tolist()} is not this map's {np.round(self.up, 3).tolist()}"
+        path = graph.camera_path if graph.camera_path is not None else np.zeros((0, 3))
+        for p in np.asarray(path, float).reshape(-1, 3):
+            self.add_camera(p)
+        self._dirty.clear()  # the cameras alone change nothing until the surface comes
+        floors = []
+        for f in graph.floors:
+            rooms = [r for r in graph.rooms if r.floor_id == f.id and len(r.outline) >= 3]
+            origin, labels = self._draw_rooms(rooms)
+            floors.append(_FloorState(f.id, f.height, f.ceiling, origin, labels, sorted(r.id for r in rooms)))
+        self._floors = floors
+        self._next_floor_id = max([f.id for f in graph.floors], default=0) + 1
+        self._next_room_id = max([r.id for r in graph.rooms], default=0) + 1
+        self.graph = SceneGraph(up=self.up.copy(), up_source=self.up_source, version=graph.version, splits=graph.splits, merges=graph.merges)
+        return ""
+
+    def _draw_rooms(self, rooms: list) -> tuple[np.ndarray, np.ndarray]:
+        """(origin, [b, a] label grid) with each room's outline filled with its id."""
+        if not rooms:
+            return np.zeros(2, np.int64), np.zeros((0, 0), np.int32)
+        polys = [(np.asarray(r.outline, float) @ self.basis.T) / self.cell - 0.5 for r in rooms]  # cell coordinates
+        lo = np.floor(np.min([p.min(axis=0) for p in polys], axis=0)).astype(np.int64) - 1
+        hi = np.ceil(np.max([p.max(axis=0) for p in polys], axis=0)).astype(np.int64) + 1
+        labels = np.zeros((hi[1] - lo[1] + 1, hi[0] - lo[0] + 1), np.int32)
+        for r, p in zip(rooms, polys):
+            cv2.fillPoly(labels, [np.round(p - lo).astype(np.int32)], int(r.id))
+        return lo, labels
 
     def _hist_add(self, hb: np.ndarray, n: np.ndarray, sums: np.ndarray) -> None:
         lo, hi = int(hb.min()), int(hb.max())
@@ -203,7 +250,7 @@ class HierarchyBuilder:
         strongest of them. Cameras on stairs support no floor of their own, and are said."""
         cfg = self.cfg
         heights, prom = self._floor_peaks()
-        cams = np.array([c[2] for c in self._cameras])
+        cams = self._cameras[:, 2]
         if not len(cams):
             if len(heights):
                 return [float(heights[np.argmax(prom)])], "no camera path: one floor at the strongest horizontal surface", False
@@ -254,7 +301,8 @@ class HierarchyBuilder:
         """Room regions of one floor: (origin cell, label grid [b, a] of region numbers 1..K, note)."""
         cfg = self.cfg
         origin, inside, walls, gnote = floor_grid(self._columns, fl.height, cfg, self.hbin)
-        cams = np.array([c for c in self._cameras if fl.height + cfg.min_camera_height <= c[2] <= fl.height + cfg.max_camera_height]).reshape(-1, 3)
+        cams = self._cameras
+        cams = cams[(cams[:, 2] >= fl.height + cfg.min_camera_height) & (cams[:, 2] <= fl.height + cfg.max_camera_height)]
         cam_cells = np.floor(cams[:, :2] / self.cell).astype(np.int64)
         origin, labels, note = segment_floor(origin, inside, walls, cam_cells, fl.degraded, cfg, self.cell)
         return origin, labels, "; ".join(x for x in (gnote, note) if x)
@@ -478,7 +526,7 @@ class HierarchyBuilder:
             notes.append("no floor yet")
         return SceneGraph(
             up=self.up.copy(), up_source=self.up_source, note="; ".join(notes), version=g.version + 1,
-            splits=g.splits, merges=g.merges, floors=floors, rooms=rooms,
+            splits=g.splits, merges=g.merges, floors=floors, rooms=rooms, camera_path=self._cam_xyz[: self._n_cam],
         )
 
     def _outline(self, mask: np.ndarray, origin: np.ndarray, offset: tuple[int, int] = (0, 0)) -> np.ndarray:

@@ -47,6 +47,10 @@ class SceneGraph:
     merges: int = 0  # ... several rooms that became one (it keeps the id of the largest)
     floors: list[Floor] = field(default_factory=list)
     rooms: list[Room] = field(default_factory=list)
+    # the builder's thinned camera centres (N, 3) in the map frame, which its floors stand on:
+    # saved with the map so that a loaded hierarchy is rebuilt with the same floors and ids
+    # (HierarchyBuilder.seed); not part of the ROS message. None: not known.
+    camera_path: np.ndarray | None = None
 
     def room(self, room_id: int) -> Room | None:
         return next((r for r in self.rooms if r.id == room_id), None)
