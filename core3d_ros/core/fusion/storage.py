@@ -256,7 +256,9 @@ class VoxelStore:
         """Give back the rows among ``rows`` that no object holds any more: key and block-table
         entry reset, row on the free list; blocks left without voxels leave the block hash.
         Costs the rows given, not the map. Returns the rows released."""
-        rows = np.unique(np.asarray(rows, np.int64))
+        rows = np.asarray(rows, np.int64)
+        if not (len(rows) < 2 or np.all(rows[1:] > rows[:-1])):  # callers often pass sorted distinct rows
+            rows = np.unique(rows)
         rows = rows[(rows >= 0) & (rows < self._n)]
         if len(rows) == 0:
             return 0
