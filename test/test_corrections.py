@@ -311,3 +311,45 @@ def test_bookkeeping_holds_after_a_correction_of_a_drifted_room(anchor):
     expected_owner = np.where((ids >= 0).any(axis=1), ids[np.arange(n), best], -1)
     assert np.array_equal(m.owner[:n], expected_owner)
     assert set(np.unique(ids[ids >= 0]).tolist()) == set(m.objects)
+
+
+@ANCHORS
+def test_a_saved_and_loaded_map_takes_corrections_of_frames_fused_before_the_save(anchor, tmp_path):
+    from core3d_ros.core.mapio import load_map, save_map
+
+    omap, left, right = two_objects(correction_anchor=anchor, correction_depth_mb=0)  # centres move: no kept depth either side
+    path = save_map(omap, tmp_path / "m")
+    loaded = load_map(path, omap.cfg)
+    assert np.array_equal(loaded.keyframes.stamps, [1.0, 5.0]) and np.allclose(loaded.keyframes.pose(5.0), np.eye(4))
+    assert {o: loaded.objects[o].anchor for o in (left, right)} == {left: 1.0, right: 5.0}
+    batch = [(1.0, trans(0.3, 0.0, -0.2)), (5.0, rot_z90())]
+    want, got = omap.apply_corrections(batch), loaded.apply_corrections(batch)
+    assert not got.rejected and sorted(got.objects) == sorted(want.objects) == [left, right]
+    assert got.voxels == want.voxels and got.dropped_voxels == want.dropped_voxels == 0
+    for o in (left, right):
+        assert np.array_equal(keys_of(loaded, o), keys_of(omap, o))
+    # a file saved before the state was kept (no corr_* arrays): frames fused before it are unknown
+    from test_mapio import _arrays, _write
+
+    arrays = {k: v for k, v in _arrays(save_map(two_objects(correction_anchor=anchor)[0], tmp_path / "n")).items() if not k.startswith("corr_")}
+    _write(tmp_path / "old.npz", arrays)
+    old = load_map(tmp_path / "old.npz", omap.cfg)
+    assert old.apply_corrections(batch).rejected == "unknown_stamp"
+
+
+def test_a_map_file_with_damaged_correction_state_is_refused(tmp_path):
+    from core3d_ros.core.mapio import MapFileError, load_map, save_map
+    from test_mapio import _arrays, _write
+
+    omap, _, _ = two_objects()
+    good = _arrays(save_map(omap, tmp_path / "m"))
+    for name, value, message in (
+        ("corr_stamps", np.array([5.0, 1.0]), "increasing"),
+        ("corr_poses", np.full((2, 4, 4), np.nan), "poses finite"),
+        ("corr_serials", np.array([0, 0], np.int64), "distinct"),
+        ("corr_row_frame", np.zeros(3, np.int32), "one anchoring frame per voxel row"),
+        ("corr_obj_id", np.array([77, 78], np.int64), "name the file's objects"),
+    ):
+        _write(tmp_path / "bad.npz", {**good, name: value})
+        with pytest.raises(MapFileError, match=message):
+            load_map(tmp_path / "bad.npz", omap.cfg)

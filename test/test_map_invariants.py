@@ -22,10 +22,14 @@ def test_the_frozen_copy_for_save_map_does_not_share_the_live_row_index():
         mapper.process(scene[i])
     frozen, _ = mapper._frozen_map()
     live = mapper.map
+    stamps, serials, anchors = frozen.keyframes.stamps.copy(), dict(frozen._serials), frozen._row_frame.copy()
     # (before the fix the copy shared live._rows itself)
     before = {oid: live.member_rows(oid).copy() for oid in live.objects}
     for i in range(3, 6):  # mapping goes on after the freeze
         mapper.process(scene[i])
+    # nor the pose-correction state it saves (recorded frames, serials, anchors): fusion grew them
+    assert len(live.keyframes) > len(stamps) > 0 and np.array_equal(frozen.keyframes.stamps, stamps)
+    assert frozen._serials == serials and np.array_equal(frozen._row_frame, anchors)
     for oid in list(frozen.objects):
         rows = frozen.member_rows(oid)  # must neither fail nor touch the live map
         assert np.all(rows < frozen.num_voxels)

@@ -73,6 +73,7 @@ def save_map(omap: ObjectMap, path: str | os.PathLike, hierarchy=None) -> str:
         "obj_moved_from": np.array([s.moved_from if s.moved_from is not None else (np.nan,) * 3 for s in states], np.float64).reshape(-1, 3),
         "obj_moved_at": np.array([s.moved_at for s in states], np.float64),
     }
+    arrays.update(omap.correction_arrays(live))  # optional in the format: older files load without
     if hierarchy is not None:
         arrays.update(hierarchy_arrays(hierarchy))
     with atomic_output(path) as tmp:
@@ -316,7 +317,45 @@ def _build(data, cfg: FusionConfig) -> ObjectMap:
             st.embedding_sum = emb[i].copy()
             st.embedding_weight = float(obj["obj_embedding_weight"][i])
         states.append(st)
-    return ObjectMap.from_arrays(fusion, keys, ids, hits, colors, color_n, states, next_id, frames)
+    corrections = _corrections(data, n, obj_id)
+    omap = ObjectMap.from_arrays(fusion, keys, ids, hits, colors, color_n, states, next_id, frames)
+    if corrections is not None:
+        omap.restore_corrections(corrections, n)
+    return omap
+
+
+MAX_SAVED_FRAMES = 10_000_000  # recorded frames of a map file (one per fused frame)
+
+
+def _corrections(data, n_rows: int, obj_id: np.ndarray) -> dict[str, np.ndarray] | None:
+    """The ``corr_*`` arrays (pose corrections after a load: recorded frames' stamps, poses and
+    serials, each row's anchoring frame, each object's anchor), validated; None when the file
+    has none (saved before they were kept: corrections then move only frames fused later)."""
+    if "corr_stamps" not in data.files:
+        return None
+    c = {
+        "corr_stamps": _get(data, "corr_stamps", np.float64, 1), "corr_poses": _get(data, "corr_poses", np.float64, 3),
+        "corr_marks": _get(data, "corr_marks", np.float64, 1), "corr_serials": _get(data, "corr_serials", np.int64, 1),
+        "corr_next_serial": _get(data, "corr_next_serial", np.int64, 0), "corr_row_frame": _get(data, "corr_row_frame", np.int32, 1),
+        "corr_obj_id": _get(data, "corr_obj_id", np.int64, 1), "corr_obj_anchor": _get(data, "corr_obj_anchor", np.float64, 1),
+        "corr_obj_anchor_votes": _get(data, "corr_obj_anchor_votes", np.int64, 1),
+    }
+    stamps, poses, serials = c["corr_stamps"], c["corr_poses"], c["corr_serials"]
+    k = len(stamps)
+    if k > MAX_SAVED_FRAMES or poses.shape != (k, 4, 4) or len(serials) != k or c["corr_marks"].shape != (2,):
+        raise MapFileError("corrections: frame arrays have inconsistent shapes")
+    if not (np.all(np.isfinite(stamps)) and np.all(np.isfinite(poses))) or np.any(np.diff(stamps) <= 0):
+        raise MapFileError("corrections: frame stamps must be finite and increasing, poses finite")
+    next_serial = int(c["corr_next_serial"])
+    used = serials[serials >= 0]
+    if np.any(serials < -1) or len(np.unique(used)) != len(used) or (len(used) and used.max() >= next_serial):
+        raise MapFileError("corrections: frame serials must be distinct and below the next serial")
+    frame = c["corr_row_frame"]
+    if len(frame) != n_rows or (n_rows and (frame.min() < -1 or frame.max() >= next_serial)):
+        raise MapFileError("corrections: one anchoring frame per voxel row, each -1 or a serial")
+    if not (len(c["corr_obj_id"]) == len(c["corr_obj_anchor"]) == len(c["corr_obj_anchor_votes"])) or not np.all(np.isin(c["corr_obj_id"], obj_id)):
+        raise MapFileError("corrections: object anchors must name the file's objects")
+    return c
 
 
 # ---------------------------------------------------------------------------------- hierarchy

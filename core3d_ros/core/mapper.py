@@ -234,6 +234,8 @@ class Mapper:
             # ObjectState fields are replaced, never mutated in place: a shallow copy is a copy
             frozen.objects = {oid: dataclasses.replace(st) for oid, st in m.objects.items()}
             frozen._snapshot = None
+            # what pose corrections save (corr_* arrays), copied too: fusion changes them in place
+            frozen._row_frame, frozen._serials, frozen.keyframes = m._row_frame[:n].copy(), dict(m._serials), m.keyframes.copy()
             return frozen, (self._generation, m.version)
 
     def snapshot(self, wait: bool = True) -> MapSnapshot:

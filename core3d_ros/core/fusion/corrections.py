@@ -178,6 +178,43 @@ class PoseCorrections:
         self._frame_rows[serial] = [rows.astype(np.int32)]
         return rows[(self.ids[rows] >= 0).any(axis=1)]
 
+    # ------------------------------------------------------------------ saved with the map
+    def correction_arrays(self, live: np.ndarray) -> dict[str, np.ndarray]:
+        """What corrections need after a save and load (mapio's ``corr_*`` arrays): the
+        recorded frames (stamps, poses, serials), each saved row's anchoring serial (``live``:
+        the saved rows, in file order) and each object's anchor. Kept depth is not saved: after
+        a load, the rows of frames fused before it move by their centres."""
+        t = self.keyframes.state()
+        states = list(self.objects.values())
+        return {
+            "corr_stamps": t["stamps"], "corr_poses": t["poses"], "corr_marks": t["marks"],
+            "corr_serials": np.array([self._serials.get(float(x), -1) for x in t["stamps"].tolist()], np.int64),
+            "corr_next_serial": np.array(self._next_serial, np.int64),
+            "corr_row_frame": self._row_frame[live].astype(np.int32),
+            "corr_obj_id": np.array([st.id for st in states], np.int64),
+            "corr_obj_anchor": np.array([np.nan if st.anchor is None else st.anchor for st in states], np.float64),
+            "corr_obj_anchor_votes": np.array([st.anchor_votes for st in states], np.int64),
+        }
+
+    def restore_corrections(self, arrays: dict[str, np.ndarray], n_rows: int) -> None:
+        """A just-loaded map takes back what ``correction_arrays`` saved (validated by mapio;
+        rows 0..n_rows-1 in file order); each frame's rows are regrouped
+        once here, for the corrections that follow."""
+        self.keyframes.restore(arrays["corr_stamps"], arrays["corr_poses"], arrays["corr_marks"])
+        kept = set(self.keyframes.stamps.tolist())
+        self._serials = {float(x): int(s) for x, s in zip(arrays["corr_stamps"].tolist(), arrays["corr_serials"].tolist()) if s >= 0 and x in kept}
+        self._next_serial = int(arrays["corr_next_serial"])
+        frame = np.asarray(arrays["corr_row_frame"], np.int32)[:n_rows]
+        live = set(self._serials.values())
+        frame = np.where(np.isin(frame, np.fromiter(live, np.int64, len(live))), frame, -1)
+        held = np.flatnonzero((self._row_frame[:n_rows] < 0) & (frame >= 0) & (self.keys[:n_rows] >= 0))
+        self._claim_rows(held, frame[held].astype(np.int64))
+        for oid, anchor, votes in zip(arrays["corr_obj_id"].tolist(), arrays["corr_obj_anchor"].tolist(), arrays["corr_obj_anchor_votes"].tolist()):
+            st = self.objects.get(oid)
+            if st is not None and not np.isnan(anchor) and anchor in kept:
+                st.anchor, st.anchor_votes = float(anchor), int(votes)
+                self._anchored.setdefault(float(anchor), set()).add(st.id)
+
     # ------------------------------------------------------------------ corrections
     def apply_corrections(self, corrections, issued: float | None = None) -> CorrectionStats:
         """Apply a batch of (stamp, corrected 4x4 camera pose): see the module doc."""

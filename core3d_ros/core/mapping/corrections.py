@@ -38,6 +38,7 @@ in increasing stamp order; one that does not (a looped recording) is not recorde
 """
 from __future__ import annotations
 
+import copy
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
@@ -120,6 +121,30 @@ class KeyframeTable:
         self._poses[self._n] = pose
         self._n += 1
         return True
+
+    def copy(self) -> "KeyframeTable":
+        """An independent copy (its arrays too: recording changes them in place)."""
+        other = copy.copy(self)
+        other._stamps, other._poses = self._stamps[: self._n].copy(), self._poses[: self._n].copy()
+        other.refused, other.dropped = Counter(self.refused), list(self.dropped)
+        return other
+
+    def state(self) -> dict[str, np.ndarray]:
+        """What a saved map keeps of the table (``restore`` takes it back): the recorded
+        frames' stamps and poses, when the last applied batch was issued and the newest
+        correction stamp already reported (NaN / -inf: none)."""
+        last = np.nan if self._last_issued is None else self._last_issued
+        return {"stamps": self.stamps.copy(), "poses": self._poses[: self._n].copy(), "marks": np.array([last, self._newest_seen])}
+
+    def restore(self, stamps: np.ndarray, poses: np.ndarray, marks: np.ndarray) -> None:
+        """An empty table takes a saved ``state`` back (stamps strictly increasing, poses 4x4;
+        validated by the caller); beyond ``max_frames`` the oldest are left out."""
+        if self._n:
+            raise ValueError("restore needs an empty table")
+        stamps, poses = np.asarray(stamps, np.float64)[-self.max_frames:], np.asarray(poses, np.float64)[-self.max_frames:]
+        self._stamps, self._poses, self._n = stamps.copy(), poses.copy(), len(stamps)
+        self._last_issued = None if np.isnan(marks[0]) else float(marks[0])
+        self._newest_seen = float(marks[1])
 
     def take_dropped(self) -> list[float]:
         """Stamps the budget dropped since the last call (their anchors can no longer move)."""
