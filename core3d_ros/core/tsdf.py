@@ -78,6 +78,9 @@ def _seen_through(px, py, pz, depth, max_depth, fx, fy, cx, cy, Rt, tc, rad, mar
     if u0 < 0 or v0 < 0 or u1 > w - 1 or v1 > h - 1:
         return False
     need = z + max(margin, margin_quad * z * z)
+    d = depth[int(v + 0.5), int(u + 0.5)]  # the centre's pixel first: a voxel on a seen surface fails there, at once
+    if not (d > need and d <= max_depth):
+        return False
     for r in range(v0, v1 + 1):
         for c in range(u0, u1 + 1):
             d = depth[r, c]
