@@ -158,6 +158,7 @@ def test_mapper_saves_and_loads_its_tsdf_beside_the_map(scene, tmp_path):
     other = Mapper(cfg, segment=False)
     other.load(written)
     assert other.geometry.num_blocks == mapper.geometry.num_blocks > 0
+    assert mapper.geometry.carve and other.geometry.carve  # geometry.carve reaches the layer, loaded or not
     (tmp_path / "room.geometry.npz").write_bytes(b"damaged")
     before = other.geometry
     with pytest.raises(ValueError, match="geometry"):
