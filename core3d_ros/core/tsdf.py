@@ -32,10 +32,14 @@ voxel held on or behind a surface (tsdf at most half a voxel) whose whole image 
 depth beyond it by more than ``CARVE_MARGIN_VOXELS`` voxels (or ``CARVE_NOISE * z^2``, the
 depth noise) contradicts the stored value outright: the frame sees through it. Its weight is
 reset (tsdf +1, weight 0) before integration, so it restarts from this frame's measurement. The
-test is free_space.py's (min-pooled depth over the footprint of the voxel's bounding sphere): a
-surface the frame sees within the voxel's footprint (a grazing wall, a thin object, the surface
-being mapped) never carves; only a surface measured more than the margin behind where the map
-holds it does (a thing that left, or pose error beyond the margin).
+test is free_space.py's, on the full-resolution depth (every pixel of the footprint of the
+sphere about the sample, not min-pooled cells, which at a grazing wall take depth from too far
+aside): a surface the frame sees within the footprint (a grazing wall, a thin object, the surface
+being mapped) never carves, nor does a hole or a footprint leaving the image; only a surface
+measured more than the margin behind where the map holds it does (a thing that left, or depth
+noise or pose error beyond the margin: on 7-Scenes redkitchen, 200 static frames, carving took
+28 of 14,132 surface samples). The voxels inside the margin, 2-9 cm in front of a surface behind,
+still average their way out (33 of the 95 ghosts above).
 """
 from __future__ import annotations
 
