@@ -145,6 +145,7 @@ class GeometryConfig:
     min_weight: float = _p(2.0, "observations before a surface voxel is published", (0.0, INF))
     clear: bool = _p(True, "integrate every allocated block the frame's rays pass, not only those near its surface, so a surface that left fades (as nvblox)")
     max_weight: float = _p(20.0, "cap on a TSDF voxel's weight (0: none): a surface that left clears within about this many frames however long it was seen", (0.0, INF))
+    carve: bool = _p(True, "with clear: a voxel held on or behind a surface that a frame sees through (depth beyond it by 2 voxels or more over its whole footprint) restarts from that frame's measurement, so a vanished object's inside does not linger in the surface band")
 
 
 @dataclass

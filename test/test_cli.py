@@ -80,6 +80,7 @@ def test_bench_fusion_json_has_the_agreed_fields(tmp_path):
     # the geometry layer with TSDF clearing integrates the surface blocks and some more
     g = r["geometry_clearing"]
     assert g["clear_blocks_per_frame"] >= g["plain_blocks_per_frame"] > 0 and g["clear_ms_per_frame"] > 0
+    assert g["carve"] is MapperConfig().geometry.carve is True and g["carved_voxels_per_frame"] >= 0
 
 
 def test_fusion_peer_fills_the_blocks_of_the_nodes_truncation_band():

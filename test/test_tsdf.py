@@ -158,6 +158,7 @@ def test_mapper_saves_and_loads_its_tsdf_beside_the_map(scene, tmp_path):
     other = Mapper(cfg, segment=False)
     other.load(written)
     assert other.geometry.num_blocks == mapper.geometry.num_blocks > 0
+    assert mapper.geometry.carve and other.geometry.carve  # geometry.carve reaches the layer, loaded or not
     (tmp_path / "room.geometry.npz").write_bytes(b"damaged")
     before = other.geometry
     with pytest.raises(ValueError, match="geometry"):
@@ -218,6 +219,61 @@ def test_weight_cap_bounds_the_frames_a_surface_takes_to_clear():
     layer, box, _ = _box_run(20, 4, max_weight=3.0)
     assert box == 0
     assert float(layer.vbg.attribute("weight").numpy().max()) == 3.0
+
+
+def test_carving_restarts_a_vanished_box_in_one_frame():
+    # With carving, the first empty frame sees the wall (2.01 m) beyond every box voxel (z 1.00 to
+    # 1.20, tsdf 0.05 to -0.95, all <= the band's 0.125) by more than 2 voxels (0.10 m): each is
+    # reset and integrated afresh at min(2.01 - z, 0.2) / 0.2 = +1. Without it, 4 frames (above).
+    layer, box, wall = _box_run(3, 1, carve=True)
+    assert box == 0 and wall > 0 and layer.carved_voxels > 0
+    _, box, _ = _box_run(3, 1)
+    assert box > 0
+
+
+def _wall_frame(z: float):
+    f = _box_frame(box=False)
+    f.depth[:] = z
+    return f
+
+
+def _wall_surface(layer):
+    points = layer.surface(np.array(list(layer._dirty), np.int32))[0]
+    return points[np.argsort(points.view("f4,f4,f4").ravel(), kind="stable")]
+
+
+def test_carving_leaves_a_seen_surface_alone():
+    # The same wall seen 6 times: each voxel on it has depth within half a voxel of its own, far
+    # short of the 2-voxel margin: nothing carved, the surface is the averaging one.
+    carved, plain = (GeometryLayer(VOXEL, max_depth=5.0, trunc_voxels=4.0, min_weight=1.0, carve=c) for c in (True, False))
+    for _ in range(6):
+        for layer in (carved, plain):
+            layer.integrate(_wall_frame(2.01))
+    assert carved.carved_voxels == 0
+    np.testing.assert_array_equal(_wall_surface(carved), _wall_surface(plain))
+    # The wall measured 4 cm further (within the 10 cm margin): still no carving (depth noise,
+    # or a surface refined); 30 cm further: the old surface (samples at z = 2.00) is seen through.
+    carved.integrate(_wall_frame(2.05))
+    assert carved.carved_voxels == 0
+    carved.integrate(_wall_frame(2.31))
+    assert carved.carved_voxels > 0
+    assert not (np.abs(_wall_surface(carved)[:, 2] - 2.0) < 1e-3).any()
+
+
+def test_carving_needs_valid_depth_over_the_whole_footprint():
+    # The wall seen, the box's pixels holes: the box's voxels whose footprint touches a hole are
+    # not carved, and the box's centre stays as in test_holes_clear_nothing.
+    layer = GeometryLayer(VOXEL, max_depth=5.0, trunc_voxels=4.0, min_weight=1.0, carve=True)
+    for _ in range(3):
+        layer.integrate(_box_frame(box=True))
+    blocks = np.array(list(layer._dirty), np.int32)
+    for _ in range(5):
+        f = _box_frame(box=False)
+        f.depth[14:34, 22:42] = np.nan
+        layer.integrate(f)
+    points = layer.surface(blocks)[0]
+    centre = (np.abs(points[:, 0]) <= 0.15) & (np.abs(points[:, 1]) <= 0.15) & (points[:, 2] < 1.5)
+    assert centre.sum() == 49
 
 
 def test_holes_clear_nothing():

@@ -101,6 +101,7 @@ class Mapper:
                 min_weight=g.min_weight,
                 clear=g.clear,
                 max_weight=g.max_weight,
+                carve=g.carve,
             )
         except GeometryError as e:
             raise BackendError(str(e)) from None
@@ -302,7 +303,7 @@ class Mapper:
             try:
                 geometry = GeometryLayer.load(
                     gpath, self.cfg.depth.max_depth, device=g.device, trunc_voxels=g.trunc_voxels, min_weight=g.min_weight,
-                    clear=g.clear, max_weight=g.max_weight,
+                    clear=g.clear, max_weight=g.max_weight, carve=g.carve,
                 )
             except GeometryError as e:
                 raise MapFileError(str(e)) from None

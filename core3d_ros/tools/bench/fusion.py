@@ -6,7 +6,8 @@ same inputs, alternating frame by frame so that machine noise hits both.
 
 Beside the ratio: the free-space pass's own time inside ours (``free_space``), what it removed
 (on a static sequence every removal is erosion), and the geometry layer with and without TSDF
-clearing (``geometry_clearing``: every allocated block in view integrated, core/tsdf.py).
+clearing (``geometry_clearing``: every allocated block in view integrated and, with
+``geometry.carve``, voxels seen through reset, core/tsdf.py).
 """
 from __future__ import annotations
 
@@ -186,6 +187,7 @@ def _geometry_clearing(cfg: MapperConfig, frames: list[Frame]) -> dict:
         layers[name] = GeometryLayer(
             cfg.fusion.voxel_size, cfg.depth.max_depth, device=g.device, block_count=g.block_count,
             trunc_voxels=g.trunc_voxels, min_weight=g.min_weight, clear=clear, max_weight=g.max_weight if clear else 0.0,
+            carve=clear and g.carve,
         )
     for i, frame in enumerate(frames):
         for name in ("clear", "plain") if i % 2 == 0 else ("plain", "clear"):
@@ -204,6 +206,10 @@ def _geometry_clearing(cfg: MapperConfig, frames: list[Frame]) -> dict:
         "plain_blocks_per_frame": float(np.mean(blocks["plain"])),
         "blocks_added_for_clearing_per_frame": layers["clear"].cleared_blocks / max(1, len(frames)),
         "max_weight": g.max_weight,
+        "carve": g.carve,
+        # on a static sequence a carved voxel is one a frame saw through though the map held it on
+        # or behind a surface (noise, pose error, or the far side of a thin band seen from afar)
+        "carved_voxels_per_frame": layers["clear"].carved_voxels / max(1, len(frames)),
         "grid_blocks": layers["clear"].num_blocks,
     }
 
