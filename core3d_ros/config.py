@@ -122,6 +122,7 @@ class FusionConfig:
     # move the objects those frames anchored.
     correction_anchor: str = _p("voxel", "pose corrections: what follows a corrected frame: the voxels it created (voxel, 8 bytes per voxel) or the objects it saw most of, rigidly (object)", choices=("voxel", "object"))
     correction_depth_mb: int = _p(256, "pose corrections (voxel grain): MiB of recent fused depth images kept, so that a correction re-projects a frame's own pixels (exact) instead of moving voxel centres (up to a voxel off); 0: never", (0, INT_MAX))
+    correction_copies: bool = _p(True, "pose corrections (voxel grain): a corrected frame's kept pixels that fell in voxels another frame created also mark their corrected voxels (the drift had folded them onto that frame's voxels)")
     correction_frames: int = _p(20000, "pose corrections: fused frames whose poses are kept (136 bytes each); older ones can no longer be corrected", (1, INT_MAX))
     correction_stamp_tolerance: float = _p(0.005, "pose corrections: seconds between a correction's stamp and the fused frame it corrects", (0.0, INF))
     correction_max_gap: float = _p(1.0, "pose corrections: fused frames within this many seconds of a corrected keyframe follow its correction", (0.0, INF))

@@ -353,3 +353,92 @@ def test_a_map_file_with_damaged_correction_state_is_refused(tmp_path):
         _write(tmp_path / "bad.npz", {**good, name: value})
         with pytest.raises(MapFileError, match=message):
             load_map(tmp_path / "bad.npz", omap.cfg)
+
+
+@pytest.mark.parametrize("copies", [True, False])
+def test_pixels_folded_onto_another_frames_voxels_mark_their_corrected_voxels(copies):
+    """Frame 1 (1 s, true pose) sees columns 4-19 (voxel x -6..-3): it creates those rows.
+    Frame 2 (5 s) sees the same columns but stood 0.3 m further along x than its pose said: its
+    pixels fell in frame 1's rows (one object, frame 2 anchors no row). Correcting frame 2 by
+    +0.3 m moves no row; its kept pixels also mark their corrected voxels (x -3..0) for the
+    object, with one hit, anchored to frame 2 (copies on), or nothing changes (off)."""
+    c = dict(voxel_size=0.1, merge_interval=0, min_object_observations=1, min_valid_pixels=10, min_segment_voxels=3, free_space=False)
+    omap = ObjectMap(FusionConfig(correction_copies=copies, **c))
+    depth, labels = patch(LEFT, 1)
+    for stamp in (1.0, 5.0):
+        omap.integrate_frame(depth, INTR, np.eye(4), RGB, labels, stamp)
+    (oid,) = omap.objects
+    before = unpack(keys_of(omap, oid))
+    assert (before[:, 0].min(), before[:, 0].max()) == (-6, -3) and len(omap.rows_anchored_to(5.0)) == 0
+    omap.apply_corrections([(5.0, trans(0.3))])
+    after = unpack(keys_of(omap, oid))
+    if not copies:
+        assert np.array_equal(after, before)
+        return
+    expected = np.unique(pack(np.concatenate([before, before + [3, 0, 0]])))
+    assert np.array_equal(np.sort(pack(after)), expected)
+    new = pack(before[before[:, 0] > -6] + [3, 0, 0])  # x -3 was there (2 hits): x -2..0 are new
+    new = new[unpack(new)[:, 0] > -3]
+    rows = omap.lookup(new)
+    assert np.all(omap.hits[rows, 0] == 1) and np.all(omap.ids[rows, 0] == oid)
+    assert np.array_equal(np.sort(omap.rows_anchored_to(5.0)), np.sort(rows))
+    assert omap.objects[oid].num_voxels == len(expected)
+
+
+def drifted_duplicate(merge_interval):
+    """Frame 1 (1 s) sees the left patch (16 voxels, x -6..-3): object A. Frame 2 (5 s) sees its
+    columns 4-11 (x -6..-5, 8 voxels) with a pose 0.5 m off along x: they land at x -1..0, apart
+    from A: object B. Frame 2 corrected to its true pose lays B on A."""
+    c = dict(voxel_size=0.1, merge_interval=merge_interval, min_object_observations=1, min_valid_pixels=10, min_segment_voxels=3, free_space=False)
+    omap = ObjectMap(FusionConfig(**c))
+    depth, labels = patch(LEFT, 1)
+    omap.integrate_frame(depth, INTR, np.eye(4), RGB, labels, 1.0)
+    depth, labels = patch((slice(14, 34), slice(4, 12)), 1)
+    omap.integrate_frame(depth, INTR, trans(0.5), RGB, labels, 5.0)
+    a, b = sorted(omap.objects)
+    assert omap.objects[a].num_voxels == 16 and omap.objects[b].num_voxels == 8
+    assert len(np.intersect1d(keys_of(omap, a), keys_of(omap, b))) == 0
+    return omap, a, b
+
+
+def test_a_duplicate_that_a_correction_lays_on_its_original_is_merged():
+    omap, a, b = drifted_duplicate(merge_interval=10)
+    stats = omap.apply_corrections([(5.0, np.eye(4))])
+    # B (8 voxels) shares all its voxels with A (16) now and shared none before: 8 - 0 > 0.5 * 8,
+    # merged although the balanced test fails (IoVs 1 and 0.5, sizes 8 <= 0.5 * 16)
+    assert stats.merged == 1 and sorted(omap.objects) == [a] and omap.objects[a].num_voxels == 16
+
+
+def test_the_gain_test_counts_only_what_the_move_shared():
+    omap, a, b = drifted_duplicate(merge_interval=0)  # the correction runs no merge pass
+    omap.apply_corrections([(5.0, np.eye(4))])
+    assert sorted(omap.objects) == [a, b] and len(np.intersect1d(keys_of(omap, a), keys_of(omap, b))) == 8
+    shared_now = omap.pair_counts([b])
+    assert np.array_equal(shared_now[0], [a << 32 | b]) and np.array_equal(shared_now[1], [8])
+
+    def merge(moved):
+        omap._note_touched(omap.member_rows(b))
+        return omap.merge_objects(moved)
+
+    assert merge(None) == 0  # the balanced test alone: no
+    assert merge(([b], *shared_now)) == 0  # they shared those 8 voxels before the move: nothing gained
+    assert merge(([b], np.zeros(0, np.int64), np.zeros(0, np.int64))) == 1 and sorted(omap.objects) == [a]
+
+
+def test_folded_pixels_fill_only_voxels_that_nothing_holds():
+    """As above, but another object B (a frame at 3 s, columns 24-39: voxel x -2..1) holds the
+    voxels where frame 2's pixels belong (x -3 is A's own): a copy carries A (the owner of the
+    row the pixel fell in), not what the pixel saw, so it never adds a slot there: nothing
+    changes."""
+    c = dict(voxel_size=0.1, merge_interval=0, min_object_observations=1, min_valid_pixels=10, min_segment_voxels=3, free_space=False)
+    omap = ObjectMap(FusionConfig(hidden_side_voxels=0, **c))
+    for stamp, cols in ((1.0, slice(4, 20)), (3.0, slice(24, 40)), (5.0, slice(4, 20))):
+        depth, labels = patch((slice(14, 34), cols), 1)
+        omap.integrate_frame(depth, INTR, np.eye(4), RGB, labels, stamp)
+    a, b = sorted(omap.objects)
+    ca, cb = unpack(keys_of(omap, a)), unpack(keys_of(omap, b))
+    assert (ca[:, 0].min(), ca[:, 0].max(), cb[:, 0].min(), cb[:, 0].max()) == (-6, -3, -2, 1)
+    before = state(omap)[0]
+    stats = omap.apply_corrections([(5.0, trans(0.3))])
+    assert stats.voxels == 0 and stats.objects == []
+    assert all(np.array_equal(x, y) for x, y in zip(before, state(omap)[0]))

@@ -22,7 +22,17 @@ the same object keeps the larger hit count, else a free slot, else the weakest s
 fewer hits, else it is dropped (counted). Several slots landing on one voxel merge in rounds,
 strongest first. Owners, the per-object row index and the dirty set follow, so boxes, centroids
 and relations are rebuilt by the normal snapshot path; then the merge pass runs on the moved
-rows (pieces the drift kept apart, together again).
+rows (pieces the drift kept apart, together again), with the pairs each moved object shared
+before the move: a pair whose smaller object the move made mostly shared with the other merges
+(a duplicate the drift made, laid on its original; merging.py).
+
+Folded pixels (voxel grain, ``correction_copies``): a drifted frame's pixels that fell in rows
+another frame had created (the drift folded them onto a different part of the surface) added no
+row of their own, so moving rows alone would leave what only they saw empty. Each such kept pixel
+of a corrected frame also marks its corrected voxel for the owner of the row it fell in (one hit,
+anchored to that frame), the row itself staying with its own frame; only where, after the
+moves, no object holds that voxel (a hole to fill, never a second slot: a copy carries the
+row's owner, not necessarily what the pixel saw, so it neither overrides nor joins objects).
 
 Cost: the moved rows (found through the per-frame row chunks, or the anchor index per object);
 nothing else is read. Emptied rows stay in the table as empty voxels (as free-space clearing
@@ -73,6 +83,8 @@ class PoseCorrections:
         self._serials: dict[float, int] = {}  # recorded stamp -> frame serial
         # per voxel row, the serial of the frame that anchors it: storage.py's ``_row_frame`` (4 bytes)
         self._frame_rows: dict[int, list[np.ndarray]] = {}  # serial -> rows it anchors, int32 (lazily cleaned; 4 bytes)
+        self._before_move = None  # (objects moving, their pair counts before): see apply_corrections
+        self._pending_copies = None  # folded pixels' entries, placed after the moves
         self._depths = DepthStore(int(cfg.correction_depth_mb) << 20)  # serial -> depth fused (voxel grain)
 
     def corrections_memory_bytes(self) -> int:
@@ -228,23 +240,39 @@ class PoseCorrections:
         deltas = np.stack([res.deltas[s] for s in stamps])
         # Everything that moves leaves first (slots, hits, colours kept), then arrives at its new
         # voxels (see the module doc).
+        self._before_move, self._pending_copies = None, None
         if self._per_voxel:
             moved = self._voxel_moves(stamps, deltas, stats)
         else:
-            left = [self._take_object(oid, j) for j, s in enumerate(stamps) for oid in self.anchored_to(s)]
+            objs = [(oid, j) for j, s in enumerate(stamps) for oid in self.anchored_to(s)]
+            ids = sorted({o for o, _ in objs})
+            self._before_move = (ids, *self.pair_counts(ids))
+            left = [self._take_object(oid, j) for oid, j in objs]
             moved = [_centres(e, deltas, self.voxel_size) for e in left if e is not None]
-        if not moved:
+        copies, self._pending_copies = self._pending_copies, None
+        if not moved and copies is None:
             stats.seconds = time.perf_counter() - t0
             return stats
-        entries = {k: np.concatenate([e[k] for e in moved]) for k in moved[0]}
-        first = entries["taken"] == 1
-        stats.blocks, stats.block_deltas = _blocks_left(entries["keys"][first], entries["delta"][first], deltas)
-        stats.voxels, stats.dropped_voxels = self._place(entries)
-        stats.objects = sorted(set(np.unique(entries["ids"]).tolist()))
+        rows_left = []
+        if moved:
+            entries = {k: np.concatenate([e[k] for e in moved]) for k in moved[0]}
+            first = entries["taken"] == 1
+            stats.blocks, stats.block_deltas = _blocks_left(entries["keys"][first], entries["delta"][first], deltas)
+            stats.voxels, stats.dropped_voxels = self._place(entries)
+            stats.objects = sorted(set(np.unique(entries["ids"]).tolist()))
+            rows_left = entries["row"]
+        if copies is not None:  # after the moves: only voxels that nothing holds
+            at = self._lookup_keys(pack(copies["coords"]))
+            empty = np.ones(len(at), bool)
+            empty[at >= 0] = ~(self.ids[at[at >= 0]] >= 0).any(axis=1)
+            if empty.any():
+                stats.voxels += self._place({k: v[empty] for k, v in copies.items()})[0]
+                stats.objects = sorted(set(stats.objects) | set(np.unique(copies["ids"][empty]).tolist()))
         self._drop_empty()
-        self._release_rows(entries["row"])  # storage.py: rows the move emptied (and nothing filled again) are reused
+        self._release_rows(rows_left)  # storage.py: rows the move emptied (and nothing filled again) are reused
         if self.cfg.merge_interval > 0:
-            stats.merged = self.merge_objects()  # pieces that the drift kept apart, now together
+            stats.merged = self.merge_objects(self._before_move)  # pieces that the drift kept apart, now together
+        self._before_move = None
         self.version += 1
         stats.seconds = time.perf_counter() - t0
         return stats
@@ -285,6 +313,7 @@ class PoseCorrections:
         vs = self.voxel_size
         j_of = {self._serials[s]: j for j, s in enumerate(stamps)}
         p_rows, p_keys, p_j, plain = [], [], [], []
+        c_rows, c_keys, c_serial = [], [], []
         for j, s in enumerate(stamps):
             new_pose = self.keyframes.pose(s)
             pairs = self._depths.key_pairs(self._serials[s], invert(deltas[j]) @ new_pose, new_pose, vs)
@@ -296,7 +325,13 @@ class PoseCorrections:
             uo, inv = np.unique(old, return_inverse=True)
             rows = self._lookup_keys(uo)[inv.reshape(-1)]
             ok = rows >= 0
-            ok[ok] = self._row_frame[rows[ok]] == self._serials[s]  # the rows this frame anchors
+            own = ok.copy()
+            own[ok] = self._row_frame[rows[ok]] == self._serials[s]  # the rows this frame anchors
+            if self.cfg.correction_copies:
+                c_rows.append(rows[ok & ~own])
+                c_keys.append(new[ok & ~own])
+                c_serial.append(np.full(int((ok & ~own).sum()), self._serials[s], np.int64))
+            ok = own
             p_rows.append(rows[ok])
             p_keys.append(new[ok])
             p_j.append(np.full(int(ok.sum()), j, np.int64))
@@ -310,6 +345,7 @@ class PoseCorrections:
             first = np.r_[True, (pr[1:] != pr[:-1]) | (pk[1:] != pk[:-1])]
             pr, pk, pj = pr[first], pk[first], pj[first]
         rows = np.union1d(np.unique(pr), cat(plain, np.int64))
+        self._pending_copies = self._copies(cat(c_rows, np.int64), cat(c_keys, np.int64), cat(c_serial, np.int64))
         e = self._take_rows(rows)
         if e is None:
             return []
@@ -321,6 +357,28 @@ class PoseCorrections:
         e["delta"] = np.where(creator >= 0, creator, pj[np.minimum(lo, max(len(pj) - 1, 0))] if len(pj) else 0)
         return [_expand(e, lo, cnt, pk, _centres(e, deltas, vs)["coords"])]
 
+    def _copies(self, rows: np.ndarray, keys: np.ndarray, serials: np.ndarray):
+        """A corrected frame's kept pixels that fell in rows another frame anchors: what the
+        frame saw there (the row's owner, one hit) also goes to the pixels' corrected voxels,
+        the rows staying where they are (their own frame moves them, or nothing does)."""
+        if len(rows) == 0:
+            return None
+        own = self.owner[rows]
+        ok = own >= 0
+        rows, keys, serials, own = rows[ok], keys[ok], serials[ok], own[ok]
+        order = np.lexsort((rows, keys))
+        rows, keys, serials, own = rows[order], keys[order], serials[order], own[order]
+        first = np.r_[True, keys[1:] != keys[:-1]] if len(keys) else np.zeros(0, bool)
+        rows, keys, serials, own = rows[first], keys[first], serials[first], own[first]
+        n = len(rows)
+        if n == 0:
+            return None
+        return {
+            "keys": self.keys[rows].copy(), "ids": own.astype(np.int32), "hits": np.ones(n, self.hits.dtype), "colors": self.colors[rows].copy(),
+            "color_n": np.ones(n, self.color_n.dtype), "row": np.full(n, -1, np.int64), "frame": serials.astype(np.int32),
+            "delta": np.zeros(n, np.int64), "coords": unpack(keys), "taken": np.zeros(n, np.int8),
+        }
+
     def _take_rows(self, rows: np.ndarray):
         """Empty whole voxel rows (every slot); returns their moving entries, one per slot."""
         if len(rows) == 0:
@@ -328,6 +386,8 @@ class PoseCorrections:
         r, k = np.nonzero(self.ids[rows] >= 0)
         src = rows[r]
         ids = self.ids[src, k].copy()
+        moved = np.unique(ids).tolist()
+        self._before_move = (moved, *self.pair_counts(moved))  # for the merge pass that follows
         entry = {
             "keys": self.keys[src].copy(), "ids": ids, "hits": self.hits[src, k].copy(), "colors": self.colors[src].copy(),
             "color_n": self.color_n[src].copy(), "row": src, "frame": self._row_frame[src].copy(), "delta": np.zeros(len(src), np.int64),

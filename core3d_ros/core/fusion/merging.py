@@ -2,7 +2,8 @@
 
 - the merge pass (every ``merge_interval`` frames): pairs of objects that share voxels touched
   since the last pass, tested with the balanced IoV test on their full voxel sets; it costs what
-  was touched, never the whole map (nor the ids ever issued);
+  was touched, never the whole map (nor the ids ever issued); after a pose correction, also the
+  pairs that the move made share most of the smaller one's voxels (``merge_objects(moved)``);
 - co-mask evidence: objects seen inside one 2-D mask more often than in different masks of one
   frame;
 - the unions that association found (a segment covering two objects; a hidden side).
@@ -31,9 +32,27 @@ class Merging:
             folded = np.unique(np.concatenate(self._merge_touched))
             self._merge_touched, self._merge_touched_n = [folded], len(folded)
 
-    def merge_objects(self) -> int:
+    def pair_counts(self, objects) -> tuple[np.ndarray, np.ndarray]:
+        """(pair codes, shared rows) of every pair of objects that share a voxel with one of
+        ``objects`` (exact for any pair holding one of them); costs those objects' rows."""
+        objects = [o for o in objects if o in self.objects]
+        if not objects:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        rows = np.unique(np.concatenate([self.member_rows(o) for o in objects]))
+        codes, counts = np.unique(pair_codes_kernel(rows, self.ids), return_counts=True)
+        return codes, counts.astype(np.int64)
+
+    def merge_objects(self, moved=None) -> int:
         """Merge pairs of objects that share voxels touched since the last pass and pass the
-        balanced IoV test on their full voxel sets. Costs what was touched, not the map."""
+        balanced IoV test on their full voxel sets. Costs what was touched, not the map.
+
+        ``moved`` (after a pose correction): (the objects that moved, and :meth:`pair_counts` of
+        them before the move). A pair holding a moved object also merges when the move made the
+        smaller one's voxels shared with the other: rows shared after minus rows shared before,
+        over the smaller's voxels, above gamma. Those are pieces of one surface that the drift
+        had kept apart (a duplicate made where the drifted view did not match the map); objects
+        that already shared their rows before the move (a book on the table a mask covered
+        with it) gained nothing from it and are tested as before."""
         touched = self._merge_touched
         self._merge_touched, self._merge_touched_n = [], 0
         if not touched:
@@ -47,9 +66,19 @@ class Merging:
         present = np.unique(np.concatenate([a_ids, b_ids]))
         size = np.array([self.objects[o].num_voxels if o in self.objects else 0 for o in present.tolist()], np.float64)
         sa, sb = size[np.searchsorted(present, a_ids)], size[np.searchsorted(present, b_ids)]
-        # A pair can only pass if the smaller holds more than gamma of the larger.
+        # A pair can only pass the balanced test if the smaller holds more than gamma of the larger.
         keep = (np.minimum(sa, sb) > self.cfg.gamma * np.maximum(sa, sb)) & (np.minimum(sa, sb) > 0)
-        a_ids, b_ids, sa, sb = a_ids[keep], b_ids[keep], sa[keep], sb[keep]
+        before = np.zeros(len(codes), np.float64)
+        moved_pair = np.zeros(len(codes), bool)
+        if moved is not None:
+            moved_ids, pre_codes, pre_counts = moved
+            moved_ids = np.asarray(moved_ids, np.int64)
+            moved_pair = (np.isin(a_ids, moved_ids) | np.isin(b_ids, moved_ids)) & (np.minimum(sa, sb) > 0)
+            if len(pre_codes):
+                at = np.minimum(np.searchsorted(pre_codes, codes), len(pre_codes) - 1)
+                before = np.where(pre_codes[at] == codes, pre_counts[at], 0).astype(np.float64)
+            keep |= moved_pair
+        a_ids, b_ids, sa, sb, before, moved_pair = a_ids[keep], b_ids[keep], sa[keep], sb[keep], before[keep], moved_pair[keep]
         if len(a_ids) == 0:
             return 0
         # Exact |A ∩ B|: scan the rows of the smaller object of each pair (once per object),
@@ -68,7 +97,10 @@ class Merging:
             at = np.minimum(np.searchsorted(seen, other[idx]), len(seen) - 1)
             inter[idx] = np.where(seen[at] == other[idx], counts[at], 0)
         iov_ab, iov_ba = inter / np.maximum(sa, 1), inter / np.maximum(sb, 1)
-        ok = balanced(iov_ab, iov_ba, self.cfg.gamma, self.cfg.delta)
+        ok = balanced(iov_ab, iov_ba, self.cfg.gamma, self.cfg.delta) & (np.minimum(sa, sb) > self.cfg.gamma * np.maximum(sa, sb))
+        gained = moved_pair & ((inter - before) > self.cfg.gamma * np.minimum(sa, sb))
+        ok |= gained
+        iov_ab, iov_ba = np.where(gained, 1.0, iov_ab), np.where(gained, 1.0, iov_ba)  # gained pairs first
         cand = [(float(min(x, y)), int(a), int(b)) for x, y, a, b in zip(iov_ab[ok], iov_ba[ok], a_ids[ok], b_ids[ok])]
         cand.sort(key=lambda c: -c[0])
         alias: dict[int, int] = {}
