@@ -56,6 +56,24 @@ def test_eval_reports_each_seed_and_their_mean(tmp_path):
     assert report["segmenters"]["oracle"]["per_seed"]["0"] != report["segmenters"]["oracle"]["per_seed"]["1"]
 
 
+def test_eroded_voxels_near_the_map_are_counted_by_distance():
+    from core3d_ros.config import FusionConfig
+    from core3d_ros.core.fusion.object_map import ObjectMap
+    from core3d_ros.core.fusion.records import ObjectState
+    from core3d_ros.core.fusion.voxels import pack
+    from core3d_ros.tools.bench.fusion import _near_map
+
+    cfg = FusionConfig(voxel_size=0.1)
+    k = cfg.slots_per_voxel
+    ids = np.full((2, k), -1, np.int32)
+    ids[:, 0] = 1
+    hits = np.where(ids >= 0, 1, 0).astype(np.int32)
+    held = pack(np.array([[0, 0, 0], [1, 0, 0]]))  # object 1: two voxels
+    omap = ObjectMap.from_arrays(cfg, held, ids, hits, np.zeros((2, 3), np.float32), np.ones(2, np.int32), [ObjectState(id=1, num_voxels=2)], 2, 1)
+    gone = pack(np.array([[3, 0, 0], [4, 0, 0], [0, -2, 2], [0, 0, -3], [3, 0, 0]]))  # 2, 3, 2, 3 voxels away; one twice
+    assert _near_map(omap, gone, 2) == {"distinct": 4, "near_map": 2}
+
+
 def test_bench_fusion_json_has_the_agreed_fields(tmp_path):
     out = tmp_path / "bench.json"
     assert main(["bench", "fusion", "--data", "synthetic", "--frames", "6", "--runs", "3", "--json", str(out)]) == 0
@@ -77,6 +95,7 @@ def test_bench_fusion_json_has_the_agreed_fields(tmp_path):
     # the free-space pass is a part of ours; what it removed from the (static) sequence is reported
     fs = r["free_space"]
     assert 0 < fs["ms_per_frame"] < r["ours_ms_per_frame"] and fs["eroded_voxels"] >= 0 and fs["eroded_objects"] >= 0
+    assert 0 <= fs["eroded_near_map"]["near_map"] <= fs["eroded_near_map"]["distinct"] <= fs["eroded_voxels"]
     # the geometry layer with TSDF clearing integrates the surface blocks and some more
     g = r["geometry_clearing"]
     assert g["clear_blocks_per_frame"] >= g["plain_blocks_per_frame"] > 0 and g["clear_ms_per_frame"] > 0

@@ -292,6 +292,7 @@ class FreeSpace:
         self.color_n[rows] = 0
         self.free[rows] = 0
         stats.cleared_voxels += len(rows)
+        stats.cleared_keys = np.concatenate([stats.cleared_keys, self.keys[rows]])
         if len(gone) == 0:
             return
         oids, n = np.unique(gone, return_counts=True)

@@ -67,6 +67,7 @@ class IntegrationStats:
     rejected: str = ""  # reason code when the frame was refused (the map is then unchanged)
     free_voxels: int = 0  # map voxels the frame saw through (free-space evidence)
     cleared_voxels: int = 0  # voxels emptied because frames saw through them often enough
+    cleared_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # their voxel keys
     removed_objects: list[int] = field(default_factory=list)  # objects removed by that clearing
     free_skipped: str = ""  # reason code when the frame gave no free-space evidence
     moved_objects: list[tuple[int, int]] = field(default_factory=list)  # (object, the removed object it is) seen to move
