@@ -351,7 +351,6 @@ class RosConfig:
     # by the core3d/observations topic), external (a perception node elsewhere, e.g. a GPU box),
     # inline (the mapping worker runs them itself and waits for them; offline-style runs).
     perception: str = _p("in_process", "where the models run: in_process (a perception node in this process, linked by core3d/observations) | external (a perception node elsewhere) | inline (the mapping worker runs them and waits)", choices=("in_process", "external", "inline"))
-    mapping_nice: int = _p(0, "the mapping node's process lowers its OS priority by this much, so that a query node on the same machine answers first (0: unchanged)", (0, 19))
     perception_nice: int = _p(10, "a perception node in its own process lowers its OS priority by this much, so that mapping and queries get the CPU first (0: unchanged)", (0, 19))
     perception_threads: int = _p(0, "CPU threads of the models (torch) in a perception node; 0: all cores but one, which is left to mapping", (0, 1024))
     frame_buffer: int = _p(60, "frames kept by stamp for observations that arrive later", (1, INT_MAX))

@@ -48,7 +48,7 @@ from .scene_graph import DirtyBlocks, SceneGraphPart
 from .params import declare_config, validate_node_config
 from .protocols import FrameMapper, QueryAnswerer
 from .publishing import MappingReport, MapPublisher, NodeCounters
-from .runner import exit_now_if_busy, lower_priority, run_nodes
+from .runner import exit_now_if_busy, run_nodes
 from .services import MapServices, default_engine, service_qos
 from .sync import Rejected, SyncedSet
 
@@ -372,7 +372,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _mapping_nodes(config_file: str | None) -> list[Node]:
     nodes: list[Node] = [MappingNode(config_file=config_file)]
-    lower_priority(nodes[0].cfg.ros.mapping_nice, "core3d_mapping")  # a query node beside it answers first
     if nodes[0].cfg.ros.perception == "in_process":
         from .perception_node import PerceptionNode
 

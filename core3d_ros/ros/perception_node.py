@@ -39,7 +39,7 @@ from .inputs import SyncedInputs
 from .rejects import RejectLog
 from .conversions.observations import CLAIMS_TOPIC, OBSERVATION_QOS, OBSERVATIONS_TOPIC, observation_to_msg
 from .params import declare_config
-from .runner import exit_now_if_busy, lower_priority, run_nodes
+from .runner import exit_now_if_busy, run_nodes
 from .sync import Rejected, SyncedSet
 
 NODE_NAME = "core3d_perception"
@@ -204,11 +204,28 @@ def limit_model_threads(threads: int) -> int:
     return n
 
 
+def lower_priority(nice: int) -> None:
+    """Lower the OS priority of every thread of this process by ``nice`` (threads started
+    later inherit it from their creator): the models then take only the CPU that mapping and
+    queries leave. On Linux a priority belongs to a thread, hence the walk over /proc/self/task."""
+    if nice <= 0:
+        return
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        tids = [0]  # not Linux: the calling thread (and whatever it starts)
+    try:
+        for tid in tids:
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError as e:  # not fatal: the node runs at the default priority
+        print(f"core3d_perception: could not lower the priority by {nice}: {e}", file=sys.stderr)
+
+
 def own_process(config_file: str | None, perception_factory: Callable[[MapperConfig], Any] | None = None) -> list[Node]:
     """The perception node of a process of its own, that process at lower priority (run_nodes'
     ``build``; ``perception_factory`` as PerceptionNode's)."""
     node = PerceptionNode(config_file=config_file, perception_factory=perception_factory)
-    lower_priority(node.cfg.ros.perception_nice, "core3d_perception")
+    lower_priority(node.cfg.ros.perception_nice)
     return [node]
 
 

@@ -36,24 +36,6 @@ def exit_now_if_busy(code: int) -> int:
     return code
 
 
-def lower_priority(nice: int, prog: str) -> None:
-    """Lower the OS priority of every thread of this process by ``nice`` (threads started
-    later inherit it from their creator), so that what runs at a higher priority on the same
-    machine (queries, mapping) gets the CPU first. On Linux a priority belongs to a thread,
-    hence the walk over /proc/self/task. Not fatal when refused: said on stderr."""
-    if nice <= 0:
-        return
-    try:
-        tids = [int(t) for t in os.listdir("/proc/self/task")]
-    except OSError:
-        tids = [0]  # not Linux: the calling thread (and whatever it starts)
-    try:
-        for tid in tids:
-            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
-    except OSError as e:
-        print(f"{prog}: could not lower the priority by {nice}: {e}", file=sys.stderr)
-
-
 def run_nodes(argv: list[str] | None, *, prog: str, build: Callable[[str | None], list[Node]]) -> int:
     """The entry point of every core3d executable: parse ``--config FILE`` and the ROS
     arguments, ``build(config_file)`` the nodes, spin them on one MultiThreadedExecutor until
