@@ -159,6 +159,7 @@ def test_mapper_saves_and_loads_its_tsdf_beside_the_map(scene, tmp_path):
     other.load(written)
     assert other.geometry.num_blocks == mapper.geometry.num_blocks > 0
     assert mapper.geometry.carve and other.geometry.carve  # geometry.carve reaches the layer, loaded or not
+    assert mapper.geometry.carve_interval == other.geometry.carve_interval == cfg.geometry.carve_interval
     (tmp_path / "room.geometry.npz").write_bytes(b"damaged")
     before = other.geometry
     with pytest.raises(ValueError, match="geometry"):
@@ -229,6 +230,12 @@ def test_carving_restarts_a_vanished_box_in_one_frame():
     assert box == 0 and wall > 0 and layer.carved_voxels > 0
     _, box, _ = _box_run(3, 1)
     assert box > 0
+    # geometry.carve_interval 2: carving looks in frames 0, 2, 4, ... of the layer; the first
+    # empty frame (3) only averages, the second (4) carves what is still in the band.
+    layer, box, _ = _box_run(3, 1, carve=True, carve_interval=2)
+    assert box > 0 and layer.carved_voxels == 0
+    layer, box, _ = _box_run(3, 2, carve=True, carve_interval=2)
+    assert box == 0 and layer.carved_voxels > 0
 
 
 def _wall_frame(z: float):

@@ -102,6 +102,7 @@ class Mapper:
                 clear=g.clear,
                 max_weight=g.max_weight,
                 carve=g.carve,
+                carve_interval=g.carve_interval,
             )
         except GeometryError as e:
             raise BackendError(str(e)) from None
@@ -303,7 +304,7 @@ class Mapper:
             try:
                 geometry = GeometryLayer.load(
                     gpath, self.cfg.depth.max_depth, device=g.device, trunc_voxels=g.trunc_voxels, min_weight=g.min_weight,
-                    clear=g.clear, max_weight=g.max_weight, carve=g.carve,
+                    clear=g.clear, max_weight=g.max_weight, carve=g.carve, carve_interval=g.carve_interval,
                 )
             except GeometryError as e:
                 raise MapFileError(str(e)) from None

@@ -195,6 +195,7 @@ class GeometryLayer:
         clear: bool = True,
         max_weight: float = 0.0,
         carve: bool = False,
+        carve_interval: int = 1,
         vbg=None,
     ):
         import open3d as o3d
@@ -212,6 +213,7 @@ class GeometryLayer:
         self.clear = bool(clear)
         self.max_weight = float(max_weight)  # 0: no cap
         self.carve = bool(carve)
+        self.carve_interval = max(1, int(carve_interval))  # carve in every n-th integrated frame
         self.carved_voxels = 0  # voxels reset by carving (all frames)
         self.empty_frames = 0  # frames without a valid depth pixel (skipped)
         self.cleared_blocks = 0  # existing blocks integrated for clearing only (all frames)
@@ -252,7 +254,7 @@ class GeometryLayer:
                 pooled = pool_min_kernel(depth_m[::RAY_STRIDE, ::RAY_STRIDE], POOL)
                 pooled[pooled > self.max_depth] = 0.0  # Open3D skips those pixels: no ray that far
                 blocks = self._with_blocks_in_view(blocks, pooled, frame)
-                if self.carve and blocks.shape[0]:
+                if self.carve and blocks.shape[0] and self.frames % self.carve_interval == 0:
                     self._carve(blocks, depth_m, frame)
             if blocks.shape[0] == 0:
                 return 0

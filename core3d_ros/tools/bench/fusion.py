@@ -190,7 +190,7 @@ def _geometry_clearing(cfg: MapperConfig, frames: list[Frame]) -> dict:
         layers[name] = GeometryLayer(
             cfg.fusion.voxel_size, cfg.depth.max_depth, device=g.device, block_count=g.block_count,
             trunc_voxels=g.trunc_voxels, min_weight=g.min_weight, clear=clear, max_weight=g.max_weight if clear else 0.0,
-            carve=clear and g.carve,
+            carve=clear and g.carve, carve_interval=g.carve_interval,
         )
     for i, frame in enumerate(frames):
         for name in ("clear", "plain") if i % 2 == 0 else ("plain", "clear"):

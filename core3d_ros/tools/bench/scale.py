@@ -69,7 +69,10 @@ def bench_scale(
         from ...core.tsdf import GeometryLayer
 
         g = cfg.geometry
-        layer = GeometryLayer(voxel_size, cfg.depth.max_depth, trunc_voxels=g.trunc_voxels, clear=g.clear, max_weight=g.max_weight)
+        layer = GeometryLayer(
+            voxel_size, cfg.depth.max_depth, trunc_voxels=g.trunc_voxels, clear=g.clear, max_weight=g.max_weight,
+            carve=g.clear and g.carve, carve_interval=g.carve_interval,
+        )
         builder = HierarchyBuilder(cfg.hierarchy, voxel_size, up=up_vector(cfg.retrieval.up_axis))
     cpu: dict[str, list[float]] = {"fusion_ms": [], "snapshot_ms": [], "merge_ms": []}
     frame_no = 0
