@@ -121,7 +121,7 @@ def _load_parts(data: str | None, parts: list[range], stride: int, width: int, h
         name = f"synthetic room seed {seed}, {width}x{height}"
     frames = [[ds[i * (1 if data else stride)] for i in part] for part in parts]
     spans = ", ".join(f"robot{k + 1}: {p.start * stride}-{(p.stop - 1) * stride}" for k, p in enumerate(parts))
-    return frames, f"{name}; frames {spans} (every {stride}th)"
+    return frames, f"{name}; frames {spans} (stride {stride})"
 
 
 def _settled(diag: NodeDiagnostics, fqn: str, published: int, quiet_since: dict[str, tuple[float, float]]) -> bool:
