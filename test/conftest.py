@@ -2,7 +2,16 @@
 concurrent runs on one host do not cross-talk."""
 from __future__ import annotations
 
+import signal
+
 import pytest
+
+# A run started as a background job of a non-interactive shell inherits SIGINT ignored, and so
+# would every process a test starts: a `ros2 launch` would then never see the ctrl-c the tests
+# send it (and respawn the nodes that the same ctrl-c ended). A handler here makes the children
+# start with the default disposition, as from a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
