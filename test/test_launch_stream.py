@@ -17,10 +17,10 @@ import re
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 from typing import Any, Callable
 
+import helpers
 import pytest
 from test_ros_tools import _tools_missing
 
@@ -42,12 +42,7 @@ def _env() -> dict[str, str]:
 
 
 def wait_for(cond: Callable[[], Any], timeout: float, step: float = 0.3) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(step)
-    return bool(cond())
+    return helpers.wait_for(cond, timeout, poll=step)  # polling the launched processes' output 3 times a second
 
 
 class Proc:

@@ -51,7 +51,7 @@ from ...config import HierarchyConfig
 from ..retrieval.relations import horizontal_basis
 from .graph import Floor, Room, SceneGraph
 from .columns import Columns
-from .rooms import FLOOR_BAND, floor_grid, segment_floor
+from .rooms import FLOOR_BAND, floor_grid, paste, segment_floor
 
 MIN_SUPPORT = 3  # camera positions (thinned to one per grid cell of travel) a floor needs above it
 
@@ -319,12 +319,9 @@ class HierarchyBuilder:
         if old is not None and old.labels.size:
             # both grids on the union of their extents, in global cells
             lo = np.minimum(origin, old.origin)
-            hi = np.maximum(origin + labels.shape[::-1], old.origin + old.labels.shape[::-1])
-            a = np.zeros((hi[1] - lo[1], hi[0] - lo[0]), np.int64)
-            b = np.zeros_like(a)
-            o1, o2 = origin - lo, old.origin - lo
-            a[o1[1]: o1[1] + labels.shape[0], o1[0]: o1[0] + labels.shape[1]] = labels
-            b[o2[1]: o2[1] + old.labels.shape[0], o2[0]: o2[0] + old.labels.shape[1]] = old.labels
+            shape = np.maximum(origin + labels.shape[::-1], old.origin + old.labels.shape[::-1]) - lo
+            a = paste(labels.astype(np.int64), origin, lo, shape)
+            b = paste(old.labels.astype(np.int64), old.origin, lo, shape)
             m = (a > 0) & (b > 0)
             k_old = int(old.labels.max()) + 1
             pair_counts = np.bincount(a[m] * k_old + b[m], minlength=(k + 1) * k_old)  # 1-D counts: no row sort

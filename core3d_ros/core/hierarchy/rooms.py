@@ -67,7 +67,7 @@ def segment_floor(
     lo_c, hi_c = allc.min(axis=0), allc.max(axis=0)
     new_origin = lo_c - r_cam - 2
     shape = hi_c + r_cam - new_origin + 3  # (a, b)
-    inside, walls = (_paste(g, origin, new_origin, shape) for g in (inside, walls))
+    inside, walls = (paste(g, origin, new_origin, shape) for g in (inside, walls))
     origin = new_origin
     k3 = np.ones((3, 3), np.uint8)
     # closings with zeros beyond the grid (OpenCV's default would keep a dilated rim there)
@@ -109,10 +109,10 @@ def segment_floor(
     return origin, labels, note
 
 
-def _paste(grid: np.ndarray, origin: np.ndarray, new_origin: np.ndarray, shape: np.ndarray) -> np.ndarray:
-    """``grid`` (cell [0, 0] at global ``origin``) on a zero grid of ``shape`` (a, b) whose cell
-    [0, 0] is ``new_origin``; what falls outside is cut."""
-    out = np.zeros((shape[1], shape[0]), np.uint8)
+def paste(grid: np.ndarray, origin: np.ndarray, new_origin: np.ndarray, shape: np.ndarray) -> np.ndarray:
+    """``grid`` (cell [0, 0] at global ``origin``) on a zero grid of its dtype and ``shape``
+    (a, b) whose cell [0, 0] is ``new_origin``; what falls outside is cut."""
+    out = np.zeros((shape[1], shape[0]), grid.dtype)
     o = origin - new_origin  # (a, b) of grid[0, 0] in out
     a0, b0 = max(o[0], 0), max(o[1], 0)
     a1, b1 = min(o[0] + grid.shape[1], shape[0]), min(o[1] + grid.shape[0], shape[1])
