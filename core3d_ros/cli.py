@@ -37,6 +37,14 @@ def _strict(x):
     return f if math.isfinite(f) else None
 
 
+def _report(args, text: str, report: dict) -> int:
+    """An evaluation's summary on stdout and, with ``--json``, its report in that file."""
+    print(text)
+    if args.json:
+        _write_json(args.json, report)
+    return 0
+
+
 def _write_json(path: str | None, data: dict) -> None:
     text = json.dumps(_strict(data), indent=2, allow_nan=False)
     if path:
@@ -209,29 +217,20 @@ def cmd_eval(args) -> int:
         report = evaluate_queries(base, seeds, args.frames, rooms=args.query_rooms, context_objects=args.context_objects,
                                   progress=lambda msg: print(msg, file=sys.stderr, flush=True),
                                   scenes=args.query_scenes, frames_per_room=args.frames_per_room)
-        print(summary_table(report))
-        if args.json:
-            _write_json(args.json, report)
-        return 0
+        return _report(args, summary_table(report), report)
     if args.ablation:
         scene = make_scene(seed=args.seed or 0, num_frames=args.frames)
         from .tools.ablation import markdown_table, run_ablation
 
         segmenters = args.segmenters or ["geometric"]
         results = {name: run_ablation(scene, base, name, _progress) for name in segmenters}
-        print(markdown_table(results))
-        if args.json:
-            _write_json(args.json, {"scene": {"seed": args.seed or 0, "frames": len(scene)}, "ablation": results})
-        return 0
+        return _report(args, markdown_table(results), {"scene": {"seed": args.seed or 0, "frames": len(scene)}, "ablation": results})
     seeds = [args.seed] if args.seed is not None else args.seeds
     if args.rooms:
         from .tools.rooms_eval import evaluate_rooms, summary_lines as room_lines
 
         report = evaluate_rooms(base, seeds, args.frames_per_room, progress=_progress)
-        print("\n".join(room_lines(report)))
-        if args.json:
-            _write_json(args.json, report)
-        return 0
+        return _report(args, "\n".join(room_lines(report)), report)
     if args.dynamic:
         from .tools.dynamic import DEFAULT_MOVE, evaluate_dynamic, summary_lines
 
@@ -253,10 +252,7 @@ def cmd_eval(args) -> int:
                                       remove=args.remove, move=move, passes=args.passes, progress=_progress)
         except ValueError as e:
             raise SystemExit(f"core3d eval --dynamic: {e}") from None
-        print("\n".join(summary_lines(report)))
-        if args.json:
-            _write_json(args.json, report)
-        return 0
+        return _report(args, "\n".join(summary_lines(report)), report)
     if args.drift:
         from .tools.drift import evaluate_drift, summary_lines
 
@@ -266,10 +262,7 @@ def cmd_eval(args) -> int:
                                     timing_only=args.timing_only)
         except ValueError as e:
             raise SystemExit(f"core3d eval --drift: {e}") from None
-        print("\n".join(summary_lines(report)))
-        if args.json:
-            _write_json(args.json, report)
-        return 0
+        return _report(args, "\n".join(summary_lines(report)), report)
     report = evaluate_seeds(base, args.segmenters or ["oracle", "geometric"], seeds, args.frames, _progress)
     for name, r in report["segmenters"].items():
         rows = [(str(s), r["per_seed"][s]) for s in seeds] + ([(f"mean {seeds[0]}-{seeds[-1]}", r["mean"])] if len(seeds) > 1 else [])
